@@ -1,0 +1,82 @@
+"""Portable collector built on ``psutil.net_connections('inet')``.
+
+Works on Linux, macOS and Windows. Limits, as psutil documents them: on Linux
+without root, sockets of other users' processes come back with ``pid=None``;
+on macOS the call needs root; other network namespaces are not visible.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import psutil
+
+from extension.collect.base import CollectError
+from extension.collect.normalize import normalize_address, normalize_family
+from extension.model import IPPROTO_TCP, IPPROTO_UDP, SocketRecord
+
+__all__ = ["PsutilCollector"]
+
+_PROTOCOLS = {socket.SOCK_STREAM: IPPROTO_TCP, socket.SOCK_DGRAM: IPPROTO_UDP}
+
+
+def _endpoint(addr: object) -> tuple[str, int] | None:
+    """(ip, port) of a psutil ``addr`` namedtuple; None for psutil's empty tuple."""
+    if isinstance(addr, tuple) and len(addr) == 2:
+        ip, port = addr
+        if isinstance(ip, str) and isinstance(port, int):
+            return ip, port
+    return None
+
+
+def _state(protocol: int, status: str) -> str:
+    if protocol != IPPROTO_TCP or status == psutil.CONN_NONE:
+        return ""
+    return status
+
+
+class PsutilCollector:
+    """Lists sockets with psutil; satisfies :class:`extension.collect.Collector`."""
+
+    def collect(self) -> list[SocketRecord]:
+        """Return every TCP/UDP socket psutil can see.
+
+        Raises:
+            CollectError: psutil refused the whole listing (for example
+                AccessDenied on macOS without root).
+        """
+        try:
+            conns = psutil.net_connections(kind="inet")
+        except (psutil.Error, OSError) as err:
+            raise CollectError(f"psutil.net_connections failed: {err}") from err
+        records: list[SocketRecord] = []
+        for conn in conns:
+            protocol = _PROTOCOLS.get(conn.type)
+            if protocol is None:
+                continue
+            try:
+                os_family = normalize_family(conn.family)
+            except ValueError:
+                continue
+            local = _endpoint(conn.laddr)
+            if local is None:
+                continue
+            local_family, local_address = normalize_address(os_family, local[0])
+            remote_address, remote_port = "", 0
+            remote = _endpoint(conn.raddr)
+            if remote is not None:
+                _, remote_address = normalize_address(os_family, remote[0])
+                remote_port = remote[1]
+            records.append(
+                SocketRecord(
+                    pid=conn.pid,
+                    family=local_family,
+                    protocol=protocol,
+                    local_address=local_address,
+                    local_port=local[1],
+                    remote_address=remote_address,
+                    remote_port=remote_port,
+                    state=_state(protocol, conn.status),
+                )
+            )
+        return records

@@ -1,0 +1,248 @@
+"""Registration with osqueryd and the Thrift server the extension runs.
+
+Lifecycle, following osquery-protocol-and-logs.md §2 (osquery/extensions/
+extensions.cpp, osquery-python osquery/management.py):
+
+1. Connect to the manager socket given by ``--socket``, retrying every 0.2 s
+   for ``--timeout`` seconds.
+2. ``registerExtension`` with the registry ``{"table": {"tracked_connections":
+   <routes>}}``; osqueryd answers with a uuid.
+3. Serve the ``Extension`` service on ``<socket>.<uuid>`` (TBinaryProtocol over
+   TBufferedTransport), one thread per connection, so a long ``generate`` does
+   not hold up osqueryd's pings.
+4. Every ``--interval`` seconds, ping the manager on a fresh connection and
+   check that our uuid is still registered; on any failure exit with status 1.
+   ``shutdown()`` from osqueryd, SIGTERM or SIGINT exit with status 0.
+
+Unlike osquery-python's ``start_extension``, a manager that never appears or a
+refused registration is an error with a message and exit status 1, never a
+silent exit 0; and a failed ``generate`` reaches osqueryd as a status with a
+message instead of an "Internal error" exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from osquery.extensions import Extension, ExtensionManager
+from osquery.extensions.ttypes import (
+    ExtensionResponse,
+    ExtensionStatus,
+    InternalExtensionInfo,
+)
+from thrift.protocol import TBinaryProtocol
+from thrift.server import TServer
+from thrift.transport import TSocket, TTransport
+
+from extension import __version__
+from extension.serve.table import TABLE_NAME, Row, routes
+
+__all__ = ["EXTENSION_NAME", "ExtensionServer", "ServeError"]
+
+log = logging.getLogger(__name__)
+
+EXTENSION_NAME = "tracked_connections"
+"""The name osqueryd sees; ``--extensions_require=tracked_connections`` matches it."""
+SDK_VERSION = "3.0.7"
+MIN_SDK_VERSION = "1.8.0"
+_CONNECT_RETRY_SECS = 0.2
+
+
+class ServeError(Exception):
+    """The extension could not connect to, or register with, osqueryd."""
+
+
+def _client(path: str, timeout_secs: float) -> tuple[Any, TTransport.TBufferedTransport]:
+    sock = TSocket.TSocket(unix_socket=path)
+    sock.setTimeout(int(timeout_secs * 1000))
+    transport = TTransport.TBufferedTransport(sock)
+    protocol = TBinaryProtocol.TBinaryProtocol(transport)
+    return ExtensionManager.Client(protocol), transport
+
+
+def _status(code: int, message: str) -> ExtensionStatus:
+    return ExtensionStatus(code=code, message=message)
+
+
+class _Handler:
+    """Implements osquery's ``Extension`` service (ping, call, shutdown)."""
+
+    def __init__(self, generate: Callable[[], list[Row]], on_shutdown: Callable[[], None]) -> None:
+        self._generate = generate
+        self._on_shutdown = on_shutdown
+
+    def ping(self) -> ExtensionStatus:
+        return _status(0, "OK")
+
+    def shutdown(self) -> None:
+        log.info("osqueryd requested shutdown")
+        self._on_shutdown()
+
+    def call(self, registry: str, item: str, request: dict[str, str]) -> ExtensionResponse:
+        if registry != "table" or item != TABLE_NAME:
+            return ExtensionResponse(
+                status=_status(1, "Extension registry does not contain requested plugin"),
+                response=[],
+            )
+        action = request.get("action")
+        if action == "columns":
+            return ExtensionResponse(status=_status(0, "OK"), response=routes())
+        if action == "generate":
+            try:
+                rows = self._generate()
+            except Exception as err:
+                log.exception("generate failed")
+                return ExtensionResponse(
+                    status=_status(1, f"{TABLE_NAME}: cannot produce the table: {err}"),
+                    response=[],
+                )
+            return ExtensionResponse(status=_status(0, "OK"), response=rows)
+        return ExtensionResponse(
+            status=_status(1, f"{TABLE_NAME}: unsupported action {action!r}"), response=[]
+        )
+
+
+class ExtensionServer:
+    """Registers the table with osqueryd and serves it until told to stop.
+
+    Args:
+        socket_path: osqueryd's extension manager socket (``--socket``).
+        timeout_secs: how long to wait for the manager socket (``--timeout``).
+        interval_secs: seconds between health checks of osqueryd (``--interval``).
+        generate: returns the table, list of rows each ``dict[str, str]``.
+    """
+
+    def __init__(
+        self,
+        socket_path: str,
+        timeout_secs: float,
+        interval_secs: float,
+        generate: Callable[[], list[Row]],
+    ) -> None:
+        self.socket_path = socket_path
+        self.timeout_secs = max(timeout_secs, 0.0)
+        self.interval_secs = max(interval_secs, 0.2)
+        self._generate = generate
+        self._done = threading.Event()
+        self._exit_code = 0
+        self.uuid: int | None = None
+
+    def run(self) -> int:
+        """Connect, register, serve; block until the extension should exit.
+
+        Returns:
+            process exit status: 0 after ``shutdown()``/SIGTERM/SIGINT, 1 when
+            osqueryd went away.
+
+        Raises:
+            ServeError: the manager socket did not answer within the timeout,
+                or osqueryd refused the registration (its message is kept).
+        """
+        self.uuid = self._register()
+        listen_path = f"{self.socket_path}.{self.uuid}"
+        self._serve_in_background(listen_path)
+        self._install_signal_handlers()
+        watcher = threading.Thread(target=self._watch, name="osqueryd-watcher", daemon=True)
+        watcher.start()
+        log.info("registered as uuid %d, serving %s on %s", self.uuid, TABLE_NAME, listen_path)
+        self._done.wait()
+        with contextlib.suppress(OSError):
+            os.unlink(listen_path)
+        return self._exit_code
+
+    def stop(self, exit_code: int) -> None:
+        """Make :meth:`run` return ``exit_code`` (the first caller wins)."""
+        if not self._done.is_set():
+            self._exit_code = exit_code
+            self._done.set()
+
+    def _register(self) -> int:
+        deadline = time.monotonic() + self.timeout_secs
+        while True:
+            client, transport = _client(self.socket_path, max(self.timeout_secs, 1.0))
+            try:
+                transport.open()
+                break
+            except TTransport.TTransportException as err:
+                if time.monotonic() >= deadline:
+                    raise ServeError(
+                        f"cannot connect to osqueryd's extension socket {self.socket_path} "
+                        f"within {self.timeout_secs:g} s: {err}"
+                    ) from err
+                time.sleep(_CONNECT_RETRY_SECS)
+        try:
+            info = InternalExtensionInfo(
+                name=EXTENSION_NAME,
+                version=__version__,
+                sdk_version=SDK_VERSION,
+                min_sdk_version=MIN_SDK_VERSION,
+            )
+            status = client.registerExtension(info, {"table": {TABLE_NAME: routes()}})
+        except (TTransport.TTransportException, OSError) as err:
+            raise ServeError(f"registration with osqueryd failed: {err}") from err
+        finally:
+            transport.close()
+        if status.code != 0:
+            raise ServeError(f"osqueryd refused the registration: {status.message}")
+        return int(status.uuid)
+
+    def _serve_in_background(self, listen_path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(listen_path)
+        handler = _Handler(self._generate, self._shutdown_requested)
+        server = TServer.TThreadedServer(
+            Extension.Processor(handler),
+            TSocket.TServerSocket(unix_socket=listen_path),
+            TTransport.TBufferedTransportFactory(),
+            TBinaryProtocol.TBinaryProtocolFactory(),
+            daemon=True,
+        )
+        server.serverTransport.listen()
+        thread = threading.Thread(target=server.serve, name="thrift-server", daemon=True)
+        thread.start()
+
+    def _shutdown_requested(self) -> None:
+        # Let the reply reach osqueryd before the process goes.
+        threading.Timer(0.1, self.stop, args=(0,)).start()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("received signal %d, exiting", signum)
+            self.stop(0)
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.interval_secs):
+            problem = self._check_manager()
+            if problem is not None:
+                log.error("osqueryd has gone away (%s); exiting", problem)
+                self.stop(1)
+                return
+
+    def _check_manager(self) -> str | None:
+        client, transport = _client(self.socket_path, self.interval_secs)
+        try:
+            transport.open()
+            status = client.ping()
+            if status.code != 0:
+                return f"ping answered code {status.code}: {status.message}"
+            if self.uuid not in client.extensions():
+                return f"uuid {self.uuid} is no longer registered"
+        except (TTransport.TTransportException, OSError) as err:
+            return f"{type(err).__name__}: {err}"
+        finally:
+            transport.close()
+        return None

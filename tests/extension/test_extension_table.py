@@ -1,0 +1,134 @@
+"""The table built in-process from live sockets the test opens."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from extension.collect import normalize_address
+from extension.columns import COLUMN_NAMES, COLUMN_TYPES, COLUMNS, STABLE_COLUMNS
+from extension.model import SocketRecord
+from extension.serve.table import TrackedConnectionsTable, routes
+
+
+@pytest.fixture
+def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    yield listener, client, accepted
+    for s in (client, accepted, listener):
+        s.close()
+
+
+def _rows_for_port(rows: list[dict[str, str]], port: int) -> list[dict[str, str]]:
+    return [r for r in rows if r.get("local_port") == str(port) or r.get("remote_port") == str(port)]
+
+
+def test_routes_follow_the_column_contract() -> None:
+    assert [r["name"] for r in routes()] == list(COLUMN_NAMES)
+    assert all(r["id"] == "column" and r["op"] == "0" for r in routes())
+    assert {r["name"]: r["type"] for r in routes()} == COLUMN_TYPES
+    assert "state" not in STABLE_COLUMNS and "last_seen" not in STABLE_COLUMNS
+    assert len(COLUMNS) == 23
+
+
+def test_own_connection_has_our_pid_name_and_direction(
+    tcp_pair: tuple[socket.socket, socket.socket, socket.socket],
+) -> None:
+    listener, client, _accepted = tcp_pair
+    port = listener.getsockname()[1]
+    client_port = client.getsockname()[1]
+    rows = _rows_for_port(TrackedConnectionsTable().generate(), port)
+    by_direction = {r["direction"]: r for r in rows}
+    assert set(by_direction) == {"listening", "inbound", "outbound"}
+    me = psutil.Process()
+    for row in rows:
+        assert row["pid"] == str(os.getpid())
+        assert row["name"] == me.name()
+        assert row["path"] == me.exe()
+        assert row["family"] == "2" and row["protocol"] == "6"
+        assert row["start_time"] == str(int(me.create_time()))
+        assert all(isinstance(v, str) and v != "None" for v in row.values())
+        assert set(row) <= set(COLUMN_NAMES)
+    out = by_direction["outbound"]
+    assert (out["local_port"], out["remote_address"], out["remote_port"]) == (
+        str(client_port),
+        "127.0.0.1",
+        str(port),
+    )
+    assert out["state"] == "ESTABLISHED"
+    assert out["community_id"].startswith("1:")
+    assert out["community_id"] == by_direction["inbound"]["community_id"]
+    assert by_direction["listening"]["remote_address"] == ""
+    assert by_direction["listening"]["remote_port"] == "0"
+    assert "community_id" not in by_direction["listening"]
+
+
+def test_first_seen_is_kept_across_samples(
+    tcp_pair: tuple[socket.socket, socket.socket, socket.socket],
+) -> None:
+    listener, _client, _accepted = tcp_pair
+    port = listener.getsockname()[1]
+    now = [1_000_000.0]
+    table = TrackedConnectionsTable(clock=lambda: now[0])
+    first = _rows_for_port(table.generate(), port)
+    now[0] += 5
+    second = _rows_for_port(table.generate(), port)
+    assert {r["first_seen"] for r in first + second} == {"1000000"}
+    assert {r["last_seen"] for r in second} == {"1000005"}
+
+
+def test_udp_socket_is_listed() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
+        udp.bind(("::1", 0))
+        port = udp.getsockname()[1]
+        rows = _rows_for_port(TrackedConnectionsTable().generate(), port)
+    assert len(rows) == 1
+    assert rows[0]["family"] == "10" and rows[0]["protocol"] == "17"
+    assert rows[0]["local_address"] == "::1"
+    assert rows[0]["state"] == "" and rows[0]["direction"] == "listening"
+
+
+@pytest.mark.parametrize(
+    ("family", "address", "expected"),
+    [
+        (10, "::ffff:10.1.2.3", (2, "10.1.2.3")),
+        (10, "::FFFF:127.0.0.1", (2, "127.0.0.1")),
+        (10, "::", (10, "::")),
+        (2, "0.0.0.0", (2, "0.0.0.0")),
+        (10, "", (10, "")),
+        (10, "fe80::1", (10, "fe80::1")),
+    ],
+)
+def test_normalize_address(family: int, address: str, expected: tuple[int, str]) -> None:
+    assert normalize_address(family, address) == expected
+
+
+class _FailingCollector:
+    def collect(self) -> list[SocketRecord]:
+        from extension.collect import CollectError
+
+        raise CollectError("no /proc")
+
+
+def test_collect_failure_raises_instead_of_empty_table() -> None:
+    from extension.collect import CollectError
+
+    with pytest.raises(CollectError, match="no /proc"):
+        TrackedConnectionsTable(collector=_FailingCollector()).generate()
+
+
+def test_docs_column_reference_is_current() -> None:
+    from pathlib import Path
+
+    from extension.columns import markdown_reference
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "columns.md"
+    assert doc.read_text(encoding="utf-8") == markdown_reference(), (
+        "docs/columns.md is stale: run `python -m extension.columns > docs/columns.md`"
+    )
