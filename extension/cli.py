@@ -12,7 +12,9 @@ import logging
 import sys
 
 from extension import __version__
-from extension.serve import ExtensionServer, ServeError, TrackedConnectionsTable
+from extension.collect import select_collector
+from extension.sampler import DEFAULT_LINGER_SECS, DEFAULT_SAMPLE_INTERVAL_MS, Sampler
+from extension.serve import ExtensionServer, ServeError, StatsTable, Table, TrackedConnectionsTable
 
 __all__ = ["build_parser", "main"]
 
@@ -36,6 +38,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between checks that osqueryd is alive (default 3)",
     )
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
+    parser.add_argument(
+        "--sample-interval-ms",
+        type=int,
+        default=DEFAULT_SAMPLE_INTERVAL_MS,
+        help=f"milliseconds between socket samples (default {DEFAULT_SAMPLE_INTERVAL_MS})",
+    )
+    parser.add_argument(
+        "--linger-secs",
+        type=float,
+        default=DEFAULT_LINGER_SECS,
+        help="seconds a closed connection stays in the table, at least twice the pack "
+        f"interval (default {DEFAULT_LINGER_SECS:g})",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -54,10 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("thrift").setLevel(logging.CRITICAL)
-    table = TrackedConnectionsTable()
-    server = ExtensionServer(args.socket, args.timeout, args.interval, table.generate)
+    sampler = Sampler(
+        select_collector(),
+        sample_interval_ms=args.sample_interval_ms,
+        linger_secs=args.linger_secs,
+    )
+    tables: list[Table] = [TrackedConnectionsTable(sampler), StatsTable(sampler)]
+    server = ExtensionServer(args.socket, args.timeout, args.interval, tables)
+    sampler.start()
     try:
         return server.run()
     except ServeError as err:
         logging.getLogger("extension").error("%s", err)
         return 1
+    finally:
+        sampler.stop()

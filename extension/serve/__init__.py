@@ -1,8 +1,22 @@
-"""Serve stage: the table plugin and the Thrift server osqueryd talks to."""
+"""Serve stage: the table plugins and the Thrift server osqueryd talks to."""
 
 from __future__ import annotations
 
 from extension.serve.server import ExtensionServer, ServeError
-from extension.serve.table import TABLE_NAME, TrackedConnectionsTable
+from extension.serve.table import (
+    STATS_TABLE_NAME,
+    TABLE_NAME,
+    StatsTable,
+    Table,
+    TrackedConnectionsTable,
+)
 
-__all__ = ["TABLE_NAME", "ExtensionServer", "ServeError", "TrackedConnectionsTable"]
+__all__ = [
+    "STATS_TABLE_NAME",
+    "TABLE_NAME",
+    "ExtensionServer",
+    "ServeError",
+    "StatsTable",
+    "Table",
+    "TrackedConnectionsTable",
+]

@@ -6,7 +6,8 @@ extensions.cpp, osquery-python osquery/management.py):
 1. Connect to the manager socket given by ``--socket``, retrying every 0.2 s
    for ``--timeout`` seconds.
 2. ``registerExtension`` with the registry ``{"table": {"tracked_connections":
-   <routes>}}``; osqueryd answers with a uuid.
+   <routes>, "tracked_connections_stats": <routes>}}``; osqueryd answers with a
+   uuid.
 3. Serve the ``Extension`` service on ``<socket>.<uuid>`` (TBinaryProtocol over
    TBufferedTransport), one thread per connection, so a long ``generate`` does
    not hold up osqueryd's pings.
@@ -23,6 +24,7 @@ message instead of an "Internal error" exception.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -43,7 +45,8 @@ from thrift.server import TServer
 from thrift.transport import TSocket, TTransport
 
 from extension import __version__
-from extension.serve.table import TABLE_NAME, Row, routes
+from extension.enrich.connections import Row
+from extension.serve.table import Table
 
 __all__ = ["EXTENSION_NAME", "ExtensionServer", "ServeError"]
 
@@ -75,8 +78,8 @@ def _status(code: int, message: str) -> ExtensionStatus:
 class _Handler:
     """Implements osquery's ``Extension`` service (ping, call, shutdown)."""
 
-    def __init__(self, generate: Callable[[], list[Row]], on_shutdown: Callable[[], None]) -> None:
-        self._generate = generate
+    def __init__(self, tables: list[Table], on_shutdown: Callable[[], None]) -> None:
+        self._tables = {t.name: t for t in tables}
         self._on_shutdown = on_shutdown
 
     def ping(self) -> ExtensionStatus:
@@ -87,26 +90,30 @@ class _Handler:
         self._on_shutdown()
 
     def call(self, registry: str, item: str, request: dict[str, str]) -> ExtensionResponse:
-        if registry != "table" or item != TABLE_NAME:
+        table = self._tables.get(item) if registry == "table" else None
+        if table is None:
             return ExtensionResponse(
                 status=_status(1, "Extension registry does not contain requested plugin"),
                 response=[],
             )
         action = request.get("action")
         if action == "columns":
-            return ExtensionResponse(status=_status(0, "OK"), response=routes())
+            return ExtensionResponse(status=_status(0, "OK"), response=table.routes())
         if action == "generate":
             try:
-                rows = self._generate()
+                context = json.loads(request.get("context") or "{}")
+                rows: list[Row] = table.generate(context if isinstance(context, dict) else {})
             except Exception as err:
-                log.exception("generate failed")
+                # The one boundary where errors become osquery statuses: osqueryd
+                # fails the query with this message instead of logging an empty table.
+                log.exception("generate of %s failed", item)
                 return ExtensionResponse(
-                    status=_status(1, f"{TABLE_NAME}: cannot produce the table: {err}"),
+                    status=_status(1, f"{item}: cannot produce the table: {err}"),
                     response=[],
                 )
             return ExtensionResponse(status=_status(0, "OK"), response=rows)
         return ExtensionResponse(
-            status=_status(1, f"{TABLE_NAME}: unsupported action {action!r}"), response=[]
+            status=_status(1, f"{item}: unsupported action {action!r}"), response=[]
         )
 
 
@@ -117,7 +124,7 @@ class ExtensionServer:
         socket_path: osqueryd's extension manager socket (``--socket``).
         timeout_secs: how long to wait for the manager socket (``--timeout``).
         interval_secs: seconds between health checks of osqueryd (``--interval``).
-        generate: returns the table, list of rows each ``dict[str, str]``.
+        tables: the table plugins to register.
     """
 
     def __init__(
@@ -125,12 +132,12 @@ class ExtensionServer:
         socket_path: str,
         timeout_secs: float,
         interval_secs: float,
-        generate: Callable[[], list[Row]],
+        tables: list[Table],
     ) -> None:
         self.socket_path = socket_path
         self.timeout_secs = max(timeout_secs, 0.0)
         self.interval_secs = max(interval_secs, 0.2)
-        self._generate = generate
+        self._tables = tables
         self._done = threading.Event()
         self._exit_code = 0
         self.uuid: int | None = None
@@ -152,7 +159,8 @@ class ExtensionServer:
         self._install_signal_handlers()
         watcher = threading.Thread(target=self._watch, name="osqueryd-watcher", daemon=True)
         watcher.start()
-        log.info("registered as uuid %d, serving %s on %s", self.uuid, TABLE_NAME, listen_path)
+        names = ", ".join(t.name for t in self._tables)
+        log.info("registered as uuid %d, serving %s on %s", self.uuid, names, listen_path)
         self._done.wait()
         with contextlib.suppress(OSError):
             os.unlink(listen_path)
@@ -185,7 +193,8 @@ class ExtensionServer:
                 sdk_version=SDK_VERSION,
                 min_sdk_version=MIN_SDK_VERSION,
             )
-            status = client.registerExtension(info, {"table": {TABLE_NAME: routes()}})
+            registry = {"table": {t.name: t.routes() for t in self._tables}}
+            status = client.registerExtension(info, registry)
         except (TTransport.TTransportException, OSError) as err:
             raise ServeError(f"registration with osqueryd failed: {err}") from err
         finally:
@@ -197,7 +206,7 @@ class ExtensionServer:
     def _serve_in_background(self, listen_path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(listen_path)
-        handler = _Handler(self._generate, self._shutdown_requested)
+        handler = _Handler(self._tables, self._shutdown_requested)
         server = TServer.TThreadedServer(
             Extension.Processor(handler),
             TSocket.TServerSocket(unix_socket=listen_path),

@@ -1,136 +1,125 @@
-"""The ``tracked_connections`` table: rows and routes.
+"""The tables this extension serves: ``tracked_connections`` and its health table.
 
 Row format on the wire: list of rows, each ``dict[str, str]`` keyed by column
-name (extension/columns.py). An unknown value is left out of the row, which
-osqueryd reads as NULL (osquery-protocol-and-logs.md §3, "Rows back into
-SQLite"; osquery/sql/dynamic_table_row.cpp).
+name. An unknown value is left out of the row, which osqueryd reads as NULL
+(osquery-protocol-and-logs.md §3, "Rows back into SQLite";
+osquery/sql/dynamic_table_row.cpp). Routes follow osquery/core/tables.cpp
+routeInfo: one ``{"id": "column", "name", "type", "op"}`` map per column.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from extension.collect import Collector, PsutilCollector
 from extension.columns import COLUMNS
-from extension.enrich import ProcessTracker, community_id, direction_of, listening_endpoints
-from extension.model import ProcessInfo, SocketRecord
+from extension.enrich.connections import Row
+from extension.sampler import Sampler
 
-__all__ = ["TABLE_NAME", "Row", "TrackedConnectionsTable", "routes"]
+__all__ = [
+    "STATS_COLUMNS",
+    "STATS_TABLE_NAME",
+    "TABLE_NAME",
+    "StatsTable",
+    "Table",
+    "TrackedConnectionsTable",
+    "column_routes",
+]
 
 TABLE_NAME = "tracked_connections"
-Row = dict[str, str]
+STATS_TABLE_NAME = "tracked_connections_stats"
 
-# What identifies one connection across samples: pid and the 5-tuple plus the
-# namespace and socket inode where the OS has them.
-_Key = tuple[int | None, int, int, str, int, str, int, int | None, int | None]
-
-
-def routes() -> list[dict[str, str]]:
-    """The route list osqueryd receives for ``{"action": "columns"}``.
-
-    Returns:
-        one ``{"id": "column", "name", "type", "op": "0"}`` map per column, in
-        contract order (osquery-protocol-and-logs.md §3; osquery/core/tables.cpp).
-    """
-    return [{"id": "column", "name": c.name, "type": c.type, "op": "0"} for c in COLUMNS]
-
-
-def _key(record: SocketRecord) -> _Key:
-    return (
-        record.pid,
-        record.family,
-        record.protocol,
-        record.local_address,
-        record.local_port,
-        record.remote_address,
-        record.remote_port,
-        record.net_namespace,
-        record.socket,
-    )
+STATS_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("samples_taken", "BIGINT"),
+    ("sample_errors", "BIGINT"),
+    ("sample_interval_ms", "INTEGER"),
+    ("last_sample_ms", "DOUBLE"),
+    ("max_sample_ms", "DOUBLE"),
+    ("last_sample_time", "BIGINT"),
+    ("connections_tracked", "BIGINT"),
+    ("connections_lingering", "BIGINT"),
+    ("connections_evicted", "BIGINT"),
+    ("processes_cached", "BIGINT"),
+    ("processes_exited", "BIGINT"),
+    ("processes_skipped", "BIGINT"),
+    ("processes_skipped_reasons", "TEXT"),
+    ("access_denied_pids", "BIGINT"),
+    ("last_error", "TEXT"),
+)
 
 
-def _put(row: Row, column: str, value: int | str | None) -> None:
-    if value is not None:
-        row[column] = str(value)
+def column_routes(columns: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """Route list for (name, osquery type) pairs, op "0" (DEFAULT) for each."""
+    return [{"id": "column", "name": name, "type": kind, "op": "0"} for name, kind in columns]
+
+
+class Table(Protocol):
+    """A table plugin as the Thrift handler sees it."""
+
+    name: str
+
+    def routes(self) -> list[dict[str, str]]:
+        """The column routes for ``{"action": "columns"}``."""
+        ...
+
+    def generate(self, context: dict[str, Any]) -> list[Row]:
+        """Rows for ``{"action": "generate"}``; raises to report an error status."""
+        ...
 
 
 class TrackedConnectionsTable:
-    """Produces the table's rows from a collector and a process tracker.
+    """``tracked_connections``: the sampler's connection table.
 
-    Thread-safe: osqueryd may call ``generate`` on several connections at once.
-
-    Args:
-        collector: where sockets come from; psutil by default.
-        tracker: process lookups; a fresh :class:`ProcessTracker` by default.
-        clock: returns seconds since the Unix epoch (injectable for tests).
+    Constraints in ``context`` are ignored: SQLite re-applies the WHERE clause
+    (osquery-protocol-and-logs.md §3).
     """
 
-    def __init__(
-        self,
-        collector: Collector | None = None,
-        tracker: ProcessTracker | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._collector = collector or PsutilCollector()
-        self._tracker = tracker or ProcessTracker()
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._first_seen: dict[_Key, int] = {}
+    name = TABLE_NAME
 
-    def generate(self) -> list[Row]:
-        """Sample the host and return the table.
+    def __init__(self, sampler: Sampler) -> None:
+        self._sampler = sampler
 
-        Returns:
-            list of rows, each ``dict[str, str]`` keyed by column name.
+    def routes(self) -> list[dict[str, str]]:
+        """One route per contract column (extension/columns.py), in order."""
+        return column_routes([(c.name, c.type) for c in COLUMNS])
 
-        Raises:
-            extension.collect.CollectError: the socket list could not be read;
-                the caller turns it into an error status for osqueryd, never an
-                empty table.
-        """
-        with self._lock:
-            records = self._collector.collect()
-            now = int(self._clock())
-            listeners = listening_endpoints(records)
-            first_seen: dict[_Key, int] = {}
-            rows: list[Row] = []
-            for record in records:
-                key = _key(record)
-                first = first_seen.setdefault(key, self._first_seen.get(key, now))
-                process = self._tracker.lookup(record.pid)
-                rows.append(self._row(record, process, direction_of(record, listeners), first, now))
-            self._first_seen = first_seen
-            self._tracker.forget_except({r.pid for r in records if r.pid is not None})
-            return rows
+    def generate(self, context: dict[str, Any]) -> list[Row]:
+        """Raises extension.collect.CollectError when no fresh sample can be had."""
+        return self._sampler.rows()
 
-    @staticmethod
-    def _row(
-        record: SocketRecord, process: ProcessInfo, direction: str, first_seen: int, now: int
-    ) -> Row:
-        row: Row = {}
-        _put(row, "pid", record.pid)
-        _put(row, "family", record.family)
-        _put(row, "protocol", record.protocol)
-        _put(row, "local_address", record.local_address)
-        _put(row, "local_port", record.local_port)
-        _put(row, "remote_address", record.remote_address)
-        _put(row, "remote_port", record.remote_port)
-        _put(row, "state", record.state)
-        _put(row, "socket", record.socket)
-        _put(row, "net_namespace", record.net_namespace)
-        _put(row, "direction", direction)
-        _put(row, "community_id", community_id(record))
-        _put(row, "name", process.name)
-        _put(row, "path", process.path)
-        _put(row, "cmdline", process.cmdline)
-        _put(row, "uid", process.uid)
-        _put(row, "username", process.username)
-        _put(row, "parent", process.parent)
-        _put(row, "parent_name", process.parent_name)
-        _put(row, "parent_path", process.parent_path)
-        _put(row, "start_time", process.start_time)
-        _put(row, "first_seen", first_seen)
-        _put(row, "last_seen", now)
-        return row
+
+class StatsTable:
+    """``tracked_connections_stats``: one row with the sampler's health."""
+
+    name = STATS_TABLE_NAME
+
+    def __init__(self, sampler: Sampler) -> None:
+        self._sampler = sampler
+
+    def routes(self) -> list[dict[str, str]]:
+        """Routes for STATS_COLUMNS."""
+        return column_routes(STATS_COLUMNS)
+
+    def generate(self, context: dict[str, Any]) -> list[Row]:
+        """One row; durations in milliseconds, times in Unix seconds."""
+        s = self._sampler.stats()
+        return [
+            {
+                "samples_taken": str(s.samples_taken),
+                "sample_errors": str(s.sample_errors),
+                "sample_interval_ms": str(round(self._sampler.interval_secs * 1000)),
+                "last_sample_ms": f"{s.last_sample_ms:.3f}",
+                "max_sample_ms": f"{s.max_sample_ms:.3f}",
+                "last_sample_time": str(int(s.last_sample_time)),
+                "connections_tracked": str(s.connections_tracked),
+                "connections_lingering": str(s.connections_lingering),
+                "connections_evicted": str(s.connections_evicted),
+                "processes_cached": str(s.processes_cached),
+                "processes_exited": str(s.processes_exited),
+                "processes_skipped": str(sum(s.processes_skipped.values())),
+                "processes_skipped_reasons": json.dumps(s.processes_skipped, sort_keys=True),
+                "access_denied_pids": str(s.access_denied_pids),
+                "last_error": s.last_error,
+            }
+        ]

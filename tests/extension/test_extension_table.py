@@ -9,10 +9,21 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-from extension.collect import normalize_address
+from extension.collect import CollectError, PsutilCollector, normalize_address
 from extension.columns import COLUMN_NAMES, COLUMN_TYPES, COLUMNS, STABLE_COLUMNS
 from extension.model import SocketRecord
-from extension.serve.table import TrackedConnectionsTable, routes
+from extension.sampler import Sampler
+from extension.serve.table import StatsTable, TrackedConnectionsTable
+
+
+def _generate(sampler: Sampler | None = None) -> list[dict[str, str]]:
+    sampler = sampler or Sampler(PsutilCollector())
+    sampler.sample_once()
+    return TrackedConnectionsTable(sampler).generate({})
+
+
+def routes() -> list[dict[str, str]]:
+    return TrackedConnectionsTable(Sampler(PsutilCollector())).routes()
 
 
 @pytest.fixture
@@ -43,7 +54,7 @@ def test_own_connection_has_our_pid_name_and_direction(
     listener, client, _accepted = tcp_pair
     port = listener.getsockname()[1]
     client_port = client.getsockname()[1]
-    rows = _rows_for_port(TrackedConnectionsTable().generate(), port)
+    rows = _rows_for_port(_generate(), port)
     by_direction = {r["direction"]: r for r in rows}
     assert set(by_direction) == {"listening", "inbound", "outbound"}
     me = psutil.Process()
@@ -75,10 +86,10 @@ def test_first_seen_is_kept_across_samples(
     listener, _client, _accepted = tcp_pair
     port = listener.getsockname()[1]
     now = [1_000_000.0]
-    table = TrackedConnectionsTable(clock=lambda: now[0])
-    first = _rows_for_port(table.generate(), port)
+    sampler = Sampler(PsutilCollector(), clock=lambda: now[0])
+    first = _rows_for_port(_generate(sampler), port)
     now[0] += 5
-    second = _rows_for_port(table.generate(), port)
+    second = _rows_for_port(_generate(sampler), port)
     assert {r["first_seen"] for r in first + second} == {"1000000"}
     assert {r["last_seen"] for r in second} == {"1000005"}
 
@@ -87,7 +98,7 @@ def test_udp_socket_is_listed() -> None:
     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as udp:
         udp.bind(("::1", 0))
         port = udp.getsockname()[1]
-        rows = _rows_for_port(TrackedConnectionsTable().generate(), port)
+        rows = _rows_for_port(_generate(), port)
     assert len(rows) == 1
     assert rows[0]["family"] == "10" and rows[0]["protocol"] == "17"
     assert rows[0]["local_address"] == "::1"
@@ -111,16 +122,17 @@ def test_normalize_address(family: int, address: str, expected: tuple[int, str])
 
 class _FailingCollector:
     def collect(self) -> list[SocketRecord]:
-        from extension.collect import CollectError
-
         raise CollectError("no /proc")
 
 
 def test_collect_failure_raises_instead_of_empty_table() -> None:
-    from extension.collect import CollectError
-
+    sampler = Sampler(_FailingCollector())
     with pytest.raises(CollectError, match="no /proc"):
-        TrackedConnectionsTable(collector=_FailingCollector()).generate()
+        TrackedConnectionsTable(sampler).generate({})
+    stats = StatsTable(sampler).generate({})[0]
+    assert stats["sample_errors"] == "1"
+    assert stats["last_error"] == "no /proc"
+    assert stats["samples_taken"] == "0"
 
 
 def test_docs_column_reference_is_current() -> None:

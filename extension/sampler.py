@@ -1,0 +1,197 @@
+"""The background sampler between osquery's queries.
+
+Every ``sample_interval_ms`` milliseconds it collects the host's sockets,
+refreshes the process tracker and merges the sample into the connection
+tracker. ``generate`` then serves the tracker's table without waiting for a
+scan, as long as the last good sample is fresh (younger than ``stale_secs``).
+When it is not, ``generate`` samples synchronously; when that fails too it
+raises, so osqueryd gets an error status instead of an empty table (which a
+differential query would log as a flood of ``removed`` rows).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from extension.collect import CollectError, Collector
+from extension.enrich.connections import ConnectionTracker, Row
+from extension.enrich.process import ProcessTracker
+
+__all__ = ["Sampler", "SamplerStats"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAMPLE_INTERVAL_MS = 250
+DEFAULT_LINGER_SECS = 6.0
+_WARN_EVERY_SECS = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerStats:
+    """Health of the sampler, as the ``tracked_connections_stats`` table shows it.
+
+    Attributes:
+        samples_taken: samples completed since start.
+        sample_errors: samples that failed.
+        last_sample_ms: duration of the last sample, milliseconds.
+        max_sample_ms: longest sample, milliseconds.
+        last_sample_time: end of the last good sample, seconds since the Unix epoch.
+        connections_tracked: rows in the table, open or lingering.
+        connections_lingering: closed connections still in the table.
+        connections_evicted: closed connections dropped early by the cap.
+        processes_cached: running processes whose details are cached.
+        processes_exited: exited processes still remembered.
+        processes_skipped: failed process reads by reason.
+        access_denied_pids: pids whose sockets could not be read (no privilege).
+        last_error: the last sampling error, '' when none.
+    """
+
+    samples_taken: int
+    sample_errors: int
+    last_sample_ms: float
+    max_sample_ms: float
+    last_sample_time: float
+    connections_tracked: int
+    connections_lingering: int
+    connections_evicted: int
+    processes_cached: int
+    processes_exited: int
+    processes_skipped: dict[str, int]
+    access_denied_pids: int
+    last_error: str
+
+
+class Sampler:
+    """Samples the host in a background thread and serves the merged table.
+
+    Args:
+        collector: socket source.
+        processes: process tracker, refreshed every sample.
+        sample_interval_ms: milliseconds between samples.
+        linger_secs: seconds a closed connection stays in the table.
+        clock: wall clock, seconds since the Unix epoch (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        collector: Collector,
+        processes: ProcessTracker | None = None,
+        sample_interval_ms: int = DEFAULT_SAMPLE_INTERVAL_MS,
+        linger_secs: float = DEFAULT_LINGER_SECS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._collector = collector
+        self._processes = processes or ProcessTracker()
+        self._tracker = ConnectionTracker(self._processes.lookup, linger_secs=linger_secs)
+        self.interval_secs = max(sample_interval_ms, 10) / 1000.0
+        self.stale_secs = max(2 * self.interval_secs, 1.0)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._samples = 0
+        self._errors = 0
+        self._last_ms = 0.0
+        self._max_ms = 0.0
+        self._last_good = 0.0
+        self._last_error = ""
+        self._last_warning = -_WARN_EVERY_SECS
+
+    def start(self) -> None:
+        """Take a first sample now (errors are recorded), then sample in the background."""
+        with contextlib.suppress(CollectError):
+            self.sample_once()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def sample_once(self) -> None:
+        """Collect, refresh processes and merge one sample.
+
+        Raises:
+            CollectError: the socket list could not be read; the table keeps
+                the previous sample.
+        """
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                self._processes.refresh()
+                records = self._collector.collect()
+            except CollectError as err:
+                self._errors += 1
+                self._last_error = str(err)
+                log.error("sample failed: %s", err)
+                raise
+            now = self._clock()
+            self._tracker.update(records, now)
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            self._samples += 1
+            self._last_ms = elapsed_ms
+            self._max_ms = max(self._max_ms, elapsed_ms)
+            self._last_good = now
+        self._warn_if_unprivileged()
+
+    def rows(self) -> list[Row]:
+        """The table for ``generate``: list of rows, each ``dict[str, str]``.
+
+        Raises:
+            CollectError: no fresh sample could be had.
+        """
+        if self._clock() - self._last_good > self.stale_secs:
+            self.sample_once()
+        with self._lock:
+            return self._tracker.rows()
+
+    def stats(self) -> SamplerStats:
+        """A consistent snapshot of the sampler's health."""
+        with self._lock:
+            return SamplerStats(
+                samples_taken=self._samples,
+                sample_errors=self._errors,
+                last_sample_ms=self._last_ms,
+                max_sample_ms=self._max_ms,
+                last_sample_time=self._last_good,
+                connections_tracked=self._tracker.tracked,
+                connections_lingering=self._tracker.lingering,
+                connections_evicted=self._tracker.evicted,
+                processes_cached=self._processes.live_count,
+                processes_exited=self._processes.exited_count,
+                processes_skipped=dict(self._processes.skipped),
+                access_denied_pids=int(getattr(self._collector, "access_denied_pids", 0)),
+                last_error=self._last_error,
+            )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_secs):
+            try:
+                self.sample_once()
+            except CollectError:
+                continue
+            except Exception:
+                # One bad sample must not end sampling; the next one retries.
+                log.exception("unexpected error while sampling")
+                with self._lock:
+                    self._errors += 1
+
+    def _warn_if_unprivileged(self) -> None:
+        denied = int(getattr(self._collector, "access_denied_pids", 0))
+        denied += self._processes.skipped.get("access_denied", 0)
+        now = time.monotonic()
+        if denied and now - self._last_warning >= _WARN_EVERY_SECS:
+            self._last_warning = now
+            log.warning(
+                "some processes could not be read (%d access denials so far): their "
+                "connections show without owner details; run the extension as root "
+                "(osqueryd does) for complete rows",
+                denied,
+            )
