@@ -1,0 +1,79 @@
+"""Base class of notifiers: a pure ``render`` and a separate ``send``.
+
+Rendering builds the payload from an :class:`~alert_service.match.alert.Alert` without
+side effects (golden-tested per notifier); sending is the transport and raises
+:class:`~alert_service.errors.NotifyError`. Keeping them apart lets the durable outbox
+(later) store rendered payloads and send them again after a restart.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+from alert_service.match.alert import Alert
+
+__all__ = ["Notifier"]
+
+
+class Notifier(ABC):
+    """One configured notification destination.
+
+    Subclasses are registered with
+    :func:`~alert_service.notify.registry.register_notifier` and declare:
+
+    Attributes:
+        type: the ``type`` value selecting the class in the config (set by the
+            registry decorator).
+        config_schema: JSON Schema (Draft 2020-12) of the class's own options — the
+            notifier entry's keys other than ``name`` and ``type``. It is an object
+            schema with ``properties`` and optional ``required``; unknown keys are
+            rejected. ``{"$ref": "#/$defs/secret_string"}`` marks options that may
+            come from ``{env: NAME}``.
+        name: the configured notifier name (used in logs and rule ``notify`` lists).
+
+    Args:
+        name: the configured notifier name.
+    """
+
+    type: ClassVar[str] = ""
+    config_schema: ClassVar[Mapping[str, Any]] = {"type": "object", "properties": {}}
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, name: str, options: Mapping[str, Any]) -> Self:
+        """Build the notifier from validated options.
+
+        Args:
+            name: the configured notifier name.
+            options: the entry's options, already valid against :attr:`config_schema`,
+                with ``{env: NAME}`` replaced by :class:`~alert_service.secrets.Secret`.
+        """
+
+    @abstractmethod
+    def render(self, alert: Alert) -> dict[str, Any]:
+        """Return the JSON payload for ``alert``: a new dict, no I/O, ``alert`` untouched."""
+
+    @abstractmethod
+    def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
+        """Deliver one rendered payload once (retrying is the caller's job).
+
+        Args:
+            payload: a value returned by :meth:`render`.
+            idempotency_key: stable id of the alert, the same on every attempt, for
+                receivers to drop duplicates.
+
+        Raises:
+            NotifyError: not delivered; ``retryable`` tells whether to try again.
+        """
+
+    def notify(self, alert: Alert) -> None:
+        """Render ``alert`` and send it once (raises ``NotifyError``)."""
+        self.send(self.render(alert), idempotency_key=alert.id)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections; the notifier is not used afterwards."""

@@ -1,0 +1,68 @@
+"""Read a results log whole (for ``replay``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+from alert_service.errors import SourceError
+from alert_service.logs import log_event
+from alert_service.source.lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from alert_service.source.records import FileIdentity, SourceLine
+from alert_service.stats import Stats
+
+__all__ = ["read_whole_file"]
+
+_CHUNK_BYTES = 64 * 1024
+_log = logging.getLogger(__name__)
+
+
+def read_whole_file(
+    path: str,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    stats: Stats | None = None,
+) -> Iterator[SourceLine]:
+    """Yield every line of ``path`` from offset 0 to its current end.
+
+    Unlike :class:`~alert_service.source.follower.FileFollower`, a last line without a
+    ``\\n`` is returned too, since the file is taken as finished.
+
+    Args:
+        path: a plain results log (compressed ``.zst`` files come later).
+        max_line_bytes: longest accepted line in bytes, newline excluded; longer lines
+            are skipped and counted in ``stats.lines_skipped_too_long``.
+        stats: counters to update; may be None.
+
+    Yields:
+        :class:`~alert_service.source.records.SourceLine` in file order.
+
+    Raises:
+        SourceError: the file cannot be opened or read.
+    """
+    counters = stats if stats is not None else Stats()
+
+    def too_long(offset: int) -> None:
+        counters.lines_skipped_too_long += 1
+        log_event(
+            _log,
+            logging.WARNING,
+            "source_line_too_long",
+            path=path,
+            offset=offset,
+            max_line_bytes=max_line_bytes,
+        )
+
+    splitter = LineSplitter(max_line_bytes, on_too_long=too_long)
+    try:
+        with open(path, "rb") as fh:
+            identity = FileIdentity.of(os.fstat(fh.fileno()))
+            while chunk := fh.read(_CHUNK_BYTES):
+                for line, end in splitter.feed(chunk):
+                    yield SourceLine(line, identity, end, path)
+    except OSError as err:
+        raise SourceError(f"{path}: cannot read: {err.strerror or err}") from err
+    tail = splitter.flush()
+    if tail is not None:
+        yield SourceLine(tail[0], identity, tail[1], path)

@@ -1,0 +1,98 @@
+"""Helpers of the alert service tests: paths and a real HTTP webhook receiver.
+
+A uniquely named module (not ``conftest``) so that test modules can import it
+without clashing with other directories' conftest files.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 answering from a script of statuses.
+
+    ``script`` holds ``(status, headers)`` answers used in order; once empty, every
+    request gets 200.
+    """
+
+    url: str = ""
+    script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    requests: list[Received] = field(default_factory=list)
+    delay_secs: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for(self, count: int, timeout_secs: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout_secs
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.requests) >= count:
+                    return list(self.requests)
+            time.sleep(0.02)
+        with self.lock:
+            return list(self.requests)
+
+
+@contextmanager
+def serve_receiver() -> Iterator[Receiver]:
+    """Run a :class:`Receiver` on 127.0.0.1 (port 0) in a thread until the block ends."""
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            if state.delay_secs:
+                time.sleep(state.delay_secs)
+            with state.lock:
+                state.requests.append(Received(self.path, dict(self.headers.items()), body))
+                status, headers = state.script.pop(0) if state.script else (200, {})
+            reply = b"ok" if status < 300 else b"nope"
+            try:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout tests)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

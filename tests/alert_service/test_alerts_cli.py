@@ -1,0 +1,211 @@
+"""CLI commands run as subprocesses: check-config, replay, run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from alerts_support import DATA, REPO_ROOT, Receiver
+
+RUN_TIMEOUT_SECS = 30
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alert_service", *args],
+        cwd=REPO_ROOT,
+        env=child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECS,
+        check=False,
+    )
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOC_WEBHOOK")}
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def write_config(tmp_path: Path, url: str, log: Path, start_at: str = "end") -> Path:
+    path = tmp_path / "alerts.yaml"
+    path.write_text(
+        f"""
+log_level: debug
+sources:
+  - path: {log}
+    start_at: {start_at}
+    poll_interval_secs: 0.05
+notifiers:
+  - name: local
+    type: webhook
+    url: {url}
+    timeout_secs: 5
+    headers:
+      Authorization: {{env: TEST_HOOK_TOKEN}}
+delivery:
+  max_attempts: 3
+  initial_backoff_secs: 0.05
+  max_backoff_secs: 0.2
+rules:
+  - name: irc
+    notify: [local]
+    remote_port: ["6660-6669"]
+  - name: reverse-shell
+    notify: [local]
+    remote_port: [4444]
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_check_config_ok() -> None:
+    done = cli(
+        "check-config",
+        "examples/alerts.example.yaml",
+        env={"SOC_WEBHOOK_URL": "https://h.example/x", "SOC_WEBHOOK_AUTH": "t"},
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "OK\n", "")
+
+
+def test_check_config_lists_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "sources: [{path: /x, start_at: middle}]\n"
+        "notifiers: [{name: local, type: webhook, url: 'ftp://x'}]\n"
+        "rules: [{name: r, notify: [nobody], remote_port: ['9-1']}]\n",
+        encoding="utf-8",
+    )
+    done = cli("check-config", str(bad))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"{bad}: $.notifiers[0].url: 'ftp://x' does not match '^https?://[^\\\\s]+$'",
+        f"{bad}: $.rules[0].notify[0]: no notifier named 'nobody'",
+        f"{bad}: $.rules[0].remote_port[0]: empty port range '9-1': start is above end",
+        f"{bad}: $.sources[0].start_at: 'middle' is not one of ['beginning', 'end']",
+    ]
+
+
+def test_check_config_missing_env_secret_is_reported_without_value(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9/x", tmp_path / "r.log")
+    done = cli("check-config", str(config))
+    assert done.returncode == 1
+    assert (
+        "$.notifiers[0].headers.Authorization: environment variable TEST_HOOK_TOKEN" in done.stderr
+    )
+
+
+def test_usage_error_exits_2() -> None:
+    done = cli("frobnicate")
+    assert done.returncode == 2
+
+
+def test_replay_prints_alerts_and_sends_nothing(tmp_path: Path, receiver: Receiver) -> None:
+    config = write_config(tmp_path, receiver.url, tmp_path / "unused.log")
+    done = cli(
+        "replay",
+        "--config",
+        str(config),
+        str(DATA / "event.jsonl"),
+        str(DATA / "batch.jsonl"),
+        str(DATA / "malformed.jsonl"),
+        env={"TEST_HOOK_TOKEN": "Bearer sekrit"},
+    )
+    assert done.returncode == 0, done.stderr
+    alerts = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(a["rule"], a["action"], a["connection"]["remote_port"]) for a in alerts] == [
+        ("irc", "added", 6667),
+    ]
+    assert alerts[0]["notify"] == ["local"]
+    assert receiver.requests == []
+    logs = [json.loads(line) for line in done.stderr.splitlines()]
+    finished = [entry for entry in logs if entry["event"] == "replay_finished"]
+    assert finished[0]["parse_errors"] == len((DATA / "malformed.jsonl").read_bytes().splitlines())
+    assert "sekrit" not in done.stderr
+
+
+def test_replay_missing_log_exits_1(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9/x", tmp_path / "unused.log")
+    done = cli(
+        "replay",
+        "--config",
+        str(config),
+        str(tmp_path / "absent.log"),
+        env={"TEST_HOOK_TOKEN": "x"},
+    )
+    assert done.returncode == 1
+    assert "replay_source_failed" in done.stderr
+
+
+def wait_for_text(path: Path, text: str, timeout_secs: float = 15.0) -> str:
+    deadline = time.monotonic() + timeout_secs
+    content = ""
+    while time.monotonic() < deadline:
+        content = path.read_text(encoding="utf-8") if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged; log so far:\n{content}")
+
+
+def test_run_sends_exactly_one_alert_and_stops_on_sigterm(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    lines = (DATA / "event.jsonl").read_bytes().splitlines(keepends=True)
+    log.write_bytes(lines[0])  # an old reverse-shell row: skipped (start_at end)
+    config = write_config(tmp_path, receiver.url, log)
+    receiver.script = [(500, {})]  # the first attempt fails, the retry succeeds
+    stderr_path = tmp_path / "stderr.log"
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "alert_service", "run", "--config", str(config)],
+            cwd=REPO_ROOT,
+            env=child_env({"TEST_HOOK_TOKEN": "Bearer sekrit"}),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_for_text(stderr_path, '"source_opened"')
+            batch = json.loads((DATA / "batch.jsonl").read_bytes().splitlines()[0])
+            batch["diffResults"]["added"] = batch["diffResults"]["added"][1:]  # the IRC row only
+            batch["diffResults"]["removed"] = []
+            with open(log, "ab") as fh:
+                fh.write(lines[1])  # port 443: no rule
+                fh.write(b"not json\n")
+                fh.write(json.dumps(batch).encode() + b"\n")
+            received = receiver.wait_for(2)
+            time.sleep(0.3)  # anything else would arrive now
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(RUN_TIMEOUT_SECS) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert len(receiver.requests) == 2
+    first, second = received
+    assert first.body == second.body
+    alert = second.json()
+    assert alert["rule"] == "irc"
+    assert alert["connection"]["remote_port"] == 6667
+    assert second.headers["Authorization"] == "Bearer sekrit"
+    log_text = stderr_path.read_text(encoding="utf-8")
+    assert "sekrit" not in log_text
+    events = [json.loads(line) for line in log_text.splitlines()]
+    names = [e["event"] for e in events]
+    assert names[0] == "service_started"
+    assert "notify_retrying" in names
+    assert "line_parse_failed" in names
+    stopped = events[-1]
+    assert stopped["event"] == "service_stopped"
+    assert (stopped["sent"], stopped["failed"], stopped["parse_errors"]) == (1, 0, 1)
+    assert stopped["lines_read"] == 3

