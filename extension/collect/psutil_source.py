@@ -3,6 +3,11 @@
 Works on Linux, macOS and Windows. Limits, as psutil documents them: on Linux
 without root, sockets of other users' processes come back with ``pid=None``;
 on macOS the call needs root; other network namespaces are not visible.
+
+psutil lists a socket once per process holding it (fork, preforking servers).
+Such copies are folded into one record owned by the process that started
+first (lowest pid on a tie): the parent that created the socket, which does
+not change as workers are recycled.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ class PsutilCollector:
             conns = psutil.net_connections(kind="inet")
         except (psutil.Error, OSError) as err:
             raise CollectError(f"psutil.net_connections failed: {err}") from err
-        records: list[SocketRecord] = []
+        records: dict[tuple[object, ...], SocketRecord] = {}
         for conn in conns:
             protocol = _PROTOCOLS.get(conn.type)
             if protocol is None:
@@ -67,16 +72,28 @@ class PsutilCollector:
             if remote is not None:
                 _, remote_address = normalize_address(os_family, remote[0])
                 remote_port = remote[1]
-            records.append(
-                SocketRecord(
-                    pid=conn.pid,
-                    family=local_family,
-                    protocol=protocol,
-                    local_address=local_address,
-                    local_port=local[1],
-                    remote_address=remote_address,
-                    remote_port=remote_port,
-                    state=_state(protocol, conn.status),
-                )
+            record = SocketRecord(
+                pid=conn.pid,
+                family=local_family,
+                protocol=protocol,
+                local_address=local_address,
+                local_port=local[1],
+                remote_address=remote_address,
+                remote_port=remote_port,
+                state=_state(protocol, conn.status),
             )
-        return records
+            key = (local_family, protocol, local_address, local[1], remote_address, remote_port)
+            held = records.get(key)
+            if held is None or _owner_rank(record.pid) < _owner_rank(held.pid):
+                records[key] = record
+        return list(records.values())
+
+
+def _owner_rank(pid: int | None) -> tuple[float, int]:
+    """Sort key choosing a shared socket's owner: earliest start, then lowest pid."""
+    if pid is None:
+        return (float("inf"), 0)
+    try:
+        return (psutil.Process(pid).create_time(), pid)
+    except psutil.Error:
+        return (float("inf"), pid)

@@ -214,9 +214,22 @@ class ExtensionServer:
             TBinaryProtocol.TBinaryProtocolFactory(),
             daemon=True,
         )
+        # Bind before returning, so osqueryd's first ping finds the socket; then
+        # accept with a thread per connection (TThreadedServer.serve would bind again).
         server.serverTransport.listen()
-        thread = threading.Thread(target=server.serve, name="thrift-server", daemon=True)
-        thread.start()
+
+        def accept_forever() -> None:
+            while not self._done.is_set():
+                try:
+                    client = server.serverTransport.accept()
+                except (TTransport.TTransportException, OSError) as err:
+                    log.error("accept on %s failed: %s", listen_path, err)
+                    self.stop(1)
+                    return
+                if client is not None:
+                    threading.Thread(target=server.handle, args=(client,), daemon=True).start()
+
+        threading.Thread(target=accept_forever, name="thrift-server", daemon=True).start()
 
     def _shutdown_requested(self) -> None:
         # Let the reply reach osqueryd before the process goes.

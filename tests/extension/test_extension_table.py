@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
 from extension.collect import CollectError, PsutilCollector, normalize_address
-from extension.columns import COLUMN_NAMES, COLUMN_TYPES, COLUMNS, STABLE_COLUMNS
+from extension.columns import (
+    COLUMN_NAMES,
+    COLUMN_TYPES,
+    COLUMNS,
+    STABLE_COLUMNS,
+    markdown_reference,
+)
 from extension.model import SocketRecord
 from extension.sampler import Sampler
 from extension.serve.table import StatsTable, TrackedConnectionsTable
@@ -37,7 +44,8 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
 
 
 def _rows_for_port(rows: list[dict[str, str]], port: int) -> list[dict[str, str]]:
-    return [r for r in rows if r.get("local_port") == str(port) or r.get("remote_port") == str(port)]
+    wanted = str(port)
+    return [r for r in rows if wanted in (r.get("local_port"), r.get("remote_port"))]
 
 
 def test_routes_follow_the_column_contract() -> None:
@@ -136,10 +144,6 @@ def test_collect_failure_raises_instead_of_empty_table() -> None:
 
 
 def test_docs_column_reference_is_current() -> None:
-    from pathlib import Path
-
-    from extension.columns import markdown_reference
-
     doc = Path(__file__).resolve().parents[2] / "docs" / "columns.md"
     assert doc.read_text(encoding="utf-8") == markdown_reference(), (
         "docs/columns.md is stale: run `python -m extension.columns > docs/columns.md`"
