@@ -1,18 +1,45 @@
 """Collect stage: the host's TCP and UDP sockets.
 
 A collector returns a list of :class:`extension.model.SocketRecord`; see
-:class:`Collector`.
+:class:`Collector`. :func:`select_collector` picks the best one for the host.
 """
 
 from __future__ import annotations
 
+import sys
+
 from extension.collect.base import CollectError, Collector
+from extension.collect.linux_proc import LinuxProcCollector
 from extension.collect.normalize import normalize_address
 from extension.collect.psutil_source import PsutilCollector
 
-__all__ = ["CollectError", "Collector", "PsutilCollector", "normalize_address", "select_collector"]
+__all__ = [
+    "CollectError",
+    "Collector",
+    "LinuxProcCollector",
+    "PsutilCollector",
+    "normalize_address",
+    "select_collector",
+]
 
 
-def select_collector() -> Collector:
-    """The best collector for this platform (psutil everywhere for now)."""
+def select_collector(proc_root: str = "/proc") -> Collector:
+    """The collector to use on this host.
+
+    Args:
+        proc_root: procfs mount point to probe (tests may point elsewhere).
+
+    Returns:
+        :class:`LinuxProcCollector` on Linux when ``<proc_root>/net/tcp`` can
+        be opened and read (all namespaces, incremental owner lookup);
+        :class:`PsutilCollector` otherwise (macOS, Windows, no procfs).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            with open(f"{proc_root}/net/tcp", "rb") as f:
+                f.read(1)
+        except OSError:
+            pass
+        else:
+            return LinuxProcCollector(proc_root)
     return PsutilCollector()
