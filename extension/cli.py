@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("thrift").setLevel(logging.CRITICAL)
+    # communityid logs every hash it computes at INFO.
+    logging.getLogger("communityid").setLevel(logging.WARNING)
     sampler = Sampler(
         select_collector(),
         sample_interval_ms=args.sample_interval_ms,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -189,9 +190,14 @@ class Sampler:
         now = time.monotonic()
         if denied and now - self._last_warning >= _WARN_EVERY_SECS:
             self._last_warning = now
+            hint = (
+                "the OS denies it even to root (a security module or a sandbox)"
+                if os.geteuid() == 0
+                else "run the extension as root, as osqueryd does, for complete rows"
+            )
             log.warning(
                 "some processes could not be read (%d access denials so far): their "
-                "connections show without owner details; run the extension as root "
-                "(osqueryd does) for complete rows",
+                "connections show without some owner details; %s",
                 denied,
+                hint,
             )

@@ -12,11 +12,13 @@ Each sample's socket list is merged into a table of connections:
   TIME_WAIT (which drops the owner and the inode on Linux) or a failed owner
   lookup do not change them. So a differential query logs exactly one
   ``added`` and one ``removed`` per connection.
-- **TIME_WAIT.** A socket without owner and inode whose 5-tuple belongs to a
-  known connection continues that connection. One with no known connection
-  (it closed before any sample saw it, or before the extension started) is a
-  row of its own with no process columns: the remote end is still worth
-  showing.
+- **Close and TIME_WAIT.** A connection ends when its socket (its inode, or
+  its owner and 5-tuple) is gone: that is when the process closed it. The
+  ownerless TIME_WAIT remnant the kernel keeps for up to 60 s is recognised
+  by its 5-tuple and is not a new connection. An ownerless socket with no
+  known connection (it closed before any sample saw it, or before the
+  extension started) is a row of its own with no process columns: the remote
+  end is still worth showing.
 - **Linger.** A connection that disappeared stays ``linger_secs`` seconds, so
   a differential query every 2 s still sees a connection that lived for a
   single sample. At most ``max_lingering`` closed connections are kept
@@ -25,8 +27,10 @@ Each sample's socket list is merged into a table of connections:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from extension.enrich.flow import community_id, direction_of, listening_endpoints
 from extension.model import ProcessInfo, SocketRecord
@@ -34,6 +38,8 @@ from extension.model import ProcessInfo, SocketRecord
 __all__ = ["ConnectionTracker", "Row", "TrackedConnection"]
 
 Row = dict[str, str]
+TOMBSTONE_SECS: Final = 120.0
+"""Seconds a closed connection's 5-tuple is remembered (Linux TIME_WAIT lasts 60 s)."""
 _Key = tuple[object, ...]
 _Tuple5 = tuple[int | None, int, int, str, int, str, int]
 
@@ -158,6 +164,9 @@ class ConnectionTracker:
         self.linger_secs = linger_secs
         self.max_lingering = max_lingering
         self._connections: dict[_Key, TrackedConnection] = {}
+        # 5-tuples of closed connections: their ownerless TIME_WAIT remnants are
+        # not new connections. Kept TOMBSTONE_SECS seconds, at most max_lingering.
+        self._tombstones: OrderedDict[_Tuple5, float] = OrderedDict()
         self.evicted = 0
 
     @property
@@ -179,50 +188,49 @@ class ConnectionTracker:
         """
         records = list(records)
         second = int(now)
-        owned: dict[_Key, SocketRecord] = {}
-        ownerless: dict[_Tuple5, SocketRecord] = {}
+        current: dict[_Key, SocketRecord] = {}
         for record in records:
-            if _ownerless(record):
-                ownerless.setdefault(_tuple5(record), record)
-            else:
-                owned.setdefault(_key(record), record)
+            current.setdefault(_key(record), record)
 
         for key, conn in self._connections.items():
-            current = owned.pop(key, None) if conn.closed_at is None else None
-            if current is None:
-                current = ownerless.pop(_tuple5(conn.record), None)
-            if current is None:
-                if conn.closed_at is None:
-                    conn.closed_at = now
+            if conn.closed_at is not None:
                 continue
-            conn.closed_at = None
+            seen = current.pop(key, None)
+            if seen is None:
+                conn.closed_at = now
+                if not _ownerless(conn.record):
+                    self._tombstones[_tuple5(conn.record)] = now
+                    self._tombstones.move_to_end(_tuple5(conn.record))
+                continue
             conn.last_seen = second
-            conn.state = current.state
-            if not conn.served and conn.record.pid is None and current.pid is not None:
+            conn.state = seen.state
+            if not conn.served and conn.record.pid is None and seen.pid is not None:
                 # The owner became known before osqueryd saw the row.
-                conn.record = current
-                conn.process = self._lookup(current.pid)
+                conn.record = seen
+                conn.process = self._lookup(seen.pid)
 
-        new_records = list(owned.values()) + list(ownerless.values())
-        if new_records:
-            listeners = listening_endpoints(records)
-            for record in new_records:
-                key = _key(record)
-                old = self._connections.pop(key, None)
-                if old is not None:
-                    if old.closed_at is None:
-                        self._connections[key] = old
-                        continue
-                    # Same key again while the old one lingers: both stay, as two rows.
-                    self._connections[(*key, "closed", old.first_seen, id(old))] = old
-                self._connections[key] = TrackedConnection(
-                    record=record,
-                    process=self._lookup(record.pid),
-                    direction=direction_of(record, listeners),
-                    first_seen=second,
-                    last_seen=second,
-                    state=record.state,
-                )
+        listeners: frozenset[tuple[int, int, str]] | None = None
+        for key, record in current.items():
+            if _ownerless(record):
+                tuple5 = _tuple5(record)
+                if tuple5 in self._tombstones:
+                    # The TIME_WAIT (or other ownerless) remnant of a connection
+                    # that has already been shown and closed.
+                    continue
+            if listeners is None:
+                listeners = listening_endpoints(records)
+            old = self._connections.pop(key, None)
+            if old is not None:
+                # Same key again while the old one lingers: both stay, as two rows.
+                self._connections[(*key, "closed", old.first_seen, id(old))] = old
+            self._connections[key] = TrackedConnection(
+                record=record,
+                process=self._lookup(record.pid),
+                direction=direction_of(record, listeners),
+                first_seen=second,
+                last_seen=second,
+                state=record.state,
+            )
         self._expire(now)
 
     def rows(self) -> list[Row]:
@@ -238,6 +246,12 @@ class ConnectionTracker:
         return rows
 
     def _expire(self, now: float) -> None:
+        tomb_limit = now - TOMBSTONE_SECS
+        while self._tombstones:
+            tuple5, at = next(iter(self._tombstones.items()))
+            if at >= tomb_limit and len(self._tombstones) <= self.max_lingering:
+                break
+            del self._tombstones[tuple5]
         limit = now - self.linger_secs
         closed = [(c.closed_at, k) for k, c in self._connections.items() if c.closed_at is not None]
         survivors: list[tuple[float, _Key]] = []

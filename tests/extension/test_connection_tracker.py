@@ -46,14 +46,17 @@ def test_row_is_stable_through_state_changes_and_time_wait() -> None:
     tracker.update([syn], now=100.0)
     first = tracker.rows()
     tracker.update([ESTABLISHED], now=100.5)
-    tracker.update([TIME_WAIT], now=101.0)  # owner and inode gone
-    later = tracker.rows()
-    assert len(first) == len(later) == 1
-    assert stable(first[0]) == stable(later[0])
-    assert later[0]["state"] == "TIME_WAIT"
-    assert later[0]["pid"] == "4242" and later[0]["name"] == "curl"
-    assert later[0]["socket"] == "777"
-    assert later[0]["last_seen"] == "101"
+    middle = tracker.rows()
+    tracker.update([TIME_WAIT], now=101.0)  # closed: owner and inode gone
+    closing = tracker.rows()
+    tracker.update([TIME_WAIT], now=110.0)  # linger over; TIME_WAIT still there
+    assert len(first) == len(middle) == len(closing) == 1
+    assert stable(first[0]) == stable(middle[0]) == stable(closing[0])
+    assert middle[0]["state"] == "ESTABLISHED"
+    assert closing[0]["pid"] == "4242" and closing[0]["name"] == "curl"
+    assert closing[0]["socket"] == "777"
+    assert tracker.lingering == 0
+    assert tracker.rows() == [], "a known connection's TIME_WAIT is not a new row"
     assert lookups.calls == [4242]
 
 

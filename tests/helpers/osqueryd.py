@@ -1,0 +1,58 @@
+"""The osqueryd stand-in with our extension launched as a subprocess."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from osqueryd_standin import Standin
+
+EXTENSION_CMD = [sys.executable, "-m", "extension"]
+ROOT = Path(__file__).resolve().parents[2]
+PACK = ROOT / "packs" / "tracked_connections.conf"
+
+
+@contextmanager
+def short_tmpdir() -> Iterator[Path]:
+    """A directory under /tmp: UNIX socket paths are limited to about 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="tc", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def standin_with_extension(
+    workdir: Path, *extension_args: str, **standin_options: Any
+) -> Iterator[Standin]:
+    """A started stand-in that has launched the extension and sees its table.
+
+    Args:
+        workdir: short directory for the socket and the logs.
+        extension_args: our own extension options, e.g. "--sample-interval-ms", "100".
+        standin_options: passed to :class:`Standin`.
+    """
+    options: dict[str, Any] = {
+        "host_identifier": "test-host",
+        "extensions_interval_secs": 1,
+        "extensions_timeout_secs": 5,
+        "run_scheduler": False,
+        "shutdown_grace_secs": 3.0,
+        "kill_grace_secs": 3.0,
+        "ephemeral": True,
+    }
+    options.update(standin_options)
+    osqd = Standin(str(workdir / "osquery.em"), workdir / "logs", **options)
+    osqd.start()
+    try:
+        osqd.launch_extension([*EXTENSION_CMD, *extension_args])
+        osqd.wait_for_table("tracked_connections", 20)
+        yield osqd
+    finally:
+        osqd.stop()
