@@ -120,6 +120,7 @@ def standin_command(socket_path: str, logs: Path) -> list[str]:
         sys.executable, "-m", "osqueryd_standin",
         "--extensions_socket", socket_path,
         "--extension", shlex.join([sys.executable, "-m", "extension"]),
+        "--extensions_require", "tracked_connections",
         "--pack", f"tracked_connections={PACK}",
         "--logger_path", str(logs),
         "--ephemeral",
