@@ -47,20 +47,11 @@ _Tuple5 = tuple[int | None, int, int, str, int, str, int]
 def _key(record: SocketRecord) -> _Key:
     if record.socket:
         return ("inode", record.net_namespace, record.socket)
-    return (
-        "tuple",
-        record.pid,
-        record.net_namespace,
-        record.family,
-        record.protocol,
-        record.local_address,
-        record.local_port,
-        record.remote_address,
-        record.remote_port,
-    )
+    return ("tuple", record.pid, *_tuple5(record))
 
 
 def _tuple5(record: SocketRecord) -> _Tuple5:
+    """(net_namespace, family, protocol, local address and port, remote address and port)."""
     return (
         record.net_namespace,
         record.family,
