@@ -1,59 +1,126 @@
-"""Benchmark the Linux /proc collector against psutil and the raw /proc floor.
+"""Benchmark the Linux collector (netlink and /proc paths), the sampler and ``generate``.
 
 Usage::
 
-    python benchmarks/extension_bench.py --sockets 1000 10000
+    python benchmarks/extension_bench.py                  # about 1 minute
+    python benchmarks/extension_bench.py --sockets 1000 --generate-rows
 
-For each N the script opens N established TCP sockets in this process
-(N/2 loopback pairs, half over 127.0.0.1 and half over ::1), then prints one
-line of figures, all in milliseconds unless marked:
+Every baseline is measured in the same run. Times in milliseconds.
 
-* ``cold``: ``LinuxProcCollector().collect()`` on a new collector (first
-  call: full ``/proc/*/fd`` scan), median of ``--cold-runs``;
-* ``steady``: median of ``--runs`` further calls on a warm collector;
-* ``psutil``: ``psutil.net_connections('inet')``, median of ``--psutil-runs``;
-* ``raw``: reading /proc/net/{tcp,tcp6,udp,udp6} and splitting every line
-  into fields (``bytes.split``), the least any parser of these files does;
-  ``read`` is the reading alone (the kernel's share);
-* ratios ``steady/psutil`` and ``steady/raw``;
-* ``rss``: this process's resident set size after our runs (before psutil's),
-  MiB, and in parentheses the same with the sockets open but before any
-  collector ran;
-* for N in ``--cpu-sockets`` (default 1000): the CPU share of a sampler
-  thread calling ``collect()`` every ``--interval-ms`` (default 250 ms) for
-  ``--cpu-seconds`` (default 10 s), as process CPU time / wall time, in % of
-  one core.
+1. Collect, for each N in ``--sockets`` (default 1000 10000): N established
+   TCP sockets are opened in this process (N/2 loopback pairs, half over
+   127.0.0.1, half over ::1), then:
+
+   * ``netlink`` / ``proc``: ``LinuxProcCollector()`` with our namespace
+     read over sock_diag netlink, and ``LinuxProcCollector(netlink=False)``
+     reading /proc/net files; ``cold`` = first ``collect()`` of a new
+     collector (full ``/proc/*/fd`` scan), median of ``--cold-runs``;
+     ``steady`` = median of ``--runs`` further calls;
+   * ``psutil``: ``psutil.net_connections('inet')``, median of
+     ``--psutil-runs``;
+   * ``raw``: reading /proc/net/{tcp,tcp6,udp,udp6} and splitting every line
+     (``bytes.split``), the least any parser of these files does; ``read`` is
+     the reading alone (the kernel's share); ``dump``: the four netlink dumps
+     received into a buffer, nothing decoded (the kernel's share of the
+     netlink path);
+   * ratios ``steady/psutil`` and ``steady/raw`` for both paths, and
+     ``steady/own floor``: against ``dump`` for netlink, ``raw`` for proc;
+   * ``rss``: this process's resident set size after both collectors ran
+     (MiB), and before any ran (the N sockets alone).
+
+2. Sampler CPU, for each N in ``--cpu-sockets`` (default 1000 10000): the real
+   :class:`extension.sampler.Sampler` (collect + process refresh + connection
+   tracker update, what the extension runs) in its background thread for
+   ``--cpu-seconds`` at each of ``--intervals-ms`` (default 100 250 500) with
+   the netlink path, and at 250 ms with the /proc path; process CPU time /
+   wall time in % of one core, and CPU ms per sample.
+
+3. ``generate`` over Thrift, for each N in ``--generate-rows`` (default
+   1000 10000): with N sockets open here, the osqueryd stand-in launches
+   ``python -m extension`` (default options, the netlink path); once the
+   table has at least N rows, ``--generate-runs`` calls of
+   ``call("table", "tracked_connections", {"action": "generate", ...})`` are
+   timed with an osquery Thrift client (``Extension.Client``, TBinaryProtocol
+   over TBufferedTransport on ``<socket>.<uuid>``, a new connection per call
+   as osqueryd does). Breakdown, measured in this process on the same rows:
+   ``rows`` = ``TrackedConnectionsTable.generate`` of a warm Sampler (what
+   the handler does before replying), ``encode`` = writing an
+   ExtensionResponse of those rows with TBinaryProtocol into a TMemoryBuffer
+   (what the extension's server does), ``decode`` = reading it back with
+   TBinaryProtocol (what this client does); ``other`` = end to end minus
+   those three (request, socket transfer, thread hand-off, waiting for a
+   sample in progress). The same encode/decode with thrift's C extension
+   (``thrift.protocol.fastbinary``, same bytes) is shown for comparison;
+   osqueryd itself decodes in C++. The ``osquery`` package's generated code
+   passes struct specs as tuples, which thrift 0.25's C extension refuses
+   ("expecting list of size 2 for struct args"), so
+   ``TBinaryProtocolAccelerated`` cannot be used as is; :class:`FastBinary`
+   adapts the specs. Also the extension's RSS after the calls and the reply
+   size.
 
 Needs Linux. Raises RLIMIT_NOFILE as needed (the hard limit too, when the
 process may). Sockets are closed with SO_LINGER 0 (RST) so no TIME_WAIT
-entries pile up between sizes. Sources: Linux proc(5); osquery
-osquery/filesystem/linux/proc.cpp reads the same files per namespace (see
-osquery-protocol-and-logs.md).
+entries pile up between sizes. Sources: Linux proc(5), sock_diag(7);
+osquery osquery/filesystem/linux/proc.cpp reads the same files per
+namespace; the generate call and wire format follow
+osquery-protocol-and-logs.md §1-§3 (osquery/extensions/impl_thrift.cpp).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
+import logging
 import resource
+import shutil
 import socket
 import statistics
 import struct
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from osquery.extensions import Extension
+from osquery.extensions.ttypes import ExtensionResponse, ExtensionStatus
+from thrift.protocol import TBinaryProtocol, fastbinary
+from thrift.Thrift import TType
+from thrift.transport import TSocket, TTransport
+
 from extension.collect.linux_proc import LinuxProcCollector
+from extension.collect.netlink_diag import (
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    SOCK_DIAG_BY_FAMILY,
+    TCP_STATES_MASK,
+    UDP_STATES_MASK,
+    InetDiagReader,
+    NetlinkError,
+    open_diag_socket,
+)
+from extension.sampler import Sampler
+from extension.serve.table import TrackedConnectionsTable
+from osqueryd_standin import Standin
 
 _PROC_NET = ("tcp", "tcp6", "udp", "udp6")
 _FD_SLACK = 256
+_TABLE = "tracked_connections"
+_GENERATE = {"action": "generate", "context": "{}"}
+_DUMPS = (
+    (socket.AF_INET, 6),
+    (socket.AF_INET6, 6),
+    (socket.AF_INET, 17),
+    (socket.AF_INET6, 17),
+)
 
 
 def raise_nofile(needed: int) -> None:
@@ -84,6 +151,7 @@ def open_established(count: int) -> list[socket.socket]:
     Returns:
         the listeners first, then every client and accepted socket.
     """
+    raise_nofile(count + _FD_SLACK + len(psutil.Process().open_files()))
     listeners = [socket.create_server(("127.0.0.1", 0), backlog=1024)]
     if socket.has_ipv6:
         with contextlib.suppress(OSError):
@@ -139,77 +207,329 @@ def raw_read_split() -> None:
             line.split()
 
 
-def cold_collect() -> None:
-    LinuxProcCollector().collect()
+def raw_dump() -> None:
+    """Receive the four sock_diag dumps, decoding nothing but the end marker.
 
-
-def sampler_cpu_share(interval_s: float, duration_s: float) -> tuple[float, int]:
-    """CPU share of a thread calling ``collect()`` every ``interval_s``.
-
-    Args:
-        interval_s: sample period, seconds.
-        duration_s: how long to sample, seconds.
-
-    Returns:
-        (process CPU seconds / wall seconds * 100, i.e. % of one core;
-        number of samples taken). The main thread only waits meanwhile.
+    Assumes, as the kernel does (net/netlink/af_netlink.c netlink_dump), that
+    NLMSG_DONE (20 bytes) ends the last datagram of a dump.
     """
-    collector = LinuxProcCollector()
-    collector.collect()
-    stop = threading.Event()
-    samples = 0
+    buffer = bytearray(65536)
+    for family, protocol in _DUMPS:
+        states = TCP_STATES_MASK if protocol == 6 else UDP_STATES_MASK
+        request = struct.pack(
+            "=IHHIIBBBBI48x",
+            72,
+            SOCK_DIAG_BY_FAMILY,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            1,
+            0,
+            family,
+            protocol,
+            0,
+            0,
+            states,
+        )
+        with open_diag_socket() as sock:
+            sock.send(request)
+            while True:
+                end = sock.recv_into(buffer)
+                if end >= 20 and struct.unpack_from("=IH", buffer, end - 20) == (20, 3):
+                    break
 
-    def run() -> None:
-        nonlocal samples
-        deadline = time.monotonic()
-        while not stop.is_set():
-            collector.collect()
-            samples += 1
-            deadline += interval_s
-            stop.wait(max(0.0, deadline - time.monotonic()))
 
-    cpu0, wall0 = time.process_time(), time.monotonic()
-    thread = threading.Thread(target=run, name="sampler")
-    thread.start()
-    time.sleep(duration_s)
-    stop.set()
-    thread.join()
-    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    return cpu / wall * 100.0, samples
+def netlink_available() -> bool:
+    """Whether a sock_diag dump works here."""
+    try:
+        InetDiagReader().dump(socket.AF_INET, 6, {}, [], [])
+    except NetlinkError:
+        return False
+    return True
 
 
-def bench(count: int, args: argparse.Namespace) -> None:
-    """Open ``count`` sockets, print one line of figures, close them."""
-    raise_nofile(count + _FD_SLACK + len(psutil.Process().open_files()))
+def rss_mib(pid: int | None = None) -> float:
+    """Resident set size of a process (this one by default), MiB."""
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
+# ------------------------------------------------------------------ collect
+
+
+def _cold_collect(netlink: bool) -> Callable[[], object]:
+    """A call of ``collect()`` on a new collector."""
+    return lambda: LinuxProcCollector(netlink=netlink).collect()
+
+
+def bench_collect(count: int, args: argparse.Namespace, netlink: bool) -> None:
+    """Open ``count`` sockets, print the collect figures, sampler CPU, close."""
     sockets = open_established(count)
     try:
         gc.collect()
-        rss_before = psutil.Process().memory_info().rss / 2**20
-        cold = median_ms(cold_collect, args.cold_runs)
-        collector = LinuxProcCollector()
-        listed = len(collector.collect())
-        steady = median_ms(collector.collect, args.runs)
-        scans_during_steady = collector.fd_scans - 1
-        rss = psutil.Process().memory_info().rss / 2**20
+        rss_before = rss_mib()
+        rows: list[tuple[str, float, float]] = []
+        listed = 0
+        for name, use_netlink in (("netlink", True), ("proc", False)):
+            if use_netlink and not netlink:
+                continue
+            cold = median_ms(_cold_collect(use_netlink), args.cold_runs)
+            collector = LinuxProcCollector(netlink=use_netlink)
+            listed = len(collector.collect())
+            steady = median_ms(collector.collect, args.runs)
+            rows.append((name, cold, steady))
+            del collector
+        gc.collect()
+        rss = rss_mib()
         ps = median_ms(lambda: psutil.net_connections("inet"), args.psutil_runs)
         raw = median_ms(raw_read_split, args.runs)
         read = median_ms(raw_read, args.runs)
+        dump = median_ms(raw_dump, args.runs) if netlink else float("nan")
         print(
-            f"N={count:>6}  listed={listed:>6}  cold={cold:8.1f}  steady={steady:7.1f}"
-            f"  psutil={ps:8.1f}  raw={raw:7.1f}  read={read:7.1f}"
-            f"  steady/psutil={steady / ps:5.2f}  steady/raw={steady / raw:5.2f}"
-            f"  rss={rss:6.1f}MiB (sockets open, no collector: {rss_before:.1f})"
-            f"  full_scans_in_steady={scans_during_steady}",
+            f"\nN={count}: {listed} sockets listed (all namespaces);"
+            f" psutil {ps:.1f}  raw /proc read+split {raw:.1f} (read alone {read:.1f})"
+            f"  raw netlink dump {dump:.1f}",
+            flush=True,
+        )
+        print(
+            f"  {'path':8} {'cold':>8} {'steady':>8} {'steady/psutil':>14} {'steady/raw':>11}"
+            f" {'steady/own floor':>17}"
+        )
+        for name, cold, steady in rows:
+            floor = dump if name == "netlink" else raw
+            print(
+                f"  {name:8} {cold:8.1f} {steady:8.2f} {steady / ps:14.3f} {steady / raw:11.3f}"
+                f" {steady / floor:17.2f}"
+            )
+        print(
+            f"  rss {rss:.1f} MiB after both collectors (sockets alone: {rss_before:.1f} MiB)",
             flush=True,
         )
         if count in args.cpu_sockets:
-            share, samples = sampler_cpu_share(args.interval_ms / 1000.0, args.cpu_seconds)
-            print(
-                f"N={count:>6}  sampler every {args.interval_ms:g} ms for {args.cpu_seconds:g} s:"
-                f" {samples} samples, CPU {share:.2f}% of one core",
-                flush=True,
-            )
+            bench_sampler_cpu(args, netlink)
     finally:
+        close_all(sockets)
+
+
+def sampler_cpu_share(
+    netlink: bool, interval_ms: int, seconds: float
+) -> tuple[float, int, float, str]:
+    """CPU share of the real Sampler thread at one interval.
+
+    Args:
+        netlink: collector path.
+        interval_ms: ``sample_interval_ms``.
+        seconds: how long to let it run.
+
+    Returns:
+        (process CPU seconds / wall seconds * 100, i.e. % of one core;
+        samples taken; CPU ms per sample; the collector's full and targeted
+        fd scans meanwhile, as text). Two warm-up samples come first (the
+        first one scans every process and fd).
+    """
+    collector = LinuxProcCollector(netlink=netlink)
+    sampler = Sampler(collector, sample_interval_ms=interval_ms)
+    sampler.sample_once()
+    sampler.sample_once()
+    before = sampler.stats().samples_taken
+    scans = (collector.fd_scans, collector.targeted_scans)
+    gc.collect()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    sampler.start()
+    time.sleep(seconds)
+    sampler.stop()
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    samples = sampler.stats().samples_taken - before
+    fd_scans = (
+        f"{collector.fd_scans - scans[0]} full + {collector.targeted_scans - scans[1]} targeted"
+    )
+    return cpu / wall * 100.0, samples, cpu / max(samples, 1) * 1000.0, fd_scans
+
+
+def bench_sampler_cpu(args: argparse.Namespace, netlink: bool) -> None:
+    """Print the sampler's CPU share at each interval."""
+    runs: list[tuple[str, int]] = []
+    if netlink:
+        runs += [("netlink", ms) for ms in args.intervals_ms]
+    runs.append(("proc", 250))
+    print(f"  sampler CPU (real Sampler thread, {args.cpu_seconds:g} s per interval):")
+    for name, interval_ms in runs:
+        share, samples, per_sample, scans = sampler_cpu_share(
+            name == "netlink", interval_ms, args.cpu_seconds
+        )
+        print(
+            f"    {name:8} every {interval_ms:4d} ms: {share:5.2f}% of one core"
+            f"  ({samples} samples, {per_sample:.2f} ms CPU each; fd scans: {scans})",
+            flush=True,
+        )
+
+
+# ----------------------------------------------------------------- generate
+
+
+def call_generate(path: str) -> list[dict[str, str]]:
+    """One ``generate`` over a new Thrift connection, as osqueryd calls it.
+
+    Raises:
+        RuntimeError: the extension answered a non-zero status.
+    """
+    sock = TSocket.TSocket(unix_socket=path)
+    sock.setTimeout(300_000)
+    transport = TTransport.TBufferedTransport(sock)
+    client = Extension.Client(TBinaryProtocol.TBinaryProtocol(transport))
+    transport.open()
+    try:
+        reply = client.call("table", _TABLE, _GENERATE)
+    finally:
+        transport.close()
+    if reply.status.code != 0:
+        raise RuntimeError(f"generate failed: {reply.status.message}")
+    return list(reply.response)
+
+
+def _listed_args(ttype: int, args: Any) -> Any:
+    """Type arguments of a thrift_spec field with struct specs as lists."""
+    if ttype == TType.STRUCT:
+        return [args[0], _listed_spec(args[1])]
+    if ttype in (TType.LIST, TType.SET):
+        return (args[0], _listed_args(args[0], args[1]), *args[2:])
+    if ttype == TType.MAP:
+        key, value = _listed_args(args[0], args[1]), _listed_args(args[2], args[3])
+        return (args[0], key, args[2], value, *args[4:])
+    return args
+
+
+@functools.cache
+def _listed_spec(spec: Any) -> Any:
+    """A generated ``thrift_spec`` in the form thrift 0.25's C extension takes."""
+    return tuple(
+        None if f is None else (f[0], f[1], f[2], _listed_args(f[1], f[3]), f[4]) for f in spec
+    )
+
+
+class FastBinary(TBinaryProtocol.TBinaryProtocol):  # type: ignore[misc]
+    """TBinaryProtocol whose structs go through thrift's C extension.
+
+    Same bytes as TBinaryProtocol. The generated code calls
+    ``_fast_encode(obj, (cls, spec))`` and ``_fast_decode(obj, protocol,
+    (cls, spec))`` when these are set (decoding only on a
+    CReadableTransport such as TBufferedTransport or TMemoryBuffer).
+    """
+
+    def __init__(self, trans: Any) -> None:
+        super().__init__(trans)
+        self._fast_encode = _fast_encode
+        self._fast_decode = _fast_decode
+
+
+def _fast_encode(obj: Any, spec: Any) -> bytes:
+    return bytes(fastbinary.encode_binary(obj, [spec[0], _listed_spec(spec[1])]))
+
+
+def _fast_decode(obj: Any, protocol: Any, spec: Any) -> None:
+    fastbinary.decode_binary(obj, protocol, [spec[0], _listed_spec(spec[1])])
+
+
+def encode(response: ExtensionResponse, accelerated: bool) -> bytes:
+    """ExtensionResponse -> TBinaryProtocol bytes."""
+    buffer = TTransport.TMemoryBuffer()
+    protocol: Any = FastBinary(buffer) if accelerated else TBinaryProtocol.TBinaryProtocol(buffer)
+    response.write(protocol)
+    return bytes(buffer.getvalue())
+
+
+def decode(data: bytes, accelerated: bool) -> ExtensionResponse:
+    """TBinaryProtocol bytes -> ExtensionResponse."""
+    buffer = TTransport.TMemoryBuffer(data)
+    protocol: Any = FastBinary(buffer) if accelerated else TBinaryProtocol.TBinaryProtocol(buffer)
+    response = ExtensionResponse()
+    response.read(protocol)
+    return response
+
+
+def bench_generate(count: int, args: argparse.Namespace) -> None:
+    """Open ``count`` sockets; time generate over Thrift and its parts; close."""
+    sockets = open_established(count)
+    workdir = Path(tempfile.mkdtemp(prefix="tcb", dir="/tmp"))
+    osqd = Standin(
+        str(workdir / "osquery.em"),
+        workdir / "logs",
+        host_identifier="bench",
+        extensions_interval_secs=3,
+        extensions_timeout_secs=10,
+        run_scheduler=False,
+        ephemeral=True,
+        shutdown_grace_secs=3.0,
+        kill_grace_secs=3.0,
+    )
+    try:
+        osqd.start()
+        child = osqd.launch_extension(
+            [sys.executable, "-m", "extension"], stderr=subprocess.DEVNULL
+        )
+        osqd.wait_for_table(_TABLE, 15)
+        uuid = next(u for u, name in osqd.extensions().items() if name == _TABLE)
+        path = f"{osqd.socket_path}.{uuid}"
+        deadline = time.monotonic() + 30
+        while len(call_generate(path)) < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the table never reached {count} rows")
+            time.sleep(0.2)
+        extension = psutil.Process(child.pid)
+        cpu0 = extension.cpu_times()
+        wall0 = time.monotonic()
+        times: list[float] = []
+        served = 0
+        for _ in range(args.generate_runs):
+            start = time.perf_counter()
+            served = len(call_generate(path))
+            times.append(time.perf_counter() - start)
+        wall = time.monotonic() - wall0
+        cpu1 = extension.cpu_times()
+        ext_cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall * 100.0
+        ext_rss = rss_mib(child.pid)
+        end_to_end = statistics.median(times) * 1000.0
+        osqd.stop()
+
+        sampler = Sampler(LinuxProcCollector())
+        table = TrackedConnectionsTable(sampler)
+        sampler.sample_once()
+        sampler.sample_once()
+        sample_ms = median_ms(sampler.sample_once, 3)
+        sampler.sample_once()
+        rows_ms = median_ms(lambda: table.generate({}), args.generate_runs)
+        rows = table.generate({})
+        response = ExtensionResponse(status=ExtensionStatus(code=0, message="OK"), response=rows)
+        data = encode(response, accelerated=False)
+        enc = median_ms(lambda: encode(response, accelerated=False), args.generate_runs)
+        dec = median_ms(lambda: decode(data, accelerated=False), args.generate_runs)
+        enc_c = median_ms(lambda: encode(response, accelerated=True), args.generate_runs)
+        dec_c = median_ms(lambda: decode(data, accelerated=True), args.generate_runs)
+        assert encode(response, accelerated=True) == data
+        assert decode(data, accelerated=True) == decode(data, accelerated=False)
+        other = end_to_end - rows_ms - enc - dec
+        print(
+            f"\ngenerate over Thrift, N={count} sockets open: {served} rows served,"
+            f" reply {len(data) / 2**20:.2f} MiB ({len(rows)} rows in-process)",
+            flush=True,
+        )
+        print(
+            f"  end to end {end_to_end:.1f} ms (median of {args.generate_runs});"
+            f" extension CPU during the calls {ext_cpu:.0f}% of one core;"
+            f" extension RSS {ext_rss:.1f} MiB"
+        )
+        print(
+            f"  breakdown: rows {rows_ms:.1f} + encode {enc:.1f} + decode {dec:.1f}"
+            f" + other {other:.1f} ms"
+            f"  ({rows_ms / end_to_end:.0%} / {enc / end_to_end:.0%} / {dec / end_to_end:.0%}"
+            f" / {other / end_to_end:.0%})"
+        )
+        print(
+            f"  with thrift's C extension (same bytes): encode {enc_c:.1f}"
+            f" ({enc / enc_c:.0f}x faster), decode {dec_c:.1f} ({dec / dec_c:.0f}x faster);"
+            f" background sample at this N: {sample_ms:.1f} ms",
+            flush=True,
+        )
+    finally:
+        osqd.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
         close_all(sockets)
 
 
@@ -218,43 +538,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sockets",
         type=int,
-        nargs="+",
+        nargs="*",
         default=[1000, 10000],
-        help="socket counts to measure (default 1000 10000)",
+        help="socket counts for the collect figures (default 1000 10000)",
     )
     parser.add_argument("--runs", type=int, default=9, help="steady-state runs per median")
     parser.add_argument("--cold-runs", type=int, default=3, help="cold runs per median")
     parser.add_argument("--psutil-runs", type=int, default=5, help="psutil runs per median")
     parser.add_argument(
-        "--interval-ms",
-        type=float,
-        default=250.0,
-        help="sampler period for the CPU share, ms (default 250)",
+        "--intervals-ms",
+        type=int,
+        nargs="+",
+        default=[100, 250, 500],
+        help="sampler periods for the CPU share, ms (default 100 250 500)",
     )
     parser.add_argument(
         "--cpu-seconds",
         type=float,
-        default=10.0,
-        help="how long to run the sampler, seconds (default 10)",
+        default=6.0,
+        help="how long to run the sampler per interval, seconds (default 6)",
     )
     parser.add_argument(
         "--cpu-sockets",
         type=int,
         nargs="*",
-        default=[1000],
-        help="socket counts at which to measure the CPU share (default 1000)",
+        default=[1000, 10000],
+        help="socket counts at which to measure the sampler CPU share (default 1000 10000)",
     )
+    parser.add_argument(
+        "--generate-rows",
+        type=int,
+        nargs="*",
+        default=[1000, 10000],
+        help="socket counts for generate over Thrift (default 1000 10000; none to skip)",
+    )
+    parser.add_argument("--generate-runs", type=int, default=5, help="generate calls per median")
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("this benchmark needs Linux /proc", file=sys.stderr)
         return 2
+    # The sampler's privilege warning and thrift's connection errors while the
+    # stand-in stops would interleave with the figures.
+    logging.getLogger("extension.sampler").setLevel(logging.ERROR)
+    logging.getLogger("thrift").setLevel(logging.CRITICAL)
+    netlink = netlink_available()
+    started = time.monotonic()
     print(
         f"python {sys.version.split()[0]}, psutil {psutil.__version__},"
-        f" {psutil.cpu_count()} cpus, {len(psutil.pids())} pids; times in ms",
+        f" {psutil.cpu_count()} cpus, {len(psutil.pids())} pids,"
+        f" sock_diag netlink {'available' if netlink else 'NOT available'}; times in ms",
         flush=True,
     )
     for count in args.sockets:
-        bench(count, args)
+        bench_collect(count, args, netlink)
+    for count in args.generate_rows:
+        bench_generate(count, args)
+    print(f"\ntotal {time.monotonic() - started:.0f} s", flush=True)
     return 0
 
 

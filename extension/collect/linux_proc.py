@@ -1,4 +1,15 @@
-"""Linux collector that reads procfs directly, every network namespace once.
+"""Linux collector: every network namespace once, via sock_diag and procfs.
+
+Our own network namespace (the host's, under osqueryd) is read over
+NETLINK_SOCK_DIAG (netlink_diag.py) when the kernel allows it: for TCP that
+costs a fraction of reading /proc/net/tcp{,6}, whose reader walks the whole
+TCP hash table as text. When netlink fails for a table (no AF_NETLINK, EPERM
+or EACCES in a sandboxed container, a kernel without the tcp_diag/udp_diag
+handlers), that table is read from /proc/net instead, and netlink is tried
+again after ``netlink_retry_secs``. Other namespaces are always read from
+``/proc/<pid>/net/*``: a netlink socket only reports the namespace it was
+created in, and creating one in another namespace needs ``setns(2)``, which
+Python 3.11 does not offer (``os.setns`` is new in 3.12).
 
 Sources of the facts used here:
 
@@ -24,6 +35,7 @@ Sources of the facts used here:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -32,10 +44,31 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from extension.collect.base import CollectError
+from extension.collect.netlink_diag import (
+    TCP_STATE_NAMES,
+    AddressMemo,
+    DiagMiss,
+    InetDiagReader,
+    NetlinkError,
+    decode_sockid,
+    open_diag_socket,
+)
 from extension.collect.normalize import normalize_address
 from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
 
-__all__ = ["TCP_STATES", "LinuxProcCollector", "decode_address", "parse_proc_net"]
+__all__ = [
+    "DEFAULT_NETLINK_RETRY_SECS",
+    "TCP_STATES",
+    "LinuxProcCollector",
+    "decode_address",
+    "parse_proc_net",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NETLINK_RETRY_SECS = 300.0
+"""Seconds a table whose netlink dump failed is read from /proc before
+netlink is tried again."""
 
 TCP_STATES: dict[bytes, str] = {
     b"01": "ESTABLISHED",
@@ -57,6 +90,11 @@ _UNKNOWN_STATE = "UNKNOWN"
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _ADDRESS_CACHE_LIMIT = 65536
 _SOCKET_LINK = "socket:["
+_HEAVY_HOLDER = 256
+"""A pid known to hold more inet sockets than this is read last when looking
+for the holder of a new socket (its fd directory is the costliest)."""
+_NETLINK_CACHE = "netlink:"
+"""Prefix of the cache key (ns, name) of a table read over netlink."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +124,11 @@ _TABLES = (
 )
 _TABLE_BY_NAME = {t.name: t for t in _TABLES}
 
-# A cache entry for one line: (inode token b" <inode> ", offset of the token
-# from the line's first colon, the record built for it or None when the line
-# yields no record). See LinuxProcCollector._parse.
+# A cache entry for one line of a /proc file: (inode token b" <inode> ",
+# offset of the token from the line's first colon, the record built for it or
+# None when the line yields no record); see LinuxProcCollector._parse. For a
+# socket read over netlink the same shape holds (raw idiag_inode bytes,
+# idiag_state, record), keyed by the sockid bytes; see netlink_diag.DiagEntry.
 _Entry = tuple[bytes, int, SocketRecord | None]
 _Cache = dict[bytes, _Entry]
 
@@ -119,7 +159,13 @@ def decode_address(hex_address: bytes) -> str:
 
 @dataclass(slots=True)
 class _Line:
-    """A /proc/net line that missed the cache, parsed; its record comes later."""
+    """A /proc/net line or netlink message that missed the cache, parsed.
+
+    Its record is built once owners are resolved. ``ident``, ``token`` and
+    ``offset`` become the cache key and the first two entry fields: for
+    /proc, the ``local rem st`` text, the inode token and its offset; for
+    netlink, the sockid bytes, the raw inode bytes and the state number.
+    """
 
     cache: _Cache
     ident: bytes
@@ -156,10 +202,12 @@ class LinuxProcCollector:
 
     1. lists ``/proc``, reads every pid's ``ns/net`` link and groups pids by
        network namespace inode;
-    2. reads ``net/{tcp,tcp6,udp,udp6}`` once per namespace, through
-       ``/proc/self`` for our own namespace and through one live pid for each
-       other (another pid of the namespace if that one exits before its files
-       are open); every record gets that ``net_namespace``;
+    2. reads the TCP and UDP sockets of our own namespace with four
+       sock_diag netlink dumps (IPv4/IPv6 x TCP/UDP), or for each dump that
+       fails, ``/proc/self/net/{tcp,tcp6,udp,udp6}``; reads the files of every
+       other namespace once through one live pid (another pid of the
+       namespace if that one exits before its files are open); every record
+       gets that ``net_namespace``;
     3. resolves socket inode -> pid incrementally (below).
 
     Ownership: a socket inode may be held by several processes (fork,
@@ -179,18 +227,37 @@ class LinuxProcCollector:
     * for sockets known to be held by several pids, the chosen owner's fd
       link is re-read (one readlink each), so a socket whose creator closed
       its copy moves to the next holder;
-    * a full scan of every ``/proc/<pid>/fd`` happens on the first call, when
-      a socket inode appears that no known pid holds (and that the last full
-      scan did not already find ownerless), and every ``rescan_after``
-      seconds.
+    * when a socket inode appears that no known pid holds (and that an
+      earlier search did not already find ownerless), a targeted scan looks
+      for it: first the pids known to hold a few inet sockets (a server that
+      accepts a connection), then the pids not known to hold any, last the
+      pids holding more than 256 (the costliest to read), stopping once
+      every new inode is found. In these rescans an fd whose known socket is
+      still listed and not shared is not re-read (one ``listdir`` and a
+      readlink per other fd). An inode no readable pid holds is ownerless
+      until it disappears;
+    * a full scan of every ``/proc/<pid>/fd`` happens on the first call and
+      every ``rescan_after`` seconds.
 
-    Known limit: a socket handed to an already-running process by fd passing
-    (SCM_RIGHTS, pidfd_getfd) whose sender then closes it keeps the sender as
-    owner until the next full scan.
+    Known limits of fd passing (SCM_RIGHTS, pidfd_getfd) to an
+    already-running process, until the next full scan: a passed socket whose
+    sender then closes it keeps the sender as owner; a new socket held by
+    several already-running processes is owned by the holder the targeted
+    scan found first; if the sender closes a passed socket and its fd number
+    is reused for a new socket, that new socket shows without owner.
 
     Unparsed lines are cached per namespace and file, keyed by the
     ``local rem st`` text and checked against the inode field, so an
     unchanged socket costs a slice, a dict lookup and a ``startswith``.
+    Netlink messages are cached per table, keyed by the 48-byte sockid
+    (ports, addresses, interface, socket cookie) and checked against the
+    inode and state, so an unchanged socket costs one ``unpack_from``, a
+    dict lookup and two comparisons.
+
+    Netlink and /proc give the same records for our namespace
+    (tests/extension/test_netlink_diag.py compares both, and psutil, on live
+    sockets). Neither is an atomic snapshot: a socket opened or closed while
+    the kernel produces the list may be missing or still present.
 
     Sockets whose ``local rem st`` text is identical (SO_REUSEPORT groups of
     unconnected UDP sockets or listeners) share one cache slot, so all but one
@@ -207,15 +274,32 @@ class LinuxProcCollector:
         rescan_after: seconds between forced full fd scans; None never forces.
         clock: monotonic seconds (injectable for tests).
 
+    Keyword-only args:
+        netlink: read our own namespace over sock_diag netlink; None (the
+            default) means yes when ``proc_root`` is ``/proc`` on Linux (a
+            fake tree describes sockets netlink cannot see).
+        diag_socket_factory: opens the netlink socket (the seam tests use to
+            make netlink fail); default
+            :func:`extension.collect.netlink_diag.open_diag_socket`.
+        netlink_retry_secs: seconds a table stays on /proc after its netlink
+            dump failed.
+
     Attributes:
         fd_scans: number of full fd scans done so far (every pid's fd
             directory read).
+        targeted_scans: number of targeted scans so far (searches for the
+            holders of new sockets, see above).
         pids_scanned: number of ``/proc/<pid>/fd`` directories read so far, by
             full and incremental scans together.
         access_denied_pids: live pids whose fd directory could not be read
             (PermissionError, i.e. not root); their sockets get ``pid=None``.
         access_denied_namespaces: pids whose ``ns/net`` link could not be
             read in the last call; namespaces only they are in are not seen.
+        netlink_tables: names (``'tcp'``, ``'tcp6'``, ``'udp'``, ``'udp6'``)
+            of the tables of our namespace read over netlink in the last
+            call; the others were read from /proc.
+        netlink_failures: netlink dumps that failed so far.
+        netlink_error: the last netlink failure, '' when none.
     """
 
     def __init__(
@@ -223,11 +307,27 @@ class LinuxProcCollector:
         proc_root: str = "/proc",
         rescan_after: float | None = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        netlink: bool | None = None,
+        diag_socket_factory: Callable[[], socket.socket] | None = None,
+        netlink_retry_secs: float = DEFAULT_NETLINK_RETRY_SECS,
     ) -> None:
         self._root = proc_root.rstrip("/") or "/"
+        if netlink is None:
+            netlink = self._root == "/proc" and sys.platform.startswith("linux")
+        self._netlink = netlink
+        self._diag = InetDiagReader(diag_socket_factory or open_diag_socket)
+        self._netlink_retry_secs = netlink_retry_secs
+        self._netlink_retry_at: dict[str, float] = {}
+        self._prune_later: list[_Cache] = []
+        self._raw_addresses = AddressMemo()
+        self.netlink_tables: tuple[str, ...] = ()
+        self.netlink_failures = 0
+        self.netlink_error = ""
         self._rescan_after = rescan_after
         self._clock = clock
         self.fd_scans = 0
+        self.targeted_scans = 0
         self.pids_scanned = 0
         self.access_denied_pids = 0
         self.access_denied_namespaces = 0
@@ -253,16 +353,22 @@ class LinuxProcCollector:
             particular order.
 
         Raises:
-            CollectError: /proc cannot be listed, our own namespace's files
-                cannot be read, or a line is malformed. No partial list is
-                returned.
+            CollectError: /proc cannot be listed, our own namespace can be
+                read neither over netlink nor from its files, or a line is
+                malformed. No partial list is returned.
         """
         pids, namespaces = self._list_namespaces()
         records: list[SocketRecord] = []
         misses: list[_Line] = []
         seen_caches: set[tuple[int, str]] = set()
-        for ns, readers in namespaces:
-            blobs = self._read_namespace(ns, readers)
+        self._prune_later = []
+        for index, (ns, readers) in enumerate(namespaces):
+            tables: tuple[_Table, ...] = _TABLES
+            if index == 0:  # our own namespace
+                tables = self._read_netlink(ns, records, misses, seen_caches)
+                if not tables:
+                    continue
+            blobs = self._read_namespace(ns, readers, tables)
             if blobs is None:
                 continue
             for table, data in blobs:
@@ -278,6 +384,8 @@ class LinuxProcCollector:
         if changed or full:
             self._fix_owners(records, None if full else changed)
         self._finish_misses(misses, records)
+        if self._prune_later:
+            self._prune_netlink_caches(records)
         return records
 
     # ------------------------------------------------------- namespaces, I/O
@@ -325,13 +433,105 @@ class LinuxProcCollector:
             ordered.append((ns, [str(p) for p in sorted(groups[ns])]))
         return pids, ordered
 
-    def _read_namespace(self, ns: int, readers: list[str]) -> list[tuple[_Table, bytes]] | None:
-        """Read the four files of one namespace through the first live reader.
+    def _read_netlink(
+        self,
+        ns: int,
+        records: list[SocketRecord],
+        misses: list[_Line],
+        seen_caches: set[tuple[int, str]],
+    ) -> tuple[_Table, ...]:
+        """Dump our own namespace's tables over netlink, where that works.
+
+        Args:
+            ns: our namespace inode.
+            records: receives the records of cached sockets.
+            misses: receives the sockets that missed the cache.
+            seen_caches: receives the cache keys used.
+
+        Returns:
+            the tables still to read from /proc: all when netlink is off,
+            those whose dump failed now or recently.
+        """
+        if not self._netlink:
+            self.netlink_tables = ()
+            return _TABLES
+        now = self._clock()
+        rest: list[_Table] = []
+        used: list[str] = []
+        for table in _TABLES:
+            retry_at = self._netlink_retry_at.get(table.name)
+            if retry_at is not None and now < retry_at:
+                rest.append(table)
+                continue
+            key = (ns, _NETLINK_CACHE + table.name)
+            cache = self._caches.get(key)
+            if cache is None:
+                cache = self._caches[key] = {}
+            mark = len(records)
+            raw: list[DiagMiss] = []
+            try:
+                count = self._diag.dump(table.family, table.protocol, cache, records, raw)
+            except NetlinkError as err:
+                del records[mark:]
+                self._netlink_failed(table, err, now)
+                rest.append(table)
+                continue
+            self._netlink_retry_at.pop(table.name, None)
+            seen_caches.add(key)
+            used.append(table.name)
+            for miss in raw:
+                misses.append(self._diag_line(table, ns, cache, miss))
+            if len(cache) > 2 * count + 512:
+                self._prune_later.append(cache)
+        self.netlink_tables = tuple(used)
+        return tuple(rest)
+
+    def _netlink_failed(self, table: _Table, err: NetlinkError, now: float) -> None:
+        self.netlink_failures += 1
+        self.netlink_error = f"{table.name}: {err}"
+        self._netlink_retry_at[table.name] = now + self._netlink_retry_secs
+        log.warning(
+            "sock_diag netlink dump of %s failed (%s); reading %s/self/net/%s instead,"
+            " netlink is retried in %g s",
+            table.name,
+            err,
+            self._root,
+            table.name,
+            self._netlink_retry_secs,
+        )
+
+    def _diag_line(self, table: _Table, ns: int, cache: _Cache, miss: DiagMiss) -> _Line:
+        """Decode a netlink socket message that missed the cache."""
+        sockid, state, inode = miss
+        local, local_port, remote, remote_port = decode_sockid(table.family, sockid)
+        family, local_address = self._raw_addresses.get(local)
+        tcp = table.protocol == IPPROTO_TCP
+        return _Line(
+            cache=cache,
+            ident=sockid,
+            token=inode,
+            offset=state,
+            family=family,
+            protocol=table.protocol,
+            local_address=local_address,
+            local_port=local_port,
+            remote_address=self._raw_addresses.get(remote)[1] if remote_port else "",
+            remote_port=remote_port,
+            state=TCP_STATE_NAMES.get(state, _UNKNOWN_STATE) if tcp else "",
+            inode=int.from_bytes(inode, sys.byteorder),
+            net_namespace=ns,
+        )
+
+    def _read_namespace(
+        self, ns: int, readers: list[str], tables: tuple[_Table, ...] = _TABLES
+    ) -> list[tuple[_Table, bytes]] | None:
+        """Read the files of one namespace through the first live reader.
 
         Args:
             ns: namespace inode.
             readers: directories under the proc root (``self`` or pids) whose
                 ``net/`` shows that namespace, tried in order.
+            tables: the files to read.
 
         Returns:
             [(table, file bytes)] (tcp6/udp6 left out where IPv6 is off), or
@@ -343,7 +543,7 @@ class LinuxProcCollector:
         last_error: Exception | None = None
         for reader in readers:
             try:
-                blobs = self._read_files(f"{self._root}/{reader}", ns)
+                blobs = self._read_files(f"{self._root}/{reader}", ns, tables)
             except (OSError, ValueError) as err:
                 last_error = err
                 continue
@@ -354,8 +554,10 @@ class LinuxProcCollector:
         return None
 
     @staticmethod
-    def _read_files(base: str, ns: int) -> list[tuple[_Table, bytes]] | None:
-        """Open the four files under ``base/net``, check the namespace, read.
+    def _read_files(
+        base: str, ns: int, tables: tuple[_Table, ...]
+    ) -> list[tuple[_Table, bytes]] | None:
+        """Open the files under ``base/net``, check the namespace, read.
 
         The files are opened first and the ns link read after: an open procfs
         file keeps the namespace it was opened in, so an unchanged link means
@@ -370,7 +572,7 @@ class LinuxProcCollector:
         """
         files = []
         try:
-            for table in _TABLES:
+            for table in tables:
                 try:
                     files.append((table, open(f"{base}/net/{table.name}", "rb", 0)))  # noqa: SIM115
                 except FileNotFoundError:
@@ -483,6 +685,18 @@ class LinuxProcCollector:
                 entry = cache.get(ident)
                 if entry is not None:
                     live[ident] = entry
+        self._replace_cache(cache, live)
+
+    def _prune_netlink_caches(self, records: list[SocketRecord]) -> None:
+        """Keep only the netlink cache entries whose record was listed now."""
+        alive = {id(r) for r in records}
+        for cache in self._prune_later:
+            live = {k: e for k, e in cache.items() if e[2] is not None and id(e[2]) in alive}
+            self._replace_cache(cache, live)
+        self._prune_later.clear()
+
+    def _replace_cache(self, cache: _Cache, live: _Cache) -> None:
+        """Make ``live`` the content of ``cache``, keeping ``_where`` right."""
         self._drop_cache(cache)
         cache.clear()
         cache.update(live)
@@ -600,7 +814,11 @@ class LinuxProcCollector:
                 # socket is still listed: someone else holds it.
                 current = {r.socket for r in records if r.socket}
                 unknown |= orphaned & current
-            full = bool(unknown)
+            if unknown:
+                listed = {r.socket for r in records if r.socket} | miss_inodes
+                left = self._targeted_scan(unknown, fresh, pids, listed, changed)
+                self._ownerless |= left  # every readable pid was read: no holder
+            full = False
         self._known_pids = pids
         if full:
             current = {r.socket for r in records if r.socket} | miss_inodes
@@ -609,6 +827,65 @@ class LinuxProcCollector:
         self._denied &= pids
         self.access_denied_pids = len(self._denied)
         return changed, full
+
+    def _targeted_scan(
+        self,
+        unknown: set[int],
+        scanned: set[int],
+        pids: set[int],
+        listed: set[int],
+        changed: set[int],
+    ) -> set[int]:
+        """Find the holders of new sockets, reading as few fd directories as may be.
+
+        Order: pids known to hold at most ``_HEAVY_HOLDER`` inet sockets
+        (fewest first), then pids not known to hold any (newest pid first),
+        then the heavy holders (fewest first); the search stops once every
+        inode of ``unknown`` has a holder. When a pid known to hold sockets is
+        rescanned, an fd whose known socket is still listed and held by no
+        other known pid is trusted without a readlink: the pid cannot have
+        closed it (the socket would be gone), so the fd number was not
+        reused. A shared socket's fd is re-read: its number may now be a
+        new socket's.
+
+        Args:
+            unknown: listed inodes without a known holder.
+            scanned: pids already scanned in this call (skipped).
+            pids: every live pid.
+            listed: every inode listed in this call.
+            changed: receives every inode whose holder list changed.
+
+        Returns:
+            the inodes of ``unknown`` no readable pid holds (every pid was
+            then read); empty when all were found.
+        """
+        self.targeted_scans += 1
+        holdings = self._holdings
+        shared = self._shared
+        light: list[tuple[int, int]] = []
+        heavy: list[tuple[int, int]] = []
+        for pid, held in holdings.items():
+            if pid not in scanned:
+                count = len(held.sockets)
+                (heavy if count > _HEAVY_HOLDER else light).append((count, pid))
+        others = sorted((p for p in pids if p not in holdings and p not in scanned), reverse=True)
+        order = [p for _, p in sorted(light)] + others + [p for _, p in sorted(heavy)]
+        for pid in order:
+            holding = holdings.get(pid)
+            if holding is None:
+                self._scan_pid(pid, self._inet_inodes, changed)
+            else:
+                trusted = {
+                    fd: inode
+                    for inode, fd in holding.sockets.items()
+                    if inode in listed and inode not in shared
+                }
+                self._scan_pid(pid, self._inet_inodes, changed, trusted, holding.start)
+            if any(i in self._holders for i in unknown):
+                unknown = {i for i in unknown if i not in self._holders}
+                if not unknown:
+                    break
+        return unknown
 
     def _full_scan(self, pids: set[int], current: set[int]) -> None:
         """Rebuild the holder map from every pid's fd directory."""
@@ -623,7 +900,14 @@ class LinuxProcCollector:
             self._scan_pid(pid, current, unused)
         self._ownerless = {i for i in current if i not in self._holders}
 
-    def _scan_pid(self, pid: int, inet: set[int], changed: set[int]) -> None:
+    def _scan_pid(
+        self,
+        pid: int,
+        inet: set[int],
+        changed: set[int],
+        trusted: dict[int, int] | None = None,
+        start: int | None = None,
+    ) -> None:
         """Record which of ``inet`` the pid holds (one fd directory read).
 
         Args:
@@ -631,6 +915,8 @@ class LinuxProcCollector:
             inet: inodes of inet sockets; other fds (files, unix sockets) are
                 ignored.
             changed: receives every inode whose holder list changed.
+            trusted: fd number -> inode believed without a readlink.
+            start: the pid's start time when already read in this call.
         """
         self._forget_pid(pid, changed)
         base = f"{self._root}/{pid}/fd/"
@@ -645,6 +931,11 @@ class LinuxProcCollector:
         found: dict[int, int] = {}
         readlink = os.readlink
         for name in names:
+            if trusted:
+                known = trusted.get(int(name))
+                if known is not None:
+                    found[known] = int(name)
+                    continue
             try:
                 link = readlink(base + name)
             except OSError:
@@ -658,7 +949,8 @@ class LinuxProcCollector:
                     found[inode] = int(name)
         if not found:
             return
-        start = _start_time(self._root, pid)
+        if start is None:
+            start = _start_time(self._root, pid)
         if start is None:
             return  # exited meanwhile
         self._holdings[pid] = _Holdings(start, found)

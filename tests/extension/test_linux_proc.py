@@ -261,11 +261,11 @@ def test_fake_second_collect_does_not_scan(fake: FakeProc) -> None:
     assert (collector.fd_scans, collector.pids_scanned) == (scans, pids)
 
 
-def test_fake_new_socket_triggers_one_scan_time_wait_none(fake: FakeProc) -> None:
+def test_fake_new_socket_of_a_known_holder_found_without_full_scan(fake: FakeProc) -> None:
     collector = LinuxProcCollector(str(fake.root))
     collector.collect()
     lines = fake.ns_lines[1]
-    fake.give_fd(100, 5, 556)
+    fake.give_fd(100, 5, 556)  # pid 100 accepts a connection
     fake.set_sockets(
         1,
         [
@@ -275,10 +275,65 @@ def test_fake_new_socket_triggers_one_scan_time_wait_none(fake: FakeProc) -> Non
         ],
     )
     records = _by_inode(collector.collect())
-    assert records[556].pid == 100
-    assert collector.fd_scans == 2
+    assert records[556].pid == 100 and records[0].pid is None
+    assert (collector.fd_scans, collector.targeted_scans) == (1, 1)
     collector.collect()
-    assert collector.fd_scans == 2
+    assert (collector.fd_scans, collector.targeted_scans) == (1, 1)
+
+
+def test_fake_new_socket_of_a_process_without_sockets_found_by_targeted_scan(
+    fake: FakeProc,
+) -> None:
+    fake.add_pid(150, start=60)  # running, but holds no inet socket yet
+    collector = LinuxProcCollector(str(fake.root))
+    collector.collect()
+    fake.give_fd(150, 3, 557)
+    fake.set_sockets(
+        1, [*fake.ns_lines[1], tcp_line(2, ("10.0.0.1", 4000), ("10.0.0.9", 80), 0x01, 557)]
+    )
+    assert _by_inode(collector.collect())[557].pid == 150
+    assert (collector.fd_scans, collector.targeted_scans) == (1, 1)
+
+
+def test_fake_reused_fd_number_of_a_shared_socket_is_reread(fake: FakeProc) -> None:
+    collector = LinuxProcCollector(str(fake.root))
+    fake.add_pid(200, start=80)  # fork child holding 555 on fd 3 too
+    fake.give_fd(200, 3, 555)
+    assert _by_inode(collector.collect())[555].pid == 100
+    # The child closes fd 3 (555 lives on in pid 100) and gets fd 3 again for
+    # a new socket: 555 is shared, so the targeted scan does not trust the
+    # child's fd 3 and finds 558 there.
+    fake.take_fd(200, 3)
+    fake.give_fd(200, 3, 558)
+    fake.set_sockets(
+        1, [*fake.ns_lines[1], tcp_line(2, ("10.0.0.1", 5000), ("10.0.0.9", 80), 0x01, 558)]
+    )
+    for _ in range(2):
+        records = _by_inode(collector.collect())
+        assert (records[555].pid, records[558].pid) == (100, 200)
+    assert (collector.fd_scans, collector.targeted_scans) == (1, 1)
+
+
+def test_fake_targeted_scan_trusts_fds_of_listed_sockets(
+    fake: FakeProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = LinuxProcCollector(str(fake.root))
+    collector.collect()
+    read: list[str] = []
+    real_readlink = os.readlink
+
+    def readlink(path: str) -> str:
+        read.append(str(path))
+        return real_readlink(path)
+
+    monkeypatch.setattr(os, "readlink", readlink)
+    fake.give_fd(100, 5, 556)
+    fake.set_sockets(
+        1, [*fake.ns_lines[1], tcp_line(2, ("10.0.0.1", 80), ("10.0.0.3", 6000), 0x01, 556)]
+    )
+    assert _by_inode(collector.collect())[556].pid == 100
+    fd_reads = sorted(p.rsplit("/", 2)[-1] for p in read if "/fd/" in p)
+    assert fd_reads == ["4", "5"]  # fd 3 (socket 555, still listed) not re-read
 
 
 def test_fake_ownerless_inode_scanned_once(fake: FakeProc) -> None:
@@ -288,10 +343,10 @@ def test_fake_ownerless_inode_scanned_once(fake: FakeProc) -> None:
         1, [*fake.ns_lines[1], tcp_line(2, ("0.0.0.0", 22), ("0.0.0.0", 0), 0x0A, 777)]
     )
     assert _by_inode(collector.collect())[777].pid is None
-    assert collector.fd_scans == 2
+    assert (collector.fd_scans, collector.targeted_scans) == (1, 1)
     collector.collect()
     collector.collect()
-    assert collector.fd_scans == 2
+    assert (collector.fd_scans, collector.targeted_scans) == (1, 1)
 
 
 def test_fake_socket_moves_to_child(fake: FakeProc) -> None:
@@ -305,7 +360,8 @@ def test_fake_socket_moves_to_child(fake: FakeProc) -> None:
     assert collector.fd_scans == 1  # new pid scan + one readlink, no full scan
     fake.remove_pid(200)  # last holder exits while the socket stays listed
     assert _by_inode(collector.collect())[555].pid is None
-    assert collector.fd_scans == 2  # someone else must hold it: full scan
+    # someone else must hold it: every pid is searched (nobody does)
+    assert (collector.fd_scans, collector.targeted_scans) == (1, 1)
 
 
 def test_fake_reused_pid_is_rescanned(fake: FakeProc) -> None:
@@ -462,13 +518,19 @@ def test_live_incremental_scans(live_sockets: list[socket.socket]) -> None:
             break
     else:
         pytest.fail("every repeated collect() did a full fd scan")
-    before = collector.fd_scans
-    with socket.create_server(("127.0.0.1", 0)) as extra:
-        port = extra.getsockname()[1]
-        records = collector.collect()
-        assert collector.fd_scans == before + 1
-        (record,) = [r for r in records if r.local_port == port and r.state == "LISTEN"]
-        assert record.pid == ME and record.socket
+    # A new socket of ours (a known holder) is found by a targeted scan. Other
+    # processes may meanwhile open sockets that need a full scan: retry.
+    for _ in range(5):
+        scans = (collector.fd_scans, collector.targeted_scans)
+        with socket.create_server(("127.0.0.1", 0)) as extra:
+            port = extra.getsockname()[1]
+            records = collector.collect()
+            (record,) = [r for r in records if r.local_port == port and r.state == "LISTEN"]
+            assert record.pid == ME and record.socket
+        if (collector.fd_scans, collector.targeted_scans) == (scans[0], scans[1] + 1):
+            break
+    else:
+        pytest.fail("a new socket of ours always needed a full fd scan")
 
 
 def _sleeper(pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
