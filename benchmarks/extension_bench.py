@@ -54,9 +54,10 @@ Every baseline is measured in the same run. Times in milliseconds.
    osqueryd itself decodes in C++. The ``osquery`` package's generated code
    passes struct specs as tuples, which thrift 0.25's C extension refuses
    ("expecting list of size 2 for struct args"), so
-   ``TBinaryProtocolAccelerated`` cannot be used as is; :class:`FastBinary`
-   adapts the specs. Also the extension's RSS after the calls and the reply
-   size.
+   ``TBinaryProtocolAccelerated`` cannot be used as is;
+   ``extension.serve.fastproto.FastBinaryProtocol`` adapts the specs, and the
+   extension serves with it. Also the extension's RSS after the calls and the
+   reply size.
 
 Needs Linux. Raises RLIMIT_NOFILE as needed (the hard limit too, when the
 process may). Sockets are closed with SO_LINGER 0 (RST) so no TIME_WAIT
@@ -70,7 +71,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
 import logging
 import resource
@@ -92,8 +92,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from osquery.extensions import Extension
 from osquery.extensions.ttypes import ExtensionResponse, ExtensionStatus
-from thrift.protocol import TBinaryProtocol, fastbinary
-from thrift.Thrift import TType
+from thrift.protocol import TBinaryProtocol
 from thrift.transport import TSocket, TTransport
 
 from extension.collect.linux_proc import LinuxProcCollector
@@ -108,6 +107,7 @@ from extension.collect.netlink_diag import (
     open_diag_socket,
 )
 from extension.sampler import Sampler
+from extension.serve.fastproto import FastBinaryProtocol
 from extension.serve.table import TrackedConnectionsTable
 from osqueryd_standin import Standin
 
@@ -384,53 +384,11 @@ def call_generate(path: str) -> list[dict[str, str]]:
     return list(reply.response)
 
 
-def _listed_args(ttype: int, args: Any) -> Any:
-    """Type arguments of a thrift_spec field with struct specs as lists."""
-    if ttype == TType.STRUCT:
-        return [args[0], _listed_spec(args[1])]
-    if ttype in (TType.LIST, TType.SET):
-        return (args[0], _listed_args(args[0], args[1]), *args[2:])
-    if ttype == TType.MAP:
-        key, value = _listed_args(args[0], args[1]), _listed_args(args[2], args[3])
-        return (args[0], key, args[2], value, *args[4:])
-    return args
-
-
-@functools.cache
-def _listed_spec(spec: Any) -> Any:
-    """A generated ``thrift_spec`` in the form thrift 0.25's C extension takes."""
-    return tuple(
-        None if f is None else (f[0], f[1], f[2], _listed_args(f[1], f[3]), f[4]) for f in spec
-    )
-
-
-class FastBinary(TBinaryProtocol.TBinaryProtocol):  # type: ignore[misc]
-    """TBinaryProtocol whose structs go through thrift's C extension.
-
-    Same bytes as TBinaryProtocol. The generated code calls
-    ``_fast_encode(obj, (cls, spec))`` and ``_fast_decode(obj, protocol,
-    (cls, spec))`` when these are set (decoding only on a
-    CReadableTransport such as TBufferedTransport or TMemoryBuffer).
-    """
-
-    def __init__(self, trans: Any) -> None:
-        super().__init__(trans)
-        self._fast_encode = _fast_encode
-        self._fast_decode = _fast_decode
-
-
-def _fast_encode(obj: Any, spec: Any) -> bytes:
-    return bytes(fastbinary.encode_binary(obj, [spec[0], _listed_spec(spec[1])]))
-
-
-def _fast_decode(obj: Any, protocol: Any, spec: Any) -> None:
-    fastbinary.decode_binary(obj, protocol, [spec[0], _listed_spec(spec[1])])
-
-
 def encode(response: ExtensionResponse, accelerated: bool) -> bytes:
     """ExtensionResponse -> TBinaryProtocol bytes."""
     buffer = TTransport.TMemoryBuffer()
-    protocol: Any = FastBinary(buffer) if accelerated else TBinaryProtocol.TBinaryProtocol(buffer)
+    protocol_class: Any = FastBinaryProtocol if accelerated else TBinaryProtocol.TBinaryProtocol
+    protocol: Any = protocol_class(buffer)
     response.write(protocol)
     return bytes(buffer.getvalue())
 
@@ -438,7 +396,8 @@ def encode(response: ExtensionResponse, accelerated: bool) -> bytes:
 def decode(data: bytes, accelerated: bool) -> ExtensionResponse:
     """TBinaryProtocol bytes -> ExtensionResponse."""
     buffer = TTransport.TMemoryBuffer(data)
-    protocol: Any = FastBinary(buffer) if accelerated else TBinaryProtocol.TBinaryProtocol(buffer)
+    protocol_class: Any = FastBinaryProtocol if accelerated else TBinaryProtocol.TBinaryProtocol
+    protocol: Any = protocol_class(buffer)
     response = ExtensionResponse()
     response.read(protocol)
     return response

@@ -46,6 +46,7 @@ from thrift.transport import TSocket, TTransport
 
 from extension import __version__
 from extension.enrich.connections import Row
+from extension.serve.fastproto import protocol_factory
 from extension.serve.table import Table
 
 __all__ = ["EXTENSION_NAME", "ExtensionServer", "ServeError"]
@@ -211,7 +212,7 @@ class ExtensionServer:
             Extension.Processor(handler),
             TSocket.TServerSocket(unix_socket=listen_path),
             TTransport.TBufferedTransportFactory(),
-            TBinaryProtocol.TBinaryProtocolFactory(),
+            protocol_factory(),
             daemon=True,
         )
         # Bind before returning, so osqueryd's first ping finds the socket; then
