@@ -1,41 +1,67 @@
-"""Wire the stages: source → parse → match → notify.
+"""Wire the stages: source → parse → match → baseline → outbox (or a dispatcher).
 
-:class:`Pipeline` takes complete lines (from :class:`~alert_service.source.FileFollower`
-in ``run`` or :func:`~alert_service.source.read_whole_file` in ``replay``), parses
-them, matches every event against the compiled rules and hands each alert to a
-:class:`Dispatcher`: :class:`NotifyDispatcher` sends it (``run``),
-:class:`PrintDispatcher` writes it as a JSON line (``replay``). Later stages slot in
-here: baseline handling of ``counter`` 0 runs and dedup before dispatch, and an outbox
-dispatcher that commits alerts and source checkpoints in one SQLite transaction.
+Two ways through :class:`Pipeline`:
+
+* ``run`` (:meth:`Pipeline.run` / :meth:`Pipeline.poll_once`): follow every configured
+  source (:class:`~alert_service.source.FileFollower`), parse and match each line, apply
+  the baseline rules (:class:`~alert_service.state.baseline.BaselineTracker`) and
+  **enqueue** the alerts in the state database's outbox. Each poll of one followed file
+  is one SQLite transaction holding the alerts of its lines, the baseline changes and
+  the file's checkpoint, so ``kill -9`` at any instant neither loses nor repeats an
+  alert: what was committed is past the checkpoint, what was not is read again
+  (alerting-delivery-and-tailing.md §2.7 "Durable outbox", §4.2 item 5). The delivery
+  workers (:mod:`alert_service.deliver`) send the outbox; the pipeline never waits for
+  them.
+* ``replay`` (:meth:`Pipeline.replay` / :meth:`Pipeline.process_line`): read files whole
+  and hand each alert to a :class:`Dispatcher` (:class:`PrintDispatcher` prints it), with
+  the baseline rules kept in a private in-memory database.
 
 Bad input never stops the pipeline: a :class:`~alert_service.errors.ParseError` is
-counted and logged with the line's file and offset, and the next line is read.
+counted and logged with the line's file and offset, and the next line is read; an
+unexpected error on one line is counted (``processing_errors``) and the line skipped, so
+one poisonous line cannot stop the service on every restart. A failed transaction is
+rolled back, the file is read again from its last checkpoint after a pause.
+
+Staleness: a configured source that yields no line for ``stale_after_secs`` logs
+``source_stale`` once and counts in the ``stale_sources`` gauge until a line arrives.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import BinaryIO, Protocol
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol, cast
 
-from alert_service.config import Config
+from alert_service.config import Config, SourceConfig
 from alert_service.errors import NotifyError, ParseError, SourceError
 from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
 from alert_service.notify import DEFAULT_REGISTRY, Notifier, NotifierRegistry, RetryPolicy, deliver
 from alert_service.notify.http import encode_json
-from alert_service.parse import parse_line
+from alert_service.parse import Event, parse_line
 from alert_service.source import (
     DEFAULT_MAX_LINE_BYTES,
     FileFollower,
+    LineChunk,
+    Position,
     SourceLine,
+    expand_glob,
     read_whole_file,
 )
+from alert_service.state.baseline import BaselineMode, BaselineTracker
+from alert_service.state.checkpoints import expire_checkpoints, load_checkpoint, save_checkpoint
+from alert_service.state.db import open_state
+from alert_service.state.outbox import enqueue_alerts
 from alert_service.stats import Stats
 
 __all__ = [
+    "CHECKPOINT_EXPIRY_INTERVAL_SECS",
     "Dispatcher",
     "NotifyDispatcher",
     "Pipeline",
@@ -45,9 +71,15 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+CHECKPOINT_EXPIRY_INTERVAL_SECS = 3600.0
+"""Seconds between two sweeps for expired checkpoints (also done at start)."""
+
+_GLOB_RESCANS_PER_POLL = 10  # a glob is expanded again every 10 poll intervals
+_MAX_RETRY_PAUSE_SECS = 30.0
+
 
 class Dispatcher(Protocol):
-    """Where alerts go after matching."""
+    """Where alerts go after matching (``replay``)."""
 
     def dispatch(self, alert: Alert) -> None:
         """Handle one alert; must not raise for delivery problems."""
@@ -64,7 +96,10 @@ def build_notifiers(
 
 
 class NotifyDispatcher:
-    """Send each alert to its rule's notifiers, with bounded retries.
+    """Send each alert to its rule's notifiers at once, with bounded in-process retries.
+
+    Not used by ``run`` (which goes through the durable outbox); kept for embedding the
+    pipeline without a state database.
 
     Args:
         notifiers: notifier name → notifier (every name a rule uses).
@@ -164,93 +199,183 @@ class PrintDispatcher:
         self.stream.flush()
 
 
+@dataclass(eq=False, slots=True)
+class _Followed:
+    """One live file being followed and what is committed for it."""
+
+    key: str
+    follower: FileFollower
+    committed: Position | None
+    due: float = 0.0
+    failures: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class _Source:
+    """One configured source (a path, or a glob naming several files)."""
+
+    config: SourceConfig
+    name: str
+    files: dict[str, _Followed] = field(default_factory=dict)
+    last_line: float = 0.0
+    stale: bool = False
+    next_scan: float = 0.0
+
+
 class Pipeline:
-    """Parse, match and dispatch lines; follow or replay the configured sources.
+    """Parse, match and hand on lines; follow (``run``) or replay the configured sources.
 
     Args:
         config: validated configuration.
-        dispatcher: receives every alert.
+        dispatcher: receives every alert of :meth:`replay` / :meth:`process_line`
+            (may be None when only ``run`` is used).
         stats: counters to update (a new :class:`Stats` when None).
+        state: the state database (:func:`~alert_service.state.db.open_state`);
+            required by :meth:`run` and :meth:`poll_once`.
+        clock: wall time, seconds since the Unix epoch (outbox and checkpoint times).
+        monotonic: monotonic time in seconds (polling, staleness, partial-line flush).
+        max_read_bytes_per_poll: bytes read from one file per poll, at most about; one
+            poll is one transaction.
 
     Raises:
         MatchError: a rule does not compile (``load_config`` has already checked this).
     """
 
-    def __init__(self, config: Config, dispatcher: Dispatcher, stats: Stats | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        dispatcher: Dispatcher | None = None,
+        stats: Stats | None = None,
+        *,
+        state: sqlite3.Connection | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_read_bytes_per_poll: int = 8 * 1024 * 1024,
+    ) -> None:
         self.config = config
         self.dispatcher = dispatcher
         self.stats = stats if stats is not None else Stats()
         self.rules = RuleSet(config.rules)
+        self.state = state
+        self._clock = clock
+        self._monotonic = monotonic
+        self._max_read = max_read_bytes_per_poll
+        self._packs = frozenset(config.known_packs)
+        self._modes = cast(Mapping[str, BaselineMode], config.rule_baseline)
+        self._baseline = (
+            BaselineTracker(state, self._modes, self._matches_as_added, self.stats)
+            if state is not None
+            else None
+        )
+        self._replay_baseline: BaselineTracker | None = None
+        self._sources: list[_Source] = []
+        self._started = False
+        self._next_expiry = 0.0
+
+    # -- shared: one line ---------------------------------------------------------
+
+    def _matches_as_added(self, event: Event) -> bool:
+        return bool(self.rules.match(dataclasses.replace(event, action="added")))
+
+    def _process_chunk(
+        self, chunk: LineChunk, baseline: BaselineTracker | None, out: list[Alert]
+    ) -> None:
+        """Parse and match every line of ``chunk``; append the alerts to ``out``.
+
+        Raises:
+            sqlite3.Error: the baseline could not be updated (the caller rolls back).
+        """
+        stats = self.stats
+        packs = self._packs
+        match = self.rules.match
+        events_seen = 0
+        matches = 0
+        for index, raw in enumerate(chunk.lines):
+            try:
+                events = parse_line(raw, packs)
+                for event in events:
+                    alerts = match(event)
+                    if alerts:
+                        matches += len(alerts)
+                    if baseline is not None:
+                        alerts = baseline.apply(event, alerts)
+                    if alerts:
+                        out += alerts
+                events_seen += len(events)
+            except ParseError as err:
+                if raw.strip():
+                    stats.parse_errors += 1
+                    self._line_failed("line_parse_failed", chunk, index, str(err))
+            except sqlite3.Error:
+                raise
+            except Exception as err:  # a bug must not stop the service on this line forever
+                stats.processing_errors += 1
+                self._line_failed(
+                    "line_processing_failed", chunk, index, f"{type(err).__name__}: {err}"
+                )
+                _log.debug("line_processing_failed", exc_info=True)
+        stats.lines_read += len(chunk.lines)
+        stats.events += events_seen
+        stats.matches += matches
+
+    def match_chunk(self, chunk: LineChunk) -> list[Alert]:
+        """Parse and match the lines of ``chunk``: the alerts, no baseline, no output.
+
+        The hot loop of ``run`` without the state database (benchmarks, tests).
+        Counters are updated as in ``run``.
+        """
+        alerts: list[Alert] = []
+        self._process_chunk(chunk, None, alerts)
+        return alerts
+
+    def _line_failed(self, event: str, chunk: LineChunk, index: int, reason: str) -> None:
+        ends = chunk.ends()
+        start = ends[index - 1] if index else chunk.start
+        log_event(
+            _log,
+            logging.WARNING,
+            event,
+            path=chunk.path,
+            inode=chunk.identity.inode,
+            offset=start,
+            reason=reason,
+        )
+
+    # -- replay --------------------------------------------------------------------
+
+    def _replay_tracker(self) -> BaselineTracker:
+        if self._replay_baseline is None:
+            memory = open_state(":memory:")
+            self._replay_baseline = BaselineTracker(
+                memory, self._modes, self._matches_as_added, self.stats
+            )
+        return self._replay_baseline
 
     def process_line(self, line: SourceLine) -> int:
-        """Parse one line, match its events and dispatch the alerts.
+        """Parse one line, match its events and dispatch the alerts (``replay``).
+
+        Baseline runs are judged against the rows seen by this pipeline's earlier
+        :meth:`process_line` calls (kept in memory).
 
         Returns:
             The number of alerts dispatched (0 for blank or malformed lines).
-        """
-        self.stats.lines_read += 1
-        if not line.line.strip():
-            return 0
-        try:
-            events = parse_line(line.line, self.config.known_packs)
-        except ParseError as err:
-            self.stats.parse_errors += 1
-            log_event(
-                _log,
-                logging.WARNING,
-                "line_parse_failed",
-                path=line.path,
-                inode=line.identity.inode,
-                offset=line.offset,
-                reason=str(err),
-            )
-            return 0
-        sent = 0
-        for event in events:
-            self.stats.events += 1
-            for alert in self.rules.match(event):
-                self.stats.matches += 1
-                sent += 1
-                self.dispatcher.dispatch(alert)
-        return sent
 
-    def run(self, stop: threading.Event) -> None:
-        """Follow every source until ``stop`` is set.
-
-        Each source is polled every ``poll_interval_secs``; a source that has more data
-        than one poll reads is polled again at once.
+        Raises:
+            ValueError: the pipeline has no dispatcher.
         """
-        followers = [
-            (
-                src,
-                FileFollower(
-                    src.path,
-                    start_at=src.start_at,
-                    max_line_bytes=src.max_line_bytes,
-                    stats=self.stats,
-                ),
-            )
-            for src in self.config.sources
-        ]
-        due = [0.0] * len(followers)
-        try:
-            while not stop.is_set():
-                now = time.monotonic()
-                for i, (src, follower) in enumerate(followers):
-                    if now < due[i]:
-                        continue
-                    for line in follower.poll():
-                        self.process_line(line)
-                    due[i] = now if follower.has_more else now + src.poll_interval_secs
-                pause = max(0.0, min(due) - time.monotonic()) if due else 0.25
-                if pause > 0:
-                    stop.wait(pause)
-        finally:
-            for _, follower in followers:
-                follower.close()
+        if self.dispatcher is None:
+            raise ValueError("process_line needs a dispatcher")
+        chunk = LineChunk(line.identity, line.path, line.offset - len(line.line) - 1, [line.line])
+        tracker = self._replay_tracker()
+        alerts: list[Alert] = []
+        self._process_chunk(chunk, tracker, alerts)
+        alerts += tracker.take_digests()
+        for alert in alerts:
+            self.dispatcher.dispatch(alert)
+        return len(alerts)
 
     def replay(self, paths: Iterable[str]) -> list[str]:
-        """Read each file whole and process its lines.
+        """Read each file whole (``.zst``/``.gz`` decompressed) and process its lines.
 
         Args:
             paths: results logs, processed in order.
@@ -270,3 +395,237 @@ class Pipeline:
                 failed.append(path)
                 log_event(_log, logging.ERROR, "replay_source_failed", path=path, reason=str(err))
         return failed
+
+    # -- run -----------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Follow every source until ``stop`` is set, enqueueing alerts in the outbox.
+
+        Raises:
+            ValueError: the pipeline has no state database.
+        """
+        try:
+            while not stop.is_set():
+                pause = self.poll_once()
+                if pause > 0:
+                    stop.wait(pause)
+        finally:
+            self.close()
+
+    def poll_once(self) -> float:
+        """Poll every source that is due once, committing one transaction per file read.
+
+        Returns:
+            Seconds until the next source is due (0 when one has more to read now).
+
+        Raises:
+            ValueError: the pipeline has no state database.
+        """
+        conn = self.state
+        if conn is None:
+            raise ValueError("run needs a state database")
+        now = self._monotonic()
+        if not self._started:
+            self._start(now)
+        if now >= self._next_expiry:
+            self._expire_checkpoints()
+            self._next_expiry = now + CHECKPOINT_EXPIRY_INTERVAL_SECS
+        next_due = now + 1.0
+        for source in self._sources:
+            if source.config.glob and now >= source.next_scan:
+                self._scan_glob(source, initial=False)
+                source.next_scan = now + source.config.poll_interval_secs * _GLOB_RESCANS_PER_POLL
+                next_due = min(next_due, source.next_scan)
+            for followed in list(source.files.values()):
+                if now >= followed.due:
+                    self._poll_file(conn, source, followed, now)
+                next_due = min(next_due, followed.due)
+            self._check_staleness(source, self._monotonic())
+        self.stats.sources_followed = sum(len(s.files) for s in self._sources)
+        return max(0.0, next_due - self._monotonic())
+
+    def close(self) -> None:
+        """Close every followed file (the pipeline may poll again afterwards)."""
+        for source in self._sources:
+            for followed in source.files.values():
+                followed.follower.close()
+        self._sources.clear()
+        self._started = False
+
+    def _start(self, now: float) -> None:
+        self._started = True
+        self._sources = []
+        for src in self.config.sources:
+            source = _Source(src, src.path, last_line=now)
+            self._sources.append(source)
+            self.stats.source_last_line_time.setdefault(src.path, 0.0)
+            if src.glob:
+                self._scan_glob(source, initial=True)
+                source.next_scan = now + src.poll_interval_secs * _GLOB_RESCANS_PER_POLL
+            else:
+                self._follow(source, src.path, initial=True)
+
+    def _scan_glob(self, source: _Source, *, initial: bool) -> None:
+        matched = set(expand_glob(source.config.path))
+        for path in sorted(matched - source.files.keys()):
+            if self._follow(source, path, initial=initial) and not initial:
+                log_event(_log, logging.INFO, "source_file_found", source=source.name, path=path)
+        for path in list(source.files.keys() - matched):
+            followed = source.files[path]
+            if followed.follower.identity is None and not os.path.exists(path):
+                followed.follower.close()
+                del source.files[path]
+                log_event(_log, logging.INFO, "source_file_gone", source=source.name, path=path)
+
+    def _follow(self, source: _Source, path: str, *, initial: bool) -> bool:
+        """Start following ``path`` for ``source``; False when another entry follows it."""
+        assert self.state is not None
+        if any(path in other.files for other in self._sources if other is not source):
+            return False  # one reader and one checkpoint per file
+        stored = load_checkpoint(self.state, path)
+        src = source.config
+        follower = FileFollower(
+            path,
+            # start_at governs files present when the service starts; files that a glob
+            # finds later are new and read whole.
+            start_at=src.start_at if initial else "beginning",
+            max_line_bytes=src.max_line_bytes,
+            stats=self.stats,
+            max_read_bytes_per_poll=self._max_read,
+            checkpoint=stored.position if stored is not None else None,
+            checkpoint_time=stored.updated_at if stored is not None else None,
+            partial_line_flush_secs=src.partial_line_flush_secs,
+            clock=self._monotonic,
+        )
+        source.files[path] = _Followed(
+            path, follower, stored.position if stored is not None else None
+        )
+        return True
+
+    def _poll_file(
+        self, conn: sqlite3.Connection, source: _Source, followed: _Followed, now: float
+    ) -> None:
+        follower = followed.follower
+        chunks = follower.poll_chunks()
+        position = follower.position()
+        src = source.config
+        followed.due = now if follower.has_more else now + src.poll_interval_secs
+        if not chunks and (position is None or position == followed.committed):
+            return
+        baseline = self._baseline
+        alerts: list[Alert] = []
+        wall = self._clock()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for chunk in chunks:
+                    self._process_chunk(chunk, baseline, alerts)
+                if baseline is not None:
+                    alerts += baseline.take_digests()
+                inserted = enqueue_alerts(conn, alerts, wall)
+                if position is not None:
+                    save_checkpoint(conn, followed.key, position, wall)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            self._rewind(source, followed, err, now)
+            return
+        followed.committed = position
+        followed.failures = 0
+        self.stats.alerts_enqueued += inserted
+        self.stats.transactions += 1
+        wanted = sum(len(alert.notify) for alert in alerts)
+        if inserted < wanted:
+            # Same (alert id, rule, destination) already queued: the same row logged
+            # twice, or lines read again. Harmless (the id is the idempotency key).
+            log_event(
+                _log,
+                logging.INFO,
+                "alerts_already_queued",
+                path=followed.key,
+                rows=wanted - inserted,
+            )
+        if chunks:
+            source.last_line = self._monotonic()
+            self.stats.source_last_line_time[source.name] = wall
+        log_event(
+            _log,
+            logging.DEBUG,
+            "batch_committed",
+            path=followed.key,
+            file=position.path if position is not None else None,
+            offset=position.offset if position is not None else None,
+            lines=sum(len(chunk.lines) for chunk in chunks),
+            alerts=len(alerts),
+            outbox_rows=inserted,
+        )
+
+    def _rewind(self, source: _Source, followed: _Followed, err: sqlite3.Error, now: float) -> None:
+        """A transaction failed: forget what was read since the last commit."""
+        self.stats.transaction_failures += 1
+        if self._baseline is not None:
+            self._baseline.forget()
+        followed.failures += 1
+        pause = min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(followed.failures, 10))
+        log_event(
+            _log,
+            logging.ERROR,
+            "state_transaction_failed",
+            path=followed.key,
+            error=type(err).__name__,
+            reason=str(err),
+            retry_in_secs=pause,
+        )
+        old = followed.follower
+        restart_at = followed.committed or old.start_position
+        old.close()
+        src = source.config
+        followed.follower = FileFollower(
+            followed.key,
+            start_at=old.start_at,
+            max_line_bytes=src.max_line_bytes,
+            stats=self.stats,
+            max_read_bytes_per_poll=self._max_read,
+            checkpoint=restart_at,
+            checkpoint_time=self._clock(),
+            partial_line_flush_secs=src.partial_line_flush_secs,
+            clock=self._monotonic,
+        )
+        followed.due = now + pause
+
+    def _check_staleness(self, source: _Source, now: float) -> None:
+        limit = source.config.stale_after_secs
+        idle = now - source.last_line
+        if not source.stale and idle >= limit:
+            source.stale = True
+            self.stats.stale_sources += 1
+            self.stats.staleness_warnings += 1
+            log_event(
+                _log,
+                logging.WARNING,
+                "source_stale",
+                source=source.name,
+                idle_secs=round(idle, 1),
+                stale_after_secs=limit,
+                files=sorted(source.files),
+            )
+        elif source.stale and idle < limit:
+            source.stale = False
+            self.stats.stale_sources -= 1
+            log_event(_log, logging.INFO, "source_active_again", source=source.name)
+
+    def _expire_checkpoints(self) -> None:
+        assert self.state is not None
+        keep = [path for source in self._sources for path in source.files]
+        try:
+            gone = expire_checkpoints(
+                self.state, keep, self._clock(), self.config.checkpoint_expiry_secs
+            )
+        except sqlite3.Error as err:
+            log_event(_log, logging.ERROR, "checkpoint_expiry_failed", reason=str(err))
+            return
+        for path in gone:
+            log_event(_log, logging.INFO, "checkpoint_expired", source=path)

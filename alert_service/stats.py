@@ -1,47 +1,101 @@
-"""Counters shared by every pipeline stage.
+"""Counters and gauges shared by every pipeline stage.
 
 One :class:`Stats` object is created per pipeline and handed to each stage, so the
-numbers are kept in one place; later a ``/metrics`` endpoint exports them. All counters
-are plain ints, incremented from the single pipeline thread.
+numbers are kept in one place; the ``/metrics`` endpoint exports them (counters as
+``*_total``, gauges as they are). All values are plain numbers, updated from the
+single pipeline thread (delivery workers update their own counters).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 
-__all__ = ["Stats"]
+__all__ = ["GAUGES", "Stats"]
+
+GAUGES = frozenset({"stale_sources", "sources_followed"})
+"""Names of the :class:`Stats` fields that are gauges (may go down); the other int
+fields are counters."""
 
 
 @dataclass(slots=True)
 class Stats:
-    """Running totals since the pipeline started.
+    """Running totals since the pipeline started, plus a few gauges.
 
     Attributes:
         lines_read: complete lines handed to the parser (blank lines included).
         parse_errors: lines rejected by the parser (see :class:`~alert_service.errors.ParseError`).
+        processing_errors: lines skipped because matching them raised an unexpected
+            error (a bug; logged as ``line_processing_failed``).
         lines_skipped_too_long: lines longer than the source's ``max_line_bytes``, skipped.
-        truncations: times a followed file shrank below the read offset (restart at 0).
+        truncations: times a followed file shrank below the read offset or had its head
+            replaced (copytruncate), while running or while stopped; reading restarted at 0.
         rotations: times a followed path switched to a new file (new device/inode).
-        partial_lines_dropped: unterminated tails discarded at rotation or truncation.
+        possible_data_loss: times lines may have been lost: a truncation (lines written
+            between logrotate's copy and truncate), a checkpointed file found nowhere at
+            start, corrupt compressed data.
+        partial_lines_dropped: unterminated tails discarded at a truncation.
+        partial_lines_flushed: unterminated last lines of finished (rotated, deleted,
+            compressed) files taken as lines after ``partial_line_flush_secs``.
         events: events produced by the parser (one per result row).
         matches: (rule, event) pairs that matched; one per alert.
+        alerts_enqueued: outbox rows inserted by ``run`` (one per alert and notifier;
+            a re-read line's alerts are not inserted twice).
+        transactions: state-database transactions committed by ``run`` (each holds a
+            batch of lines' alerts and the source checkpoint).
+        transaction_failures: transactions rolled back (the lines are read again).
+        baseline_rows_known: rows re-logged by a ``counter`` 0 run that were already
+            active, so not alerted again.
+        baseline_rows_new: matching rows of a ``counter`` 0 run that were not known.
+        baseline_rows_suppressed: new baseline rows of rules with ``baseline: none``.
+        baseline_digests: digest alerts made for rules with ``baseline: digest``.
+        staleness_warnings: times a source went ``stale_after_secs`` without a line.
+        stale_sources: gauge: configured sources currently stale.
+        sources_followed: gauge: files currently followed (a glob may match several).
         sent: notifications accepted by a notifier (one per alert and notifier).
         failed: notifications given up on after the last attempt.
         retries: extra attempts made after a retryable failure.
+        suppressed: notifications not sent because their dedup key was silenced
+            (delivery workers).
+        digests: digest messages delivered by the delivery workers.
+        suppressed: outbox rows not sent because their dedup key was silenced.
+        digests: digest messages delivered, each folding several alerts.
+        source_last_line_time: per configured source (its ``path`` or ``glob``), when it
+            last produced a line, seconds since the Unix epoch (0 = never); a gauge
+            per source, not included in :meth:`as_dict`.
     """
 
     lines_read: int = 0
     parse_errors: int = 0
+    processing_errors: int = 0
     lines_skipped_too_long: int = 0
     truncations: int = 0
     rotations: int = 0
+    possible_data_loss: int = 0
     partial_lines_dropped: int = 0
+    partial_lines_flushed: int = 0
     events: int = 0
     matches: int = 0
+    alerts_enqueued: int = 0
+    transactions: int = 0
+    transaction_failures: int = 0
+    baseline_rows_known: int = 0
+    baseline_rows_new: int = 0
+    baseline_rows_suppressed: int = 0
+    baseline_digests: int = 0
+    staleness_warnings: int = 0
+    stale_sources: int = 0
+    sources_followed: int = 0
     sent: int = 0
     failed: int = 0
     retries: int = 0
+    suppressed: int = 0
+    digests: int = 0
+    source_last_line_time: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        """Return the counters as a new ``{name: value}`` dict."""
-        return asdict(self)
+        """Return the int counters and gauges as a new ``{name: value}`` dict."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), int)
+        }

@@ -10,12 +10,21 @@ osquery/logger/tests/logger.cpp):
   "added": [...]}, ...}`` → one event per row, removed rows first (as the event form
   logs them);
 * snapshot: ``{"snapshot": [...], "action": "snapshot", ...}`` → one event per row
-  with action ``snapshot``; the event form with ``"action": "snapshot"`` too.
+  with action ``snapshot``; the event form with ``"action": "snapshot"`` too;
+* Fleet: the same lines (fleetdm/fleet server/logging/filesystem.go), plus the TLS
+  logger's envelope ``{"node_key", "log_type": "result", "data": [line, ...]}``
+  (osquery plugins/logger/tls_logger.cpp) when such a body is logged whole → the
+  events of every item of ``data``. A ``log_type`` other than ``result`` (``status``)
+  and a result line carrying ``"log_type": "status"`` give no events.
 
 ``unixTime``/``epoch``/``counter`` may be numbers or decimal text (old osquery and its
 stale docs quote them). Decorations may be nested under ``decorations`` or, with
-``--decorations_top_level``, be extra top-level members. Fleet writes the same lines to
-its result log (fleetdm/fleet server/logging/filesystem.go).
+``--decorations_top_level``, be extra top-level text members. Other unknown top-level
+members (any non-text value, and the envelope's ``log_type``/``node_key``) are ignored,
+so a field added by a later osquery does not make every line malformed.
+
+Every library error (``json``, ``int()`` limits, recursion) is turned into
+:class:`~alert_service.errors.ParseError` here; nothing else escapes.
 """
 
 from __future__ import annotations
@@ -23,12 +32,15 @@ from __future__ import annotations
 import codecs
 import json
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Final, cast
 
+import orjson
+
 from alert_service.errors import ParseError
-from alert_service.parse.event import Action, Event
-from alert_service.parse.names import DEFAULT_KNOWN_PACKS, parse_query_name
+from alert_service.parse.event import Action, ColumnValue, Event
+from alert_service.parse.names import DEFAULT_KNOWN_PACKS, QueryName, parse_query_name
 from alert_service.parse.values import normalise_columns, to_int
 
 __all__ = ["decode_line", "parse_line"]
@@ -48,10 +60,12 @@ _KNOWN_KEYS: Final = frozenset(
         "action",
         "diffResults",
         "snapshot",
+        "log_type",
+        "node_key",
     }
 )
 _BATCH_ORDER: Final[tuple[Action, ...]] = ("removed", "added")
-_EVENT_ACTIONS: Final[frozenset[str]] = frozenset({"added", "removed", "snapshot"})
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 
 def _escape_invalid_bytes(err: UnicodeError) -> tuple[str, int]:
@@ -72,62 +86,107 @@ def decode_line(line: bytes) -> str:
     escaped (osquery-protocol-and-logs.md §4), so invalid UTF-8 can reach the log; it
     becomes the same ``\\xNN`` text (uppercase hex) instead of failing the line.
     """
-    return line.decode("utf-8", errors=_ESCAPE_ERRORS)
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("utf-8", errors=_ESCAPE_ERRORS)
 
 
 def _reject_constant(token: str) -> Any:
     raise ParseError(f"invalid JSON number {token}")
 
 
-def _load(line: bytes | str) -> dict[str, Any]:
+# One decoder for every line: json.loads(..., parse_constant=...) would build a new
+# JSONDecoder per call.
+_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _load_slow(line: bytes | str) -> object:
+    """The standard library decoder: the reference for what a valid line is.
+
+    Used for every line orjson refuses (invalid UTF-8, NaN, huge numbers, lone
+    surrogates, bad JSON), so that errors and the ``\\xNN`` treatment of invalid UTF-8
+    do not depend on orjson.
+    """
     text = decode_line(line) if isinstance(line, bytes) else line
-    if not text.strip():
-        raise ParseError("empty line")
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = _DECODER.decode(text)
     except json.JSONDecodeError as err:
+        if not text.strip():
+            raise ParseError("empty line") from err
         raise ParseError(f"invalid JSON: {err.msg} at column {err.colno}") from err
     except RecursionError as err:
         raise ParseError("invalid JSON: nested too deeply") from err
-    if not isinstance(doc, dict):
+    except ValueError as err:  # int() digit limit on a huge JSON number
+        raise ParseError(f"invalid JSON: {str(err)[:80]}") from err
+    # Text that is not valid Unicode (a lone surrogate, raw or as a \\uD8xx escape)
+    # could be neither stored nor sent as UTF-8 later: refuse it here.
+    try:
+        text.encode("utf-8")
+        if "\\u" in text:
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ParseError("invalid JSON: text with a lone surrogate") from err
+    return doc
+
+
+def _load(line: bytes | str) -> dict[str, Any]:
+    try:
+        # orjson (a dependency) is about twice as fast as json; it accepts a subset
+        # of what json accepts, with the same result (integers beyond 64 bits aside,
+        # which it reads as floats; osquery's BIGINT is 64-bit).
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        doc = _load_slow(line)
+    if doc.__class__ is not dict:
         raise ParseError(f"expected a JSON object, got {type(doc).__name__}")
     return cast(dict[str, Any], doc)
 
 
-def _text(doc: Mapping[str, Any], key: str, *, required: bool) -> str:
-    value = doc.get(key)
+def _decoration_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
     if value is None:
-        if required:
-            raise ParseError(f'"{key}" is missing')
         return ""
-    if not isinstance(value, str):
-        raise ParseError(f'"{key}": expected text, got {type(value).__name__}')
-    return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, RecursionError):  # digit limit, nesting
+        return ""
 
 
-def _decorations(doc: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _decorations(doc: Mapping[str, Any]) -> Mapping[str, str]:
     nested = doc.get("decorations")
+    if nested is None and doc.keys() <= _KNOWN_KEYS:
+        return _EMPTY
+    extra = doc.keys() - _KNOWN_KEYS
+    out: dict[str, str] = {}
     if nested is not None:
         if not isinstance(nested, Mapping):
             raise ParseError(f'"decorations": expected an object, got {type(nested).__name__}')
         for key, value in nested.items():
-            out[str(key)] = _scalar_text(value, f"decorations.{key}")
-    for key, value in doc.items():
-        # --decorations_top_level: decorations become extra top-level members.
-        if key not in _KNOWN_KEYS and isinstance(value, str | int | float):
-            out.setdefault(key, _scalar_text(value, key))
-    return out
+            out[key] = _decoration_text(value)
+    # --decorations_top_level: decorations become extra top-level text members; other
+    # unknown members are not decorations and are ignored.
+    for key in sorted(extra):
+        value = doc[key]
+        if isinstance(value, str):
+            out.setdefault(key, value)
+    return MappingProxyType(out)
 
 
-def _scalar_text(value: object, where: str) -> str:
-    if isinstance(value, str):
+def _text(doc: Mapping[str, Any], key: str, *, required: bool) -> str:
+    value = doc.get(key)
+    if value.__class__ is str:
         return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        if value is None:
-            return ""
-        raise ParseError(f'"{where}": expected text, got {type(value).__name__}')
-    return str(value)
+    if value is None:
+        if required:
+            raise ParseError(f'"{key}" is missing')
+        return ""
+    raise ParseError(f'"{key}": expected text, got {type(value).__name__}')
 
 
 def _rows(value: object, where: str) -> list[object]:
@@ -138,18 +197,149 @@ def _rows(value: object, where: str) -> list[object]:
     return value
 
 
+@lru_cache(maxsize=4096)
+def _split_name(name: str, known_packs: frozenset[str]) -> QueryName:
+    return parse_query_name(name, known_packs)
+
+
+def _columns(raw: object, where: str) -> Mapping[str, ColumnValue]:
+    return MappingProxyType(normalise_columns(raw, where))
+
+
+def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
+    get = doc.get
+    if "log_type" in doc and doc["log_type"] != "result":
+        return []  # a Fleet status (or other non-result) record
+    # Each field: one identity test in the common case, the helpers otherwise.
+    name = get("name")
+    if name.__class__ is not str or not name:
+        name = _text(doc, "name", required=True)
+        if not name:
+            raise ParseError('"name" is empty')
+    parts = _split_name(name, packs)
+    host = get("hostIdentifier")
+    if host.__class__ is not str:
+        host = _text(doc, "hostIdentifier", required=True)
+    unix_time = get("unixTime")
+    if unix_time.__class__ is not int:
+        if "unixTime" not in doc:
+            raise ParseError('"unixTime" is missing')
+        unix_time = to_int(unix_time, "unixTime")
+    epoch = get("epoch", 0)
+    if epoch.__class__ is not int:
+        epoch = to_int(epoch, "epoch")
+    counter = get("counter", 0)
+    if counter.__class__ is not int:
+        counter = to_int(counter, "counter")
+    calendar = get("calendarTime", "")
+    if calendar.__class__ is not str:
+        calendar = _text(doc, "calendarTime", required=False)
+    decorations = _decorations(doc)
+    pack, query = parts.pack, parts.query
+
+    columns = get("columns")
+    if columns is not None and "diffResults" not in doc and "snapshot" not in doc:
+        # The event form: by far the most common line, so it comes first.
+        action = get("action")
+        if action != "added" and action != "removed" and action != "snapshot":  # noqa: PLR1714
+            raise ParseError(f'"action": expected added, removed or snapshot, got {action!r:.40}')
+        return [
+            Event(
+                name,
+                pack,
+                query,
+                host,
+                calendar,
+                unix_time,
+                epoch,
+                counter,
+                cast(Action, action),
+                _columns(columns, "columns"),
+                decorations,
+            )
+        ]
+
+    if "diffResults" in doc:
+        diff = doc["diffResults"]
+        if not isinstance(diff, Mapping):
+            raise ParseError(f'"diffResults": expected an object, got {type(diff).__name__}')
+        events: list[Event] = []
+        for kind in _BATCH_ORDER:
+            where = f"diffResults.{kind}"
+            for i, row in enumerate(_rows(diff.get(kind), where)):
+                events.append(
+                    Event(
+                        name,
+                        pack,
+                        query,
+                        host,
+                        calendar,
+                        unix_time,
+                        epoch,
+                        counter,
+                        kind,
+                        _columns(row, f"{where}[{i}]"),
+                        decorations,
+                    )
+                )
+        return events
+
+    if "snapshot" in doc:
+        action = get("action")
+        if action not in (None, "snapshot"):
+            raise ParseError(f'"action": expected "snapshot" with "snapshot" rows, got {action!r}')
+        return [
+            Event(
+                name,
+                pack,
+                query,
+                host,
+                calendar,
+                unix_time,
+                epoch,
+                counter,
+                "snapshot",
+                _columns(row, f"snapshot[{i}]"),
+                decorations,
+            )
+            for i, row in enumerate(_rows(doc["snapshot"], "snapshot"))
+        ]
+
+    if "columns" in doc:  # "columns": null
+        raise ParseError("columns: expected an object, got NoneType")
+    raise ParseError('line has none of "columns", "diffResults" or "snapshot"')
+
+
+def _parse_envelope(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
+    """The Fleet/osquery TLS logger body ``{"log_type", "data": [...]}``."""
+    if doc.get("log_type") != "result":
+        return []
+    items = _rows(doc.get("data"), "data")
+    events: list[Event] = []
+    for i, item in enumerate(items):
+        if item.__class__ is not dict:
+            raise ParseError(f"data[{i}]: expected a JSON object, got {type(item).__name__}")
+        try:
+            events += _parse_doc(cast(dict[str, Any], item), packs)
+        except ParseError as err:
+            raise ParseError(f"data[{i}]: {err}") from err
+    return events
+
+
 def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS) -> list[Event]:
     """Parse one result-log line.
 
     Args:
         line: the line without its newline, as bytes read from the log or as text.
         known_packs: pack names used to split ``pack_<pack>_<query>`` names (see
-            :func:`alert_service.parse.names.parse_query_name`).
+            :func:`alert_service.parse.names.parse_query_name`); a ``frozenset`` is used
+            as is, anything else is copied into one per call.
 
     Returns:
         The line's events in log order: one for the event form, one per row for the
         batch and snapshot forms (possibly none: a first run with zero rows logs empty
-        arrays).
+        arrays), those of every ``data`` item for a Fleet TLS envelope, none for a
+        non-result ``log_type``.
 
     Raises:
         ParseError: the line is not JSON, not an object, lacks ``name``,
@@ -158,53 +348,7 @@ def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PAC
             names the offending field.
     """
     doc = _load(line)
-    name = _text(doc, "name", required=True)
-    if not name:
-        raise ParseError('"name" is empty')
-    parts = parse_query_name(name, known_packs)
-    host = _text(doc, "hostIdentifier", required=True)
-    if "unixTime" not in doc:
-        raise ParseError('"unixTime" is missing')
-    common: dict[str, Any] = {
-        "name": name,
-        "pack": parts.pack,
-        "query": parts.query,
-        "host_identifier": host,
-        "calendar_time": _text(doc, "calendarTime", required=False),
-        "unix_time": to_int(doc["unixTime"], "unixTime"),
-        "epoch": to_int(doc.get("epoch", 0), "epoch"),
-        "counter": to_int(doc.get("counter", 0), "counter"),
-        "decorations": MappingProxyType(_decorations(doc)),
-    }
-
-    if "diffResults" in doc:
-        diff = doc["diffResults"]
-        if not isinstance(diff, Mapping):
-            raise ParseError(f'"diffResults": expected an object, got {type(diff).__name__}')
-        events: list[Event] = []
-        for kind in _BATCH_ORDER:
-            for i, row in enumerate(_rows(diff.get(kind), f"diffResults.{kind}")):
-                columns = normalise_columns(row, f"diffResults.{kind}[{i}]")
-                events.append(Event(action=kind, columns=MappingProxyType(columns), **common))
-        return events
-
-    action = doc.get("action")
-    if "snapshot" in doc:
-        if action not in (None, "snapshot"):
-            raise ParseError(f'"action": expected "snapshot" with "snapshot" rows, got {action!r}')
-        return [
-            Event(
-                action="snapshot",
-                columns=MappingProxyType(normalise_columns(row, f"snapshot[{i}]")),
-                **common,
-            )
-            for i, row in enumerate(_rows(doc["snapshot"], "snapshot"))
-        ]
-
-    if "columns" in doc:
-        if not isinstance(action, str) or action not in _EVENT_ACTIONS:
-            raise ParseError(f'"action": expected added, removed or snapshot, got {action!r:.40}')
-        columns = normalise_columns(doc["columns"], "columns")
-        return [Event(action=cast(Action, action), columns=MappingProxyType(columns), **common)]
-
-    raise ParseError('line has none of "columns", "diffResults" or "snapshot"')
+    packs = known_packs if isinstance(known_packs, frozenset) else frozenset(known_packs)
+    if "data" in doc and "log_type" in doc and "name" not in doc:
+        return _parse_envelope(doc, packs)
+    return _parse_doc(doc, packs)

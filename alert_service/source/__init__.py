@@ -1,27 +1,59 @@
-"""Source stage: read osquery result logs as complete lines.
+"""Source stage: read osquery and Fleet result logs as complete lines.
 
 Public API:
 
-* :class:`FileFollower` — follow a growing log (``run``), across rotation/truncation;
-* :func:`read_whole_file` — read a log from start to end (``replay``);
-* :class:`SourceLine`, :class:`FileIdentity` — what both yield;
+* :class:`FileFollower` — follow a growing log (``run``) across rotation (osquery
+  ``.1``/``.N.zst``, Fleet ``-<timestamp>[.gz]``), truncation and restarts, resuming
+  from a :class:`Position` (the checkpoint);
+* :func:`read_whole_file` — read a log from start to end, plain or compressed
+  (``replay``);
+* :func:`expand_glob` — the live logs a ``glob`` source names;
+* :class:`LineChunk`, :class:`SourceLine`, :class:`FileIdentity`, :class:`Position` —
+  what they yield and store;
 * :class:`LineSplitter` — the shared line cutter with its length cap.
 """
 
 from __future__ import annotations
 
-from alert_service.source.follower import DEFAULT_POLL_INTERVAL_SECS, FileFollower
+from alert_service.source.files import ContentFile, compression_of
+from alert_service.source.follower import (
+    DEFAULT_PARTIAL_LINE_FLUSH_SECS,
+    DEFAULT_POLL_INTERVAL_SECS,
+    FileFollower,
+    head_matches,
+)
+from alert_service.source.globs import expand_glob
 from alert_service.source.lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
-from alert_service.source.records import FileIdentity, SourceLine, StartAt
+from alert_service.source.records import (
+    FINGERPRINT_BYTES,
+    FileIdentity,
+    LineChunk,
+    Position,
+    SourceLine,
+    StartAt,
+    fingerprint,
+)
+from alert_service.source.rotation import is_rotated_name, list_siblings
 from alert_service.source.whole import read_whole_file
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
+    "DEFAULT_PARTIAL_LINE_FLUSH_SECS",
     "DEFAULT_POLL_INTERVAL_SECS",
+    "FINGERPRINT_BYTES",
+    "ContentFile",
     "FileFollower",
     "FileIdentity",
+    "LineChunk",
     "LineSplitter",
+    "Position",
     "SourceLine",
     "StartAt",
+    "compression_of",
+    "expand_glob",
+    "fingerprint",
+    "head_matches",
+    "is_rotated_name",
+    "list_siblings",
     "read_whole_file",
 ]

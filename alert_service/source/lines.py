@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["DEFAULT_MAX_LINE_BYTES", "LineSplitter"]
+__all__ = ["DEFAULT_MAX_LINE_BYTES", "LineSplitter", "Segment"]
 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 """Default cap on one line, in bytes, without the newline (1 MiB)."""
+
+Segment = tuple[int, list[bytes]]
+"""``(start_offset, lines)``: consecutive complete lines, the first starting at
+``start_offset``; each line had a ``\\n`` after it."""
 
 
 class LineSplitter:
     """Cut chunks of a file into complete ``\\n``-terminated lines.
 
     Only complete lines come out: bytes after the last ``\\n`` stay buffered until the
-    rest of the line arrives. A line longer than ``max_line_bytes`` (newline excluded) is
-    dropped as soon as it is known to be too long, ``on_too_long`` is called once for
-    it, and reading resumes after its newline — the buffer never holds more than
-    ``max_line_bytes`` bytes.
+    rest of the line arrives (alerting-delivery-and-tailing.md §4.2 item 4). A line
+    longer than ``max_line_bytes`` (newline excluded) is dropped as soon as it is known
+    to be too long, ``on_too_long`` is called once for it, and reading resumes after its
+    newline — the buffer never holds more than ``max_line_bytes`` bytes.
 
     Args:
         max_line_bytes: longest accepted line in bytes, newline excluded; at least 1.
@@ -26,7 +30,14 @@ class LineSplitter:
 
     Attributes:
         offset: file offset just after the last byte fed.
+        consumed: file offset just after the last ``\\n`` seen: every line before it
+            was handed out or skipped; a checkpoint may point here.
+
+    Raises:
+        ValueError: ``max_line_bytes`` is below 1.
     """
+
+    __slots__ = ("_buffer", "_on_too_long", "_skipping", "consumed", "max_line_bytes", "offset")
 
     def __init__(
         self,
@@ -38,9 +49,9 @@ class LineSplitter:
             raise ValueError("max_line_bytes must be at least 1")
         self.max_line_bytes = max_line_bytes
         self.offset = offset
+        self.consumed = offset
         self._on_too_long = on_too_long
         self._buffer = bytearray()
-        self._line_start = offset
         self._skipping = False
 
     @property
@@ -48,21 +59,92 @@ class LineSplitter:
         """Bytes of an unterminated line held in the buffer."""
         return len(self._buffer)
 
-    def reset(self, offset: int = 0, *, skip_first: bool = False) -> None:
+    @property
+    def skipping(self) -> bool:
+        """True while the rest of a too-long (or cut) line is being dropped."""
+        return self._skipping
+
+    def reset(
+        self, offset: int = 0, *, skip_first: bool = False, consumed: int | None = None
+    ) -> None:
         """Forget buffered bytes and continue at ``offset``.
 
         Args:
             offset: file offset of the next byte fed.
             skip_first: True to drop everything up to and including the next ``\\n``
                 (used when starting in the middle of a line).
+            consumed: the value of :attr:`consumed` (default ``offset``); with
+                ``skip_first``, the start of the line being skipped, so that a
+                checkpoint never points inside a line.
         """
         self._buffer.clear()
         self.offset = offset
-        self._line_start = offset
+        self.consumed = offset if consumed is None else consumed
         self._skipping = skip_first
 
+    def feed_segments(self, data: bytes) -> list[Segment]:
+        """Add ``data`` and return the lines it completes, grouped in segments.
+
+        A new segment starts after each skipped line, so the lines of one segment are
+        contiguous in the file.
+
+        Args:
+            data: the next bytes of the file, in order.
+
+        Returns:
+            Segments in file order (empty when ``data`` completes no line).
+        """
+        base = self.offset
+        self.offset = base + len(data)
+        pieces = data.split(b"\n")
+        tail = pieces.pop()
+        if not pieces:  # no newline: the current line goes on
+            self._append(tail)
+            return []
+        limit = self.max_line_bytes
+        out: list[Segment] = []
+        # The first piece ends the line that was already buffered (or skipped).
+        first = pieces[0]
+        line_start = self.consumed
+        after_first = base + len(first) + 1
+        seg: list[bytes]
+        if self._skipping:
+            self._skipping = False
+            seg_start, seg = after_first, []
+        else:
+            if self._buffer:
+                self._buffer += first
+                first = bytes(self._buffer)
+                self._buffer.clear()
+            if len(first) > limit:
+                self._too_long(line_start)
+                seg_start, seg = after_first, []
+            else:
+                seg_start, seg = line_start, [first]
+        rest = pieces[1:]
+        if rest:
+            if max(map(len, rest)) <= limit:
+                seg += rest  # the common case: no line too long
+            else:
+                pos = after_first
+                for piece in rest:
+                    if len(piece) > limit:
+                        self._too_long(pos)
+                        if seg:
+                            out.append((seg_start, seg))
+                        seg_start, seg = pos + len(piece) + 1, []
+                    else:
+                        seg.append(piece)
+                    pos += len(piece) + 1
+        if seg:
+            out.append((seg_start, seg))
+        self.consumed = self.offset - len(tail)
+        if tail:
+            self._append(tail)
+        return out
+
     def feed(self, data: bytes) -> list[tuple[bytes, int]]:
-        """Add ``data`` and return the lines it completes.
+        """Add ``data`` and return the lines it completes with their end offsets.
 
         Args:
             data: the next bytes of the file, in order.
@@ -72,39 +154,31 @@ class LineSplitter:
             ``end_offset`` the file offset just after that ``\\n``.
         """
         out: list[tuple[bytes, int]] = []
-        base = self.offset
-        pos = 0
-        size = len(data)
-        while pos < size:
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                self._append(data[pos:])
-                break
-            end_offset = base + nl + 1
-            self._append(data[pos:nl])
-            if self._skipping:
-                # The line being dropped (too long, or cut by the start position) ends here.
-                self._skipping = False
-            else:
-                out.append((bytes(self._buffer), end_offset))
-            self._buffer.clear()
-            self._line_start = end_offset
-            pos = nl + 1
-        self.offset = base + size
+        for start, lines in self.feed_segments(data):
+            end = start
+            for line in lines:
+                end += len(line) + 1
+                out.append((line, end))
         return out
 
     def flush(self) -> tuple[bytes, int] | None:
         """Return the buffered unterminated last line, if any, and clear it.
 
-        Used when a file is read whole (replay): a final line without ``\\n`` still
-        counts there.
+        Used when a file is finished (replay, or a rotated file whose last line never
+        got its ``\\n``): that line still counts. The line is consumed: :attr:`consumed`
+        moves to :attr:`offset`.
+
+        Returns:
+            ``(line, end_offset)``, or None when nothing (or only a skipped line's
+            remainder) is buffered.
         """
-        if self._skipping or not self._buffer:
-            self._buffer.clear()
-            return None
+        skipped = self._skipping
         line = bytes(self._buffer)
         self._buffer.clear()
-        self._line_start = self.offset
+        self._skipping = False
+        self.consumed = self.offset
+        if skipped or not line:
+            return None
         return line, self.offset
 
     def _append(self, piece: bytes) -> None:
@@ -113,7 +187,10 @@ class LineSplitter:
         if len(self._buffer) + len(piece) > self.max_line_bytes:
             self._buffer.clear()
             self._skipping = True
-            if self._on_too_long is not None:
-                self._on_too_long(self._line_start)
+            self._too_long(self.consumed)
             return
         self._buffer += piece
+
+    def _too_long(self, line_offset: int) -> None:
+        if self._on_too_long is not None:
+            self._on_too_long(line_offset)

@@ -3,11 +3,17 @@
 One file (``state_dir/state.sqlite3``), WAL journal, ``synchronous=FULL``: a
 committed transaction survives a crash or power loss. Tables:
 
-- ``checkpoints``: where each source has been read up to.
+- ``checkpoints``: where each source has been read up to
+  (:mod:`alert_service.state.checkpoints`).
 - ``outbox``: one row per (alert, rule, destination), with its delivery state.
 - ``active_rows``: rows each (host, query) has logged as added and not yet
-  removed, to recognise old rows in a counter-0 re-log.
+  removed, to recognise old rows in a counter-0 re-log
+  (:mod:`alert_service.state.baseline`).
+- ``baseline_runs``: the last counter-0 run seen per (host, query).
 - ``silences``: dedup keys and when their silence ends.
+
+Schema history: 1 → 2 added ``checkpoints.fingerprint_bytes`` and ``baseline_runs``;
+a version-1 database is upgraded in place when opened.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-__all__ = ["SCHEMA_VERSION", "open_state"]
+__all__ = ["SCHEMA_VERSION", "STATE_FILE", "open_state"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+STATE_FILE = "state.sqlite3"
+"""Name of the state database inside ``state_dir``."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -25,12 +34,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
-    source TEXT PRIMARY KEY,        -- the configured path
+    source TEXT PRIMARY KEY,        -- the live path followed (configured, or matched by a glob)
     path TEXT NOT NULL,             -- the file being read (the rotated name while draining it)
-    dev INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    offset INTEGER NOT NULL,        -- bytes; the next line starts here
-    fingerprint BLOB NOT NULL,      -- hash of the file's head
+    dev INTEGER NOT NULL,           -- st_dev, stored as a signed 64-bit value
+    inode INTEGER NOT NULL,         -- st_ino, stored as a signed 64-bit value
+    offset INTEGER NOT NULL,        -- bytes (decompressed for .zst/.gz), where the next line starts
+    fingerprint BLOB NOT NULL,      -- SHA-256 of the file's first fingerprint_bytes bytes
+    fingerprint_bytes INTEGER NOT NULL DEFAULT 0,  -- at most 1024
     updated_at REAL NOT NULL        -- seconds since the Unix epoch
 );
 CREATE TABLE IF NOT EXISTS outbox (
@@ -48,11 +58,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (destination, state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS active_rows (
+    host TEXT NOT NULL,             -- hostIdentifier
+    query TEXT NOT NULL,            -- the logged query name
+    row_hash TEXT NOT NULL,         -- hash of the typed columns
+    seen_at REAL NOT NULL,          -- unixTime of the run that last logged the row
+    PRIMARY KEY (host, query, row_hash)
+);
+CREATE TABLE IF NOT EXISTS baseline_runs (
     host TEXT NOT NULL,
     query TEXT NOT NULL,
-    row_hash TEXT NOT NULL,
-    seen_at REAL NOT NULL,
-    PRIMARY KEY (host, query, row_hash)
+    epoch INTEGER NOT NULL,
+    unix_time INTEGER NOT NULL,     -- the run's unixTime
+    open INTEGER NOT NULL,          -- 1 until a later run of (host, query) closes it
+    PRIMARY KEY (host, query)
 );
 CREATE TABLE IF NOT EXISTS silences (
     key TEXT PRIMARY KEY,
@@ -77,15 +95,60 @@ def open_state(path: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(_SCHEMA)
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None:
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
-    elif int(row[0]) != SCHEMA_VERSION:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _prepare(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        conn.close()
+        raise
+    conn.execute("COMMIT")
+    if version != SCHEMA_VERSION:
         conn.close()
         raise sqlite3.DatabaseError(
-            f"{path}: state schema version {row[0]}, this service knows {SCHEMA_VERSION}"
+            f"{path}: state schema version {version}, this service knows {SCHEMA_VERSION}"
         )
     return conn
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into complete statements (``executescript`` would commit)."""
+    out: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending)
+            pending = ""
+    return out
+
+
+def _prepare(conn: sqlite3.Connection) -> int:
+    """Create or upgrade the schema inside the caller's transaction; return its version."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchone()
+    row = (
+        conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if exists
+        else None
+    )
+    version = int(row[0]) if row is not None else SCHEMA_VERSION
+    if version == 1:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+        if columns and "fingerprint_bytes" not in columns:
+            conn.execute(
+                "ALTER TABLE checkpoints ADD COLUMN fingerprint_bytes INTEGER NOT NULL DEFAULT 0"
+            )
+        version = SCHEMA_VERSION
+    if version != SCHEMA_VERSION:
+        return version
+    for statement in _statements(_SCHEMA):
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )
+    return version

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
-from alerts_support import DATA, Receiver
+from alerts_support import DATA
 
 from alert_service.config import Config, build_config
 from alert_service.errors import NotifyError
@@ -19,6 +19,7 @@ from alert_service.match import Alert
 from alert_service.notify import Notifier, RetryPolicy
 from alert_service.pipeline import NotifyDispatcher, Pipeline, PrintDispatcher, build_notifiers
 from alert_service.source import FileIdentity, SourceLine
+from alert_service.state import open_state
 from alert_service.stats import Stats
 
 
@@ -72,11 +73,15 @@ def test_replay_of_every_fixture() -> None:
     assert got == [
         ("irc", "pack_tracked_connections_tracked_connections", "added", 6667),  # batch
         ("irc", "pack_tracked_connections_tracked_connections", "added", 6667),  # numerics
+        ("reverse-shell", "pack/Global/tracked_connections", "added", 4444),  # envelope
         ("reverse-shell", "pack/team-3/tracked_connections", "added", 4444),  # fleet
+        # baseline (counter 0): a new row, so alerted (the default baseline mode)
+        ("reverse-shell", "pack_tracked_connections_tracked_connections", "added", 4444),
         ("reverse-shell", "pack_tracked_connections_tracked_connections", "removed", 4444),
         ("unknown-process", "pack_tracked_connections_tracked_connections", "added", 22),
     ]
-    assert stats.matches == 5
+    assert stats.matches == 7
+    assert stats.baseline_rows_new == 1
 
 
 def test_replay_reports_unreadable_files(tmp_path: Path) -> None:
@@ -130,7 +135,7 @@ class Failing(Notifier):
         (RuntimeError("bug in a notifier"), 1, 0),
     ],
 )
-def test_delivery_failures_are_counted_and_do_not_stop_the_pipeline(
+def test_in_process_delivery_failures_are_counted_and_do_not_stop_the_pipeline(
     error: Exception, calls: int, retries: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     stats = Stats()
@@ -148,37 +153,40 @@ def test_delivery_failures_are_counted_and_do_not_stop_the_pipeline(
     assert "notify_failed" in caplog.text
 
 
-def test_run_follows_a_file_and_sends_to_the_receiver(tmp_path: Path, receiver: Receiver) -> None:
+def test_run_follows_a_file_and_enqueues_alerts_with_the_checkpoint(tmp_path: Path) -> None:
     log = tmp_path / "osqueryd.results.log"
     lines = (DATA / "event.jsonl").read_bytes().splitlines(keepends=True)
     log.write_bytes(lines[0])  # present before start: skipped with start_at end
-    config = make_config(receiver.url, path=str(log), start_at="end", poll_interval_secs=0.02)
+    config = make_config(path=str(log), start_at="end", poll_interval_secs=0.02)
     stats = Stats()
-    dispatcher = NotifyDispatcher(build_notifiers(config), config.delivery, stats)
-    pipeline = Pipeline(config, dispatcher, stats)
+    state = open_state(tmp_path / "state.sqlite3")
+    pipeline = Pipeline(config, stats=stats, state=state)
     stop = threading.Event()
     thread = threading.Thread(target=pipeline.run, args=(stop,))
     thread.start()
     try:
-        # Lines written before the follower opens the file count as existing content
-        # (skipped); write non-matching lines until one is read.
         deadline = time.monotonic() + 10
-        while stats.lines_read == 0 and time.monotonic() < deadline:
-            with open(log, "ab") as fh:
-                fh.write(lines[1])  # matches nothing
-            time.sleep(0.05)
+        while stats.transactions == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the first commit stores where start_at put the reader
         with open(log, "ab") as fh:
-            fh.write(b"garbage\n" + lines[2])  # unknown process → one alert
-        received = receiver.wait_for(1)
+            fh.write(lines[1] + b"garbage\n" + lines[2])  # one alert: unknown process
+        while stats.lines_read < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         stop.set()
         thread.join(10)
-        dispatcher.close()
     assert not thread.is_alive()
-    assert len(received) == 1
-    assert received[0].json()["rule"] == "unknown-process"
-    assert stats.sent == 1
-    assert stats.parse_errors == 1
+    rows = state.execute("SELECT rule, destination, state, payload FROM outbox").fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [("unknown-process", "local", "pending")]
+    assert json.loads(rows[0][3])["connection"]["remote_address"] == "::ffff:10.0.0.5"
+    (offset,) = state.execute("SELECT offset FROM checkpoints").fetchone()
+    assert offset == log.stat().st_size
+    assert (stats.lines_read, stats.parse_errors, stats.alerts_enqueued) == (3, 1, 1)
+
+
+def test_run_needs_a_state_database() -> None:
+    with pytest.raises(ValueError, match="state database"):
+        Pipeline(make_config()).poll_once()
 
 
 def test_build_notifiers_by_name() -> None:

@@ -1,0 +1,427 @@
+"""The ``run`` path: followed files → outbox and checkpoints in one transaction.
+
+Real files, a real SQLite state database; time is injected (wall clock for the outbox,
+monotonic clock for polling and staleness) so long scenarios run at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from alert_service.config import Config, build_config
+from alert_service.match import Alert, RuleSet
+from alert_service.parse import Event
+from alert_service.pipeline import Pipeline
+from alert_service.source import FileIdentity, Position, fingerprint
+from alert_service.state import open_state
+from alert_service.state.checkpoints import load_checkpoints, save_checkpoint
+from alert_service.stats import Stats
+
+HOST = "web-01"
+
+
+def event_line(
+    remote: str,
+    port: int = 443,
+    *,
+    counter: int = 3,
+    epoch: int = 0,
+    unix_time: int = 1756796709,
+    action: str = "added",
+    name: str = "curl",
+    host: str = HOST,
+    local_port: int = 40000,
+) -> bytes:
+    doc = {
+        "name": "pack_tracked_connections_tracked_connections",
+        "hostIdentifier": host,
+        "calendarTime": "Tue Sep  2 07:05:09 2025 UTC",
+        "unixTime": unix_time,
+        "epoch": epoch,
+        "counter": counter,
+        "numerics": False,
+        "columns": {
+            "local_port": str(local_port),
+            "name": name,
+            "pid": "812",
+            "remote_address": remote,
+            "remote_port": str(port),
+        },
+        "action": action,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+
+def make_config(tmp_path: Path, sources: list[dict[str, Any]], **extra: Any) -> Config:
+    doc: dict[str, Any] = {
+        "state_dir": str(tmp_path / "state"),
+        "sources": sources,
+        "notifiers": [{"name": "local", "type": "webhook", "url": "http://127.0.0.1:9/x"}],
+        "rules": [
+            {
+                "name": "ioc",
+                "notify": ["local"],
+                "actions": ["added", "removed"],
+                "remote_address": {"include": ["198.51.100.0/24"]},
+            },
+            {"name": "shell-port", "notify": ["local"], "remote_port": [4444]},
+        ],
+    }
+    doc.update(extra)
+    return build_config(doc, "test.yaml", environ={})
+
+
+class Clocks:
+    def __init__(self) -> None:
+        self.wall = 1_800_000_000.0
+        self.mono = 100.0
+
+    def advance(self, secs: float) -> None:
+        self.wall += secs
+        self.mono += secs
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    conn = open_state(tmp_path / "state" / "state.sqlite3")
+    yield conn
+    conn.close()
+
+
+def new_pipeline(config: Config, state: sqlite3.Connection, clocks: Clocks) -> Pipeline:
+    return Pipeline(
+        config,
+        stats=Stats(),
+        state=state,
+        clock=lambda: clocks.wall,
+        monotonic=lambda: clocks.mono,
+    )
+
+
+def outbox(state: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = state.execute("SELECT payload FROM outbox ORDER BY rowid").fetchall()
+    return [json.loads(row[0]) for row in rows]
+
+
+def poll(pipeline: Pipeline, clocks: Clocks, times: int = 1) -> None:
+    for _ in range(times):
+        clocks.advance(1.0)
+        pipeline.poll_once()
+
+
+def test_alerts_and_checkpoint_are_committed_together(
+    tmp_path: Path, state: sqlite3.Connection
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(event_line("198.51.100.7") + event_line("192.0.2.1") + b"not json\n")
+    clocks = Clocks()
+    config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
+    pipeline = new_pipeline(config, state, clocks)
+    poll(pipeline, clocks)
+    alerts = outbox(state)
+    assert [(a["rule"], a["connection"]["remote_address"]) for a in alerts] == [
+        ("ioc", "198.51.100.7")
+    ]
+    (cp,) = load_checkpoints(state).values()
+    assert cp.position.offset == log.stat().st_size
+    assert cp.position.identity == FileIdentity.of(os.stat(log))
+    assert cp.updated_at == clocks.wall
+    stats = pipeline.stats
+    assert (stats.lines_read, stats.parse_errors, stats.alerts_enqueued) == (3, 1, 1)
+    assert stats.transactions == 1
+    poll(pipeline, clocks, 3)
+    assert stats.transactions == 1  # nothing new: no empty transactions
+    pipeline.close()
+
+
+def test_a_failed_transaction_is_rolled_back_and_the_lines_read_again(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(event_line("198.51.100.1", local_port=1))
+    clocks = Clocks()
+    config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
+    pipeline = new_pipeline(config, state, clocks)
+    poll(pipeline, clocks)
+    assert len(outbox(state)) == 1
+    with open(log, "ab") as fh:
+        fh.write(
+            event_line("198.51.100.2", local_port=2) + event_line("198.51.100.3", local_port=3)
+        )
+    state.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(tmp_path / "state" / "state.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    with caplog.at_level(logging.ERROR, logger="alert_service"):
+        poll(pipeline, clocks)
+    assert "state_transaction_failed" in caplog.text
+    assert pipeline.stats.transaction_failures == 1
+    other.execute("ROLLBACK")
+    other.close()
+    poll(pipeline, clocks, 3)
+    ports = sorted(a["connection"]["local_port"] for a in outbox(state))
+    assert ports == [1, 2, 3]
+    pipeline.close()
+
+
+def test_glob_follows_each_file_and_finds_new_ones(
+    tmp_path: Path, state: sqlite3.Connection
+) -> None:
+    for host in ("a", "b"):
+        (tmp_path / host).mkdir()
+        (tmp_path / host / "osquery_result").write_bytes(
+            event_line("198.51.100.9", host=host, local_port=1)
+        )
+    # A lumberjack backup beside it: never followed as a live log.
+    (tmp_path / "a" / "osquery_result-2025-09-02T07-05-09.000").write_bytes(
+        event_line("198.51.100.9", host="a-old")
+    )
+    clocks = Clocks()
+    pattern = str(tmp_path / "*" / "osquery_result")
+    config = make_config(
+        tmp_path, [{"glob": pattern, "start_at": "end", "poll_interval_secs": 0.1}]
+    )
+    pipeline = new_pipeline(config, state, clocks)
+    poll(pipeline, clocks)
+    assert outbox(state) == []  # start_at end: what existed at start is skipped
+    assert sorted(load_checkpoints(state)) == [
+        str(tmp_path / "a" / "osquery_result"),
+        str(tmp_path / "b" / "osquery_result"),
+    ]
+    with open(tmp_path / "a" / "osquery_result", "ab") as fh:
+        fh.write(event_line("198.51.100.9", host="a", local_port=2))
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "osquery_result").write_bytes(event_line("198.51.100.9", host="c"))
+    poll(pipeline, clocks, 3)
+    assert sorted(a["host"] for a in outbox(state)) == ["a", "c"]  # c is new: read whole
+    assert pipeline.stats.sources_followed == 3
+    pipeline.close()
+
+
+def test_stale_source_warns_once_and_recovers(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(b"")
+    clocks = Clocks()
+    config = make_config(
+        tmp_path, [{"path": str(log), "start_at": "beginning", "stale_after_secs": 30}]
+    )
+    pipeline = new_pipeline(config, state, clocks)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        poll(pipeline, clocks, 29)
+        assert pipeline.stats.stale_sources == 0
+        poll(pipeline, clocks, 5)
+        assert pipeline.stats.stale_sources == 1
+        assert caplog.text.count("source_stale") == 1
+        with open(log, "ab") as fh:
+            fh.write(event_line("192.0.2.1"))
+        poll(pipeline, clocks)
+        assert pipeline.stats.stale_sources == 0
+        assert "source_active_again" in caplog.text
+    assert pipeline.stats.staleness_warnings == 1
+    assert pipeline.stats.source_last_line_time[str(log)] == clocks.wall - 0.0
+    pipeline.close()
+
+
+def test_old_checkpoints_of_files_not_followed_expire(
+    tmp_path: Path, state: sqlite3.Connection
+) -> None:
+    clocks = Clocks()
+    gone = Position("/gone.log", FileIdentity(1, 2), 10, fingerprint(b"x"), 1)
+    save_checkpoint(state, "/gone.log", gone, clocks.wall - 8 * 86400)
+    save_checkpoint(state, "/recent.log", gone, clocks.wall - 3600)
+    log = tmp_path / "osqueryd.results.log"
+    config = make_config(tmp_path, [{"path": str(log)}])
+    pipeline = new_pipeline(config, state, clocks)
+    poll(pipeline, clocks)
+    assert sorted(load_checkpoints(state)) == ["/recent.log"]
+    pipeline.close()
+
+
+def test_an_unexpected_error_skips_only_that_line(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Exploding(RuleSet):
+        def match(self, event: Event) -> list[Alert]:
+            if event.host_identifier == "boom":
+                raise RuntimeError("bug")
+            return super().match(event)
+
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(
+        event_line("198.51.100.1", host="boom") + event_line("198.51.100.2", host="fine")
+    )
+    clocks = Clocks()
+    config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
+    pipeline = new_pipeline(config, state, clocks)
+    pipeline.rules = Exploding(config.rules)
+    with caplog.at_level(logging.WARNING, logger="alert_service"):
+        poll(pipeline, clocks)
+    assert [a["host"] for a in outbox(state)] == ["fine"]
+    assert pipeline.stats.processing_errors == 1
+    assert "line_processing_failed" in caplog.text
+    pipeline.close()
+
+
+# -- baseline ----------------------------------------------------------------------
+
+
+def baseline_config(tmp_path: Path, log: Path) -> Config:
+    return make_config(
+        tmp_path,
+        [{"path": str(log), "start_at": "beginning"}],
+        rules=[
+            {
+                "name": "ioc",
+                "notify": ["local"],
+                "actions": ["added", "removed"],
+                "remote_address": {"include": ["198.51.100.0/24"]},
+            },
+            {
+                "name": "shell-port",
+                "notify": ["local"],
+                "remote_port": [4444],
+                "baseline": "digest",
+            },
+            {
+                "name": "ssh-out",
+                "notify": ["local"],
+                "process": {"name": {"exact": ["ssh"]}},
+                "baseline": "none",
+            },
+        ],
+    )
+
+
+def test_baseline_run_alerts_only_new_rows_per_rule_mode(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    t0 = 1756796709
+    log.write_bytes(
+        event_line("198.51.100.7", local_port=1, counter=5, unix_time=t0)  # alerted, tracked
+        + event_line("198.51.100.99", local_port=9, counter=6, unix_time=t0 + 10)  # tracked
+    )
+    clocks = Clocks()
+    config = baseline_config(tmp_path, log)
+    pipeline = new_pipeline(config, state, clocks)
+    poll(pipeline, clocks)
+    assert len(outbox(state)) == 2
+    # osquery lost its database: counter 0, every current row logged again as added.
+    t1 = t0 + 100
+    with open(log, "ab") as fh:
+        for line in (
+            event_line("198.51.100.7", local_port=1, counter=0, unix_time=t1),  # known
+            event_line("198.51.100.8", local_port=2, counter=0, unix_time=t1),  # new IOC
+            event_line("203.0.113.1", 4444, local_port=3, counter=0, unix_time=t1),  # digest
+            event_line("203.0.113.2", 4444, local_port=4, counter=0, unix_time=t1),  # digest
+            event_line("203.0.113.3", 22, name="ssh", counter=0, unix_time=t1),  # none
+            event_line("192.0.2.1", local_port=6, counter=0, unix_time=t1),  # no rule
+        ):
+            fh.write(line)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        poll(pipeline, clocks)
+    new = outbox(state)[2:]
+    assert [(a["rule"], a["connection"]["local_port"], a.get("kind")) for a in new] == [
+        ("ioc", 2, None),
+        ("shell-port", 3, "baseline_digest"),
+    ]
+    digest = new[1]
+    assert digest["row_count"] == 2
+    assert [row["local_port"] for row in digest["rows"]] == [3, 4]
+    assert len(digest["alert_ids"]) == 2
+    stats = pipeline.stats
+    assert (stats.baseline_rows_known, stats.baseline_rows_new) == (1, 4)
+    assert (stats.baseline_rows_suppressed, stats.baseline_digests) == (1, 1)
+    assert "baseline_row_suppressed" in caplog.text
+    # The next regular run ends the baseline run: the row it did not log again is gone.
+    with open(log, "ab") as fh:
+        fh.write(event_line("192.0.2.50", counter=1, unix_time=t1 + 10))
+    poll(pipeline, clocks)
+    tracked = {
+        row[0] for row in state.execute("SELECT row_hash FROM active_rows WHERE host = ?", (HOST,))
+    }
+    assert len(tracked) == 5  # ports 1, 2, 3, 4 and the ssh row; port 9 was pruned
+    pipeline.close()
+
+    # A restart (new pipeline, same database) and an epoch change: all known.
+    later = new_pipeline(config, state, clocks)
+    before = len(outbox(state))
+    with open(log, "ab") as fh:
+        for port in (1, 2):
+            fh.write(event_line(f"198.51.100.{6 + port}", local_port=port, counter=0, epoch=1))
+    poll(later, clocks)
+    assert len(outbox(state)) == before
+    assert later.stats.baseline_rows_known == 2
+    # Removed rows leave the set; re-logged later by a baseline run they alert again.
+    with open(log, "ab") as fh:
+        fh.write(event_line("198.51.100.8", local_port=2, counter=1, epoch=1, action="removed"))
+        fh.write(event_line("198.51.100.8", local_port=2, counter=0, epoch=2))
+    poll(later, clocks)
+    assert [(a["rule"], a["action"]) for a in outbox(state)[before:]] == [
+        ("ioc", "removed"),
+        ("ioc", "added"),
+    ]
+    later.close()
+
+
+def test_default_baseline_mode_never_drops_an_ioc_match(
+    tmp_path: Path, state: sqlite3.Connection
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(b"".join(event_line(f"198.51.100.{i}", counter=0) for i in range(1, 4)))
+    config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
+    clocks = Clocks()
+    pipeline = new_pipeline(config, state, clocks)
+    poll(pipeline, clocks)
+    assert len(outbox(state)) == 3
+    pipeline.close()
+
+
+def test_replay_reads_compressed_logs_and_applies_the_baseline(tmp_path: Path) -> None:
+    log = tmp_path / "osqueryd.results.log.2.zst"
+    data = event_line("198.51.100.7", counter=4) + event_line("198.51.100.7", counter=0)
+    log.write_bytes(zstandard.ZstdCompressor().compress(data))
+    collected: list[Alert] = []
+
+    class Collect:
+        def dispatch(self, alert: Alert) -> None:
+            collected.append(alert)
+
+        def close(self) -> None:
+            pass
+
+    config = make_config(tmp_path, [{"path": str(tmp_path / "unused.log")}])
+    pipeline = Pipeline(config, Collect())
+    assert pipeline.replay([str(log)]) == []
+    assert [(a.rule, a.event.counter) for a in collected] == [("ioc", 4)]
+
+
+def test_a_file_named_by_a_path_and_a_glob_is_read_once(
+    tmp_path: Path, state: sqlite3.Connection
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(event_line("198.51.100.7"))
+    clocks = Clocks()
+    config = make_config(
+        tmp_path,
+        [
+            {"glob": str(tmp_path / "*.log"), "start_at": "beginning"},
+            {"path": str(log), "start_at": "beginning"},
+        ],
+    )
+    pipeline = new_pipeline(config, state, clocks)
+    poll(pipeline, clocks, 3)
+    assert len(outbox(state)) == 1
+    assert pipeline.stats.sources_followed == 1
+    assert pipeline.stats.alerts_enqueued == 1
+    pipeline.close()
