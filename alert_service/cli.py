@@ -2,8 +2,10 @@
 
 Subcommands:
 
-* ``run --config FILE`` — follow the configured sources and send alerts until
-  SIGINT/SIGTERM, then exit 0; JSON log lines go to stderr.
+* ``run --config FILE`` — follow the configured sources until SIGINT/SIGTERM, then
+  exit 0: alerts and source checkpoints are committed together to the outbox in
+  ``<state_dir>/state.sqlite3``, the delivery workers send them; JSON log lines go to
+  stderr. Exit 1 when the state database cannot be opened.
 * ``check-config FILE`` — print ``OK`` and exit 0, or list every problem as
   ``FILE: $.json.path: message`` on stderr and exit 1.
 * ``replay --config FILE LOG...`` — read the given results logs whole and print each
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -24,9 +28,14 @@ from types import FrameType
 
 from alert_service import __version__
 from alert_service.config import Config, load_config
+from alert_service.deliver.service import build_delivery_service
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
-from alert_service.pipeline import NotifyDispatcher, Pipeline, PrintDispatcher, build_notifiers
+from alert_service.notify import DEFAULT_REGISTRY
+from alert_service.notify.preview import RenderDispatcher
+from alert_service.ops.server import OpsServer
+from alert_service.pipeline import Pipeline, PrintDispatcher
+from alert_service.state.db import STATE_FILE, open_state
 from alert_service.stats import Stats
 
 __all__ = ["build_parser", "main"]
@@ -54,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="print the alerts that LOG files would fire")
     replay.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")
     replay.add_argument("--log-level", choices=_LEVELS, help="override the config's log_level")
+    replay.add_argument(
+        "--render",
+        action="store_true",
+        help="print each notifier's rendered payload instead of the alert (still sends nothing)",
+    )
     replay.add_argument("logs", nargs="+", metavar="LOG", help="results log files")
     return parser
 
@@ -80,8 +94,17 @@ def _replay(args: argparse.Namespace) -> int:
         return 1
     configure_logging(args.log_level or config.log_level)
     stats = Stats()
-    pipeline = Pipeline(config, PrintDispatcher(sys.stdout.buffer), stats)
-    failed = pipeline.replay(args.logs)
+    dispatcher: PrintDispatcher | RenderDispatcher = PrintDispatcher(sys.stdout.buffer)
+    if args.render:
+        notifiers = {
+            n.name: DEFAULT_REGISTRY.create(n.name, n.type, n.options) for n in config.notifiers
+        }
+        dispatcher = RenderDispatcher(notifiers, sys.stdout.buffer)
+    pipeline = Pipeline(config, dispatcher, stats)
+    try:
+        failed = pipeline.replay(args.logs)
+    finally:
+        dispatcher.close()
     log_event(_log, logging.INFO, "replay_finished", files=len(args.logs), **stats.as_dict())
     return 1 if failed else 0
 
@@ -93,8 +116,16 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or config.log_level)
     stop = threading.Event()
     stats = Stats()
-    dispatcher = NotifyDispatcher(build_notifiers(config), config.delivery, stats, wait=stop.wait)
-    pipeline = Pipeline(config, dispatcher, stats)
+    state_path = os.path.join(config.state_dir, STATE_FILE)
+    try:
+        state = open_state(state_path)
+    except (OSError, sqlite3.Error) as err:
+        log_event(_log, logging.ERROR, "state_open_failed", path=state_path, reason=str(err))
+        return 1
+    # The pipeline only enqueues alerts (same transaction as the checkpoints); the
+    # delivery workers send the outbox from their own connections.
+    delivery = build_delivery_service(config, state_path, stats=stats)
+    pipeline = Pipeline(config, stats=stats, state=state)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log_event(_log, logging.INFO, "service_stopping", signal=signal.Signals(signum).name)
@@ -111,13 +142,36 @@ def _run(args: argparse.Namespace) -> int:
         version=__version__,
         config=config.file,
         sources=[s.path for s in config.sources],
+        state=state_path,
         notifiers=[n.name for n in config.notifiers],
         rules=len(config.rules),
     )
+    delivery.start()
+    ops = (
+        OpsServer(config.metrics, delivery.metrics.registry, delivery.health)
+        if config.metrics is not None
+        else None
+    )
     try:
+        if ops is not None:
+            try:
+                ops.start()
+            except OSError as err:
+                log_event(
+                    _log,
+                    logging.ERROR,
+                    "ops_listen_failed",
+                    listen_address=config.metrics.listen_address if config.metrics else "",
+                    port=config.metrics.port if config.metrics else 0,
+                    reason=str(err),
+                )
+                return 1
         pipeline.run(stop)
     finally:
-        dispatcher.close()
+        if ops is not None:
+            ops.stop()
+        delivery.stop()
+        state.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log_event(_log, logging.INFO, "service_stopped", **stats.as_dict())

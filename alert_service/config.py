@@ -32,11 +32,17 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from alert_service.errors import ConfigError, ConfigProblem
-from alert_service.match import AddressSpec, ProcessSpec, RuleSpec, TextPatternSpec, check_rule
+from alert_service.match import RuleSpec, check_rule, rule_spec_from_config
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry, RetryPolicy
+from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
 from alert_service.secret import Secret
-from alert_service.source import DEFAULT_MAX_LINE_BYTES, DEFAULT_POLL_INTERVAL_SECS, StartAt
+from alert_service.source import (
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PARTIAL_LINE_FLUSH_SECS,
+    DEFAULT_POLL_INTERVAL_SECS,
+    StartAt,
+)
 
 __all__ = [
     "Config",
@@ -50,23 +56,43 @@ __all__ = [
 
 PathPart = str | int
 
+DEFAULT_STATE_DIR = "/var/lib/tracked-connections-alerts"
+"""Default ``state_dir``: where ``run`` keeps ``state.sqlite3``."""
+DEFAULT_CHECKPOINT_EXPIRY_SECS = 7 * 24 * 3600.0
+"""Default ``checkpoint_expiry_secs`` (7 days)."""
+DEFAULT_STALE_AFTER_SECS = 300.0
+"""Default ``sources[].stale_after_secs`` (5 minutes)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     """One results log to follow (an item of ``sources``).
 
     Attributes:
-        path: the log file, e.g. ``/var/log/osquery/osqueryd.results.log``.
-        start_at: ``end`` (default) skips what the file holds when ``run`` starts;
-            ``beginning`` reads it. Files appearing later are always read whole.
+        path: the log file, e.g. ``/var/log/osquery/osqueryd.results.log``; with
+            ``glob`` true, a pattern naming several live logs (each followed alone).
+        glob: True when the entry was given as ``glob:`` instead of ``path:``.
+        start_at: ``end`` (default) skips what the file holds when ``run`` starts
+            for the first time (no checkpoint); ``beginning`` reads it. Files
+            appearing later are always read whole; with a checkpoint, ``run``
+            resumes where it stopped.
         max_line_bytes: longest accepted line, bytes (default 1 MiB).
         poll_interval_secs: pause between polls, seconds (default 0.25).
+        partial_line_flush_secs: how long the unterminated last line of a finished
+            (rotated/deleted) file may stay unchanged before it is taken as a line,
+            seconds (default 5).
+        stale_after_secs: a source with no new line for this long logs
+            ``source_stale`` and counts in the ``stale_sources`` gauge, seconds
+            (default 300).
     """
 
     path: str
     start_at: StartAt = "end"
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
     poll_interval_secs: float = DEFAULT_POLL_INTERVAL_SECS
+    glob: bool = False
+    partial_line_flush_secs: float = DEFAULT_PARTIAL_LINE_FLUSH_SECS
+    stale_after_secs: float = DEFAULT_STALE_AFTER_SECS
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +123,15 @@ class Config:
         delivery: retry policy for each notification.
         known_packs: pack names for splitting ``pack_<pack>_<query>``.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
+        metrics: where ``/metrics`` and ``/health`` listen; None (no ``metrics``
+            section) = off.
+        state_dir: directory of the state database ``state.sqlite3`` (checkpoints,
+            outbox, active rows); default ``/var/lib/tracked-connections-alerts``.
+        checkpoint_expiry_secs: a checkpoint of a file no longer followed is deleted
+            this long after its last update, seconds (default 7 days).
+        rule_baseline: rule name → ``baseline`` mode (``alert``, ``digest`` or
+            ``none``) for genuinely new rows of a ``counter`` 0 run; rules not listed
+            use ``alert``.
     """
 
     file: str
@@ -106,6 +141,10 @@ class Config:
     delivery: RetryPolicy = field(default_factory=RetryPolicy)
     known_packs: frozenset[str] = DEFAULT_KNOWN_PACKS
     log_level: str = "info"
+    metrics: MetricsConfig | None = None
+    state_dir: str = DEFAULT_STATE_DIR
+    checkpoint_expiry_secs: float = DEFAULT_CHECKPOINT_EXPIRY_SECS
+    rule_baseline: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 # -- schema ---------------------------------------------------------------------
@@ -132,7 +171,9 @@ def config_schema(registry: NotifierRegistry = DEFAULT_REGISTRY) -> dict[str, An
     clauses: list[dict[str, Any]] = []
     for type_name in types:
         fragment = copy.deepcopy(dict(registry.get(type_name).config_schema))
-        properties = {"name": True, "type": True, **fragment.get("properties", {})}
+        # name, type and the delivery options every type accepts ($defs.notifier).
+        common = dict.fromkeys(notifier["properties"], True)
+        properties = {**common, **fragment.get("properties", {})}
         then: dict[str, Any] = {
             **fragment,
             "type": "object",
@@ -253,6 +294,9 @@ def _schema_problems(doc: object, registry: NotifierRegistry, problems: _Problem
 
 
 def _message(err: ValidationError) -> str:
+    if isinstance(err.schema, Mapping) and err.schema.get("x-secret") and err.validator == "type":
+        # Never echo the value: it is a secret written inline.
+        return "a secret must come from {env: NAME} or {file: /path}; inline text is refused"
     if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
         allowed = set(cast(Mapping[str, Any], err.schema).get("properties", {}))
         extra = sorted(str(k) for k in err.instance if k not in allowed)
@@ -272,10 +316,29 @@ def _resolve_secrets(
                 problems.add(parts, f"environment variable {name} is not set or empty")
                 return None
             return Secret(text, f"env:{name}")
+        if set(value) == {"file"} and isinstance(value["file"], str):
+            return _secret_file(value["file"], parts, problems)
         return {k: _resolve_secrets(v, (*parts, k), environ, problems) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve_secrets(v, (*parts, i), environ, problems) for i, v in enumerate(value)]
     return value
+
+
+def _secret_file(path: str, parts: tuple[PathPart, ...], problems: _Problems) -> Secret | None:
+    """Read a ``{file: /path}`` secret: the file's text without its final line end."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read().rstrip("\r\n")
+    except OSError as err:
+        problems.add(parts, f"cannot read secret file {path}: {err.strerror or err}")
+        return None
+    except UnicodeDecodeError:
+        problems.add(parts, f"secret file {path} is not UTF-8 text")
+        return None
+    if not text:
+        problems.add(parts, f"secret file {path} is empty")
+        return None
+    return Secret(text, f"file:{path}")
 
 
 def _duplicates(
@@ -297,57 +360,27 @@ def _duplicates(
 # -- building -------------------------------------------------------------------
 
 
-def _patterns(raw: Mapping[str, Any] | None) -> TextPatternSpec | None:
-    if raw is None:
-        return None
-    return TextPatternSpec(
-        exact=tuple(raw.get("exact", ())),
-        glob=tuple(raw.get("glob", ())),
-        regex=tuple(raw.get("regex", ())),
-    )
-
-
 def _rule_spec(raw: Mapping[str, Any]) -> RuleSpec:
-    addr = raw.get("remote_address")
-    proc = raw.get("process")
-    ports = raw.get("remote_port")
-    queries = raw.get("queries")
-    return RuleSpec(
-        name=raw.get("name", ""),
-        notify=tuple(raw.get("notify", ())),
-        actions=tuple(raw.get("actions", ("added",))),
-        host=_patterns(raw.get("host")),
-        remote_address=(
-            AddressSpec(tuple(addr.get("include", ())), tuple(addr.get("exclude", ())))
-            if addr is not None
-            else None
-        ),
-        remote_port=tuple(ports) if ports is not None else None,
-        process=(
-            ProcessSpec(_patterns(proc.get("name")), _patterns(proc.get("path")))
-            if proc is not None
-            else None
-        ),
-        queries=tuple(queries) if queries is not None else None,
-    )
+    return rule_spec_from_config(raw)
 
 
 def _source(raw: Mapping[str, Any]) -> SourceConfig:
+    pattern = raw.get("glob")
     return SourceConfig(
-        path=raw["path"],
+        path=raw["path"] if pattern is None else pattern,
+        glob=pattern is not None,
         start_at=raw.get("start_at", "end"),
         max_line_bytes=raw.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES),
         poll_interval_secs=float(raw.get("poll_interval_secs", DEFAULT_POLL_INTERVAL_SECS)),
+        partial_line_flush_secs=float(
+            raw.get("partial_line_flush_secs", DEFAULT_PARTIAL_LINE_FLUSH_SECS)
+        ),
+        stale_after_secs=float(raw.get("stale_after_secs", DEFAULT_STALE_AFTER_SECS)),
     )
 
 
 def _delivery(raw: Mapping[str, Any]) -> RetryPolicy:
-    default = RetryPolicy()
-    return RetryPolicy(
-        max_attempts=raw.get("max_attempts", default.max_attempts),
-        initial_backoff_secs=float(raw.get("initial_backoff_secs", default.initial_backoff_secs)),
-        max_backoff_secs=float(raw.get("max_backoff_secs", default.max_backoff_secs)),
-    )
+    return RetryPolicy.from_config(raw)
 
 
 def _items(root: Mapping[str, Any], section: str) -> list[tuple[int, Mapping[str, Any]]]:
@@ -390,6 +423,10 @@ def build_config(
     notifier_items = _items(root, "notifiers")
     rule_items = _items(root, "rules")
     _duplicates(sources, "sources", "path", problems)
+    _duplicates(sources, "sources", "glob", problems)
+    for i, item in sources:
+        if ("path" in item) == ("glob" in item):
+            problems.add(("sources", i), "give exactly one of path or glob")
     _duplicates(notifier_items, "notifiers", "name", problems)
     _duplicates(rule_items, "rules", "name", problems)
     notifier_names = {item.get("name") for _, item in notifier_items}
@@ -400,6 +437,9 @@ def build_config(
             continue
         options = {k: v for k, v in item.items() if k not in ("name", "type")}
         resolved = _resolve_secrets(options, ("notifiers", i), env, problems)
+        if not problems.under(("notifiers", i)):
+            for where, message in registry.get(item["type"]).check_options(resolved):
+                problems.add(("notifiers", i, *where), message)
         notifiers.append(NotifierConfig(item["name"], item["type"], MappingProxyType(resolved)))
 
     rules: list[RuleSpec] = []
@@ -423,6 +463,18 @@ def build_config(
         delivery=_delivery(root.get("delivery", {})),
         known_packs=frozenset(root.get("known_packs", DEFAULT_KNOWN_PACKS)),
         log_level=root.get("log_level", "info"),
+        metrics=MetricsConfig.from_config(root.get("metrics")),
+        state_dir=root.get("state_dir", DEFAULT_STATE_DIR),
+        checkpoint_expiry_secs=float(
+            root.get("checkpoint_expiry_secs", DEFAULT_CHECKPOINT_EXPIRY_SECS)
+        ),
+        rule_baseline=MappingProxyType(
+            {
+                item["name"]: item.get("baseline", "alert")
+                for _, item in rule_items
+                if isinstance(item.get("name"), str)
+            }
+        ),
     )
 
 

@@ -10,32 +10,67 @@ Public API:
   :class:`~alert_service.errors.MatchError` with a location; :func:`check_rule` —
   every problem of a rule at once;
 * :class:`Alert`, :func:`alert_id` — the stage's output and its stable id;
-* :class:`AddressSet`, :class:`PortSet`, :class:`TextMatcher` — the condition matchers.
+* :class:`AddressSet`, :class:`PortSet`, :class:`NumberSet`, :class:`TextMatcher`,
+  :class:`IocList` — the condition matchers (IOC files reloaded when they change);
+* :func:`rule_spec_from_config` — a validated config rule → :class:`RuleSpec`.
 """
 
 from __future__ import annotations
 
 from alert_service.match.addresses import AddressSet, parse_address
 from alert_service.match.alert import Alert, alert_id
-from alert_service.match.ports import PortSet
-from alert_service.match.rules import CompiledRule, RuleSet, check_rule, compile_rule
-from alert_service.match.spec import UNKNOWN, AddressSpec, ProcessSpec, RuleSpec, TextPatternSpec
+from alert_service.match.iocs import IocFiles, IocList, load_ioc_file, parse_ioc_lines
+from alert_service.match.ports import NumberSet, PortSet
+from alert_service.match.rules import (
+    CompiledConditions,
+    CompiledRule,
+    EventView,
+    RuleSet,
+    check_rule,
+    compile_rule,
+)
+from alert_service.match.spec import (
+    DIRECTIONS,
+    HOST_FIELDS,
+    UNKNOWN,
+    AddressSpec,
+    ConditionsSpec,
+    Direction,
+    ProcessSpec,
+    RuleSpec,
+    TextPatternSpec,
+    UserSpec,
+    rule_spec_from_config,
+)
 from alert_service.match.text import TextMatcher
 
 __all__ = [
+    "DIRECTIONS",
+    "HOST_FIELDS",
     "UNKNOWN",
     "AddressSet",
     "AddressSpec",
     "Alert",
+    "CompiledConditions",
     "CompiledRule",
+    "ConditionsSpec",
+    "Direction",
+    "EventView",
+    "IocFiles",
+    "IocList",
+    "NumberSet",
     "PortSet",
     "ProcessSpec",
     "RuleSet",
     "RuleSpec",
     "TextMatcher",
     "TextPatternSpec",
+    "UserSpec",
     "alert_id",
     "check_rule",
     "compile_rule",
+    "load_ioc_file",
     "parse_address",
+    "parse_ioc_lines",
+    "rule_spec_from_config",
 ]

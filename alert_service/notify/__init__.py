@@ -6,9 +6,13 @@ Public API:
   ``send`` raising :class:`~alert_service.errors.NotifyError`);
 * :func:`register_notifier`, :class:`NotifierRegistry`, :data:`DEFAULT_REGISTRY` — the
   ``type`` → class registry;
-* :class:`WebhookNotifier` — generic JSON webhook (``type: webhook``);
+* :class:`WebhookNotifier` — generic JSON webhook signed per Standard Webhooks
+  (``type: webhook``); :class:`SlackNotifier` (``slack``), :class:`TeamsNotifier`
+  (``teams``, Workflows + Adaptive Card), :class:`PagerDutyNotifier` (``pagerduty``,
+  Events v2);
 * :class:`HttpTransport` — shared HTTP POST with status mapping;
-* :class:`RetryPolicy`, :func:`deliver` — bounded retries with backoff.
+* :class:`RetryPolicy` — the ``delivery`` settings; :func:`deliver` — in-process
+  bounded retries (the durable outbox is :mod:`alert_service.deliver`).
 
 Built-in notifiers are imported here by name so that they register themselves.
 """
@@ -16,17 +20,29 @@ Built-in notifiers are imported here by name so that they register themselves.
 from __future__ import annotations
 
 from alert_service.notify.base import Notifier
-from alert_service.notify.http import HttpTransport, encode_json, parse_retry_after
+from alert_service.notify.command import CommandNotifier
+from alert_service.notify.fleet import FleetLiveQueryNotifier, FleetScriptNotifier
+from alert_service.notify.http import HttpReply, HttpTransport, encode_json, parse_retry_after
+from alert_service.notify.pagerduty import PagerDutyNotifier
 from alert_service.notify.registry import DEFAULT_REGISTRY, NotifierRegistry, register_notifier
 from alert_service.notify.retry import RetryPolicy, backoff_secs, deliver
+from alert_service.notify.slack import SlackNotifier
+from alert_service.notify.teams import TeamsNotifier
 from alert_service.notify.webhook import WebhookNotifier, WebhookSettings
 
 __all__ = [
     "DEFAULT_REGISTRY",
+    "CommandNotifier",
+    "FleetLiveQueryNotifier",
+    "FleetScriptNotifier",
+    "HttpReply",
     "HttpTransport",
     "Notifier",
     "NotifierRegistry",
+    "PagerDutyNotifier",
     "RetryPolicy",
+    "SlackNotifier",
+    "TeamsNotifier",
     "WebhookNotifier",
     "WebhookSettings",
     "backoff_secs",

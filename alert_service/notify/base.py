@@ -3,13 +3,14 @@
 Rendering builds the payload from an :class:`~alert_service.match.alert.Alert` without
 side effects (golden-tested per notifier); sending is the transport and raises
 :class:`~alert_service.errors.NotifyError`. Keeping them apart lets the durable outbox
-(later) store rendered payloads and send them again after a restart.
+(:mod:`alert_service.deliver`) keep the alert and render it again, identically, on
+every attempt and after a restart; ``replay`` renders without sending.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from alert_service.match.alert import Alert
@@ -21,7 +22,8 @@ class Notifier(ABC):
     """One configured notification destination.
 
     Subclasses are registered with
-    :func:`~alert_service.notify.registry.register_notifier` and declare:
+    :func:`~alert_service.notify.registry.register_notifier` and declare (besides the
+    ``default_*`` delivery settings below, overridable per entry):
 
     Attributes:
         type: the ``type`` value selecting the class in the config (set by the
@@ -39,6 +41,12 @@ class Notifier(ABC):
 
     type: ClassVar[str] = ""
     config_schema: ClassVar[Mapping[str, Any]] = {"type": "object", "properties": {}}
+    default_rate_limit_per_minute: ClassVar[float | None] = None
+    """Requests per minute when the entry sets no ``rate_limit_per_minute``; None = unlimited."""
+    default_rate_limit_burst: ClassVar[int] = 1
+    """Requests allowed back to back when the entry sets no ``rate_limit_burst``."""
+    default_digest_threshold: ClassVar[int] = 0
+    """Pending alerts above which a digest is sent (entry ``digest_threshold``); 0 = never."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -57,6 +65,40 @@ class Notifier(ABC):
     @abstractmethod
     def render(self, alert: Alert) -> dict[str, Any]:
         """Return the JSON payload for ``alert``: a new dict, no I/O, ``alert`` untouched."""
+
+    def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any] | None:
+        """Return one payload listing ``alerts`` (a burst folded into one message), or None.
+
+        Pure like :meth:`render`. The default returns None: the type sends no digests
+        and the outbox delivers each alert on its own whatever ``digest_threshold`` says.
+
+        Args:
+            alerts: at least two alerts, oldest first.
+        """
+        del alerts
+        return None
+
+    @classmethod
+    def supports_digest(cls) -> bool:
+        """True when the class overrides :meth:`render_digest`."""
+        return cls.render_digest is not Notifier.render_digest
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        """Check what the options schema cannot (e.g. a secret's format).
+
+        Called by the config loader with the entry's options, secrets resolved.
+
+        Returns:
+            ``(path inside the entry, message)`` per problem; empty when fine. Messages
+            never contain secret values.
+        """
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if options.get("digest_threshold") and not cls.supports_digest():
+            problems.append(
+                (("digest_threshold",), f"notifier type {cls.type!r} does not send digests")
+            )
+        return problems
 
     @abstractmethod
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:

@@ -6,8 +6,10 @@ The one place where :mod:`requests` errors become
 * any 2xx → success;
 * 408, 425, 429 and 5xx → retryable, with ``Retry-After`` (seconds or HTTP date) kept;
 * timeouts and connection errors → retryable;
-* redirects (not followed: a POST must not silently turn into a GET) and other 4xx →
-  not retryable.
+* redirects (not followed: a POST must not silently turn into a GET) and other 4xx
+  (400, 404, 410 Gone, ...) → not retryable: the outbox dead-letters them.
+
+Only the first KiB of a response body is read (for Slack's ``ok`` and for messages).
 
 Messages carry the notifier name and status, never the URL or headers (they may hold
 tokens).
@@ -19,6 +21,7 @@ import email.utils
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import requests
@@ -26,11 +29,12 @@ import requests
 from alert_service import __version__
 from alert_service.errors import NotifyError
 
-__all__ = ["USER_AGENT", "HttpTransport", "encode_json", "parse_retry_after"]
+__all__ = ["USER_AGENT", "HttpReply", "HttpTransport", "encode_json", "parse_retry_after"]
 
 USER_AGENT: Final = f"tracked-connections-alerts/{__version__}"
 _RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
 _BODY_SNIPPET_CHARS: Final = 200
+_BODY_HEAD_BYTES: Final = 1024
 
 
 def encode_json(payload: Mapping[str, Any]) -> bytes:
@@ -75,16 +79,41 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - current)
 
 
-def _snippet(resp: requests.Response) -> str:
+def _head_text(resp: requests.Response) -> str:
+    """Read at most :data:`_BODY_HEAD_BYTES` of the body and decode it leniently."""
+    data = b""
+    for chunk in resp.iter_content(chunk_size=_BODY_HEAD_BYTES):
+        data += chunk
+        if len(data) >= _BODY_HEAD_BYTES:
+            break
+    head = data[:_BODY_HEAD_BYTES]
     try:
-        text = resp.text[:_BODY_SNIPPET_CHARS]
-    except (UnicodeDecodeError, LookupError):  # pragma: no cover - defensive
-        return ""
+        return head.decode(resp.encoding or "utf-8", "replace")
+    except LookupError:  # an unknown charset name
+        return head.decode("utf-8", "replace")
+
+
+def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in text).strip()
 
 
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """A 2xx response.
+
+    Attributes:
+        status: the status code.
+        text: the start of the body (at most 1 KiB), decoded leniently.
+        headers: response headers (case-insensitive mapping).
+    """
+
+    status: int
+    text: str
+    headers: Mapping[str, str]
+
+
 class HttpTransport:
-    """POST JSON bodies for one notifier over a pooled :class:`requests.Session`.
+    """POST bodies for one notifier over a pooled :class:`requests.Session`.
 
     Args:
         notifier: notifier name, used in error messages.
@@ -120,7 +149,40 @@ class HttpTransport:
         Raises:
             NotifyError: non-2xx status, timeout or connection problem (see module docs).
         """
-        body = encode_json(payload)
+        reply = self.post(
+            url,
+            encode_json(payload),
+            headers=headers,
+            connect_timeout_secs=connect_timeout_secs,
+            read_timeout_secs=read_timeout_secs,
+        )
+        return reply.status
+
+    def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str],
+        connect_timeout_secs: float,
+        read_timeout_secs: float,
+    ) -> HttpReply:
+        """POST ``body`` (UTF-8 JSON bytes) and check the status.
+
+        Args:
+            url: destination URL (may contain a token; never logged).
+            body: the exact bytes to send (signatures are computed over them).
+            headers: extra request headers; ``Content-Type: application/json;
+                charset=utf-8`` and ``User-Agent`` are set unless given here.
+            connect_timeout_secs: TCP connect timeout, seconds.
+            read_timeout_secs: timeout between bytes of the response, seconds.
+
+        Returns:
+            The 2xx reply.
+
+        Raises:
+            NotifyError: non-2xx status, timeout or connection problem (see module docs).
+        """
         all_headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": USER_AGENT,
@@ -134,12 +196,14 @@ class HttpTransport:
                 headers=all_headers,
                 timeout=(connect_timeout_secs, read_timeout_secs),
                 allow_redirects=False,
+                stream=True,
             ) as resp:
                 status = resp.status_code
+                text = _head_text(resp)
                 if 200 <= status < 300:
-                    return status
+                    return HttpReply(status, text, resp.headers)
                 retryable = status in _RETRYABLE_STATUS or 500 <= status < 600
-                detail = _snippet(resp)
+                detail = _printable(text[:_BODY_SNIPPET_CHARS])
                 raise NotifyError(
                     f"{name}: HTTP {status} {resp.reason or ''}".rstrip()
                     + (f": {detail}" if detail else ""),

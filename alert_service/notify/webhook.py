@@ -1,36 +1,86 @@
-"""Generic JSON webhook notifier: POST the alert payload to a URL.
+"""Generic JSON webhook notifier, signed per Standard Webhooks.
 
-Body: :meth:`alert_service.match.alert.Alert.as_dict` as compact UTF-8 JSON; headers:
-``Content-Type: application/json; charset=utf-8``, ``webhook-id: <alert id>`` (the
-Standard Webhooks idempotency header, alerting-delivery-and-tailing.md §2.1) and the
-configured ``headers``. Any 2xx is success.
+Body: :meth:`alert_service.match.alert.Alert.as_dict` as compact UTF-8 JSON
+(``Content-Type: application/json; charset=utf-8``); a digest is
+``{"type": "digest", "count": N, "alerts": [<as_dict>, ...]}``. Headers
+(alerting-delivery-and-tailing.md §2.1, standard-webhooks ``spec/standard-webhooks.md``):
+
+* ``webhook-id``: the stable alert id, the same on every attempt and after a restart
+  (the receiver's idempotency key);
+* ``webhook-timestamp``: integer Unix seconds of this attempt;
+* ``webhook-signature``: ``v1,<base64 HMAC-SHA256>`` over
+  ``"{webhook-id}.{webhook-timestamp}.{body}"`` with the base64-decoded
+  ``signing_secret`` (``whsec_<base64>``) as key — only when a secret is configured;
+* the configured ``headers``.
+
+Any 2xx is success.
 
 Config (one entry of ``notifiers``)::
 
-    - name: local
+    - name: soc
       type: webhook
-      url: http://127.0.0.1:8765/alerts      # or {env: ALERT_WEBHOOK_URL}
+      url: https://siem.example.com/hooks/tc  # or {env: NAME} / {file: /path}
+      signing_secret: {env: SOC_WEBHOOK_SECRET}   # whsec_...; env or file only
       timeout_secs: 10                       # read timeout, seconds (default 10)
       connect_timeout_secs: 5                # connect timeout, seconds (default 5)
-      headers:                               # optional; values may be {env: NAME}
+      headers:                               # optional; values may be secrets
         Authorization: {env: ALERT_WEBHOOK_TOKEN}
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from alert_service.match.alert import Alert
 from alert_service.notify.base import Notifier
-from alert_service.notify.http import HttpTransport
+from alert_service.notify.http import HttpTransport, encode_json
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret, reveal
 
-__all__ = ["WebhookNotifier", "WebhookSettings"]
+__all__ = ["WebhookNotifier", "WebhookSettings", "decode_signing_secret", "sign"]
 
 _SECRET = {"$ref": "#/$defs/secret_string"}
+_SECRET_REF = {"$ref": "#/$defs/secret_ref"}
+_PREFIX = "whsec_"
+
+
+def decode_signing_secret(text: str) -> bytes:
+    """Return the HMAC key of a Standard Webhooks secret ``whsec_<base64>``.
+
+    The ``whsec_`` prefix is optional, as in the reference libraries.
+
+    Raises:
+        ValueError: not base64, or empty (the message never contains the secret).
+    """
+    body = text.removeprefix(_PREFIX).strip()
+    try:
+        key = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ValueError("signing secret is not whsec_ followed by base64") from err
+    if not key:
+        raise ValueError("signing secret is empty")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the ``webhook-signature`` value ``v1,<base64 HMAC-SHA256>``.
+
+    Args:
+        key: the decoded secret (:func:`decode_signing_secret`).
+        msg_id: the ``webhook-id``.
+        timestamp: the ``webhook-timestamp``, integer Unix seconds.
+        body: the exact request body bytes.
+    """
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,28 +92,33 @@ class WebhookSettings:
         timeout_secs: read timeout, seconds.
         connect_timeout_secs: connect timeout, seconds.
         headers: extra request headers; values may be secrets.
+        signing_secret: Standard Webhooks secret ``whsec_<base64>``, or None to send
+            unsigned requests.
     """
 
     url: str | Secret
     timeout_secs: float = 10.0
     connect_timeout_secs: float = 5.0
     headers: Mapping[str, str | Secret] = field(default_factory=dict)
+    signing_secret: Secret | None = None
 
 
 @register_notifier("webhook")
 class WebhookNotifier(Notifier):
-    """POST each alert as JSON to one URL.
+    """POST each alert as JSON to one URL, signed when a secret is configured.
 
     Args:
         name: configured notifier name.
         settings: validated options.
         transport: HTTP transport (a new one when None).
+        clock: Unix time in seconds, for ``webhook-timestamp`` (injectable for tests).
     """
 
     config_schema: ClassVar[Mapping[str, Any]] = {
         "type": "object",
         "properties": {
             "url": {**_SECRET, "pattern": "^https?://[^\\s]+$"},
+            "signing_secret": _SECRET_REF,
             "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
             "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
             "headers": {
@@ -76,35 +131,74 @@ class WebhookNotifier(Notifier):
     }
 
     def __init__(
-        self, name: str, settings: WebhookSettings, transport: HttpTransport | None = None
+        self,
+        name: str,
+        settings: WebhookSettings,
+        transport: HttpTransport | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(name)
         self.settings = settings
         self.transport = transport if transport is not None else HttpTransport(name)
+        self._clock = clock
+        self._key = (
+            decode_signing_secret(settings.signing_secret.reveal())
+            if settings.signing_secret is not None
+            else None
+        )
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any]) -> Self:
-        """Build from validated options (see the module docs for the keys)."""
+        """Build from validated options (see the module docs for the keys).
+
+        Raises:
+            ValueError: the signing secret is not ``whsec_<base64>`` (the config
+                loader reports this first, via :meth:`check_options`).
+        """
         settings = WebhookSettings(
             url=options["url"],
             timeout_secs=float(options.get("timeout_secs", 10.0)),
             connect_timeout_secs=float(options.get("connect_timeout_secs", 5.0)),
             headers=dict(options.get("headers", {})),
+            signing_secret=options.get("signing_secret"),
         )
         return cls(name, settings)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        """Also check that ``signing_secret`` decodes (the message omits the value)."""
+        problems = super().check_options(options)
+        secret = options.get("signing_secret")
+        if isinstance(secret, Secret):
+            try:
+                decode_signing_secret(secret.reveal())
+            except ValueError as err:
+                problems.append((("signing_secret",), f"{err} ({secret.source})"))
+        return problems
 
     def render(self, alert: Alert) -> dict[str, Any]:
         """Return the generic alert payload (:meth:`Alert.as_dict`)."""
         return alert.as_dict()
 
+    def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any]:
+        """Return ``{"type": "digest", "count": N, "alerts": [<as_dict>, ...]}``."""
+        return {"type": "digest", "count": len(alerts), "alerts": [a.as_dict() for a in alerts]}
+
+    def headers_for(self, body: bytes, msg_id: str, timestamp: int) -> dict[str, str]:
+        """Return the request headers for ``body`` (Standard Webhooks + configured)."""
+        headers = {"webhook-id": msg_id, "webhook-timestamp": str(timestamp)}
+        if self._key is not None:
+            headers["webhook-signature"] = sign(self._key, msg_id, timestamp, body)
+        headers.update({k: reveal(v) for k, v in self.settings.headers.items()})
+        return headers
+
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
         """POST ``payload`` once; raises ``NotifyError`` (see :mod:`alert_service.notify.http`)."""
-        headers = {"webhook-id": idempotency_key}
-        headers.update({k: reveal(v) for k, v in self.settings.headers.items()})
-        self.transport.post_json(
+        body = encode_json(payload)
+        self.transport.post(
             reveal(self.settings.url),
-            payload,
-            headers=headers,
+            body,
+            headers=self.headers_for(body, idempotency_key, int(self._clock())),
             connect_timeout_secs=self.settings.connect_timeout_secs,
             read_timeout_secs=self.settings.timeout_secs,
         )

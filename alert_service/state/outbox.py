@@ -1,20 +1,55 @@
-"""Putting alerts into the outbox.
+"""The outbox: alerts queued per destination, and their delivery states.
 
-Call :func:`enqueue_alerts` inside the transaction that also advances the
-source checkpoint. Rows are keyed by (alert id, rule, destination) and
-inserted with ``INSERT OR IGNORE``, so re-reading a line after a crash adds
-nothing twice.
+Producer side: :func:`enqueue_alerts`, called inside the transaction that also advances
+the source checkpoint (alerting-delivery-and-tailing.md §2.7 "Durable outbox", §4.2
+item 5). Rows are keyed by (alert id, rule, destination) and inserted with
+``INSERT OR IGNORE``, so re-reading a line after a crash adds nothing twice. The
+``payload`` column holds :meth:`Alert.as_dict` as JSON; each destination's worker
+renders it for its notifier when sending (rendering is pure, so every attempt and a
+restart send the same body).
+
+Consumer side (the delivery workers of :mod:`alert_service.deliver`, one connection
+each): :func:`due_rows`, then :func:`mark_sent` / :func:`mark_retry` /
+:func:`mark_dead` / :func:`mark_suppressed`; silences (``silences`` table) are written
+in the same transaction as the ``sent`` state, so only a confirmed delivery silences
+a key. States::
+
+    pending ──2xx──► sent
+       │  └─retryable error──► pending (attempts+1, next_attempt_at later, last_error)
+       ├─other 4xx, bad payload, too old──► dead
+       └─silenced key / repeat in a digest──► suppressed
+
+All times are Unix seconds.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from alert_service.match import Alert
 
-__all__ = ["enqueue_alerts"]
+__all__ = [
+    "OutboxRow",
+    "QueueDepth",
+    "active_silences",
+    "count_due",
+    "due_rows",
+    "enqueue_alerts",
+    "mark_dead",
+    "mark_retry",
+    "mark_sent",
+    "mark_suppressed",
+    "next_due_at",
+    "purge",
+    "queue_depths",
+    "transaction",
+]
+
+_ERROR_CHARS = 500
 
 
 def enqueue_alerts(conn: sqlite3.Connection, alerts: Iterable[Alert], now: float) -> int:
@@ -39,3 +74,185 @@ def enqueue_alerts(conn: sqlite3.Connection, alerts: Iterable[Alert], now: float
             )
             inserted += cursor.rowcount
     return inserted
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One pending row, as a worker reads it.
+
+    Attributes:
+        rowid: SQLite rowid (the handle for updates).
+        alert_id: stable alert id (``webhook-id``).
+        rule: rule name.
+        destination: notifier name.
+        payload: :meth:`Alert.as_dict` as JSON text.
+        created_at: when it was queued, Unix seconds.
+        attempts: attempts made so far.
+        next_attempt_at: earliest next attempt, Unix seconds.
+    """
+
+    rowid: int
+    alert_id: str
+    rule: str
+    destination: str
+    payload: str
+    created_at: float
+    attempts: int
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Pending rows of one destination.
+
+    Attributes:
+        pending: rows in state ``pending``.
+        oldest_created_at: ``created_at`` of the oldest of them, or None when none.
+    """
+
+    pending: int
+    oldest_created_at: float | None
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+_ROW_COLUMNS = "rowid, alert_id, rule, destination, payload, created_at, attempts, next_attempt_at"
+
+
+def due_rows(conn: sqlite3.Connection, destination: str, now: float, limit: int) -> list[OutboxRow]:
+    """Return up to ``limit`` pending rows of ``destination`` due at ``now``.
+
+    Ordered by ``next_attempt_at`` then queue order, so a row that just failed goes
+    behind rows never tried (one bad row does not block the others).
+    """
+    cursor = conn.execute(
+        f"SELECT {_ROW_COLUMNS} FROM outbox WHERE destination = ? AND state = 'pending'"
+        " AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at, rowid LIMIT ?",
+        (destination, now, limit),
+    )
+    return [OutboxRow(*row) for row in cursor.fetchall()]
+
+
+def count_due(conn: sqlite3.Connection, destination: str, now: float) -> int:
+    """Return how many pending rows of ``destination`` are due at ``now``."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM outbox WHERE destination = ? AND state = 'pending'"
+        " AND next_attempt_at <= ?",
+        (destination, now),
+    ).fetchone()
+    return int(row[0])
+
+
+def next_due_at(conn: sqlite3.Connection, destination: str) -> float | None:
+    """Return the earliest ``next_attempt_at`` of the destination's pending rows, or None."""
+    row = conn.execute(
+        "SELECT MIN(next_attempt_at) FROM outbox WHERE destination = ? AND state = 'pending'",
+        (destination,),
+    ).fetchone()
+    return None if row[0] is None else float(row[0])
+
+
+def _clip(error: str) -> str:
+    return error[:_ERROR_CHARS]
+
+
+def mark_sent(
+    conn: sqlite3.Connection,
+    rows: Sequence[OutboxRow],
+    now: float,
+    silences: Mapping[str, float],
+) -> None:
+    """Mark ``rows`` delivered and record ``silences`` (key → until) in one transaction."""
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, delivered_at = ?,"
+            " last_error = '' WHERE rowid = ? AND state = 'pending'",
+            [(now, r.rowid) for r in rows],
+        )
+        conn.executemany(
+            "INSERT INTO silences (key, until) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET until = MAX(until, excluded.until)",
+            list(silences.items()),
+        )
+
+
+def mark_retry(
+    conn: sqlite3.Connection, rows: Sequence[OutboxRow], next_attempt_at: float, error: str
+) -> None:
+    """Count a failed attempt on ``rows`` and schedule the next one."""
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
+            " WHERE rowid = ? AND state = 'pending'",
+            [(next_attempt_at, _clip(error), r.rowid) for r in rows],
+        )
+
+
+def mark_dead(
+    conn: sqlite3.Connection, rows: Sequence[OutboxRow], error: str, *, attempted: bool = True
+) -> None:
+    """Dead-letter ``rows`` (never retried) with ``error``; ``attempted`` counts an attempt."""
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE outbox SET state = 'dead', attempts = attempts + ?, last_error = ?"
+            " WHERE rowid = ? AND state = 'pending'",
+            [(1 if attempted else 0, _clip(error), r.rowid) for r in rows],
+        )
+
+
+def mark_suppressed(conn: sqlite3.Connection, rows: Sequence[OutboxRow], reason: str) -> None:
+    """Mark ``rows`` suppressed (a repeat inside the dedup window); nothing is sent."""
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE outbox SET state = 'suppressed', last_error = ?"
+            " WHERE rowid = ? AND state = 'pending'",
+            [(_clip(reason), r.rowid) for r in rows],
+        )
+
+
+def active_silences(conn: sqlite3.Connection, keys: Iterable[str], now: float) -> set[str]:
+    """Return the ``keys`` whose silence lasts beyond ``now``."""
+    wanted = list(dict.fromkeys(keys))
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        cursor = conn.execute(
+            f"SELECT key FROM silences WHERE until > ? AND key IN ({marks})", (now, *chunk)
+        )
+        found.update(row[0] for row in cursor)
+    return found
+
+
+def queue_depths(conn: sqlite3.Connection) -> dict[str, QueueDepth]:
+    """Return the pending rows per destination (destinations with none are absent)."""
+    cursor = conn.execute(
+        "SELECT destination, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
+        " GROUP BY destination"
+    )
+    return {dest: QueueDepth(int(n), float(oldest)) for dest, n, oldest in cursor}
+
+
+def purge(conn: sqlite3.Connection, now: float, retention_secs: float) -> tuple[int, int]:
+    """Delete finished rows queued before ``now - retention_secs`` and expired silences.
+
+    Returns:
+        ``(outbox rows deleted, silences deleted)``.
+    """
+    with transaction(conn):
+        rows = conn.execute(
+            "DELETE FROM outbox WHERE state IN ('sent', 'dead', 'suppressed') AND created_at < ?",
+            (now - retention_secs,),
+        ).rowcount
+        silences = conn.execute("DELETE FROM silences WHERE until <= ?", (now,)).rowcount
+    return rows, silences

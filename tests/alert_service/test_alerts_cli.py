@@ -39,6 +39,7 @@ def write_config(tmp_path: Path, url: str, log: Path, start_at: str = "end") -> 
     path.write_text(
         f"""
 log_level: debug
+state_dir: {tmp_path / "state"}
 sources:
   - path: {log}
     start_at: {start_at}

@@ -15,7 +15,13 @@ from jsonschema import Draft202012Validator
 from alert_service.config import Config, base_schema, build_config, config_schema, load_config
 from alert_service.errors import ConfigError
 from alert_service.match import AddressSpec, Alert, TextPatternSpec
-from alert_service.notify import Notifier, NotifierRegistry, RetryPolicy, WebhookNotifier
+from alert_service.notify import (
+    DEFAULT_REGISTRY,
+    Notifier,
+    NotifierRegistry,
+    RetryPolicy,
+    WebhookNotifier,
+)
 from alert_service.secret import Secret
 
 MINIMAL = """
@@ -138,7 +144,7 @@ extra_top_level: true
         "$.notifiers[0].timeout_secs: '10' is not of type 'number'",
         "$.notifiers[0].url: 'ftp://example.com' does not match '^https?://[^\\\\s]+$'",
         "$.notifiers[1].name: duplicate name 'local' (also notifiers[0])",
-        "$.notifiers[1].type: 'carrier-pigeon' is not one of ['webhook']",
+        f"$.notifiers[1].type: 'carrier-pigeon' is not one of {list(DEFAULT_REGISTRY.types())}",
         "$.rules[0].actions[1]: 'moved' is not one of ['added', 'removed', 'snapshot']",
         "$.rules[0].notify[1]: no notifier named 'nobody'",
         "$.rules[0].process.name.regex[0]: invalid regex '(unclosed': "

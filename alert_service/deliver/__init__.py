@@ -1,0 +1,41 @@
+"""Durable delivery: worker threads that drain the SQLite outbox, one per destination.
+
+Public API:
+
+* :func:`build_delivery_service` / :class:`DeliveryService` — start/stop the workers,
+  queue depths and ``/health`` data;
+* :class:`DestinationWorker` — one destination's loop (rate limit, digest, dedup,
+  retries with capped exponential backoff and full jitter, dead letters);
+* :class:`DestinationSettings` — per-destination rate limit and digest options;
+* :class:`TokenBucket` — the rate limiter;
+* :func:`silence_key`, :func:`connection_key` — what counts as a repeat;
+* :class:`SystemClock`, :class:`ScaledClock` — real and compressed time.
+
+The pipeline only inserts rows (:func:`alert_service.state.outbox.enqueue_alerts`) in
+the transaction that advances its checkpoint; see docs/alert-service.md "Delivery".
+"""
+
+from __future__ import annotations
+
+from alert_service.deliver.bucket import TokenBucket
+from alert_service.deliver.clock import Clock, ScaledClock, SystemClock
+from alert_service.deliver.dedup import CONNECTION_KEY_COLUMNS, connection_key, silence_key
+from alert_service.deliver.service import DeliveryService, build_delivery_service
+from alert_service.deliver.settings import COMMON_NOTIFIER_OPTIONS, DestinationSettings
+from alert_service.deliver.worker import DestinationWorker, WorkerHealth
+
+__all__ = [
+    "COMMON_NOTIFIER_OPTIONS",
+    "CONNECTION_KEY_COLUMNS",
+    "Clock",
+    "DeliveryService",
+    "DestinationSettings",
+    "DestinationWorker",
+    "ScaledClock",
+    "SystemClock",
+    "TokenBucket",
+    "WorkerHealth",
+    "build_delivery_service",
+    "connection_key",
+    "silence_key",
+]

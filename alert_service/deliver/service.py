@@ -1,0 +1,244 @@
+"""The delivery service: one worker per destination, plus outbox upkeep.
+
+:class:`DeliveryService` starts a :class:`~alert_service.deliver.worker.DestinationWorker`
+thread per configured notifier and a housekeeping thread that deletes finished outbox
+rows after ``retention_secs`` and expired silences. It also answers the queue probe of
+the metrics (pending rows and oldest age per destination) and ``/health``.
+
+The pipeline never waits for it: it only inserts rows (``enqueue_alerts``) in its own
+transaction; the workers find them by polling every ``poll_interval_secs``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from alert_service.config import Config
+from alert_service.deliver.clock import Clock, SystemClock
+from alert_service.deliver.settings import DestinationSettings
+from alert_service.deliver.worker import DestinationWorker
+from alert_service.logs import log_event
+from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
+from alert_service.notify.base import Notifier
+from alert_service.notify.retry import RetryPolicy
+from alert_service.ops.metrics import ServiceMetrics
+from alert_service.parse.names import DEFAULT_KNOWN_PACKS
+from alert_service.state.db import open_state
+from alert_service.state.outbox import QueueDepth, purge, queue_depths
+from alert_service.stats import Stats
+
+__all__ = ["HOUSEKEEPING_INTERVAL_SECS", "DeliveryService", "build_delivery_service"]
+
+_log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL_SECS = 300.0
+"""Clock seconds between two purges of finished rows and expired silences."""
+
+
+class DeliveryService:
+    """Deliver the outbox of one state database to its destinations.
+
+    Args:
+        db_path: the state database (``open_state`` path).
+        notifiers: notifier name → notifier; one worker each.
+        settings: notifier name → rate limit / digest settings (defaults when absent).
+        policy: the ``delivery`` section.
+        metrics: metrics to update (a new :class:`ServiceMetrics` when None).
+        stats: counters shared with the pipeline (a new :class:`Stats` when None).
+        stats_lock: lock guarding ``stats`` against the worker threads.
+        clock: time and sleeps (default the wall clock).
+        rng: jitter source.
+        rule_windows: rule name → its own ``dedup_window_secs``.
+        known_packs: pack names, to rebuild alerts from stored payloads.
+    """
+
+    def __init__(
+        self,
+        db_path: str,
+        notifiers: Mapping[str, Notifier],
+        settings: Mapping[str, DestinationSettings],
+        policy: RetryPolicy,
+        *,
+        metrics: ServiceMetrics | None = None,
+        stats: Stats | None = None,
+        stats_lock: threading.Lock | None = None,
+        clock: Clock | None = None,
+        rng: Callable[[], float] = random.random,
+        rule_windows: Mapping[str, float] | None = None,
+        known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS,
+    ) -> None:
+        self.db_path = db_path
+        self.policy = policy
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.stats = stats if stats is not None else Stats()
+        self.stats_lock = stats_lock if stats_lock is not None else threading.Lock()
+        self.metrics = (
+            metrics if metrics is not None else ServiceMetrics(self.stats, self.stats_lock)
+        )
+        self.workers = {
+            name: DestinationWorker(
+                notifier,
+                db_path,
+                policy,
+                settings.get(name, DestinationSettings()),
+                metrics=self.metrics,
+                stats=self.stats,
+                stats_lock=self.stats_lock,
+                clock=self.clock,
+                rng=rng,
+                rule_windows=rule_windows,
+                known_packs=known_packs,
+            )
+            for name, notifier in notifiers.items()
+        }
+        self._probe_conn: sqlite3.Connection | None = None
+        self._probe_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self.metrics.watch_queue(self.queue_depths, self.workers, self.clock.time)
+
+    def start(self) -> None:
+        """Start every worker and the housekeeping thread; warn about orphaned rows."""
+        orphans = {d: q.pending for d, q in self.queue_depths().items() if d not in self.workers}
+        for destination, pending in sorted(orphans.items()):
+            log_event(
+                _log,
+                logging.WARNING,
+                "outbox_unknown_destination",
+                notifier=destination,
+                pending=pending,
+                reason="no notifier of that name is configured; its rows stay pending",
+            )
+        for worker in self.workers.values():
+            worker.start()
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name="deliver-housekeeping", daemon=True
+        )
+        self._housekeeper.start()
+
+    def stop(self, timeout_secs: float = 10.0) -> bool:
+        """Stop the threads (a request in flight finishes first); return True when all ended.
+
+        Args:
+            timeout_secs: how long to wait for each thread, real seconds.
+        """
+        self._stop.set()
+        for worker in self.workers.values():
+            worker.stop()
+        ended = all(worker.join(timeout_secs) for worker in self.workers.values())
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout_secs)
+        with self._probe_lock:
+            if self._probe_conn is not None:
+                self._probe_conn.close()
+                self._probe_conn = None
+        return ended
+
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        """Pending rows and oldest ``created_at`` per destination (own connection)."""
+        with self._probe_lock:
+            if self._probe_conn is None:
+                self._probe_conn = open_state(self.db_path)
+            return queue_depths(self._probe_conn)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Return ``(healthy, document)`` for ``/health``.
+
+        Healthy means every worker thread runs. The document lists, per destination,
+        ``alive``, ``pending``, ``oldest_pending_age_seconds``, ``consecutive_failures``,
+        ``paused_until``, ``last_success_at`` and ``last_error``; ``status`` is ``ok``,
+        ``degraded`` (a destination is failing) or ``failing`` (a worker is dead).
+        """
+        try:
+            depths = self.queue_depths()
+        except sqlite3.Error as err:
+            return False, {"status": "failing", "reason": f"state database: {err}"}
+        now = self.clock.time()
+        destinations: dict[str, Any] = {}
+        for name, worker in sorted(self.workers.items()):
+            h = worker.health()
+            depth = depths.get(name, QueueDepth(0, None))
+            destinations[name] = {
+                "alive": h.alive,
+                "pending": depth.pending,
+                "oldest_pending_age_seconds": (
+                    0.0
+                    if depth.oldest_created_at is None
+                    else round(max(0.0, now - depth.oldest_created_at), 3)
+                ),
+                "consecutive_failures": h.consecutive_failures,
+                "paused_until": h.paused_until,
+                "last_success_at": h.last_success_at,
+                "last_error": h.last_error,
+            }
+        alive = all(d["alive"] for d in destinations.values())
+        failing = any(d["consecutive_failures"] for d in destinations.values())
+        status = "failing" if not alive else "degraded" if failing else "ok"
+        return alive, {"status": status, "destinations": destinations}
+
+    def _housekeeping(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if conn is None:
+                        conn = open_state(self.db_path)
+                    rows, silences = purge(conn, self.clock.time(), self.policy.retention_secs)
+                    if rows or silences:
+                        log_event(
+                            _log,
+                            logging.INFO,
+                            "outbox_purged",
+                            rows=rows,
+                            silences=silences,
+                        )
+                except sqlite3.Error as err:
+                    log_event(_log, logging.ERROR, "outbox_purge_failed", reason=str(err))
+                self.clock.wait(self._stop, HOUSEKEEPING_INTERVAL_SECS)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def build_delivery_service(
+    config: Config,
+    db_path: str,
+    *,
+    registry: NotifierRegistry = DEFAULT_REGISTRY,
+    notifiers: Mapping[str, Notifier] | None = None,
+    **kwargs: Any,
+) -> DeliveryService:
+    """Create the :class:`DeliveryService` of a validated configuration.
+
+    Args:
+        config: the configuration (notifiers, ``delivery``, rules' windows, packs).
+        db_path: the state database.
+        registry: notifier types.
+        notifiers: already built notifiers by name (built from ``config`` when None).
+        **kwargs: passed to :class:`DeliveryService` (``metrics``, ``stats``,
+            ``stats_lock``, ``clock``, ``rng``).
+    """
+    built = (
+        dict(notifiers)
+        if notifiers is not None
+        else {n.name: registry.create(n.name, n.type, n.options) for n in config.notifiers}
+    )
+    settings = {
+        n.name: DestinationSettings.for_notifier(registry.get(n.type), n.options)
+        for n in config.notifiers
+    }
+    windows = {r.name: r.dedup_window_secs for r in config.rules if r.dedup_window_secs is not None}
+    return DeliveryService(
+        db_path,
+        built,
+        settings,
+        config.delivery,
+        rule_windows=windows,
+        known_packs=config.known_packs,
+        **kwargs,
+    )

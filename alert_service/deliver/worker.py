@@ -1,0 +1,500 @@
+"""One delivery worker: a thread that drains one destination's outbox rows.
+
+Each destination has its own worker thread and its own SQLite connection, so a slow
+or dead endpoint never delays another destination nor the log reading
+(alerting-delivery-and-tailing.md §2.7). A worker loops:
+
+1. wait while the destination is paused (after a failure, until its backoff or the
+   server's ``Retry-After`` ends);
+2. when more than ``digest_threshold`` rows are due, fold up to ``digest_max_alerts``
+   of them into one digest; otherwise take the row due first;
+3. drop rows whose dedup key is silenced (state ``suppressed``);
+4. wait for a rate-limit token, render, send;
+5. record the outcome:
+
+   * 2xx → ``sent`` and, in the same transaction, the silence of its dedup key
+     (:mod:`alert_service.deliver.dedup`) — a failed send silences nothing;
+   * retryable (timeouts, connection errors, 408/425/429/5xx) → ``attempts + 1``,
+     ``next_attempt_at = now + backoff`` (capped exponential with full jitter on the
+     row's attempts, at least ``Retry-After`` up to ``max_retry_after_secs``), and the
+     destination pauses for a backoff on its consecutive failures — one probe per
+     pause while an endpoint is down, not one per row;
+   * anything else (other 4xx, 410 Gone, a Slack 200 without ``ok``, an unreadable row,
+     ``max_attempts`` reached or older than ``max_age_secs``) → ``dead``, logged as
+     ``notify_dead_lettered`` and counted.
+
+A row is marked only after the request returns, so a row being sent when the process
+is killed is still ``pending`` and is sent again after a restart (at least once);
+the stable ``webhook-id`` / ``dedup_key`` lets receivers drop the repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from alert_service.deliver.bucket import TokenBucket
+from alert_service.deliver.clock import Clock, SystemClock
+from alert_service.deliver.dedup import silence_key
+from alert_service.deliver.settings import DestinationSettings
+from alert_service.errors import NotifyError
+from alert_service.logs import log_event
+from alert_service.match.alert import Alert
+from alert_service.notify.base import Notifier
+from alert_service.notify.retry import RetryPolicy, backoff_secs
+from alert_service.ops.metrics import ServiceMetrics
+from alert_service.parse.names import DEFAULT_KNOWN_PACKS
+from alert_service.state.db import open_state
+from alert_service.state.outbox import (
+    OutboxRow,
+    active_silences,
+    count_due,
+    due_rows,
+    mark_dead,
+    mark_retry,
+    mark_sent,
+    mark_suppressed,
+    next_due_at,
+)
+from alert_service.stats import Stats
+
+__all__ = ["DestinationWorker", "WorkerHealth"]
+
+_log = logging.getLogger(__name__)
+_ERROR_PAUSE_SECS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    """A snapshot of one worker for ``/health``.
+
+    Attributes:
+        destination: notifier name.
+        alive: the thread is running.
+        consecutive_failures: failed attempts since the last success.
+        paused_until: Unix seconds until which the destination waits, or None.
+        last_error: the last failure's message (no secrets), or ``""``.
+        last_success_at: Unix seconds of the last delivery, or None.
+    """
+
+    destination: str
+    alive: bool
+    consecutive_failures: int
+    paused_until: float | None
+    last_error: str
+    last_success_at: float | None
+
+
+@dataclass(slots=True)
+class _Item:
+    """A due row with its parsed payload and dedup key."""
+
+    row: OutboxRow
+    payload: dict[str, Any]
+    key: str
+    window_secs: float
+
+
+class DestinationWorker:
+    """Deliver one destination's outbox rows in a thread.
+
+    Args:
+        notifier: the destination.
+        db_path: the state database; the worker opens its own connection.
+        policy: retries, backoff, dedup window, poll interval.
+        settings: rate limit and digest of this destination.
+        metrics: counters to update.
+        stats: pipeline counters (``sent``, ``failed``, ``retries``, ``suppressed``,
+            ``digests``), updated under ``stats_lock``.
+        stats_lock: lock shared by every worker for ``stats``.
+        clock: time and sleeps (:class:`~alert_service.deliver.clock.ScaledClock` in tests).
+        rng: uniform [0, 1) source for jitter.
+        rule_windows: rule name → its own ``dedup_window_secs``.
+        known_packs: pack names to split logged query names when rebuilding alerts.
+        batch_rows: rows read per query when not folding a digest.
+    """
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        db_path: str,
+        policy: RetryPolicy,
+        settings: DestinationSettings,
+        *,
+        metrics: ServiceMetrics | None = None,
+        stats: Stats | None = None,
+        stats_lock: threading.Lock | None = None,
+        clock: Clock | None = None,
+        rng: Callable[[], float] = random.random,
+        rule_windows: Mapping[str, float] | None = None,
+        known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS,
+        batch_rows: int = 20,
+    ) -> None:
+        self.notifier = notifier
+        self.name = notifier.name
+        self.db_path = db_path
+        self.policy = policy
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else ServiceMetrics()
+        self.stats = stats if stats is not None else Stats()
+        self.stats_lock = stats_lock if stats_lock is not None else threading.Lock()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.rng = rng
+        self.rule_windows = dict(rule_windows or {})
+        self.known_packs = frozenset(known_packs)
+        self.batch_rows = max(1, batch_rows)
+        self.bucket = (
+            TokenBucket(settings.rate_limit_per_minute, settings.rate_limit_burst, self.clock.time)
+            if settings.rate_limit_per_minute
+            else None
+        )
+        self.stop_event = threading.Event()
+        self.consecutive_failures = 0
+        self.paused_until: float | None = None
+        self.last_error = ""
+        self.last_success_at: float | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- thread control ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread (daemon: a stuck request never blocks interpreter exit)."""
+        self._thread = threading.Thread(target=self.run, name=f"deliver-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to stop after the current request."""
+        self.stop_event.set()
+
+    def join(self, timeout_secs: float | None = None) -> bool:
+        """Wait for the thread; return True when it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout_secs)
+        return not self._thread.is_alive()
+
+    def health(self) -> WorkerHealth:
+        """Return a snapshot for ``/health``."""
+        return WorkerHealth(
+            destination=self.name,
+            alive=self._thread is not None and self._thread.is_alive(),
+            consecutive_failures=self.consecutive_failures,
+            paused_until=self.paused_until,
+            last_error=self.last_error,
+            last_success_at=self.last_success_at,
+        )
+
+    def run(self) -> None:
+        """The thread body: open a connection, then :meth:`step` until stopped.
+
+        An unexpected error (e.g. the database is locked for too long) is logged and
+        the loop goes on after a pause; the worker never dies silently.
+        """
+        conn: sqlite3.Connection | None = None
+        log_event(_log, logging.INFO, "delivery_worker_started", notifier=self.name)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    if conn is None:
+                        conn = open_state(self.db_path)
+                    pause = self.step(conn)
+                except Exception as err:  # keep delivering whatever went wrong
+                    log_event(
+                        _log,
+                        logging.ERROR,
+                        "delivery_worker_error",
+                        notifier=self.name,
+                        reason=f"{type(err).__name__}: {err}",
+                    )
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+                    pause = _ERROR_PAUSE_SECS
+                if pause > 0:
+                    self.clock.wait(self.stop_event, pause)
+        finally:
+            if conn is not None:
+                conn.close()
+            log_event(_log, logging.INFO, "delivery_worker_stopped", notifier=self.name)
+
+    # -- one step ---------------------------------------------------------------
+
+    def step(self, conn: sqlite3.Connection) -> float:
+        """Deliver what is due now (one digest or up to ``batch_rows`` rows).
+
+        Returns:
+            Clock seconds to wait before the next step (0 to go on at once).
+        """
+        now = self.clock.time()
+        if self.paused_until is not None:
+            if now < self.paused_until:
+                return self.paused_until - now
+            self.paused_until = None
+        threshold = self.settings.digest_threshold
+        if threshold > 0 and count_due(conn, self.name, now) > threshold:
+            rows = due_rows(conn, self.name, now, self.settings.digest_max_alerts)
+            self._deliver_digest(conn, rows)
+            return 0.0
+        rows = due_rows(conn, self.name, now, self.batch_rows)
+        if not rows:
+            nxt = next_due_at(conn, self.name)
+            poll = self.policy.poll_interval_secs
+            return poll if nxt is None else min(poll, max(0.0, nxt - now))
+        for row in rows:
+            if self.stop_event.is_set() or self.paused_until is not None:
+                break
+            self._deliver_one(conn, row)
+        return 0.0
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _window(self, rule: str) -> float:
+        return self.rule_windows.get(rule, self.policy.dedup_window_secs)
+
+    def _prepare(self, conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> list[_Item]:
+        """Parse rows; dead-letter unreadable ones, suppress silenced ones."""
+        items: list[_Item] = []
+        unreadable: list[OutboxRow] = []
+        for row in rows:
+            try:
+                payload = json.loads(row.payload)
+                if not isinstance(payload, dict):
+                    raise ValueError("not an object")
+            except ValueError as err:
+                unreadable.append(row)
+                log_event(
+                    _log,
+                    logging.ERROR,
+                    "notify_dead_lettered",
+                    notifier=self.name,
+                    alert_id=row.alert_id,
+                    rule=row.rule,
+                    reason=f"unreadable payload: {err}",
+                )
+                continue
+            items.append(
+                _Item(row, payload, silence_key(self.name, payload), self._window(row.rule))
+            )
+        if unreadable:
+            mark_dead(conn, unreadable, "unreadable payload", attempted=False)
+            self._count_dead(len(unreadable))
+        windowed = [item for item in items if item.window_secs > 0]
+        silenced = active_silences(conn, (i.key for i in windowed), self.clock.time())
+        keep: list[_Item] = []
+        seen: set[str] = set()
+        dropped: list[OutboxRow] = []
+        for item in items:
+            if item.window_secs > 0 and (item.key in silenced or item.key in seen):
+                dropped.append(item.row)
+                continue
+            if item.window_secs > 0:
+                seen.add(item.key)
+            keep.append(item)
+        if dropped:
+            mark_suppressed(conn, dropped, "repeat within the dedup window")
+            self.metrics.suppressed.labels(self.name).inc(len(dropped))
+            with self.stats_lock:
+                self.stats.suppressed += len(dropped)
+            log_event(
+                _log,
+                logging.DEBUG,
+                "notify_suppressed",
+                notifier=self.name,
+                alert_ids=[r.alert_id for r in dropped],
+            )
+        return keep
+
+    def _rate_limit(self) -> bool:
+        """Wait for a token; return False when stopping."""
+        if self.bucket is None:
+            return True
+        while not self.bucket.take():
+            if self.clock.wait(self.stop_event, self.bucket.wait_secs()):
+                return False
+        return True
+
+    def _alert(self, item: _Item) -> Alert:
+        return Alert.from_dict(item.payload, (self.name,), self.known_packs)
+
+    def _send(self, payload: Mapping[str, Any], key: str) -> None:
+        started = time.monotonic()
+        try:
+            self.notifier.send(payload, idempotency_key=key)
+        finally:
+            self.metrics.duration.labels(self.name).observe(time.monotonic() - started)
+
+    def _deliver_one(self, conn: sqlite3.Connection, row: OutboxRow) -> None:
+        items = self._prepare(conn, [row])
+        if not items:
+            return
+        (item,) = items
+        if not self._rate_limit():
+            return
+        try:
+            members = Alert.members_from_dict(item.payload, (self.name,), self.known_packs)
+            if len(members) == 1:
+                self._send(self.notifier.render(members[0]), item.row.alert_id)
+            elif self.notifier.supports_digest():
+                # A baseline digest (one outbox row for a host's new rows).
+                body = self.notifier.render_digest(members)
+                if body is None:
+                    raise NotifyError(
+                        f"{self.name}: no digest format", retryable=False, error_type="internal"
+                    )
+                self._send(body, item.row.alert_id)
+            else:
+                # No digest format: every row goes out on its own, each with its own
+                # idempotency key, so a retry after a partial send repeats nothing new.
+                for member in members:
+                    self._send(self.notifier.render(member), member.id)
+        except NotifyError as err:
+            self._failed(conn, items, err)
+        except Exception as err:  # a bad row or a notifier bug: stop retrying it
+            self._dead(conn, items, f"internal: {type(err).__name__}: {err}")
+        else:
+            self._delivered(conn, items, digest=False)
+
+    def _deliver_digest(self, conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> None:
+        items = self._prepare(conn, rows)
+        if len(items) < 2:
+            for item in items:
+                self._deliver_one(conn, item.row)
+            return
+        if not self._rate_limit():
+            return
+        ids = sorted(f"{i.row.alert_id}/{i.row.rule}" for i in items)
+        digest_id = "digest-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
+        try:
+            body = self.notifier.render_digest([self._alert(i) for i in items])
+            if body is None:
+                raise NotifyError(
+                    f"{self.name}: no digest format", retryable=False, error_type="internal"
+                )
+            self._send(body, digest_id)
+        except NotifyError as err:
+            self._failed(conn, items, err, digest_id=digest_id)
+        except Exception as err:  # a bad row or a notifier bug
+            self._dead(conn, items, f"internal: {type(err).__name__}: {err}")
+        else:
+            self._delivered(conn, items, digest=True, digest_id=digest_id)
+
+    # -- outcomes ---------------------------------------------------------------
+
+    def _delivered(
+        self, conn: sqlite3.Connection, items: Sequence[_Item], *, digest: bool, digest_id: str = ""
+    ) -> None:
+        now = self.clock.time()
+        silences = {i.key: now + i.window_secs for i in items if i.window_secs > 0}
+        mark_sent(conn, [i.row for i in items], now, silences)
+        self.consecutive_failures = 0
+        self.last_success_at = now
+        self.metrics.sent.labels(self.name).inc(len(items))
+        if digest:
+            self.metrics.digests.labels(self.name).inc()
+        with self.stats_lock:
+            self.stats.sent += len(items)
+            if digest:
+                self.stats.digests += 1
+        if digest:
+            log_event(
+                _log,
+                logging.INFO,
+                "notify_digest_sent",
+                notifier=self.name,
+                digest_id=digest_id,
+                alerts=len(items),
+            )
+        else:
+            (item,) = items
+            log_event(
+                _log,
+                logging.INFO,
+                "notify_sent",
+                notifier=self.name,
+                alert_id=item.row.alert_id,
+                rule=item.row.rule,
+                attempts=item.row.attempts + 1,
+            )
+
+    def _count_dead(self, n: int) -> None:
+        self.metrics.dead_lettered.labels(self.name).inc(n)
+        with self.stats_lock:
+            self.stats.failed += n
+
+    def _dead(self, conn: sqlite3.Connection, items: Sequence[_Item], reason: str) -> None:
+        mark_dead(conn, [i.row for i in items], reason)
+        self.last_error = reason
+        self._count_dead(len(items))
+        for item in items:
+            log_event(
+                _log,
+                logging.ERROR,
+                "notify_dead_lettered",
+                notifier=self.name,
+                alert_id=item.row.alert_id,
+                rule=item.row.rule,
+                attempts=item.row.attempts + 1,
+                reason=reason,
+            )
+
+    def _failed(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[_Item],
+        err: NotifyError,
+        *,
+        digest_id: str = "",
+    ) -> None:
+        now = self.clock.time()
+        reason = str(err)
+        self.last_error = reason
+        if not err.retryable:
+            self._dead(conn, items, reason)
+            return
+        policy = self.policy
+        give_up = [
+            i
+            for i in items
+            if (policy.max_attempts and i.row.attempts + 1 >= policy.max_attempts)
+            or now - i.row.created_at >= policy.max_age_secs
+        ]
+        if give_up:
+            self._dead(conn, give_up, f"gave up: {reason}")
+        retry = [i for i in items if i not in give_up]
+        server_wait = (
+            min(err.retry_after_secs, policy.max_retry_after_secs)
+            if err.retry_after_secs is not None
+            else 0.0
+        )
+        pause = max(backoff_secs(policy, self.consecutive_failures, rng=self.rng), server_wait)
+        self.consecutive_failures += 1
+        self.paused_until = now + pause
+        if not retry:
+            return
+        attempts = max(i.row.attempts for i in retry)
+        row_wait = max(backoff_secs(policy, attempts, rng=self.rng), server_wait)
+        mark_retry(conn, [i.row for i in retry], now + row_wait, reason)
+        self.metrics.retried.labels(self.name).inc(len(retry))
+        with self.stats_lock:
+            self.stats.retries += len(retry)
+        log_event(
+            _log,
+            logging.WARNING,
+            "notify_retrying",
+            notifier=self.name,
+            alert_id=digest_id or retry[0].row.alert_id,
+            alerts=len(retry),
+            attempts=attempts + 1,
+            error_type=err.error_type,
+            reason=reason,
+            delay_secs=round(row_wait, 3),
+            retry_after_secs=err.retry_after_secs,
+        )

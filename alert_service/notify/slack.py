@@ -1,0 +1,211 @@
+"""Slack incoming-webhook notifier: ``text`` plus Block Kit ``blocks``.
+
+Payload (alerting-delivery-and-tailing.md §2.2): ``text`` is the notification
+fallback, ``blocks`` a header section, a fields section, the command line and a
+context line. Every value taken from the event (process name, command line, user,
+host, decorations) is escaped for Slack (``&`` ``<`` ``>``, :func:`slack_escape`), so it
+cannot form links or ``<!channel>`` mentions; long values are cut (Slack limits a
+section text to 3000 characters and a field to 2000).
+
+Success is HTTP 200 with the body ``ok``; any other 200 body is an error that is
+not retried (Alertmanager's practice, notify/slack/slack.go). Slack allows about
+one message per second per webhook, hence the default rate limit of 60/min and a
+digest when more than 10 alerts wait.
+
+Config::
+
+    - name: slack-soc
+      type: slack
+      url: {env: SLACK_WEBHOOK_URL}   # the URL holds a token: env or file only
+      timeout_secs: 10
+      connect_timeout_secs: 5
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Self
+
+from alert_service.errors import NotifyError
+from alert_service.match.alert import Alert
+from alert_service.notify.base import Notifier
+from alert_service.notify.format import facts, slack_escape, summary_line, truncate
+from alert_service.notify.http import HttpTransport, encode_json
+from alert_service.notify.registry import register_notifier
+from alert_service.secret import Secret
+
+__all__ = ["SlackNotifier", "SlackSettings"]
+
+_FIELD_CHARS: Final = 300
+_CMDLINE_CHARS: Final = 1500
+_TEXT_CHARS: Final = 3000
+_DIGEST_LINES: Final = 20
+
+
+def _esc(text: str, limit: int = _FIELD_CHARS) -> str:
+    return slack_escape(truncate(text, limit))
+
+
+def _code(text: str) -> str:
+    """A ``` block; a ``` inside the text gets a zero-width space so it cannot close it."""
+    return "```" + _esc(text, _CMDLINE_CHARS).replace("```", "`\u200b``") + "```"
+
+
+@dataclass(frozen=True, slots=True)
+class SlackSettings:
+    """Options of a Slack notifier.
+
+    Attributes:
+        url: the incoming-webhook URL (a secret).
+        timeout_secs: read timeout, seconds.
+        connect_timeout_secs: connect timeout, seconds.
+    """
+
+    url: Secret
+    timeout_secs: float = 10.0
+    connect_timeout_secs: float = 5.0
+
+
+@register_notifier("slack")
+class SlackNotifier(Notifier):
+    """Post alerts to a Slack incoming webhook.
+
+    Args:
+        name: configured notifier name.
+        settings: validated options.
+        transport: HTTP transport (a new one when None).
+    """
+
+    default_rate_limit_per_minute: ClassVar[float | None] = 60.0
+    default_rate_limit_burst: ClassVar[int] = 1
+    default_digest_threshold: ClassVar[int] = 10
+    config_schema: ClassVar[Mapping[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "url": {"$ref": "#/$defs/secret_ref"},
+            "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+            "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+        },
+        "required": ["url"],
+    }
+
+    def __init__(
+        self, name: str, settings: SlackSettings, transport: HttpTransport | None = None
+    ) -> None:
+        super().__init__(name)
+        self.settings = settings
+        self.transport = transport if transport is not None else HttpTransport(name)
+
+    @classmethod
+    def from_config(cls, name: str, options: Mapping[str, Any]) -> Self:
+        """Build from validated options (see the module docs for the keys)."""
+        return cls(
+            name,
+            SlackSettings(
+                url=options["url"],
+                timeout_secs=float(options.get("timeout_secs", 10.0)),
+                connect_timeout_secs=float(options.get("connect_timeout_secs", 5.0)),
+            ),
+        )
+
+    def render(self, alert: Alert) -> dict[str, Any]:
+        """Return ``{"text": ..., "blocks": [...]}`` for one alert (values escaped)."""
+        f = facts(alert)
+        fields = [
+            ("Host", f.host + (f" ({f.hostname})" if f.hostname and f.hostname != f.host else "")),
+            ("Process", f"{f.process} (pid {f.pid})"),
+            ("User", f.user),
+            ("Remote", f"{f.remote}/{f.protocol}"),
+            ("Local", f.local),
+            ("Direction", f.direction),
+            ("Path", f.path or "<unknown>"),
+            ("Time", f.time),
+        ]
+        blocks: list[dict[str, Any]] = [
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f":rotating_light: *{_esc(f.rule)}*: connection {f.verb} on "
+                    f"*{_esc(f.host)}*",
+                },
+            },
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": f"*{label}*\n{_esc(value)}"}
+                    for label, value in fields
+                ],
+            },
+        ]
+        if f.cmdline:
+            blocks.append(
+                {
+                    "type": "section",
+                    "text": {"type": "mrkdwn", "text": "*Command line*\n" + _code(f.cmdline)},
+                }
+            )
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"alert {f.alert_id} · query {_esc(f.query)}"
+                        + (f" · community_id {_esc(f.community_id)}" if f.community_id else ""),
+                    }
+                ],
+            }
+        )
+        return {"text": _esc(summary_line(f), _TEXT_CHARS), "blocks": blocks}
+
+    def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any]:
+        """Return one message listing up to 20 alerts, counts per rule and the rest's number."""
+        all_facts = [facts(a) for a in alerts]
+        per_rule = Counter(f.rule for f in all_facts)
+        shown = all_facts[:_DIGEST_LINES]
+        lines = "\n".join("• " + _esc(summary_line(f)) for f in shown)
+        more = len(all_facts) - len(shown)
+        rules = ", ".join(f"{_esc(rule)}: {n}" for rule, n in sorted(per_rule.items()))
+        title = f"{len(all_facts)} alerts folded into one digest ({rules})"
+        blocks: list[dict[str, Any]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f":rotating_light: *{title}*"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(lines, _TEXT_CHARS)}},
+        ]
+        if more:
+            blocks.append(
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": f"… and {more} more"}],
+                }
+            )
+        return {"text": title, "blocks": blocks}
+
+    def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
+        """POST ``payload``; a 200 whose body is not ``ok`` is a non-retryable error.
+
+        Raises:
+            NotifyError: see :mod:`alert_service.notify.http`; ``error_type``
+                ``"response_body"`` for a 200 without ``ok``.
+        """
+        del idempotency_key  # Slack has no idempotency header
+        reply = self.transport.post(
+            self.settings.url.reveal(),
+            encode_json(payload),
+            headers={},
+            connect_timeout_secs=self.settings.connect_timeout_secs,
+            read_timeout_secs=self.settings.timeout_secs,
+        )
+        if reply.status == 200 and reply.text.strip() != "ok":
+            detail = "".join(ch if ch.isprintable() else " " for ch in reply.text[:200]).strip()
+            raise NotifyError(
+                f"{self.name}: HTTP 200 without 'ok': {detail or '(empty body)'}",
+                retryable=False,
+                error_type="response_body",
+            )
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.transport.close()
