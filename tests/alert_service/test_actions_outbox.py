@@ -1,0 +1,199 @@
+"""Response actions go through the durable outbox like any notifier.
+
+A ``command`` action and a ``fleet_script`` action are configured as notifiers, alerts
+are queued in a real state database, and the delivery service's workers run them:
+the type's conservative default rate limit paces them, the dedup window keeps one
+action per connection, and a Fleet 503 is retried until Fleet accepts. Time is
+compressed with the delivery service's ``ScaledClock``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from alert_service.config import build_config
+from alert_service.deliver.clock import ScaledClock
+from alert_service.deliver.service import build_delivery_service
+from alert_service.match import Alert, alert_id
+from alert_service.notify import CommandNotifier, FleetScriptNotifier
+from alert_service.parse import Event
+from alert_service.state.db import open_state
+from alert_service.state.outbox import enqueue_alerts, transaction
+
+FACTOR = 20.0
+RECORDER = """\
+import json, os, sys, time
+with open(os.environ["RECORD"], "a", encoding="utf-8") as fh:
+    fh.write(json.dumps({"argv": sys.argv[1:], "t": time.time()}) + "\\n")
+"""
+
+
+def make_alert(pid: int, counter: int, notify: tuple[str, ...]) -> Alert:
+    event = Event(
+        name="pack_tracked_connections_tracked_connections",
+        pack="tracked_connections",
+        query="tracked_connections",
+        host_identifier="web-01",
+        calendar_time="",
+        unix_time=1756796709 + counter,
+        epoch=0,
+        counter=counter,
+        action="added",
+        columns=MappingProxyType(
+            {
+                "pid": pid,
+                "protocol": 6,
+                "local_address": "10.0.0.5",
+                "local_port": 40000 + counter,
+                "remote_address": "198.51.100.7",
+                "remote_port": 4444,
+                "name": "nc",
+            }
+        ),
+        decorations=MappingProxyType({"host_uuid": "uuid-web-01"}),
+    )
+    return Alert(alert_id(event), "reverse-shell", notify, event)
+
+
+@pytest.fixture
+def fleet() -> Iterator[dict[str, Any]]:
+    """A minimal Fleet: host lookup, and script runs answered 503 once, then 202."""
+    state: dict[str, Any] = {"runs": [], "answers": [503]}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            assert self.headers["Authorization"] == "Bearer tok"
+            assert self.path == "/api/v1/fleet/hosts/identifier/uuid-web-01?exclude_software=true"
+            self._reply(200, {"host": {"id": 33}})
+
+        def do_POST(self) -> None:
+            assert self.path == "/api/v1/fleet/scripts/run"
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            with lock:
+                state["runs"].append(body)
+                status = state["answers"].pop(0) if state["answers"] else 202
+            self._reply(status, {"host_id": 33, "execution_id": "e1"} if status == 202 else {})
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def outbox_states(db: Path) -> dict[tuple[str, str], str]:
+    conn = sqlite3.connect(db)
+    try:
+        rows = conn.execute("SELECT alert_id, destination, state FROM outbox").fetchall()
+    finally:
+        conn.close()
+    return {(a, d): s for a, d, s in rows}
+
+
+def wait_until(predicate: Any, timeout_secs: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_secs
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def test_actions_are_paced_deduplicated_and_retried_by_the_outbox(
+    tmp_path: Path, fleet: dict[str, Any]
+) -> None:
+    recorder = tmp_path / "recorder.py"
+    recorder.write_text(RECORDER, encoding="utf-8")
+    record = tmp_path / "record.jsonl"
+    token = tmp_path / "token"
+    token.write_text("tok\n", encoding="utf-8")
+    doc = {
+        "sources": [{"path": str(tmp_path / "results.log")}],
+        "notifiers": [
+            {
+                "name": "isolate",
+                "type": "command",
+                "command": [sys.executable, str(recorder), "--pid", "{pid}"],
+                "env": {"RECORD": str(record)},
+            },
+            {
+                "name": "fleet-kill",
+                "type": "fleet_script",
+                "url": fleet["url"],
+                "api_token": {"file": str(token)},
+                "script_id": 42,
+            },
+        ],
+        "delivery": {"initial_backoff_secs": 1, "max_backoff_secs": 2},
+        "rules": [{"name": "reverse-shell", "notify": ["isolate", "fleet-kill"]}],
+    }
+    config = build_config(doc, environ={})
+    assert CommandNotifier.default_rate_limit_per_minute == 30.0
+    assert FleetScriptNotifier.default_rate_limit_per_minute == 6.0
+
+    db = tmp_path / "state" / "state.sqlite3"
+    conn = open_state(db)
+    # Three connections (pids 101-103) to the isolate action; the same connection again
+    # (pid 101, a later counter) must be held back by the dedup window.
+    isolate = [
+        make_alert(pid, counter, ("isolate",)) for counter, pid in enumerate((101, 102, 103))
+    ]
+    again = make_alert(101, 9, ("isolate",))
+    kill = make_alert(200, 20, ("fleet-kill",))
+    with transaction(conn):
+        enqueue_alerts(conn, [*isolate, kill], time.time())
+    conn.close()
+
+    clock = ScaledClock(FACTOR)
+    service = build_delivery_service(config, str(db), clock=clock)
+    service.start()
+    try:
+        assert wait_until(lambda: record.exists() and len(record.read_text().splitlines()) == 3)
+        conn = open_state(db)
+        with transaction(conn):
+            enqueue_alerts(conn, [again], time.time())
+        conn.close()
+        assert wait_until(lambda: outbox_states(db).get((again.id, "isolate")) == "suppressed")
+        assert wait_until(lambda: outbox_states(db).get((kill.id, "fleet-kill")) == "sent")
+    finally:
+        assert service.stop(10)
+
+    runs = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sorted(r["argv"][1] for r in runs) == ["101", "102", "103"]
+    # 30 per minute, burst 1: at least 2 clock seconds between runs.
+    times = sorted(r["t"] for r in runs)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= 0.9 * 2.0 / FACTOR for gap in gaps), gaps
+    assert fleet["runs"] == [{"host_id": 33, "script_id": 42}] * 2
+    states = outbox_states(db)
+    assert {states[(a.id, "isolate")] for a in isolate} == {"sent"}
