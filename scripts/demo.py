@@ -86,6 +86,7 @@ def write_alert_config(state: Path, receiver_url: str, results_log: Path) -> Pat
         source["path"] = str(results_log)
     for notifier in config["notifiers"]:
         notifier["url"] = receiver_url
+    config["state_dir"] = str(state / "alerts-state")
     path = state / "alerts.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -132,6 +133,9 @@ def main() -> int:
     parser.add_argument("--c2-port", type=int, default=4444, help="demo listener port (4444)")
     parser.add_argument(
         "--standin", action="store_true", help="use the stand-in even if osqueryd is on PATH"
+    )
+    parser.add_argument(
+        "--keep-state", action="store_true", help="keep the logs and state directory on exit"
     )
     args = parser.parse_args()
 
@@ -194,6 +198,10 @@ def main() -> int:
                 child.kill()
         c2.close()
         receiver.shutdown()
+        if args.keep_state:
+            say(f"kept {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
