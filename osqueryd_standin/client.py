@@ -10,6 +10,7 @@ The bindings are the generated ones shipped in the ``osquery`` package.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,10 @@ __all__ = [
     "ping_extension",
     "shutdown_extension",
 ]
+
+# thrift logs every refused connect at ERROR; the stand-in reports failures itself
+# (the first health check polls for the socket file, which is expected to fail).
+logging.getLogger("thrift.transport.TSocket").setLevel(logging.CRITICAL)
 
 DEFAULT_THRIFT_TIMEOUT_SECS = 300.0
 """osqueryd's ``--thrift_timeout`` default, in seconds."""
