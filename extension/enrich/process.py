@@ -8,6 +8,10 @@ connection was first observed still gets its name, path, cmdline and user.
 
 Entries are keyed by (pid, process start time): a pid that the OS reuses is
 read again, so a new owner never lends its identity to an older connection.
+A process can also exec another program under the same pid and start time,
+so :meth:`ProcessTracker.lookup`, which runs once per new connection, reads
+the process afresh at most once per sample instead of trusting the cache: a
+program that starts harmless and execs ``nc`` is reported as ``nc``.
 A process that vanishes mid-read or denies access is an expected outcome: its
 fields stay unknown (None) and :attr:`ProcessTracker.skipped` counts why.
 """
@@ -92,6 +96,8 @@ class ProcessTracker:
         self._live: dict[int, tuple[float, ProcessInfo]] = {}
         # pid -> (exit noticed at, details), oldest first.
         self._exited: OrderedDict[int, tuple[float, ProcessInfo]] = OrderedDict()
+        # pids read since the last refresh(): their cached details are current.
+        self._fresh: set[int] = set()
         self.skipped: Counter[str] = Counter()
 
     @property
@@ -121,12 +127,17 @@ class ProcessTracker:
                 _, info = self._live.pop(pid)
                 self._remember_exited(pid, info, now)
             new = [pid for pid in pids if pid not in self._live]
+            self._fresh.clear()
         for pid in new:
             self._read_live(pid)
         self._expire()
 
     def lookup(self, pid: int | None) -> ProcessInfo:
         """Details of the process that holds ``pid`` now, or held it last.
+
+        A running process is read afresh unless it was already read since the
+        last :meth:`refresh` (it may have exec'd another program); an exited
+        one comes from memory.
 
         Returns:
             ProcessInfo; every field None when nothing is known.
@@ -147,10 +158,13 @@ class ProcessTracker:
             return _UNKNOWN
         with self._lock:
             live = self._live.get(pid)
-        if live is not None and live[0] == started:
+            fresh = pid in self._fresh
+        if fresh and live is not None and live[0] == started:
             return live[1]
         info = self._read_live(pid)
-        return info if info is not None else _UNKNOWN
+        if info is None:
+            return live[1] if live is not None and live[0] == started else _UNKNOWN
+        return info
 
     def _read_live(self, pid: int) -> ProcessInfo | None:
         try:
@@ -166,6 +180,7 @@ class ProcessTracker:
                 # The pid was reused: the old holder has exited.
                 self._remember_exited(pid, previous[1], self._clock())
             self._live[pid] = (started, info)
+            self._fresh.add(pid)
         return info
 
     def _remember_exited(self, pid: int, info: ProcessInfo, now: float) -> None:

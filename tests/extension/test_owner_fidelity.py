@@ -121,3 +121,32 @@ def test_shared_listener_has_one_row_owned_by_the_parent() -> None:
         child.stdin.close()
         child.wait(timeout=10)
         server.close()
+
+
+def test_a_process_that_execs_before_connecting_is_reported_as_the_new_program(
+    listener: socket.socket,
+) -> None:
+    port = listener.getsockname()[1]
+    connect = (
+        "import socket, sys; s = socket.create_connection(('127.0.0.1', int(sys.argv[1])));"
+        " print(s.getsockname()[1], flush=True); sys.stdin.read()"
+    )
+    # A harmless-looking shell, seen by a sample, then exec'ing into the program
+    # that connects: same pid, same start time.
+    script = f'read go; exec -a ncat {sys.executable} -c "{connect}" {port}'
+    child = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    sampler = Sampler(select_collector())
+    try:
+        sampler.sample_once()
+        assert sampler.stats().processes_cached > 0
+        child.stdin.write(b"go\n")
+        child.stdin.flush()
+        local_port = int(child.stdout.readline())
+        row = _outbound_from(_rows(sampler), local_port, port)
+    finally:
+        finish(child)
+    assert row["pid"] == str(child.pid)
+    assert row["path"] == psutil.Process().exe()
+    assert row["cmdline"].startswith("ncat -c ")
+    assert "bash" not in row["name"]
