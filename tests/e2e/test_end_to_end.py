@@ -19,6 +19,7 @@ from tests.helpers.receiver import webhook_receiver
 
 def _alert_config(workdir: Path, results_log: Path, url: str, port: int) -> Path:
     config = {
+        "state_dir": str(workdir / "state"),
         "sources": [{"path": str(results_log), "start_at": "beginning"}],
         "notifiers": [{"name": "hook", "type": "webhook", "url": url, "timeout_secs": 5}],
         "rules": [
@@ -78,5 +79,5 @@ def test_a_connection_fires_one_webhook() -> None:
     assert connection["pid"] == os.getpid()
     assert connection["name"] == psutil.Process().name()
     assert connection["direction"] == "outbound"
-    # Reported, not asserted: benchmarks/e2e_latency.py measures it.
+    # Reported, not asserted: benchmarks/e2e_latency.py measures it over many connections.
     print(f"connect -> webhook latency: {latency:.2f} s")
