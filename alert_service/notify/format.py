@@ -142,9 +142,16 @@ def facts(alert: Alert) -> AlertFacts:
 
 
 def summary_line(f: AlertFacts) -> str:
-    """One line: ``[rule] host: process (pid N) opened tcp connection to remote``."""
+    """One line: ``[rule] host: process (pid N, user) opened tcp connection to remote``.
+
+    A listener reads ``... started listening on tcp 0.0.0.0:22`` (``stopped`` when
+    removed), since it has no remote end.
+    """
+    who = f"[{f.rule}] {f.host}: {f.process} (pid {f.pid}, {f.user})"
+    if f.direction == "listening":
+        verb = {"added": "started listening", "removed": "stopped listening"}.get(
+            f.action, f"{f.verb} listening"
+        )
+        return f"{who} {verb} on {f.protocol} {f.local}"
     arrow = "from" if f.direction == "inbound" else "to"
-    return (
-        f"[{f.rule}] {f.host}: {f.process} (pid {f.pid}, {f.user}) {f.verb} "
-        f"{f.protocol} connection {arrow} {f.remote}"
-    )
+    return f"{who} {f.verb} {f.protocol} connection {arrow} {f.remote}"
