@@ -21,19 +21,37 @@ __all__ = ["build_parser", "main"]
 DEFAULT_SOCKET = "/var/osquery/osquery.em"
 
 
+def _seconds(text: str) -> float:
+    """argparse type: a number of seconds, zero or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; osqueryd's flags first, then our own."""
     parser = argparse.ArgumentParser(
         prog="tracked-connections-extension",
         description="osquery extension serving the tracked_connections table.",
     )
-    parser.add_argument("--socket", default=DEFAULT_SOCKET, help="osqueryd extension socket")
     parser.add_argument(
-        "--timeout", type=float, default=3.0, help="seconds to wait for the socket (default 3)"
+        "--socket",
+        default=DEFAULT_SOCKET,
+        help=f"osqueryd's extension socket (default {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3.0,
+        help="seconds to wait for the socket (default 3)",
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=_seconds,
         default=3.0,
         help="seconds between checks that osqueryd is alive (default 3)",
     )
@@ -46,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--linger-secs",
-        type=float,
+        type=_seconds,
         default=DEFAULT_LINGER_SECS,
         help="seconds a closed connection stays in the table, at least twice the pack "
         f"interval (default {DEFAULT_LINGER_SECS:g})",

@@ -15,6 +15,7 @@ self-check fails, :func:`protocol_factory` returns the plain factory.
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 from osquery.extensions.ttypes import ExtensionResponse, ExtensionStatus
@@ -28,6 +29,8 @@ except ImportError:  # thrift installed without its C extension
     fastbinary = None
 
 __all__ = ["FastBinaryProtocol", "protocol_factory"]
+
+log = logging.getLogger(__name__)
 
 
 def _listed_args(ttype: int, args: Any) -> Any:
@@ -92,7 +95,9 @@ def _self_check() -> bool:
         return _encode(sample, FastBinaryProtocol) == _encode(
             sample, TBinaryProtocol.TBinaryProtocol
         )
-    except Exception:
+    except Exception as err:
+        log.warning("thrift's C extension cannot encode osquery's structs (%s): using the "
+                    "pure-Python protocol", err)  # fmt: skip
         return False
 
 
@@ -100,4 +105,6 @@ def protocol_factory() -> Any:
     """The fastest protocol factory that writes osquery's exact TBinaryProtocol bytes."""
     if fastbinary is not None and _self_check():
         return _FastFactory()
+    if fastbinary is None:
+        log.info("thrift has no C extension here: using the pure-Python protocol")
     return TBinaryProtocol.TBinaryProtocolFactory()

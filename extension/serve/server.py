@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -70,6 +71,21 @@ def _client(path: str, timeout_secs: float) -> tuple[Any, TTransport.TBufferedTr
     transport = TTransport.TBufferedTransport(sock)
     protocol = TBinaryProtocol.TBinaryProtocol(transport)
     return ExtensionManager.Client(protocol), transport
+
+
+# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+_MAX_SOCKET_PATH_BYTES = 107
+
+
+def _socket_problem(path: str, err: Exception) -> str:
+    """Say why ``path`` could not be connected to, in a user's terms."""
+    if len(os.fsencode(path)) > _MAX_SOCKET_PATH_BYTES:
+        return f"the path is longer than the {_MAX_SOCKET_PATH_BYTES} bytes a UNIX socket may have"
+    if not os.path.exists(path):
+        return "no such file (is osqueryd running, with --extensions_socket set to this path?)"
+    if not stat.S_ISSOCK(os.stat(path).st_mode):
+        return "the file is not a socket"
+    return f"{err} (osqueryd may be starting or stopping)"
 
 
 def _status(code: int, message: str) -> ExtensionStatus:
@@ -184,7 +200,7 @@ class ExtensionServer:
                 if time.monotonic() >= deadline:
                     raise ServeError(
                         f"cannot connect to osqueryd's extension socket {self.socket_path} "
-                        f"within {self.timeout_secs:g} s: {err}"
+                        f"within {self.timeout_secs:g} s: {_socket_problem(self.socket_path, err)}"
                     ) from err
                 time.sleep(_CONNECT_RETRY_SECS)
         try:

@@ -188,3 +188,15 @@ def test_refused_registration_is_reported_and_exits_one(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "cannot connect to osqueryd's extension socket" in result.stderr
+    assert "no such file (is osqueryd running" in result.stderr
+
+
+def test_a_socket_path_that_is_a_plain_file_is_named_as_such(tmp_path: Path) -> None:
+    plain = tmp_path / "osquery.em"
+    plain.write_text("")
+    result = subprocess.run(
+        [*EXTENSION_CMD, "--socket", str(plain), "--timeout", "0.5"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "the file is not a socket" in result.stderr
