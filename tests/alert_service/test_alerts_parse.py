@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -196,12 +195,6 @@ def test_query_names(name: str, pack: str | None, query: str) -> None:
 def test_known_packs_disambiguate_underscores() -> None:
     assert parse_query_name("pack_net_mon_conns", ["net_mon"]).pack == "net_mon"
     assert parse_query_name("pack_net_mon_conns", []).pack == "net"
-
-
-@given(st.binary(max_size=200))
-def test_arbitrary_bytes_raise_only_parse_error(data: bytes) -> None:
-    with contextlib.suppress(ParseError):
-        parse_line(data)
 
 
 json_values = st.recursive(
