@@ -1,25 +1,41 @@
 """CIDR membership for remote addresses with sorted integer ranges and ``bisect``.
 
-Uses only the standard :mod:`ipaddress` module (alerting-delivery-and-tailing.md §3:
-explicit lists, no ``is_private``). IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``)
-and networks (``::ffff:10.0.0.0/104``) are unwrapped to IPv4, so IPv4 rules apply to
-them.
+Uses only the standard library: :mod:`ipaddress` defines what an address or network is
+(alerting-delivery-and-tailing.md §3: explicit lists, no ``is_private``). IPv4-mapped
+IPv6 addresses (``::ffff:10.0.0.1``) and networks (``::ffff:10.0.0.0/104``) are
+unwrapped to IPv4, so IPv4 rules apply to them.
+
+On the hot path an event's address becomes one integer, its *address number*
+(:func:`address_number`): the 32-bit value of an IPv4 address, or
+:data:`IPV6_OFFSET` plus the 128-bit value of an IPv6 address, so both families live
+in one ordered space and a membership test is one ``bisect``. The text is read with
+``socket.inet_pton`` and accepted only when ``socket.inet_ntop`` writes the same text
+back (the canonical form, which :mod:`ipaddress` reads as the same address); any other
+text (a zone suffix, uppercase hex, leading zeros) goes through :func:`parse_address`,
+so both ways accept exactly what :mod:`ipaddress` accepts.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
+from typing import Final
 
 from alert_service.errors import MatchError
 from alert_service.match.ranges import IntRanges
 
-__all__ = ["AddressSet", "parse_address", "parse_network"]
+__all__ = ["IPV6_OFFSET", "AddressSet", "address_number", "parse_address", "parse_network"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_MAPPED_PREFIX: Final = 0xFFFF  # the upper 96 bits of ::ffff:0:0/96
+
+IPV6_OFFSET: Final = 1 << 128
+"""Added to an IPv6 address's value to make its address number (IPv4 numbers are
+below ``2**32``, so the families never meet)."""
 
 
 def parse_address(text: object) -> IPAddress | None:
@@ -42,6 +58,39 @@ def parse_address(text: object) -> IPAddress | None:
     return addr
 
 
+def _number_of(addr: IPAddress) -> int:
+    return int(addr) if addr.version == 4 else int(addr) + IPV6_OFFSET
+
+
+def address_number(text: object) -> int | None:
+    """Return the address number of ``text`` (see the module docs), or None.
+
+    The same addresses as :func:`parse_address` give None (no text, unparsable text,
+    ``0.0.0.0``, ``::``), and IPv4-mapped IPv6 gives the IPv4 number, but no
+    :mod:`ipaddress` object is built for canonical text (about 0.4 µs instead of 1.6
+    for an IPv4 address on the benchmark machine).
+
+    Returns:
+        ``value`` (IPv4, ``0 < value < 2**32``) or ``IPV6_OFFSET + value`` (IPv6).
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    family = AF_INET6 if ":" in text else AF_INET
+    try:
+        packed = inet_pton(family, text)
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        packed = None
+    if packed is None or inet_ntop(family, packed) != text:
+        addr = parse_address(text)
+        return _number_of(addr) if addr is not None else None
+    value = int.from_bytes(packed, "big")
+    if family == AF_INET6:
+        if value >> 32 != _MAPPED_PREFIX:
+            return value + IPV6_OFFSET if value else None
+        value &= 0xFFFFFFFF
+    return value if value else None
+
+
 def parse_network(text: str, where: str = "") -> IPNetwork:
     """Parse one CIDR or address of a rule, unwrapping IPv4-mapped IPv6 networks.
 
@@ -59,7 +108,7 @@ def parse_network(text: str, where: str = "") -> IPNetwork:
 
 
 class AddressSet:
-    """A set of IPv4 and IPv6 networks.
+    """A set of IPv4 and IPv6 networks, one sorted range list of address numbers.
 
     Args:
         cidrs: networks (``10.0.0.0/8``) or single addresses (``192.0.2.7``); host bits
@@ -67,27 +116,31 @@ class AddressSet:
         where: location of the list in the rule, e.g. ``.remote_address.include``;
             errors point at the bad item.
 
+    Attributes:
+        contains_number: ``contains_number(number) -> bool``, True when the address
+            number (an int from :func:`address_number`) is inside one of the networks;
+            the hot-path form of ``addr in address_set``.
+
     Raises:
         MatchError: an item is not a valid network.
     """
 
-    __slots__ = ("_v4", "_v6")
+    __slots__ = ("_ranges", "contains_number")
 
     def __init__(self, cidrs: Iterable[str], where: str = "") -> None:
-        v4: list[tuple[int, int]] = []
-        v6: list[tuple[int, int]] = []
+        spans: list[tuple[int, int]] = []
         for i, text in enumerate(cidrs):
             net = parse_network(text, f"{where}[{i}]")
-            span = (int(net.network_address), int(net.broadcast_address))
-            (v4 if net.version == 4 else v6).append(span)
-        self._v4 = IntRanges(v4)
-        self._v6 = IntRanges(v6)
+            offset = 0 if net.version == 4 else IPV6_OFFSET
+            spans.append((int(net.network_address) + offset, int(net.broadcast_address) + offset))
+        self._ranges = IntRanges(spans)
+        self.contains_number = self._ranges.contains
 
     def __len__(self) -> int:
-        return len(self._v4) + len(self._v6)
+        """Merged ranges (both families)."""
+        return len(self._ranges)
 
     def __contains__(self, addr: object) -> bool:
         if not isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
             return False
-        ranges = self._v4 if addr.version == 4 else self._v6
-        return int(addr) in ranges
+        return self._ranges.contains(_number_of(addr))

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from alert_service.errors import MatchError
 from alert_service.logs import log_event
-from alert_service.match.addresses import parse_network
+from alert_service.match.addresses import IPV6_OFFSET, parse_network
 from alert_service.match.ranges import IntRanges
 
 __all__ = ["IocFiles", "IocList", "IocVersion", "load_ioc_file", "parse_ioc_lines"]
@@ -173,6 +173,19 @@ class IocList:
         """Return True when the address ``value`` of IP ``version`` (4 or 6) is listed."""
         loaded = self._loaded
         return value in (loaded.v4 if version == 4 else loaded.v6)
+
+    def contains_number(self, number: int) -> bool:
+        """Return True when the address number ``number`` is listed.
+
+        Args:
+            number: an address number
+                (:func:`~alert_service.match.addresses.address_number`): an IPv4 value,
+                or :data:`~alert_service.match.addresses.IPV6_OFFSET` plus an IPv6 value.
+        """
+        loaded = self._loaded
+        if number >= IPV6_OFFSET:
+            return loaded.v6.contains(number - IPV6_OFFSET)
+        return loaded.v4.contains(number)
 
     def check(self) -> bool:
         """Reload the file if its (device, inode, size, mtime) changed.

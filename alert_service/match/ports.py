@@ -89,12 +89,14 @@ class NumberSet:
             else:
                 ranges.append((low, high))
         self._singles = frozenset(singles)
-        self._ranges = IntRanges(ranges)
+        self._ranges = IntRanges(ranges) if ranges else None
 
     def __contains__(self, value: object) -> bool:
-        if not isinstance(value, int) or isinstance(value, bool):
+        if value.__class__ is not int and (not isinstance(value, int) or isinstance(value, bool)):
             return False
-        return value in self._singles or value in self._ranges
+        if value in self._singles:
+            return True
+        return self._ranges is not None and self._ranges.contains(value)
 
 
 class PortSet(NumberSet):

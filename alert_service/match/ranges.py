@@ -39,3 +39,11 @@ class IntRanges:
             return False
         i = bisect_right(self._starts, value) - 1
         return i >= 0 and value <= self._ends[i]
+
+    def contains(self, value: int) -> bool:
+        """Return True when ``value`` is inside a range (``in`` without its type checks).
+
+        For the hot path, where ``value`` is known to be an ``int`` (not a ``bool``).
+        """
+        i = bisect_right(self._starts, value) - 1
+        return i >= 0 and value <= self._ends[i]

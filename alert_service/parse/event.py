@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = ["Action", "ColumnValue", "Event"]
 
@@ -17,9 +17,15 @@ ColumnValue = str | int | None
 unknown columns, None for an empty numeric."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Event:
     """One result row of one scheduled query run on one host.
+
+    Frozen. Constructed like the dataclass it is (every field by position or keyword,
+    ``decorations`` optional); the constructor stores the fields through their slots
+    directly, which is about twice as fast as a frozen dataclass's generated
+    ``__init__`` (one ``object.__setattr__`` call per field): one event is built per
+    result row on the ingestion hot path.
 
     Attributes:
         name: the query name as logged, e.g.
@@ -56,6 +62,52 @@ class Event:
     columns: Mapping[str, ColumnValue] = field(hash=False)
     decorations: Mapping[str, str] = field(default_factory=dict, hash=False)
 
+    def __init__(  # noqa: PLR0917 - the dataclass's positional fields
+        self,
+        name: str,
+        pack: str | None,
+        query: str,
+        host_identifier: str,
+        calendar_time: str,
+        unix_time: int,
+        epoch: int,
+        counter: int,
+        action: Action,
+        columns: Mapping[str, ColumnValue],
+        decorations: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store the fields (``decorations`` defaults to a new empty dict)."""
+        _set_name(self, name)
+        _set_pack(self, pack)
+        _set_query(self, query)
+        _set_host_identifier(self, host_identifier)
+        _set_calendar_time(self, calendar_time)
+        _set_unix_time(self, unix_time)
+        _set_epoch(self, epoch)
+        _set_counter(self, counter)
+        _set_action(self, action)
+        _set_columns(self, columns)
+        _set_decorations(self, {} if decorations is None else decorations)
+
     def column(self, name: str) -> ColumnValue:
         """Return the value of column ``name``, or None when the line lacks it."""
         return self.columns.get(name)
+
+
+def _slot_setter(name: str) -> Callable[[Event, Any], None]:
+    """The ``__set__`` of the slot of field ``name`` (bypasses the frozen ``__setattr__``)."""
+    setter: Callable[[Event, Any], None] = Event.__dict__[name].__set__
+    return setter
+
+
+_set_name = _slot_setter("name")
+_set_pack = _slot_setter("pack")
+_set_query = _slot_setter("query")
+_set_host_identifier = _slot_setter("host_identifier")
+_set_calendar_time = _slot_setter("calendar_time")
+_set_unix_time = _slot_setter("unix_time")
+_set_epoch = _slot_setter("epoch")
+_set_counter = _slot_setter("counter")
+_set_action = _slot_setter("action")
+_set_columns = _slot_setter("columns")
+_set_decorations = _slot_setter("decorations")

@@ -65,6 +65,12 @@ _KNOWN_KEYS: Final = frozenset(
     }
 )
 _BATCH_ORDER: Final[tuple[Action, ...]] = ("removed", "added")
+_ACTIONS: Final[dict[str, Action]] = {
+    "added": "added",
+    "removed": "removed",
+    "snapshot": "snapshot",
+}
+_orjson_loads: Final = orjson.loads
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 
@@ -135,12 +141,13 @@ def _load(line: bytes | str) -> dict[str, Any]:
         # orjson (a dependency) is about twice as fast as json; it accepts a subset
         # of what json accepts, with the same result (integers beyond 64 bits aside,
         # which it reads as floats; osquery's BIGINT is 64-bit).
-        doc = orjson.loads(line)
+        doc = _orjson_loads(line)
     except orjson.JSONDecodeError:
         doc = _load_slow(line)
     if doc.__class__ is not dict:
         raise ParseError(f"expected a JSON object, got {type(doc).__name__}")
-    return cast(dict[str, Any], doc)
+    loaded: dict[str, Any] = doc
+    return loaded
 
 
 def _decoration_text(value: object) -> str:
@@ -234,15 +241,19 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
     calendar = get("calendarTime", "")
     if calendar.__class__ is not str:
         calendar = _text(doc, "calendarTime", required=False)
-    decorations = _decorations(doc)
+    if "decorations" not in doc and doc.keys() <= _KNOWN_KEYS:
+        decorations = _EMPTY  # the common case, without a call
+    else:
+        decorations = _decorations(doc)
     pack, query = parts.pack, parts.query
 
     columns = get("columns")
     if columns is not None and "diffResults" not in doc and "snapshot" not in doc:
         # The event form: by far the most common line, so it comes first.
-        action = get("action")
-        if action != "added" and action != "removed" and action != "snapshot":  # noqa: PLR1714
-            raise ParseError(f'"action": expected added, removed or snapshot, got {action!r:.40}')
+        logged = get("action")
+        action = _ACTIONS.get(logged) if logged.__class__ is str else None
+        if action is None:
+            raise ParseError(f'"action": expected added, removed or snapshot, got {logged!r:.40}')
         return [
             Event(
                 name,
@@ -253,8 +264,8 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
                 unix_time,
                 epoch,
                 counter,
-                cast(Action, action),
-                _columns(columns, "columns"),
+                action,
+                MappingProxyType(normalise_columns(columns, "columns")),
                 decorations,
             )
         ]

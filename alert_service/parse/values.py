@@ -17,7 +17,12 @@ escapeNonPrintableBytes); those stay as they are.
 
 This is the only place where column values are typed; :func:`normalise_columns` is on
 the hot path of ingestion (one call per result row), so its common case — every value
-a string — avoids per-value function calls.
+a string — avoids per-value function calls: the row is copied whole, text values are
+only checked, and only INTEGER/BIGINT values are written again. Integer text of the
+columns in :data:`REPEATING_COLUMNS` (values shared by many rows: address family,
+protocol, remote port, uid, network namespace, the time columns of one second) is
+looked up in a bounded cache of text already checked and converted, which costs one
+dict lookup instead of the checks and ``int()``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,14 @@ from alert_service.errors import ParseError
 from alert_service.parse.event import ColumnValue
 from extension.columns import COLUMN_TYPES
 
-__all__ = ["MAX_INT_DIGITS", "NUMERIC_COLUMNS", "normalise_columns", "to_int"]
+__all__ = [
+    "INT_CACHE_ENTRIES",
+    "MAX_INT_DIGITS",
+    "NUMERIC_COLUMNS",
+    "REPEATING_COLUMNS",
+    "normalise_columns",
+    "to_int",
+]
 
 MAX_INT_DIGITS: Final = 40
 """Longest integer text accepted, in digits (a BIGINT needs at most 20). Longer text is
@@ -39,6 +51,20 @@ NUMERIC_COLUMNS: Final[frozenset[str]] = frozenset(
     name for name, kind in COLUMN_TYPES.items() if kind in ("INTEGER", "BIGINT")
 )
 """Columns of the contract typed as ``int`` (INTEGER and BIGINT)."""
+
+REPEATING_COLUMNS: Final[frozenset[str]] = NUMERIC_COLUMNS & frozenset(
+    {"family", "protocol", "remote_port", "uid", "net_namespace", "first_seen", "last_seen"}
+)
+"""INTEGER/BIGINT columns whose text goes through the conversion cache: few distinct
+values, each seen in many rows. Columns that are mostly new on each row (``socket``,
+``pid``, ``local_port``) are converted directly, so they do not churn the cache."""
+
+INT_CACHE_ENTRIES: Final = 4096
+"""Most texts kept in the conversion cache; it is emptied when full."""
+
+# Integer text already checked (plain ASCII decimal, at most MAX_INT_DIGITS digits) →
+# its value. Only valid text is ever stored, so a hit needs no check.
+_INT_CACHE: dict[str, int] = {}
 
 
 def _int_text(value: str) -> int | None:
@@ -94,31 +120,45 @@ def normalise_columns(raw: object, where: str = "columns") -> dict[str, ColumnVa
         where: location used in error messages, e.g. ``"diffResults.added[2]"``.
 
     Returns:
-        A new dict, column name → ``int`` | ``str`` | None, in the row's key order.
+        A new dict, column name → ``int`` | ``str`` | None, in the row's key order
+        (``raw`` is not changed).
 
     Raises:
         ParseError: ``raw`` is not an object, or a value has the wrong shape (an
             object/array, or non-integer text in an INTEGER/BIGINT column).
     """
-    if not isinstance(raw, Mapping):
+    if isinstance(raw, dict):
+        row: dict[str, object] = raw
+        out: dict[str, ColumnValue] = raw.copy()  # the common case: text stays as is
+    elif isinstance(raw, Mapping):
+        row = dict(raw)
+        out = dict(raw)
+    else:
         raise ParseError(f"{where}: expected an object, got {type(raw).__name__}")
     numeric = NUMERIC_COLUMNS
-    out: dict[str, ColumnValue] = {}
-    for key, value in raw.items():
-        if value.__class__ is str:
-            if key in numeric:
-                if not value:
+    repeating = REPEATING_COLUMNS
+    cache = _INT_CACHE
+    for key, value in row.items():
+        if key in numeric:
+            if isinstance(value, str):
+                if key in repeating:
+                    number = cache.get(value)
+                    if number is not None:
+                        out[key] = number
+                        continue
+                if value.isascii() and value.isdigit() and len(value) <= MAX_INT_DIGITS:
+                    number = int(value)
+                    if key in repeating:
+                        if len(cache) >= INT_CACHE_ENTRIES:
+                            cache.clear()
+                        cache[value] = number
+                    out[key] = number
+                elif not value:
                     out[key] = None
-                elif value.isdigit() and value.isascii() and len(value) <= MAX_INT_DIGITS:
-                    out[key] = int(value)
                 else:
                     out[key] = to_int(value, f"{where}.{key}")
-            else:
-                out[key] = value
-        elif value is None:
-            out[key] = None
-        elif key in numeric:
-            out[key] = to_int(value, f"{where}.{key}")
-        else:
+            elif value is not None:
+                out[key] = to_int(value, f"{where}.{key}")
+        elif value.__class__ is not str and value is not None:
             out[key] = _to_text(value, f"{where}.{key}")
     return out
