@@ -4,7 +4,8 @@ A collector returns a list of :class:`extension.model.SocketRecord`; see
 :class:`Collector`. :func:`select_collector` picks the best one for the host.
 On Linux that is :class:`LinuxProcCollector`, which reads its own network
 namespace over sock_diag netlink (netlink_diag.py) and falls back to
-/proc/net files per table when netlink is refused.
+/proc/net files per table when netlink is refused; :class:`SocketOwners`
+(owners.py) tells it which process owns each socket.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from extension.collect.base import CollectError, Collector
 from extension.collect.linux_proc import LinuxProcCollector
 from extension.collect.netlink_diag import InetDiagReader, NetlinkError, read_inet_diag
 from extension.collect.normalize import normalize_address
+from extension.collect.owners import SocketOwners
 from extension.collect.psutil_source import PsutilCollector
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "LinuxProcCollector",
     "NetlinkError",
     "PsutilCollector",
+    "SocketOwners",
     "normalize_address",
     "read_inet_diag",
     "select_collector",

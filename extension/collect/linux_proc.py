@@ -1,5 +1,10 @@
 """Linux collector: every network namespace once, via sock_diag and procfs.
 
+This module reads the socket tables: it discovers the network namespaces
+from ``/proc/<pid>/ns/net``, reads each one's TCP and UDP tables, parses
+them and caches the parsed lines. Which process owns each socket is worked
+out by :class:`extension.collect.owners.SocketOwners` (owners.py).
+
 Our own network namespace (the host's, under osqueryd) is read over
 NETLINK_SOCK_DIAG (netlink_diag.py) when the kernel allows it: for TCP that
 costs a fraction of reading /proc/net/tcp{,6}, whose reader walks the whole
@@ -22,12 +27,11 @@ Sources of the facts used here:
   net/ipv4/tcp_ipv4.c ``get_tcp4_sock``, net/ipv6/tcp_ipv6.c
   ``get_tcp6_sock``, net/ipv4/udp.c ``udp4_format_sock``.
 * ``/proc/<pid>/net/*`` shows the files of *that process's* network
-  namespace, ``/proc/<pid>/ns/net`` is a symlink ``net:[<inode>]`` naming
-  it, and ``/proc/<pid>/fd/<n>`` links of sockets read ``socket:[<inode>]``
-  (proc(5), namespaces(7)).
+  namespace, and ``/proc/<pid>/ns/net`` is a symlink ``net:[<inode>]``
+  naming it (proc(5), namespaces(7)).
 * osquery does the same per namespace: osquery/filesystem/linux/proc.cpp
-  reads ``/proc/<pid>/net/*`` for each namespace and maps socket inodes to
-  pids from ``/proc/<pid>/fd`` (see osquery-protocol-and-logs.md).
+  (table ``process_open_sockets``) reads ``/proc/<pid>/net/*`` once for
+  each namespace (seed-and-anchors.md §2).
 * psutil (psutil/_pslinux.py, ``NetConnections``) decodes the same files;
   the address byte order and state names here were checked against it and
   tests/extension/test_linux_proc.py compares both on live sockets.
@@ -40,8 +44,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from extension.collect.base import CollectError
 from extension.collect.netlink_diag import (
@@ -54,6 +58,7 @@ from extension.collect.netlink_diag import (
     open_diag_socket,
 )
 from extension.collect.normalize import normalize_address
+from extension.collect.owners import SocketOwners
 from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
 
 __all__ = [
@@ -89,10 +94,6 @@ name psutil reports (psutil/_pslinux.py ``TCP_STATUSES``)."""
 _UNKNOWN_STATE = "UNKNOWN"
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _ADDRESS_CACHE_LIMIT = 65536
-_SOCKET_LINK = "socket:["
-_HEAVY_HOLDER = 256
-"""A pid known to hold more inet sockets than this is read last when looking
-for the holder of a new socket (its fd directory is the costliest)."""
 _NETLINK_CACHE = "netlink:"
 """Prefix of the cache key (ns, name) of a table read over netlink."""
 
@@ -182,19 +183,6 @@ class _Line:
     net_namespace: int | None
 
 
-@dataclass(slots=True)
-class _Holdings:
-    """What one process holds: its start time and its inet socket fds.
-
-    Attributes:
-        start: start time, clock ticks since boot (/proc/<pid>/stat field 22).
-        sockets: socket inode -> fd number.
-    """
-
-    start: int
-    sockets: dict[int, int] = field(default_factory=dict)
-
-
 class LinuxProcCollector:
     """Lists every TCP/UDP socket of every network namespace from /proc.
 
@@ -208,43 +196,15 @@ class LinuxProcCollector:
        other namespace once through one live pid (another pid of the
        namespace if that one exits before its files are open); every record
        gets that ``net_namespace``;
-    3. resolves socket inode -> pid incrementally (below).
-
-    Ownership: a socket inode may be held by several processes (fork,
-    pre-fork servers, fd passing). The owner reported is the holder with the
-    **earliest start time, ties to the lowest pid** -- the process that
-    created or inherited it first (the master of a pre-fork server), which
-    does not flap as workers come and go. Sockets without an owner (inode 0:
-    TIME_WAIT, SYN_RECV requests, orphans) and sockets whose holders cannot
-    be read get ``pid=None``.
-
-    Incremental resolution, per call:
-
-    * pids that exited are dropped from the holder map; pids already known to
-      hold inet sockets have their start time re-read (a reused pid is
-      rescanned); pids that appeared since the last call have their
-      ``/proc/<pid>/fd`` scanned (a fork child inherits its parent's sockets);
-    * for sockets known to be held by several pids, the chosen owner's fd
-      link is re-read (one readlink each), so a socket whose creator closed
-      its copy moves to the next holder;
-    * when a socket inode appears that no known pid holds (and that an
-      earlier search did not already find ownerless), a targeted scan looks
-      for it: first the pids known to hold a few inet sockets (a server that
-      accepts a connection), then the pids not known to hold any, last the
-      pids holding more than 256 (the costliest to read), stopping once
-      every new inode is found. In these rescans an fd whose known socket is
-      still listed and not shared is not re-read (one ``listdir`` and a
-      readlink per other fd). An inode no readable pid holds is ownerless
-      until it disappears;
-    * a full scan of every ``/proc/<pid>/fd`` happens on the first call and
-      every ``rescan_after`` seconds.
-
-    Known limits of fd passing (SCM_RIGHTS, pidfd_getfd) to an
-    already-running process, until the next full scan: a passed socket whose
-    sender then closes it keeps the sender as owner; a new socket held by
-    several already-running processes is owned by the holder the targeted
-    scan found first; if the sender closes a passed socket and its fd number
-    is reused for a new socket, that new socket shows without owner.
+    3. hands the listed socket inodes, and which of them are new, to a
+       :class:`extension.collect.owners.SocketOwners`, which keeps socket
+       inode -> owner pid up to date from ``/proc/<pid>/fd``: full fd scans
+       on the first call and every ``rescan_after`` seconds, targeted scans
+       for new sockets in between. The owner of a socket held by several
+       processes is the one with the earliest start time, ties to the lowest
+       pid; sockets without a readable holder get ``pid=None``. The owner
+       rule, the scans and the limits of fd passing are documented in
+       extension/collect/owners.py.
 
     Unparsed lines are cached per namespace and file, keyed by the
     ``local rem st`` text and checked against the inode field, so an
@@ -286,13 +246,15 @@ class LinuxProcCollector:
 
     Attributes:
         fd_scans: number of full fd scans done so far (every pid's fd
-            directory read).
+            directory read); read-only, from :class:`SocketOwners`.
         targeted_scans: number of targeted scans so far (searches for the
-            holders of new sockets, see above).
+            holders of new sockets); read-only, from :class:`SocketOwners`.
         pids_scanned: number of ``/proc/<pid>/fd`` directories read so far, by
-            full and incremental scans together.
+            full and incremental scans together; read-only, from
+            :class:`SocketOwners`.
         access_denied_pids: live pids whose fd directory could not be read
-            (PermissionError, i.e. not root); their sockets get ``pid=None``.
+            (PermissionError, i.e. not root) in the last call; their sockets
+            get ``pid=None``; read-only, from :class:`SocketOwners`.
         access_denied_namespaces: pids whose ``ns/net`` link could not be
             read in the last call; namespaces only they are in are not seen.
         netlink_tables: names (``'tcp'``, ``'tcp6'``, ``'udp'``, ``'udp6'``)
@@ -324,26 +286,37 @@ class LinuxProcCollector:
         self.netlink_tables: tuple[str, ...] = ()
         self.netlink_failures = 0
         self.netlink_error = ""
-        self._rescan_after = rescan_after
         self._clock = clock
-        self.fd_scans = 0
-        self.targeted_scans = 0
-        self.pids_scanned = 0
-        self.access_denied_pids = 0
+        self._owners = SocketOwners(self._root, rescan_after, clock)
         self.access_denied_namespaces = 0
-        self._last_full_scan: float | None = None
-        self._known_pids: set[int] = set()
-        self._denied: set[int] = set()
-        self._holdings: dict[int, _Holdings] = {}
-        self._holders: dict[int, list[int]] = {}
-        self._shared: set[int] = set()
-        self._ownerless: set[int] = set()
-        self._inet_inodes: set[int] = set()
         self._caches: dict[tuple[int, str], _Cache] = {}
         self._where: dict[int, tuple[_Cache, bytes]] = {}
         self._addresses: dict[bytes, tuple[int, str]] = {}
 
     # ------------------------------------------------------------------ API
+
+    @property
+    def fd_scans(self) -> int:
+        """Full fd scans done so far (see :attr:`SocketOwners.fd_scans`)."""
+        return self._owners.fd_scans
+
+    @property
+    def targeted_scans(self) -> int:
+        """Targeted fd scans done so far (see :attr:`SocketOwners.targeted_scans`)."""
+        return self._owners.targeted_scans
+
+    @property
+    def pids_scanned(self) -> int:
+        """``/proc/<pid>/fd`` directories read so far (see :attr:`SocketOwners.pids_scanned`)."""
+        return self._owners.pids_scanned
+
+    @property
+    def access_denied_pids(self) -> int:
+        """Live pids whose fd directory was unreadable in the last call.
+
+        See :attr:`SocketOwners.access_denied_pids`.
+        """
+        return self._owners.access_denied_pids
 
     def collect(self) -> list[SocketRecord]:
         """Return every TCP/UDP socket of every readable network namespace.
@@ -380,10 +353,11 @@ class LinuxProcCollector:
                 self._parse(data, table, ns, cache, out=records, misses=misses)
         for key in [k for k in self._caches if k not in seen_caches]:
             self._drop_cache(self._caches.pop(key))
-        changed, full = self._resolve(pids, records, misses)
-        if changed or full:
-            self._fix_owners(records, None if full else changed)
-        self._finish_misses(misses, records)
+        owners = self._owners
+        changed = owners.update(pids, records, {m.inode for m in misses if m.inode})
+        if changed is None or changed:
+            self._fix_owners(records, changed)
+        self._finish_misses(misses, records, owners.owner)
         if self._prune_later:
             self._prune_netlink_caches(records)
         return records
@@ -711,16 +685,25 @@ class LinuxProcCollector:
                 if where is not None and where[0] is cache:
                     del self._where[record.socket]
 
-    def _finish_misses(self, misses: list[_Line], out: list[SocketRecord]) -> None:
-        """Build records for the lines that missed the cache, and cache them."""
-        holders = self._holders
+    def _finish_misses(
+        self,
+        misses: list[_Line],
+        out: list[SocketRecord],
+        owner: Callable[[int], int | None],
+    ) -> None:
+        """Build records for the lines that missed the cache, and cache them.
+
+        Args:
+            misses: lines parsed in this call.
+            out: receives the records (lines with a non-zero local port).
+            owner: socket inode -> owner pid or None.
+        """
         where = self._where
         for m in misses:
             record: SocketRecord | None = None
             if m.local_port:
-                owners = holders.get(m.inode) if m.inode else None
                 record = SocketRecord(
-                    pid=owners[0] if owners else None,
+                    pid=owner(m.inode) if m.inode else None,
                     family=m.family,
                     protocol=m.protocol,
                     local_address=m.local_address,
@@ -742,13 +725,12 @@ class LinuxProcCollector:
 
     def _fix_owners(self, records: list[SocketRecord], changed: set[int] | None) -> None:
         """Re-point cached records whose owner changed (``None``: check all)."""
-        holders = self._holders
+        owner = self._owners.owner
         for i, record in enumerate(records):
             inode = record.socket
             if not inode or (changed is not None and inode not in changed):
                 continue
-            owners = holders.get(inode)
-            pid = owners[0] if owners else None
+            pid = owner(inode)
             if pid == record.pid:
                 continue
             fixed = SocketRecord(
@@ -771,245 +753,6 @@ class LinuxProcCollector:
                 if entry is not None and entry[2] is record:
                     cache[ident] = (entry[0], entry[1], fixed)
 
-    # -------------------------------------------------- owner resolution
-
-    def _resolve(
-        self, pids: set[int], records: list[SocketRecord], misses: list[_Line]
-    ) -> tuple[set[int], bool]:
-        """Bring the inode -> holders map up to date for this sample.
-
-        Args:
-            pids: pids listed at the start of this call.
-            records: records built from the cache (their inodes are known).
-            misses: lines parsed this call, records not built yet.
-
-        Returns:
-            (inodes whose holder list changed, whether a full scan was done;
-            after a full scan every record must be re-checked).
-        """
-        changed: set[int] = set()
-        miss_inodes = {m.inode for m in misses if m.inode}
-        self._inet_inodes |= miss_inodes
-        now = self._clock()
-        full = self._last_full_scan is None or (
-            self._rescan_after is not None and now - self._last_full_scan >= self._rescan_after
-        )
-        if not full:
-            for pid in self._known_pids - pids:
-                self._forget_pid(pid, changed)
-            fresh = pids - self._known_pids
-            for pid, holding in list(self._holdings.items()):
-                if pid not in fresh and _start_time(self._root, pid) != holding.start:
-                    self._forget_pid(pid, changed)  # exited, or the pid was reused
-                    fresh.add(pid)
-            for pid in sorted(fresh):
-                self._scan_pid(pid, self._inet_inodes, changed)
-            self._verify_shared(changed)
-            holders = self._holders
-            ownerless = self._ownerless
-            unknown = {i for i in miss_inodes if i not in holders and i not in ownerless}
-            orphaned = {i for i in changed if i not in holders and i not in ownerless}
-            if orphaned - miss_inodes:
-                # Every known holder of a listed socket let go of it, yet the
-                # socket is still listed: someone else holds it.
-                current = {r.socket for r in records if r.socket}
-                unknown |= orphaned & current
-            if unknown:
-                listed = {r.socket for r in records if r.socket} | miss_inodes
-                left = self._targeted_scan(unknown, fresh, pids, listed, changed)
-                self._ownerless |= left  # every readable pid was read: no holder
-            full = False
-        self._known_pids = pids
-        if full:
-            current = {r.socket for r in records if r.socket} | miss_inodes
-            self._full_scan(pids, current)
-            self._last_full_scan = now
-        self._denied &= pids
-        self.access_denied_pids = len(self._denied)
-        return changed, full
-
-    def _targeted_scan(
-        self,
-        unknown: set[int],
-        scanned: set[int],
-        pids: set[int],
-        listed: set[int],
-        changed: set[int],
-    ) -> set[int]:
-        """Find the holders of new sockets, reading as few fd directories as may be.
-
-        Order: pids known to hold at most ``_HEAVY_HOLDER`` inet sockets
-        (fewest first), then pids not known to hold any (newest pid first),
-        then the heavy holders (fewest first); the search stops once every
-        inode of ``unknown`` has a holder. When a pid known to hold sockets is
-        rescanned, an fd whose known socket is still listed and held by no
-        other known pid is trusted without a readlink: the pid cannot have
-        closed it (the socket would be gone), so the fd number was not
-        reused. A shared socket's fd is re-read: its number may now be a
-        new socket's.
-
-        Args:
-            unknown: listed inodes without a known holder.
-            scanned: pids already scanned in this call (skipped).
-            pids: every live pid.
-            listed: every inode listed in this call.
-            changed: receives every inode whose holder list changed.
-
-        Returns:
-            the inodes of ``unknown`` no readable pid holds (every pid was
-            then read); empty when all were found.
-        """
-        self.targeted_scans += 1
-        holdings = self._holdings
-        shared = self._shared
-        light: list[tuple[int, int]] = []
-        heavy: list[tuple[int, int]] = []
-        for pid, held in holdings.items():
-            if pid not in scanned:
-                count = len(held.sockets)
-                (heavy if count > _HEAVY_HOLDER else light).append((count, pid))
-        others = sorted((p for p in pids if p not in holdings and p not in scanned), reverse=True)
-        order = [p for _, p in sorted(light)] + others + [p for _, p in sorted(heavy)]
-        for pid in order:
-            holding = holdings.get(pid)
-            if holding is None:
-                self._scan_pid(pid, self._inet_inodes, changed)
-            else:
-                trusted = {
-                    fd: inode
-                    for inode, fd in holding.sockets.items()
-                    if inode in listed and inode not in shared
-                }
-                self._scan_pid(pid, self._inet_inodes, changed, trusted, holding.start)
-            if any(i in self._holders for i in unknown):
-                unknown = {i for i in unknown if i not in self._holders}
-                if not unknown:
-                    break
-        return unknown
-
-    def _full_scan(self, pids: set[int], current: set[int]) -> None:
-        """Rebuild the holder map from every pid's fd directory."""
-        self.fd_scans += 1
-        self._holdings.clear()
-        self._holders.clear()
-        self._shared.clear()
-        self._denied.clear()
-        self._inet_inodes = current
-        unused: set[int] = set()
-        for pid in sorted(pids):
-            self._scan_pid(pid, current, unused)
-        self._ownerless = {i for i in current if i not in self._holders}
-
-    def _scan_pid(
-        self,
-        pid: int,
-        inet: set[int],
-        changed: set[int],
-        trusted: dict[int, int] | None = None,
-        start: int | None = None,
-    ) -> None:
-        """Record which of ``inet`` the pid holds (one fd directory read).
-
-        Args:
-            pid: process to scan; what was known of it is replaced.
-            inet: inodes of inet sockets; other fds (files, unix sockets) are
-                ignored.
-            changed: receives every inode whose holder list changed.
-            trusted: fd number -> inode believed without a readlink.
-            start: the pid's start time when already read in this call.
-        """
-        self._forget_pid(pid, changed)
-        base = f"{self._root}/{pid}/fd/"
-        try:
-            names = os.listdir(base)
-        except PermissionError:
-            self._denied.add(pid)
-            return
-        except OSError:
-            return
-        self.pids_scanned += 1
-        found: dict[int, int] = {}
-        readlink = os.readlink
-        for name in names:
-            if trusted:
-                known = trusted.get(int(name))
-                if known is not None:
-                    found[known] = int(name)
-                    continue
-            try:
-                link = readlink(base + name)
-            except OSError:
-                continue
-            if link.startswith(_SOCKET_LINK):
-                try:
-                    inode = int(link[8:-1])
-                except ValueError:
-                    continue
-                if inode in inet:
-                    found[inode] = int(name)
-        if not found:
-            return
-        if start is None:
-            start = _start_time(self._root, pid)
-        if start is None:
-            return  # exited meanwhile
-        self._holdings[pid] = _Holdings(start, found)
-        key = self._holder_key
-        for inode in found:
-            owners = self._holders.get(inode)
-            if owners is None:
-                self._holders[inode] = [pid]
-                self._ownerless.discard(inode)
-            else:
-                owners.append(pid)
-                owners.sort(key=key)
-                self._shared.add(inode)
-            changed.add(inode)
-
-    def _holder_key(self, pid: int) -> tuple[int, int]:
-        holding = self._holdings.get(pid)
-        return (holding.start if holding is not None else 0, pid)
-
-    def _forget_pid(self, pid: int, changed: set[int]) -> None:
-        holding = self._holdings.pop(pid, None)
-        if holding is not None:
-            self._drop_holders(pid, holding.sockets, changed)
-
-    def _drop_holders(self, pid: int, inodes: Iterable[int], changed: set[int]) -> None:
-        for inode in inodes:
-            owners = self._holders.get(inode)
-            if owners is None or pid not in owners:
-                continue
-            owners.remove(pid)
-            changed.add(inode)
-            if not owners:
-                del self._holders[inode]
-            if len(owners) < 2:
-                self._shared.discard(inode)
-
-    def _verify_shared(self, changed: set[int]) -> None:
-        """Re-read the chosen owner's fd link of every shared socket."""
-        root = self._root
-        for inode in list(self._shared):
-            expected = f"{_SOCKET_LINK}{inode}]"
-            while True:
-                owners = self._holders.get(inode)
-                if not owners:
-                    break
-                pid = owners[0]
-                holding = self._holdings.get(pid)
-                fd = holding.sockets.get(inode) if holding is not None else None
-                try:
-                    if fd is not None and os.readlink(f"{root}/{pid}/fd/{fd}") == expected:
-                        break
-                except OSError:
-                    pass
-                if holding is not None:
-                    holding.sockets.pop(inode, None)
-                    if not holding.sockets:
-                        del self._holdings[pid]
-                self._drop_holders(pid, (inode,), changed)
-
 
 def _ns_inode(link: str) -> int:
     """Inode of a ``net:[NNN]`` namespace link.
@@ -1020,20 +763,6 @@ def _ns_inode(link: str) -> int:
     if not link.startswith("net:[") or not link.endswith("]"):
         raise ValueError(f"not a network namespace link: {link!r}")
     return int(link[5:-1])
-
-
-def _start_time(root: str, pid: int) -> int | None:
-    """Start time of a pid in clock ticks since boot; None if it is gone.
-
-    Field 22 of /proc/<pid>/stat (proc(5)), counted after the ``)`` that
-    closes the command name, which may itself contain spaces and parentheses.
-    """
-    try:
-        with open(f"{root}/{pid}/stat", "rb", 0) as f:
-            data = f.read()
-        return int(data[data.rindex(b")") + 2 :].split(None, 20)[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def parse_proc_net(
@@ -1063,7 +792,5 @@ def parse_proc_net(
     misses: list[_Line] = []
     records: list[SocketRecord] = []
     parser._parse(data, spec, net_namespace, cache, out=records, misses=misses)
-    for inode, pid in (owners or {}).items():
-        parser._holders[inode] = [pid]
-    parser._finish_misses(misses, records)
+    parser._finish_misses(misses, records, (owners or {}).get)
     return records

@@ -23,6 +23,7 @@ from extension.collect import (
     CollectError,
     LinuxProcCollector,
     PsutilCollector,
+    SocketOwners,
     select_collector,
 )
 from extension.collect.linux_proc import decode_address, parse_proc_net
@@ -431,6 +432,30 @@ def test_fake_permission_denied_fd_dir_counts_and_gives_none(
     collector = LinuxProcCollector(str(fake.root))
     assert _by_inode(collector.collect())[555].pid is None
     assert collector.access_denied_pids == 1
+
+
+def test_fake_socket_owners_alone(fake: FakeProc) -> None:
+    """The resolver's own contract: None after a full scan, else the changed inodes."""
+    owners = SocketOwners(str(fake.root))
+    listed = [SocketRecord(None, 2, 6, "0.0.0.0", 80, "", 0, "LISTEN", socket=555)]
+    assert owners.update({100}, [], {555}) is None
+    assert (owners.owner(555), owners.owner(999), owners.fd_scans) == (100, None, 1)
+    assert owners.update({100}, listed, set()) == set()
+    fake.add_pid(90, start=50)  # same start as pid 100: the lower pid wins
+    fake.give_fd(90, 7, 555)
+    assert owners.update({90, 100}, listed, set()) == {555}
+    assert owners.owner(555) == 90
+    fake.add_pid(300, start=10)  # earlier start wins over the lower pid
+    fake.give_fd(300, 4, 555)
+    assert owners.update({90, 100, 300}, listed, set()) == {555}
+    assert owners.owner(555) == 300
+    owners.update({90, 100, 300}, listed, {777})  # held by nobody
+    assert (owners.owner(777), owners.targeted_scans) == (None, 1)
+    listed.append(SocketRecord(None, 2, 6, "10.0.0.1", 81, "", 0, "LISTEN", socket=777))
+    fake.remove_pid(300)
+    assert owners.update({90, 100}, listed, set()) == {555}
+    assert (owners.owner(555), owners.targeted_scans, owners.fd_scans) == (90, 1, 1)
+    assert owners.pids_scanned == 6  # full scan 1, pid 90, pid 300, targeted 90/100/300
 
 
 def test_fake_own_namespace_unreadable_is_collect_error(tmp_path: Path) -> None:
