@@ -5,13 +5,16 @@ Subcommands:
 * ``run --config FILE`` — follow the configured sources until SIGINT/SIGTERM, then
   exit 0: alerts and source checkpoints are committed together to the outbox in
   ``<state_dir>/state.sqlite3``, the delivery workers send them; JSON log lines go to
-  stderr. Exit 1 when the state database cannot be opened.
+  stderr. Exit 1 when the state database cannot be opened (``state_open_failed``) or
+  the ``metrics`` address cannot be bound, e.g. the port is taken
+  (``ops_listen_failed``).
 * ``check-config FILE`` — print ``OK`` and exit 0, or list every problem as
   ``FILE: $.json.path: message`` on stderr and exit 1.
 * ``replay --config FILE LOG...`` — read the given results logs whole and print each
   alert that would fire as one JSON line on stdout; nothing is sent.
 
-Exit codes: 0 success, 1 invalid config or unreadable log, 2 usage error.
+Exit codes: 0 success; 1 invalid config, unreadable log (``replay``), state database
+that cannot be opened or metrics port that cannot be bound (``run``); 2 usage error.
 """
 
 from __future__ import annotations

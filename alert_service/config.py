@@ -2,7 +2,9 @@
 
 Steps (code-style-anchors.md §3, "Config with jsonschema"):
 
-1. read the file and parse YAML (safe loader; duplicate keys are errors);
+1. read the file and parse YAML (safe loader; duplicate keys are errors); an integer
+   written with a leading zero (YAML 1.1 octal: ``0443`` is 291) and a mapping key
+   that is not text (``null:``, ``7:``, ``on:``) are problems at their path;
 2. validate against schema/config.schema.json (Draft 2020-12, ``additionalProperties:
    false`` everywhere), completed with the registered notifier types and each type's
    own options schema (:attr:`~alert_service.notify.base.Notifier.config_schema`);
@@ -10,9 +12,11 @@ Steps (code-style-anchors.md §3, "Config with jsonschema"):
    ranges and regexes (by compiling each rule), ``{env: NAME}`` secrets;
 4. build frozen dataclasses with the defaults.
 
-Every problem is collected — step 3 runs on every part that passed step 2 — and
-reported together in one :class:`~alert_service.errors.ConfigError`, each as
-``FILE: $.json.path: message``, sorted by path.
+Every problem is collected — step 3 runs on every key, item and value that passed
+step 2, even when a sibling, an unknown key or another item of the same list failed,
+so fixing one report never reveals new problems — and reported together in one
+:class:`~alert_service.errors.ConfigError`, each as ``FILE: $.json.path: message``,
+sorted by path.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -201,7 +206,39 @@ def _validator(registry: NotifierRegistry) -> Draft202012Validator:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """Safe YAML loader that rejects duplicate mapping keys."""
+    """Safe YAML loader that rejects duplicate mapping keys and marks leading-zero ints.
+
+    An integer written with a leading zero (``0443``) is octal in YAML 1.1, which
+    PyYAML implements: ``remote_port: [0443]`` would be port 291. Such a value is
+    loaded as a :class:`_LeadingZeroInt`, which :func:`build_config` refuses.
+    """
+
+
+class _LeadingZeroInt(int):
+    """An int YAML read as octal from a plain scalar with a leading zero (``0443``).
+
+    Attributes:
+        text: the scalar as written, e.g. ``0443``.
+    """
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> _LeadingZeroInt:
+        self = super().__new__(cls, value)
+        self.text = text
+        return self
+
+
+# What PyYAML (YAML 1.1) resolves as an octal int: 0 followed by digits or "_".
+_OCTAL_RE = re.compile(r"[-+]?0[0-7_]+")
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    value = loader.construct_yaml_int(node)
+    text = node.value
+    if isinstance(text, str) and node.style is None and _OCTAL_RE.fullmatch(text):
+        return _LeadingZeroInt(value, text)
+    return value
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -226,6 +263,57 @@ _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     cast(Callable[[yaml.SafeLoader, yaml.Node], Any], _construct_mapping),
 )
+_StrictLoader.add_constructor(
+    "tag:yaml.org,2002:int", cast(Callable[[yaml.SafeLoader, yaml.Node], Any], _construct_int)
+)
+
+
+def _shown(value: object) -> str:
+    """A YAML scalar as the user wrote it (``0443``, ``null``, ``2020-01-01``)."""
+    if isinstance(value, _LeadingZeroInt):
+        return value.text
+    try:
+        return yaml.safe_dump(value).split("\n")[0]
+    except yaml.YAMLError:
+        return repr(value)
+
+
+def _decimal(text: str) -> str:
+    """``0443`` → ``443``, ``-0_10`` → ``-10``: what the user meant in decimal."""
+    sign = text[0] if text[0] in "+-" else ""
+    digits = text[len(sign) :].replace("_", "").lstrip("0") or "0"
+    return f"{sign}{digits}"
+
+
+def _yaml_problems(
+    value: object, parts: tuple[PathPart, ...], problems: _Problems
+) -> set[tuple[PathPart, ...]]:
+    """Report what YAML read differently from how it looks; return those paths.
+
+    Two cases: an integer written with a leading zero (YAML 1.1 octal: ``0443`` is
+    291) and a mapping key that is not text (``null:``, ``7:``, ``on:`` — YAML 1.1
+    reads ``on`` as true), which no part of the configuration accepts.
+    """
+    found: set[tuple[PathPart, ...]] = set()
+    if isinstance(value, _LeadingZeroInt):
+        problems.add(
+            parts,
+            f"{value.text} is written with a leading zero, which YAML reads as octal "
+            f"{int(value)}; write {_decimal(value.text)} (or quote it)",
+        )
+        found.add(parts)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            at = (*parts, key)
+            if not isinstance(key, str):
+                problems.add(at, f"the key {_shown(key)} is not text; quote it")
+                found.add(at)
+            else:
+                found |= _yaml_problems(item, at, problems)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            found |= _yaml_problems(item, (*parts, i), problems)
+    return found
 
 
 def _read_yaml(path: str) -> object:
@@ -251,20 +339,26 @@ def _read_yaml(path: str) -> object:
 # -- checks ---------------------------------------------------------------------
 
 
-def _json_path(parts: Iterable[PathPart]) -> str:
+def _json_path(parts: Iterable[object]) -> str:
+    """``$.rules[0].remote_port[1]``; a YAML key that is not text (``1.5: x``) is
+    written as its text in brackets, ``$.env["1.5"]``."""
     out = "$"
     for part in parts:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool | _LeadingZeroInt):
             out += f"[{part}]"
-        elif part.isidentifier():
+        elif isinstance(part, str) and part.isidentifier():
             out += f".{part}"
         else:
-            out += f"[{json.dumps(part)}]"
+            text = part if isinstance(part, str) else _shown(part)
+            out += f"[{json.dumps(text)}]"
     return out
 
 
-def _sort_key(parts: Sequence[PathPart]) -> tuple[tuple[int, int, str], ...]:
-    return tuple((0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in parts)
+def _sort_key(parts: Sequence[object]) -> tuple[tuple[int, int, str], ...]:
+    return tuple(
+        (0, p, "") if isinstance(p, int) and not isinstance(p, bool) else (1, 0, str(p))
+        for p in parts
+    )
 
 
 class _Problems:
@@ -277,6 +371,10 @@ class _Problems:
     def add(self, parts: Iterable[PathPart], message: str) -> None:
         self.items.append((tuple(parts), message))
 
+    def paths_since(self, start: int) -> set[tuple[PathPart, ...]]:
+        """Paths of the problems added after the first ``start`` ones."""
+        return {p for p, _ in self.items[start:]}
+
     def under(self, prefix: tuple[PathPart, ...]) -> bool:
         """True when a problem lies at or under ``prefix``."""
         n = len(prefix)
@@ -288,9 +386,61 @@ class _Problems:
             raise ConfigError(ConfigProblem(self.file, _json_path(p), m) for p, m in ordered)
 
 
-def _schema_problems(doc: object, registry: NotifierRegistry, problems: _Problems) -> None:
+# Validators that judge a container as a whole (a missing key, too few items): its
+# keys and items are still each checked on their own.
+_CONTAINER_VALIDATORS = frozenset(
+    {"required", "minProperties", "maxProperties", "minItems", "maxItems", "uniqueItems"}
+)
+
+
+def _schema_problems(
+    doc: object,
+    registry: NotifierRegistry,
+    problems: _Problems,
+    reported: set[tuple[PathPart, ...]],
+) -> set[tuple[PathPart, ...]]:
+    """Add every schema problem; return the paths of the values that failed.
+
+    A value fails when a check on the value itself does (type, pattern, range, enum);
+    a failed container check (``required``, ``minItems``...) leaves the container in,
+    and an unknown key fails only that key, so the checks beyond the schema still see
+    every key and item that passed. Problems at or under a path in ``reported`` (by
+    :func:`_yaml_problems`) are left out: the value is not what the user wrote.
+    """
+    bad: set[tuple[PathPart, ...]] = set(reported)
     for err in _validator(registry).iter_errors(doc):
-        problems.add(cast(Iterable[PathPart], err.absolute_path), _message(err))
+        path = tuple(cast(Iterable[PathPart], err.absolute_path))
+        if _is_bad(path, reported):
+            continue
+        problems.add(path, _message(err))
+        if err.validator == "additionalProperties":
+            if isinstance(err.instance, Mapping):
+                allowed = set(cast(Mapping[str, Any], err.schema).get("properties", {}))
+                bad.update((*path, k) for k in err.instance if k not in allowed)
+        elif "propertyNames" in err.schema_path:
+            bad.add((*path, cast(PathPart, err.instance)))  # the key itself is wrong
+        elif err.validator not in _CONTAINER_VALIDATORS:
+            bad.add(path)
+    return bad
+
+
+def _is_bad(parts: tuple[PathPart, ...], bad: set[tuple[PathPart, ...]]) -> bool:
+    """True when ``parts`` or one of its parents is in ``bad``."""
+    return any(parts[:n] in bad for n in range(len(parts) + 1))
+
+
+def _passed(value: object, bad: set[tuple[PathPart, ...]], parts: tuple[PathPart, ...]) -> Any:
+    """Copy ``value`` without the mapping keys whose path is in ``bad``.
+
+    List items are kept (in place, so the paths of the others stay right); the checks
+    beyond the schema skip items of the wrong type and their own problems under a bad
+    path are dropped.
+    """
+    if isinstance(value, Mapping):
+        return {k: _passed(v, bad, (*parts, k)) for k, v in value.items() if (*parts, k) not in bad}
+    if isinstance(value, list):
+        return [_passed(v, bad, (*parts, i)) for i, v in enumerate(value)]
+    return value
 
 
 def _message(err: ValidationError) -> str:
@@ -383,8 +533,8 @@ def _delivery(raw: Mapping[str, Any]) -> RetryPolicy:
     return RetryPolicy.from_config(raw)
 
 
-def _items(root: Mapping[str, Any], section: str) -> list[tuple[int, Mapping[str, Any]]]:
-    raw = root.get(section)
+def _items(root: object, section: str) -> list[tuple[int, Mapping[str, Any]]]:
+    raw = root.get(section) if isinstance(root, Mapping) else None
     if not isinstance(raw, list):
         return []
     return [(i, item) for i, item in enumerate(raw) if isinstance(item, Mapping)]
@@ -410,48 +560,47 @@ def build_config(
     """
     env = os.environ if environ is None else environ
     problems = _Problems(file)
+    bad: set[tuple[PathPart, ...]] = set()
     if doc is None:
         problems.add((), "the configuration is empty")
     else:
-        _schema_problems(doc, registry, problems)
+        bad = _schema_problems(doc, registry, problems, _yaml_problems(doc, (), problems))
     if not isinstance(doc, Mapping):
         problems.raise_if_any()
-    root = cast(Mapping[str, Any], doc)
-    # Checks beyond the schema run on every item that passed it, so one report
-    # lists everything.
+    # The checks beyond the schema run on every key and item that passed it — even
+    # when a sibling, an unknown key or another list item failed — so one report
+    # lists everything. ``root`` is the document without the values that failed.
+    root = cast(Mapping[str, Any], _passed(doc, bad, ()))
     sources = _items(root, "sources")
     notifier_items = _items(root, "notifiers")
     rule_items = _items(root, "rules")
     _duplicates(sources, "sources", "path", problems)
     _duplicates(sources, "sources", "glob", problems)
-    for i, item in sources:
+    for i, item in _items(doc, "sources"):  # as written: a bad path is still a path
         if ("path" in item) == ("glob" in item):
             problems.add(("sources", i), "give exactly one of path or glob")
     _duplicates(notifier_items, "notifiers", "name", problems)
     _duplicates(rule_items, "rules", "name", problems)
-    notifier_names = {item.get("name") for _, item in notifier_items}
+    notifier_names = {_text(item.get("name")) for _, item in _items(doc, "notifiers")}
 
     notifiers: list[NotifierConfig] = []
     for i, item in notifier_items:
-        if problems.under(("notifiers", i)):
-            continue
-        options = {k: v for k, v in item.items() if k not in ("name", "type")}
-        resolved = _resolve_secrets(options, ("notifiers", i), env, problems)
-        if not problems.under(("notifiers", i)):
-            for where, message in registry.get(item["type"]).check_options(resolved):
-                problems.add(("notifiers", i, *where), message)
-        notifiers.append(NotifierConfig(item["name"], item["type"], MappingProxyType(resolved)))
+        notifiers.append(
+            _notifier(
+                item, ("notifiers", i), registry=registry, env=env, bad=bad, problems=problems
+            )
+        )
 
     rules: list[RuleSpec] = []
     for i, item in rule_items:
-        # Check each key that passed the schema, even when a sibling did not.
-        clean = {k: v for k, v in item.items() if not problems.under(("rules", i, k))}
-        for j, target in enumerate(clean.get("notify", ())):
-            if target not in notifier_names:
+        for j, target in enumerate(_list(item.get("notify"))):
+            if isinstance(target, str) and target not in notifier_names:
                 problems.add(("rules", i, "notify", j), f"no notifier named {target!r}")
-        spec = _rule_spec(clean)
+        spec = _rule_spec(item)
         for err in check_rule(spec):
-            problems.add(("rules", i, *_split_where(err.where)), str(err))
+            where = ("rules", i, *_split_where(err.where))
+            if not _is_bad(where, bad):  # a value of the wrong type, reported already
+                problems.add(where, str(err))
         rules.append(spec)
 
     problems.raise_if_any()
@@ -476,6 +625,46 @@ def build_config(
             }
         ),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _notifier(
+    item: Mapping[str, Any],
+    at: tuple[PathPart, ...],
+    *,
+    registry: NotifierRegistry,
+    env: Mapping[str, str],
+    bad: set[tuple[PathPart, ...]],
+    problems: _Problems,
+) -> NotifierConfig:
+    """Resolve the secrets of one notifier entry (its failed values left out) and run
+    its type's :meth:`~alert_service.notify.base.Notifier.check_options`."""
+    options = {k: v for k, v in item.items() if k not in ("name", "type")}
+    before = len(problems.items)
+    resolved = _resolve_secrets(options, at, env, problems)
+    # An unresolved secret is None now: its problem is reported, do not check it again.
+    skip = bad | problems.paths_since(before)
+    type_name = _text(item.get("type"))
+    if type_name is not None and type_name in registry.types():
+        try:
+            found = registry.get(type_name).check_options(resolved)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            # A check tripped over a malformed value; the schema problems say which.
+            if not problems.under(at):
+                problems.add(at, f"cannot check the options: {type(err).__name__}: {err}")
+            found = []
+        for where, message in found:
+            if not _is_bad((*at, *where), skip):
+                problems.add((*at, *where), message)
+    name = _text(item.get("name")) or ""
+    return NotifierConfig(name, type_name or "", MappingProxyType(resolved))
 
 
 def _split_where(where: str) -> tuple[PathPart, ...]:

@@ -104,12 +104,15 @@ class NotifyError(AlertServiceError):
     Args:
         message: what happened; never contains secrets (URLs, header values).
         retryable: True when sending the same payload again may succeed (timeouts,
-            connection errors, HTTP 408/425/429 and 5xx); False when it cannot (other
-            4xx, redirects, invalid payloads).
+            connection errors, a reply cut short, HTTP 408/425/429 and 5xx); False when
+            it cannot (other 4xx, redirects, invalid payloads, a request that cannot
+            be made).
         retry_after_secs: server-requested wait before the next attempt, in seconds
             (from an HTTP ``Retry-After`` header), or None.
-        error_type: short fixed label for logs and metrics: ``"timeout"``,
-            ``"connection"``, ``"http_status"``, ``"encoding"`` or ``"internal"``.
+        error_type: short fixed label for logs: e.g. ``"timeout"``,
+            ``"connection"``, ``"dns"``, ``"proxy"``, ``"tls"``, ``"transport"``,
+            ``"request"``, ``"http_status"``, ``"encoding"`` or ``"internal"``
+            (:func:`alert_service.notify.http.transport_error`; actions add their own).
     """
 
     def __init__(

@@ -17,18 +17,28 @@ Two ways through :class:`Pipeline`:
   the baseline rules kept in a private in-memory database.
 
 Bad input never stops the pipeline: a :class:`~alert_service.errors.ParseError` is
-counted and logged with the line's file and offset, and the next line is read; an
+counted and logged with the line's file and offset, and the next line is read (when a
+crashed writer's unterminated fragment is glued in front of a complete line, the
+fragment is counted as ``malformed_fragments`` and the complete line is read); an
 unexpected error on one line is counted (``processing_errors``) and the line skipped, so
 one poisonous line cannot stop the service on every restart. A failed transaction is
 rolled back, the file is read again from its last checkpoint after a pause.
 
 Staleness: a configured source that yields no line for ``stale_after_secs`` logs
 ``source_stale`` once and counts in the ``stale_sources`` gauge until a line arrives.
+
+Availability: a configured source whose file does not exist (a glob matching no file)
+logs ``source_missing``, one that cannot be opened (permission denied...) logs
+``source_unreadable`` — each with a hint — at the first poll and again every
+:data:`SOURCE_PROBLEM_REPEAT_SECS` while it lasts, then ``source_found``; meanwhile it
+counts in the ``sources_missing`` / ``sources_unreadable`` gauges and is listed in
+``Stats.source_problems`` (shown by ``/health``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import sqlite3
@@ -39,12 +49,11 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol, cast
 
 from alert_service.config import Config, SourceConfig
-from alert_service.errors import NotifyError, ParseError, SourceError
+from alert_service.errors import ParseError, SourceError
 from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
-from alert_service.notify import DEFAULT_REGISTRY, Notifier, NotifierRegistry, RetryPolicy, deliver
 from alert_service.notify.http import encode_json
-from alert_service.parse import Event, parse_line
+from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.source import (
     DEFAULT_MAX_LINE_BYTES,
     FileFollower,
@@ -52,6 +61,7 @@ from alert_service.source import (
     Position,
     SourceLine,
     expand_glob,
+    glob_base_error,
     read_whole_file,
 )
 from alert_service.state.baseline import BaselineMode, BaselineTracker
@@ -62,17 +72,19 @@ from alert_service.stats import Stats
 
 __all__ = [
     "CHECKPOINT_EXPIRY_INTERVAL_SECS",
+    "SOURCE_PROBLEM_REPEAT_SECS",
     "Dispatcher",
-    "NotifyDispatcher",
     "Pipeline",
     "PrintDispatcher",
-    "build_notifiers",
 ]
 
 _log = logging.getLogger(__name__)
 
 CHECKPOINT_EXPIRY_INTERVAL_SECS = 3600.0
 """Seconds between two sweeps for expired checkpoints (also done at start)."""
+
+SOURCE_PROBLEM_REPEAT_SECS = 600.0
+"""While a source stays missing or unreadable, its warning is repeated this often, seconds."""
 
 _GLOB_RESCANS_PER_POLL = 10  # a glob is expanded again every 10 poll intervals
 _MAX_RETRY_PAUSE_SECS = 30.0
@@ -86,94 +98,6 @@ class Dispatcher(Protocol):
 
     def close(self) -> None:
         """Release resources."""
-
-
-def build_notifiers(
-    config: Config, registry: NotifierRegistry = DEFAULT_REGISTRY
-) -> dict[str, Notifier]:
-    """Create one notifier per configured entry, keyed by name."""
-    return {n.name: registry.create(n.name, n.type, n.options) for n in config.notifiers}
-
-
-class NotifyDispatcher:
-    """Send each alert to its rule's notifiers at once, with bounded in-process retries.
-
-    Not used by ``run`` (which goes through the durable outbox); kept for embedding the
-    pipeline without a state database.
-
-    Args:
-        notifiers: notifier name → notifier (every name a rule uses).
-        policy: retry policy per notification.
-        stats: counters (``sent``, ``failed``, ``retries``).
-        wait: sleeps between attempts; returns True to stop retrying (service stopping).
-    """
-
-    def __init__(
-        self,
-        notifiers: Mapping[str, Notifier],
-        policy: RetryPolicy,
-        stats: Stats,
-        wait: Callable[[float], bool] | None = None,
-    ) -> None:
-        self.notifiers = dict(notifiers)
-        self.policy = policy
-        self.stats = stats
-        self._wait = wait if wait is not None else _plain_wait
-
-    def dispatch(self, alert: Alert) -> None:
-        """Deliver ``alert`` to each notifier of its rule; failures are counted and logged."""
-        for name in alert.notify:
-            notifier = self.notifiers[name]
-            fields = {"alert_id": alert.id, "rule": alert.rule, "notifier": name}
-
-            def on_retry(err: NotifyError, delay: float, fields: dict[str, str] = fields) -> None:
-                self.stats.retries += 1
-                log_event(
-                    _log,
-                    logging.WARNING,
-                    "notify_retrying",
-                    **fields,
-                    error_type=err.error_type,
-                    reason=str(err),
-                    delay_secs=round(delay, 3),
-                )
-
-            try:
-                attempts = deliver(notifier, alert, self.policy, wait=self._wait, on_retry=on_retry)
-            except NotifyError as err:
-                self.stats.failed += 1
-                log_event(
-                    _log,
-                    logging.ERROR,
-                    "notify_failed",
-                    **fields,
-                    error_type=err.error_type,
-                    retryable=err.retryable,
-                    reason=str(err),
-                )
-            except Exception as err:  # a notifier bug must not stop the service
-                self.stats.failed += 1
-                log_event(
-                    _log,
-                    logging.ERROR,
-                    "notify_failed",
-                    **fields,
-                    error_type="internal",
-                    reason=f"{type(err).__name__}: {err}",
-                )
-            else:
-                self.stats.sent += 1
-                log_event(_log, logging.INFO, "notify_sent", **fields, attempts=attempts)
-
-    def close(self) -> None:
-        """Close every notifier."""
-        for notifier in self.notifiers.values():
-            notifier.close()
-
-
-def _plain_wait(secs: float) -> bool:
-    time.sleep(secs)
-    return False
 
 
 class PrintDispatcher:
@@ -220,6 +144,9 @@ class _Source:
     last_line: float = 0.0
     stale: bool = False
     next_scan: float = 0.0
+    problem: tuple[str, str] | None = None  # (kind, reason), see _source_problem
+    problem_since: float = 0.0
+    problem_logged: float = 0.0
 
 
 class Pipeline:
@@ -292,7 +219,12 @@ class Pipeline:
         matches = 0
         for index, raw in enumerate(chunk.lines):
             try:
-                events = parse_line(raw, packs)
+                try:
+                    events = parse_line(raw, packs)
+                except ParseError as err:
+                    if not raw.strip():
+                        continue
+                    events = self._recover_glued(chunk, index, raw, str(err))
                 for event in events:
                     alerts = match(event)
                     if alerts:
@@ -302,10 +234,6 @@ class Pipeline:
                     if alerts:
                         out += alerts
                 events_seen += len(events)
-            except ParseError as err:
-                if raw.strip():
-                    stats.parse_errors += 1
-                    self._line_failed("line_parse_failed", chunk, index, str(err))
             except sqlite3.Error:
                 raise
             except Exception as err:  # a bug must not stop the service on this line forever
@@ -318,6 +246,41 @@ class Pipeline:
         stats.events += events_seen
         stats.matches += matches
 
+    def _recover_glued(self, chunk: LineChunk, index: int, raw: bytes, error: str) -> list[Event]:
+        """Handle a line that failed to parse; return the events it still gives.
+
+        When an unterminated fragment (a writer crashed mid-line) is glued in front of
+        a complete line (:func:`~alert_service.parse.glued_line_start`), the fragment
+        is counted (``malformed_fragments``) and logged as ``line_fragment_skipped``
+        and the complete line's events are returned; otherwise the line is counted and
+        logged as a parse error and there are none.
+        """
+        stats = self.stats
+        cut = glued_line_start(raw)
+        if cut is None:
+            stats.parse_errors += 1
+            self._line_failed("line_parse_failed", chunk, index, error)
+            return []
+        start = self._line_start(chunk, index)
+        stats.malformed_fragments += 1
+        log_event(
+            _log,
+            logging.WARNING,
+            "line_fragment_skipped",
+            path=chunk.path,
+            inode=chunk.identity.inode,
+            offset=start,
+            fragment_bytes=cut,
+            line_offset=start + cut,
+            reason="an unterminated line (a writer stopped mid-line) precedes this line",
+        )
+        try:
+            return parse_line(raw[cut:], self._packs)
+        except ParseError as err:
+            stats.parse_errors += 1
+            self._line_failed("line_parse_failed", chunk, index, str(err), cut)
+            return []
+
     def match_chunk(self, chunk: LineChunk) -> list[Alert]:
         """Parse and match the lines of ``chunk``: the alerts, no baseline, no output.
 
@@ -328,16 +291,21 @@ class Pipeline:
         self._process_chunk(chunk, None, alerts)
         return alerts
 
-    def _line_failed(self, event: str, chunk: LineChunk, index: int, reason: str) -> None:
-        ends = chunk.ends()
-        start = ends[index - 1] if index else chunk.start
+    @staticmethod
+    def _line_start(chunk: LineChunk, index: int) -> int:
+        """Byte offset of the first byte of line ``index`` of ``chunk``."""
+        return chunk.ends()[index - 1] if index else chunk.start
+
+    def _line_failed(
+        self, event: str, chunk: LineChunk, index: int, reason: str, skip: int = 0
+    ) -> None:
         log_event(
             _log,
             logging.WARNING,
             event,
             path=chunk.path,
             inode=chunk.identity.inode,
-            offset=start,
+            offset=self._line_start(chunk, index) + skip,
             reason=reason,
         )
 
@@ -365,7 +333,7 @@ class Pipeline:
         """
         if self.dispatcher is None:
             raise ValueError("process_line needs a dispatcher")
-        chunk = LineChunk(line.identity, line.path, line.offset - len(line.line) - 1, [line.line])
+        chunk = LineChunk(line.identity, line.path, line.start, [line.line], line.terminated)
         tracker = self._replay_tracker()
         alerts: list[Alert] = []
         self._process_chunk(chunk, tracker, alerts)
@@ -441,7 +409,10 @@ class Pipeline:
                     self._poll_file(conn, source, followed, now)
                 next_due = min(next_due, followed.due)
             self._check_staleness(source, self._monotonic())
-        self.stats.sources_followed = sum(len(s.files) for s in self._sources)
+            self._check_availability(source, self._monotonic())
+        self.stats.sources_followed = sum(
+            1 for s in self._sources for f in s.files.values() if f.follower.identity is not None
+        )
         return max(0.0, next_due - self._monotonic())
 
     def close(self) -> None:
@@ -464,6 +435,7 @@ class Pipeline:
                 source.next_scan = now + src.poll_interval_secs * _GLOB_RESCANS_PER_POLL
             else:
                 self._follow(source, src.path, initial=True)
+        self._publish_problems()  # none known yet (after close(), forget the old ones)
 
     def _scan_glob(self, source: _Source, *, initial: bool) -> None:
         matched = set(expand_glob(source.config.path))
@@ -617,6 +589,78 @@ class Pipeline:
             self.stats.stale_sources -= 1
             log_event(_log, logging.INFO, "source_active_again", source=source.name)
 
+    @staticmethod
+    def _source_problem(source: _Source) -> tuple[str, str] | None:
+        """``("missing" | "unreadable", reason)`` when no file of ``source`` can be read."""
+        errors: list[OSError] = []
+        for followed in source.files.values():
+            err = followed.follower.open_error
+            if err is None:
+                return None  # a file is read (or not tried yet)
+            errors.append(err)
+        first: OSError
+        if errors:
+            first = errors[0]
+        elif source.config.glob:
+            base = glob_base_error(source.config.path)
+            if base is None or isinstance(base, FileNotFoundError):
+                return "missing", "no file matches"
+            first = base  # glob.glob() says nothing when it may not list a directory
+        else:
+            return None  # the path is followed by another entry of ``sources``
+        if isinstance(first, FileNotFoundError):
+            return "missing", "no such file"
+        name = errno.errorcode.get(first.errno or 0)
+        text = first.strerror or str(first)
+        return "unreadable", f"{text} ({name})" if name else text
+
+    def _check_availability(self, source: _Source, now: float) -> None:
+        """Log a source going missing/unreadable (again every 10 minutes) or coming back."""
+        problem = self._source_problem(source)
+        previous = source.problem
+        if problem is None:
+            if previous is not None:
+                source.problem = None
+                self._publish_problems()
+                log_event(
+                    _log,
+                    logging.INFO,
+                    "source_found",
+                    path=source.name,
+                    was=previous[0],
+                    missing_secs=round(now - source.problem_since, 1),
+                )
+            return
+        if previous is None or previous != problem:
+            if previous is None:
+                source.problem_since = now
+            source.problem = problem
+            self._publish_problems()
+        elif now - source.problem_logged < SOURCE_PROBLEM_REPEAT_SECS:
+            return
+        source.problem_logged = now
+        kind, reason = problem
+        log_event(
+            _log,
+            logging.WARNING,
+            f"source_{kind}",
+            path=source.name,
+            reason=reason,
+            missing_secs=round(now - source.problem_since, 1),
+            hint=_problem_hint(kind),
+        )
+
+    def _publish_problems(self) -> None:
+        problems = {s.name: f"{s.problem[0]}: {s.problem[1]}" for s in self._sources if s.problem}
+        stats = self.stats
+        stats.sources_missing = sum(
+            1 for s in self._sources if s.problem and s.problem[0] == "missing"
+        )
+        stats.sources_unreadable = sum(
+            1 for s in self._sources if s.problem and s.problem[0] == "unreadable"
+        )
+        stats.source_problems = problems  # replaced whole: /health reads it from a thread
+
     def _expire_checkpoints(self) -> None:
         assert self.state is not None
         keep = [path for source in self._sources for path in source.files]
@@ -629,3 +673,19 @@ class Pipeline:
             return
         for path in gone:
             log_event(_log, logging.INFO, "checkpoint_expired", source=path)
+
+
+def _problem_hint(kind: str) -> str:
+    """What to check when a source is missing or unreadable (uid/gid of this process)."""
+    user = f"uid {os.geteuid()}, gid {os.getegid()}"
+    if kind == "missing":
+        return (
+            "is this the results log osqueryd writes (osqueryd.results.log under its "
+            "--logger_path, default /var/log/osquery) or Fleet's "
+            f"filesystem.result_log_file? Is its directory readable by this user ({user})?"
+        )
+    return (
+        f"is it readable by this user ({user})? osqueryd creates it with --logger_mode "
+        "(default 0640: owner and group), Fleet with mode 0644; add this user to the "
+        "file's group or run the service as that user"
+    )

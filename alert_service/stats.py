@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 
 __all__ = ["GAUGES", "Stats"]
 
-GAUGES = frozenset({"stale_sources", "sources_followed"})
+GAUGES = frozenset({"stale_sources", "sources_followed", "sources_missing", "sources_unreadable"})
 """Names of the :class:`Stats` fields that are gauges (may go down); the other int
 fields are counters."""
 
@@ -24,6 +24,9 @@ class Stats:
     Attributes:
         lines_read: complete lines handed to the parser (blank lines included).
         parse_errors: lines rejected by the parser (see :class:`~alert_service.errors.ParseError`).
+        malformed_fragments: unterminated fragments (a writer stopped mid-line) found
+            glued in front of a complete line, which is read; logged as
+            ``line_fragment_skipped``. Not counted in ``parse_errors``.
         processing_errors: lines skipped because matching them raised an unexpected
             error (a bug; logged as ``line_processing_failed``).
         lines_skipped_too_long: lines longer than the source's ``max_line_bytes``, skipped.
@@ -50,22 +53,30 @@ class Stats:
         baseline_digests: digest alerts made for rules with ``baseline: digest``.
         staleness_warnings: times a source went ``stale_after_secs`` without a line.
         stale_sources: gauge: configured sources currently stale.
-        sources_followed: gauge: files currently followed (a glob may match several).
+        sources_followed: gauge: files currently open and followed (a glob may match
+            several); a configured path that does not exist is not counted.
+        sources_missing: gauge: configured sources whose file does not exist (a
+            ``glob`` matching no file); logged as ``source_missing``.
+        sources_unreadable: gauge: configured sources whose file (or a glob's
+            directory) exists but cannot be opened, e.g. permission denied; logged as
+            ``source_unreadable``.
         sent: notifications accepted by a notifier (one per alert and notifier).
         failed: notifications given up on after the last attempt.
         retries: extra attempts made after a retryable failure.
-        suppressed: notifications not sent because their dedup key was silenced
-            (delivery workers).
-        digests: digest messages delivered by the delivery workers.
         suppressed: outbox rows not sent because their dedup key was silenced.
         digests: digest messages delivered, each folding several alerts.
         source_last_line_time: per configured source (its ``path`` or ``glob``), when it
             last produced a line, seconds since the Unix epoch (0 = never); a gauge
             per source, not included in :meth:`as_dict`.
+        source_problems: configured source (its ``path`` or ``glob``) → why it cannot
+            be read now, ``"missing: no such file"`` or ``"unreadable: Permission
+            denied (EACCES)"``; only sources with a problem. ``/health`` shows it. The
+            pipeline replaces the dict as a whole, so other threads may read it.
     """
 
     lines_read: int = 0
     parse_errors: int = 0
+    malformed_fragments: int = 0
     processing_errors: int = 0
     lines_skipped_too_long: int = 0
     truncations: int = 0
@@ -85,12 +96,15 @@ class Stats:
     staleness_warnings: int = 0
     stale_sources: int = 0
     sources_followed: int = 0
+    sources_missing: int = 0
+    sources_unreadable: int = 0
     sent: int = 0
     failed: int = 0
     retries: int = 0
     suppressed: int = 0
     digests: int = 0
     source_last_line_time: dict[str, float] = field(default_factory=dict)
+    source_problems: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         """Return the int counters and gauges as a new ``{name: value}`` dict."""

@@ -151,8 +151,12 @@ class DeliveryService:
 
         Healthy means every worker thread runs. The document lists, per destination,
         ``alive``, ``pending``, ``oldest_pending_age_seconds``, ``consecutive_failures``,
-        ``paused_until``, ``last_success_at`` and ``last_error``; ``status`` is ``ok``,
-        ``degraded`` (a destination is failing) or ``failing`` (a worker is dead).
+        ``paused_until``, ``last_success_at`` and ``last_error``; ``source_problems``
+        maps each configured source that cannot be read now to why
+        (``Stats.source_problems``: ``"missing: no such file"``...). ``status`` is
+        ``ok``, ``degraded`` (a destination is failing, or a source is missing or
+        unreadable) or ``failing`` (a worker is dead); when not ``ok``, ``reason`` says
+        why in one line. Degraded is still healthy (HTTP 200).
         """
         try:
             depths = self.queue_depths()
@@ -176,10 +180,26 @@ class DeliveryService:
                 "last_success_at": h.last_success_at,
                 "last_error": h.last_error,
             }
+        sources = dict(self.stats.source_problems)  # replaced whole by the pipeline
+        reasons = [
+            f"destination {name}: worker stopped"
+            for name, d in destinations.items()
+            if not d["alive"]
+        ]
+        reasons += [
+            f"destination {name}: {d['consecutive_failures']} consecutive failures"
+            for name, d in destinations.items()
+            if d["alive"] and d["consecutive_failures"]
+        ]
+        reasons += [f"source {path}: {problem}" for path, problem in sorted(sources.items())]
         alive = all(d["alive"] for d in destinations.values())
-        failing = any(d["consecutive_failures"] for d in destinations.values())
-        status = "failing" if not alive else "degraded" if failing else "ok"
-        return alive, {"status": status, "destinations": destinations}
+        status = "failing" if not alive else "degraded" if reasons else "ok"
+        doc: dict[str, Any] = {"status": status}
+        if reasons:
+            doc["reason"] = "; ".join(reasons)
+        doc["destinations"] = destinations
+        doc["source_problems"] = sources
+        return alive, doc
 
     def _housekeeping(self) -> None:
         conn: sqlite3.Connection | None = None

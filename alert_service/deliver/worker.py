@@ -14,11 +14,14 @@ or dead endpoint never delays another destination nor the log reading
 
    * 2xx → ``sent`` and, in the same transaction, the silence of its dedup key
      (:mod:`alert_service.deliver.dedup`) — a failed send silences nothing;
-   * retryable (timeouts, connection errors, 408/425/429/5xx) → ``attempts + 1``,
-     ``next_attempt_at = now + backoff`` (capped exponential with full jitter on the
-     row's attempts, at least ``Retry-After`` up to ``max_retry_after_secs``), and the
-     destination pauses for a backoff on its consecutive failures — one probe per
-     pause while an endpoint is down, not one per row;
+   * retryable (timeouts, connection errors, a reply cut short, 408/425/429/5xx) →
+     ``attempts + 1``, ``next_attempt_at = now + backoff`` (capped exponential with
+     full jitter on the row's attempts, at least ``Retry-After`` up to
+     ``max_retry_after_secs``), and the destination pauses for a backoff on its
+     consecutive failures — one probe per pause while an endpoint is down, not one per
+     row. ``notify_retrying`` logs both (``row_backoff_secs``,
+     ``destination_pause_secs``) and ``retry_in_secs``, the longer of the two: the
+     earliest the row is tried again;
    * anything else (other 4xx, 410 Gone, a Slack 200 without ``ok``, an unreadable row,
      ``max_attempts`` reached or older than ``max_age_secs``) → ``dead``, logged as
      ``notify_dead_lettered`` and counted.
@@ -495,6 +498,11 @@ class DestinationWorker:
             attempts=attempts + 1,
             error_type=err.error_type,
             reason=reason,
-            delay_secs=round(row_wait, 3),
+            # The row is due after its own backoff, but the whole destination waits
+            # out its pause first: the row is tried again after the longer of the two
+            # at the earliest.
+            retry_in_secs=round(max(row_wait, pause), 3),
+            row_backoff_secs=round(row_wait, 3),
+            destination_pause_secs=round(pause, 3),
             retry_after_secs=err.retry_after_secs,
         )

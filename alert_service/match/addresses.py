@@ -95,8 +95,10 @@ def parse_network(text: str, where: str = "") -> IPNetwork:
     """Parse one CIDR or address of a rule, unwrapping IPv4-mapped IPv6 networks.
 
     Raises:
-        MatchError: not a network, or host bits set (``10.0.0.1/8``).
+        MatchError: not a network, host bits set (``10.0.0.1/8``), or not a string.
     """
+    if not isinstance(text, str):
+        raise MatchError(f"invalid CIDR {text!r}: not text", where)
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError as err:

@@ -150,4 +150,3 @@ class Alert:
             event = replace(first.event, columns=MappingProxyType(dict(row)))
             members.append(cls(str(member_id), first.rule, first.notify, event))
         return members
-

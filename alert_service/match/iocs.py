@@ -111,8 +111,11 @@ def load_ioc_file(path: str) -> tuple[IocVersion, IntRanges, IntRanges, int]:
         The last good parse of each path is reused while its version is unchanged.
 
     Raises:
-        MatchError: the file cannot be read, is not UTF-8, or has a bad line.
+        MatchError: the file cannot be read, is not UTF-8, or has a bad line; or
+            ``path`` is not a string (never taken as a file descriptor).
     """
+    if not isinstance(path, str):
+        raise MatchError(f"IOC file {path!r} is not a path")
     try:
         with open(path, encoding="utf-8") as fh:
             version = IocVersion.of(os.fstat(fh.fileno()))

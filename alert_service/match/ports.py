@@ -29,9 +29,10 @@ def parse_number_item(
         what: the noun used in messages (``port``, ``uid``).
 
     Raises:
-        MatchError: not a value 0..maximum or a range ``a-b`` with ``a <= b``.
+        MatchError: not a value 0..maximum or a range ``a-b`` with ``a <= b`` (any
+            other type, e.g. a float or a list, included).
     """
-    if isinstance(item, bool):
+    if isinstance(item, bool) or not isinstance(item, int | str):
         raise MatchError(f"invalid {what} {item!r}", where)
     if isinstance(item, int):
         low = high = item

@@ -211,7 +211,10 @@ def rule_spec_from_config(raw: Mapping[str, Any]) -> RuleSpec:
     """Build a :class:`RuleSpec` from one rule of the config (already schema-checked).
 
     Args:
-        raw: the rule mapping; keys that failed validation may be left out.
+        raw: the rule mapping; keys that failed validation may be left out. An
+            ``exclude`` item that is not a mapping becomes an empty
+            :class:`ConditionsSpec`, so the others keep their index (for the paths
+            in the config loader's messages).
 
     Returns:
         The spec with defaults applied (``actions`` ``("added",)``).
@@ -220,8 +223,9 @@ def rule_spec_from_config(raw: Mapping[str, Any]) -> RuleSpec:
         ConditionsSpec(
             actions=tuple(item["actions"]) if "actions" in item else None, **_conditions(item)
         )
-        for item in raw.get("exclude", ())
         if isinstance(item, Mapping)
+        else ConditionsSpec()
+        for item in raw.get("exclude", ())
     )
     window = raw.get("dedup_window_secs")
     return RuleSpec(

@@ -15,8 +15,11 @@ def compile_regex(text: str, where: str = "") -> re.Pattern[str]:
     """Compile one rule regex (used with ``fullmatch``).
 
     Raises:
-        MatchError: the regex does not compile.
+        MatchError: the regex does not compile, or ``text`` is not a string (a
+            malformed config reaching the loader's checks).
     """
+    if not isinstance(text, str):
+        raise MatchError(f"regex {text!r} is not text", where)
     try:
         return re.compile(text)
     except re.error as err:

@@ -11,8 +11,9 @@ Public API:
   (``teams``, Workflows + Adaptive Card), :class:`PagerDutyNotifier` (``pagerduty``,
   Events v2);
 * :class:`HttpTransport` — shared HTTP POST with status mapping;
-* :class:`RetryPolicy` — the ``delivery`` settings; :func:`deliver` — in-process
-  bounded retries (the durable outbox is :mod:`alert_service.deliver`).
+* :class:`RetryPolicy`, :func:`backoff_secs` — the ``delivery`` settings and the
+  backoff they imply (delivery itself is :mod:`alert_service.deliver`'s outbox workers);
+* :func:`transport_error` — how a :mod:`requests` failure becomes a ``NotifyError``.
 
 Built-in notifiers are imported here by name so that they register themselves.
 """
@@ -22,10 +23,16 @@ from __future__ import annotations
 from alert_service.notify.base import Notifier
 from alert_service.notify.command import CommandNotifier
 from alert_service.notify.fleet import FleetLiveQueryNotifier, FleetScriptNotifier
-from alert_service.notify.http import HttpReply, HttpTransport, encode_json, parse_retry_after
+from alert_service.notify.http import (
+    HttpReply,
+    HttpTransport,
+    encode_json,
+    parse_retry_after,
+    transport_error,
+)
 from alert_service.notify.pagerduty import PagerDutyNotifier
 from alert_service.notify.registry import DEFAULT_REGISTRY, NotifierRegistry, register_notifier
-from alert_service.notify.retry import RetryPolicy, backoff_secs, deliver
+from alert_service.notify.retry import RetryPolicy, backoff_secs
 from alert_service.notify.slack import SlackNotifier
 from alert_service.notify.teams import TeamsNotifier
 from alert_service.notify.webhook import WebhookNotifier, WebhookSettings
@@ -46,8 +53,8 @@ __all__ = [
     "WebhookNotifier",
     "WebhookSettings",
     "backoff_secs",
-    "deliver",
     "encode_json",
     "parse_retry_after",
     "register_notifier",
+    "transport_error",
 ]

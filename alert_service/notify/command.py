@@ -189,12 +189,17 @@ class CommandNotifier(Notifier):
     def check_options(cls, options: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         """Check the templates: a literal program, known plain placeholders in arguments."""
         problems = super().check_options(options)
-        command = list(options.get("command") or ())
-        if command and ("{" in command[0] or "}" in command[0]):
+        raw = options.get("command")
+        # Items of another type are the schema's to report; skip them here.
+        command: list[object] = list(raw) if isinstance(raw, list | tuple) else []
+        program = command[0] if command else None
+        if isinstance(program, str) and ("{" in program or "}" in program):
             problems.append((("command", 0), "the program cannot contain placeholders or braces"))
         probe = dict.fromkeys(PLACEHOLDERS, "")
         known = ", ".join(f"{{{n}}}" for n in sorted(PLACEHOLDERS))
         for i, template in enumerate(command[1:], start=1):
+            if not isinstance(template, str):
+                continue
             try:
                 substitute(template, probe)
             except ValueError as err:

@@ -74,7 +74,7 @@ from alert_service.errors import NotifyError
 from alert_service.logs import log_event
 from alert_service.match.alert import Alert
 from alert_service.notify.base import Notifier
-from alert_service.notify.http import USER_AGENT, encode_json, parse_retry_after
+from alert_service.notify.http import USER_AGENT, encode_json, parse_retry_after, transport_error
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret, reveal
 
@@ -214,22 +214,8 @@ class FleetClient:
                 text = resp.text
                 retry_after = resp.headers.get("Retry-After")
                 reason = resp.reason or ""
-        except requests.Timeout as err:
-            raise NotifyError(
-                f"{name}: {what}: timed out", retryable=True, error_type="timeout"
-            ) from err
-        except requests.ConnectionError as err:
-            raise NotifyError(
-                f"{name}: {what}: connection failed ({type(err).__name__})",
-                retryable=True,
-                error_type="connection",
-            ) from err
         except requests.RequestException as err:
-            raise NotifyError(
-                f"{name}: {what}: request failed ({type(err).__name__})",
-                retryable=False,
-                error_type="request",
-            ) from err
+            raise transport_error(f"{name}: {what}", err) from err
         if not 200 <= status < 300:
             retryable = status in _RETRYABLE_STATUS or 500 <= status < 600
             detail = _fleet_message(text)

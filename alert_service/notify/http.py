@@ -5,9 +5,12 @@ The one place where :mod:`requests` errors become
 
 * any 2xx → success;
 * 408, 425, 429 and 5xx → retryable, with ``Retry-After`` (seconds or HTTP date) kept;
-* timeouts and connection errors → retryable;
+* timeouts, connection errors and any failure once the request is on its way (a reply
+  cut short, an undecodable body) → retryable (:func:`transport_error`); the message
+  names the cause — ``ECONNREFUSED``, name resolution, proxy, TLS;
 * redirects (not followed: a POST must not silently turn into a GET) and other 4xx
-  (400, 404, 410 Gone, ...) → not retryable: the outbox dead-letters them.
+  (400, 404, 410 Gone, ...) → not retryable: the outbox dead-letters them; so is a
+  request that cannot be made at all (an invalid header value or URL).
 
 Only the first KiB of a response body is read (for Slack's ``ok`` and for messages).
 
@@ -18,26 +21,49 @@ tokens).
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
+import socket
+import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import requests
+from urllib3.exceptions import NameResolutionError
 
 from alert_service import __version__
 from alert_service.errors import NotifyError
 
-__all__ = ["USER_AGENT", "HttpReply", "HttpTransport", "encode_json", "parse_retry_after"]
+__all__ = [
+    "USER_AGENT",
+    "HttpReply",
+    "HttpTransport",
+    "encode_json",
+    "parse_retry_after",
+    "transport_error",
+]
 
 USER_AGENT: Final = f"tracked-connections-alerts/{__version__}"
 _RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
 _BODY_SNIPPET_CHARS: Final = 200
 _BODY_HEAD_BYTES: Final = 1024
+# Raised before anything is sent, and the same on every attempt: never retried.
+_REQUEST_NOT_MADE: Final = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+    requests.exceptions.URLRequired,
+    requests.exceptions.InvalidJSONError,
+)
+_EAI_NAMES: Final = {
+    getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_") and n != "EAI_SYSTEM"
+}
 
 
-def encode_json(payload: Mapping[str, Any]) -> bytes:
+def encode_json(payload: Mapping[str, object]) -> bytes:
     """Serialise ``payload`` as compact UTF-8 JSON.
 
     Non-ASCII text is written as UTF-8; if the payload holds text that UTF-8 cannot
@@ -124,40 +150,6 @@ class HttpTransport:
         self.notifier = notifier
         self.session = session if session is not None else requests.Session()
 
-    def post_json(
-        self,
-        url: str,
-        payload: Mapping[str, Any],
-        *,
-        headers: Mapping[str, str],
-        connect_timeout_secs: float,
-        read_timeout_secs: float,
-    ) -> int:
-        """POST ``payload`` as ``application/json`` and check the status.
-
-        Args:
-            url: destination URL (may contain a token; never logged).
-            payload: JSON-serialisable mapping.
-            headers: extra request headers; ``Content-Type`` and ``User-Agent`` are set
-                unless given here.
-            connect_timeout_secs: TCP connect timeout, seconds.
-            read_timeout_secs: timeout between bytes of the response, seconds.
-
-        Returns:
-            The 2xx status code.
-
-        Raises:
-            NotifyError: non-2xx status, timeout or connection problem (see module docs).
-        """
-        reply = self.post(
-            url,
-            encode_json(payload),
-            headers=headers,
-            connect_timeout_secs=connect_timeout_secs,
-            read_timeout_secs=read_timeout_secs,
-        )
-        return reply.status
-
     def post(
         self,
         url: str,
@@ -213,21 +205,102 @@ class HttpTransport:
                     else None,
                     error_type="http_status",
                 )
-        except requests.Timeout as err:
-            raise NotifyError(f"{name}: timed out", retryable=True, error_type="timeout") from err
-        except requests.ConnectionError as err:
-            raise NotifyError(
-                f"{name}: connection failed ({type(err).__name__})",
-                retryable=True,
-                error_type="connection",
-            ) from err
         except requests.RequestException as err:
-            raise NotifyError(
-                f"{name}: request failed ({type(err).__name__})",
-                retryable=False,
-                error_type="request",
-            ) from err
+            raise transport_error(name, err) from err
 
     def close(self) -> None:
         """Close pooled connections."""
         self.session.close()
+
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and what it wraps (urllib3's ``reason``, ``__cause__``, ``__context__``,
+    exception arguments), breadth first, each once."""
+    seen: set[int] = set()
+    queue: list[BaseException] = [err]
+    while queue:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = (
+            getattr(current, "reason", None),
+            current.__cause__,
+            current.__context__,
+            *current.args,
+        )
+        queue += [n for n in nested if isinstance(n, BaseException)]
+
+
+def _os_reason(err: BaseException) -> str | None:
+    """``ECONNREFUSED (Connection refused)`` for the first OS error inside ``err``;
+    ``name resolution failed (EAI_AGAIN: ...)`` for a resolver error; None otherwise."""
+    for cause in _causes(err):
+        if isinstance(cause, socket.gaierror):
+            code = _EAI_NAMES.get(cause.errno, str(cause.errno))
+            return f"name resolution failed ({code}: {cause.strerror})"
+    for cause in _causes(err):
+        if isinstance(cause, OSError) and cause.errno is not None:
+            name = errno.errorcode.get(cause.errno)
+            if name is not None:
+                return f"{name} ({cause.strerror})"
+    return None
+
+
+def _type_name(err: BaseException) -> str:
+    name = type(err).__name__
+    return f"{type(err).__module__}.{name}" if name == "error" else name
+
+
+def transport_error(where: str, err: requests.RequestException) -> NotifyError:
+    """Translate a :mod:`requests` failure into a :class:`NotifyError` naming its cause.
+
+    Messages name the cause (errno name and text, ``name resolution failed``, the
+    exception type) but never a URL, host or header value, which may hold tokens.
+
+    Args:
+        where: message prefix, e.g. the notifier name.
+        err: what ``requests`` raised.
+
+    Returns:
+        The error to raise; ``error_type`` is ``timeout``, ``dns``, ``proxy``, ``tls``,
+        ``connection``, ``transport`` (the reply broke: cut short, undecodable) — all
+        retryable — or ``request`` (the request cannot be made: an invalid header or
+        URL; not retryable, it would fail the same way every time).
+    """
+    kind = type(err).__name__
+    if isinstance(err, _REQUEST_NOT_MADE):
+        return NotifyError(
+            f"{where}: request cannot be made ({kind})", retryable=False, error_type="request"
+        )
+    if isinstance(err, requests.Timeout):
+        phase = "connect" if isinstance(err, requests.ConnectTimeout) else "read"
+        return NotifyError(f"{where}: timed out ({phase})", retryable=True, error_type="timeout")
+    # The deepest wrapped exception says most: IncompleteRead, RemoteDisconnected,
+    # zlib.error (a bare "error" gets its module).
+    wrapped = [_type_name(c) for c in _causes(err) if not isinstance(c, requests.RequestException)]
+    reason = _os_reason(err) or (wrapped[-1] if wrapped else "")
+    if isinstance(err, requests.exceptions.ProxyError):
+        return NotifyError(
+            f"{where}: proxy failed: {reason or kind}", retryable=True, error_type="proxy"
+        )
+    if isinstance(err, requests.exceptions.SSLError):
+        detail = next(
+            (c.reason or c.strerror for c in _causes(err) if isinstance(c, ssl.SSLError)),
+            kind,
+        )
+        return NotifyError(f"{where}: TLS failed: {detail}", retryable=True, error_type="tls")
+    if isinstance(err, requests.ConnectionError):
+        dns = any(isinstance(c, NameResolutionError | socket.gaierror) for c in _causes(err))
+        return NotifyError(
+            f"{where}: connection failed: {reason or kind}",
+            retryable=True,
+            error_type="dns" if dns else "connection",
+        )
+    # The request went out; the reply broke (cut short, undecodable): try again.
+    return NotifyError(
+        f"{where}: reply unreadable ({kind}{': ' + reason if reason else ''})",
+        retryable=True,
+        error_type="transport",
+    )

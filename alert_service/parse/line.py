@@ -43,7 +43,7 @@ from alert_service.parse.event import Action, ColumnValue, Event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, QueryName, parse_query_name
 from alert_service.parse.values import normalise_columns, to_int
 
-__all__ = ["decode_line", "parse_line"]
+__all__ = ["MAX_GLUED_CANDIDATES", "decode_line", "glued_line_start", "parse_line"]
 
 _ESCAPE_ERRORS: Final = "alert_service.osquery_escape"
 _KNOWN_KEYS: Final = frozenset(
@@ -72,6 +72,9 @@ _ACTIONS: Final[dict[str, Action]] = {
 }
 _orjson_loads: Final = orjson.loads
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+
+MAX_GLUED_CANDIDATES: Final = 64
+"""Most ``{"`` positions :func:`glued_line_start` tries in one line."""
 
 
 def _escape_invalid_bytes(err: UnicodeError) -> tuple[str, int]:
@@ -363,3 +366,43 @@ def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PAC
     if "data" in doc and "log_type" in doc and "name" not in doc:
         return _parse_envelope(doc, packs)
     return _parse_doc(doc, packs)
+
+
+def glued_line_start(line: bytes) -> int | None:
+    """Find a complete JSON object glued behind a fragment: ``<partial>{"name":...}``.
+
+    A writer that stops mid-line (a crash) leaves an unterminated fragment; the next
+    complete line is then appended to it, and the two read as one line that is not
+    JSON. This finds where the complete line starts so it is not lost.
+
+    Args:
+        line: a line (no newline) that failed to parse.
+
+    Returns:
+        The byte offset, greater than 0, of the first ``{"`` from which the rest of
+        the line is one valid JSON object (the candidates are tried left to right, at
+        most :data:`MAX_GLUED_CANDIDATES`); None when there is none. A line that is
+        valid JSON never has one: an object nested in it is followed by the closing
+        brace of its parent.
+    """
+    start = 0
+    for _ in range(MAX_GLUED_CANDIDATES):
+        start = line.find(b'{"', start + 1)
+        if start < 0:
+            return None
+        rest = line[start:]
+        try:
+            doc = _orjson_loads(rest)
+        except orjson.JSONDecodeError:
+            try:
+                rest.decode("utf-8")
+                continue  # valid UTF-8 that orjson refuses: not JSON (the usual case)
+            except UnicodeDecodeError:
+                pass
+            try:
+                doc = _load_slow(rest)  # invalid UTF-8 is read as \xNN text
+            except ParseError:
+                continue
+        if doc.__class__ is dict:
+            return start
+    return None

@@ -8,6 +8,7 @@ Public API:
 * :func:`read_whole_file` — read a log from start to end, plain or compressed
   (``replay``);
 * :func:`expand_glob` — the live logs a ``glob`` source names;
+  :func:`glob_base_error` — why its directory cannot be listed;
 * :class:`LineChunk`, :class:`SourceLine`, :class:`FileIdentity`, :class:`Position` —
   what they yield and store;
 * :class:`LineSplitter` — the shared line cutter with its length cap.
@@ -22,7 +23,7 @@ from alert_service.source.follower import (
     FileFollower,
     head_matches,
 )
-from alert_service.source.globs import expand_glob
+from alert_service.source.globs import expand_glob, glob_base_error
 from alert_service.source.lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from alert_service.source.records import (
     FINGERPRINT_BYTES,
@@ -52,6 +53,7 @@ __all__ = [
     "compression_of",
     "expand_glob",
     "fingerprint",
+    "glob_base_error",
     "head_matches",
     "is_rotated_name",
     "list_siblings",

@@ -14,8 +14,9 @@ Implements alerting-delivery-and-tailing.md §4.2 (items 1-4 and 8):
   (first ≤1024 bytes) changed on the same inode → counted as a truncation and a
   possible loss, reading restarts at 0; if a rotated sibling holds a copy of the old
   content (logrotate ``copytruncate`` → ``<log>.1``), its unread rest is read first;
-* a path that does not exist (yet, or between rotation steps) is waited for; a file
-  deleted and recreated is read to its end, then the new one from 0;
+* a path that does not exist (yet, or between rotation steps) is waited for, and so is
+  one that cannot be opened (:attr:`FileFollower.open_error` says why, for the owner to
+  report); a file deleted and recreated is read to its end, then the new one from 0;
 * lines longer than ``max_line_bytes`` are skipped and counted; the next line is read;
 * resuming from a :class:`~alert_service.source.records.Position` (the checkpoint):
   the live file when it is still the checkpointed one (same identity, same head
@@ -121,6 +122,10 @@ class FileFollower:
 
     Attributes:
         path: as given.
+        open_error: why the live path could not be opened at the last attempt
+            (``FileNotFoundError`` while it does not exist, ``PermissionError``...), or
+            None (open, or not tried yet). The follower does not log it; its owner
+            reports it (the pipeline logs ``source_missing`` / ``source_unreadable``).
         has_more: True when the last poll stopped at its byte budget.
         start_position: the position before the first line was read (the checkpoint,
             or where ``start_at`` put it); None while no file was open. A caller whose
@@ -154,6 +159,7 @@ class FileFollower:
         self._done: Position | None = checkpoint
         self._started = False
         self._last_problem: str | None = None
+        self.open_error: OSError | None = None
         self.start_position: Position | None = checkpoint
 
     # -- public ----------------------------------------------------------------
@@ -167,11 +173,6 @@ class FileFollower:
     def offset(self) -> int:
         """Bytes read so far in the current file (a buffered partial line included)."""
         return self._queue[0].splitter.offset if self._queue else 0
-
-    @property
-    def reading_path(self) -> str | None:
-        """Name of the file being read (a rotated name while draining), or None."""
-        return self._queue[0].file.path if self._queue else None
 
     def position(self) -> Position | None:
         """Return where the next unread line starts: the checkpoint to store.
@@ -191,8 +192,9 @@ class FileFollower:
             the old file's last lines come before newer files' lines. Empty when
             nothing new arrived or the path does not exist.
 
-        Never raises for an unreadable path or file: the problem is logged once (until
-        it changes) and the next poll tries again.
+        Never raises for an unreadable path or file: the next poll tries again. A
+        live path that cannot be opened is recorded in :attr:`open_error`; other read
+        problems are logged once (until they change).
         """
         if not self._started:
             self._started = True
@@ -264,11 +266,10 @@ class FileFollower:
     def _open_path(self) -> ContentFile | None:
         try:
             file = ContentFile.open(self.path)
-        except FileNotFoundError:
+        except OSError as err:  # FileNotFoundError included: waited for, not an error
+            self.open_error = err
             return None
-        except OSError as err:
-            self._problem("source_open_failed", err)
-            return None
+        self.open_error = None
         self._last_problem = None
         return file
 

@@ -66,12 +66,21 @@ class SourceLine:
             without ``\\n``, just after its last byte); the position a checkpoint
             stores. For a compressed file, offsets count decompressed bytes.
         path: the path the file was opened by (it may have been renamed since).
+        terminated: False for a last line without ``\n`` (a finished file's
+            unterminated tail); its first byte is then at ``offset - len(line)``,
+            otherwise at ``offset - len(line) - 1`` (:attr:`start`).
     """
 
     line: bytes
     identity: FileIdentity
     offset: int
     path: str
+    terminated: bool = True
+
+    @property
+    def start(self) -> int:
+        """Byte offset of the line's first byte."""
+        return self.offset - len(self.line) - (1 if self.terminated else 0)
 
 
 @dataclass(slots=True)
@@ -108,7 +117,11 @@ class LineChunk:
         """Return the lines as :class:`SourceLine` records."""
         ident, path = self.identity, self.path
         pairs = zip(self.lines, self.ends(), strict=True)
-        return [SourceLine(line, ident, end, path) for line, end in pairs]
+        out = [SourceLine(line, ident, end, path) for line, end in pairs]
+        if not self.terminated:
+            last = out[-1]
+            out[-1] = SourceLine(last.line, ident, last.offset, path, terminated=False)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

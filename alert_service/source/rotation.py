@@ -88,7 +88,20 @@ def _candidates(path: str) -> list[tuple[tuple[int, str, int], str]]:
     directory, name = os.path.split(path)
     try:
         entries = os.listdir(directory or ".")
-    except OSError:
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        # The live file may still be readable (x without r on the directory), but
+        # rotated files cannot be found: say so instead of losing them silently.
+        log_event(
+            _log,
+            logging.WARNING,
+            "source_directory_unreadable",
+            path=path,
+            directory=directory or ".",
+            reason=err.strerror or str(err),
+            effect="rotated files of this log cannot be found",
+        )
         return []
     stem, ext = os.path.splitext(name)
     stamped = re.compile(re.escape(stem) + "-" + _STAMP + re.escape(ext) + r"(\.gz)?")

@@ -27,9 +27,10 @@ def read_whole_file(
     """Yield every line of ``path`` from offset 0 to its current end.
 
     Unlike :class:`~alert_service.source.follower.FileFollower`, a last line without a
-    ``\\n`` is returned too, since the file is taken as finished. Names ending in
-    ``.zst`` (osquery's rotated logs) or ``.gz`` (Fleet/lumberjack, logrotate) are
-    decompressed; offsets then count decompressed bytes.
+    ``\\n`` is returned too (``terminated`` False), since the file is taken as
+    finished. Names ending in ``.zst`` (osquery's rotated logs) or ``.gz``
+    (Fleet/lumberjack, logrotate) are decompressed; offsets then count decompressed
+    bytes.
 
     Args:
         path: a results log.
@@ -77,4 +78,4 @@ def read_whole_file(
         file.close()
     tail = splitter.flush()
     if tail is not None:
-        yield SourceLine(tail[0], identity, tail[1], path)
+        yield SourceLine(tail[0], identity, tail[1], path, terminated=False)

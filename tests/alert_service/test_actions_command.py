@@ -15,7 +15,7 @@ import pytest
 from alert_service.config import build_config
 from alert_service.errors import ConfigError, NotifyError
 from alert_service.match import Alert, alert_id
-from alert_service.notify import DEFAULT_REGISTRY, CommandNotifier, RetryPolicy, deliver
+from alert_service.notify import DEFAULT_REGISTRY, CommandNotifier
 from alert_service.notify.command import PLACEHOLDERS, substitute
 from alert_service.parse import Event
 from alert_service.secret import Secret
@@ -177,20 +177,13 @@ def test_non_zero_exit_is_an_error_with_output(recorder: Path, tmp_path: Path) -
     assert "recorder output line" in str(err)
 
 
-def test_listed_exit_codes_are_retried_through_deliver(recorder: Path, tmp_path: Path) -> None:
+def test_listed_exit_codes_are_retryable(recorder: Path, tmp_path: Path) -> None:
     n = notifier(recorder, tmp_path, env={"EXIT_WITH": "75"}, retry_exit_codes=[75])
-    waits: list[float] = []
-    policy = RetryPolicy(max_attempts=3, initial_backoff_secs=0.01, max_backoff_secs=0.02)
-
-    def wait(secs: float) -> bool:
-        waits.append(secs)
-        return False
-
-    with pytest.raises(NotifyError) as caught:
-        deliver(n, make_alert(), policy, wait=wait)
-    assert caught.value.retryable is True
-    assert len(records(tmp_path)) == 3
-    assert len(waits) == 2
+    for expected_runs in (1, 2):
+        with pytest.raises(NotifyError) as caught:
+            n.notify(make_alert())
+        assert (caught.value.retryable, caught.value.error_type) == (True, "exit_status")
+        assert len(records(tmp_path)) == expected_runs
 
 
 def test_timeout_kills_the_process_group(recorder: Path, tmp_path: Path) -> None:

@@ -31,8 +31,6 @@ from alert_service.notify import (
     DEFAULT_REGISTRY,
     FleetLiveQueryNotifier,
     FleetScriptNotifier,
-    RetryPolicy,
-    deliver,
 )
 from alert_service.notify.fleet import host_identifier_for
 from alert_service.parse import Event
@@ -319,20 +317,15 @@ def test_rate_limited_run_keeps_retry_after(fleet: FakeFleet) -> None:
     assert "limit exceeded, retry after: 7s" in str(caught.value)
 
 
-def test_server_error_is_retried_through_deliver(fleet: FakeFleet) -> None:
+def test_server_error_is_retryable(fleet: FakeFleet) -> None:
     fleet.override("POST", "/api/v1/fleet/scripts/run", 503, _error("Unavailable", "db"))
-    waits: list[float] = []
-
-    def wait(secs: float) -> bool:
-        waits.append(secs)
-        return False
-
-    policy = RetryPolicy(max_attempts=3, initial_backoff_secs=0.01, max_backoff_secs=0.02)
-    attempts = deliver(script_action(fleet, script_id=42), make_alert(), policy, wait=wait)
-    assert attempts == 2
+    action = script_action(fleet, script_id=42)
+    with pytest.raises(NotifyError) as caught:
+        action.notify(make_alert())
+    assert (caught.value.retryable, caught.value.error_type) == (True, "http_status")
+    action.notify(make_alert())  # the retry: Fleet is back
     runs = [r for r in fleet.requests if r.path == "/api/v1/fleet/scripts/run"]
     assert [r.body for r in runs] == [{"host_id": 33, "script_id": 42}] * 2
-    assert len(waits) == 1
 
 
 def test_validation_error_is_not_retried(fleet: FakeFleet) -> None:

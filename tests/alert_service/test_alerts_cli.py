@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from alerts_support import DATA, REPO_ROOT, Receiver
+
+import alert_service.cli
 
 RUN_TIMEOUT_SECS = 30
 
@@ -210,3 +215,86 @@ def test_run_sends_exactly_one_alert_and_stops_on_sigterm(
     assert stopped["event"] == "service_stopped"
     assert (stopped["sent"], stopped["failed"], stopped["parse_errors"]) == (1, 0, 1)
     assert stopped["lines_read"] == 3
+
+
+def test_run_reports_a_missing_source_in_health_and_metrics(tmp_path: Path) -> None:
+    log = tmp_path / "logs" / "osqueryd.results.log"
+    config = write_config(tmp_path, "http://127.0.0.1:9/x", log)
+    config.write_text(
+        config.read_text(encoding="utf-8") + "metrics: {listen_address: 127.0.0.1, port: 0}\n",
+        encoding="utf-8",
+    )
+    stderr_path = tmp_path / "stderr.log"
+
+    def get(port: int, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "alert_service", "run", "--config", str(config)],
+            cwd=REPO_ROOT,
+            env=child_env({"TEST_HOOK_TOKEN": "x"}),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            text = wait_for_text(stderr_path, '"source_missing"')
+            text = wait_for_text(stderr_path, '"ops_listening"')
+            events = [json.loads(line) for line in text.splitlines()]
+            port = next(e["port"] for e in events if e["event"] == "ops_listening")
+            missing = next(e for e in events if e["event"] == "source_missing")
+            assert missing["level"] == "warning"
+            assert missing["path"] == str(log)
+            status, body = get(port, "/health")
+            health = json.loads(body)
+            assert status == 200
+            assert health["status"] == "degraded"
+            assert health["source_problems"] == {str(log): "missing: no such file"}
+            assert f"source {log}: missing: no such file" in health["reason"]
+            metrics = get(port, "/metrics")[1]
+            assert "alert_service_sources_missing 1.0" in metrics
+            assert "alert_service_sources_followed 0.0" in metrics
+
+            log.parent.mkdir()
+            log.write_bytes(b"")
+            wait_for_text(stderr_path, '"source_found"')
+            health = json.loads(get(port, "/health")[1])
+            assert (health["status"], health["source_problems"]) == ("ok", {})
+            assert "reason" not in health
+            metrics = get(port, "/metrics")[1]
+            assert "alert_service_sources_missing 0.0" in metrics
+            assert "alert_service_sources_followed 1.0" in metrics
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(RUN_TIMEOUT_SECS) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_run_exits_1_when_the_metrics_port_is_taken_as_documented(tmp_path: Path) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(b"")
+    config = write_config(tmp_path, "http://127.0.0.1:9/x", log)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config.write_text(
+            config.read_text(encoding="utf-8")
+            + f"metrics: {{listen_address: 127.0.0.1, port: {port}}}\n",
+            encoding="utf-8",
+        )
+        done = cli("run", "--config", str(config), env={"TEST_HOOK_TOKEN": "x"})
+    assert done.returncode == 1
+    (failed,) = [
+        e for e in map(json.loads, done.stderr.splitlines()) if e["event"] == "ops_listen_failed"
+    ]
+    assert failed["port"] == port
+    # The exit-code documentation says so (the module docs and the user docs).
+    assert "ops_listen_failed" in (alert_service.cli.__doc__ or "")
+    table = (REPO_ROOT / "docs" / "alert-service.md").read_text(encoding="utf-8")
+    run_row = next(line for line in table.splitlines() if line.startswith("| `run` |"))
+    assert "metrics" in run_row.split("|")[4] and "ops_listen_failed" in run_row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any, ClassVar, Self
 import pytest
 import yaml
 from alerts_support import REPO_ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from alert_service.config import Config, base_schema, build_config, config_schema, load_config
@@ -22,6 +25,7 @@ from alert_service.notify import (
     RetryPolicy,
     WebhookNotifier,
 )
+from alert_service.notify.command import PLACEHOLDERS
 from alert_service.secret import Secret
 
 MINIMAL = """
@@ -285,3 +289,241 @@ def test_json_config_works_too(tmp_path: Path) -> None:
     doc = yaml.safe_load(MINIMAL)
     config = load_config(write(tmp_path, json.dumps(doc), "alerts.json"), environ={})
     assert config.rules[0].name == "irc"
+
+
+EVERY_PROBLEM_AT_ONCE = """
+sources:
+  - path: /x
+notifiers:
+  - name: local
+    type: webhook
+    url: http://127.0.0.1:1/a
+    timout_secs: 5
+    signing_secret: {file: SECRET_FILE}
+  - name: run
+    type: command
+    command: [/bin/echo, "{nope}", 5]
+rules:
+  - name: r1
+    notify: [local]
+    remote_port: [443, "9-1", 80.5]
+    process: {name: {regex: ["(unclosed"]}, nmae: {exact: [x]}}
+    exclude:
+      - "x"
+      - {remote_port: ["9-1"], bogus: 1}
+  - name: r2
+    notify: [local, {a: 1}, nobody]
+    remote_prot: [1]
+    remote_address: {include: ["nonsense"], include_files: [5, IOC_FILE]}
+    user: {uid: [true, "9-1"], name: {regex: [7, "[x"]}}
+"""
+
+
+def test_one_run_lists_schema_and_semantic_problems_of_the_same_items(tmp_path: Path) -> None:
+    # Semantic checks (ports, regexes, CIDRs, IOC files, secrets, notifier options) run
+    # on every value that passed its own schema check, even when a sibling key, an
+    # unknown key or another list item failed: fixing the first report must not reveal
+    # new problems (review finding: check-config needed two runs).
+    secret = tmp_path / "missing-secret"
+    ioc = tmp_path / "missing.ioc"
+    text = EVERY_PROBLEM_AT_ONCE.replace("SECRET_FILE", str(secret)).replace("IOC_FILE", str(ioc))
+    found = problems(tmp_path, text)
+    assert found == [
+        "$.notifiers[0]: unknown key timout_secs",
+        f"$.notifiers[0].signing_secret: cannot read secret file {secret}: "
+        "No such file or directory",
+        "$.notifiers[1].command[1]: unknown placeholder: {nope}; known: "
+        + ", ".join(f"{{{n}}}" for n in sorted(PLACEHOLDERS)),
+        "$.notifiers[1].command[2]: 5 is not of type 'string'",
+        "$.rules[0].exclude[0]: 'x' is not of type 'object'",
+        "$.rules[0].exclude[1]: unknown key bogus",
+        "$.rules[0].exclude[1].remote_port[0]: empty port range '9-1': start is above end",
+        "$.rules[0].process: unknown key nmae",
+        "$.rules[0].process.name.regex[0]: invalid regex '(unclosed': "
+        "missing ), unterminated subpattern at position 0",
+        "$.rules[0].remote_port[1]: empty port range '9-1': start is above end",
+        "$.rules[0].remote_port[2]: 80.5 is not of type 'integer', 'string'",
+        "$.rules[1]: unknown key remote_prot",
+        "$.rules[1].notify[1]: {'a': 1} is not of type 'string'",
+        "$.rules[1].notify[2]: no notifier named 'nobody'",
+        "$.rules[1].remote_address.include[0]: invalid CIDR 'nonsense': "
+        "'nonsense' does not appear to be an IPv4 or IPv6 network",
+        "$.rules[1].remote_address.include_files[0]: 5 is not of type 'string'",
+        f"$.rules[1].remote_address.include_files[1]: cannot read IOC file {ioc}: "
+        "No such file or directory",
+        "$.rules[1].user.name.regex[0]: 7 is not of type 'string'",
+        "$.rules[1].user.name.regex[1]: invalid regex '[x': "
+        "unterminated character set at position 0",
+        "$.rules[1].user.uid[0]: True is not of type 'integer', 'string'",
+        "$.rules[1].user.uid[1]: empty uid range '9-1': start is above end",
+    ]
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "remote_port: {a: 1}",
+        "remote_port: [[1], {a: 1}, null, 1.5, true]",
+        "process: [1]",
+        "process: {name: [1], path: {regex: {a: 1}}, cmdline: {glob: 5}}",
+        "remote_address: {include: [[1]], exclude: 5, include_files: [{a: 1}], exclude_files: [3]}",
+        "user: {uid: {a: 1}, name: 5}",
+        "user: {uid: [[1], null, 1.5]}",
+        "exclude: [[1], null, 5, {remote_port: [null]}]",
+        "exclude: {a: 1}",
+        "notify: {a: 1}",
+        "notify: [[1], {a: 1}, null]",
+        "dedup_window_secs: abc",
+        "actions: {a: 1}",
+        "queries: [[1]]",
+        "direction: [[1]]",
+        "host: {regex: [[1]]}",
+        "1.5: x",
+        "null: x",
+    ],
+)
+def test_malformed_values_are_reported_not_raised(tmp_path: Path, garbage: str) -> None:
+    notify = "" if garbage.startswith("notify") else "    notify: [local]\n"
+    text = MINIMAL.split("rules:", 1)[0] + f"rules:\n  - name: r1\n{notify}    {garbage}\n"
+    text += "  - {name: r2, notify: [local], remote_port: ['9-1']}\n"
+    found = problems(tmp_path, text)
+    assert found
+    assert found[-1] == "$.rules[1].remote_port[0]: empty port range '9-1': start is above end"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "command: [[1], {a: 1}, null]",
+        "command: {a: 1}",
+        "command: [5, '{nope}']",
+        "env: {'bad name': x, GOOD: {env: NOT_SET_ANYWHERE}}",
+        "env: [1]",
+        "env: {1.5: 5, null: x, true: {env: 5}}",
+        "timeout_secs: {a: 1}",
+    ],
+)
+def test_malformed_notifier_options_are_reported_not_raised(tmp_path: Path, garbage: str) -> None:
+    text = MINIMAL.replace(
+        "  - name: local\n    type: webhook\n    url: http://127.0.0.1:8765/alerts\n",
+        "  - name: local\n    type: webhook\n    url: http://127.0.0.1:8765/alerts\n"
+        f"  - name: run\n    type: command\n    {garbage}\n",
+    )
+    found = problems(tmp_path, text)
+    assert found
+    assert all(p.startswith("$.notifiers[1]") for p in found), found
+
+
+def test_unhashable_names_are_reported_not_raised(tmp_path: Path) -> None:
+    text = MINIMAL.replace("  - name: local\n", "  - name: {a: 1}\n").replace(
+        "  - name: irc\n", "  - name: [1]\n"
+    )
+    assert problems(tmp_path, text) == [
+        "$.notifiers[0].name: {'a': 1} is not of type 'string'",
+        "$.rules[0].name: [1] is not of type 'string'",
+        "$.rules[0].notify[0]: no notifier named 'local'",
+    ]
+
+
+def test_integers_with_a_leading_zero_are_refused(tmp_path: Path) -> None:
+    # YAML 1.1 reads 0443 as octal 291: a rule meant for 443 would watch port 291.
+    text = MINIMAL.replace("remote_port: [6667]", "remote_port: [0443, '0443', 0, 00, -010]")
+    text = text.replace("    url:", "    timeout_secs: 0_10\n    url:")
+    assert problems(tmp_path, text) == [
+        "$.notifiers[0].timeout_secs: 0_10 is written with a leading zero, which YAML reads "
+        "as octal 8; write 10 (or quote it)",
+        "$.rules[0].remote_port[0]: 0443 is written with a leading zero, which YAML reads "
+        "as octal 291; write 443 (or quote it)",
+        "$.rules[0].remote_port[3]: 00 is written with a leading zero, which YAML reads "
+        "as octal 0; write 0 (or quote it)",
+        "$.rules[0].remote_port[4]: -010 is written with a leading zero, which YAML reads "
+        "as octal -8; write -10 (or quote it)",
+    ]
+    # Quoted, it is text: decimal 443 for a port.
+    fixed = MINIMAL.replace("remote_port: [6667]", "remote_port: ['0443', 0, 443]")
+    assert load_config(write(tmp_path, fixed), environ={}).rules[0].remote_port == ("0443", 0, 443)
+
+
+def test_mapping_keys_must_be_text(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "    url: http://127.0.0.1:8765/alerts\n",
+        "    url: http://127.0.0.1:8765/alerts\n"
+        "    headers: {null: x, 7: y, on: z, 0443: a, 2020-01-02: b}\n",
+    )
+    assert problems(tmp_path, text) == [
+        "$.notifiers[0].headers[7]: the key 7 is not text; quote it",
+        '$.notifiers[0].headers["0443"]: the key 0443 is not text; quote it',
+        '$.notifiers[0].headers["2020-01-02"]: the key 2020-01-02 is not text; quote it',
+        '$.notifiers[0].headers["null"]: the key null is not text; quote it',
+        '$.notifiers[0].headers["true"]: the key true is not text; quote it',
+    ]
+
+
+def test_a_source_path_of_the_wrong_type_is_one_problem(tmp_path: Path) -> None:
+    text = MINIMAL.replace("  - path: /var/log/osquery/osqueryd.results.log", "  - path: 5")
+    assert problems(tmp_path, text) == ["$.sources[0].path: 5 is not of type 'string'"]
+
+
+FULL_DOC: dict[str, Any] = {
+    "sources": [{"path": "/x", "start_at": "end"}],
+    "notifiers": [
+        {"name": "hook", "type": "webhook", "url": "http://127.0.0.1:1/", "headers": {"A": "b"}},
+        {"name": "run", "type": "command", "command": ["/bin/echo", "{host}"], "env": {"A": "b"}},
+    ],
+    "rules": [
+        {
+            "name": "r",
+            "notify": ["hook", "run"],
+            "remote_port": [443, "6660-6669"],
+            "remote_address": {"include": ["10.0.0.0/8"], "include_files": ["/nonexistent"]},
+            "process": {"name": {"regex": ["nc.*"], "exact": ["nc"]}},
+            "user": {"uid": [0, "1000-2000"], "name": {"glob": ["r*"]}},
+            "exclude": [{"remote_port": [22], "host": {"exact": ["a"]}}],
+        }
+    ],
+    "delivery": {"max_attempts": 3},
+}
+
+_LEAF = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+)
+_GARBAGE = st.recursive(
+    _LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.one_of(st.text(max_size=6), st.integers(0, 9)), inner, max_size=3),
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, parts: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [parts]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out += _paths(item, (*parts, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out += _paths(item, (*parts, i))
+    return out
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.data())
+def test_any_value_anywhere_is_reported_never_raised(data: st.DataObject) -> None:
+    doc = copy.deepcopy(FULL_DOC)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_paths(doc)[1:]))
+        target = doc
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = data.draw(_GARBAGE)
+    try:
+        build_config(doc, "fuzz.yaml", environ={})
+    except ConfigError as err:
+        assert err.problems
+        assert all(str(p).startswith("fuzz.yaml: $") for p in err.problems)

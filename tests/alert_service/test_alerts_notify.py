@@ -17,14 +17,11 @@ from alert_service.notify import (
     WebhookNotifier,
     WebhookSettings,
     backoff_secs,
-    deliver,
     encode_json,
     parse_retry_after,
 )
 from alert_service.parse import Event
 from alert_service.secret import Secret
-
-FAST = RetryPolicy(max_attempts=3, initial_backoff_secs=0.01, max_backoff_secs=0.05)
 
 
 def make_alert(**columns: str | int | None) -> Alert:
@@ -99,7 +96,7 @@ def test_webhook_200(receiver: Receiver) -> None:
         receiver.url, headers={"X-Team": "soc", "Authorization": Secret("Bearer t", "env:T")}
     )
     try:
-        assert deliver(notifier, alert, FAST) == 1
+        notifier.notify(alert)
     finally:
         notifier.close()
     (got,) = receiver.requests
@@ -113,76 +110,33 @@ def test_webhook_200(receiver: Receiver) -> None:
     assert got.json() == alert.as_dict()
 
 
-def test_webhook_500_then_200_is_retried_with_the_same_id(receiver: Receiver) -> None:
+def test_webhook_500_then_200_resends_the_same_body_and_id(receiver: Receiver) -> None:
     receiver.script = [(500, {})]
-    retries: list[str] = []
+    alert = make_alert()
     notifier = webhook(receiver.url)
     try:
-        attempts = deliver(
-            notifier, make_alert(), FAST, on_retry=lambda err, delay: retries.append(err.error_type)
-        )
+        with pytest.raises(NotifyError) as info:
+            notifier.notify(alert)
+        notifier.notify(alert)
     finally:
         notifier.close()
-    assert attempts == 2
-    assert retries == ["http_status"]
+    assert (info.value.retryable, info.value.error_type) == (True, "http_status")
     first, second = receiver.requests
     assert first.body == second.body
-    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == alert.id
 
 
-def test_webhook_400_is_not_retried(receiver: Receiver) -> None:
+def test_webhook_400_is_not_retryable(receiver: Receiver) -> None:
     receiver.script = [(400, {})]
     notifier = webhook(receiver.url)
     try:
         with pytest.raises(NotifyError) as info:
-            deliver(notifier, make_alert(), FAST)
+            notifier.notify(make_alert())
     finally:
         notifier.close()
     assert info.value.retryable is False
     assert "HTTP 400" in str(info.value)
     assert "local" in str(info.value)
-    assert len(receiver.requests) == 1
-
-
-def test_webhook_gives_up_after_max_attempts(receiver: Receiver) -> None:
-    receiver.script = [(503, {})] * 5
-    notifier = webhook(receiver.url)
-    try:
-        with pytest.raises(NotifyError) as info:
-            deliver(notifier, make_alert(), FAST)
-    finally:
-        notifier.close()
-    assert info.value.retryable is True
-    assert len(receiver.requests) == 3
-
-
-def test_429_retry_after_is_honoured_within_the_cap(receiver: Receiver) -> None:
-    receiver.script = [(429, {"Retry-After": "1"})]
-    delays: list[float] = []
-    notifier = webhook(receiver.url)
-    policy = RetryPolicy(max_attempts=2, initial_backoff_secs=0.01, max_backoff_secs=0.2)
-    try:
-        deliver(
-            notifier,
-            make_alert(),
-            policy,
-            wait=lambda secs: False,
-            on_retry=lambda err, delay: delays.append(delay),
-        )
-    finally:
-        notifier.close()
-    assert delays == [0.2]
-    assert len(receiver.requests) == 2
-
-
-def test_stop_during_backoff_ends_retries(receiver: Receiver) -> None:
-    receiver.script = [(500, {})] * 3
-    notifier = webhook(receiver.url)
-    try:
-        with pytest.raises(NotifyError):
-            deliver(notifier, make_alert(), FAST, wait=lambda secs: True)
-    finally:
-        notifier.close()
     assert len(receiver.requests) == 1
 
 
@@ -260,6 +214,5 @@ def test_backoff_is_capped_full_jitter() -> None:
     assert backoff_secs(policy, 0, rng=lambda: 0.999) == pytest.approx(0.999)
     assert backoff_secs(policy, 2, rng=lambda: 0.5) == 2.0
     assert backoff_secs(policy, 30, rng=lambda: 1.0) == 5.0
-    assert backoff_secs(policy, 0, retry_after_secs=3.0, rng=lambda: 0.0) == 3.0
-    assert backoff_secs(policy, 0, retry_after_secs=60.0, rng=lambda: 0.0) == 5.0
+    assert backoff_secs(policy, 0, rng=lambda: 0.0) == 0.0
     assert backoff_secs(policy, 10_000, rng=lambda: 1.0) == 5.0

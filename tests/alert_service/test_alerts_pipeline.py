@@ -1,4 +1,4 @@
-"""Pipeline: source → parse → match → notify wired in-process, with counters."""
+"""Pipeline: source → parse → match wired in-process (replay, run), with counters."""
 
 from __future__ import annotations
 
@@ -6,18 +6,15 @@ import io
 import json
 import threading
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import pytest
 from alerts_support import DATA
 
 from alert_service.config import Config, build_config
-from alert_service.errors import NotifyError
 from alert_service.match import Alert
-from alert_service.notify import Notifier, RetryPolicy
-from alert_service.pipeline import NotifyDispatcher, Pipeline, PrintDispatcher, build_notifiers
+from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.source import FileIdentity, SourceLine
 from alert_service.state import open_state
 from alert_service.stats import Stats
@@ -109,50 +106,6 @@ def test_blank_lines_are_ignored() -> None:
     assert (stats.lines_read, stats.parse_errors) == (1, 0)
 
 
-class Failing(Notifier):
-    def __init__(self, name: str, error: Exception) -> None:
-        super().__init__(name)
-        self.error = error
-        self.calls = 0
-
-    @classmethod
-    def from_config(cls, name: str, options: Mapping[str, Any]) -> Self:
-        raise NotImplementedError
-
-    def render(self, alert: Alert) -> dict[str, Any]:
-        return alert.as_dict()
-
-    def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
-        self.calls += 1
-        raise self.error
-
-
-@pytest.mark.parametrize(
-    ("error", "calls", "retries"),
-    [
-        (NotifyError("down", retryable=True), 2, 1),
-        (NotifyError("bad request", retryable=False), 1, 0),
-        (RuntimeError("bug in a notifier"), 1, 0),
-    ],
-)
-def test_in_process_delivery_failures_are_counted_and_do_not_stop_the_pipeline(
-    error: Exception, calls: int, retries: int, caplog: pytest.LogCaptureFixture
-) -> None:
-    stats = Stats()
-    notifier = Failing("local", error)
-    dispatcher = NotifyDispatcher(
-        {"local": notifier}, RetryPolicy(2, 0.0, 0.0), stats, wait=lambda secs: False
-    )
-    pipeline = Pipeline(make_config(), dispatcher, stats)
-    pipeline.replay([str(DATA / "batch.jsonl"), str(DATA / "event.jsonl")])
-    assert stats.matches == 3
-    assert stats.failed == 3
-    assert stats.sent == 0
-    assert notifier.calls == 3 * calls
-    assert stats.retries == 3 * retries
-    assert "notify_failed" in caplog.text
-
-
 def test_run_follows_a_file_and_enqueues_alerts_with_the_checkpoint(tmp_path: Path) -> None:
     log = tmp_path / "osqueryd.results.log"
     lines = (DATA / "event.jsonl").read_bytes().splitlines(keepends=True)
@@ -187,10 +140,3 @@ def test_run_follows_a_file_and_enqueues_alerts_with_the_checkpoint(tmp_path: Pa
 def test_run_needs_a_state_database() -> None:
     with pytest.raises(ValueError, match="state database"):
         Pipeline(make_config()).poll_once()
-
-
-def test_build_notifiers_by_name() -> None:
-    notifiers = build_notifiers(make_config())
-    assert list(notifiers) == ["local"]
-    for notifier in notifiers.values():
-        notifier.close()

@@ -7,9 +7,12 @@ and dedup windows of minutes run instantly and deterministically.
 
 from __future__ import annotations
 
+import logging
+import socket
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -474,3 +477,104 @@ def test_service_delivers_from_threads_and_stops(tmp_path: Path) -> None:
             assert service.stop(timeout_secs=10)
             notifier.close()
     conn.close()
+
+
+def test_notify_retrying_logs_when_the_row_is_really_tried_again(
+    harness_factory: Any, endpoint: ScriptedEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Review finding: delay_secs was the row's own backoff, but the whole destination
+    # pauses on its consecutive failures, so the next attempt came later than logged.
+    h = harness_factory(rng_value=1.0)
+    endpoint.default = Answer(503, body=b"down")
+    first, second = make_alert(pid=1), make_alert(pid=2)
+    h.enqueue(first, second)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        h.step()  # first fails: row backoff 1 s, destination pause 1 s
+        h.clock.advance(h.step())
+        failed_at = h.clock.now
+        h.step()  # second fails (its first attempt) while failures run at 2: pause 2 s
+    logged = [
+        dict(getattr(r, "alert_fields", {}))
+        for r in caplog.records
+        if r.getMessage() == "notify_retrying"
+    ]
+    assert [
+        (e["alert_id"], e["row_backoff_secs"], e["destination_pause_secs"], e["retry_in_secs"])
+        for e in logged
+    ] == [(first.id, 1.0, 1.0, 1.0), (second.id, 1.0, 2.0, 2.0)]
+    assert "delay_secs" not in logged[1]
+    # And that is when the destination tries again.
+    assert h.step() == pytest.approx(2.0)
+    h.clock.advance(1.999)
+    h.step()
+    assert len(endpoint.requests) == 2
+    h.clock.now = failed_at + 2.0
+    h.step()
+    assert len(endpoint.requests) == 3
+
+
+def test_a_reply_cut_short_is_retried_not_dead_lettered(
+    db: tuple[str, sqlite3.Connection],
+) -> None:
+    # A 200 whose chunked body stops early (ChunkedEncodingError) was dead-lettered at
+    # once; a transport failure after the request was sent must be retried.
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve_once() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\ncut")
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    h = Harness(db, url)
+    try:
+        alert = make_alert()
+        h.enqueue(alert)
+        h.step()
+        thread.join(5)
+        row = h.row(alert.id)
+        assert (row["state"], row["attempts"]) == ("pending", 1)
+        assert row["last_error"].startswith("hook: reply unreadable (ChunkedEncodingError")
+        assert h.metric("alert_service_notifications_dead_lettered_total") == 0
+        assert h.metric("alert_service_notifications_retried_total") == 1
+    finally:
+        h.close()
+        server.close()
+
+
+class BuggyOnce(WebhookNotifier):
+    """A webhook whose first send hits a bug (not a NotifyError)."""
+
+    failed = False
+
+    def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("bug in a notifier")
+        super().send(payload, idempotency_key=idempotency_key)
+
+
+def test_a_notifier_bug_dead_letters_that_row_and_the_worker_goes_on(
+    db: tuple[str, sqlite3.Connection], endpoint: ScriptedEndpoint
+) -> None:
+    # Coverage kept from the removed in-process dispatcher: an unexpected exception in
+    # a notifier never stops delivery.
+    h = Harness(db, endpoint.url)
+    buggy = BuggyOnce.from_config("hook", {"url": endpoint.url})
+    h.worker.notifier = buggy
+    try:
+        first, second = make_alert(pid=1), make_alert(pid=2)
+        h.enqueue(first, second)
+        h.run_until_idle()
+        assert h.states() == {first.id: "dead", second.id: "sent"}
+        assert h.row(first.id)["last_error"] == "internal: RuntimeError: bug in a notifier"
+        assert endpoint.webhook_ids() == {second.id: 1}
+        assert (h.stats.failed, h.stats.sent) == (1, 1)
+    finally:
+        buggy.close()
+        h.close()

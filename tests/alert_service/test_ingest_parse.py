@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from alert_service.errors import ParseError
 from alert_service.match import Alert, alert_id
-from alert_service.parse import Event, parse_line
+from alert_service.parse import Event, glued_line_start, parse_line
+from alert_service.parse.line import MAX_GLUED_CANDIDATES
 
 BASE = {
     "name": "pack_tracked_connections_tracked_connections",
@@ -301,3 +302,23 @@ def test_baseline_fixture_is_a_first_run() -> None:
     events = [e for line in lines_of("baseline.jsonl") for e in parse_line(line)]
     assert [(e.counter, e.action, e.unix_time) for e in events] == [(0, "added", 1756800000)] * 2
     assert {e.host_identifier for e in events} == {"db-02"}
+
+
+def test_glued_line_start_finds_the_complete_line_after_a_fragment() -> None:
+    good = event_line()
+    for fragment in (good[:1], good[:100], good[: len(good) - 1], b"xx", b'{"a":{"b":'):
+        assert glued_line_start(fragment + good) == len(fragment)
+    # Invalid UTF-8 in the complete line: read by the reference decoder.
+    latin = event_line(columns={"name": "caf\u00e9"}).replace("é".encode(), b"\xe9")
+    assert glued_line_start(b'{"name":"x' + latin) == len(b'{"name":"x')
+    # A valid line, or text with no object to its end: nothing to recover.
+    assert glued_line_start(good) is None
+    assert glued_line_start(b'{"a": 1} {"b": ') is None
+    assert glued_line_start(b"no braces") is None
+    # A suffix that is JSON but not a result line is still found (the caller reports
+    # its own parse error at that offset).
+    assert glued_line_start(b'{"name":"x{"a":1}') == len(b'{"name":"x')
+    # The number of candidates tried is bounded.
+    many = b'{"x' * (MAX_GLUED_CANDIDATES + 1) + good
+    assert glued_line_start(many) is None
+    assert glued_line_start(b'{"x' * (MAX_GLUED_CANDIDATES - 1) + good) is not None

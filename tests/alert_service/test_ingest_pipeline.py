@@ -6,13 +6,14 @@ monotonic clock for polling and staleness) so long scenarios run at once.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import zstandard
@@ -20,8 +21,8 @@ import zstandard
 from alert_service.config import Config, build_config
 from alert_service.match import Alert, RuleSet
 from alert_service.parse import Event
-from alert_service.pipeline import Pipeline
-from alert_service.source import FileIdentity, Position, fingerprint
+from alert_service.pipeline import Pipeline, PrintDispatcher
+from alert_service.source import FileIdentity, Position, fingerprint, list_siblings
 from alert_service.state import open_state
 from alert_service.state.checkpoints import load_checkpoints, save_checkpoint
 from alert_service.stats import Stats
@@ -424,4 +425,243 @@ def test_a_file_named_by_a_path_and_a_glob_is_read_once(
     assert len(outbox(state)) == 1
     assert pipeline.stats.sources_followed == 1
     assert pipeline.stats.alerts_enqueued == 1
+    pipeline.close()
+
+
+def logged_events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    return [dict(getattr(r, "alert_fields", {})) for r in caplog.records if r.getMessage() == name]
+
+
+def test_missing_source_is_logged_repeated_counted_and_found(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Review finding: a source path that does not exist was silently waited for; the
+    # first sign was source_stale 300 s later.
+    log = tmp_path / "logs" / "osqueryd.results.log"
+    clocks = Clocks()
+    config = make_config(tmp_path, [{"path": str(log), "start_at": "end"}])
+    pipeline = new_pipeline(config, state, clocks)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        poll(pipeline, clocks)
+        (first,) = logged_events(caplog, "source_missing")
+        assert first["path"] == str(log)
+        assert first["reason"] == "no such file"
+        assert "--logger_path" in first["hint"]
+        assert "filesystem.result_log_file" in first["hint"]
+        assert f"uid {os.geteuid()}" in first["hint"]
+        stats = pipeline.stats
+        assert (stats.sources_missing, stats.sources_unreadable, stats.sources_followed) == (
+            1,
+            0,
+            0,
+        )
+        assert stats.source_problems == {str(log): "missing: no such file"}
+        # Repeated at most every 10 minutes while it stays missing.
+        poll(pipeline, clocks, 598)
+        assert len(logged_events(caplog, "source_missing")) == 1
+        poll(pipeline, clocks, 3)
+        repeats = logged_events(caplog, "source_missing")
+        assert len(repeats) == 2
+        assert repeats[1]["missing_secs"] >= 600
+        # It appears: found, read whole (it did not exist at start), gauges back to 0.
+        log.parent.mkdir()
+        log.write_bytes(event_line("198.51.100.7"))
+        poll(pipeline, clocks)
+        (found,) = logged_events(caplog, "source_found")
+        assert found["path"] == str(log)
+        assert found["missing_secs"] >= 600
+    assert [a["connection"]["remote_address"] for a in outbox(state)] == ["198.51.100.7"]
+    assert (stats.sources_missing, stats.sources_unreadable, stats.sources_followed) == (0, 0, 1)
+    assert stats.source_problems == {}
+    pipeline.close()
+
+
+def test_glob_matching_nothing_is_missing(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    pattern = str(tmp_path / "*" / "osquery_result")
+    clocks = Clocks()
+    config = make_config(tmp_path, [{"glob": pattern, "poll_interval_secs": 0.1}])
+    pipeline = new_pipeline(config, state, clocks)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        poll(pipeline, clocks)
+        (missing,) = logged_events(caplog, "source_missing")
+        assert missing["path"] == pattern
+        assert missing["reason"] == "no file matches"
+        assert pipeline.stats.source_problems == {pattern: "missing: no file matches"}
+        (tmp_path / "a").mkdir()
+        (tmp_path / "a" / "osquery_result").write_bytes(event_line("198.51.100.8"))
+        poll(pipeline, clocks, 2)
+        assert logged_events(caplog, "source_found")[0]["path"] == pattern
+    assert pipeline.stats.sources_missing == 0
+    assert [a["connection"]["remote_address"] for a in outbox(state)] == ["198.51.100.8"]
+    pipeline.close()
+
+
+def test_source_that_cannot_be_opened_is_unreadable_not_missing(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    log.mkdir()  # a directory: open() fails with EISDIR, a real OSError that is not ENOENT
+    clocks = Clocks()
+    config = make_config(tmp_path, [{"path": str(log)}])
+    pipeline = new_pipeline(config, state, clocks)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        poll(pipeline, clocks, 3)
+        (bad,) = logged_events(caplog, "source_unreadable")
+    assert bad["path"] == str(log)
+    assert bad["reason"] == "Is a directory (EISDIR)"
+    assert not logged_events(caplog, "source_missing")
+    stats = pipeline.stats
+    assert (stats.sources_missing, stats.sources_unreadable) == (0, 1)
+    assert stats.source_problems == {str(log): "unreadable: Is a directory (EISDIR)"}
+    pipeline.close()
+
+
+def unreadable_file(tmp_path: Path) -> Path:
+    """A real file this process cannot open for reading (EACCES)."""
+    if os.geteuid() != 0:
+        path = tmp_path / "osqueryd.results.log"
+        path.write_bytes(event_line("198.51.100.7"))
+        path.chmod(0)
+        return path
+    # root reads any file whatever its mode; a write-only sysctl file is the exception
+    # (proc_sys_permission does not let root read a mode 0200 entry).
+    path = Path("/proc/sys/vm/drop_caches")
+    try:
+        path.open("rb").close()
+    except PermissionError:
+        return path
+    pytest.skip("no file here that this process cannot read")
+
+
+def test_permission_denied_source_is_logged_with_a_hint(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = unreadable_file(tmp_path)
+    clocks = Clocks()
+    config = make_config(tmp_path, [{"path": str(log)}])
+    pipeline = new_pipeline(config, state, clocks)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        poll(pipeline, clocks, 3)
+        (bad,) = logged_events(caplog, "source_unreadable")
+        # Once (again at most every 10 minutes), not on every poll; one event per problem.
+        assert "source_open_failed" not in caplog.text
+    assert bad["path"] == str(log)
+    assert bad["reason"] == "Permission denied (EACCES)"
+    assert f"readable by this user (uid {os.geteuid()}" in bad["hint"]
+    assert pipeline.stats.sources_unreadable == 1
+    assert pipeline.stats.source_problems == {str(log): "unreadable: Permission denied (EACCES)"}
+    pipeline.close()
+
+
+def test_partial_line_glued_to_the_next_line_keeps_the_good_row(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A writer crashed mid-line (no newline), then a complete line was appended: the
+    # file holds <partial>{"name":...}\n. The partial is a malformed fragment; the
+    # complete line after it must not be lost.
+    first = event_line("198.51.100.1")
+    partial = event_line("198.51.100.2")[:220]  # cut inside "columns"
+    assert b'{"' in partial[1:]  # the fragment itself holds a later {" (columns)
+    good = event_line("198.51.100.3")
+    junk = b'garbage {"not": json at all}\n'  # no valid object to the end: a parse error
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(first + partial + good + junk)
+    clocks = Clocks()
+    config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
+    pipeline = new_pipeline(config, state, clocks)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        poll(pipeline, clocks)
+    assert [a["connection"]["remote_address"] for a in outbox(state)] == [
+        "198.51.100.1",
+        "198.51.100.3",
+    ]
+    stats = pipeline.stats
+    assert (stats.lines_read, stats.malformed_fragments, stats.parse_errors) == (3, 1, 1)
+    (skipped,) = logged_events(caplog, "line_fragment_skipped")
+    assert skipped["path"] == str(log)
+    assert skipped["offset"] == len(first)
+    assert skipped["fragment_bytes"] == len(partial)
+    assert skipped["line_offset"] == len(first) + len(partial)
+    (failed,) = logged_events(caplog, "line_parse_failed")
+    assert failed["offset"] == len(first) + len(partial) + len(good)
+    pipeline.close()
+
+    # replay reads the same file the same way.
+    replayed = Pipeline(config, PrintDispatcher(io.BytesIO()), Stats())
+    stream = cast(io.BytesIO, cast(PrintDispatcher, replayed.dispatcher).stream)
+    assert replayed.replay([str(log)]) == []
+    hosts = [json.loads(x)["connection"]["remote_address"] for x in stream.getvalue().splitlines()]
+    assert hosts == ["198.51.100.1", "198.51.100.3"]
+    assert replayed.stats.malformed_fragments == 1
+
+
+def test_replay_and_run_report_the_same_offset_for_an_unterminated_last_line(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # printf 'good\nbad-partial': the second line starts at byte 5 (its first byte).
+    log = tmp_path / "osqueryd.results.log"
+    log.write_bytes(b"good\nbad-partial")
+    config = make_config(
+        tmp_path, [{"path": str(log), "start_at": "beginning", "partial_line_flush_secs": 2}]
+    )
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        replayed = Pipeline(config, PrintDispatcher(io.BytesIO()), Stats())
+        assert replayed.replay([str(log)]) == []
+        replay_offsets = [e["offset"] for e in logged_events(caplog, "line_parse_failed")]
+        caplog.clear()
+        clocks = Clocks()
+        pipeline = new_pipeline(config, state, clocks)
+        poll(pipeline, clocks)
+        log.unlink()  # finished: its unterminated tail is flushed as a line
+        poll(pipeline, clocks, 4)
+        run_offsets = [e["offset"] for e in logged_events(caplog, "line_parse_failed")]
+    assert replay_offsets == run_offsets == [0, 5]
+    pipeline.close()
+
+
+def test_glob_whose_directory_cannot_be_listed_is_unreadable(
+    tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # glob.glob() returns nothing, silently, for a directory it cannot list; a file
+    # where the directory should be gives a real ENOTDIR even as root.
+    blocker = tmp_path / "fleet"
+    blocker.write_bytes(b"")
+    pattern = str(blocker / "*" / "osquery_result")
+    clocks = Clocks()
+    pipeline = new_pipeline(make_config(tmp_path, [{"glob": pattern}]), state, clocks)
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        poll(pipeline, clocks)
+        (bad,) = logged_events(caplog, "source_unreadable")
+    assert (bad["path"], bad["reason"]) == (pattern, "Not a directory (ENOTDIR)")
+    assert pipeline.stats.source_problems == {pattern: "unreadable: Not a directory (ENOTDIR)"}
+    pipeline.close()
+
+
+def test_a_directory_that_cannot_be_listed_is_logged_when_looking_for_rotated_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "osquery"
+    blocker.write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="alert_service"):
+        assert list_siblings(str(blocker / "osqueryd.results.log")) == []
+        (logged,) = logged_events(caplog, "source_directory_unreadable")
+    assert logged["directory"] == str(blocker)
+    assert logged["reason"] == "Not a directory"
+
+
+def test_source_problems_are_forgotten_when_the_pipeline_starts_again(
+    tmp_path: Path, state: sqlite3.Connection
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    clocks = Clocks()
+    pipeline = new_pipeline(make_config(tmp_path, [{"path": str(log)}]), state, clocks)
+    poll(pipeline, clocks)
+    assert pipeline.stats.sources_missing == 1
+    pipeline.close()
+    log.write_bytes(b"")
+    poll(pipeline, clocks)  # polled again after close(): starts over
+    assert (pipeline.stats.sources_missing, pipeline.stats.source_problems) == (0, {})
+    assert pipeline.stats.sources_followed == 1
     pipeline.close()

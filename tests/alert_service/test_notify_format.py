@@ -9,9 +9,7 @@ from alert_service.notify.format import facts, summary_line
 
 def test_outbound_connection_summary() -> None:
     line = summary_line(facts(make_alert(rule="c2")))
-    assert line == (
-        "[c2] web-01: nc (pid 901, root) opened tcp connection to 198.51.100.7:4444"
-    )
+    assert line == ("[c2] web-01: nc (pid 901, root) opened tcp connection to 198.51.100.7:4444")
 
 
 def test_listener_summary_names_the_local_endpoint() -> None:

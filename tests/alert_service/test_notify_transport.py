@@ -6,11 +6,19 @@ import base64
 import hashlib
 import hmac
 import json
+import re
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from alerts_support import REPO_ROOT
 from deliver_support import HANG, Answer, ScriptedEndpoint, make_alert, serve_endpoint
 
 from alert_service.config import build_config
@@ -22,7 +30,8 @@ from alert_service.notify import (
     TeamsNotifier,
     WebhookNotifier,
 )
-from alert_service.notify.webhook import decode_signing_secret, sign
+from alert_service.notify.http import HttpTransport
+from alert_service.notify.webhook import WebhookSettings, decode_signing_secret, sign
 from alert_service.secret import Secret
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -332,3 +341,146 @@ def test_secret_values_never_reach_reprs_or_json() -> None:
     assert "SEKRIT" not in repr(notifier.settings)
     assert "SEKRIT" not in json.dumps(notifier.render(make_alert()))
     notifier.close()
+
+
+# -- transport failures: the reason is named; after the request is sent, always retried --
+
+
+@contextmanager
+def raw_reply(reply: bytes) -> Iterator[str]:
+    """A real TCP server on 127.0.0.1 that reads one request and answers ``reply`` as is
+    (a broken reply no http.server handler would write), then closes."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def serve() -> None:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            found = re.search(rb"(?i)content-length: *(\d+)", head)
+            length = int(found.group(1)) if found else 0
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    finally:
+        server.close()
+        thread.join(5)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def send_error(url: str, session: requests.Session | None = None, **options: Any) -> NotifyError:
+    notifier = WebhookNotifier("hook", WebhookSettings(url=url, **options))
+    if session is not None:
+        notifier.transport = HttpTransport("hook", session)
+    try:
+        with pytest.raises(NotifyError) as info:
+            notifier.notify(make_alert())
+    finally:
+        notifier.close()
+    assert url not in str(info.value)
+    return info.value
+
+
+def test_connection_refused_names_the_errno() -> None:
+    err = send_error(f"http://127.0.0.1:{free_port()}/hook")
+    assert str(err) == "hook: connection failed: ECONNREFUSED (Connection refused)"
+    assert (err.retryable, err.error_type) == (True, "connection")
+
+
+def test_unreachable_proxy_is_a_proxy_error() -> None:
+    session = requests.Session()
+    session.proxies = {"http": f"http://127.0.0.1:{free_port()}"}
+    err = send_error("http://192.0.2.10/hook", session)
+    assert str(err) == "hook: proxy failed: ECONNREFUSED (Connection refused)"
+    assert (err.retryable, err.error_type) == (True, "proxy")
+
+
+def test_tls_to_a_plain_http_server_is_a_tls_error(endpoint: ScriptedEndpoint) -> None:
+    err = send_error(endpoint.url.replace("http://", "https://"))
+    assert str(err).startswith("hook: TLS failed: ")
+    assert (err.retryable, err.error_type) == (True, "tls")
+
+
+DNS_SCRIPT = """
+import json
+from alert_service.errors import NotifyError
+from alert_service.notify.http import HttpTransport
+try:
+    HttpTransport("hook").post("http://alerts.example.com/hook", b"{}", headers={},
+                               connect_timeout_secs=5, read_timeout_secs=5)
+except NotifyError as err:
+    print(json.dumps([str(err), err.error_type, err.retryable]))
+"""
+
+
+def test_name_resolution_failure_is_named() -> None:
+    # In an empty network namespace the resolver cannot reach any server: a real
+    # getaddrinfo failure (EAI_AGAIN) without any packet leaving this host.
+    try:
+        done = subprocess.run(
+            ["unshare", "-rn", sys.executable, "-c", DNS_SCRIPT],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except FileNotFoundError:
+        pytest.skip("unshare is not installed")
+    if done.returncode != 0 and "unshare" in done.stderr:
+        pytest.skip(f"cannot create a network namespace: {done.stderr.strip()}")
+    message, error_type, retryable = json.loads(done.stdout)
+    assert message == (
+        "hook: connection failed: name resolution failed "
+        "(EAI_AGAIN: Temporary failure in name resolution)"
+    )
+    assert (error_type, retryable) == ("dns", True)
+
+
+@pytest.mark.parametrize(
+    ("reply", "what"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nonly five",
+            "ChunkedEncodingError",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!",
+            "ContentDecodingError",
+        ),
+        (b"HTTP/1.1 500 Oops\r\nContent-Length: 50\r\n\r\ncut short", "ChunkedEncodingError"),
+    ],
+)
+def test_a_reply_broken_after_the_request_was_sent_is_retryable(reply: bytes, what: str) -> None:
+    with raw_reply(reply) as url:
+        err = send_error(url)
+    assert str(err).startswith(f"hook: reply unreadable ({what}")
+    assert (err.retryable, err.error_type) == (True, "transport")
+
+
+def test_a_request_that_cannot_be_made_is_not_retried_and_hides_the_value(
+    endpoint: ScriptedEndpoint,
+) -> None:
+    err = send_error(endpoint.url, headers={"X-Token": Secret("se\ncret", "env:T")})
+    assert str(err) == "hook: request cannot be made (InvalidHeader)"
+    assert (err.retryable, err.error_type) == (False, "request")
+    assert endpoint.requests == []
