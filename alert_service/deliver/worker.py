@@ -42,7 +42,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from prometheus_client import Counter
 
 from alert_service.deliver.bucket import TokenBucket
 from alert_service.deliver.clock import Clock, SystemClock
@@ -73,6 +75,8 @@ __all__ = ["DestinationWorker", "WorkerHealth"]
 
 _log = logging.getLogger(__name__)
 _ERROR_PAUSE_SECS = 1.0
+_Counted = Literal["sent", "failed", "retries", "suppressed", "digests"]
+"""The :class:`~alert_service.stats.Stats` fields a worker adds to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +292,7 @@ class DestinationWorker:
             )
         if unreadable:
             mark_dead(conn, unreadable, "unreadable payload", attempted=False)
-            self._count_dead(len(unreadable))
+            self._count(self.metrics.dead_lettered, "failed", len(unreadable))
         windowed = [item for item in items if item.window_secs > 0]
         silenced = active_silences(conn, (i.key for i in windowed), self.clock.time())
         keep: list[_Item] = []
@@ -303,9 +307,7 @@ class DestinationWorker:
             keep.append(item)
         if dropped:
             mark_suppressed(conn, dropped, "repeat within the dedup window")
-            self.metrics.suppressed.labels(self.name).inc(len(dropped))
-            with self.stats_lock:
-                self.stats.suppressed += len(dropped)
+            self._count(self.metrics.suppressed, "suppressed", len(dropped))
             log_event(
                 _log,
                 logging.DEBUG,
@@ -399,14 +401,9 @@ class DestinationWorker:
         mark_sent(conn, [i.row for i in items], now, silences)
         self.consecutive_failures = 0
         self.last_success_at = now
-        self.metrics.sent.labels(self.name).inc(len(items))
+        self._count(self.metrics.sent, "sent", len(items))
         if digest:
-            self.metrics.digests.labels(self.name).inc()
-        with self.stats_lock:
-            self.stats.sent += len(items)
-            if digest:
-                self.stats.digests += 1
-        if digest:
+            self._count(self.metrics.digests, "digests", 1)
             log_event(
                 _log,
                 logging.INFO,
@@ -427,15 +424,23 @@ class DestinationWorker:
                 attempts=item.row.attempts + 1,
             )
 
-    def _count_dead(self, n: int) -> None:
-        self.metrics.dead_lettered.labels(self.name).inc(n)
+    def _count(self, metric: Counter, counted: _Counted, n: int) -> None:
+        """Add ``n`` to this destination's ``metric`` and to ``stats.<counted>``.
+
+        Args:
+            metric: a counter of :attr:`metrics` labelled by destination.
+            counted: the matching :class:`~alert_service.stats.Stats` field, updated
+                under :attr:`stats_lock` (the workers share ``stats``).
+            n: how many, at least 0.
+        """
+        metric.labels(self.name).inc(n)
         with self.stats_lock:
-            self.stats.failed += n
+            setattr(self.stats, counted, getattr(self.stats, counted) + n)
 
     def _dead(self, conn: sqlite3.Connection, items: Sequence[_Item], reason: str) -> None:
         mark_dead(conn, [i.row for i in items], reason)
         self.last_error = reason
-        self._count_dead(len(items))
+        self._count(self.metrics.dead_lettered, "failed", len(items))
         for item in items:
             log_event(
                 _log,
@@ -485,9 +490,7 @@ class DestinationWorker:
         attempts = max(i.row.attempts for i in retry)
         row_wait = max(backoff_secs(policy, attempts, rng=self.rng), server_wait)
         mark_retry(conn, [i.row for i in retry], now + row_wait, reason)
-        self.metrics.retried.labels(self.name).inc(len(retry))
-        with self.stats_lock:
-            self.stats.retries += len(retry)
+        self._count(self.metrics.retried, "retries", len(retry))
         log_event(
             _log,
             logging.WARNING,

@@ -11,6 +11,8 @@ Public API:
   (``teams``, Workflows + Adaptive Card), :class:`PagerDutyNotifier` (``pagerduty``,
   Events v2);
 * :class:`HttpTransport` — shared HTTP POST with status mapping;
+  :class:`HttpNotifier` and :class:`HttpSettings` — the base of the notifiers that
+  POST (transport, ``timeout_secs``/``connect_timeout_secs`` options);
 * :class:`RetryPolicy`, :func:`backoff_secs` — the ``delivery`` settings and the
   backoff they imply (delivery itself is :mod:`alert_service.deliver`'s outbox workers);
 * :func:`transport_error` — how a :mod:`requests` failure becomes a ``NotifyError``.
@@ -24,7 +26,9 @@ from alert_service.notify.base import Notifier
 from alert_service.notify.command import CommandNotifier
 from alert_service.notify.fleet import FleetLiveQueryNotifier, FleetScriptNotifier
 from alert_service.notify.http import (
+    HttpNotifier,
     HttpReply,
+    HttpSettings,
     HttpTransport,
     encode_json,
     parse_retry_after,
@@ -42,7 +46,9 @@ __all__ = [
     "CommandNotifier",
     "FleetLiveQueryNotifier",
     "FleetScriptNotifier",
+    "HttpNotifier",
     "HttpReply",
+    "HttpSettings",
     "HttpTransport",
     "Notifier",
     "NotifierRegistry",

@@ -74,7 +74,13 @@ from alert_service.errors import NotifyError
 from alert_service.logs import log_event
 from alert_service.match.alert import Alert
 from alert_service.notify.base import Notifier
-from alert_service.notify.http import USER_AGENT, encode_json, parse_retry_after, transport_error
+from alert_service.notify.http import (
+    HTTP_TIMEOUT_PROPERTIES,
+    USER_AGENT,
+    encode_json,
+    parse_retry_after,
+    transport_error,
+)
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret, reveal
 
@@ -98,8 +104,7 @@ _COMMON_PROPERTIES: Final[Mapping[str, Any]] = {
     "url": {**_SECRET, "pattern": "^https?://[^\\s/]+(/[^\\s]*)?$"},
     "api_token": _SECRET_REF,
     "identifier": {"enum": ["auto", "host_uuid", "hostname", "host_identifier"]},
-    "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
-    "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+    **HTTP_TIMEOUT_PROPERTIES,
     "ca_file": {"type": "string", "pattern": "^/"},
 }
 

@@ -1,6 +1,12 @@
-"""Shared HTTP transport of notifiers: JSON POST with timeouts and status mapping.
+"""Shared HTTP parts of notifiers: JSON POST with timeouts and status mapping, and the
+base of the notifiers that POST (options, settings, transport).
 
-The one place where :mod:`requests` errors become
+:class:`HttpNotifier` (with :class:`HttpSettings` and :data:`HTTP_TIMEOUT_PROPERTIES`)
+holds what every HTTP notifier shares — the ``timeout_secs`` / ``connect_timeout_secs``
+options (schema, defaults 10 s and 5 s), the transport, ``post`` with those timeouts
+and ``close`` — so a notifier type declares only its own options, payload and success check.
+
+:class:`HttpTransport` is the one place where :mod:`requests` errors become
 :class:`~alert_service.errors.NotifyError` (alerting-delivery-and-tailing.md §2.7):
 
 * any 2xx → success;
@@ -26,19 +32,26 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Generic, TypedDict, TypeVar
 
 import requests
 from urllib3.exceptions import NameResolutionError
 
 from alert_service import __version__
 from alert_service.errors import NotifyError
+from alert_service.notify.base import Notifier
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_SECS",
+    "DEFAULT_TIMEOUT_SECS",
+    "HTTP_TIMEOUT_PROPERTIES",
     "USER_AGENT",
+    "HttpNotifier",
     "HttpReply",
+    "HttpSettings",
+    "HttpTimeouts",
     "HttpTransport",
     "encode_json",
     "parse_retry_after",
@@ -304,3 +317,132 @@ def transport_error(where: str, err: requests.RequestException) -> NotifyError:
         retryable=True,
         error_type="transport",
     )
+
+
+# -- what every HTTP notifier shares ----------------------------------------------------
+
+DEFAULT_TIMEOUT_SECS: Final = 10.0
+"""Read timeout of an HTTP notifier whose entry sets no ``timeout_secs``, seconds."""
+
+DEFAULT_CONNECT_TIMEOUT_SECS: Final = 5.0
+"""Connect timeout of an HTTP notifier whose entry sets no ``connect_timeout_secs``, seconds."""
+
+HTTP_TIMEOUT_PROPERTIES: Final[Mapping[str, Any]] = {
+    "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+    "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+}
+"""JSON Schema ``properties`` of the two timeout options (seconds, above 0, at most 300),
+shared by every notifier that makes HTTP requests (:meth:`HttpNotifier.options_schema`
+appends them; a schema that lays its keys out itself splices them in)."""
+
+
+class HttpTimeouts(TypedDict):
+    """The timeout keywords of :class:`HttpSettings`, as :meth:`HttpSettings.timeouts`
+    returns them."""
+
+    timeout_secs: float
+    connect_timeout_secs: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpSettings:
+    """Options every HTTP notifier takes; a type's settings dataclass extends it.
+
+    Subclasses are ``@dataclass(frozen=True, slots=True, kw_only=True)`` and add the
+    type's own fields (keyword-only, so required fields may follow these defaults).
+
+    Attributes:
+        timeout_secs: read timeout (between bytes of the response), seconds.
+        connect_timeout_secs: TCP connect timeout, seconds.
+    """
+
+    timeout_secs: float = DEFAULT_TIMEOUT_SECS
+    connect_timeout_secs: float = DEFAULT_CONNECT_TIMEOUT_SECS
+
+    @staticmethod
+    def timeouts(options: Mapping[str, Any]) -> HttpTimeouts:
+        """Return the timeouts of validated notifier ``options``, defaults filled in.
+
+        For building a subclass: ``SlackSettings(url=..., **SlackSettings.timeouts(options))``.
+
+        Args:
+            options: the entry's options, valid against :data:`HTTP_TIMEOUT_PROPERTIES`.
+
+        Returns:
+            ``timeout_secs`` (default 10) and ``connect_timeout_secs`` (default 5), seconds.
+        """
+        return {
+            "timeout_secs": float(options.get("timeout_secs", DEFAULT_TIMEOUT_SECS)),
+            "connect_timeout_secs": float(
+                options.get("connect_timeout_secs", DEFAULT_CONNECT_TIMEOUT_SECS)
+            ),
+        }
+
+
+SettingsT = TypeVar("SettingsT", bound=HttpSettings)
+
+
+class HttpNotifier(Notifier, Generic[SettingsT]):
+    """Base of notifiers that POST each payload over one :class:`HttpTransport`.
+
+    A subclass declares its ``config_schema`` (:meth:`options_schema`), ``from_config``
+    (its :class:`HttpSettings` subclass built with :meth:`HttpSettings.timeouts`),
+    ``render`` and ``send``, which calls :meth:`post`; the transport and :meth:`close`
+    come from here.
+
+    Args:
+        name: configured notifier name.
+        settings: validated options.
+        transport: HTTP transport (a new one when None).
+    """
+
+    def __init__(
+        self, name: str, settings: SettingsT, transport: HttpTransport | None = None
+    ) -> None:
+        super().__init__(name)
+        self.settings = settings
+        self.transport = transport if transport is not None else HttpTransport(name)
+
+    @staticmethod
+    def options_schema(properties: Mapping[str, Any], required: Sequence[str]) -> dict[str, Any]:
+        """Return the ``config_schema`` of an HTTP notifier: its own options, then the timeouts.
+
+        Args:
+            properties: JSON Schema of the type's own option keys, in the order shown.
+            required: the own keys an entry must set.
+
+        Returns:
+            ``{"type": "object", "properties": {**properties, timeout_secs,
+            connect_timeout_secs}, "required": [...]}`` (a new dict).
+        """
+        return {
+            "type": "object",
+            "properties": {**properties, **HTTP_TIMEOUT_PROPERTIES},
+            "required": list(required),
+        }
+
+    def post(self, url: str, body: bytes, headers: Mapping[str, str] | None = None) -> HttpReply:
+        """POST ``body`` with the configured timeouts (:meth:`HttpTransport.post`).
+
+        Args:
+            url: destination URL (may contain a token; never logged).
+            body: the exact bytes to send, UTF-8 JSON.
+            headers: extra request headers (none when None).
+
+        Returns:
+            The 2xx reply.
+
+        Raises:
+            NotifyError: non-2xx status, timeout or connection problem (see module docs).
+        """
+        return self.transport.post(
+            url,
+            body,
+            headers={} if headers is None else headers,
+            connect_timeout_secs=self.settings.connect_timeout_secs,
+            read_timeout_secs=self.settings.timeout_secs,
+        )
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.transport.close()

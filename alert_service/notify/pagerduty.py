@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, Self, cast
 
 from alert_service.match.alert import Alert
-from alert_service.notify.base import Notifier
 from alert_service.notify.format import facts, iso_time, summary_line, truncate
-from alert_service.notify.http import HttpTransport, encode_json
+from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret
 
@@ -51,55 +50,39 @@ _MAX_SOURCE: Final = 255
 Severity = Literal["critical", "error", "warning", "info"]
 
 
-@dataclass(frozen=True, slots=True)
-class PagerDutySettings:
-    """Options of a PagerDuty notifier.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PagerDutySettings(HttpSettings):
+    """Options of a PagerDuty notifier (plus the timeouts of :class:`HttpSettings`).
 
     Attributes:
         routing_key: the integration's routing key (a secret).
         severity: ``payload.severity`` of every event.
         url: the Events API v2 enqueue URL.
-        timeout_secs: read timeout, seconds.
-        connect_timeout_secs: connect timeout, seconds.
     """
 
     routing_key: Secret
     severity: Severity = "warning"
     url: str = DEFAULT_EVENTS_URL
-    timeout_secs: float = 10.0
-    connect_timeout_secs: float = 5.0
 
 
 @register_notifier("pagerduty")
-class PagerDutyNotifier(Notifier):
+class PagerDutyNotifier(HttpNotifier[PagerDutySettings]):
     """Send each alert as a PagerDuty Events v2 ``trigger``.
 
-    Args:
-        name: configured notifier name.
-        settings: validated options.
-        transport: HTTP transport (a new one when None).
+    Constructed as :class:`~alert_service.notify.http.HttpNotifier` (``name``, a
+    :class:`PagerDutySettings`, an optional transport).
     """
 
     default_rate_limit_per_minute: ClassVar[float | None] = 120.0
     default_rate_limit_burst: ClassVar[int] = 2
-    config_schema: ClassVar[Mapping[str, Any]] = {
-        "type": "object",
-        "properties": {
+    config_schema: ClassVar[Mapping[str, Any]] = HttpNotifier.options_schema(
+        {
             "routing_key": {"$ref": "#/$defs/secret_ref"},
             "severity": {"enum": ["critical", "error", "warning", "info"]},
             "url": {"type": "string", "pattern": "^https?://[^\\s]+$"},
-            "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
-            "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
         },
-        "required": ["routing_key"],
-    }
-
-    def __init__(
-        self, name: str, settings: PagerDutySettings, transport: HttpTransport | None = None
-    ) -> None:
-        super().__init__(name)
-        self.settings = settings
-        self.transport = transport if transport is not None else HttpTransport(name)
+        required=["routing_key"],
+    )
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any]) -> Self:
@@ -110,8 +93,7 @@ class PagerDutyNotifier(Notifier):
                 routing_key=options["routing_key"],
                 severity=cast(Severity, options.get("severity", "warning")),
                 url=str(options.get("url", DEFAULT_EVENTS_URL)),
-                timeout_secs=float(options.get("timeout_secs", 10.0)),
-                connect_timeout_secs=float(options.get("connect_timeout_secs", 5.0)),
+                **PagerDutySettings.timeouts(options),
             ),
         )
 
@@ -146,14 +128,4 @@ class PagerDutyNotifier(Notifier):
         """POST ``payload`` with the routing key added; raises ``NotifyError``."""
         del idempotency_key  # dedup_key in the body plays that part
         body = encode_json({"routing_key": self.settings.routing_key.reveal(), **payload})
-        self.transport.post(
-            self.settings.url,
-            body,
-            headers={},
-            connect_timeout_secs=self.settings.connect_timeout_secs,
-            read_timeout_secs=self.settings.timeout_secs,
-        )
-
-    def close(self) -> None:
-        """Close the HTTP session."""
-        self.transport.close()
+        self.post(self.settings.url, body)

@@ -30,9 +30,8 @@ from typing import Any, ClassVar, Final, Self
 
 from alert_service.errors import NotifyError
 from alert_service.match.alert import Alert
-from alert_service.notify.base import Notifier
 from alert_service.notify.format import facts, slack_escape, summary_line, truncate
-from alert_service.notify.http import HttpTransport, encode_json
+from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret
 
@@ -53,62 +52,36 @@ def _code(text: str) -> str:
     return "```" + _esc(text, _CMDLINE_CHARS).replace("```", "`\u200b``") + "```"
 
 
-@dataclass(frozen=True, slots=True)
-class SlackSettings:
-    """Options of a Slack notifier.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlackSettings(HttpSettings):
+    """Options of a Slack notifier (plus the timeouts of :class:`HttpSettings`).
 
     Attributes:
         url: the incoming-webhook URL (a secret).
-        timeout_secs: read timeout, seconds.
-        connect_timeout_secs: connect timeout, seconds.
     """
 
     url: Secret
-    timeout_secs: float = 10.0
-    connect_timeout_secs: float = 5.0
 
 
 @register_notifier("slack")
-class SlackNotifier(Notifier):
+class SlackNotifier(HttpNotifier[SlackSettings]):
     """Post alerts to a Slack incoming webhook.
 
-    Args:
-        name: configured notifier name.
-        settings: validated options.
-        transport: HTTP transport (a new one when None).
+    Constructed as :class:`~alert_service.notify.http.HttpNotifier` (``name``, a
+    :class:`SlackSettings`, an optional transport).
     """
 
     default_rate_limit_per_minute: ClassVar[float | None] = 60.0
     default_rate_limit_burst: ClassVar[int] = 1
     default_digest_threshold: ClassVar[int] = 10
-    config_schema: ClassVar[Mapping[str, Any]] = {
-        "type": "object",
-        "properties": {
-            "url": {"$ref": "#/$defs/secret_ref"},
-            "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
-            "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
-        },
-        "required": ["url"],
-    }
-
-    def __init__(
-        self, name: str, settings: SlackSettings, transport: HttpTransport | None = None
-    ) -> None:
-        super().__init__(name)
-        self.settings = settings
-        self.transport = transport if transport is not None else HttpTransport(name)
+    config_schema: ClassVar[Mapping[str, Any]] = HttpNotifier.options_schema(
+        {"url": {"$ref": "#/$defs/secret_ref"}}, required=["url"]
+    )
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any]) -> Self:
         """Build from validated options (see the module docs for the keys)."""
-        return cls(
-            name,
-            SlackSettings(
-                url=options["url"],
-                timeout_secs=float(options.get("timeout_secs", 10.0)),
-                connect_timeout_secs=float(options.get("connect_timeout_secs", 5.0)),
-            ),
-        )
+        return cls(name, SlackSettings(url=options["url"], **SlackSettings.timeouts(options)))
 
     def render(self, alert: Alert) -> dict[str, Any]:
         """Return ``{"text": ..., "blocks": [...]}`` for one alert (values escaped)."""
@@ -191,13 +164,7 @@ class SlackNotifier(Notifier):
                 ``"response_body"`` for a 200 without ``ok``.
         """
         del idempotency_key  # Slack has no idempotency header
-        reply = self.transport.post(
-            self.settings.url.reveal(),
-            encode_json(payload),
-            headers={},
-            connect_timeout_secs=self.settings.connect_timeout_secs,
-            read_timeout_secs=self.settings.timeout_secs,
-        )
+        reply = self.post(self.settings.url.reveal(), encode_json(payload))
         if reply.status == 200 and reply.text.strip() != "ok":
             detail = "".join(ch if ch.isprintable() else " " for ch in reply.text[:200]).strip()
             raise NotifyError(
@@ -205,7 +172,3 @@ class SlackNotifier(Notifier):
                 retryable=False,
                 error_type="response_body",
             )
-
-    def close(self) -> None:
-        """Close the HTTP session."""
-        self.transport.close()

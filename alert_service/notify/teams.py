@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, Self, cast
 
 from alert_service.match.alert import Alert
-from alert_service.notify.base import Notifier
 from alert_service.notify.format import facts, summary_line, truncate
-from alert_service.notify.http import HttpTransport, encode_json
+from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret
 
@@ -49,23 +48,19 @@ _DIGEST_LINES: Final = 20
 Envelope = Literal["message", "card"]
 
 
-@dataclass(frozen=True, slots=True)
-class TeamsSettings:
-    """Options of a Teams notifier.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamsSettings(HttpSettings):
+    """Options of a Teams notifier (plus the timeouts of :class:`HttpSettings`).
 
     Attributes:
         url: the Workflows trigger URL (a secret).
         envelope: ``message`` wraps the card in a message attachment; ``card`` sends it bare.
         card_version: Adaptive Card schema version.
-        timeout_secs: read timeout, seconds.
-        connect_timeout_secs: connect timeout, seconds.
     """
 
     url: Secret
     envelope: Envelope = "message"
     card_version: str = "1.4"
-    timeout_secs: float = 10.0
-    connect_timeout_secs: float = 5.0
 
 
 def _text_block(text: str, **extra: Any) -> dict[str, Any]:
@@ -73,36 +68,24 @@ def _text_block(text: str, **extra: Any) -> dict[str, Any]:
 
 
 @register_notifier("teams")
-class TeamsNotifier(Notifier):
+class TeamsNotifier(HttpNotifier[TeamsSettings]):
     """Post alerts as Adaptive Cards to a Teams Workflows webhook.
 
-    Args:
-        name: configured notifier name.
-        settings: validated options.
-        transport: HTTP transport (a new one when None).
+    Constructed as :class:`~alert_service.notify.http.HttpNotifier` (``name``, a
+    :class:`TeamsSettings`, an optional transport).
     """
 
     default_rate_limit_per_minute: ClassVar[float | None] = 60.0
     default_rate_limit_burst: ClassVar[int] = 1
     default_digest_threshold: ClassVar[int] = 10
-    config_schema: ClassVar[Mapping[str, Any]] = {
-        "type": "object",
-        "properties": {
+    config_schema: ClassVar[Mapping[str, Any]] = HttpNotifier.options_schema(
+        {
             "url": {"$ref": "#/$defs/secret_ref"},
             "envelope": {"enum": ["message", "card"]},
             "card_version": {"enum": ["1.2", "1.3", "1.4", "1.5"]},
-            "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
-            "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
         },
-        "required": ["url"],
-    }
-
-    def __init__(
-        self, name: str, settings: TeamsSettings, transport: HttpTransport | None = None
-    ) -> None:
-        super().__init__(name)
-        self.settings = settings
-        self.transport = transport if transport is not None else HttpTransport(name)
+        required=["url"],
+    )
 
     @classmethod
     def from_config(cls, name: str, options: Mapping[str, Any]) -> Self:
@@ -113,8 +96,7 @@ class TeamsNotifier(Notifier):
                 url=options["url"],
                 envelope=cast(Envelope, options.get("envelope", "message")),
                 card_version=str(options.get("card_version", "1.4")),
-                timeout_secs=float(options.get("timeout_secs", 10.0)),
-                connect_timeout_secs=float(options.get("connect_timeout_secs", 5.0)),
+                **TeamsSettings.timeouts(options),
             ),
         )
 
@@ -200,14 +182,4 @@ class TeamsNotifier(Notifier):
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
         """POST ``payload`` once; raises ``NotifyError`` (see :mod:`alert_service.notify.http`)."""
         del idempotency_key  # Workflows have no idempotency header
-        self.transport.post(
-            self.settings.url.reveal(),
-            encode_json(payload),
-            headers={},
-            connect_timeout_secs=self.settings.connect_timeout_secs,
-            read_timeout_secs=self.settings.timeout_secs,
-        )
-
-    def close(self) -> None:
-        """Close the HTTP session."""
-        self.transport.close()
+        self.post(self.settings.url.reveal(), encode_json(payload))

@@ -39,8 +39,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 from alert_service.match.alert import Alert
-from alert_service.notify.base import Notifier
-from alert_service.notify.http import HttpTransport, encode_json
+from alert_service.notify.http import (
+    HTTP_TIMEOUT_PROPERTIES,
+    HttpNotifier,
+    HttpSettings,
+    HttpTransport,
+    encode_json,
+)
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret, reveal
 
@@ -83,28 +88,24 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookSettings:
-    """Options of a webhook notifier.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookSettings(HttpSettings):
+    """Options of a webhook notifier (plus the timeouts of :class:`HttpSettings`).
 
     Attributes:
         url: destination, ``http://`` or ``https://``; may be a secret.
-        timeout_secs: read timeout, seconds.
-        connect_timeout_secs: connect timeout, seconds.
         headers: extra request headers; values may be secrets.
         signing_secret: Standard Webhooks secret ``whsec_<base64>``, or None to send
             unsigned requests.
     """
 
     url: str | Secret
-    timeout_secs: float = 10.0
-    connect_timeout_secs: float = 5.0
     headers: Mapping[str, str | Secret] = field(default_factory=dict)
     signing_secret: Secret | None = None
 
 
 @register_notifier("webhook")
-class WebhookNotifier(Notifier):
+class WebhookNotifier(HttpNotifier[WebhookSettings]):
     """POST each alert as JSON to one URL, signed when a secret is configured.
 
     Args:
@@ -119,8 +120,7 @@ class WebhookNotifier(Notifier):
         "properties": {
             "url": {**_SECRET, "pattern": "^https?://[^\\s]+$"},
             "signing_secret": _SECRET_REF,
-            "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
-            "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+            **HTTP_TIMEOUT_PROPERTIES,
             "headers": {
                 "type": "object",
                 "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
@@ -137,9 +137,7 @@ class WebhookNotifier(Notifier):
         transport: HttpTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(name)
-        self.settings = settings
-        self.transport = transport if transport is not None else HttpTransport(name)
+        super().__init__(name, settings, transport)
         self._clock = clock
         self._key = (
             decode_signing_secret(settings.signing_secret.reveal())
@@ -157,10 +155,9 @@ class WebhookNotifier(Notifier):
         """
         settings = WebhookSettings(
             url=options["url"],
-            timeout_secs=float(options.get("timeout_secs", 10.0)),
-            connect_timeout_secs=float(options.get("connect_timeout_secs", 5.0)),
             headers=dict(options.get("headers", {})),
             signing_secret=options.get("signing_secret"),
+            **WebhookSettings.timeouts(options),
         )
         return cls(name, settings)
 
@@ -195,14 +192,8 @@ class WebhookNotifier(Notifier):
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
         """POST ``payload`` once; raises ``NotifyError`` (see :mod:`alert_service.notify.http`)."""
         body = encode_json(payload)
-        self.transport.post(
+        self.post(
             reveal(self.settings.url),
             body,
             headers=self.headers_for(body, idempotency_key, int(self._clock())),
-            connect_timeout_secs=self.settings.connect_timeout_secs,
-            read_timeout_secs=self.settings.timeout_secs,
         )
-
-    def close(self) -> None:
-        """Close the HTTP session."""
-        self.transport.close()

@@ -216,6 +216,32 @@ def _columns(raw: object, where: str) -> Mapping[str, ColumnValue]:
     return MappingProxyType(normalise_columns(raw, where))
 
 
+_Head = tuple[str, str | None, str, str, str, int, int, int]
+"""An event's fields before ``action``: name, pack, query, hostIdentifier,
+calendarTime, unixTime, epoch, counter — the same for every row of one line."""
+
+
+def _row_events(
+    head: _Head, action: Action, rows: object, where: str, decorations: Mapping[str, str]
+) -> list[Event]:
+    """One event per row of a batch (``diffResults.<kind>``) or ``snapshot`` array.
+
+    Args:
+        head: the line's shared fields (see :data:`_Head`).
+        action: the rows' action.
+        rows: the array as logged (None is no rows).
+        where: its path in the line, for messages (``diffResults.added``).
+        decorations: the line's decorations.
+
+    Raises:
+        ParseError: ``rows`` is not an array, or a row is not a valid columns object.
+    """
+    return [
+        Event(*head, action, _columns(row, f"{where}[{i}]"), decorations)
+        for i, row in enumerate(_rows(rows, where))
+    ]
+
+
 def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
     get = doc.get
     if "log_type" in doc and doc["log_type"] != "result":
@@ -273,51 +299,21 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
             )
         ]
 
+    head: _Head = (name, pack, query, host, calendar, unix_time, epoch, counter)
     if "diffResults" in doc:
         diff = doc["diffResults"]
         if not isinstance(diff, Mapping):
             raise ParseError(f'"diffResults": expected an object, got {type(diff).__name__}')
         events: list[Event] = []
         for kind in _BATCH_ORDER:
-            where = f"diffResults.{kind}"
-            for i, row in enumerate(_rows(diff.get(kind), where)):
-                events.append(
-                    Event(
-                        name,
-                        pack,
-                        query,
-                        host,
-                        calendar,
-                        unix_time,
-                        epoch,
-                        counter,
-                        kind,
-                        _columns(row, f"{where}[{i}]"),
-                        decorations,
-                    )
-                )
+            events += _row_events(head, kind, diff.get(kind), f"diffResults.{kind}", decorations)
         return events
 
     if "snapshot" in doc:
         action = get("action")
         if action not in (None, "snapshot"):
             raise ParseError(f'"action": expected "snapshot" with "snapshot" rows, got {action!r}')
-        return [
-            Event(
-                name,
-                pack,
-                query,
-                host,
-                calendar,
-                unix_time,
-                epoch,
-                counter,
-                "snapshot",
-                _columns(row, f"snapshot[{i}]"),
-                decorations,
-            )
-            for i, row in enumerate(_rows(doc["snapshot"], "snapshot"))
-        ]
+        return _row_events(head, "snapshot", doc["snapshot"], "snapshot", decorations)
 
     if "columns" in doc:  # "columns": null
         raise ParseError("columns: expected an object, got NoneType")
