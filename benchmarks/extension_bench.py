@@ -110,6 +110,7 @@ from extension.sampler import Sampler
 from extension.serve.fastproto import FastBinaryProtocol, protocol_factory
 from extension.serve.table import TrackedConnectionsTable
 from osqueryd_standin import Standin
+from tests.helpers.sockets import close_with_reset
 
 _PROC_NET = ("tcp", "tcp6", "udp", "udp6")
 _FD_SLACK = 256
@@ -164,15 +165,6 @@ def open_established(count: int) -> list[socket.socket]:
         accepted, _ = listener.accept()
         sockets += [client, accepted]
     return sockets
-
-
-def close_all(sockets: list[socket.socket]) -> None:
-    """Close with SO_LINGER 0: RST instead of FIN, so no TIME_WAIT remains."""
-    linger = struct.pack("ii", 1, 0)
-    for sock in sockets:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-        sock.close()
 
 
 def median_ms(func: Callable[[], object], runs: int) -> float:
@@ -305,7 +297,7 @@ def bench_collect(count: int, args: argparse.Namespace, netlink: bool) -> None:
         if count in args.cpu_sockets:
             bench_sampler_cpu(args, netlink)
     finally:
-        close_all(sockets)
+        close_with_reset(sockets)
 
 
 def sampler_cpu_share(
@@ -496,7 +488,7 @@ def bench_generate(count: int, args: argparse.Namespace) -> None:
     finally:
         osqd.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-        close_all(sockets)
+        close_with_reset(sockets)
 
 
 def main(argv: list[str] | None = None) -> int:

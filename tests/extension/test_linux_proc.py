@@ -6,11 +6,9 @@ needs root and ``ip netns`` and is skipped where those are unavailable.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -28,6 +26,7 @@ from extension.collect import (
 )
 from extension.collect.linux_proc import decode_address, parse_proc_net
 from extension.model import SocketRecord
+from tests.helpers.sockets import close_with_reset, open_mixed_sockets
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc only")
 
@@ -477,37 +476,11 @@ def test_select_collector_falls_back_without_proc(tmp_path: Path) -> None:
 @pytest.fixture
 def live_sockets() -> Iterator[list[socket.socket]]:
     """300 TCP pairs over 127.0.0.1 and ::1, listeners, UDP, a v4-mapped pair."""
-    held: list[socket.socket] = []
+    held = open_mixed_sockets(300)
     try:
-        listeners = [
-            socket.create_server(("127.0.0.1", 0), backlog=512),
-            socket.create_server(("::1", 0), family=socket.AF_INET6, backlog=512),
-        ]
-        held += listeners
-        for i in range(300):
-            listener = listeners[i % 2]
-            client = socket.socket(listener.family, socket.SOCK_STREAM)
-            held.append(client)
-            client.connect(listener.getsockname()[:2])
-            held.append(listener.accept()[0])
-        dual = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
-        held.append(dual)
-        held.append(socket.create_connection(("127.0.0.1", dual.getsockname()[1])))
-        held.append(dual.accept()[0])
-        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-            bound = socket.socket(family, socket.SOCK_DGRAM)
-            held.append(bound)
-            bound.bind((host, 0))
-            connected = socket.socket(family, socket.SOCK_DGRAM)
-            held.append(connected)
-            connected.connect(bound.getsockname()[:2])
         yield held
     finally:
-        linger = struct.pack("ii", 1, 0)  # RST on close: no TIME_WAIT left behind
-        for sock in held:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-            sock.close()
+        close_with_reset(held)
 
 
 def _ports(sockets: list[socket.socket]) -> set[int]:

@@ -40,6 +40,7 @@ from extension.collect.netlink_diag import (
 )
 from extension.collect.normalize import normalize_address, normalize_family
 from extension.model import SocketRecord
+from tests.helpers.sockets import close_with_reset, open_mixed_sockets
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -332,41 +333,11 @@ needs_netlink = pytest.mark.skipif(not _netlink_works(), reason="sock_diag netli
 @pytest.fixture
 def live_sockets() -> Iterator[list[socket.socket]]:
     """400 TCP pairs over 127.0.0.1 and ::1, listeners, UDP, a v4-mapped pair."""
-    held: list[socket.socket] = []
+    held = open_mixed_sockets(400)
     try:
-        listeners = [
-            socket.create_server(("127.0.0.1", 0), backlog=512),
-            socket.create_server(("::1", 0), family=socket.AF_INET6, backlog=512),
-        ]
-        held += listeners
-        for i in range(400):
-            listener = listeners[i % 2]
-            client = socket.socket(listener.family, socket.SOCK_STREAM)
-            held.append(client)
-            client.connect(listener.getsockname()[:2])
-            held.append(listener.accept()[0])
-        dual = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True)
-        held.append(dual)
-        held.append(socket.create_connection(("127.0.0.1", dual.getsockname()[1])))
-        held.append(dual.accept()[0])
-        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-            bound = socket.socket(family, socket.SOCK_DGRAM)
-            held.append(bound)
-            bound.bind((host, 0))
-            connected = socket.socket(family, socket.SOCK_DGRAM)
-            held.append(connected)
-            connected.connect(bound.getsockname()[:2])
         yield held
     finally:
-        _close_rst(held)
-
-
-def _close_rst(sockets: list[socket.socket]) -> None:
-    linger = struct.pack("ii", 1, 0)  # RST on close: no TIME_WAIT left behind
-    for sock in sockets:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-        sock.close()
+        close_with_reset(held)
 
 
 _Ends = set[tuple[int, int, int]]
@@ -494,7 +465,7 @@ def test_live_churn_keeps_netlink_caches_right() -> None:
                 assert {_key(r) for r in nl} == {_key(r) for r in proc}
                 assert len(nl) == 601
         finally:
-            _close_rst(held)
+            close_with_reset(held)
         assert not _own(via_netlink.collect(), ports)
 
 

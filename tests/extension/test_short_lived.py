@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-import struct
 
 from extension.collect import select_collector
 from extension.sampler import Sampler
 from extension.serve.table import TrackedConnectionsTable
+from tests.helpers.sockets import close_with_reset
 
 
 def _rows(sampler: Sampler, local_port: int, remote_port: int) -> list[dict[str, str]]:
@@ -16,12 +16,6 @@ def _rows(sampler: Sampler, local_port: int, remote_port: int) -> list[dict[str,
         r for r in rows
         if r.get("local_port") == str(local_port) and r.get("remote_port") == str(remote_port)
     ]  # fmt: skip
-
-
-def _reset_close(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0): no TIME_WAIT remnant, the 4-tuple is free at once."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def test_connection_seen_by_one_sample_stays_until_linger_ends() -> None:
@@ -33,7 +27,7 @@ def test_connection_seen_by_one_sample_stays_until_linger_ends() -> None:
         local_port = client.getsockname()[1]
         accepted, _ = server.accept()
         sampler.sample_once()  # the only sample that sees it open
-        _reset_close(client)
+        close_with_reset([client])
         accepted.close()
     now[0] += 0.25
     sampler.sample_once()
@@ -58,7 +52,7 @@ def test_reused_local_port_to_the_same_remote_is_two_rows() -> None:
         first.connect(("127.0.0.1", port))
         accepted1, _ = server.accept()
         sampler.sample_once()
-        _reset_close(first)
+        close_with_reset([first])
         accepted1.close()
         sampler.sample_once()
 
@@ -71,7 +65,7 @@ def test_reused_local_port_to_the_same_remote_is_two_rows() -> None:
             sampler.sample_once()
             rows = _rows(sampler, local_port, port)
         finally:
-            _reset_close(second)
+            close_with_reset([second])
             accepted2.close()
     assert len(rows) == 2
     assert len({r["socket"] for r in rows}) == 2
