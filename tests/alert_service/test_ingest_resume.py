@@ -66,6 +66,17 @@ def stop_and_store(follower: FileFollower, db: sqlite3.Connection, source: str) 
     return now
 
 
+def read_and_stop(log: Path, db: sqlite3.Connection) -> float:
+    """A first run: read ``log`` from the beginning to its end, then stop.
+
+    Returns:
+        when the checkpoint was stored, seconds since the Unix epoch.
+    """
+    first = FileFollower(str(log), start_at="beginning")
+    read_all(first)
+    return stop_and_store(first, db, str(log))
+
+
 def resume(db: sqlite3.Connection, source: str, stats: Stats | None = None) -> FileFollower:
     stored = load_checkpoint(db, source)
     assert stored is not None
@@ -124,9 +135,7 @@ def test_rotation_while_stopped_finishes_the_rotated_file_first(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     append(log, lines("a", 20))
-    first = FileFollower(str(log), start_at="beginning")
-    read_all(first)
-    stop_and_store(first, db, str(log))
+    read_and_stop(log, db)
     append(log, lines("a-late", 3))
     osquery_rotate(log)
     append(log, lines("b", 2))
@@ -146,9 +155,7 @@ def test_several_rotations_while_stopped_read_compressed_then_plain_then_live(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     append(log, lines("a", 40))
-    first = FileFollower(str(log), start_at="beginning")
-    read_all(first)
-    stop_and_store(first, db, str(log))
+    read_and_stop(log, db)
     append(log, lines("a-late", 2))
     osquery_rotate(log)  # a → .1
     append(log, lines("b", 3))
@@ -180,9 +187,7 @@ def test_stop_while_draining_a_compressed_file_resumes_inside_it(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     append(log, lines("a", 5))
-    first = FileFollower(str(log), start_at="beginning")
-    read_all(first)
-    stop_and_store(first, db, str(log))
+    read_and_stop(log, db)
     append(log, lines("a-late", 3000))
     osquery_rotate(log)  # a → .1
     append(log, lines("b", 1))
@@ -207,9 +212,7 @@ def test_stop_while_draining_a_compressed_file_resumes_inside_it(
 def test_fleet_rotation_with_gzip_while_stopped(tmp_path: Path, db: sqlite3.Connection) -> None:
     log = tmp_path / "osquery_result"
     append(log, lines("a", 10))
-    first = FileFollower(str(log), start_at="beginning")
-    read_all(first)
-    stop_and_store(first, db, str(log))
+    read_and_stop(log, db)
     append(log, lines("a-late", 1))
     backup = tmp_path / "osquery_result-2025-09-02T07-05-09.000"
     os.rename(log, backup)
@@ -227,9 +230,7 @@ def test_copytruncate_while_stopped_reads_the_copy_then_the_live_file(
 ) -> None:
     log = tmp_path / "results.log"
     append(log, lines("a", 10))
-    first = FileFollower(str(log), start_at="beginning")
-    read_all(first)
-    stop_and_store(first, db, str(log))
+    read_and_stop(log, db)
     append(log, lines("a-late", 2))
     shutil.copyfile(log, tmp_path / "results.log.1")
     with open(log, "r+b") as fh:
@@ -247,9 +248,7 @@ def test_truncation_while_stopped_without_a_copy_counts_a_possible_loss(
 ) -> None:
     log = tmp_path / "results.log"
     append(log, lines("a", 10))
-    first = FileFollower(str(log), start_at="beginning")
-    read_all(first)
-    stop_and_store(first, db, str(log))
+    read_and_stop(log, db)
     with open(log, "r+b") as fh:
         fh.truncate(0)
     append(log, lines("b", 2))
@@ -265,9 +264,7 @@ def test_regrown_past_the_offset_while_stopped_is_seen_by_the_fingerprint(
 ) -> None:
     log = tmp_path / "results.log"
     append(log, lines("a", 2))
-    first = FileFollower(str(log), start_at="beginning")
-    read_all(first)
-    stop_and_store(first, db, str(log))
+    read_and_stop(log, db)
     with open(log, "r+b") as fh:
         fh.truncate(0)
     append(log, lines("b", 5))  # longer than before: only the head tells
@@ -299,9 +296,7 @@ def test_checkpoint_file_gone_reads_siblings_written_after_the_checkpoint(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     append(log, lines("a", 3))
-    first = FileFollower(str(log), start_at="beginning")
-    read_all(first)
-    stored_at = stop_and_store(first, db, str(log))
+    stored_at = read_and_stop(log, db)
     older = Path(f"{log}.3.zst")  # a file older than the checkpoint: not read
     older.write_bytes(zstandard.ZstdCompressor().compress(lines("old", 1)))
     os.utime(older, (stored_at - 3600, stored_at - 3600))
