@@ -145,7 +145,8 @@ class ProcessTracker:
         if pid is None or pid < 0:
             return _UNKNOWN
         try:
-            started = psutil.Process(pid).create_time()
+            proc = psutil.Process(pid)
+            started = proc.create_time()
         except psutil.NoSuchProcess:
             with self._lock:
                 live = self._live.get(pid)
@@ -161,14 +162,15 @@ class ProcessTracker:
             fresh = pid in self._fresh
         if fresh and live is not None and live[0] == started:
             return live[1]
-        info = self._read_live(pid)
+        info = self._read_live(pid, proc)
         if info is None:
             return live[1] if live is not None and live[0] == started else _UNKNOWN
         return info
 
-    def _read_live(self, pid: int) -> ProcessInfo | None:
+    def _read_live(self, pid: int, proc: psutil.Process | None = None) -> ProcessInfo | None:
         try:
-            proc = psutil.Process(pid)
+            if proc is None:
+                proc = psutil.Process(pid)
             started = proc.create_time()
         except psutil.Error as err:
             self._skip(_reason(err))
