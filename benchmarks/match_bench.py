@@ -39,24 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from alert_service.match import AddressSpec, IocList, RuleSet, RuleSpec  # noqa: E402
 from alert_service.parse import Event  # noqa: E402
+from tests.helpers.iocs import random_ioc_lines  # noqa: E402
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def random_lines(rng: random.Random, n: int) -> list[str]:
-    """N IOC lines: addresses, IPv4 CIDRs and IPv6 CIDRs."""
-    lines: list[str] = []
-    for _ in range(n):
-        kind = rng.random()
-        if kind < 0.6:
-            lines.append(str(ipaddress.IPv4Address(rng.getrandbits(32))))
-        elif kind < 0.9:
-            prefix = rng.choice((16, 20, 24, 28))
-            lines.append(str(ipaddress.IPv4Network((rng.getrandbits(32), prefix), strict=False)))
-        else:
-            prefix = rng.choice((48, 64))
-            lines.append(str(ipaddress.IPv6Network((rng.getrandbits(128), prefix), strict=False)))
-    return lines
 
 
 def probes(rng: random.Random, lines: list[str], count: int) -> list[IPAddress]:
@@ -96,7 +81,7 @@ def rate(count: int, secs: float) -> str:
 
 def bench(entries: int, lookups: int, naive_lookups: int, seed: int, tmp: Path) -> None:
     rng = random.Random(seed + entries)
-    lines = random_lines(rng, entries)
+    lines = random_ioc_lines(rng, entries)
     path = tmp / f"ioc-{entries}.txt"
     path.write_text("# benchmark feed\n" + "\n".join(lines) + "\n", encoding="utf-8")
 

@@ -16,6 +16,7 @@ from alert_service.config import build_config
 from alert_service.errors import ConfigError, MatchError
 from alert_service.match import AddressSpec, IocList, RuleSet, RuleSpec, parse_address
 from alert_service.match.iocs import parse_ioc_lines
+from tests.helpers.iocs import random_ioc_lines
 
 GOOD = """\
 # known bad hosts, 2025-09
@@ -181,25 +182,9 @@ def test_config_reports_bad_ioc_files(tmp_path: Path) -> None:
     ]
 
 
-def random_ioc(rng: random.Random, n: int) -> list[str]:
-    lines: list[str] = []
-    for _ in range(n):
-        kind = rng.random()
-        if kind < 0.6:
-            lines.append(str(ipaddress.IPv4Address(rng.getrandbits(32))))
-        elif kind < 0.9:
-            prefix = rng.choice((16, 20, 24, 28))
-            net = ipaddress.IPv4Network((rng.getrandbits(32), prefix), strict=False)
-            lines.append(str(net))
-        else:
-            net6 = ipaddress.IPv6Network((rng.getrandbits(128), rng.choice((48, 64))), strict=False)
-            lines.append(str(net6))
-    return lines
-
-
 def test_100k_entries_agree_with_a_naive_loop(tmp_path: Path) -> None:
     rng = random.Random(20250902)
-    lines = random_ioc(rng, 100_000)
+    lines = random_ioc_lines(rng, 100_000)
     path = write(tmp_path / "big.txt", "\n".join(lines) + "\n")
     ioc = IocList(str(path))
     assert ioc.entries == 100_000
