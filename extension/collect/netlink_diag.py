@@ -73,6 +73,7 @@ __all__ = [
     "InetDiagReader",
     "NetlinkError",
     "decode_sockid",
+    "lookup_socket",
     "open_diag_socket",
     "read_inet_diag",
 ]
@@ -132,6 +133,14 @@ _SOCKID = struct.Struct("!HH16s16s12x")
 network order; IPv4 in the first 4), then if and cookie (skipped)."""
 _ERRNO = struct.Struct("=i")
 _INODE = struct.Struct("=I")
+_EXACT_REQUEST = struct.Struct("=IHHIIBBBBIHH16s16sIII")
+"""nlmsghdr + struct inet_diag_req_v2 naming one socket: the sockid's ports
+and addresses in network order (ports passed through ``socket.htons``), then if
+and the cookie (both halves
+INET_DIAG_NOCOOKIE: match by addresses and ports alone)."""
+_NOCOOKIE = 0xFFFFFFFF
+_UID_INODE = struct.Struct("=II")
+"""idiag_uid and idiag_inode, at byte 80 of an nlmsghdr + inet_diag_msg."""
 
 DiagEntry = tuple[bytes, int, SocketRecord | None]
 """A cache entry for one socket: (raw idiag_inode bytes, idiag_state, the
@@ -333,6 +342,93 @@ class InetDiagReader:
         if kind == SOCK_DIAG_BY_FAMILY:
             raise NetlinkError(f"sock_diag socket message of {length} bytes is too short")
         raise NetlinkError(f"unexpected netlink message type {kind}")
+
+
+def lookup_socket(
+    sock: socket.socket,
+    family: int,
+    protocol: int,
+    local: tuple[bytes, int],
+    remote: tuple[bytes, int],
+    *,
+    sequence: int = 1,
+) -> tuple[int, int] | None:
+    """Ask sock_diag for one socket by its addresses and ports (no dump).
+
+    The kernel looks the socket up as it would route a packet to it
+    (net/ipv4/inet_diag.c ``inet_diag_find_one_icsk``, net/ipv4/udp_diag.c
+    ``udp_dump_one``) and answers with its ``inet_diag_msg``, or with
+    NLMSG_ERROR ENOENT when there is none; an exact request gets no
+    NLMSG_DONE and no acknowledgement. For UDP the kernel reads the sockid
+    as a received packet's (source = the remote end), so the two ends are
+    swapped here; TCP takes them as the socket's own (source = local).
+
+    Args:
+        sock: an open ``NETLINK_SOCK_DIAG`` socket of the namespace to search
+            (see :func:`open_diag_socket`); used by one thread at a time.
+        family: ``socket.AF_INET`` or ``socket.AF_INET6``.
+        protocol: 6 (TCP) or 17 (UDP).
+        local: (local address, 4 or 16 bytes in network order, local port).
+        remote: (remote address, same size, remote port).
+        sequence: the request's sequence number, echoed in the answer.
+
+    Returns:
+        (socket inode, owning uid), or None when no such socket exists (an
+        unconnected UDP socket that would receive from that remote end is
+        not the socket asked for: None too).
+
+    Raises:
+        NetlinkError: the request or its answer failed otherwise.
+    """
+    (local_address, local_port), (remote_address, remote_port) = local, remote
+    if protocol == IPPROTO_UDP:
+        local_address, local_port, remote_address, remote_port = (
+            remote_address, remote_port, local_address, local_port
+        )  # fmt: skip
+    request = _EXACT_REQUEST.pack(
+        _EXACT_REQUEST.size,
+        SOCK_DIAG_BY_FAMILY,
+        NLM_F_REQUEST,
+        sequence & 0xFFFFFFFF,
+        0,
+        family,
+        protocol,
+        0,
+        0,
+        0xFFFFFFFF,
+        socket.htons(local_port),
+        socket.htons(remote_port),
+        local_address.ljust(16, b"\0"),
+        remote_address.ljust(16, b"\0"),
+        0,
+        _NOCOOKIE,
+        _NOCOOKIE,
+    )
+    try:
+        sock.send(request)
+        while True:
+            answer = sock.recv(8192)
+            if len(answer) < _HEADER.size:
+                raise NetlinkError(f"sock_diag answer of {len(answer)} bytes is too short")
+            length, kind, _, seq, _ = _HEADER.unpack_from(answer, 0)
+            if seq == sequence & 0xFFFFFFFF:
+                break
+    except OSError as err:
+        raise NetlinkError(f"sock_diag lookup failed: {err}", err.errno) from err
+    if kind == NLMSG_ERROR:
+        code = -_ERRNO.unpack_from(answer, _HEADER.size)[0] if len(answer) >= 20 else 0
+        if code == errno.ENOENT:
+            return None
+        raise NetlinkError(f"sock_diag lookup refused: {os.strerror(code)}", code)
+    if kind != SOCK_DIAG_BY_FAMILY or length < DIAG_MESSAGE_BYTES or len(answer) < length:
+        raise NetlinkError(f"unexpected sock_diag answer (type {kind}, {length} bytes)")
+    sockid = answer[_HEADER.size + 4 : _HEADER.size + 52]
+    if _SOCKID.unpack(sockid)[:2] != (
+        (remote_port, local_port) if protocol == IPPROTO_UDP else (local_port, remote_port)
+    ):
+        return None  # an unconnected UDP socket answered for any remote end
+    uid, inode = _UID_INODE.unpack_from(answer, 80)
+    return inode, uid
 
 
 def decode_sockid(family: int, sockid: bytes) -> tuple[bytes, int, bytes, int]:
