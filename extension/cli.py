@@ -133,8 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("thrift").setLevel(logging.CRITICAL)
-    # communityid logs every hash it computes at INFO.
-    logging.getLogger("communityid").setLevel(logging.WARNING)
     log = logging.getLogger("extension")
     processes = ProcessTracker()
     events: LinuxEventSource | None = None

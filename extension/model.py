@@ -38,9 +38,15 @@ handshake applies or none was observed (listeners, UDP).
 """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SocketRecord:
     """One TCP or UDP socket as seen by a collector.
+
+    Treated as immutable: nothing changes a record once built (a changed
+    socket is a new record; ``dataclasses.replace`` makes one). It is not a
+    frozen dataclass because collectors and the kernel event source build
+    tens of thousands a second, and a frozen one costs four times as much to
+    build.
 
     Attributes:
         pid: owning process id, or None when the OS did not say (no privilege,
@@ -96,19 +102,22 @@ class ProcessInfo:
     start_time: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FlowEvent:
     """A connection, attempt, listener or UDP flow reported by kernel events.
 
     The kernel event source emits one for each new flow, and again with the
-    same ``key`` when it learns more (the outcome, the end).
+    same ``key`` when it learns more (the outcome, the end). Not frozen: a
+    busy host makes thousands a second, and a frozen dataclass costs twice as
+    much to build; nothing changes one after it is emitted.
 
     Attributes:
         key: identity of the flow within the event source, e.g.
             ``("tcp", <kernel socket address>, <start ns>)``.
         record: the socket as the events describe it: ``pid`` is the task
-            that connected, sent or listened (None for an inbound connection,
-            whose owner is the listener's), ``state`` the latest TCP state
+            that connected, sent or listened, or that closed an inbound
+            connection (None for an inbound connection no task has touched
+            yet: its owner is the listener's), ``state`` the latest TCP state
             ('' for UDP), ``socket`` the inode when it could be looked up,
             ``net_namespace`` when known.
         process: details of ``record.pid`` captured when the event was read,
@@ -120,8 +129,6 @@ class FlowEvent:
         ended: seconds since the Unix epoch when the kernel closed it; None
             while open, and always None for UDP (the kernel has no UDP close
             event; the sampler notices the socket is gone).
-        owner_hint: for an inbound connection whose listener is ambiguous, a
-            pid seen closing the socket in process context; else None.
     """
 
     key: tuple[object, ...]
@@ -131,4 +138,3 @@ class FlowEvent:
     status: str
     started: float
     ended: float | None = None
-    owner_hint: int | None = None

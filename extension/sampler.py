@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_INTERVAL_MS = 250
 """Milliseconds between samples when the sampler works alone."""
-DEFAULT_EVENTS_SAMPLE_INTERVAL_MS = 2000
+DEFAULT_EVENTS_SAMPLE_INTERVAL_MS = 3000
 """Milliseconds between samples when kernel events run beside the sampler
 (see docs/extension.md for the measurements behind it)."""
 DEFAULT_LINGER_SECS = 6.0
@@ -144,6 +144,7 @@ class Sampler:
         self._events = events
         self._events_reason = events_reason
         self._events_thread: threading.Thread | None = None
+        self._events_lost = 0
         self.interval_secs = max(sample_interval_ms, 10) / 1000.0
         self.stale_secs = max(2 * self.interval_secs, 1.0)
         self._clock = clock
@@ -217,6 +218,7 @@ class Sampler:
         with self._lock:
             started = time.perf_counter()
             began = self._clock()
+            self._skip_time_wait()
             try:
                 self._processes.refresh()
                 records = self._collector.collect()
@@ -267,6 +269,25 @@ class Sampler:
                 events=events,
                 events_reason=events.reason if events is not None else self._events_reason,
             )
+
+    def _skip_time_wait(self) -> None:
+        """Let the collector leave TIME_WAIT out while events miss nothing.
+
+        A TIME_WAIT socket is the ownerless remnant of a closed connection.
+        While kernel events run and have lost nothing since the last sample,
+        they reported every such connection, so the remnants add nothing and
+        reading them is wasted work. The first sample, and every sample after
+        a loss, read them all, so a connection whose events were lost is still
+        seen through its remnant.
+        """
+        if not hasattr(self._collector, "skip_time_wait"):
+            return
+        skip = False
+        if self._events is not None and self._samples > 0:
+            stats = self._events.stats()
+            skip = stats.running and stats.events_lost == self._events_lost
+            self._events_lost = stats.events_lost
+        self._collector.skip_time_wait = skip
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_secs):

@@ -20,9 +20,10 @@ Tracepoints used (their ``format`` files under tracefs give the layouts):
   - SYN_SENT -> ESTABLISHED (connected) or -> CLOSE (failed) carries the
     whole 4-tuple.
   - SYN_RECV -> ESTABLISHED is an inbound connection. It runs in softirq
-    context, so the task then current is unrelated: the owner is the
-    listening socket's (resolved by the connection tracker), and a later
-    close in process context names the task that held it.
+    context, so the task then current is unrelated: a later close in process
+    context names the task that held it, which owns it; until then (or when
+    a reset closed it in softirq context) the owner is the listening
+    socket's, resolved by the connection tracker.
   - CLOSE -> LISTEN runs in the task calling ``listen()``; LISTEN -> CLOSE
     ends a listener.
   - any -> CLOSE ends a connection; ESTABLISHED -> FIN_WAIT1 and CLOSE_WAIT
@@ -53,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import operator
 import os
 import pwd
 import select
@@ -65,7 +67,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
-from extension.collect.netlink_diag import NetlinkError, lookup_socket, open_diag_socket
+from extension.collect.netlink_diag import (
+    AddressMemo,
+    NetlinkError,
+    lookup_socket,
+    open_diag_socket,
+)
 from extension.collect.normalize import normalize_address
 from extension.collect.perf import (
     PERF_RECORD_COMM,
@@ -134,7 +141,12 @@ _PROCESS_CONTEXT: Final = "!(common_flags & 24)"
 """TRACE_FLAG_SOFTIRQ | TRACE_FLAG_HARDIRQ (include/linux/trace_events.h) unset."""
 _UDP_LOOKUP_FILTER: Final = "proto == 17 && " + _PROCESS_CONTEXT
 _UDP_SEND_FILTER: Final = "protocol == 17 && " + _PROCESS_CONTEXT
-_TCP_ERROR_FILTER: Final = "protocol == 6 && error != 0"
+_TCP_ERROR_FILTER: Final = (
+    "protocol == 6 && (error == 111 || error == 110 || error == 113 || error == 101"
+    " || error == 112 || error == 13 || error == 1)"
+)
+"""The errors a failed attempt can end with (see _FAILURES); resets (104) of
+established connections, the most common report, stay in the kernel."""
 
 _ESTABLISHED, _SYN_SENT, _SYN_RECV, _FIN_WAIT1 = 1, 2, 3, 4
 _CLOSE, _CLOSE_WAIT, _LAST_ACK, _LISTEN = 7, 8, 9, 10
@@ -155,8 +167,13 @@ _FAILURES: Final = {
 ``icmp_err_convert`` maps ICMP unreachable codes to these errnos)."""
 
 _K = TypeVar("_K")
-_SAMPLE_HEAD: Final = struct.Struct("<QIIQ")
-"""PERF_RECORD_SAMPLE after its header: identifier, pid, tid, time."""
+_SAMPLE: Final = struct.Struct("<IHHQIIQ")
+"""PERF_RECORD_SAMPLE's header (type, misc, size), then identifier, pid, tid, time."""
+_TASK_RECORDS: Final = frozenset(
+    {PERF_RECORD_FORK, PERF_RECORD_EXIT, PERF_RECORD_COMM, PERF_RECORD_NAMESPACES}
+)
+_Item = tuple[int, int, int, int, int, bytes]
+_Decode = Callable[[int, int, int, bytes, int], None]
 _RAW_SIZE: Final = struct.Struct("<I")
 _RAW_AT: Final = 44
 """Where a sample's raw tracepoint record starts: after the header (8), the
@@ -222,7 +239,6 @@ class _Flow:
     status: str
     started_ns: int
     ended_ns: int | None = None
-    hint: int | None = None
     inode: int | None = None
     looked_up: bool = False
     reported: bool = False
@@ -284,7 +300,7 @@ class LinuxEventSource:
         self._own_netns: int | None = None
         self._diag: socket.socket | None = None
         self._sequence = 0
-        self._held: list[tuple[int, int, int, bytes]] = []
+        self._held: list[_Item] = []
         self._connecting: OrderedDict[int, _Flow] = OrderedDict()
         self._open: OrderedDict[int, _Flow] = OrderedDict()
         self._errors: OrderedDict[tuple[int, bytes, int, bytes, int], tuple[int, int]] = (
@@ -299,6 +315,7 @@ class LinuxEventSource:
             OrderedDict()
         )
         self._users: dict[int, str | None] = {}
+        self._addresses = AddressMemo()
         self._sources: dict[tuple[int, bytes], tuple[float, bytes]] = {}
         self._boot_offset_ns = 0
         self._wall_offset = 0.0
@@ -308,7 +325,7 @@ class LinuxEventSource:
         self._lost = 0
         self._flows = 0
         self._evicted = 0
-        self._decoders: dict[int, Callable[[int, int, int, bytes], None]] = {}
+        self._decoders: dict[int, _Decode] = {}
 
     # ------------------------------------------------------------- lifecycle
 
@@ -349,7 +366,7 @@ class LinuxEventSource:
         tracefs = find_tracefs(mount=self._mount)
         state = read_tracepoint_format(tracefs, "sock", "inet_sock_set_state")
         execs = read_tracepoint_format(tracefs, "sched", "sched_process_exec")
-        plan: list[tuple[TracepointFormat, str | None, Callable[[int, int, int, bytes], None]]]
+        plan: list[tuple[TracepointFormat, str | None, _Decode]]
         plan = [
             (state, _TCP_STATE_FILTER, self._decoder_state(state)),
             (execs, None, self._decoder_exec(execs)),
@@ -455,74 +472,77 @@ class LinuxEventSource:
         batch = self._held
         for ring in self._rings:
             self._split(ring.read(), batch)
-        batch.sort(key=_time_of)
+        batch.sort(key=_by_time)
         ready = len(batch)
         while ready and batch[ready - 1][0] > cutoff:
             ready -= 1
         self._held = batch[ready:]
         decoders = self._decoders
-        for item in batch[:ready]:
-            at, kind, ident, data = item
-            if kind == PERF_RECORD_SAMPLE:
+        for at, ident, pid, tid, offset, data in batch[:ready]:
+            if ident:
                 decode = decoders.get(ident)
                 if decode is not None:
-                    pid, tid = _PID_TID.unpack_from(data, 16)
-                    decode(at, pid, tid, data)
+                    decode(at, pid, tid, data, offset + _RAW_AT)
             else:
-                self._task_record(kind, at, data)
+                self._task_record(pid, at, data, offset, tid)
         self._read += ready
         return self._finish(cutoff)
 
-    def _split(self, data: bytes, out: list[tuple[int, int, int, bytes]]) -> None:
-        """Cut a ring's bytes into (time ns, record type, identifier, record)."""
+    def _split(self, data: bytes, out: list[_Item]) -> None:
+        """Index a ring's records: (time ns, identifier, pid, tid, offset, bytes).
+
+        A sample has its event's identifier; a task record has identifier 0,
+        its record type in place of the pid and its size in place of the tid.
+        """
         offset, end = 0, len(data)
         unpack_header = _HEADER.unpack_from
-        unpack_sample = _SAMPLE_HEAD.unpack_from
+        unpack_sample = _SAMPLE.unpack_from
         unpack_u64 = _U64.unpack_from
         append = out.append
+        whole = _SAMPLE.size
         while offset + 8 <= end:
-            kind, _, size = unpack_header(data, offset)
+            if offset + whole <= end:
+                kind, _, size, ident, pid, tid, at = unpack_sample(data, offset)
+            else:
+                kind, _, size = unpack_header(data, offset)
             if size < 8 or offset + size > end:
                 break
-            record = data[offset : offset + size]
-            offset += size
             if kind == PERF_RECORD_SAMPLE:
-                ident, _, _, at = unpack_sample(record, 8)
-                append((at, kind, ident, record))
+                append((at, ident, pid, tid, offset, data))
             elif kind == PERF_RECORD_LOST:
-                self._lost += unpack_u64(record, 16)[0]
-            elif kind in (PERF_RECORD_FORK, PERF_RECORD_EXIT, PERF_RECORD_COMM,
-                          PERF_RECORD_NAMESPACES):  # fmt: skip
-                append((unpack_u64(record, size - 24)[0], kind, 0, record))
+                self._lost += unpack_u64(data, offset + 16)[0]
+            elif kind in _TASK_RECORDS:
+                append((unpack_u64(data, offset + size - 24)[0], 0, kind, size, offset, data))
+            offset += size
 
     # ---------------------------------------------------------- task records
 
-    def _task_record(self, kind: int, at: int, data: bytes) -> None:
+    def _task_record(self, kind: int, at: int, data: bytes, offset: int, size: int) -> None:
         tasks = self._tasks
         if kind == PERF_RECORD_FORK:
-            pid, ppid, tid, _ = _TASK_BODY.unpack_from(data, 8)
+            pid, ppid, tid, _ = _TASK_BODY.unpack_from(data, offset + 8)
             if pid != ppid or pid == tid:
                 tasks.fork(pid, ppid, tid, self._ticks(at))
         elif kind == PERF_RECORD_EXIT:
-            pid, _, tid, _ = _TASK_BODY.unpack_from(data, 8)
+            pid, _, tid, _ = _TASK_BODY.unpack_from(data, offset + 8)
             tasks.exit(pid, tid)
         elif kind == PERF_RECORD_COMM:
-            pid, tid = _PID_TID.unpack_from(data, 8)
-            name = data[16 : len(data) - 32].split(b"\0", 1)[0]
+            pid, tid = _PID_TID.unpack_from(data, offset + 8)
+            name = data[offset + 16 : offset + size - 32].split(b"\0", 1)[0]
             tasks.comm(pid, tid, name.decode("utf-8", "replace"))
         elif kind == PERF_RECORD_NAMESPACES:
-            pid, tid = _PID_TID.unpack_from(data, 8)
-            count = _U64.unpack_from(data, 16)[0]
+            pid, tid = _PID_TID.unpack_from(data, offset + 8)
+            count = _U64.unpack_from(data, offset + 16)[0]
             if count:
-                tasks.namespaces(pid, tid, _NS_ENTRY.unpack_from(data, 24)[1])
+                tasks.namespaces(pid, tid, _NS_ENTRY.unpack_from(data, offset + 24)[1])
 
-    def _decoder_exec(self, fmt: TracepointFormat) -> Callable[[int, int, int, bytes], None]:
-        location = fmt.offset("filename", 4) + _RAW_AT
+    def _decoder_exec(self, fmt: TracepointFormat) -> _Decode:
+        location = fmt.offset("filename", 4)
         tasks = self._tasks
 
-        def decode(at: int, pid: int, tid: int, data: bytes) -> None:
-            loc = _RAW_SIZE.unpack_from(data, location)[0]
-            start = _RAW_AT + (loc & 0xFFFF)
+        def decode(at: int, pid: int, tid: int, data: bytes, base: int) -> None:
+            loc = _RAW_SIZE.unpack_from(data, base + location)[0]
+            start = base + (loc & 0xFFFF)
             name = data[start : start + (loc >> 16)].split(b"\0", 1)[0]
             tasks.exec(pid, os.fsdecode(name))
 
@@ -530,7 +550,7 @@ class LinuxEventSource:
 
     # ------------------------------------------------------------------ TCP
 
-    def _decoder_state(self, fmt: TracepointFormat) -> Callable[[int, int, int, bytes], None]:
+    def _decoder_state(self, fmt: TracepointFormat) -> _Decode:
         layout = _layout(fmt, [
             ("common_flags", "B"), ("skaddr", "Q"), ("oldstate", "i"), ("newstate", "i"),
             ("sport", "H"), ("dport", "H"), ("family", "H"), ("protocol", "H"),
@@ -539,8 +559,8 @@ class LinuxEventSource:
         unpack = layout.unpack_from
         on_state = self._on_state
 
-        def decode(at: int, pid: int, tid: int, data: bytes) -> None:
-            on_state(at, pid, unpack(data, _RAW_AT), tid)
+        def decode(at: int, pid: int, tid: int, data: bytes, base: int) -> None:
+            on_state(at, pid, unpack(data, base), tid)
 
         return decode
 
@@ -567,9 +587,9 @@ class LinuxEventSource:
             self._put(self._open, sk, listener)
             self._touch(listener)
         elif new == _CLOSE:
-            self._closed(sk, at, pid, irq)
+            self._closed(sk, at, None if irq else (pid, tid))
         elif not irq:
-            self._closing(sk, new, pid)
+            self._closing(sk, new, (pid, tid))
 
     def _new_tcp(
         self,
@@ -592,22 +612,20 @@ class LinuxEventSource:
             direction, status = "inbound", "connected"
         else:
             direction, status = "outbound", ""
+        snapshot, netns = self._who(pid, tid)
         return _Flow(
-            key=key,
-            pid=pid,
-            snapshot=self._snapshot(pid) if pid is not None else None,
-            netns=self._tasks.netns(pid, tid) if pid is not None else None,
-            family=family,
-            protocol=IPPROTO_TCP,
-            local=local,
-            local_port=local_port,
-            remote=remote,
-            remote_port=remote_port,
-            state=state,
-            direction=direction,
-            status=status,
-            started_ns=at,
-        )
+            key, pid, snapshot, netns, family, IPPROTO_TCP, local, local_port, remote,
+            remote_port, state, direction, status, at,
+        )  # fmt: skip
+
+    def _who(self, pid: int | None, tid: int) -> tuple[tuple[int, int, int] | None, int | None]:
+        """(snapshot, network namespace) of the task ``pid``/``tid`` now."""
+        if pid is None:
+            return None, None
+        task = self._tasks.running(pid)
+        if task is None:
+            return None, None
+        return (pid, task.start_ticks, task.execs), task.thread_netns.get(tid, task.netns)
 
     def _attempt_ended(self, sk: int, at: int, new: int, local: bytes, local_port: int) -> None:
         """SYN_SENT -> ESTABLISHED or CLOSE: the attempt's outcome and whole 4-tuple."""
@@ -624,27 +642,42 @@ class LinuxEventSource:
         if flow.local_port:
             self._touch(flow)
 
-    def _closed(self, sk: int, at: int, pid: int, irq: bool) -> None:
-        """Any state -> CLOSE: the connection or listener ended."""
+    def _closed(self, sk: int, at: int, task: tuple[int, int] | None) -> None:
+        """Any state -> CLOSE: the connection or listener ended.
+
+        ``task`` is (pid, tid) when it ran in process context, else None.
+        """
         flow = self._open.pop(sk, None)
         if flow is None:
             return
         flow.state, flow.ended_ns = _CLOSE, at
-        if not irq and flow.direction == "inbound" and flow.hint is None:
-            flow.hint = pid
+        if task is not None:
+            self._holder(flow, *task)
         self._touch(flow)
 
-    def _closing(self, sk: int, new: int, pid: int) -> None:
-        """A close() in process context (-> FIN_WAIT1, -> LAST_ACK): who held it."""
+    def _closing(self, sk: int, new: int, task: tuple[int, int]) -> None:
+        """A close() in process context (-> FIN_WAIT1, -> LAST_ACK)."""
         flow = self._open.get(sk)
         if flow is None:
             return
         flow.state = new
-        if flow.direction == "inbound" and flow.hint is None:
-            flow.hint = pid
+        if self._holder(flow, *task):
             self._touch(flow)
 
-    def _decoder_error(self, fmt: TracepointFormat) -> Callable[[int, int, int, bytes], None]:
+    def _holder(self, flow: _Flow, pid: int, tid: int) -> bool:
+        """An inbound connection closed by a task: that task held it, so it owns it.
+
+        Returns:
+            True when the flow learned its owner now.
+        """
+        if flow.direction != "inbound" or flow.pid is not None:
+            return False
+        flow.pid, (flow.snapshot, netns) = pid, self._who(pid, tid)
+        if flow.netns is None:
+            flow.netns = netns
+        return True
+
+    def _decoder_error(self, fmt: TracepointFormat) -> _Decode:
         layout = _layout(fmt, [
             ("error", "i"), ("sport", "H"), ("dport", "H"), ("family", "H"), ("protocol", "H"),
             ("saddr", "4s"), ("daddr", "4s"), ("saddr_v6", "16s"), ("daddr_v6", "16s"),
@@ -652,8 +685,8 @@ class LinuxEventSource:
         unpack = layout.unpack_from
         errors = self._errors
 
-        def decode(at: int, pid: int, tid: int, data: bytes) -> None:
-            error, sport, dport, family, _, saddr, daddr, saddr6, daddr6 = unpack(data, _RAW_AT)
+        def decode(at: int, pid: int, tid: int, data: bytes, base: int) -> None:
+            error, sport, dport, family, _, saddr, daddr, saddr6, daddr6 = unpack(data, base)
             if family == socket.AF_INET6:
                 saddr, daddr = saddr6, daddr6
             key = (family, saddr, sport, daddr, dport)
@@ -666,33 +699,35 @@ class LinuxEventSource:
 
     # ------------------------------------------------------------------ UDP
 
-    def _decoder_fib4(self, fmt: TracepointFormat) -> Callable[[int, int, int, bytes], None]:
+    def _decoder_fib4(self, fmt: TracepointFormat) -> _Decode:
         layout = _layout(fmt, [("src", "4s"), ("dst", "4s")])
         ports = _layout(fmt, [("sport", "H"), ("dport", "H")])
         return self._decoder_fib(AF_INET, layout, ports)
 
-    def _decoder_fib6(self, fmt: TracepointFormat) -> Callable[[int, int, int, bytes], None]:
+    def _decoder_fib6(self, fmt: TracepointFormat) -> _Decode:
         layout = _layout(fmt, [("src", "16s"), ("dst", "16s")])
         ports = _layout(fmt, [("sport", "H"), ("dport", "H")])
         return self._decoder_fib(AF_INET6, layout, ports)
 
     def _decoder_fib(
         self, family: int, addresses: struct.Struct, ports: struct.Struct
-    ) -> Callable[[int, int, int, bytes], None]:
+    ) -> _Decode:
         unpack_addresses, unpack_ports = addresses.unpack_from, ports.unpack_from
         pending = self._udp_pending
 
-        def decode(at: int, pid: int, tid: int, data: bytes) -> None:
-            src, dst = unpack_addresses(data, _RAW_AT)
-            sport, dport = unpack_ports(data, _RAW_AT)
+        def decode(at: int, pid: int, tid: int, data: bytes, base: int) -> None:
+            src, dst = unpack_addresses(data, base)
+            sport, dport = unpack_ports(data, base)
             if not sport or not dport:
                 return
             netns = self._tasks.netns(pid, tid)
             key: tuple[object, ...] = ("udp", netns, family, sport, dst, dport)
             flow = self._udp.get(key)
             if flow is None:
+                # The flow's own key names this flow; a datagram to the same
+                # place after it was forgotten (_UDP_IDLE_NS) is a new flow.
                 flow = _Flow(
-                    key=key, pid=pid, snapshot=None, netns=netns, family=family,
+                    key=(*key, at), pid=pid, snapshot=None, netns=netns, family=family,
                     protocol=IPPROTO_UDP, local=src, local_port=sport, remote=dst,
                     remote_port=dport, state=0, direction="outbound", status="",
                     started_ns=at,
@@ -705,14 +740,14 @@ class LinuxEventSource:
 
         return decode
 
-    def _decoder_send(self, fmt: TracepointFormat) -> Callable[[int, int, int, bytes], None]:
+    def _decoder_send(self, fmt: TracepointFormat) -> _Decode:
         layout = _layout(fmt, [("sk", "Q"), ("ret", "i")])
         unpack = layout.unpack_from
         pending = self._udp_pending
         sockets = self._udp_sockets
 
-        def decode(at: int, pid: int, tid: int, data: bytes) -> None:
-            sk, sent = unpack(data, _RAW_AT)
+        def decode(at: int, pid: int, tid: int, data: bytes, base: int) -> None:
+            sk, sent = unpack(data, base)
             known = sockets.get(sk)
             waiting = pending.get(tid)
             if known is not None:
@@ -732,7 +767,7 @@ class LinuxEventSource:
             _, key, flow = waiting
             flow.last_ns = at
             if key not in self._udp:
-                flow.pid, flow.snapshot, flow.started_ns = pid, self._snapshot(pid), at
+                flow.pid, flow.snapshot, flow.started_ns = pid, self._who(pid, tid)[0], at
                 self._put(self._udp, key, flow)
                 self._touch(flow)
             sockets[sk] = key
@@ -769,21 +804,22 @@ class LinuxEventSource:
         return out
 
     def _event(self, flow: _Flow, wall: float) -> FlowEvent:
-        family, local = _text(flow.family, flow.local)
-        remote = _text(flow.family, flow.remote)[1] if flow.remote_port else ""
+        text = self._addresses.get
+        family, local = text(flow.local)
+        remote = text(flow.remote)[1] if flow.remote_port else ""
         if flow.protocol == IPPROTO_UDP and local in ("0.0.0.0", "::"):
             local = self._source_address(flow, family) or local
         record = SocketRecord(
-            pid=flow.pid,
-            family=family,
-            protocol=flow.protocol,
-            local_address=local,
-            local_port=flow.local_port,
-            remote_address=remote,
-            remote_port=flow.remote_port,
-            state=_STATE_NAMES.get(flow.state, "") if flow.protocol == IPPROTO_TCP else "",
-            socket=flow.inode,
-            net_namespace=flow.netns,
+            flow.pid,
+            family,
+            flow.protocol,
+            local,
+            flow.local_port,
+            remote,
+            flow.remote_port,
+            _STATE_NAMES.get(flow.state, "") if flow.protocol == IPPROTO_TCP else "",
+            flow.inode,
+            flow.netns,
         )
         return FlowEvent(
             key=flow.key,
@@ -793,7 +829,6 @@ class LinuxEventSource:
             status=flow.status,
             started=flow.started_ns / 1e9 + wall,
             ended=flow.ended_ns / 1e9 + wall if flow.ended_ns is not None else None,
-            owner_hint=flow.hint,
         )
 
     def _look_up(self, flow: _Flow) -> None:
@@ -847,13 +882,6 @@ class LinuxEventSource:
 
     # --------------------------------------------------------------- owners
 
-    def _snapshot(self, pid: int) -> tuple[int, int, int] | None:
-        """(pid, start ticks, programs run) of ``pid`` now: which process image acted."""
-        task = self._tasks.running(pid)
-        if task is None:
-            return None
-        return (pid, task.start_ticks, task.execs)
-
     def _describe(self, pid: int, snapshot: tuple[int, int, int] | None) -> ProcessInfo:
         """Owner details for the process image in ``snapshot``."""
         now = time.monotonic()
@@ -895,13 +923,13 @@ class LinuxEventSource:
                 cmdline = inherited.cmdline
         return ProcessInfo(
             name=task.full_name() or None,
-            path=task.exe,
+            path=_real_path(task.exe),
             cmdline=cmdline,
             uid=uid,
             username=self._username(uid),
             parent=task.ppid,
             parent_name=parent.full_name() if parent is not None else None,
-            parent_path=parent.exe if parent is not None else None,
+            parent_path=_real_path(parent.exe) if parent is not None else None,
             start_time=task.start_time(self._tasks.boot),
         )
 
@@ -963,8 +991,7 @@ _HEADER: Final = struct.Struct("<IHH")
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _time_of(item: tuple[int, int, int, bytes]) -> int:
-    return item[0]
+_by_time: Final = operator.itemgetter(0)
 
 
 def _text(family: int, raw: bytes) -> tuple[int, str]:
@@ -972,6 +999,21 @@ def _text(family: int, raw: bytes) -> tuple[int, str]:
     if family == socket.AF_INET:
         return AF_INET, socket.inet_ntop(socket.AF_INET, raw[:4])
     return normalize_address(AF_INET6, socket.inet_ntop(socket.AF_INET6, raw[:16]))
+
+
+def _real_path(path: str | None) -> str | None:
+    """The executable's path with symbolic links resolved, as /proc/<pid>/exe shows it.
+
+    The exec tracepoint gives the path passed to execve(2), which may be a
+    link (a virtualenv's ``bin/python``, say); the kernel's ``exe`` link, and
+    psutil's ``Process.exe()``, name the file it leads to.
+    """
+    if path is None:
+        return None
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError:
+        return path
 
 
 def _ring_pages(kib: int) -> int:

@@ -66,6 +66,7 @@ __all__ = [
     "SOCK_DIAG_BY_FAMILY",
     "TCP_STATES_MASK",
     "TCP_STATE_NAMES",
+    "TCP_TIME_WAIT",
     "UDP_STATES_MASK",
     "AddressMemo",
     "DiagEntry",
@@ -104,6 +105,7 @@ TCP_STATE_NAMES: dict[int, str] = {
 the /proc path report."""
 
 TCP_STATES_MASK = sum(1 << state for state in range(1, 13))
+TCP_TIME_WAIT = 6
 """``idiag_states`` for TCP: every state 1-12 (12, NEW_SYN_RECV, selects the
 request sockets the kernel reports as SYN_RECV). Bit 13, BOUND_INACTIVE
 (Linux 6.5+: bound, neither listening nor connected), is left out because
@@ -210,6 +212,8 @@ class InetDiagReader:
         cache: dict[bytes, DiagEntry],
         out: list[SocketRecord],
         misses: list[DiagMiss],
+        *,
+        states: int | None = None,
     ) -> int:
         """Dump every socket of (family, protocol) in our network namespace.
 
@@ -225,6 +229,8 @@ class InetDiagReader:
             cache: sockid bytes -> :data:`DiagEntry`.
             out: receives cached records.
             misses: receives :data:`DiagMiss` tuples.
+            states: ``idiag_states`` bit mask (bit n = state n); default
+                :data:`TCP_STATES_MASK` for TCP, :data:`UDP_STATES_MASK` for UDP.
 
         Returns:
             number of socket messages received.
@@ -236,7 +242,8 @@ class InetDiagReader:
                 ``misses`` may then hold part of the dump: the caller drops
                 it.
         """
-        states = TCP_STATES_MASK if protocol == IPPROTO_TCP else UDP_STATES_MASK
+        if states is None:
+            states = TCP_STATES_MASK if protocol == IPPROTO_TCP else UDP_STATES_MASK
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         request = _REQUEST.pack(
             _REQUEST.size,

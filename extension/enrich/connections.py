@@ -22,8 +22,9 @@ where the kernel event source runs, flow events (:meth:`observe`).
   no inode that is still open waits for the next sample, which finds its
   socket (and inode) or finds it closed.
 - **Close and TIME_WAIT.** A connection ends when its socket (its inode, or
-  its owner and 5-tuple) is gone, or when the kernel reports it closed: that
-  is when the process closed it. The ownerless TIME_WAIT remnant the kernel
+  its owner and 5-tuple) is gone from a sample, or when the kernel reports
+  it closed, whichever comes first: that is when the process closed it (or
+  the peer reset it). The ownerless TIME_WAIT remnant the kernel
   keeps for up to 60 s is recognised by its 5-tuple and is not a new
   connection. An ownerless socket with no known connection (it closed before
   any sample saw it, or before the extension started) is a row of its own
@@ -41,7 +42,7 @@ where the kernel event source runs, flow events (:meth:`observe`).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Final
@@ -124,6 +125,8 @@ class TrackedConnection:
         began: seconds since the Unix epoch when the connection began, as
             precisely as known (the flow event's time, or the sample's).
         flow_key: the flow event key linked to it, if any.
+        guessed_owner: True when the owner is the listener's, taken for an
+            inbound connection no task has touched yet.
     """
 
     record: SocketRecord
@@ -141,6 +144,7 @@ class TrackedConnection:
     born: float = 0.0
     began: float = 0.0
     flow_key: _Key | None = None
+    guessed_owner: bool = False
     _stable_row: Row | None = None
 
     def row(self) -> Row:
@@ -233,6 +237,8 @@ class ConnectionTracker:
         self._listening: dict[tuple[int, int], list[TrackedConnection]] = {}
         # (namespace, protocol, local port) of UDP sockets seen sending, with when.
         self._senders: OrderedDict[tuple[int | None, int], float] = OrderedDict()
+        # Closed rows in the order they closed, for linger expiry.
+        self._closed: deque[TrackedConnection] = deque()
         self._now = 0.0
         self.evicted = 0
 
@@ -244,7 +250,7 @@ class ConnectionTracker:
     @property
     def lingering(self) -> int:
         """Closed connections still in the table."""
-        return sum(1 for c in self._connections.values() if c.closed_at is not None)
+        return len(self._closed)
 
     # ---------------------------------------------------------------- samples
 
@@ -263,8 +269,14 @@ class ConnectionTracker:
         second = int(now)
         self._now = max(self._now, now)
         current: dict[_Key, SocketRecord] = {}
+        setdefault = current.setdefault
         for record in records:
-            current.setdefault(_key(record), record)
+            # _key, inlined: this loop runs for every socket of every sample.
+            inode = record.socket
+            if inode:
+                setdefault(("inode", record.net_namespace, inode), record)
+            else:
+                setdefault(_key(record), record)
         if self._unsampled:
             self._adopt(current)
 
@@ -326,10 +338,13 @@ class ConnectionTracker:
             conn.sampled = conn.settled = True
             self._place(key, conn, index=False)
             if not conn.served:
-                pid = conn.record.pid if conn.record.pid is not None else record.pid
-                conn.record = replace(record, pid=pid)
-                if conn.process.name is None and pid is not None:
+                # The socket's holder now (a listener handed to a child, say)
+                # beats the task that made it.
+                pid = record.pid if record.pid is not None else conn.record.pid
+                if pid != conn.record.pid or conn.process.name is None:
                     conn.process = self._lookup(pid)
+                conn.record = replace(record, pid=pid)
+                conn.guessed_owner = False
 
     def _reconcile(self, records: list[SocketRecord], now: float, started: float) -> None:
         """Settle flow-event rows the sample could have seen but did not list.
@@ -374,21 +389,26 @@ class ConnectionTracker:
         self._now = max(self._now, now)
         second = int(now)
         for event in events:
+            record = event.record
+            if record.protocol == IPPROTO_UDP:
+                self._note_sender(record, now)
             conn = self._flows.get(event.key)
             if conn is None:
                 conn = self._link(event)
             if conn is None:
+                if event.ended is not None:
+                    self._create_closed(event, now)
+                    continue
                 conn = self._create(event, now)
-            record = event.record
-            if record.protocol == IPPROTO_UDP:
-                self._note_sender(record, now)
-            if not conn.served:
+                if record.pid is None and event.direction == "inbound":
+                    self._owner_from_listener(conn)
+            elif not conn.served:
                 self._learn(conn, event)
             if record.protocol == IPPROTO_TCP and record.state:
                 conn.state = record.state
             conn.last_seen = max(conn.last_seen, int(event.ended or second))
-            if event.ended is not None and conn.closed_at is None and not conn.sampled:
-                self._unsampled.discard(conn)
+            if event.ended is not None and conn.closed_at is None:
+                # The kernel closed it: a sample would no longer list it either.
                 self._close(conn, event.ended)
         self._expire(now)
 
@@ -448,6 +468,35 @@ class ConnectionTracker:
             self._unsampled.add(conn)
         return conn
 
+    def _create_closed(self, event: FlowEvent, now: float) -> None:
+        """A flow that began and ended between two reads: a lingering row at once.
+
+        It is never looked up again by its flow key (its end is final), so
+        only the linger queue and the TIME_WAIT tombstones learn of it.
+        """
+        record = event.record
+        ended = event.ended if event.ended is not None else now
+        conn = TrackedConnection(
+            record=record,
+            process=event.process or ProcessInfo(),
+            direction=event.direction,
+            first_seen=int(event.started),
+            last_seen=int(ended),
+            state=record.state,
+            closed_at=ended,
+            status=event.status,
+            sampled=False,
+            born=now,
+            began=event.started,
+        )
+        if record.pid is None and event.direction == "inbound":
+            self._owner_from_listener(conn)
+        self._place(("flow", *event.key), conn, index=False)
+        self._closed.append(conn)
+        tuple5 = _tuple5(conn.record)
+        self._tombstones[tuple5] = ended
+        self._tombstones.move_to_end(tuple5)
+
     def _learn(self, conn: TrackedConnection, event: FlowEvent) -> None:
         """Take what a flow event knows into a row not yet served."""
         record = event.record
@@ -467,14 +516,19 @@ class ConnectionTracker:
             local = record.local_address
         if direction != conn.direction or local != conn.record.local_address:
             self._change(conn, replace(conn.record, local_address=local), direction)
-        if conn.record.pid is None:
-            if record.pid is not None:
-                conn.record = replace(conn.record, pid=record.pid)
-                conn.process = event.process or self._lookup(record.pid)
-            elif event.direction == "inbound":
-                self._owner_from_listener(conn, event.owner_hint)
+        if record.pid is not None and (conn.record.pid is None or conn.guessed_owner):
+            # The task that connected, listened, sent, or held an inbound socket.
+            namespace = conn.record.net_namespace
+            if namespace is None:
+                namespace = record.net_namespace
+            conn.record = replace(conn.record, pid=record.pid, net_namespace=namespace)
+            conn.process = event.process or self._lookup(record.pid)
+            conn.guessed_owner = False
+        elif conn.record.pid is None and event.direction == "inbound":
+            self._owner_from_listener(conn)
 
-    def _owner_from_listener(self, conn: TrackedConnection, hint: int | None) -> None:
+    def _owner_from_listener(self, conn: TrackedConnection) -> None:
+        """An inbound connection no task has touched: owned by its listener's owner."""
         record = conn.record
         namespace = record.net_namespace
         candidates = [
@@ -485,21 +539,23 @@ class ConnectionTracker:
             and (namespace is None or c.record.net_namespace in (namespace, None))
         ]
         owners = {c.record.pid for c in candidates if c.record.pid is not None}
-        chosen: TrackedConnection | None = None
-        if len(owners) == 1:
-            chosen = next(c for c in candidates if c.record.pid is not None)
-        elif hint is not None and hint in owners:
-            chosen = next(c for c in candidates if c.record.pid == hint)
-        if chosen is not None:
-            conn.record = replace(
-                record,
-                pid=chosen.record.pid,
-                net_namespace=namespace if namespace is not None else chosen.record.net_namespace,
-            )
-            conn.process = chosen.process
-        elif hint is not None and not candidates:
-            conn.record = replace(record, pid=hint)
-            conn.process = self._lookup(hint)
+        if len(owners) != 1:
+            return  # no listener known, or several owners: unknown rather than guessed
+        chosen = next(c for c in candidates if c.record.pid is not None)
+        conn.record = SocketRecord(
+            chosen.record.pid,
+            record.family,
+            record.protocol,
+            record.local_address,
+            record.local_port,
+            record.remote_address,
+            record.remote_port,
+            record.state,
+            record.socket,
+            namespace if namespace is not None else chosen.record.net_namespace,
+        )
+        conn.process = chosen.process
+        conn.guessed_owner = True
 
     def _note_sender(self, record: SocketRecord, now: float) -> None:
         key = (record.net_namespace, record.local_port)
@@ -576,17 +632,13 @@ class ConnectionTracker:
     def _close(self, conn: TrackedConnection, at: float) -> None:
         conn.closed_at = at
         conn.settled = True
+        self._closed.append(conn)
         self._unsampled.discard(conn)
         self._unindex(conn)
         if not _ownerless(conn.record) or not conn.sampled:
             tuple5 = _tuple5(conn.record)
             self._tombstones[tuple5] = at
             self._tombstones.move_to_end(tuple5)
-
-    def _drop(self, key: _Key) -> None:
-        conn = self._connections.pop(key)
-        if conn.flow_key is not None and self._flows.get(conn.flow_key) is conn:
-            del self._flows[conn.flow_key]
 
     def _expire(self, now: float) -> None:
         tomb_limit = now - TOMBSTONE_SECS
@@ -595,17 +647,20 @@ class ConnectionTracker:
             if at >= tomb_limit and len(self._tombstones) <= self.max_lingering:
                 break
             del self._tombstones[tuple5]
+        # Rows close in about the order of their closed_at (events may come a
+        # read late), so the queue's head is the next to expire; one closed a
+        # little early behind a later one lingers a little longer, never less.
         limit = now - self.linger_secs
-        closed = [(c.closed_at, k) for k, c in self._connections.items() if c.closed_at is not None]
-        survivors: list[tuple[float, _Key]] = []
-        for at, key in closed:
-            if at is not None and at < limit:
-                self._drop(key)
-            elif at is not None:
-                survivors.append((at, key))
-        excess = len(survivors) - self.max_lingering
-        if excess > 0:
-            survivors.sort(key=lambda item: item[0])
-            for _, key in survivors[:excess]:
-                self._drop(key)
-            self.evicted += excess
+        closed = self._closed
+        while closed:
+            head = closed[0]
+            at = head.closed_at if head.closed_at is not None else now
+            if at >= limit and len(closed) <= self.max_lingering:
+                break
+            closed.popleft()
+            if at >= limit:
+                self.evicted += 1
+            if self._connections.get(head.key) is head:
+                del self._connections[head.key]
+            if head.flow_key is not None and self._flows.get(head.flow_key) is head:
+                del self._flows[head.flow_key]
