@@ -2,8 +2,7 @@
 
 osqueryd autoloads the files listed in ``--extensions_autoload`` (Linux default
 ``/etc/osquery/extensions.load``) only when each one passes its safety checks
-(osquery-protocol-and-logs.md §2 "Autoload"; upstream
-osquery/extensions/extensions.cpp ``isFileSafe``,
+(upstream osquery 5.23, osquery/extensions/extensions.cpp ``isFileSafe``,
 osquery/filesystem/posix/fileops.cpp ``safePermissions``):
 
 * the path exists and is not a directory, and its name ends in ``.ext``;
@@ -26,11 +25,23 @@ Python that has this package installed::
 ``-P`` keeps the working directory off ``sys.path``, so a directory named
 ``extension`` wherever osqueryd happens to run cannot shadow the package.
 
+osquery checks the launcher, but nothing in osquery checks what the launcher runs:
+the interpreter, the virtual environment and every directory on its ``sys.path``
+run as root. This command therefore also checks them (:func:`interpreter_problems`):
+each file and directory of the interpreter's symlink chain, of ``sys.prefix`` and of
+every ``sys.path`` entry, and every ancestor directory of those, must be owned by root
+(or osqueryd's user) and not writable by group or others. A world-writable ancestor
+with the sticky bit (``/tmp``) is accepted: nobody else can rename or delete the
+root-owned entry inside it. Anyone who could write one of those files could run code
+as root the next time osqueryd starts the extension, so ``install`` refuses such an
+interpreter unless ``--force`` is given, and ``--check`` reports it.
+
 Usage::
 
     tracked-connections-install-extension [--dir DIR] [--name NAME.ext]
-        [--python PATH] [--extensions-load FILE]
+        [--python PATH] [--extensions-load FILE] [--osqueryd-uid UID] [--force]
     tracked-connections-install-extension --check PATH [--extensions-load FILE]
+        [--osqueryd-uid UID]
 
 Exit status: 0 installed (or ``--check`` found nothing wrong), 1 refused or a
 problem found (one line per problem on stderr), 2 usage error.
@@ -40,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -63,6 +75,8 @@ __all__ = [
     "autoload_problems",
     "build_parser",
     "install",
+    "interpreter_problems",
+    "launcher_interpreter",
     "launcher_script",
     "main",
 ]
@@ -74,6 +88,16 @@ LAUNCHER_MODE: Final = 0o755
 _DIR_MODE: Final = 0o755
 _LOAD_FILE_MODE: Final = 0o644
 _CHECK_TIMEOUT_SECS: Final = 60.0
+_MAX_SYMLINKS: Final = 40
+_MAX_PROBLEMS_PER_ROOT: Final = 5
+# Run by the interpreter being installed (``-P``, cwd "/"): imports the package the
+# launcher will run and reports where that interpreter loads code from.
+_PROBE: Final = (
+    "import json, sys\n"
+    "import extension.cli, extension\n"
+    "print(json.dumps({'prefix': sys.prefix, 'path': sys.path,"
+    " 'package': list(extension.__path__)}))\n"
+)
 
 
 class InstallError(Exception):
@@ -221,11 +245,25 @@ def _resolve_python(python: str) -> str:
     return candidate
 
 
-def _check_python(python: str) -> None:
-    """Run ``python -P -c 'import extension.cli'`` the way the launcher will."""
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """Where an interpreter loads code from: ``sys.prefix``, ``sys.path``, the package."""
+
+    prefix: str
+    path: tuple[str, ...]
+    package: tuple[str, ...]
+
+
+def _probe_python(python: str) -> _Probe:
+    """Run :data:`_PROBE` with ``python -P`` the way the launcher will run the package.
+
+    Raises:
+        InstallError: the interpreter cannot run, cannot import the extension package,
+            or prints something that is not the probe's JSON.
+    """
     try:
         done = subprocess.run(
-            [python, "-P", "-c", "import extension.cli"],
+            [python, "-P", "-c", _PROBE],
             capture_output=True,
             text=True,
             timeout=_CHECK_TIMEOUT_SECS,
@@ -240,6 +278,193 @@ def _check_python(python: str) -> None:
             f"--python {python} cannot import the extension package ({last}); "
             "install tracked-connections into that Python first"
         )
+    try:
+        raw = json.loads(done.stdout.strip().splitlines()[-1])
+        return _Probe(
+            str(raw["prefix"]),
+            tuple(str(p) for p in raw["path"]),
+            tuple(str(p) for p in raw["package"]),
+        )
+    except (IndexError, KeyError, TypeError, ValueError) as err:
+        raise InstallError(f"--python {python}: unexpected answer to the probe: {err}") from err
+
+
+def _entry_problem(path: str, st: os.stat_result, allowed_uids: frozenset[int]) -> str | None:
+    """Why ``path`` (with stat ``st``) could be changed by someone other than root."""
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid not in allowed_uids:
+        owners = " or ".join(str(u) for u in sorted(allowed_uids))
+        return f"{path}: owned by uid {st.st_uid}, not by uid {owners}"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path}: writable by group or others (mode {mode:04o})"
+    return None
+
+
+def _ancestor_problems(path: str, allowed_uids: frozenset[int]) -> list[str]:
+    """Problems of the directories above ``path`` (as written and resolved), up to ``/``.
+
+    A directory with the sticky bit passes even when world-writable: only the owner of
+    an entry may rename or delete it there, and the entry below is checked itself.
+    """
+    problems: list[str] = []
+    seen: set[str] = set()
+    for start in (os.path.abspath(path), os.path.realpath(path)):
+        for parent in Path(start).parents:
+            name = str(parent)
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                st = os.stat(name)
+            except OSError as err:
+                problems.append(f"{name}: cannot be read: {err.strerror or err}")
+                continue
+            if st.st_mode & stat.S_ISVTX and st.st_uid in allowed_uids:
+                continue
+            problem = _entry_problem(name, st, allowed_uids)
+            if problem is not None:
+                problems.append(problem)
+    return problems
+
+
+def _symlink_chain(path: str) -> list[str]:
+    """``path`` and every name its symlinks lead through, the final file last."""
+    chain = [os.path.abspath(path)]
+    while os.path.islink(chain[-1]) and len(chain) <= _MAX_SYMLINKS:
+        target = os.readlink(chain[-1])
+        chain.append(os.path.normpath(os.path.join(os.path.dirname(chain[-1]), target)))
+    return chain
+
+
+def _tree_problems(root: str, allowed_uids: frozenset[int]) -> list[str]:
+    """Problems of ``root`` and everything below it (symlinks: their targets).
+
+    At most :data:`_MAX_PROBLEMS_PER_ROOT` lines are kept, then a count of the rest.
+    """
+    problems: list[str] = []
+    more = 0
+
+    def note(name: str, st: os.stat_result | None = None) -> None:
+        nonlocal more
+        if st is None:
+            try:
+                st = os.stat(name)  # a symlink counts as what it points at
+            except OSError:
+                return  # a dangling link runs nothing
+        problem = _entry_problem(name, st, allowed_uids)
+        if problem is None:
+            return
+        if len(problems) < _MAX_PROBLEMS_PER_ROOT:
+            problems.append(problem)
+        else:
+            more += 1
+
+    note(root)
+    stack = [root] if os.path.isdir(root) and not os.path.islink(root) else []
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue  # vanished or unreadable: nothing there is run
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                note(entry.path)  # the target
+            else:
+                note(entry.path, st)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+    if more:
+        problems.append(f"{root}: {more} more entries writable by others or not root's")
+    return problems
+
+
+def interpreter_problems(
+    python: str, allowed_uids: Iterable[int] = (0,), *, run: bool = True
+) -> list[str]:
+    """Check that nobody but root (or osqueryd's user) can change what ``python`` runs.
+
+    Checked, each with its ancestor directories: every name of the interpreter's
+    symlink chain; then (``run`` true, the interpreter passing so far) ``sys.prefix``,
+    every existing ``sys.path`` entry and the ``extension`` package directory as
+    reported by the interpreter itself, walked recursively. Owned by an uid outside
+    ``allowed_uids``, or writable by group or others, is a problem.
+
+    Args:
+        python: the interpreter the launcher execs.
+        allowed_uids: acceptable owners: root (0) and the uid osqueryd runs as.
+        run: also run ``python -P`` to learn its ``sys.path`` (the installer already
+            runs it to check the import).
+
+    Returns:
+        One line per problem; empty when the interpreter is safe to run as root.
+
+    Raises:
+        InstallError: ``run`` and the interpreter cannot import the package.
+    """
+    uids = frozenset(allowed_uids)
+    problems = _chain_problems(python, uids)
+    if problems or not run:
+        # Do not run an interpreter that someone else may have replaced.
+        return problems
+    return _probe_problems(_probe_python(python), uids)
+
+
+def _chain_problems(python: str, uids: frozenset[int]) -> list[str]:
+    """Problems of the interpreter's symlink chain and its ancestors (nothing is run)."""
+    problems: list[str] = []
+    for name in _symlink_chain(python):
+        problems += _ancestor_problems(name, uids)
+        try:
+            st = os.lstat(name)
+        except OSError as err:
+            problems.append(f"{name}: cannot be read: {err.strerror or err}")
+            continue
+        if not stat.S_ISLNK(st.st_mode):
+            problem = _entry_problem(name, st, uids)
+            if problem is not None:
+                problems.append(problem)
+    return list(dict.fromkeys(problems))
+
+
+def _probe_problems(probe: _Probe, uids: frozenset[int]) -> list[str]:
+    """Problems of ``sys.prefix``, ``sys.path`` and the package, trees and ancestors."""
+    problems: list[str] = []
+    found = sorted(
+        {
+            os.path.abspath(r)
+            for r in (probe.prefix, *probe.path, *probe.package)
+            if r and os.path.exists(r)
+        }
+    )
+    roots: list[str] = []
+    for root in found:  # sorted: a directory comes before what is inside it
+        if not any(root.startswith(outer.rstrip("/") + "/") for outer in roots):
+            roots.append(root)
+    for root in roots:
+        problems += _ancestor_problems(root, uids)
+        problems += _tree_problems(root, uids)
+    return list(dict.fromkeys(problems))
+
+
+def launcher_interpreter(launcher: str | os.PathLike[str]) -> str | None:
+    """The interpreter a launcher written by :func:`launcher_script` execs, or None."""
+    try:
+        text = Path(launcher).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("exec "):
+            try:
+                words = shlex.split(line)
+            except ValueError:
+                return None
+            if len(words) > 1 and words[2:4] == ["-P", "-m"]:
+                return words[1]
+    return None
 
 
 def _prepare_dir(directory: Path) -> list[str]:
@@ -274,6 +499,8 @@ def install(
     python: str | None = None,
     extensions_load: str | os.PathLike[str] | None = None,
     check_python: bool = True,
+    osqueryd_uid: int = 0,
+    force: bool = False,
 ) -> InstallResult:
     """Write the launcher ``directory/name`` and optionally list it in extensions.load.
 
@@ -286,22 +513,35 @@ def install(
         name: file name; must end in ``.ext``.
         python: interpreter with this package installed (default: the running one).
         extensions_load: extensions.load file to append the launcher's path to.
-        check_python: verify first that ``python -P -c 'import extension.cli'`` works.
+        check_python: verify first that ``python -P -c 'import extension.cli'`` works,
+            and check what that interpreter loads code from (its symlink chain is
+            checked in any case).
+        osqueryd_uid: the uid osqueryd runs as; it may own the interpreter's files too.
+        force: install even when :func:`interpreter_problems` finds some; they are
+            returned as warnings instead.
 
     Returns:
         What was written, with warnings (e.g. owner is not root).
 
     Raises:
         InstallError: bad name, sticky or unusable directory, Python without the
-            package, or files that cannot be written.
+            package, an interpreter others could change (unless ``force``), or files
+            that cannot be written.
     """
     if not name.endswith(".ext") or "/" in name or name == ".ext":
         raise InstallError(f"--name {name!r}: osqueryd autoloads only file names ending in .ext")
     interpreter = _resolve_python(python if python is not None else sys.executable)
+    uids = frozenset((0, osqueryd_uid))
+    unsafe = _chain_problems(interpreter, uids)
+    if unsafe and not force:
+        raise _unsafe_interpreter(interpreter, unsafe)
     if check_python:
-        _check_python(interpreter)
+        unsafe += _probe_problems(_probe_python(interpreter), uids)
+        if unsafe and not force:
+            raise _unsafe_interpreter(interpreter, unsafe)
     folder = Path(os.path.abspath(directory))
-    warnings = _prepare_dir(folder)
+    warnings = [f"--force: {problem}" for problem in unsafe]
+    warnings += _prepare_dir(folder)
     launcher = folder / name
     euid = os.geteuid()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
@@ -333,6 +573,14 @@ def install(
     return InstallResult(launcher, interpreter, load_path, added, tuple(warnings))
 
 
+def _unsafe_interpreter(python: str, problems: list[str]) -> InstallError:
+    return InstallError(
+        f"refusing {python}: osqueryd would run it as root, and others could change what "
+        "it runs: " + "; ".join(problems) + " (fix the ownership and modes, e.g. "
+        "chown -R root: and chmod -R go-w, or pass --force to install anyway)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``tracked-connections-install-extension``."""
     parser = argparse.ArgumentParser(
@@ -362,13 +610,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         metavar="PATH",
         default=None,
-        help="only check PATH (and --extensions-load, if given) against the autoload rules",
+        help="only check PATH (and --extensions-load, if given) against the autoload rules, "
+        "and the Python it runs against the ownership and mode rules",
     )
     parser.add_argument(
         "--osqueryd-uid",
         type=int,
         default=0,
-        help="uid osqueryd runs as, for --check (default 0, root)",
+        help="uid osqueryd runs as (default 0, root); it may own the launcher and the "
+        "interpreter's files",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="install even if the interpreter, its virtual environment or a directory on "
+        "its sys.path is not owned by root or is writable by group or others",
     )
     return parser
 
@@ -385,6 +641,18 @@ def _check(args: argparse.Namespace) -> int:
             target = Path(os.path.abspath(args.check))
             if not any(p == target or (p.is_dir() and p == target.parent) for p in listed):
                 problems.append(f"{load}: does not list {target}")
+    if os.path.isfile(args.check):
+        python = launcher_interpreter(args.check)
+        if python is None:
+            problems.append(
+                f"{args.check}: cannot tell which Python it runs (not a launcher written by "
+                "this command), so its interpreter was not checked"
+            )
+        else:
+            try:
+                problems += interpreter_problems(python, (0, args.osqueryd_uid))
+            except InstallError as err:
+                problems.append(str(err))
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -400,7 +668,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     try:
         result = install(
-            args.dir, name=args.name, python=args.python, extensions_load=args.extensions_load
+            args.dir,
+            name=args.name,
+            python=args.python,
+            extensions_load=args.extensions_load,
+            osqueryd_uid=args.osqueryd_uid,
+            force=args.force,
         )
     except InstallError as err:
         print(f"error: {err}", file=sys.stderr)

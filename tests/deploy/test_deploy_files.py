@@ -1,8 +1,8 @@
 """The files under deploy/ agree with each other, with the code and with osquery's rules,
 and a deployment built from them works end to end with the stand-in.
 
-* deploy/osquery.flags — known osquery flags, the values the other files assume
-  (osquery-protocol-and-logs.md §2, §4);
+* deploy/osquery.flags — known osquery flags (tests/helpers/forms/osquery.py names the
+  osquery 5.23 file defining each), the values the other files assume;
 * deploy/extensions.load — lists the installer's default launcher;
 * deploy/osquery.conf — the pack, under the name the alert service knows;
 * deploy/tracked-connections-alerts.service — ``systemd-analyze verify`` clean,
@@ -33,30 +33,11 @@ from alert_service.config import load_config
 from extension.install import DEFAULT_DIR, DEFAULT_NAME, autoload_lines, autoload_problems, install
 from extension.serve.server import EXTENSION_NAME
 from osqueryd_standin import Standin
+from tests.helpers.forms.osquery import FLAGS as OSQUERY_FLAGS
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-# Flags osqueryd knows (osquery-protocol-and-logs.md §2-§5; upstream flag definitions in
-# osquery/extensions/extensions.cpp, plugins/logger/filesystem_logger.cpp, ...).
-KNOWN_FLAGS = {
-    "config_plugin",
-    "config_path",
-    "disable_extensions",
-    "extensions_socket",
-    "extensions_autoload",
-    "extensions_timeout",
-    "extensions_interval",
-    "extensions_require",
-    "logger_plugin",
-    "logger_path",
-    "logger_mode",
-    "logger_event_type",
-    "logger_rotate",
-    "logger_rotate_size",
-    "logger_rotate_max_files",
-    "host_identifier",
-    "database_path",
-}
+KNOWN_FLAGS = set(OSQUERY_FLAGS)
 # Environment the example configuration's secrets need.
 SECRETS_ENV = {
     "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/x",
@@ -111,6 +92,16 @@ def test_flags_are_known_and_consistent() -> None:
     assert f["config_plugin"] == "filesystem"
     assert f["config_path"] == "/etc/osquery/osquery.conf"
     assert f["host_identifier"] in {"hostname", "uuid", "instance", "ephemeral", "specified"}
+    # Bounds how long a failed discovery keeps the pack off (osquery's default: 3600 s).
+    assert 1 <= int(f["pack_refresh_interval"]) <= 60
+
+
+def test_fleetd_flags_load_the_extension_and_leave_fleetd_its_flags() -> None:
+    text = (DEPLOY / "fleetd.flags").read_text(encoding="utf-8")
+    names = [line.split("=")[0] for line in text.splitlines() if line.startswith("--")]
+    assert names == ["--extensions_autoload", "--extensions_timeout", "--extensions_require"]
+    assert "--extensions_autoload=/etc/osquery/extensions.load" in text
+    assert "--extensions_require=tracked_connections" in text
 
 
 def test_extensions_load_lists_the_installer_default() -> None:

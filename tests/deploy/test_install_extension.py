@@ -1,10 +1,13 @@
 """``tracked-connections-install-extension``: the launcher it writes obeys osqueryd's autoload
 rules, runs, and lets the stand-in launch and query the extension.
 
-Rules checked on the real file (osquery-protocol-and-logs.md §2 "Autoload"; upstream
+Rules checked on the real file (upstream osquery 5.23,
 osquery/extensions/extensions.cpp ``isFileSafe``, osquery/filesystem/posix/fileops.cpp):
 name ends in ``.ext``; parent directory without the sticky bit; owned by root (or
-osqueryd's user); owner-executable; not world-writable.
+osqueryd's user); owner-executable; not world-writable. And what osquery does not check:
+the interpreter the launcher runs, its virtual environment and its ``sys.path`` must be
+owned by root and not writable by group or others (checked with real virtual
+environments whose modes are loosened).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from extension.install import (
     autoload_lines,
     autoload_problems,
     install,
+    interpreter_problems,
+    launcher_interpreter,
 )
 from osqueryd_standin import Standin
 
@@ -290,3 +295,123 @@ def test_cli_module_and_console_script_agree() -> None:
     assert done.returncode == 0
     assert done.stdout.startswith("usage: tracked-connections-install-extension")
     assert json.dumps("--extensions-load")[1:-1] in done.stdout
+
+
+# -- the interpreter, its venv and its sys.path ---------------------------------------
+
+
+def project_venv(parent: Path) -> Path:
+    """A real venv under ``parent`` whose Python imports this checkout's package.
+
+    Made with ``venv --without-pip``; a ``.pth`` file puts the project's own
+    site-packages (the dependencies) and the checkout on its ``sys.path``, as ``pip
+    install`` would. Returns the venv's ``bin/python``.
+    """
+    venv = parent / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    python = venv / "bin" / "python"
+    site_dir = subprocess.run(
+        [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    ours = [p for p in sys.path if p.endswith("site-packages")]
+    (Path(site_dir) / "project.pth").write_text(
+        "\n".join([*ours, str(REPO)]) + "\n", encoding="utf-8"
+    )
+    return python
+
+
+def site_packages(python: Path) -> Path:
+    return next((python.parent.parent / "lib").glob("python3*/site-packages"))
+
+
+def test_a_sound_venv_passes(short_dir: Path) -> None:
+    python = project_venv(short_dir)
+    assert interpreter_problems(str(python)) == []
+    result = install(short_dir / "ext", python=str(python))
+    assert not [w for w in result.warnings if w.startswith("--force")]
+    assert launcher_interpreter(result.launcher) == str(python)
+
+
+def test_group_writable_site_packages_is_refused_unless_forced(short_dir: Path) -> None:
+    python = project_venv(short_dir)
+    site = site_packages(python)
+    site.chmod(0o775)
+    problem = f"{site}: writable by group or others (mode 0775)"
+    assert problem in interpreter_problems(str(python))
+
+    done = cli("--dir", str(short_dir / "ext"), "--python", str(python))
+    assert done.returncode == 1
+    assert f"error: refusing {python}: osqueryd would run it as root" in done.stderr
+    assert problem in done.stderr
+    assert not (short_dir / "ext" / "tracked_connections.ext").exists()
+
+    done = cli("--dir", str(short_dir / "ext"), "--python", str(python), "--force")
+    assert done.returncode == 0, done.stderr
+    assert f"warning: --force: {problem}" in done.stderr
+    launcher = short_dir / "ext" / "tracked_connections.ext"
+    assert launcher.is_file()
+
+    done = cli("--check", str(launcher))
+    assert done.returncode == 1
+    assert problem in done.stderr.splitlines()
+
+
+def test_world_writable_file_deep_in_the_venv_is_found(short_dir: Path) -> None:
+    python = project_venv(short_dir)
+    planted = site_packages(python) / "sitecustomize.py"
+    planted.write_text("# anyone could put code here\n", encoding="utf-8")
+    planted.chmod(0o666)
+    assert f"{planted}: writable by group or others (mode 0666)" in interpreter_problems(
+        str(python)
+    )
+    with pytest.raises(InstallError, match="refusing"):
+        install(short_dir / "ext", python=str(python))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown")
+def test_venv_owned_by_another_user_is_refused(short_dir: Path) -> None:
+    python = project_venv(short_dir)
+    venv = python.parent.parent
+    os.chown(venv, NOBODY, NOBODY)
+    problems = interpreter_problems(str(python))
+    assert f"{venv}: owned by uid {NOBODY}, not by uid 0" in problems
+    # osqueryd running as that user may own it: --osqueryd-uid says so.
+    assert interpreter_problems(str(python), (0, NOBODY)) == []
+
+
+def test_writable_ancestor_and_interpreter_are_refused_without_running_it(
+    short_dir: Path,
+) -> None:
+    python = project_venv(short_dir)
+    short_dir.chmod(0o777)  # no sticky bit: anyone may rename the venv away
+    problems = interpreter_problems(str(python))
+    assert f"{short_dir}: writable by group or others (mode 0777)" in problems
+    short_dir.chmod(0o1777)  # sticky, like /tmp: entries are safe from others
+    assert interpreter_problems(str(python)) == []
+    short_dir.chmod(0o755)
+
+    marker = short_dir / "ran"
+    fake = short_dir / "python"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\n", encoding="utf-8")
+    fake.chmod(0o777)
+    problems = interpreter_problems(str(fake))
+    assert problems == [f"{fake}: writable by group or others (mode 0777)"]
+    with pytest.raises(InstallError, match="refusing"):
+        install(short_dir / "ext", python=str(fake))
+    assert not marker.exists(), "an interpreter others can change must not be run"
+
+
+def test_check_cannot_vouch_for_a_foreign_launcher(short_dir: Path) -> None:
+    foreign = short_dir / "other.ext"
+    foreign.write_text("#!/bin/sh\nexec /usr/bin/other-extension \"$@\"\n", encoding="utf-8")
+    foreign.chmod(0o755)
+    assert launcher_interpreter(foreign) is None
+    done = cli("--check", str(foreign), "--osqueryd-uid", str(os.geteuid()))
+    assert done.returncode == 1
+    assert "cannot tell which Python it runs" in done.stderr

@@ -1,13 +1,14 @@
 """Lint of every pack form we ship: the osquery pack and the Fleet YAML files.
 
-Forms (osquery-protocol-and-logs.md §5; upstream osquery/config/packs.cpp,
-fleetdm/fleet server/fleet/queries.go, server/fleet/packs.go,
-docs/Configuration/yaml-files.md):
+Forms (upstream osquery 5.23 osquery/config/packs.cpp; fleetdm/fleet
+server/fleet/queries.go, server/fleet/packs.go, docs/Configuration/yaml-files.md; the
+Fleet parsers' own rules are checked in tests/deploy/test_forms_shipped.py):
 
 * ``packs/*.conf``: osquery JSON packs (``queries`` + ``discovery``);
 * ``packs/fleet/*.yml``: ``fleetctl apply`` documents — ``kind: report`` (Fleet ≥ 4.82),
-  ``kind: query`` (the deprecated alias), legacy ``kind: pack`` with the saved query it
-  references and the ``kind: label`` it targets;
+  ``kind: query`` (the deprecated alias), each on every Linux host or label-scoped, the
+  ``kind: label`` of hosts with the extension, and the legacy ``kind: pack`` with the
+  saved query it references;
 * ``packs/fleet/gitops/``: ``default.yml`` excerpts (``reports:`` / older ``queries:``)
   whose ``- path:`` entries name ``lib/*.queries.yml`` lists.
 
@@ -37,7 +38,7 @@ from extension.columns import COLUMNS, STABLE_COLUMNS
 PACKS = Path(__file__).resolve().parents[2] / "packs"
 FLEET = PACKS / "fleet"
 GITOPS = FLEET / "gitops"
-# osquery refuses these names (osquery/database/database.cpp; osquery-protocol-and-logs.md §5).
+# osquery refuses these names (osquery 5.23, osquery/database/database.cpp).
 _RESERVED_PREFIXES = ("query.", "cache.", "config_views.")
 _RESERVED_SUFFIXES = ("epoch", "counter")
 _FLEET_KINDS = {"report", "query", "pack", "label"}
@@ -238,26 +239,45 @@ def test_discovery_returns_rows_only_when_the_table_is_registered() -> None:
 def test_fleet_files_exist() -> None:
     names = {p.name for p in _fleet_files()}
     assert names == {
+        "tracked_connections.label.yml",
         "tracked_connections.report.yml",
+        "tracked_connections.report.label-scoped.yml",
         "tracked_connections.query.yml",
+        "tracked_connections.query.label-scoped.yml",
         "tracked_connections.pack.yml",
     }
 
 
-@pytest.mark.parametrize(
-    ("file_name", "kind"),
-    [("tracked_connections.report.yml", "report"), ("tracked_connections.query.yml", "query")],
-)
+REPORT_FORMS = [
+    ("tracked_connections.report.yml", "report"),
+    ("tracked_connections.report.label-scoped.yml", "report"),
+    ("tracked_connections.query.yml", "query"),
+    ("tracked_connections.query.label-scoped.yml", "query"),
+]
+
+
+@pytest.mark.parametrize(("file_name", "kind"), REPORT_FORMS)
 def test_fleet_report_and_query_forms(file_name: str, kind: str) -> None:
     [doc] = list(fleet_docs(FLEET / file_name))
     assert doc.kind == kind
     assert fleet_query_problems(doc.spec) == []
 
 
-def test_report_and_query_forms_differ_only_in_kind() -> None:
+def test_report_and_query_forms_differ_only_in_kind_and_scope() -> None:
     [report] = list(fleet_docs(FLEET / "tracked_connections.report.yml"))
-    [query] = list(fleet_docs(FLEET / "tracked_connections.query.yml"))
-    assert report.spec == query.spec
+    [label] = list(fleet_docs(FLEET / "tracked_connections.label.yml"))
+    for file_name, _ in REPORT_FORMS:
+        [doc] = list(fleet_docs(FLEET / file_name))
+        spec = dict(doc.spec)
+        scope = spec.pop("labels_include_any", None)
+        assert spec == report.spec, file_name
+        assert scope in (None, [label.spec["name"]]), file_name
+
+
+def test_the_label_matches_hosts_with_the_table() -> None:
+    [label] = list(fleet_docs(FLEET / "tracked_connections.label.yml"))
+    assert label.kind == "label"
+    assert sql_problems_for_label(label.spec["query"]) == []
 
 
 def test_legacy_pack_form() -> None:
@@ -305,7 +325,7 @@ def _resolve_gitops_items(path: Path) -> list[Mapping[str, Any]]:
         if "path" in entry:
             target = (path.parent / entry["path"]).resolve()
             assert target.is_file(), f"{path.name}: {entry['path']} does not exist"
-            assert target.name.endswith(".queries.yml")
+            assert target.name.endswith(".reports.yml")
             [listing] = _load_docs(target)
             assert isinstance(listing, list)
             items.extend(listing)
@@ -316,7 +336,8 @@ def _resolve_gitops_items(path: Path) -> list[Mapping[str, Any]]:
 
 def test_gitops_files_exist() -> None:
     assert {p.name for p in _gitops_files()} == {"default.yml", "default.pre-4.82.yml"}
-    assert (GITOPS / "lib" / "tracked-connections.queries.yml").is_file()
+    assert (GITOPS / "lib" / "tracked-connections.reports.yml").is_file()
+    assert (GITOPS / "lib" / "tracked-connections.label-scoped.reports.yml").is_file()
 
 
 def test_gitops_current_and_older_keys() -> None:
