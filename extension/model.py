@@ -127,8 +127,9 @@ class FlowEvent:
         started: seconds since the Unix epoch when the flow began (the
             connect, the handshake, the listen, the first datagram).
         ended: seconds since the Unix epoch when the kernel closed it; None
-            while open, and always None for UDP (the kernel has no UDP close
-            event; the sampler notices the socket is gone).
+            while open. The kernel has no UDP close event: a connected UDP
+            flow whose socket a lookup no longer finds has ended then;
+            otherwise the sampler notices the socket is gone.
     """
 
     key: tuple[object, ...]

@@ -796,7 +796,7 @@ class LinuxEventSource:
         out: list[FlowEvent] = []
         for flow in sorted(self._dirty.values(), key=lambda f: f.started_ns):
             if not flow.looked_up and flow.ended_ns is None:
-                self._look_up(flow)
+                self._look_up(flow, cutoff)
             if flow.process is None and flow.pid is not None:
                 flow.process = self._describe(flow.pid, flow.snapshot)
             out.append(self._event(flow, wall))
@@ -831,8 +831,13 @@ class LinuxEventSource:
             ended=flow.ended_ns / 1e9 + wall if flow.ended_ns is not None else None,
         )
 
-    def _look_up(self, flow: _Flow) -> None:
-        """Find an open flow's socket inode in our own namespace (one sock_diag request)."""
+    def _look_up(self, flow: _Flow, now_ns: int) -> None:
+        """Find an open flow's socket in our own namespace (one sock_diag request).
+
+        Found: the flow gets its inode. Not found: a connected UDP flow has
+        ended (the kernel reports no UDP close, so this is how its end is
+        known at once); a TCP connection is left to its close event.
+        """
         flow.looked_up = True
         if self._diag is None or flow.netns not in (None, self._own_netns):
             return
@@ -851,9 +856,11 @@ class LinuxEventSource:
         except NetlinkError as err:
             log.debug("sock_diag lookup failed: %s", err)
             return
-        if found is not None:
-            flow.inode = found[0]
+        if found is not None and found.connected:
+            flow.inode = found.inode
             flow.netns = self._own_netns
+        elif found is None and flow.protocol == IPPROTO_UDP:
+            flow.ended_ns = now_ns
 
     def _source_address(self, flow: _Flow, family: int) -> str | None:
         """The local address the kernel picks for an unbound UDP send (our namespace).

@@ -50,6 +50,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from typing import NamedTuple
 
 from extension.collect.normalize import normalize_address
 from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
@@ -71,6 +72,7 @@ __all__ = [
     "AddressMemo",
     "DiagEntry",
     "DiagMiss",
+    "DiagSocket",
     "InetDiagReader",
     "NetlinkError",
     "decode_sockid",
@@ -351,6 +353,21 @@ class InetDiagReader:
         raise NetlinkError(f"unexpected netlink message type {kind}")
 
 
+class DiagSocket(NamedTuple):
+    """One socket found by :func:`lookup_socket`.
+
+    Attributes:
+        inode: its inode.
+        uid: the uid that owns it.
+        connected: False when it is an unconnected UDP socket that would
+            receive from the remote end asked for, not a socket connected to it.
+    """
+
+    inode: int
+    uid: int
+    connected: bool
+
+
 def lookup_socket(
     sock: socket.socket,
     family: int,
@@ -359,7 +376,7 @@ def lookup_socket(
     remote: tuple[bytes, int],
     *,
     sequence: int = 1,
-) -> tuple[int, int] | None:
+) -> DiagSocket | None:
     """Ask sock_diag for one socket by its addresses and ports (no dump).
 
     The kernel looks the socket up as it would route a packet to it
@@ -380,9 +397,9 @@ def lookup_socket(
         sequence: the request's sequence number, echoed in the answer.
 
     Returns:
-        (socket inode, owning uid), or None when no such socket exists (an
-        unconnected UDP socket that would receive from that remote end is
-        not the socket asked for: None too).
+        the socket found, or None when there is none. For UDP the kernel may
+        answer with an unconnected socket bound to the local end, which would
+        receive from that remote end: ``connected`` is then False.
 
     Raises:
         NetlinkError: the request or its answer failed otherwise.
@@ -430,12 +447,9 @@ def lookup_socket(
     if kind != SOCK_DIAG_BY_FAMILY or length < DIAG_MESSAGE_BYTES or len(answer) < length:
         raise NetlinkError(f"unexpected sock_diag answer (type {kind}, {length} bytes)")
     sockid = answer[_HEADER.size + 4 : _HEADER.size + 52]
-    if _SOCKID.unpack(sockid)[:2] != (
-        (remote_port, local_port) if protocol == IPPROTO_UDP else (local_port, remote_port)
-    ):
-        return None  # an unconnected UDP socket answered for any remote end
+    ports = (remote_port, local_port) if protocol == IPPROTO_UDP else (local_port, remote_port)
     uid, inode = _UID_INODE.unpack_from(answer, 80)
-    return inode, uid
+    return DiagSocket(inode, uid, _SOCKID.unpack(sockid)[:2] == ports)
 
 
 def decode_sockid(family: int, sockid: bytes) -> tuple[bytes, int, bytes, int]:

@@ -34,9 +34,10 @@ where the kernel event source runs, flow events (:meth:`observe`).
   its port (in its namespace when known). When several processes listen on
   that port, the task the kernel saw closing the socket decides; otherwise
   the owner stays unknown rather than guessed.
-- **Linger.** A connection that disappeared stays ``linger_secs`` seconds, so
-  a differential query every 2 s still sees a connection that lived for a
-  single sample. At most ``max_lingering`` closed connections are kept
+- **Linger.** A connection that disappeared stays ``linger_secs`` seconds, and
+  in any case until it has been served once, so a differential query every
+  2 s still sees a connection that lived for a single sample, even when a
+  query runs late. At most ``max_lingering`` closed connections are kept
   (oldest dropped first), which bounds memory whatever the churn.
 """
 
@@ -59,6 +60,8 @@ DEFAULT_ATTEMPT_GRACE_SECS: Final = 3.0
 """Seconds a connection attempt's row waits for the outcome before it is
 served as ``timed_out``: the kernel resends an unanswered SYN after 1 s and
 3 s (RFC 6298's initial 1 s retransmission timeout, doubled)."""
+UNSERVED_LINGER_SECS: Final = 60.0
+"""Seconds a closed connection no query has shown yet is kept for one."""
 _UDP_SENDER_SECS: Final = 60.0
 _Key = tuple[object, ...]
 _Tuple5 = tuple[int | None, int, int, str, int, str, int]
@@ -651,14 +654,20 @@ class ConnectionTracker:
         # read late), so the queue's head is the next to expire; one closed a
         # little early behind a later one lingers a little longer, never less.
         limit = now - self.linger_secs
+        unserved_limit = now - UNSERVED_LINGER_SECS
         closed = self._closed
         while closed:
             head = closed[0]
             at = head.closed_at if head.closed_at is not None else now
-            if at >= limit and len(closed) <= self.max_lingering:
+            over = len(closed) > self.max_lingering
+            if not over and (
+                at >= limit or (not head.served and at >= unserved_limit)
+            ):  # fmt: skip
+                # Not due; or never shown yet (no query since, or a slow one):
+                # kept, and the rows behind it with it, until it is shown.
                 break
             closed.popleft()
-            if at >= limit:
+            if over or not head.served:
                 self.evicted += 1
             if self._connections.get(head.key) is head:
                 del self._connections[head.key]

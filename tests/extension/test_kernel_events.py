@@ -130,6 +130,7 @@ def test_connected_udp_that_sends_once_is_a_flow(events: LinuxEventSource) -> No
         flow = flows[key]
         assert flow.record.pid == os.getpid() and flow.direction == "outbound"
         assert flow.record.local_address == "127.0.0.1" and flow.status == ""
+        assert flow.ended is not None, "its socket is gone: the flow has ended"
 
 
 def test_udp_connect_that_sends_nothing_is_no_flow(events: LinuxEventSource) -> None:

@@ -198,3 +198,21 @@ def test_memory_stays_bounded_under_a_flood_of_flows() -> None:
     ]
     tracker.observe(events, now=100.1)
     assert tracker.tracked == 100 and tracker.evicted == 900
+
+
+def test_a_closed_row_no_query_has_shown_waits_for_one() -> None:
+    tracker = ConnectionTracker(lookups, linger_secs=6)
+    tracker.observe([event(replace(OUT, state="CLOSE"), ended=100.0)], now=100.05)
+    tracker.update([], now=108.0)  # linger is over, but osqueryd has not asked since
+    (row,) = tracker.rows(108.1)
+    assert row["pid"] == "4242"
+    tracker.update([], now=108.2)
+    assert tracker.rows(108.3) == [], "shown once, then gone"
+    assert tracker.evicted == 0
+
+
+def test_a_row_no_query_ever_shows_is_dropped_after_a_minute_and_counted() -> None:
+    tracker = ConnectionTracker(lookups, linger_secs=6)
+    tracker.observe([event(replace(OUT, state="CLOSE"), ended=100.0)], now=100.05)
+    tracker.update([], now=161.0)
+    assert tracker.tracked == 0 and tracker.evicted == 1
