@@ -43,6 +43,8 @@ DEFAULT_EVENTS_SAMPLE_INTERVAL_MS = 3000
 DEFAULT_LINGER_SECS = 6.0
 EVENTS_WAIT_SECS = 0.05
 """Longest wait for kernel events before reading what the rings hold."""
+MAX_PENDING_FLOWS = 100_000
+"""Flow events kept while the tracker is busy before the reader waits for it."""
 
 
 class EventSource(Protocol):
@@ -148,7 +150,13 @@ class Sampler:
         self.interval_secs = max(sample_interval_ms, 10) / 1000.0
         self.stale_secs = max(2 * self.interval_secs, 1.0)
         self._clock = clock
+        # One sample at a time (collectors are not thread-safe); the tracker
+        # and the counters under their own lock, held only to merge, so that
+        # the event reader keeps draining the kernel's rings while a slow
+        # sample (a first full scan, say) lists the sockets.
+        self._collect_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._pending: list[FlowEvent] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._samples = 0
@@ -193,10 +201,18 @@ class Sampler:
         """
         if self._events is None:
             return 0
-        flows = self._events.wait(timeout_secs)
-        if flows:
-            with self._lock:
-                self._tracker.observe(flows, self._clock())
+        self._pending += self._events.wait(timeout_secs)
+        if not self._pending:
+            return 0
+        # While the tracker is busy, keep the flows and read on; wait for it
+        # only when that many are waiting.
+        if not self._lock.acquire(blocking=len(self._pending) >= MAX_PENDING_FLOWS):
+            return 0
+        try:
+            flows, self._pending = self._pending, []
+            self._tracker.observe(flows, self._clock())
+        finally:
+            self._lock.release()
         return len(flows)
 
     def _read_events(self) -> None:
@@ -215,7 +231,7 @@ class Sampler:
             CollectError: the socket list could not be read; the table keeps
                 the previous sample.
         """
-        with self._lock:
+        with self._collect_lock:
             started = time.perf_counter()
             began = self._clock()
             self._skip_time_wait()
@@ -223,17 +239,19 @@ class Sampler:
                 self._processes.refresh()
                 records = self._collector.collect()
             except CollectError as err:
-                self._errors += 1
-                self._last_error = str(err)
+                with self._lock:
+                    self._errors += 1
+                    self._last_error = str(err)
                 log.error("sample failed: %s", err)
                 raise
-            now = self._clock()
-            self._tracker.update(records, now, started=began)
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            self._samples += 1
-            self._last_ms = elapsed_ms
-            self._max_ms = max(self._max_ms, elapsed_ms)
-            self._last_good = now
+            with self._lock:
+                now = self._clock()
+                self._tracker.update(records, now, started=began)
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                self._samples += 1
+                self._last_ms = elapsed_ms
+                self._max_ms = max(self._max_ms, elapsed_ms)
+                self._last_good = now
         self._warn_if_unprivileged()
 
     def rows(self) -> list[Row]:
