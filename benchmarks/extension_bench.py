@@ -59,6 +59,17 @@ Every baseline is measured in the same run. Times in milliseconds.
    extension serves with it. Also the extension's RSS after the calls and the
    reply size.
 
+4. Kernel events, ``--events-cpu`` (default on; needs root for the events-on
+   half): with ``--events-sockets`` established sockets (default 10000) open
+   here plus as many TIME_WAIT sockets, the osqueryd stand-in launches the
+   extension twice, with ``--events off`` and ``--events on`` (each at its
+   default sample interval); for each: the extension's CPU (``/proc/<pid>/stat``
+   utime + stime over wall time, % of one core) at idle for
+   ``--events-seconds``, then while a child process opens ``--events-rate``
+   new TCP connections per second (default 1000) for the same time, and the
+   extension's RSS after both. No queries run meanwhile: ``generate``'s own
+   cost is section 3.
+
 Needs Linux. Raises RLIMIT_NOFILE as needed (the hard limit too, when the
 process may). Sockets are closed with SO_LINGER 0 (RST) so no TIME_WAIT
 entries pile up between sizes. Sources: Linux proc(5), sock_diag(7);
@@ -113,6 +124,7 @@ from osqueryd_standin import Standin
 from tests.helpers.sockets import close_with_reset
 
 _PROC_NET = ("tcp", "tcp6", "udp", "udp6")
+PACK = Path(__file__).resolve().parent.parent / "packs" / "tracked_connections.conf"
 _FD_SLACK = 256
 _TABLE = "tracked_connections"
 _GENERATE = {"action": "generate", "context": "{}"}
@@ -491,6 +503,142 @@ def bench_generate(count: int, args: argparse.Namespace) -> None:
         close_with_reset(sockets)
 
 
+def open_time_wait(count: int) -> int:
+    """Leave ``count`` TIME_WAIT sockets behind: connect, accept, close the client first.
+
+    Returns:
+        the number of TIME_WAIT sockets the kernel holds now (all of this host's).
+    """
+    with socket.create_server(("127.0.0.1", 0), backlog=1024) as listener:
+        address = listener.getsockname()
+        for _ in range(count):
+            client = socket.create_connection(address)
+            accepted, _ = listener.accept()
+            client.close()  # the active closer keeps the TIME_WAIT
+            accepted.close()
+    return time_wait_count()
+
+
+def time_wait_count() -> int:
+    """TIME_WAIT sockets on this host now."""
+    return sum(1 for c in psutil.net_connections("tcp") if c.status == psutil.CONN_TIME_WAIT)
+
+
+def wait_time_wait_below(count: int, timeout_secs: float = 70.0) -> None:
+    """Wait (TIME_WAIT lasts 60 s on Linux) until fewer than ``count`` remain."""
+    deadline = time.monotonic() + timeout_secs
+    while time_wait_count() >= count and time.monotonic() < deadline:
+        time.sleep(2.0)
+
+
+def connect_at_rate(rate: int, seconds: float) -> subprocess.Popen[bytes]:
+    """A child process opening ``rate`` short TCP connections per second for ``seconds``."""
+    code = f"""
+import socket, time
+server = socket.create_server(("127.0.0.1", 0), backlog=4096)
+address = server.getsockname()
+server.setblocking(False)
+start = time.monotonic()
+n = 0
+while time.monotonic() - start < {seconds}:
+    due = start + n / {rate}
+    now = time.monotonic()
+    if due > now:
+        time.sleep(due - now)
+    c = socket.create_connection(address)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x00")
+    c.close()  # reset: no TIME_WAIT piles up beside the ones measured
+    try:
+        while True:
+            server.accept()[0].close()
+    except BlockingIOError:
+        pass
+    n += 1
+"""
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def process_cpu_secs(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _cpu_share(pid: int, seconds: float, rate: int = 0) -> float:
+    """% of one core ``pid`` used over ``seconds``, with ``rate`` new connections/s meanwhile."""
+    cpu0, wall0 = process_cpu_secs(pid), time.monotonic()
+    if rate:
+        connect_at_rate(rate, seconds).wait()
+        time.sleep(0.5)
+    else:
+        time.sleep(seconds)
+    return (process_cpu_secs(pid) - cpu0) / (time.monotonic() - wall0) * 100.0
+
+
+def bench_events(args: argparse.Namespace) -> None:
+    """Extension CPU and RSS at idle and under connection churn, events off vs on."""
+    count = args.events_sockets
+    print(
+        f"\nkernel events: extension CPU (% of one core) and RSS, {count} established +"
+        f" TIME_WAIT sockets open; {args.events_rate} new loopback connections/s (both ends"
+        " on this host: two connections each); without queries, then with"
+        " packs/tracked_connections.conf every 2 s",
+        flush=True,
+    )
+    sockets = open_established(count)
+    baseline = count // 5  # TIME_WAIT left from earlier runs drains first
+    try:
+        for mode in ("off", "on"):
+            wait_time_wait_below(baseline)
+            time_wait = open_time_wait(count)
+            workdir = Path(tempfile.mkdtemp(prefix="tcb", dir="/tmp"))
+            osqd = Standin(
+                str(workdir / "osquery.em"),
+                workdir / "logs",
+                host_identifier="bench",
+                extensions_interval_secs=3,
+                extensions_timeout_secs=10,
+                ephemeral=True,
+            )
+            try:
+                osqd.start()
+                child = osqd.launch_extension(
+                    [sys.executable, "-m", "extension", "--events", mode],
+                    stderr=subprocess.DEVNULL,
+                )
+                osqd.wait_for_table(_TABLE, 15)
+                ((stats),) = osqd.query(
+                    "SELECT source, sample_interval_ms, events_off_reason"
+                    " FROM tracked_connections_stats"
+                )
+                time.sleep(3.0)  # first samples and scans done
+                idle = _cpu_share(child.pid, args.events_seconds)
+                busy = _cpu_share(child.pid, args.events_seconds, args.events_rate)
+                osqd.add_pack("tracked_connections", PACK)
+                time.sleep(4.0)
+                idle_pack = _cpu_share(child.pid, args.events_seconds)
+                busy_pack = _cpu_share(child.pid, args.events_seconds, args.events_rate)
+                ((after),) = osqd.query(
+                    "SELECT events_read, events_lost FROM tracked_connections_stats"
+                )
+                rss = rss_mib(child.pid)
+                reason = f" (off because: {stats['events_off_reason']})" if mode == "on" and (
+                    stats["events_off_reason"]) else ""  # fmt: skip
+                print(
+                    f"  events {mode:3s}: source {stats['source']}, sample interval"
+                    f" {stats['sample_interval_ms']} ms, {time_wait} TIME_WAIT at start;"
+                    f" no queries: idle {idle:.2f} %, load {busy:.2f} %;"
+                    f" with the pack: idle {idle_pack:.2f} %, load {busy_pack:.2f} %;"
+                    f" RSS {rss:.1f} MiB; events read {after['events_read']},"
+                    f" lost {after['events_lost']}{reason}",
+                    flush=True,
+                )
+            finally:
+                osqd.stop()
+                shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        close_with_reset(sockets)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
@@ -531,6 +679,27 @@ def main(argv: list[str] | None = None) -> int:
         help="socket counts for generate over Thrift (default 1000 10000; none to skip)",
     )
     parser.add_argument("--generate-runs", type=int, default=5, help="generate calls per median")
+    parser.add_argument(
+        "--events-cpu",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the kernel events section (default on)",
+    )
+    parser.add_argument(
+        "--events-sockets",
+        type=int,
+        default=10000,
+        help="established (and TIME_WAIT) sockets for the events section (default 10000)",
+    )
+    parser.add_argument(
+        "--events-seconds",
+        type=float,
+        default=10.0,
+        help="seconds measured for each figure of the events section (default 10)",
+    )
+    parser.add_argument(
+        "--events-rate", type=int, default=1000, help="new connections per second (default 1000)"
+    )
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("this benchmark needs Linux /proc", file=sys.stderr)
@@ -551,6 +720,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_collect(count, args, netlink)
     for count in args.generate_rows:
         bench_generate(count, args)
+    if args.events_cpu:
+        bench_events(args)
     print(f"\ntotal {time.monotonic() - started:.0f} s", flush=True)
     return 0
 

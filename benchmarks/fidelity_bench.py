@@ -2,126 +2,138 @@
 
 Usage::
 
-    python benchmarks/fidelity_bench.py [--connections 200] [--lifetimes-ms 300 100]
-                                        [--sample-interval-ms N]
+    sudo python benchmarks/fidelity_bench.py [--tcp 300] [--refused 200] [--inbound 200]
+                                             [--udp 100] [--children 100]
 
-The whole chain runs for real: the osqueryd stand-in launches the extension
-(a subprocess, over osquery's Thrift protocol) and runs
-packs/tracked_connections.conf every 2 s, differential, into a results log.
-For each lifetime, the script starts ``--connections`` child processes, a few
-at a time; each connects to a listener on 127.0.0.1, holds the connection for
-the lifetime, closes it and exits. Afterwards it reads the results log and
-counts the children whose connection was logged as ``added`` with the
-child's own pid and process name. It prints, per lifetime, the share found
-and the share with the right owner; the baseline for comparison is a
-plain poll of ``psutil.net_connections`` every 2 s over the same children,
-which is what polling netstat every 2 s (the Velociraptor artifact) sees.
+The whole chain runs for real, twice: once with the extension's kernel
+events off (``--events off``, sampling alone) and once with them on (the
+default where the host allows; needs root). Each time the osqueryd stand-in
+launches the extension (a subprocess, over osquery's Thrift protocol) and
+runs packs/tracked_connections.conf every 2 s, differential, into a results
+log, while this script makes, each kind from a process of its own name:
+
+* ``tcp 1 ms``: outbound TCP connections to a local server, each closed
+  about 1 ms after connect (process ``fb_tcp1ms``);
+* ``refused``: connect() to bound but not listening ports, answered by RST
+  (``fb_refused``); the logged row must also say ``status = refused``;
+* ``inbound 1 ms``: the server side of other 1 ms connections, owned by the
+  server process (``fb_server``);
+* ``udp 5 ms``: connected UDP sockets that send one datagram and close at
+  once (``fb_udp``);
+* ``child``: forked children that connect once and exit at once
+  (``fb_child``).
+
+Then it reads the results log and counts, per kind, the connections logged
+as ``added`` with the right pid and process name (found by their own ports
+and pids, never by a port alone). Printed: one row per kind, events off
+beside events on, from the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from osqueryd_standin import Standin  # noqa: E402
+from tests.helpers.flows import (  # noqa: E402
+    Attempt,
+    Server,
+    closed_ports,
+    forked_connects,
+    refused,
+    set_comm,
+    tcp_short,
+    udp_short,
+)
 
 PACK = ROOT / "packs" / "tracked_connections.conf"
-CHILD = """
-import socket, sys, time
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-print(s.getsockname()[1], flush=True)
-time.sleep(float(sys.argv[2]))
-s.close()
-"""
+_WAIT_SECS = 14.0
+"""Linger (6 s) plus a few pack runs, and the slower sampling with events on."""
 
 
-def accept_forever(server: socket.socket, stop: threading.Event) -> None:
-    held: list[socket.socket] = []
-    server.settimeout(0.2)
-    while not stop.is_set():
+def in_child(name: str, work: Callable[[], list[Attempt]]) -> list[Attempt]:
+    """Run ``work`` in a forked child named ``name``; its attempts come back as JSON."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
         try:
-            conn, _ = server.accept()
-        except TimeoutError:
-            continue
-        except OSError:
-            return
-        held.append(conn)
-        if len(held) > 64:
-            held.pop(0).close()
+            os.close(read_end)
+            set_comm(name)
+            payload = json.dumps([dataclasses.asdict(a) for a in work()])
+            with os.fdopen(write_end, "w") as pipe:
+                pipe.write(payload)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise RuntimeError(f"load process {name} failed")
+    return [Attempt(**item) for item in json.loads(data)]
 
 
-def poll_psutil(port: int, seen: set[tuple[int, int]], stop: threading.Event) -> None:
-    """Baseline: netstat every 2 s, aligned like the osquery schedule."""
-    while not stop.is_set():
-        time.sleep(2 - time.time() % 2)
-        for conn in psutil.net_connections("inet"):
-            if conn.raddr and conn.raddr.port == port and conn.pid is not None:
-                seen.add((conn.pid, conn.laddr.port))
-
-
-def run_children(
-    port: int, count: int, lifetime_secs: float, parallel: int
-) -> list[tuple[int, int]]:
-    """Start ``count`` children, ``parallel`` at a time; returns (pid, local port)."""
-    done: list[tuple[int, int]] = []
-    running: list[subprocess.Popen[bytes]] = []
-    started = 0
-    while started < count or running:
-        while started < count and len(running) < parallel:
-            child = subprocess.Popen(
-                [sys.executable, "-c", CHILD, str(port), str(lifetime_secs)],
-                stdout=subprocess.PIPE,
-            )
-            assert child.stdout is not None
-            done.append((child.pid, int(child.stdout.readline())))
-            child.stdout.close()
-            running.append(child)
-            started += 1
-        for child in list(running):
-            if child.poll() is not None:
-                running.remove(child)
-        time.sleep(0.01)
-    return done
-
-
-def logged(results_log: Path, port: int) -> dict[int, tuple[str, str]]:
-    """local port -> (pid, name) of every 'added' line towards the listener."""
-    found: dict[int, tuple[str, str]] = {}
+def added_rows(results_log: Path) -> list[dict[str, str]]:
+    rows = []
     for raw in results_log.read_text(encoding="utf-8").splitlines():
         line = json.loads(raw)
-        cols = line["columns"]
-        if line["action"] == "added" and cols.get("remote_port") == str(port):
-            found[int(cols["local_port"])] = (cols.get("pid", ""), cols.get("name", ""))
-    return found
+        if line.get("action") == "added":
+            rows.append(line["columns"])
+    return rows
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--lifetimes-ms", type=int, nargs="+", default=[300, 100])
-    parser.add_argument("--parallel", type=int, default=8)
-    parser.add_argument("--sample-interval-ms", type=int, default=None)
-    args = parser.parse_args()
+def score(rows: list[dict[str, str]], truth: dict[str, list[Attempt]], server: Server,
+          ) -> dict[str, tuple[int, int]]:  # fmt: skip
+    """kind -> (right pid and name, total)."""
+    by_ports: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    by_remote: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        key = (row.get("protocol", ""), row.get("local_port", ""), row.get("remote_port", ""))
+        by_ports.setdefault(key, []).append(row)
+        by_remote.setdefault((row.get("protocol", ""), row.get("remote_port", "")), []).append(row)
 
-    # What the OS reports as the children's name (comm is the executed file's name).
-    child_name = Path(sys.executable).name[:15]
-    workdir = Path(tempfile.mkdtemp(prefix="tcb", dir="/tmp"))
-    ext = [sys.executable, "-m", "extension"]
-    if args.sample_interval_ms:
-        ext += ["--sample-interval-ms", str(args.sample_interval_ms)]
+    def right(candidates: list[dict[str, str]], pid: int, name: str, **extra: str) -> bool:
+        return any(
+            r.get("pid") == str(pid)
+            and r.get("name") == name
+            and all(r.get(k) == v for k, v in extra.items())
+            for r in candidates
+        )
+
+    out: dict[str, tuple[int, int]] = {}
+    for kind, attempts in truth.items():
+        good = 0
+        for a in attempts:
+            if kind == "inbound 1 ms":
+                found = by_ports.get(("6", str(server.port), str(a.local_port)), [])
+                good += right(found, server.pid, server.name)
+            elif kind == "refused":
+                found = by_remote.get(("6", str(a.remote_port)), [])
+                good += right(found, a.pid, a.name, status="refused")
+            else:
+                found = by_ports.get((str(a.protocol), str(a.local_port), str(a.remote_port)), [])
+                good += right(found, a.pid, a.name)
+        out[kind] = (good, len(attempts))
+    return out
+
+
+def run(mode: str, args: argparse.Namespace) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    workdir = Path(tempfile.mkdtemp(prefix="tcf", dir="/tmp"))
+    ext = [sys.executable, "-m", "extension", "--events", mode]
     try:
         with Standin(
             str(workdir / "osquery.em"),
@@ -131,41 +143,58 @@ def main() -> int:
         ) as osqd:
             osqd.launch_extension(ext)
             osqd.wait_for_table("tracked_connections", 20)
-            (stats,) = osqd.query("SELECT sample_interval_ms FROM tracked_connections_stats")
             osqd.add_pack("tracked_connections", PACK)
-            print(
-                f"extension sample interval {stats['sample_interval_ms']} ms, pack interval 2 s,"
-                f" {args.connections} connections per lifetime, {args.parallel} at a time"
-            )
-            for lifetime_ms in args.lifetimes_ms:
-                server = socket.create_server(("127.0.0.1", 0), backlog=256)
-                port = server.getsockname()[1]
-                stop = threading.Event()
-                baseline: set[tuple[int, int]] = set()
-                threads = [
-                    threading.Thread(target=accept_forever, args=(server, stop), daemon=True),
-                    threading.Thread(target=poll_psutil, args=(port, baseline, stop), daemon=True),
-                ]
-                for t in threads:
-                    t.start()
-                children = run_children(port, args.connections, lifetime_ms / 1000, args.parallel)
-                time.sleep(12)  # linger plus a few query runs
-                stop.set()
-                server.close()
-                found = logged(osqd.results_log_path, port)
-                seen = sum(1 for _, lport in children if lport in found)
-                right = sum(
-                    1 for pid, lport in children if found.get(lport) == (str(pid), child_name)
+            time.sleep(1.0)
+            with Server("fb_server") as server, contextlib.ExitStack() as stack:
+                closed = stack.enter_context(closed_ports(args.refused))
+                truth = {
+                    "tcp 1 ms": in_child("fb_tcp1ms", lambda: tcp_short(server.port, args.tcp)),
+                    "refused": in_child("fb_refused", lambda: refused(closed)),
+                    "inbound 1 ms": in_child(
+                        "fb_inbound", lambda: tcp_short(server.port, args.inbound)
+                    ),
+                    "udp 5 ms": in_child("fb_udp", lambda: udp_short(server.port, args.udp)),
+                    "child": in_child(
+                        "fb_parent",
+                        lambda: forked_connects(server.port, args.children, "fb_child"),
+                    ),
+                }
+                time.sleep(_WAIT_SECS)
+                (stats,) = osqd.query(
+                    "SELECT source, events_off_reason, events_read, events_lost, "
+                    "sample_interval_ms FROM tracked_connections_stats"
                 )
-                polled = sum(1 for child in children if child in baseline)
-                n = len(children)
-                print(
-                    f"lifetime {lifetime_ms:4d} ms: logged {seen}/{n} ({100 * seen / n:.1f} %),"
-                    f" right pid and name {right}/{n} ({100 * right / n:.1f} %);"
-                    f" netstat every 2 s: {polled}/{n} ({100 * polled / n:.1f} %)"
-                )
+                return score(added_rows(osqd.results_log_path), truth, server), stats
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tcp", type=int, default=300)
+    parser.add_argument("--refused", type=int, default=200)
+    parser.add_argument("--inbound", type=int, default=200)
+    parser.add_argument("--udp", type=int, default=100)
+    parser.add_argument("--children", type=int, default=100)
+    args = parser.parse_args()
+    results = {}
+    for mode in ("off", "on"):
+        results[mode], stats = run(mode, args)
+        print(
+            f"events {mode}: source {stats['source']}, sample interval"
+            f" {stats['sample_interval_ms']} ms, events read {stats['events_read']},"
+            f" lost {stats['events_lost']}"
+            + (f", off because: {stats['events_off_reason']}" if stats["events_off_reason"] else "")
+        )
+    print()
+    print("| kind | connections | events off | events on |")
+    print("|---|---|---|---|")
+    for kind, (_, total) in results["off"].items():
+        cells = []
+        for mode in ("off", "on"):
+            good, n = results[mode][kind]
+            cells.append(f"{100 * good / n:.1f} % ({good})")
+        print(f"| {kind} | {total} | {cells[0]} | {cells[1]} |")
     return 0
 
 

@@ -13,7 +13,19 @@ import sys
 
 from extension import __version__
 from extension.collect import select_collector
-from extension.sampler import DEFAULT_LINGER_SECS, DEFAULT_SAMPLE_INTERVAL_MS, Sampler
+from extension.collect.linux_events import (
+    DEFAULT_RING_KIB,
+    EventsUnavailableError,
+    LinuxEventSource,
+)
+from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS
+from extension.enrich.process import ProcessTracker
+from extension.sampler import (
+    DEFAULT_EVENTS_SAMPLE_INTERVAL_MS,
+    DEFAULT_LINGER_SECS,
+    DEFAULT_SAMPLE_INTERVAL_MS,
+    Sampler,
+)
 from extension.serve import ExtensionServer, ServeError, StatsTable, Table, TrackedConnectionsTable
 
 __all__ = ["build_parser", "main"]
@@ -29,6 +41,17 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
     return value
 
 
@@ -57,10 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
     parser.add_argument(
+        "--events",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="kernel connection events (Linux, root): auto uses them where the host allows"
+        " and says why not otherwise; on refuses to start without them; off samples only"
+        " (default auto)",
+    )
+    parser.add_argument(
+        "--events-ring-kib",
+        type=_positive_int,
+        default=DEFAULT_RING_KIB,
+        help=f"kernel event ring per CPU, KiB (default {DEFAULT_RING_KIB})",
+    )
+    parser.add_argument(
         "--sample-interval-ms",
-        type=int,
-        default=DEFAULT_SAMPLE_INTERVAL_MS,
-        help=f"milliseconds between socket samples (default {DEFAULT_SAMPLE_INTERVAL_MS})",
+        type=_positive_int,
+        default=None,
+        help=f"milliseconds between socket samples (default {DEFAULT_SAMPLE_INTERVAL_MS},"
+        f" or {DEFAULT_EVENTS_SAMPLE_INTERVAL_MS} while kernel events run)",
+    )
+    parser.add_argument(
+        "--attempt-grace-secs",
+        type=_seconds,
+        default=DEFAULT_ATTEMPT_GRACE_SECS,
+        help="seconds a connection attempt waits for its outcome before its row is served"
+        f" as timed_out (default {DEFAULT_ATTEMPT_GRACE_SECS:g})",
     )
     parser.add_argument(
         "--linger-secs",
@@ -78,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         exit status: 0 after osqueryd's ``shutdown()`` or SIGTERM; 1 when
-        osqueryd could not be reached, refused registration, or went away.
+        osqueryd could not be reached, refused registration, or went away,
+        or when ``--events on`` and kernel events are unavailable.
     """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -87,12 +133,33 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("thrift").setLevel(logging.CRITICAL)
-    # communityid logs every hash it computes at INFO.
-    logging.getLogger("communityid").setLevel(logging.WARNING)
+    log = logging.getLogger("extension")
+    processes = ProcessTracker()
+    events: LinuxEventSource | None = None
+    reason = "turned off (--events off)"
+    if args.events != "off":
+        events = LinuxEventSource(processes, ring_kib=args.events_ring_kib)
+        try:
+            events.start()
+            reason = ""
+            log.info("kernel connection events on")
+        except EventsUnavailableError as err:
+            events, reason = None, str(err)
+            if args.events == "on":
+                log.error("kernel events unavailable (--events on): %s", reason)
+                return 1
+            log.warning("kernel events unavailable, sampling only: %s", reason)
+    interval = args.sample_interval_ms or (
+        DEFAULT_EVENTS_SAMPLE_INTERVAL_MS if events is not None else DEFAULT_SAMPLE_INTERVAL_MS
+    )
     sampler = Sampler(
         select_collector(),
-        sample_interval_ms=args.sample_interval_ms,
+        processes,
+        sample_interval_ms=interval,
         linger_secs=args.linger_secs,
+        events=events,
+        events_reason=reason,
+        attempt_grace_secs=args.attempt_grace_secs,
     )
     tables: list[Table] = [TrackedConnectionsTable(sampler), StatsTable(sampler)]
     server = ExtensionServer(args.socket, args.timeout, args.interval, tables)
@@ -100,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return server.run()
     except ServeError as err:
-        logging.getLogger("extension").error("%s", err)
+        log.error("%s", err)
         return 1
     finally:
         sampler.stop()

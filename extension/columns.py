@@ -50,6 +50,11 @@ COLUMNS: Final[tuple[Column, ...]] = (
     Column("socket", "BIGINT", "Socket inode, where the OS has one (Linux)"),
     Column("net_namespace", "BIGINT", "Network namespace inode (Linux)"),
     Column("direction", "TEXT", "inbound, outbound, listening or ''"),
+    Column(
+        "status",
+        "TEXT",
+        "TCP attempt outcome: connected, refused, unreachable, timed_out; '' for listeners and UDP",
+    ),
     Column("community_id", "TEXT", "Community ID v1 flow hash of the 5-tuple"),
     Column("name", "TEXT", "Owning process name"),
     Column("path", "TEXT", "Owning process executable path"),

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["AF_INET", "AF_INET6", "IPPROTO_TCP", "IPPROTO_UDP", "ProcessInfo", "SocketRecord"]
+__all__ = [
+    "AF_INET",
+    "AF_INET6",
+    "DIRECTIONS",
+    "IPPROTO_TCP",
+    "IPPROTO_UDP",
+    "STATUSES",
+    "FlowEvent",
+    "ProcessInfo",
+    "SocketRecord",
+]
 
 AF_INET = 2
 """IPv4 address family number, as osquery reports it on every OS."""
@@ -13,10 +23,30 @@ AF_INET6 = 10
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 
+DIRECTIONS = ("inbound", "outbound", "listening", "")
+"""Values of the ``direction`` column."""
 
-@dataclass(frozen=True, slots=True)
+STATUSES = ("connected", "refused", "unreachable", "timed_out", "")
+"""Values of the ``status`` column: how a TCP connection attempt ended.
+
+``connected``: the handshake completed. ``refused``: the remote answered the
+SYN with a reset (ECONNREFUSED). ``unreachable``: an ICMP error came back
+(EHOSTUNREACH, ENETUNREACH, EACCES). ``timed_out``: no answer: the kernel
+gave up (ETIMEDOUT), the process gave up and closed the socket, or the
+attempt was still unanswered when its row was first served. ``''``: no
+handshake applies or none was observed (listeners, UDP).
+"""
+
+
+@dataclass(slots=True)
 class SocketRecord:
     """One TCP or UDP socket as seen by a collector.
+
+    Treated as immutable: nothing changes a record once built (a changed
+    socket is a new record; ``dataclasses.replace`` makes one). It is not a
+    frozen dataclass because collectors and the kernel event source build
+    tens of thousands a second, and a frozen one costs four times as much to
+    build.
 
     Attributes:
         pid: owning process id, or None when the OS did not say (no privilege,
@@ -70,3 +100,42 @@ class ProcessInfo:
     parent_name: str | None = None
     parent_path: str | None = None
     start_time: int | None = None
+
+
+@dataclass(slots=True)
+class FlowEvent:
+    """A connection, attempt, listener or UDP flow reported by kernel events.
+
+    The kernel event source emits one for each new flow, and again with the
+    same ``key`` when it learns more (the outcome, the end). Not frozen: a
+    busy host makes thousands a second, and a frozen dataclass costs twice as
+    much to build; nothing changes one after it is emitted.
+
+    Attributes:
+        key: identity of the flow within the event source, e.g.
+            ``("tcp", <kernel socket address>, <start ns>)``.
+        record: the socket as the events describe it: ``pid`` is the task
+            that connected, sent or listened, or that closed an inbound
+            connection (None for an inbound connection no task has touched
+            yet: its owner is the listener's), ``state`` the latest TCP state
+            ('' for UDP), ``socket`` the inode when it could be looked up,
+            ``net_namespace`` when known.
+        process: details of ``record.pid`` captured when the event was read,
+            or None when the pid is unknown.
+        direction: 'outbound', 'inbound' or 'listening'.
+        status: one of :data:`STATUSES`.
+        started: seconds since the Unix epoch when the flow began (the
+            connect, the handshake, the listen, the first datagram).
+        ended: seconds since the Unix epoch when the kernel closed it; None
+            while open. The kernel has no UDP close event: a connected UDP
+            flow whose socket a lookup no longer finds has ended then;
+            otherwise the sampler notices the socket is gone.
+    """
+
+    key: tuple[object, ...]
+    record: SocketRecord
+    process: ProcessInfo | None
+    direction: str
+    status: str
+    started: float
+    ended: float | None = None

@@ -1,9 +1,14 @@
-"""The background sampler between osquery's queries.
+"""The background sampler between osquery's queries, and the event reader beside it.
 
 Every ``sample_interval_ms`` milliseconds it collects the host's sockets,
 refreshes the process tracker and merges the sample into the connection
-tracker. ``generate`` then serves the tracker's table without waiting for a
-scan, as long as the last good sample is fresh (younger than ``stale_secs``).
+tracker. Where a kernel event source runs (Linux, root), a second thread
+reads its flow events as they come and merges them too: the events catch
+what lives between two samples, the samples stay the source of truth for
+listeners and long-lived connections and make up for lost events.
+
+``generate`` serves the tracker's table without waiting for a scan, as long
+as the last good sample is fresh (younger than ``stale_secs``).
 When it is not, ``generate`` samples synchronously; when that fails too it
 raises, so osqueryd gets an error status instead of an empty table (which a
 differential query would log as a flood of ``removed`` rows).
@@ -18,17 +23,44 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from extension.collect import CollectError, Collector
-from extension.enrich.connections import ConnectionTracker, Row
+from extension.collect.linux_events import EventStats
+from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS, ConnectionTracker, Row
 from extension.enrich.process import ProcessTracker
+from extension.model import FlowEvent
 
-__all__ = ["Sampler", "SamplerStats"]
+__all__ = ["EventSource", "Sampler", "SamplerStats"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_INTERVAL_MS = 250
+"""Milliseconds between samples when the sampler works alone."""
+DEFAULT_EVENTS_SAMPLE_INTERVAL_MS = 3000
+"""Milliseconds between samples when kernel events run beside the sampler
+(see docs/extension.md for the measurements behind it)."""
 DEFAULT_LINGER_SECS = 6.0
+EVENTS_WAIT_SECS = 0.05
+"""Longest wait for kernel events before reading what the rings hold."""
+MAX_PENDING_FLOWS = 100_000
+"""Flow events kept while the tracker is busy before the reader waits for it."""
+
+
+class EventSource(Protocol):
+    """A push source of flow events (extension.collect.linux_events.LinuxEventSource)."""
+
+    def wait(self, timeout_secs: float) -> list[FlowEvent]:
+        """Flows new or changed since the last call, waiting up to ``timeout_secs``."""
+        ...
+
+    def stop(self) -> None:
+        """Release the source."""
+        ...
+
+    def stats(self) -> EventStats:
+        """Its counters."""
+        ...
 _WARN_EVERY_SECS = 600.0
 
 
@@ -50,6 +82,10 @@ class SamplerStats:
         processes_skipped: failed process reads by reason.
         access_denied_pids: pids whose sockets could not be read (no privilege).
         last_error: the last sampling error, '' when none.
+        source: 'events+sampling' while kernel events run, else 'sampling'.
+        events: the event source's counters (its ``reason`` says why events
+            are off), or None when no event source was tried.
+        events_reason: why kernel events are off, '' while they run.
     """
 
     samples_taken: int
@@ -65,6 +101,9 @@ class SamplerStats:
     processes_skipped: dict[str, int]
     access_denied_pids: int
     last_error: str
+    source: str = "sampling"
+    events: EventStats | None = None
+    events_reason: str = ""
 
 
 class Sampler:
@@ -76,6 +115,13 @@ class Sampler:
         sample_interval_ms: milliseconds between samples.
         linger_secs: seconds a closed connection stays in the table.
         clock: wall clock, seconds since the Unix epoch (injectable for tests).
+
+    Keyword-only args:
+        events: a started kernel event source, read in a thread of its own;
+            None to sample alone.
+        events_reason: why there is no event source (for the stats table).
+        attempt_grace_secs: seconds a connection attempt waits for its outcome
+            before its row is served.
     """
 
     def __init__(
@@ -85,14 +131,32 @@ class Sampler:
         sample_interval_ms: int = DEFAULT_SAMPLE_INTERVAL_MS,
         linger_secs: float = DEFAULT_LINGER_SECS,
         clock: Callable[[], float] = time.time,
+        *,
+        events: EventSource | None = None,
+        events_reason: str = "",
+        attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
     ) -> None:
         self._collector = collector
         self._processes = processes or ProcessTracker()
-        self._tracker = ConnectionTracker(self._processes.lookup, linger_secs=linger_secs)
+        self._tracker = ConnectionTracker(
+            self._processes.lookup,
+            linger_secs=linger_secs,
+            attempt_grace_secs=attempt_grace_secs,
+        )
+        self._events = events
+        self._events_reason = events_reason
+        self._events_thread: threading.Thread | None = None
+        self._events_lost = 0
         self.interval_secs = max(sample_interval_ms, 10) / 1000.0
         self.stale_secs = max(2 * self.interval_secs, 1.0)
         self._clock = clock
+        # One sample at a time (collectors are not thread-safe); the tracker
+        # and the counters under their own lock, held only to merge, so that
+        # the event reader keeps draining the kernel's rings while a slow
+        # sample (a first full scan, say) lists the sockets.
+        self._collect_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._pending: list[FlowEvent] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._samples = 0
@@ -104,17 +168,61 @@ class Sampler:
         self._last_warning = -_WARN_EVERY_SECS
 
     def start(self) -> None:
-        """Take a first sample now (errors are recorded), then sample in the background."""
+        """Take a first sample now (errors are recorded), then sample in the background.
+
+        With an event source, its reader thread starts first, so that nothing
+        made between the first sample and the second is missed.
+        """
+        if self._events is not None:
+            self._events_thread = threading.Thread(
+                target=self._read_events, name="events", daemon=True
+            )
+            self._events_thread.start()
         with contextlib.suppress(CollectError):
             self.sample_once()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the background thread."""
+        """Stop the background threads and the event source."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self._events_thread is not None:
+            self._events_thread.join(timeout=5)
+        if self._events is not None:
+            self._events.stop()
+
+    def read_events_once(self, timeout_secs: float = 0.0) -> int:
+        """Read the event source once and merge what it reports.
+
+        Returns:
+            the number of flow events merged (0 without an event source).
+        """
+        if self._events is None:
+            return 0
+        self._pending += self._events.wait(timeout_secs)
+        if not self._pending:
+            return 0
+        # While the tracker is busy, keep the flows and read on; wait for it
+        # only when that many are waiting.
+        if not self._lock.acquire(blocking=len(self._pending) >= MAX_PENDING_FLOWS):
+            return 0
+        try:
+            flows, self._pending = self._pending, []
+            self._tracker.observe(flows, self._clock())
+        finally:
+            self._lock.release()
+        return len(flows)
+
+    def _read_events(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.read_events_once(EVENTS_WAIT_SECS)
+            except Exception:
+                # One bad read must not end event reading; the sampler goes on regardless.
+                log.exception("unexpected error while reading kernel events")
+                self._stop.wait(1.0)
 
     def sample_once(self) -> None:
         """Collect, refresh processes and merge one sample.
@@ -123,23 +231,27 @@ class Sampler:
             CollectError: the socket list could not be read; the table keeps
                 the previous sample.
         """
-        with self._lock:
+        with self._collect_lock:
             started = time.perf_counter()
+            began = self._clock()
+            self._skip_time_wait()
             try:
                 self._processes.refresh()
                 records = self._collector.collect()
             except CollectError as err:
-                self._errors += 1
-                self._last_error = str(err)
+                with self._lock:
+                    self._errors += 1
+                    self._last_error = str(err)
                 log.error("sample failed: %s", err)
                 raise
-            now = self._clock()
-            self._tracker.update(records, now)
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            self._samples += 1
-            self._last_ms = elapsed_ms
-            self._max_ms = max(self._max_ms, elapsed_ms)
-            self._last_good = now
+            with self._lock:
+                now = self._clock()
+                self._tracker.update(records, now, started=began)
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                self._samples += 1
+                self._last_ms = elapsed_ms
+                self._max_ms = max(self._max_ms, elapsed_ms)
+                self._last_good = now
         self._warn_if_unprivileged()
 
     def rows(self) -> list[Row]:
@@ -151,10 +263,11 @@ class Sampler:
         if self._clock() - self._last_good > self.stale_secs:
             self.sample_once()
         with self._lock:
-            return self._tracker.rows()
+            return self._tracker.rows(self._clock())
 
     def stats(self) -> SamplerStats:
         """A consistent snapshot of the sampler's health."""
+        events = self._events.stats() if self._events is not None else None
         with self._lock:
             return SamplerStats(
                 samples_taken=self._samples,
@@ -170,7 +283,29 @@ class Sampler:
                 processes_skipped=dict(self._processes.skipped),
                 access_denied_pids=int(getattr(self._collector, "access_denied_pids", 0)),
                 last_error=self._last_error,
+                source="events+sampling" if events is not None and events.running else "sampling",
+                events=events,
+                events_reason=events.reason if events is not None else self._events_reason,
             )
+
+    def _skip_time_wait(self) -> None:
+        """Let the collector leave TIME_WAIT out while events miss nothing.
+
+        A TIME_WAIT socket is the ownerless remnant of a closed connection.
+        While kernel events run and have lost nothing since the last sample,
+        they reported every such connection, so the remnants add nothing and
+        reading them is wasted work. The first sample, and every sample after
+        a loss, read them all, so a connection whose events were lost is still
+        seen through its remnant.
+        """
+        if not hasattr(self._collector, "skip_time_wait"):
+            return
+        skip = False
+        if self._events is not None and self._samples > 0:
+            stats = self._events.stats()
+            skip = stats.running and stats.events_lost == self._events_lost
+            self._events_lost = stats.events_lost
+        self._collector.skip_time_wait = skip
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_secs):

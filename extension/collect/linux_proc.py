@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from extension.collect.base import CollectError
 from extension.collect.netlink_diag import (
     TCP_STATE_NAMES,
+    TCP_STATES_MASK,
+    TCP_TIME_WAIT,
     AddressMemo,
     DiagMiss,
     InetDiagReader,
@@ -262,6 +264,10 @@ class LinuxProcCollector:
             call; the others were read from /proc.
         netlink_failures: netlink dumps that failed so far.
         netlink_error: the last netlink failure, '' when none.
+        skip_time_wait: leave TIME_WAIT sockets of our own namespace out of
+            the netlink dumps (the kernel filters them). Set it while kernel
+            events report every connection's close, so the ownerless
+            remnants add nothing; the /proc path lists them regardless.
     """
 
     def __init__(
@@ -286,6 +292,7 @@ class LinuxProcCollector:
         self.netlink_tables: tuple[str, ...] = ()
         self.netlink_failures = 0
         self.netlink_error = ""
+        self.skip_time_wait = False
         self._clock = clock
         self._owners = SocketOwners(self._root, rescan_after, clock)
         self.access_denied_namespaces = 0
@@ -443,8 +450,13 @@ class LinuxProcCollector:
                 cache = self._caches[key] = {}
             mark = len(records)
             raw: list[DiagMiss] = []
+            states = None
+            if self.skip_time_wait and table.protocol == IPPROTO_TCP:
+                states = TCP_STATES_MASK & ~(1 << TCP_TIME_WAIT)
             try:
-                count = self._diag.dump(table.family, table.protocol, cache, records, raw)
+                count = self._diag.dump(
+                    table.family, table.protocol, cache, records, raw, states=states
+                )
             except NetlinkError as err:
                 del records[mark:]
                 self._netlink_failed(table, err, now)

@@ -50,6 +50,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from typing import NamedTuple
 
 from extension.collect.normalize import normalize_address
 from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
@@ -66,13 +67,16 @@ __all__ = [
     "SOCK_DIAG_BY_FAMILY",
     "TCP_STATES_MASK",
     "TCP_STATE_NAMES",
+    "TCP_TIME_WAIT",
     "UDP_STATES_MASK",
     "AddressMemo",
     "DiagEntry",
     "DiagMiss",
+    "DiagSocket",
     "InetDiagReader",
     "NetlinkError",
     "decode_sockid",
+    "lookup_socket",
     "open_diag_socket",
     "read_inet_diag",
 ]
@@ -103,6 +107,7 @@ TCP_STATE_NAMES: dict[int, str] = {
 the /proc path report."""
 
 TCP_STATES_MASK = sum(1 << state for state in range(1, 13))
+TCP_TIME_WAIT = 6
 """``idiag_states`` for TCP: every state 1-12 (12, NEW_SYN_RECV, selects the
 request sockets the kernel reports as SYN_RECV). Bit 13, BOUND_INACTIVE
 (Linux 6.5+: bound, neither listening nor connected), is left out because
@@ -132,6 +137,14 @@ _SOCKID = struct.Struct("!HH16s16s12x")
 network order; IPv4 in the first 4), then if and cookie (skipped)."""
 _ERRNO = struct.Struct("=i")
 _INODE = struct.Struct("=I")
+_EXACT_REQUEST = struct.Struct("=IHHIIBBBBIHH16s16sIII")
+"""nlmsghdr + struct inet_diag_req_v2 naming one socket: the sockid's ports
+and addresses in network order (ports passed through ``socket.htons``), then if
+and the cookie (both halves
+INET_DIAG_NOCOOKIE: match by addresses and ports alone)."""
+_NOCOOKIE = 0xFFFFFFFF
+_UID_INODE = struct.Struct("=II")
+"""idiag_uid and idiag_inode, at byte 80 of an nlmsghdr + inet_diag_msg."""
 
 DiagEntry = tuple[bytes, int, SocketRecord | None]
 """A cache entry for one socket: (raw idiag_inode bytes, idiag_state, the
@@ -201,6 +214,8 @@ class InetDiagReader:
         cache: dict[bytes, DiagEntry],
         out: list[SocketRecord],
         misses: list[DiagMiss],
+        *,
+        states: int | None = None,
     ) -> int:
         """Dump every socket of (family, protocol) in our network namespace.
 
@@ -216,6 +231,8 @@ class InetDiagReader:
             cache: sockid bytes -> :data:`DiagEntry`.
             out: receives cached records.
             misses: receives :data:`DiagMiss` tuples.
+            states: ``idiag_states`` bit mask (bit n = state n); default
+                :data:`TCP_STATES_MASK` for TCP, :data:`UDP_STATES_MASK` for UDP.
 
         Returns:
             number of socket messages received.
@@ -227,7 +244,8 @@ class InetDiagReader:
                 ``misses`` may then hold part of the dump: the caller drops
                 it.
         """
-        states = TCP_STATES_MASK if protocol == IPPROTO_TCP else UDP_STATES_MASK
+        if states is None:
+            states = TCP_STATES_MASK if protocol == IPPROTO_TCP else UDP_STATES_MASK
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         request = _REQUEST.pack(
             _REQUEST.size,
@@ -333,6 +351,105 @@ class InetDiagReader:
         if kind == SOCK_DIAG_BY_FAMILY:
             raise NetlinkError(f"sock_diag socket message of {length} bytes is too short")
         raise NetlinkError(f"unexpected netlink message type {kind}")
+
+
+class DiagSocket(NamedTuple):
+    """One socket found by :func:`lookup_socket`.
+
+    Attributes:
+        inode: its inode.
+        uid: the uid that owns it.
+        connected: False when it is an unconnected UDP socket that would
+            receive from the remote end asked for, not a socket connected to it.
+    """
+
+    inode: int
+    uid: int
+    connected: bool
+
+
+def lookup_socket(
+    sock: socket.socket,
+    family: int,
+    protocol: int,
+    local: tuple[bytes, int],
+    remote: tuple[bytes, int],
+    *,
+    sequence: int = 1,
+) -> DiagSocket | None:
+    """Ask sock_diag for one socket by its addresses and ports (no dump).
+
+    The kernel looks the socket up as it would route a packet to it
+    (net/ipv4/inet_diag.c ``inet_diag_find_one_icsk``, net/ipv4/udp_diag.c
+    ``udp_dump_one``) and answers with its ``inet_diag_msg``, or with
+    NLMSG_ERROR ENOENT when there is none; an exact request gets no
+    NLMSG_DONE and no acknowledgement. For UDP the kernel reads the sockid
+    as a received packet's (source = the remote end), so the two ends are
+    swapped here; TCP takes them as the socket's own (source = local).
+
+    Args:
+        sock: an open ``NETLINK_SOCK_DIAG`` socket of the namespace to search
+            (see :func:`open_diag_socket`); used by one thread at a time.
+        family: ``socket.AF_INET`` or ``socket.AF_INET6``.
+        protocol: 6 (TCP) or 17 (UDP).
+        local: (local address, 4 or 16 bytes in network order, local port).
+        remote: (remote address, same size, remote port).
+        sequence: the request's sequence number, echoed in the answer.
+
+    Returns:
+        the socket found, or None when there is none. For UDP the kernel may
+        answer with an unconnected socket bound to the local end, which would
+        receive from that remote end: ``connected`` is then False.
+
+    Raises:
+        NetlinkError: the request or its answer failed otherwise.
+    """
+    (local_address, local_port), (remote_address, remote_port) = local, remote
+    if protocol == IPPROTO_UDP:
+        local_address, local_port, remote_address, remote_port = (
+            remote_address, remote_port, local_address, local_port
+        )  # fmt: skip
+    request = _EXACT_REQUEST.pack(
+        _EXACT_REQUEST.size,
+        SOCK_DIAG_BY_FAMILY,
+        NLM_F_REQUEST,
+        sequence & 0xFFFFFFFF,
+        0,
+        family,
+        protocol,
+        0,
+        0,
+        0xFFFFFFFF,
+        socket.htons(local_port),
+        socket.htons(remote_port),
+        local_address.ljust(16, b"\0"),
+        remote_address.ljust(16, b"\0"),
+        0,
+        _NOCOOKIE,
+        _NOCOOKIE,
+    )
+    try:
+        sock.send(request)
+        while True:
+            answer = sock.recv(8192)
+            if len(answer) < _HEADER.size:
+                raise NetlinkError(f"sock_diag answer of {len(answer)} bytes is too short")
+            length, kind, _, seq, _ = _HEADER.unpack_from(answer, 0)
+            if seq == sequence & 0xFFFFFFFF:
+                break
+    except OSError as err:
+        raise NetlinkError(f"sock_diag lookup failed: {err}", err.errno) from err
+    if kind == NLMSG_ERROR:
+        code = -_ERRNO.unpack_from(answer, _HEADER.size)[0] if len(answer) >= 20 else 0
+        if code == errno.ENOENT:
+            return None
+        raise NetlinkError(f"sock_diag lookup refused: {os.strerror(code)}", code)
+    if kind != SOCK_DIAG_BY_FAMILY or length < DIAG_MESSAGE_BYTES or len(answer) < length:
+        raise NetlinkError(f"unexpected sock_diag answer (type {kind}, {length} bytes)")
+    sockid = answer[_HEADER.size + 4 : _HEADER.size + 52]
+    ports = (remote_port, local_port) if protocol == IPPROTO_UDP else (local_port, remote_port)
+    uid, inode = _UID_INODE.unpack_from(answer, 80)
+    return DiagSocket(inode, uid, _SOCKID.unpack(sockid)[:2] == ports)
 
 
 def decode_sockid(family: int, sockid: bytes) -> tuple[bytes, int, bytes, int]:

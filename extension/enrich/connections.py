@@ -1,47 +1,72 @@
 """Connection tracker: one stable row per connection, from connect to close.
 
-Each sample's socket list is merged into a table of connections:
+Two sources feed it: samples of the host's sockets (:meth:`update`) and,
+where the kernel event source runs, flow events (:meth:`observe`).
 
 - **Identity.** A socket with an inode (Linux) is identified by (network
   namespace, inode), so two successive connections on the same pid and
   5-tuple (port reuse) are two rows. Without an inode (macOS, Windows) the
   key is (pid, family, protocol, local and remote address and port); a key
   that disappears and comes back is a new connection with a new first_seen.
-- **Stable columns.** Owner, process details, direction and Community ID are
-  fixed when a connection is first served to osqueryd; later state changes,
-  TIME_WAIT (which drops the owner and the inode on Linux) or a failed owner
-  lookup do not change them. So a differential query logs exactly one
-  ``added`` and one ``removed`` per connection.
+  A flow event without an inode is keyed by the event source's own key
+  until a sample sees its socket (same namespace and 5-tuple): the row then
+  takes the socket's key and the sampler follows it from there.
+- **Stable columns.** Owner, process details, direction, status and
+  Community ID are fixed when a connection is first served to osqueryd;
+  later state changes, TIME_WAIT (which drops the owner and the inode on
+  Linux) or a failed owner lookup do not change them. So a differential query
+  logs exactly one ``added`` and one ``removed`` per connection.
+- **Held rows.** A row is first served only once what its stable columns say
+  is settled: a connection attempt (SYN_SENT) waits for its outcome for up to
+  ``attempt_grace_secs`` (then its status is ``timed_out``); a flow event with
+  no inode that is still open waits for the next sample, which finds its
+  socket (and inode) or finds it closed.
 - **Close and TIME_WAIT.** A connection ends when its socket (its inode, or
-  its owner and 5-tuple) is gone: that is when the process closed it. The
-  ownerless TIME_WAIT remnant the kernel keeps for up to 60 s is recognised
-  by its 5-tuple and is not a new connection. An ownerless socket with no
-  known connection (it closed before any sample saw it, or before the
-  extension started) is a row of its own with no process columns: the remote
-  end is still worth showing.
-- **Linger.** A connection that disappeared stays ``linger_secs`` seconds, so
-  a differential query every 2 s still sees a connection that lived for a
-  single sample. At most ``max_lingering`` closed connections are kept
+  its owner and 5-tuple) is gone from a sample, or when the kernel reports
+  it closed, whichever comes first: that is when the process closed it (or
+  the peer reset it). The ownerless TIME_WAIT remnant the kernel
+  keeps for up to 60 s is recognised by its 5-tuple and is not a new
+  connection. An ownerless socket with no known connection (it closed before
+  any sample saw it, or before the extension started) is a row of its own
+  with no process columns: the remote end is still worth showing.
+- **Inbound owners.** The kernel reports an accepted connection in softirq
+  context, with no task: its owner is the owner of the listening socket on
+  its port (in its namespace when known). When several processes listen on
+  that port, the task the kernel saw closing the socket decides; otherwise
+  the owner stays unknown rather than guessed.
+- **Linger.** A connection that disappeared stays ``linger_secs`` seconds, and
+  in any case until it has been served once, so a differential query every
+  2 s still sees a connection that lived for a single sample, even when a
+  query runs late. At most ``max_lingering`` closed connections are kept
   (oldest dropped first), which bounds memory whatever the churn.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from extension.enrich.flow import community_id, direction_of, listening_endpoints
-from extension.model import ProcessInfo, SocketRecord
+from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
 
-__all__ = ["ConnectionTracker", "Row", "TrackedConnection"]
+__all__ = ["DEFAULT_ATTEMPT_GRACE_SECS", "ConnectionTracker", "Row", "TrackedConnection"]
 
 Row = dict[str, str]
 TOMBSTONE_SECS: Final = 120.0
 """Seconds a closed connection's 5-tuple is remembered (Linux TIME_WAIT lasts 60 s)."""
+DEFAULT_ATTEMPT_GRACE_SECS: Final = 3.0
+"""Seconds a connection attempt's row waits for the outcome before it is
+served as ``timed_out``: the kernel resends an unanswered SYN after 1 s and
+3 s (RFC 6298's initial 1 s retransmission timeout, doubled)."""
+UNSERVED_LINGER_SECS: Final = 60.0
+"""Seconds a closed connection no query has shown yet is kept for one."""
+_UDP_SENDER_SECS: Final = 60.0
 _Key = tuple[object, ...]
 _Tuple5 = tuple[int | None, int, int, str, int, str, int]
+_Addr = tuple[int, int, str, int, str, int]
+_WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
 
 
 def _key(record: SocketRecord) -> _Key:
@@ -63,11 +88,23 @@ def _tuple5(record: SocketRecord) -> _Tuple5:
     )
 
 
+def _addr(record: SocketRecord) -> _Addr:
+    """(family, protocol, local address and port, remote address and port)."""
+    return (
+        record.family,
+        record.protocol,
+        record.local_address,
+        record.local_port,
+        record.remote_address,
+        record.remote_port,
+    )
+
+
 def _ownerless(record: SocketRecord) -> bool:
     return record.pid is None and not record.socket
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class TrackedConnection:
     """One connection in the table.
 
@@ -81,6 +118,18 @@ class TrackedConnection:
         state: latest TCP state ('' for UDP).
         closed_at: seconds since the Unix epoch when it disappeared, or None.
         served: True once a row for it has gone to osqueryd.
+        status: how the attempt ended (see :data:`extension.model.STATUSES`);
+            '' until known.
+        key: its key in the tracker.
+        sampled: True while the sampler follows it (its socket was listed);
+            False for a row known only from flow events.
+        settled: True once its stable columns may be served (see "Held rows").
+        born: seconds since the Unix epoch when the tracker created it.
+        began: seconds since the Unix epoch when the connection began, as
+            precisely as known (the flow event's time, or the sample's).
+        flow_key: the flow event key linked to it, if any.
+        guessed_owner: True when the owner is the listener's, taken for an
+            inbound connection no task has touched yet.
     """
 
     record: SocketRecord
@@ -91,6 +140,14 @@ class TrackedConnection:
     state: str
     closed_at: float | None = None
     served: bool = False
+    status: str = ""
+    key: _Key = ()
+    sampled: bool = True
+    settled: bool = True
+    born: float = 0.0
+    began: float = 0.0
+    flow_key: _Key | None = None
+    guessed_owner: bool = False
     _stable_row: Row | None = None
 
     def row(self) -> Row:
@@ -106,6 +163,16 @@ class TrackedConnection:
         row["last_seen"] = str(self.last_seen)
         return row
 
+    def final_status(self) -> str:
+        """The status to serve: the known outcome, else what the state shows."""
+        if self.status or self.record.protocol != IPPROTO_TCP or self.direction == "listening":
+            return self.status
+        if self.state == "SYN_SENT":
+            return "timed_out"
+        if self.state in ("SYN_RECV", "LISTEN", ""):
+            return ""
+        return "connected"
+
     def _render_stable(self) -> Row:
         record, process = self.record, self.process
         values: dict[str, int | str | None] = {
@@ -120,6 +187,7 @@ class TrackedConnection:
             "socket": record.socket or None,
             "net_namespace": record.net_namespace,
             "direction": self.direction,
+            "status": self.final_status(),
             "community_id": community_id(record),
             "name": process.name,
             "path": process.path,
@@ -136,13 +204,15 @@ class TrackedConnection:
 
 
 class ConnectionTracker:
-    """Merges samples into the connection table (not thread-safe; the sampler locks).
+    """Merges samples and flow events into the table (not thread-safe; the sampler locks).
 
     Args:
         lookup: pid -> ProcessInfo (see ProcessTracker.lookup); called once per
             new connection, never for a connection already served.
         linger_secs: seconds a closed connection stays in the table.
         max_lingering: cap on closed connections kept, oldest dropped first.
+        attempt_grace_secs: seconds a connection attempt's row waits for its
+            outcome before it is served.
     """
 
     def __init__(
@@ -150,14 +220,29 @@ class ConnectionTracker:
         lookup: Callable[[int | None], ProcessInfo],
         linger_secs: float = 6.0,
         max_lingering: int = 50_000,
+        attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
     ) -> None:
         self._lookup = lookup
         self.linger_secs = linger_secs
         self.max_lingering = max_lingering
+        self.attempt_grace_secs = attempt_grace_secs
         self._connections: dict[_Key, TrackedConnection] = {}
         # 5-tuples of closed connections: their ownerless TIME_WAIT remnants are
         # not new connections. Kept TOMBSTONE_SECS seconds, at most max_lingering.
         self._tombstones: OrderedDict[_Tuple5, float] = OrderedDict()
+        # Open rows by addresses and ports (namespaces may be unknown for an
+        # event); the rows known only from flow events; every row linked to a
+        # flow event, by the event's key.
+        self._open: dict[_Addr, list[TrackedConnection]] = {}
+        self._unsampled: set[TrackedConnection] = set()
+        self._flows: dict[_Key, TrackedConnection] = {}
+        # Open listening rows by (protocol, port), for inbound owners.
+        self._listening: dict[tuple[int, int], list[TrackedConnection]] = {}
+        # (namespace, protocol, local port) of UDP sockets seen sending, with when.
+        self._senders: OrderedDict[tuple[int | None, int], float] = OrderedDict()
+        # Closed rows in the order they closed, for linger expiry.
+        self._closed: deque[TrackedConnection] = deque()
+        self._now = 0.0
         self.evicted = 0
 
     @property
@@ -168,30 +253,42 @@ class ConnectionTracker:
     @property
     def lingering(self) -> int:
         """Closed connections still in the table."""
-        return sum(1 for c in self._connections.values() if c.closed_at is not None)
+        return len(self._closed)
 
-    def update(self, records: Iterable[SocketRecord], now: float) -> None:
+    # ---------------------------------------------------------------- samples
+
+    def update(
+        self, records: Iterable[SocketRecord], now: float, started: float | None = None
+    ) -> None:
         """Merge one sample.
 
         Args:
             records: every socket of the sample (a complete list).
             now: the sample's time, seconds since the Unix epoch.
+            started: when the listing began (defaults to ``now``): a flow event
+                older than that whose socket is not in the list has closed.
         """
         records = list(records)
         second = int(now)
+        self._now = max(self._now, now)
         current: dict[_Key, SocketRecord] = {}
+        setdefault = current.setdefault
         for record in records:
-            current.setdefault(_key(record), record)
+            # _key, inlined: this loop runs for every socket of every sample.
+            inode = record.socket
+            if inode:
+                setdefault(("inode", record.net_namespace, inode), record)
+            else:
+                setdefault(_key(record), record)
+        if self._unsampled:
+            self._adopt(current)
 
         for key, conn in self._connections.items():
-            if conn.closed_at is not None:
+            if conn.closed_at is not None or not conn.sampled:
                 continue
             seen = current.pop(key, None)
             if seen is None:
-                conn.closed_at = now
-                if not _ownerless(conn.record):
-                    self._tombstones[_tuple5(conn.record)] = now
-                    self._tombstones.move_to_end(_tuple5(conn.record))
+                self._close(conn, now)
                 continue
             conn.last_seen = second
             conn.state = seen.state
@@ -199,42 +296,352 @@ class ConnectionTracker:
                 # The owner became known before osqueryd saw the row.
                 conn.record = seen
                 conn.process = self._lookup(seen.pid)
+        if self._unsampled:
+            self._reconcile(records, now, now if started is None else started)
 
         listeners: frozenset[tuple[int, int, str]] | None = None
         for key, record in current.items():
             if _ownerless(record):
                 tuple5 = _tuple5(record)
-                if tuple5 in self._tombstones:
+                if tuple5 in self._tombstones or (None, *tuple5[1:]) in self._tombstones:
                     # The TIME_WAIT (or other ownerless) remnant of a connection
                     # that has already been shown and closed.
                     continue
             if listeners is None:
                 listeners = listening_endpoints(records)
-            old = self._connections.pop(key, None)
-            if old is not None:
-                # Same key again while the old one lingers: both stay, as two rows.
-                self._connections[(*key, "closed", old.first_seen, id(old))] = old
-            self._connections[key] = TrackedConnection(
+            direction = direction_of(record, listeners)
+            if direction == "listening" and record.protocol == IPPROTO_UDP and self._sent_from(
+                record
+            ):
+                direction = ""  # an unconnected socket its owner sends from
+            conn = TrackedConnection(
                 record=record,
                 process=self._lookup(record.pid),
-                direction=direction_of(record, listeners),
+                direction=direction,
                 first_seen=second,
                 last_seen=second,
                 state=record.state,
+                born=now,
+                began=now,
             )
+            self._place(key, conn)
         self._expire(now)
 
-    def rows(self) -> list[Row]:
-        """Every connection in the table, open or lingering, as rows.
+    def _adopt(self, current: dict[_Key, SocketRecord]) -> None:
+        """Give flow-event rows whose socket the sample lists the socket's key."""
+        for key, record in current.items():
+            known = self._connections.get(key)
+            if known is not None and known.closed_at is None:
+                continue
+            conn = self._find(record, sampled=False)
+            if conn is None:
+                continue
+            self._unsampled.discard(conn)
+            del self._connections[conn.key]
+            conn.sampled = conn.settled = True
+            self._place(key, conn, index=False)
+            if not conn.served:
+                # The socket's holder now (a listener handed to a child, say)
+                # beats the task that made it.
+                pid = record.pid if record.pid is not None else conn.record.pid
+                if pid != conn.record.pid or conn.process.name is None:
+                    conn.process = self._lookup(pid)
+                conn.record = replace(record, pid=pid)
+                conn.guessed_owner = False
+
+    def _reconcile(self, records: list[SocketRecord], now: float, started: float) -> None:
+        """Settle flow-event rows the sample could have seen but did not list.
+
+        A row that began before the listing started and whose socket is not
+        in it has closed, except a UDP flow sent from an unconnected socket
+        that is still listed (its 5-tuple is not the socket's): that flow
+        stays open, up to ``_UDP_SENDER_SECS`` after its last datagram.
+        """
+        unconnected = {
+            (r.net_namespace, r.local_port)
+            for r in records
+            if r.protocol == IPPROTO_UDP and not r.remote_address
+        }
+        unconnected_ports = {port for _, port in unconnected}
+        for conn in list(self._unsampled):
+            if conn.began >= started:
+                continue  # began after the listing started
+            record = conn.record
+            if record.protocol == IPPROTO_UDP and now - conn.last_seen <= _UDP_SENDER_SECS and (
+                (record.net_namespace, record.local_port) in unconnected
+                or (record.net_namespace is None and record.local_port in unconnected_ports)
+            ):
+                conn.settled = True
+                continue
+            self._unsampled.discard(conn)
+            self._close(conn, started)
+
+    def _sent_from(self, record: SocketRecord) -> bool:
+        at = self._senders.get((record.net_namespace, record.local_port))
+        return at is not None and self._now - at <= _UDP_SENDER_SECS
+
+    # ---------------------------------------------------------------- events
+
+    def observe(self, events: Iterable[FlowEvent], now: float) -> None:
+        """Merge flow events from the kernel event source.
+
+        Args:
+            events: new or updated flows, in the order they began.
+            now: seconds since the Unix epoch.
+        """
+        self._now = max(self._now, now)
+        second = int(now)
+        for event in events:
+            record = event.record
+            if record.protocol == IPPROTO_UDP:
+                self._note_sender(record, now)
+            conn = self._flows.get(event.key)
+            if conn is None:
+                conn = self._link(event)
+            if conn is None:
+                if event.ended is not None:
+                    self._create_closed(event, now)
+                    continue
+                conn = self._create(event, now)
+                if record.pid is None and event.direction == "inbound":
+                    self._owner_from_listener(conn)
+            elif not conn.served:
+                self._learn(conn, event)
+            if record.protocol == IPPROTO_TCP and record.state:
+                conn.state = record.state
+            conn.last_seen = max(conn.last_seen, int(event.ended or second))
+            if event.ended is not None and conn.closed_at is None:
+                # The kernel closed it: a sample would no longer list it either.
+                self._close(conn, event.ended)
+        self._expire(now)
+
+    def _link(self, event: FlowEvent) -> TrackedConnection | None:
+        """The open row that already stands for this flow's socket, linked to it."""
+        record = event.record
+        conn = self._connections.get(_key(record)) if record.socket else None
+        if conn is None or conn.closed_at is not None:
+            conn = self._find(record, sampled=None)
+        if conn is None:
+            return None
+        conn.flow_key = event.key
+        self._flows[event.key] = conn
+        return conn
+
+    def _find(self, record: SocketRecord, sampled: bool | None) -> TrackedConnection | None:
+        """The one open row with ``record``'s addresses and ports in its namespace.
+
+        A namespace that is unknown on either side matches any. ``sampled``
+        restricts the search to rows the sampler follows (True), to rows
+        known only from events (False), or not at all (None). None when
+        there is no such row or more than one.
+        """
+        found: TrackedConnection | None = None
+        namespace = record.net_namespace
+        for conn in self._open.get(_addr(record), ()):
+            if sampled is not None and conn.sampled != sampled:
+                continue
+            other = conn.record.net_namespace
+            if namespace is not None and other is not None and other != namespace:
+                continue
+            if found is not None:
+                return None
+            found = conn
+        return found
+
+    def _create(self, event: FlowEvent, now: float) -> TrackedConnection:
+        record = event.record
+        sampled = bool(record.socket) and record.net_namespace is not None
+        conn = TrackedConnection(
+            record=record,
+            process=event.process or ProcessInfo(),
+            direction=event.direction,
+            first_seen=int(event.started),
+            last_seen=int(now),
+            state=record.state,
+            status=event.status,
+            sampled=sampled,
+            settled=sampled or event.ended is not None,
+            born=now,
+            began=event.started,
+            flow_key=event.key,
+        )
+        self._place(_key(record) if sampled else ("flow", *event.key), conn)
+        self._flows[event.key] = conn
+        if not sampled:
+            self._unsampled.add(conn)
+        return conn
+
+    def _create_closed(self, event: FlowEvent, now: float) -> None:
+        """A flow that began and ended between two reads: a lingering row at once.
+
+        It is never looked up again by its flow key (its end is final), so
+        only the linger queue and the TIME_WAIT tombstones learn of it.
+        """
+        record = event.record
+        ended = event.ended if event.ended is not None else now
+        conn = TrackedConnection(
+            record=record,
+            process=event.process or ProcessInfo(),
+            direction=event.direction,
+            first_seen=int(event.started),
+            last_seen=int(ended),
+            state=record.state,
+            closed_at=ended,
+            status=event.status,
+            sampled=False,
+            born=now,
+            began=event.started,
+        )
+        if record.pid is None and event.direction == "inbound":
+            self._owner_from_listener(conn)
+        self._place(("flow", *event.key), conn, index=False)
+        self._closed.append(conn)
+        tuple5 = _tuple5(conn.record)
+        self._tombstones[tuple5] = ended
+        self._tombstones.move_to_end(tuple5)
+
+    def _learn(self, conn: TrackedConnection, event: FlowEvent) -> None:
+        """Take what a flow event knows into a row not yet served."""
+        record = event.record
+        if event.status:
+            conn.status = event.status
+        if event.ended is not None:
+            conn.settled = True
+        if record.socket and not conn.record.socket:
+            conn.record = replace(conn.record, socket=record.socket,
+                                  net_namespace=record.net_namespace)  # fmt: skip
+            conn.settled = True
+        direction = conn.direction
+        if event.direction in ("inbound", "outbound"):
+            direction = event.direction  # who connected is evidence; ports are a guess
+        local = conn.record.local_address
+        if local in _WILDCARDS and record.local_address not in _WILDCARDS:
+            local = record.local_address
+        if direction != conn.direction or local != conn.record.local_address:
+            self._change(conn, replace(conn.record, local_address=local), direction)
+        if record.pid is not None and (conn.record.pid is None or conn.guessed_owner):
+            # The task that connected, listened, sent, or held an inbound socket.
+            namespace = conn.record.net_namespace
+            if namespace is None:
+                namespace = record.net_namespace
+            conn.record = replace(conn.record, pid=record.pid, net_namespace=namespace)
+            conn.process = event.process or self._lookup(record.pid)
+            conn.guessed_owner = False
+        elif conn.record.pid is None and event.direction == "inbound":
+            self._owner_from_listener(conn)
+
+    def _owner_from_listener(self, conn: TrackedConnection) -> None:
+        """An inbound connection no task has touched: owned by its listener's owner."""
+        record = conn.record
+        namespace = record.net_namespace
+        candidates = [
+            c
+            for c in self._listening.get((record.protocol, record.local_port), ())
+            if c.closed_at is None
+            and c.record.local_address in (record.local_address, "0.0.0.0", "::")
+            and (namespace is None or c.record.net_namespace in (namespace, None))
+        ]
+        owners = {c.record.pid for c in candidates if c.record.pid is not None}
+        if len(owners) != 1:
+            return  # no listener known, or several owners: unknown rather than guessed
+        chosen = next(c for c in candidates if c.record.pid is not None)
+        conn.record = SocketRecord(
+            chosen.record.pid,
+            record.family,
+            record.protocol,
+            record.local_address,
+            record.local_port,
+            record.remote_address,
+            record.remote_port,
+            record.state,
+            record.socket,
+            namespace if namespace is not None else chosen.record.net_namespace,
+        )
+        conn.process = chosen.process
+        conn.guessed_owner = True
+
+    def _note_sender(self, record: SocketRecord, now: float) -> None:
+        key = (record.net_namespace, record.local_port)
+        self._senders[key] = now
+        self._senders.move_to_end(key)
+        while len(self._senders) > self.max_lingering:
+            self._senders.popitem(last=False)
+
+    # ------------------------------------------------------------------ rows
+
+    def rows(self, now: float | None = None) -> list[Row]:
+        """Every connection in the table, open or lingering, that may be served.
+
+        Args:
+            now: seconds since the Unix epoch (defaults to the latest merge).
 
         Returns:
             list of rows, each ``dict[str, str]`` keyed by column name.
         """
+        now = self._now if now is None else now
+        grace = self.attempt_grace_secs
         rows = []
         for conn in self._connections.values():
+            if not conn.served:
+                if not conn.settled:
+                    continue
+                if conn.state == "SYN_SENT" and not conn.status and now - conn.born < grace:
+                    continue
             conn.served = True
             rows.append(conn.row())
         return rows
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _place(self, key: _Key, conn: TrackedConnection, index: bool = True) -> None:
+        """Put ``conn`` at ``key``; a lingering row there moves aside (both stay)."""
+        old = self._connections.pop(key, None)
+        if old is not None:
+            old.key = (*key, "closed", old.first_seen, id(old))
+            self._connections[old.key] = old
+        conn.key = key
+        self._connections[key] = conn
+        if index and conn.closed_at is None:
+            self._index(conn)
+
+    def _index(self, conn: TrackedConnection) -> None:
+        self._open.setdefault(_addr(conn.record), []).append(conn)
+        if conn.direction == "listening":
+            port = (conn.record.protocol, conn.record.local_port)
+            self._listening.setdefault(port, []).append(conn)
+
+    def _unindex(self, conn: TrackedConnection) -> None:
+        addr = _addr(conn.record)
+        group = self._open.get(addr)
+        if group is not None and conn in group:
+            group.remove(conn)
+            if not group:
+                del self._open[addr]
+        port = (conn.record.protocol, conn.record.local_port)
+        listeners = self._listening.get(port)
+        if listeners is not None and conn in listeners:
+            listeners.remove(conn)
+            if not listeners:
+                del self._listening[port]
+
+    def _change(self, conn: TrackedConnection, record: SocketRecord, direction: str) -> None:
+        """Give an open row another record or direction, keeping the indexes right."""
+        if conn.closed_at is None:
+            self._unindex(conn)
+        conn.record, conn.direction = record, direction
+        if conn.closed_at is None:
+            self._index(conn)
+
+    def _close(self, conn: TrackedConnection, at: float) -> None:
+        conn.closed_at = at
+        conn.settled = True
+        self._closed.append(conn)
+        self._unsampled.discard(conn)
+        self._unindex(conn)
+        if not _ownerless(conn.record) or not conn.sampled:
+            tuple5 = _tuple5(conn.record)
+            self._tombstones[tuple5] = at
+            self._tombstones.move_to_end(tuple5)
 
     def _expire(self, now: float) -> None:
         tomb_limit = now - TOMBSTONE_SECS
@@ -243,17 +650,26 @@ class ConnectionTracker:
             if at >= tomb_limit and len(self._tombstones) <= self.max_lingering:
                 break
             del self._tombstones[tuple5]
+        # Rows close in about the order of their closed_at (events may come a
+        # read late), so the queue's head is the next to expire; one closed a
+        # little early behind a later one lingers a little longer, never less.
         limit = now - self.linger_secs
-        closed = [(c.closed_at, k) for k, c in self._connections.items() if c.closed_at is not None]
-        survivors: list[tuple[float, _Key]] = []
-        for at, key in closed:
-            if at is not None and at < limit:
-                del self._connections[key]
-            elif at is not None:
-                survivors.append((at, key))
-        excess = len(survivors) - self.max_lingering
-        if excess > 0:
-            survivors.sort(key=lambda item: item[0])
-            for _, key in survivors[:excess]:
-                del self._connections[key]
-            self.evicted += excess
+        unserved_limit = now - UNSERVED_LINGER_SECS
+        closed = self._closed
+        while closed:
+            head = closed[0]
+            at = head.closed_at if head.closed_at is not None else now
+            over = len(closed) > self.max_lingering
+            if not over and (
+                at >= limit or (not head.served and at >= unserved_limit)
+            ):  # fmt: skip
+                # Not due; or never shown yet (no query since, or a slow one):
+                # kept, and the rows behind it with it, until it is shown.
+                break
+            closed.popleft()
+            if over or not head.served:
+                self.evicted += 1
+            if self._connections.get(head.key) is head:
+                del self._connections[head.key]
+            if head.flow_key is not None and self._flows.get(head.flow_key) is head:
+                del self._flows[head.flow_key]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import socket
+import struct
 from collections.abc import Iterable
 
-import communityid
-
-from extension.model import IPPROTO_TCP, IPPROTO_UDP, SocketRecord
+from extension.model import AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
 
 __all__ = ["community_id", "direction_of", "listening_endpoints"]
 
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
-_CID = communityid.CommunityID()
+_SEED = struct.pack("!H", 0)
+_PORTS = struct.Struct("!HH")
+_PROTO_PAD = {IPPROTO_TCP: bytes((IPPROTO_TCP, 0)), IPPROTO_UDP: bytes((IPPROTO_UDP, 0))}
 
 # (protocol, local_port, local_address); local_address is '' for a wildcard bind.
 Endpoint = tuple[int, int, str]
@@ -66,19 +70,28 @@ def direction_of(record: SocketRecord, listeners: frozenset[Endpoint]) -> str:
 def community_id(record: SocketRecord) -> str | None:
     """Community ID v1 of the socket's 5-tuple, or None when it has no remote end.
 
-    Computed with the ``communityid`` library (corelight/community-id-spec),
-    seed 0. The value does not depend on which side is local.
+    Seed 0. The value does not depend on which side is local. Computed as
+    the specification defines it (corelight/community-id-spec, "Community
+    ID v1"): SHA-1 over the 2-byte seed, the two addresses, the protocol
+    number, a zero byte and the two ports, all in network byte order, with
+    the endpoints ordered so the smaller address (then port) comes first;
+    rendered as ``1:`` and the base64 digest. tests/extension/
+    test_community_id.py checks it against the ``communityid`` library on
+    random flows; this direct form is about fifty times faster, which
+    matters because every connection row needs one.
     """
     if not record.remote_address or record.protocol not in (IPPROTO_TCP, IPPROTO_UDP):
         return None
+    family = socket.AF_INET6 if record.family == AF_INET6 else socket.AF_INET
     try:
-        flow = communityid.FlowTuple(
-            record.protocol,
-            record.local_address,
-            record.remote_address,
-            record.local_port,
-            record.remote_port,
-        )
-        return str(_CID.calc(flow))
-    except communityid.Error:
+        local = socket.inet_pton(family, record.local_address)
+        remote = socket.inet_pton(family, record.remote_address)
+    except OSError:
         return None
+    local_port, remote_port = record.local_port, record.remote_port
+    if local < remote or (local == remote and local_port < remote_port):
+        data = local + remote + _PROTO_PAD[record.protocol] + _PORTS.pack(local_port, remote_port)
+    else:
+        data = remote + local + _PROTO_PAD[record.protocol] + _PORTS.pack(remote_port, local_port)
+    digest = hashlib.sha1(_SEED + data, usedforsecurity=False).digest()
+    return "1:" + base64.b64encode(digest).decode("ascii")

@@ -46,6 +46,13 @@ STATS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("processes_skipped_reasons", "TEXT"),
     ("access_denied_pids", "BIGINT"),
     ("last_error", "TEXT"),
+    ("source", "TEXT"),
+    ("events_off_reason", "TEXT"),
+    ("events_read", "BIGINT"),
+    ("events_lost", "BIGINT"),
+    ("event_flows", "BIGINT"),
+    ("events_evicted", "BIGINT"),
+    ("tasks_tracked", "BIGINT"),
 )
 
 
@@ -102,7 +109,11 @@ class StatsTable:
         return column_routes(STATS_COLUMNS)
 
     def generate(self, context: dict[str, Any]) -> list[Row]:
-        """One row; durations in milliseconds, times in Unix seconds."""
+        """One row; durations in milliseconds, times in Unix seconds.
+
+        ``source`` is 'events+sampling' while kernel events run, else
+        'sampling', and then ``events_off_reason`` says why.
+        """
         s = self._sampler.stats()
         return [
             {
@@ -121,5 +132,12 @@ class StatsTable:
                 "processes_skipped_reasons": json.dumps(s.processes_skipped, sort_keys=True),
                 "access_denied_pids": str(s.access_denied_pids),
                 "last_error": s.last_error,
+                "source": s.source,
+                "events_off_reason": s.events_reason,
+                "events_read": str(s.events.events_read if s.events else 0),
+                "events_lost": str(s.events.events_lost if s.events else 0),
+                "event_flows": str(s.events.flows if s.events else 0),
+                "events_evicted": str(s.events.evicted if s.events else 0),
+                "tasks_tracked": str(s.events.tasks if s.events else 0),
             }
         ]

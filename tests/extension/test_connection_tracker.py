@@ -41,7 +41,8 @@ def stable(row: dict[str, str]) -> dict[str, str]:
 
 def test_row_is_stable_through_state_changes_and_time_wait() -> None:
     lookups = Lookups({4242: [CURL, NGINX]})  # a second lookup would answer nginx
-    tracker = ConnectionTracker(lookups, linger_secs=6)
+    # No grace: the attempt is served while still in SYN_SENT.
+    tracker = ConnectionTracker(lookups, linger_secs=6, attempt_grace_secs=0)
     syn = replace(ESTABLISHED, state="SYN_SENT")
     tracker.update([syn], now=100.0)
     first = tracker.rows()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,17 @@ def short_tmpdir() -> Iterator[Path]:
 
 @contextmanager
 def standin_with_extension(
-    workdir: Path, *extension_args: str, **standin_options: Any
+    workdir: Path,
+    *extension_args: str,
+    launcher: Sequence[str] = (),
+    **standin_options: Any,
 ) -> Iterator[Standin]:
     """A started stand-in that has launched the extension and sees its table.
 
     Args:
         workdir: short directory for the socket and the logs.
         extension_args: our own extension options, e.g. "--sample-interval-ms", "100".
+        launcher: a command the extension runs under, e.g. ``setpriv ... --``.
         standin_options: passed to :class:`Standin`.
     """
     options: dict[str, Any] = {
@@ -51,7 +55,7 @@ def standin_with_extension(
     osqd = Standin(str(workdir / "osquery.em"), workdir / "logs", **options)
     osqd.start()
     try:
-        osqd.launch_extension([*EXTENSION_CMD, *extension_args])
+        osqd.launch_extension([*launcher, *EXTENSION_CMD, *extension_args])
         osqd.wait_for_table("tracked_connections", 20)
         yield osqd
     finally:
