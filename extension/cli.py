@@ -27,6 +27,7 @@ from extension.sampler import (
     Sampler,
 )
 from extension.serve import ExtensionServer, ServeError, StatsTable, Table, TrackedConnectionsTable
+from extension.serve.server import DEFAULT_STALL_GRACE_SECS
 
 __all__ = ["build_parser", "main"]
 
@@ -79,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between checks that osqueryd is alive (default 3)",
     )
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
+    parser.add_argument(
+        "--stall-grace-secs",
+        type=_seconds,
+        default=DEFAULT_STALL_GRACE_SECS,
+        help="how long osqueryd may hold its socket without answering before the extension"
+        f" exits (default {DEFAULT_STALL_GRACE_SECS:g}); a socket that is gone or refuses"
+        " ends it at once",
+    )
     parser.add_argument(
         "--events",
         choices=("auto", "on", "off"),
@@ -162,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         attempt_grace_secs=args.attempt_grace_secs,
     )
     tables: list[Table] = [TrackedConnectionsTable(sampler), StatsTable(sampler)]
-    server = ExtensionServer(args.socket, args.timeout, args.interval, tables)
+    server = ExtensionServer(
+        args.socket, args.timeout, args.interval, tables, stall_grace_secs=args.stall_grace_secs
+    )
     sampler.start()
     try:
         return server.run()
