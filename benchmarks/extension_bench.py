@@ -425,7 +425,8 @@ def bench_generate(count: int, args: argparse.Namespace) -> None:
     try:
         osqd.start()
         child = osqd.launch_extension(
-            [sys.executable, "-m", "extension"], stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "extension", "--state-file", str(workdir / "ext.state")],
+            stderr=subprocess.DEVNULL,
         )
         osqd.wait_for_table(_TABLE, 15)
         uuid = next(u for u, name in osqd.extensions().items() if name == _TABLE)
@@ -602,7 +603,8 @@ def bench_events(args: argparse.Namespace) -> None:
             try:
                 osqd.start()
                 child = osqd.launch_extension(
-                    [sys.executable, "-m", "extension", "--events", mode],
+                    [sys.executable, "-m", "extension", "--events", mode,
+                     "--state-file", str(workdir / "ext.state")],  # fmt: skip
                     stderr=subprocess.DEVNULL,
                 )
                 osqd.wait_for_table(_TABLE, 15)

@@ -20,6 +20,7 @@ from extension.collect.linux_events import (
 )
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS
 from extension.enrich.process import ProcessTracker
+from extension.enrich.saved import DEFAULT_STATE_FILE, RowStore
 from extension.sampler import (
     DEFAULT_EVENTS_SAMPLE_INTERVAL_MS,
     DEFAULT_LINGER_SECS,
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         f" or {DEFAULT_EVENTS_SAMPLE_INTERVAL_MS} while kernel events run)",
     )
     parser.add_argument(
+        "--state-file",
+        default=DEFAULT_STATE_FILE,
+        help="where the rows already shown to osqueryd are saved, so that a connection that"
+        " lives through a restart of the extension or of osqueryd is not logged again"
+        f" (default {DEFAULT_STATE_FILE}; '' saves nothing)",
+    )
+    parser.add_argument(
         "--attempt-grace-secs",
         type=_seconds,
         default=DEFAULT_ATTEMPT_GRACE_SECS,
@@ -169,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         events=events,
         events_reason=reason,
         attempt_grace_secs=args.attempt_grace_secs,
+        store=RowStore(args.state_file or None),
     )
     tables: list[Table] = [TrackedConnectionsTable(sampler), StatsTable(sampler)]
     server = ExtensionServer(

@@ -55,6 +55,9 @@ def standin_with_extension(
     osqd = Standin(str(workdir / "osquery.em"), workdir / "logs", **options)
     osqd.start()
     try:
+        if "--state-file" not in extension_args:
+            # Never the host's default file: tests must not share saved rows.
+            extension_args = (*extension_args, "--state-file", str(workdir / "extension.state"))
         osqd.launch_extension([*launcher, *EXTENSION_CMD, *extension_args])
         osqd.wait_for_table("tracked_connections", 20)
         yield osqd
