@@ -603,8 +603,10 @@ def bench_events(args: argparse.Namespace) -> None:
             try:
                 osqd.start()
                 child = osqd.launch_extension(
-                    [sys.executable, "-m", "extension", "--events", mode,
-                     "--state-file", str(workdir / "ext.state")],  # fmt: skip
+                    [
+                        sys.executable, "-m", "extension", "--events", mode,
+                        "--state-file", str(workdir / "ext.state"),
+                    ],  # fmt: skip
                     stderr=subprocess.DEVNULL,
                 )
                 osqd.wait_for_table(_TABLE, 15)

@@ -49,7 +49,7 @@ _MAX_FILE_BYTES: Final = 256 * 1024 * 1024
 
 def _default_state_file() -> str:
     if sys.platform == "win32":
-        base = os.environ.get("ProgramData", r"C:\ProgramData")
+        base = os.environ.get("PROGRAMDATA", r"C:\ProgramData")
         return os.path.join(base, "osquery", "tracked_connections.state")
     return "/var/osquery/tracked_connections.state"
 
