@@ -602,13 +602,9 @@ def bench_events(args: argparse.Namespace) -> None:
             )
             try:
                 osqd.start()
-                child = osqd.launch_extension(
-                    [
-                        sys.executable, "-m", "extension", "--events", mode,
-                        "--state-file", str(workdir / "ext.state"),
-                    ],  # fmt: skip
-                    stderr=subprocess.DEVNULL,
-                )
+                command = [sys.executable, "-m", "extension", "--events", mode]
+                command += ["--state-file", str(workdir / "ext.state")]
+                child = osqd.launch_extension(command, stderr=subprocess.DEVNULL)
                 osqd.wait_for_table(_TABLE, 15)
                 ((stats),) = osqd.query(
                     "SELECT source, sample_interval_ms, events_off_reason"
