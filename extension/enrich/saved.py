@@ -81,10 +81,11 @@ class SavedRow:
 
 def boot_id() -> str:
     """An identifier of this boot of the host."""
-    with contextlib.suppress(OSError):
+    try:
         with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
             return f.read().strip()
-    return f"boot-time:{int(psutil.boot_time())}"
+    except OSError:
+        return f"boot-time:{int(psutil.boot_time())}"
 
 
 class RowStore:
