@@ -26,6 +26,7 @@ from typing import Final
 
 import psutil
 
+from extension.collect.normalize import full_process_name
 from extension.model import ProcessInfo
 
 __all__ = ["MAX_CMDLINE_CHARS", "TRUNCATION_MARKER", "ProcessTracker", "clean_text"]
@@ -242,10 +243,13 @@ class ProcessTracker:
         parent_name, parent_path = self._parent(parent)
         argv = values.get("cmdline")
         cmdline = None
+        args: list[str] = []
         if isinstance(argv, list):
-            cmdline = cap_cmdline(clean_text(" ".join(str(a) for a in argv)) or "")
+            args = [str(a) for a in argv]
+            cmdline = cap_cmdline(clean_text(" ".join(args)) or "")
+        name = full_process_name(_as_str(values.get("name")), _as_str(values.get("path")), args)
         return ProcessInfo(
-            name=clean_text(_as_str(values.get("name"))),
+            name=clean_text(name),
             path=clean_text(_as_str(values.get("path"))) or None,
             cmdline=cmdline,
             uid=_as_int(values.get("uid")),
