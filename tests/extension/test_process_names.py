@@ -10,7 +10,7 @@ from pathlib import Path
 
 from extension.collect.normalize import full_process_name
 from extension.enrich.process import ProcessTracker
-from tests.helpers.osqueryd import short_tmpdir
+from tests.helpers.osqueryd import short_tmpdir, standin_with_extension
 from tests.helpers.procs import finish, wait_for
 
 LONG = "tracked-connections-test-client"
@@ -61,8 +61,6 @@ def test_a_script_with_a_long_name_is_named_whole() -> None:
 
 
 def test_the_row_names_it_whole_through_osquery() -> None:
-    from tests.helpers.osqueryd import standin_with_extension
-
     with (
         short_tmpdir() as workdir,
         socket.create_server(("127.0.0.1", 0)) as server,
