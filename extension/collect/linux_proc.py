@@ -59,6 +59,13 @@ from extension.collect.netlink_diag import (
     decode_sockid,
     open_diag_socket,
 )
+from extension.collect.netns import (
+    NetnsError,
+    NetnsStuckError,
+    enter_netns,
+    nsfs_mounts,
+    own_netns_fd,
+)
 from extension.collect.normalize import normalize_address
 from extension.collect.owners import SocketOwners
 from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
@@ -97,6 +104,8 @@ _UNKNOWN_STATE = "UNKNOWN"
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _ADDRESS_CACHE_LIMIT = 65536
 _NETLINK_CACHE = "netlink:"
+_INSIDE = "netns:"
+"""Prefix of a reader that is a namespace file to enter, not a directory under /proc."""
 """Prefix of the cache key (ns, name) of a table read over netlink."""
 
 
@@ -293,6 +302,11 @@ class LinuxProcCollector:
         self.netlink_failures = 0
         self.netlink_error = ""
         self.skip_time_wait = False
+        self.unlisted_namespaces = 0
+        self._enter = self._root == "/proc" and sys.platform.startswith("linux")
+        self._home_fd: int | None = None
+        self._foreign_mounts: dict[int, str] = {}
+        self._mounts_scan = -1
         self._clock = clock
         self._owners = SocketOwners(self._root, rescan_after, clock)
         self.access_denied_namespaces = 0
@@ -412,7 +426,60 @@ class LinuxProcCollector:
         ordered: list[tuple[int, list[str]]] = [(own, ["self"])]
         for ns in sorted(groups):
             ordered.append((ns, [str(p) for p in sorted(groups[ns])]))
+        if self._enter:
+            unlisted = self._unlisted_namespaces(own, groups, names)
+            self.unlisted_namespaces = len(unlisted)
+            for ns in sorted(unlisted):
+                ordered.append((ns, [_INSIDE + path for path in unlisted[ns]]))
         return pids, ordered
+
+    def _unlisted_namespaces(
+        self, own: int, groups: dict[int, list[int]], names: list[str]
+    ) -> dict[int, list[str]]:
+        """Network namespaces no process is in, with the files that enter them.
+
+        Found through nsfs mounts (our mount namespace's at every call, the
+        other mount namespaces' once per full fd scan) and through namespace
+        descriptors that processes hold (seen by the owner scans).
+
+        Returns:
+            namespace inode -> paths of its nsfs file, best first.
+        """
+        found: dict[int, list[str]] = {}
+        root = self._root
+        for ns, mount in nsfs_mounts(f"{root}/self/mountinfo").items():
+            found.setdefault(ns, []).append(mount)
+        if self._owners.fd_scans != self._mounts_scan:
+            self._mounts_scan = self._owners.fd_scans
+            self._foreign_mounts = self._other_mount_namespaces(names)
+        for ns, path in self._foreign_mounts.items():
+            found.setdefault(ns, []).append(path)
+        for ns, (pid, fd) in self._owners.held_namespaces().items():
+            found.setdefault(ns, []).append(f"{root}/{pid}/fd/{fd}")
+        return {ns: paths for ns, paths in found.items() if ns != own and ns not in groups}
+
+    def _other_mount_namespaces(self, names: list[str]) -> dict[int, str]:
+        """nsfs mounts of the mount namespaces other than ours (containers)."""
+        root = self._root
+        try:
+            own = os.readlink(f"{root}/self/ns/mnt")
+        except OSError:
+            return {}
+        seen = {own}
+        found: dict[int, str] = {}
+        for name in names:
+            if not name.isdigit():
+                continue
+            try:
+                mnt = os.readlink(f"{root}/{name}/ns/mnt")
+            except OSError:
+                continue
+            if mnt in seen:
+                continue
+            seen.add(mnt)
+            for ns, mount in nsfs_mounts(f"{root}/{name}/mountinfo").items():
+                found.setdefault(ns, f"{root}/{name}/root{mount}")
+        return found
 
     def _read_netlink(
         self,
@@ -529,8 +596,11 @@ class LinuxProcCollector:
         last_error: Exception | None = None
         for reader in readers:
             try:
-                blobs = self._read_files(f"{self._root}/{reader}", ns, tables)
-            except (OSError, ValueError) as err:
+                if reader.startswith(_INSIDE):
+                    blobs = self._read_inside(reader[len(_INSIDE) :], ns, tables)
+                else:
+                    blobs = self._read_files(f"{self._root}/{reader}", ns, tables)
+            except (OSError, ValueError, NetnsError) as err:
                 last_error = err
                 continue
             if blobs is not None:
@@ -538,6 +608,26 @@ class LinuxProcCollector:
         if readers == ["self"]:
             raise CollectError(f"cannot read {self._root}/self/net: {last_error}")
         return None
+
+    def _read_inside(
+        self, path: str, ns: int, tables: tuple[_Table, ...]
+    ) -> list[tuple[_Table, bytes]] | None:
+        """Enter the namespace at ``path`` with this thread, read its files, come back.
+
+        ``/proc/thread-self/net/*`` show the reading thread's namespace.
+
+        Raises:
+            NetnsError: the namespace could not be entered.
+            CollectError: this thread could not return to its own namespace.
+        """
+        if self._home_fd is None:
+            self._home_fd = own_netns_fd(self._root)
+        try:
+            with enter_netns(path, self._home_fd):
+                return self._read_files(f"{self._root}/thread-self", ns, tables)
+        except NetnsStuckError as err:
+            self._enter = False
+            raise CollectError(str(err)) from err
 
     @staticmethod
     def _read_files(
