@@ -40,8 +40,17 @@ class Column:
 
 COLUMNS: Final[tuple[Column, ...]] = (
     Column("pid", "INTEGER", "Process id owning the socket; NULL when no owner is known"),
-    Column("family", "INTEGER", "Address family: 2 = IPv4, 10 = IPv6 on every OS"),
-    Column("protocol", "INTEGER", "Transport protocol: 6 = TCP, 17 = UDP"),
+    Column(
+        "family",
+        "INTEGER",
+        "Address family: 2 = IPv4, 10 = IPv6 on every OS; 17 = packet socket (Linux AF_PACKET)",
+    ),
+    Column(
+        "protocol",
+        "INTEGER",
+        "6 = TCP, 17 = UDP, 1 = ICMP, 58 = ICMPv6, other IP protocol numbers for raw sockets;"
+        " for a packet socket its Ethernet protocol (3 = every frame, 2048 = IPv4)",
+    ),
     Column("local_address", "TEXT", "Local IP address"),
     Column("local_port", "INTEGER", "Local port"),
     Column("remote_address", "TEXT", "Remote IP address; '' when there is none"),
@@ -49,6 +58,11 @@ COLUMNS: Final[tuple[Column, ...]] = (
     Column("state", "TEXT", "TCP state (e.g. ESTABLISHED, LISTEN); '' for UDP", stable=False),
     Column("socket", "BIGINT", "Socket inode, where the OS has one (Linux)"),
     Column("net_namespace", "BIGINT", "Network namespace inode (Linux)"),
+    Column(
+        "interface",
+        "TEXT",
+        "Interface a packet socket is bound to, '' for every interface; NULL for other sockets",
+    ),
     Column("direction", "TEXT", "inbound, outbound, listening or ''"),
     Column(
         "status",

@@ -45,7 +45,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from extension.collect.base import CollectError
 from extension.collect.netlink_diag import (
@@ -68,6 +68,14 @@ from extension.collect.netns import (
 )
 from extension.collect.normalize import normalize_address
 from extension.collect.owners import SocketOwners
+from extension.collect.raw_sockets import (
+    AF_PACKET,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    interface_names,
+    parse_packet,
+    parse_raw,
+)
 from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
 
 __all__ = [
@@ -126,6 +134,7 @@ class _Table:
     family: int
     protocol: int
     ident_end: int
+    kind: str = "inet"
 
 
 _TABLES = (
@@ -135,6 +144,15 @@ _TABLES = (
     _Table("udp6", AF_INET6, IPPROTO_UDP, 80),
 )
 _TABLE_BY_NAME = {t.name: t for t in _TABLES}
+_OTHER_TABLES = (
+    _Table("raw", AF_INET, 0, 0, "raw"),
+    _Table("raw6", AF_INET6, 0, 0, "raw"),
+    _Table("icmp", AF_INET, IPPROTO_ICMP, 0, "icmp"),
+    _Table("icmp6", AF_INET6, IPPROTO_ICMPV6, 0, "icmp"),
+    _Table("packet", AF_PACKET, 0, 0, "packet"),
+    _Table("igmp", AF_INET, 0, 0, "igmp"),
+)
+"""Raw IP, ICMP and packet sockets (raw_sockets.py), and igmp for interface names."""
 
 # A cache entry for one line of a /proc file: (inode token b" <inode> ",
 # offset of the token from the line's first colon, the record built for it or
@@ -356,29 +374,37 @@ class LinuxProcCollector:
         misses: list[_Line] = []
         seen_caches: set[tuple[int, str]] = set()
         self._prune_later = []
+        others: list[tuple[int, dict[str, bytes]]] = []
         for index, (ns, readers) in enumerate(namespaces):
             tables: tuple[_Table, ...] = _TABLES
             if index == 0:  # our own namespace
                 tables = self._read_netlink(ns, records, misses, seen_caches)
-                if not tables:
-                    continue
-            blobs = self._read_namespace(ns, readers, tables)
+            blobs = self._read_namespace(ns, readers, tables + _OTHER_TABLES)
             if blobs is None:
                 continue
+            other: dict[str, bytes] = {}
             for table, data in blobs:
+                if table.kind != "inet":
+                    other[table.name] = data
+                    continue
                 key = (ns, table.name)
                 seen_caches.add(key)
                 cache = self._caches.get(key)
                 if cache is None:
                     cache = self._caches[key] = {}
                 self._parse(data, table, ns, cache, out=records, misses=misses)
+            if other:
+                others.append((ns, other))
         for key in [k for k in self._caches if k not in seen_caches]:
             self._drop_cache(self._caches.pop(key))
         owners = self._owners
-        changed = owners.update(pids, records, {m.inode for m in misses if m.inode})
+        unowned = self._other_sockets(others, namespaces[0][0])
+        new = {m.inode for m in misses if m.inode} | {r.socket for r in unowned if r.socket}
+        changed = owners.update(pids, [*records, *unowned], new)
         if changed is None or changed:
             self._fix_owners(records, changed)
         self._finish_misses(misses, records, owners.owner)
+        records.extend(replace(r, pid=owners.owner(r.socket or 0)) for r in unowned)
         if self._prune_later:
             self._prune_netlink_caches(records)
         return records
@@ -609,6 +635,41 @@ class LinuxProcCollector:
             raise CollectError(f"cannot read {self._root}/self/net: {last_error}")
         return None
 
+    def _other_sockets(
+        self, others: list[tuple[int, dict[str, bytes]]], own: int
+    ) -> list[SocketRecord]:
+        """Raw IP, ICMP and packet sockets of each namespace, owners not yet known."""
+        out: list[SocketRecord] = []
+        for ns, files in others:
+            for name in ("raw", "raw6", "icmp", "icmp6"):
+                data = files.get(name)
+                if not data:
+                    continue
+                table_family = AF_INET6 if name.endswith("6") else AF_INET
+                ping = name.startswith("icmp")
+                for sock in parse_raw(data):
+                    family, local = self._address(sock.local, table_family)
+                    remote = ""
+                    if sock.remote.strip(b"0"):
+                        remote = self._address(sock.remote, table_family)[1]
+                    if ping:
+                        protocol = IPPROTO_ICMP if table_family == AF_INET else IPPROTO_ICMPV6
+                    else:
+                        protocol = sock.number
+                    out.append(SocketRecord(
+                        None, family, protocol, local, sock.number if ping else 0, remote,
+                        sock.remote_number if ping and remote else 0, "", sock.inode, ns,
+                    ))  # fmt: skip
+            packets = parse_packet(files.get("packet", b""))
+            if packets:
+                name_of = interface_names(files.get("igmp"), ns == own)
+                for packet in packets:
+                    out.append(SocketRecord(
+                        None, AF_PACKET, packet.ethertype, "", 0, "", 0, "", packet.inode, ns,
+                        interface=name_of(packet.ifindex) if packet.ifindex else "",
+                    ))  # fmt: skip
+        return out
+
     def _read_inside(
         self, path: str, ns: int, tables: tuple[_Table, ...]
     ) -> list[tuple[_Table, bytes]] | None:
@@ -652,7 +713,7 @@ class LinuxProcCollector:
                 try:
                     files.append((table, open(f"{base}/net/{table.name}", "rb", 0)))  # noqa: SIM115
                 except FileNotFoundError:
-                    if table.family == AF_INET:
+                    if table.family == AF_INET and table.kind == "inet":
                         raise
             if _ns_inode(os.readlink(f"{base}/ns/net")) != ns:
                 return None

@@ -245,6 +245,7 @@ class TrackedConnection:
             "state": "",
             "socket": record.socket or None,
             "net_namespace": record.net_namespace,
+            "interface": record.interface,
             "direction": self.direction,
             "status": self.final_status(),
             "community_id": community_id(record),

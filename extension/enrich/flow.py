@@ -8,7 +8,7 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from extension.model import AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
+from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
 
 __all__ = ["community_id", "direction_of", "listening_endpoints"]
 
@@ -22,10 +22,19 @@ Endpoint = tuple[int, int, str]
 
 
 def is_listening(record: SocketRecord) -> bool:
-    """True for a TCP LISTEN socket or an unconnected, bound UDP socket."""
+    """True for a socket that waits for what others send.
+
+    A TCP LISTEN socket, an unconnected, bound UDP socket, and a raw IP,
+    ICMP or packet socket with no remote end (they receive every packet of
+    their protocol).
+    """
+    if record.family not in (AF_INET, AF_INET6) or record.protocol not in (
+        IPPROTO_TCP, IPPROTO_UDP,
+    ):  # fmt: skip
+        return not record.remote_address
     if record.protocol == IPPROTO_TCP:
         return record.state == "LISTEN"
-    return record.protocol == IPPROTO_UDP and not record.remote_address and record.local_port != 0
+    return not record.remote_address and record.local_port != 0
 
 
 def listening_endpoints(records: Iterable[SocketRecord]) -> frozenset[Endpoint]:
