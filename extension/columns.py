@@ -70,7 +70,13 @@ COLUMNS: Final[tuple[Column, ...]] = (
         "TCP attempt outcome: connected, refused, unreachable, timed_out; '' for listeners and UDP",
     ),
     Column("community_id", "TEXT", "Community ID v1 flow hash of the 5-tuple"),
-    Column("name", "TEXT", "Owning process name"),
+    Column(
+        "name",
+        "TEXT",
+        "Owning process name: the kernel's name of the process (comm), made whole where the"
+        " kernel cut it to 15 characters: the base name of the executable, or of the first or"
+        " second argument (an interpreted script), that starts with it",
+    ),
     Column("path", "TEXT", "Owning process executable path"),
     Column("cmdline", "TEXT", "Owning process command line, arguments joined by spaces"),
     Column("uid", "BIGINT", "Owning process real user id"),
