@@ -19,23 +19,12 @@ import orjson
 import yaml
 
 from osqueryd_standin import Standin
-from tests.helpers.osqueryd import EXTENSION_CMD, PACK, ROOT, short_tmpdir
+from tests.helpers.osqueryd import EXTENSION_CMD, ROOT, narrowed_pack, short_tmpdir
 from tests.helpers.procs import wait_for
 from tests.helpers.receiver import webhook_receiver
 from tests.helpers.sockets import close_with_reset
 
 HELD = 50
-
-
-def our_pack(port: int) -> dict[str, object]:
-    """The shipped pack, its query narrowed to our port (the host may be busy)."""
-    pack = json.loads(PACK.read_text(encoding="utf-8"))
-    query = pack["queries"]["tracked_connections"]
-    query["query"] = query["query"].replace(
-        "FROM tracked_connections",
-        f"FROM tracked_connections WHERE remote_port = {port} OR local_port = {port}",
-    )
-    return dict(pack)
 
 
 @contextmanager
@@ -55,7 +44,9 @@ def osqueryd(workdir: Path, database: str, port: int) -> Iterator[Standin]:
     osqd.start()
     try:
         launch(osqd, workdir)
-        osqd.add_pack("tracked_connections", our_pack(port))
+        osqd.add_pack(
+            "tracked_connections", narrowed_pack(f"remote_port = {port} OR local_port = {port}")
+        )
         osqd.run_scheduled_once()
         yield osqd
     finally:
@@ -126,11 +117,11 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
                     osqd.run_scheduled_once()
                     return sum(1 for a, _, _ in logged(osqd, both_ends) if a == "added")
 
-                wait_for(lambda: logged_both() >= 2 * HELD, timeout_secs=30, interval_secs=0.5)
+                wait_for(lambda: logged_both() >= 2 * HELD, timeout_secs=60, interval_secs=0.5)
                 first = logged(osqd, both_ends)
                 # One alert per connection is queued; deduplication sends one.
                 wait_for(lambda: _service_caught_up(workdir) and len(outbox(workdir)) == HELD
-                         and len(receiver.bodies()) == 1, timeout_secs=30)  # fmt: skip
+                         and len(receiver.bodies()) == 1, timeout_secs=60)  # fmt: skip
                 queued = outbox(workdir)
 
                 def saved() -> int:
@@ -140,7 +131,7 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
                     rows = orjson.loads(state.read_bytes())["rows"]
                     return sum(1 for r in rows if r["row"].get("local_port") in mine)
 
-                wait_for(lambda: saved() == HELD, timeout_secs=20)
+                wait_for(lambda: saved() == HELD, timeout_secs=60, interval_secs=0.5)
                 # 1. The extension dies (as osqueryd's watchdog would kill it) and comes back.
                 (child,) = osqd.children
                 os.kill(child.pid, signal.SIGKILL)
@@ -155,7 +146,7 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
             with osqueryd(workdir, "wiped.db", port) as osqd:
                 _run(osqd, 3)
                 final = logged(osqd, both_ends)
-            wait_for(lambda: _service_caught_up(workdir), timeout_secs=20)
+            wait_for(lambda: _service_caught_up(workdir), timeout_secs=60, interval_secs=0.5)
             assert outbox(workdir) == queued, "no alert queued again after the restarts"
         finally:
             service.terminate()

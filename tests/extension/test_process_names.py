@@ -73,7 +73,7 @@ def test_the_row_names_it_whole_through_osquery() -> None:
             local_port = int(child.stdout.readline())
             sql = f"SELECT name FROM tracked_connections WHERE pid = {child.pid}" \
                   f" AND local_port = {local_port}"  # fmt: skip
-            wait_for(lambda: bool(osqd.query(sql)), timeout_secs=15)
+            wait_for(lambda: bool(osqd.query(sql)), timeout_secs=60, interval_secs=0.5)
             assert osqd.query(sql) == [{"name": LONG}]
         finally:
             finish(child)

@@ -80,7 +80,7 @@ def test_they_reach_osquery_as_listening_rows() -> None:
                 "SELECT socket, family, protocol, interface, direction, name"
                 f" FROM tracked_connections WHERE pid = {child.pid}"
             )
-            wait_for(lambda: len(osqd.query(sql)) == 4, timeout_secs=15)
+            wait_for(lambda: len(osqd.query(sql)) == 4, timeout_secs=60, interval_secs=0.5)
             rows = {r["socket"]: r for r in osqd.query(sql)}
         finally:
             _stop(child)
