@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Final
 
+from extension.columns import MAX_TEXT, cap_text
 from extension.enrich.flow import community_id, direction_of, listening_endpoints
 from extension.enrich.saved import SavedRow
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
@@ -260,7 +261,12 @@ class TrackedConnection:
             "start_time": process.start_time,
             "first_seen": self.first_seen,
         }
-        return {k: str(v) for k, v in values.items() if v is not None}
+        row = {k: str(v) for k, v in values.items() if v is not None}
+        for column, most in MAX_TEXT.items():
+            text = row.get(column)
+            if text is not None and len(text) > most:
+                row[column] = cap_text(text, most)
+        return row
 
 
 class ConnectionTracker:

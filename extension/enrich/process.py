@@ -27,13 +27,14 @@ from typing import Final
 import psutil
 
 from extension.collect.normalize import full_process_name
+from extension.columns import MAX_TEXT, TRUNCATION_MARKER, cap_text
 from extension.model import ProcessInfo
 
 __all__ = ["MAX_CMDLINE_CHARS", "TRUNCATION_MARKER", "ProcessTracker", "clean_text"]
 
-MAX_CMDLINE_CHARS: Final = 4096
-"""A cmdline longer than this many characters is cut and ends with TRUNCATION_MARKER."""
-TRUNCATION_MARKER: Final = "...[truncated]"
+MAX_CMDLINE_CHARS: Final = MAX_TEXT["cmdline"]
+"""A cmdline longer than this many characters is cut and ends with TRUNCATION_MARKER
+(cut here already, so a huge argv is not kept in memory either)."""
 
 _UNKNOWN: Final = ProcessInfo()
 
@@ -55,9 +56,7 @@ def clean_text(text: str | None) -> str | None:
 
 def cap_cmdline(cmdline: str) -> str:
     """Cut ``cmdline`` to MAX_CMDLINE_CHARS characters, ending with TRUNCATION_MARKER."""
-    if len(cmdline) <= MAX_CMDLINE_CHARS:
-        return cmdline
-    return cmdline[: MAX_CMDLINE_CHARS - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    return cap_text(cmdline, MAX_CMDLINE_CHARS)
 
 
 def _reason(err: BaseException) -> str:
