@@ -64,6 +64,11 @@ class EventSource(Protocol):
     def stats(self) -> EventStats:
         """Its counters."""
         ...
+
+    @property
+    def through(self) -> float:
+        """Seconds since the Unix epoch up to which every event has been read."""
+        ...
 _WARN_EVERY_SECS = 600.0
 
 
@@ -157,6 +162,7 @@ class Sampler:
             self._processes.lookup,
             linger_secs=linger_secs,
             attempt_grace_secs=attempt_grace_secs,
+            holders=getattr(collector, "holders", None),
         )
         self._events = events
         self._events_reason = events_reason
@@ -240,7 +246,10 @@ class Sampler:
         if self._events is None:
             return 0
         self._pending += self._events.wait(timeout_secs)
+        through = self._events.through
         if not self._pending:
+            with self._lock:
+                self._tracker.events_through = through
             return 0
         # While the tracker is busy, keep the flows and read on; wait for it
         # only when that many are waiting.
@@ -249,6 +258,7 @@ class Sampler:
         try:
             flows, self._pending = self._pending, []
             self._tracker.observe(flows, self._clock())
+            self._tracker.events_through = through
         finally:
             self._lock.release()
         return len(flows)

@@ -349,6 +349,10 @@ class LinuxProcCollector:
         """``/proc/<pid>/fd`` directories read so far (see :attr:`SocketOwners.pids_scanned`)."""
         return self._owners.pids_scanned
 
+    def holders(self, inode: int) -> list[int]:
+        """Every pid holding socket ``inode`` (see :meth:`SocketOwners.holders`)."""
+        return self._owners.holders(inode)
+
     @property
     def access_denied_pids(self) -> int:
         """Live pids whose fd directory was unreadable in the last call.

@@ -153,6 +153,10 @@ class SocketOwners:
                 held.setdefault(inode, (pid, fd))
         return held
 
+    def holders(self, inode: int) -> list[int]:
+        """Every pid holding a socket as of the last :meth:`update`, owner first."""
+        return list(self._holders.get(inode, ()))
+
     def owner(self, inode: int) -> int | None:
         """The owner of a socket as of the last :meth:`update`.
 

@@ -20,7 +20,9 @@ where the kernel event source runs, flow events (:meth:`observe`).
   is settled: a connection attempt (SYN_SENT) waits for its outcome for up to
   ``attempt_grace_secs`` (then its status is ``timed_out``); a flow event with
   no inode that is still open waits for the next sample, which finds its
-  socket (and inode) or finds it closed.
+  socket (and inode) or finds it closed; and where kernel events run, a
+  socket a sample found waits until the events up to that sample are merged
+  (tens of milliseconds), since they say who opened it.
 - **Close and TIME_WAIT.** A connection ends when its socket (its inode, or
   its owner and 5-tuple) is gone from a sample, or when the kernel reports
   it closed, whichever comes first: that is when the process closed it (or
@@ -54,7 +56,13 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from extension.columns import MAX_TEXT, cap_text
-from extension.enrich.flow import community_id, direction_of, listening_endpoints
+from extension.enrich.flow import (
+    Holders,
+    Listeners,
+    community_id,
+    direction_of,
+    listening_endpoints,
+)
 from extension.enrich.saved import SavedRow
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
 
@@ -279,6 +287,8 @@ class ConnectionTracker:
         max_lingering: cap on closed connections kept, oldest dropped first.
         attempt_grace_secs: seconds a connection attempt's row waits for its
             outcome before it is served.
+        holders: socket inode -> every pid holding it (the collector's), for
+            telling accepted connections by evidence; None without.
     """
 
     def __init__(
@@ -287,8 +297,10 @@ class ConnectionTracker:
         linger_secs: float = 6.0,
         max_lingering: int = 50_000,
         attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
+        holders: Holders | None = None,
     ) -> None:
         self._lookup = lookup
+        self._holders = holders
         self.linger_secs = linger_secs
         self.max_lingering = max_lingering
         self.attempt_grace_secs = attempt_grace_secs
@@ -313,6 +325,10 @@ class ConnectionTracker:
         self._now = 0.0
         self.evicted = 0
         self.revived = 0
+        self.events_through: float | None = None
+        """With kernel events: seconds since the Unix epoch up to which they
+        have been merged. A row a sample found later than that waits for
+        them, since they say who opened it."""
         self.version = 0
         """Grows whenever the set of served rows changes (for saving)."""
 
@@ -370,7 +386,7 @@ class ConnectionTracker:
         if self._unsampled:
             self._reconcile(records, now, now if started is None else started)
 
-        listeners: frozenset[tuple[int, int, str]] | None = None
+        listeners: Listeners | None = None
         for key, record in current.items():
             if _ownerless(record):
                 tuple5 = _tuple5(record)
@@ -380,7 +396,7 @@ class ConnectionTracker:
                     continue
             if listeners is None:
                 listeners = listening_endpoints(records)
-            direction = direction_of(record, listeners)
+            direction = direction_of(record, listeners, self._holders)
             if direction == "listening" and record.protocol == IPPROTO_UDP and self._sent_from(
                 record
             ):
@@ -657,11 +673,14 @@ class ConnectionTracker:
         """
         now = self._now if now is None else now
         grace = self.attempt_grace_secs
+        through = self.events_through
         rows = []
         for conn in self._connections.values():
             if not conn.served:
                 if not conn.settled:
                     continue
+                if through is not None and conn.flow_key is None and conn.born > through:
+                    continue  # kernel events about it may still be on their way
                 if conn.state == "SYN_SENT" and not conn.status and now - conn.born < grace:
                     continue
                 conn.served = True
