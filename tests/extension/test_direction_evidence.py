@@ -60,8 +60,8 @@ def _row(sampler: Sampler, pid: int, remote_port: int) -> dict[str, str]:
     found: list[dict[str, str]] = []
 
     def seen() -> bool:
-        found[:] = [r for r in table.generate({})
-                    if r.get("pid") == str(pid) and r.get("remote_port") == str(remote_port)]  # fmt: skip
+        wanted = (str(pid), str(remote_port))
+        found[:] = [r for r in table.generate({}) if (r.get("pid"), r.get("remote_port")) == wanted]
         return len(found) == 1
 
     wait_for(seen, timeout_secs=15, interval_secs=0.1)
