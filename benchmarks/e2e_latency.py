@@ -54,7 +54,9 @@ def main() -> int:
             Standin(str(workdir / "osquery.em"), workdir / "logs", ephemeral=True) as osqd,
         ):
             port = target.getsockname()[1]
-            osqd.launch_extension([sys.executable, "-m", "extension"])
+            osqd.launch_extension(
+                [sys.executable, "-m", "extension", "--state-file", str(workdir / "ext.state")]
+            )
             osqd.wait_for_table("tracked_connections", 20)
             osqd.add_pack("tracked_connections", PACK)
             config = {

@@ -425,7 +425,8 @@ def bench_generate(count: int, args: argparse.Namespace) -> None:
     try:
         osqd.start()
         child = osqd.launch_extension(
-            [sys.executable, "-m", "extension"], stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "extension", "--state-file", str(workdir / "ext.state")],
+            stderr=subprocess.DEVNULL,
         )
         osqd.wait_for_table(_TABLE, 15)
         uuid = next(u for u, name in osqd.extensions().items() if name == _TABLE)
@@ -601,10 +602,9 @@ def bench_events(args: argparse.Namespace) -> None:
             )
             try:
                 osqd.start()
-                child = osqd.launch_extension(
-                    [sys.executable, "-m", "extension", "--events", mode],
-                    stderr=subprocess.DEVNULL,
-                )
+                command = [sys.executable, "-m", "extension", "--events", mode]
+                command += ["--state-file", str(workdir / "ext.state")]
+                child = osqd.launch_extension(command, stderr=subprocess.DEVNULL)
                 osqd.wait_for_table(_TABLE, 15)
                 ((stats),) = osqd.query(
                     "SELECT source, sample_interval_ms, events_off_reason"

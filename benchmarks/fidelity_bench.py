@@ -134,6 +134,7 @@ def score(rows: list[dict[str, str]], truth: dict[str, list[Attempt]], server: S
 def run(mode: str, args: argparse.Namespace) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     workdir = Path(tempfile.mkdtemp(prefix="tcf", dir="/tmp"))
     ext = [sys.executable, "-m", "extension", "--events", mode]
+    ext += ["--state-file", str(workdir / "extension.state")]
     try:
         with Standin(
             str(workdir / "osquery.em"),

@@ -20,6 +20,7 @@ from extension.collect.linux_events import (
 )
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS
 from extension.enrich.process import ProcessTracker
+from extension.enrich.saved import DEFAULT_STATE_FILE, RowStore
 from extension.sampler import (
     DEFAULT_EVENTS_SAMPLE_INTERVAL_MS,
     DEFAULT_LINGER_SECS,
@@ -27,6 +28,7 @@ from extension.sampler import (
     Sampler,
 )
 from extension.serve import ExtensionServer, ServeError, StatsTable, Table, TrackedConnectionsTable
+from extension.serve.server import DEFAULT_STALL_GRACE_SECS
 
 __all__ = ["build_parser", "main"]
 
@@ -80,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
     parser.add_argument(
+        "--stall-grace-secs",
+        type=_seconds,
+        default=DEFAULT_STALL_GRACE_SECS,
+        help="how long osqueryd may hold its socket without answering before the extension"
+        f" exits (default {DEFAULT_STALL_GRACE_SECS:g}); a socket that is gone or refuses"
+        " ends it at once",
+    )
+    parser.add_argument(
         "--events",
         choices=("auto", "on", "off"),
         default="auto",
@@ -99,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"milliseconds between socket samples (default {DEFAULT_SAMPLE_INTERVAL_MS},"
         f" or {DEFAULT_EVENTS_SAMPLE_INTERVAL_MS} while kernel events run)",
+    )
+    parser.add_argument(
+        "--state-file",
+        default=DEFAULT_STATE_FILE,
+        help="where the rows already shown to osqueryd are saved, so that a connection that"
+        " lives through a restart of the extension or of osqueryd is not logged again"
+        f" (default {DEFAULT_STATE_FILE}; '' saves nothing)",
     )
     parser.add_argument(
         "--attempt-grace-secs",
@@ -160,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         events=events,
         events_reason=reason,
         attempt_grace_secs=args.attempt_grace_secs,
+        store=RowStore(args.state_file or None),
     )
     tables: list[Table] = [TrackedConnectionsTable(sampler), StatsTable(sampler)]
-    server = ExtensionServer(args.socket, args.timeout, args.interval, tables)
+    server = ExtensionServer(
+        args.socket, args.timeout, args.interval, tables, stall_grace_secs=args.stall_grace_secs
+    )
     sampler.start()
     try:
         return server.run()

@@ -51,9 +51,11 @@ class SocketRecord:
     Attributes:
         pid: owning process id, or None when the OS did not say (no privilege,
             or a socket with no owner such as TIME_WAIT on Linux).
-        family: 2 (IPv4) or 10 (IPv6); IPv4-mapped IPv6 addresses are already
-            reported as IPv4.
-        protocol: 6 (TCP) or 17 (UDP).
+        family: 2 (IPv4) or 10 (IPv6), IPv4-mapped IPv6 addresses already
+            reported as IPv4; 17 (AF_PACKET) for a packet socket.
+        protocol: 6 (TCP), 17 (UDP), 1 (ICMP), 58 (ICMPv6), or another IP
+            protocol number for a raw socket; for a packet socket, the
+            Ethernet protocol it receives (3: every frame).
         local_address: textual IP address.
         local_port: 0-65535.
         remote_address: textual IP address, '' when there is none.
@@ -61,6 +63,8 @@ class SocketRecord:
         state: TCP state name such as 'ESTABLISHED' or 'LISTEN'; '' for UDP.
         socket: socket inode (Linux), or None.
         net_namespace: network namespace inode (Linux), or None.
+        interface: for a packet socket, the interface it is bound to ('' for
+            every interface); None for other sockets.
     """
 
     pid: int | None
@@ -73,6 +77,7 @@ class SocketRecord:
     state: str
     socket: int | None = None
     net_namespace: int | None = None
+    interface: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

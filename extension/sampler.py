@@ -29,6 +29,7 @@ from extension.collect import CollectError, Collector
 from extension.collect.linux_events import EventStats
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS, ConnectionTracker, Row
 from extension.enrich.process import ProcessTracker
+from extension.enrich.saved import RowStore
 from extension.model import FlowEvent
 
 __all__ = ["EventSource", "Sampler", "SamplerStats"]
@@ -43,6 +44,8 @@ DEFAULT_EVENTS_SAMPLE_INTERVAL_MS = 3000
 DEFAULT_LINGER_SECS = 6.0
 EVENTS_WAIT_SECS = 0.05
 """Longest wait for kernel events before reading what the rings hold."""
+SAVE_EVERY_SECS = 5.0
+"""Shortest time between two saves of the served rows (when they changed)."""
 MAX_PENDING_FLOWS = 100_000
 """Flow events kept while the tracker is busy before the reader waits for it."""
 
@@ -60,6 +63,11 @@ class EventSource(Protocol):
 
     def stats(self) -> EventStats:
         """Its counters."""
+        ...
+
+    @property
+    def through(self) -> float:
+        """Seconds since the Unix epoch up to which every event has been read."""
         ...
 _WARN_EVERY_SECS = 600.0
 
@@ -86,6 +94,9 @@ class SamplerStats:
         events: the event source's counters (its ``reason`` says why events
             are off), or None when no event source was tried.
         events_reason: why kernel events are off, '' while they run.
+        state_file: where served rows are saved, '' when they are not.
+        state_error: why they could not be saved or read, '' when fine.
+        rows_revived: connections that got back their row after a restart.
     """
 
     samples_taken: int
@@ -104,6 +115,9 @@ class SamplerStats:
     source: str = "sampling"
     events: EventStats | None = None
     events_reason: str = ""
+    state_file: str = ""
+    state_error: str = ""
+    rows_revived: int = 0
 
 
 class Sampler:
@@ -122,6 +136,8 @@ class Sampler:
         events_reason: why there is no event source (for the stats table).
         attempt_grace_secs: seconds a connection attempt waits for its outcome
             before its row is served.
+        store: where served rows are saved, so that connections living
+            through a restart keep their rows; None to save nothing.
     """
 
     def __init__(
@@ -135,13 +151,18 @@ class Sampler:
         events: EventSource | None = None,
         events_reason: str = "",
         attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
+        store: RowStore | None = None,
     ) -> None:
         self._collector = collector
+        self._store = store
+        self._saved_version = -1
+        self._saved_at = 0.0
         self._processes = processes or ProcessTracker()
         self._tracker = ConnectionTracker(
             self._processes.lookup,
             linger_secs=linger_secs,
             attempt_grace_secs=attempt_grace_secs,
+            holders=getattr(collector, "holders", None),
         )
         self._events = events
         self._events_reason = events_reason
@@ -168,18 +189,26 @@ class Sampler:
         self._last_warning = -_WARN_EVERY_SECS
 
     def start(self) -> None:
-        """Take a first sample now (errors are recorded), then sample in the background.
+        """Take back saved rows, take a first sample now, then work in the background.
 
-        With an event source, its reader thread starts first, so that nothing
-        made between the first sample and the second is missed.
+        The first sample comes before the first event is read, so that the
+        rows saved before a restart are matched to their sockets first (the
+        kernel keeps the events in its rings meanwhile). Sampling errors are
+        recorded, not raised.
         """
+        if self._store is not None:
+            saved = self._store.load()
+            if saved:
+                with self._lock:
+                    self._tracker.restore(saved, self._clock())
+                log.info("%d rows saved before the restart taken back", len(saved))
+        with contextlib.suppress(CollectError):
+            self.sample_once()
         if self._events is not None:
             self._events_thread = threading.Thread(
                 target=self._read_events, name="events", daemon=True
             )
             self._events_thread.start()
-        with contextlib.suppress(CollectError):
-            self.sample_once()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
         self._thread.start()
 
@@ -192,6 +221,21 @@ class Sampler:
             self._events_thread.join(timeout=5)
         if self._events is not None:
             self._events.stop()
+        self.save(force=True)
+
+    def save(self, force: bool = False) -> None:
+        """Save the served rows when they changed (at most every SAVE_EVERY_SECS)."""
+        if self._store is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            version = self._tracker.version
+            if version == self._saved_version or (not force and now - self._saved_at < (
+                    SAVE_EVERY_SECS)):  # fmt: skip
+                return
+            rows = self._tracker.saved_rows()
+        if self._store.save(rows):
+            self._saved_version, self._saved_at = version, now
 
     def read_events_once(self, timeout_secs: float = 0.0) -> int:
         """Read the event source once and merge what it reports.
@@ -202,7 +246,10 @@ class Sampler:
         if self._events is None:
             return 0
         self._pending += self._events.wait(timeout_secs)
+        through = self._events.through
         if not self._pending:
+            with self._lock:
+                self._tracker.events_through = through
             return 0
         # While the tracker is busy, keep the flows and read on; wait for it
         # only when that many are waiting.
@@ -211,6 +258,7 @@ class Sampler:
         try:
             flows, self._pending = self._pending, []
             self._tracker.observe(flows, self._clock())
+            self._tracker.events_through = through
         finally:
             self._lock.release()
         return len(flows)
@@ -286,6 +334,9 @@ class Sampler:
                 source="events+sampling" if events is not None and events.running else "sampling",
                 events=events,
                 events_reason=events.reason if events is not None else self._events_reason,
+                state_file=(self._store.path or "") if self._store is not None else "",
+                state_error=self._store.error if self._store is not None else "",
+                rows_revived=self._tracker.revived,
             )
 
     def _skip_time_wait(self) -> None:
@@ -311,6 +362,7 @@ class Sampler:
         while not self._stop.wait(self.interval_secs):
             try:
                 self.sample_once()
+                self.save()
             except CollectError:
                 continue
             except Exception:

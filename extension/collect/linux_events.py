@@ -320,6 +320,8 @@ class LinuxEventSource:
         self._boot_offset_ns = 0
         self._wall_offset = 0.0
         self._running = False
+        self.through = 0.0
+        """Seconds since the Unix epoch up to which every record has been read."""
         self._reason = "not started"
         self._read = 0
         self._lost = 0
@@ -469,6 +471,7 @@ class LinuxEventSource:
             return []
         self._sync_clocks()
         cutoff = time.monotonic_ns() - _MARGIN_NS
+        self.through = cutoff / 1e9 + self._wall_offset
         batch = self._held
         for ring in self._rings:
             self._split(ring.read(), batch)

@@ -45,7 +45,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from extension.collect.base import CollectError
 from extension.collect.netlink_diag import (
@@ -59,8 +59,23 @@ from extension.collect.netlink_diag import (
     decode_sockid,
     open_diag_socket,
 )
+from extension.collect.netns import (
+    NetnsError,
+    NetnsStuckError,
+    enter_netns,
+    nsfs_mounts,
+    own_netns_fd,
+)
 from extension.collect.normalize import normalize_address
 from extension.collect.owners import SocketOwners
+from extension.collect.raw_sockets import (
+    AF_PACKET,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    interface_names,
+    parse_packet,
+    parse_raw,
+)
 from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
 
 __all__ = [
@@ -97,6 +112,8 @@ _UNKNOWN_STATE = "UNKNOWN"
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _ADDRESS_CACHE_LIMIT = 65536
 _NETLINK_CACHE = "netlink:"
+_INSIDE = "netns:"
+"""Prefix of a reader that is a namespace file to enter, not a directory under /proc."""
 """Prefix of the cache key (ns, name) of a table read over netlink."""
 
 
@@ -117,6 +134,7 @@ class _Table:
     family: int
     protocol: int
     ident_end: int
+    kind: str = "inet"
 
 
 _TABLES = (
@@ -126,6 +144,15 @@ _TABLES = (
     _Table("udp6", AF_INET6, IPPROTO_UDP, 80),
 )
 _TABLE_BY_NAME = {t.name: t for t in _TABLES}
+_OTHER_TABLES = (
+    _Table("raw", AF_INET, 0, 0, "raw"),
+    _Table("raw6", AF_INET6, 0, 0, "raw"),
+    _Table("icmp", AF_INET, IPPROTO_ICMP, 0, "icmp"),
+    _Table("icmp6", AF_INET6, IPPROTO_ICMPV6, 0, "icmp"),
+    _Table("packet", AF_PACKET, 0, 0, "packet"),
+    _Table("igmp", AF_INET, 0, 0, "igmp"),
+)
+"""Raw IP, ICMP and packet sockets (raw_sockets.py), and igmp for interface names."""
 
 # A cache entry for one line of a /proc file: (inode token b" <inode> ",
 # offset of the token from the line's first colon, the record built for it or
@@ -293,6 +320,11 @@ class LinuxProcCollector:
         self.netlink_failures = 0
         self.netlink_error = ""
         self.skip_time_wait = False
+        self.unlisted_namespaces = 0
+        self._enter = self._root == "/proc" and sys.platform.startswith("linux")
+        self._home_fd: int | None = None
+        self._foreign_mounts: dict[int, str] = {}
+        self._mounts_scan = -1
         self._clock = clock
         self._owners = SocketOwners(self._root, rescan_after, clock)
         self.access_denied_namespaces = 0
@@ -316,6 +348,10 @@ class LinuxProcCollector:
     def pids_scanned(self) -> int:
         """``/proc/<pid>/fd`` directories read so far (see :attr:`SocketOwners.pids_scanned`)."""
         return self._owners.pids_scanned
+
+    def holders(self, inode: int) -> list[int]:
+        """Every pid holding socket ``inode`` (see :meth:`SocketOwners.holders`)."""
+        return self._owners.holders(inode)
 
     @property
     def access_denied_pids(self) -> int:
@@ -342,29 +378,37 @@ class LinuxProcCollector:
         misses: list[_Line] = []
         seen_caches: set[tuple[int, str]] = set()
         self._prune_later = []
+        others: list[tuple[int, dict[str, bytes]]] = []
         for index, (ns, readers) in enumerate(namespaces):
             tables: tuple[_Table, ...] = _TABLES
             if index == 0:  # our own namespace
                 tables = self._read_netlink(ns, records, misses, seen_caches)
-                if not tables:
-                    continue
-            blobs = self._read_namespace(ns, readers, tables)
+            blobs = self._read_namespace(ns, readers, tables + _OTHER_TABLES)
             if blobs is None:
                 continue
+            other: dict[str, bytes] = {}
             for table, data in blobs:
+                if table.kind != "inet":
+                    other[table.name] = data
+                    continue
                 key = (ns, table.name)
                 seen_caches.add(key)
                 cache = self._caches.get(key)
                 if cache is None:
                     cache = self._caches[key] = {}
                 self._parse(data, table, ns, cache, out=records, misses=misses)
+            if other:
+                others.append((ns, other))
         for key in [k for k in self._caches if k not in seen_caches]:
             self._drop_cache(self._caches.pop(key))
         owners = self._owners
-        changed = owners.update(pids, records, {m.inode for m in misses if m.inode})
+        unowned = self._other_sockets(others, namespaces[0][0])
+        new = {m.inode for m in misses if m.inode} | {r.socket for r in unowned if r.socket}
+        changed = owners.update(pids, [*records, *unowned], new)
         if changed is None or changed:
             self._fix_owners(records, changed)
         self._finish_misses(misses, records, owners.owner)
+        records.extend(replace(r, pid=owners.owner(r.socket or 0)) for r in unowned)
         if self._prune_later:
             self._prune_netlink_caches(records)
         return records
@@ -412,7 +456,60 @@ class LinuxProcCollector:
         ordered: list[tuple[int, list[str]]] = [(own, ["self"])]
         for ns in sorted(groups):
             ordered.append((ns, [str(p) for p in sorted(groups[ns])]))
+        if self._enter:
+            unlisted = self._unlisted_namespaces(own, groups, names)
+            self.unlisted_namespaces = len(unlisted)
+            for ns in sorted(unlisted):
+                ordered.append((ns, [_INSIDE + path for path in unlisted[ns]]))
         return pids, ordered
+
+    def _unlisted_namespaces(
+        self, own: int, groups: dict[int, list[int]], names: list[str]
+    ) -> dict[int, list[str]]:
+        """Network namespaces no process is in, with the files that enter them.
+
+        Found through nsfs mounts (our mount namespace's at every call, the
+        other mount namespaces' once per full fd scan) and through namespace
+        descriptors that processes hold (seen by the owner scans).
+
+        Returns:
+            namespace inode -> paths of its nsfs file, best first.
+        """
+        found: dict[int, list[str]] = {}
+        root = self._root
+        for ns, mount in nsfs_mounts(f"{root}/self/mountinfo").items():
+            found.setdefault(ns, []).append(mount)
+        if self._owners.fd_scans != self._mounts_scan:
+            self._mounts_scan = self._owners.fd_scans
+            self._foreign_mounts = self._other_mount_namespaces(names)
+        for ns, path in self._foreign_mounts.items():
+            found.setdefault(ns, []).append(path)
+        for ns, (pid, fd) in self._owners.held_namespaces().items():
+            found.setdefault(ns, []).append(f"{root}/{pid}/fd/{fd}")
+        return {ns: paths for ns, paths in found.items() if ns != own and ns not in groups}
+
+    def _other_mount_namespaces(self, names: list[str]) -> dict[int, str]:
+        """nsfs mounts of the mount namespaces other than ours (containers)."""
+        root = self._root
+        try:
+            own = os.readlink(f"{root}/self/ns/mnt")
+        except OSError:
+            return {}
+        seen = {own}
+        found: dict[int, str] = {}
+        for name in names:
+            if not name.isdigit():
+                continue
+            try:
+                mnt = os.readlink(f"{root}/{name}/ns/mnt")
+            except OSError:
+                continue
+            if mnt in seen:
+                continue
+            seen.add(mnt)
+            for ns, mount in nsfs_mounts(f"{root}/{name}/mountinfo").items():
+                found.setdefault(ns, f"{root}/{name}/root{mount}")
+        return found
 
     def _read_netlink(
         self,
@@ -529,8 +626,11 @@ class LinuxProcCollector:
         last_error: Exception | None = None
         for reader in readers:
             try:
-                blobs = self._read_files(f"{self._root}/{reader}", ns, tables)
-            except (OSError, ValueError) as err:
+                if reader.startswith(_INSIDE):
+                    blobs = self._read_inside(reader[len(_INSIDE) :], ns, tables)
+                else:
+                    blobs = self._read_files(f"{self._root}/{reader}", ns, tables)
+            except (OSError, ValueError, NetnsError) as err:
                 last_error = err
                 continue
             if blobs is not None:
@@ -538,6 +638,61 @@ class LinuxProcCollector:
         if readers == ["self"]:
             raise CollectError(f"cannot read {self._root}/self/net: {last_error}")
         return None
+
+    def _other_sockets(
+        self, others: list[tuple[int, dict[str, bytes]]], own: int
+    ) -> list[SocketRecord]:
+        """Raw IP, ICMP and packet sockets of each namespace, owners not yet known."""
+        out: list[SocketRecord] = []
+        for ns, files in others:
+            for name in ("raw", "raw6", "icmp", "icmp6"):
+                data = files.get(name)
+                if not data:
+                    continue
+                table_family = AF_INET6 if name.endswith("6") else AF_INET
+                ping = name.startswith("icmp")
+                for sock in parse_raw(data):
+                    family, local = self._address(sock.local, table_family)
+                    remote = ""
+                    if sock.remote.strip(b"0"):
+                        remote = self._address(sock.remote, table_family)[1]
+                    if ping:
+                        protocol = IPPROTO_ICMP if table_family == AF_INET else IPPROTO_ICMPV6
+                    else:
+                        protocol = sock.number
+                    out.append(SocketRecord(
+                        None, family, protocol, local, sock.number if ping else 0, remote,
+                        sock.remote_number if ping and remote else 0, "", sock.inode, ns,
+                    ))  # fmt: skip
+            packets = parse_packet(files.get("packet", b""))
+            if packets:
+                name_of = interface_names(files.get("igmp"), ns == own)
+                for packet in packets:
+                    out.append(SocketRecord(
+                        None, AF_PACKET, packet.ethertype, "", 0, "", 0, "", packet.inode, ns,
+                        interface=name_of(packet.ifindex) if packet.ifindex else "",
+                    ))  # fmt: skip
+        return out
+
+    def _read_inside(
+        self, path: str, ns: int, tables: tuple[_Table, ...]
+    ) -> list[tuple[_Table, bytes]] | None:
+        """Enter the namespace at ``path`` with this thread, read its files, come back.
+
+        ``/proc/thread-self/net/*`` show the reading thread's namespace.
+
+        Raises:
+            NetnsError: the namespace could not be entered.
+            CollectError: this thread could not return to its own namespace.
+        """
+        if self._home_fd is None:
+            self._home_fd = own_netns_fd(self._root)
+        try:
+            with enter_netns(path, self._home_fd):
+                return self._read_files(f"{self._root}/thread-self", ns, tables)
+        except NetnsStuckError as err:
+            self._enter = False
+            raise CollectError(str(err)) from err
 
     @staticmethod
     def _read_files(
@@ -562,7 +717,7 @@ class LinuxProcCollector:
                 try:
                     files.append((table, open(f"{base}/net/{table.name}", "rb", 0)))  # noqa: SIM115
                 except FileNotFoundError:
-                    if table.family == AF_INET:
+                    if table.family == AF_INET and table.kind == "inet":
                         raise
             if _ns_inode(os.readlink(f"{base}/ns/net")) != ns:
                 return None

@@ -59,6 +59,7 @@ Sources of the facts used here:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -69,6 +70,7 @@ from extension.model import SocketRecord
 __all__ = ["SocketOwners"]
 
 _SOCKET_LINK = "socket:["
+_NETNS_LINK = "net:["
 _HEAVY_HOLDER = 256
 """A pid known to hold more inet sockets than this is read last when looking
 for the holder of a new socket (its fd directory is the costliest)."""
@@ -134,8 +136,26 @@ class SocketOwners:
         self._shared: set[int] = set()
         self._ownerless: set[int] = set()
         self._inet_inodes: set[int] = set()
+        # pid -> {network namespace inode: fd number} of namespace fds it holds.
+        self._netns_fds: dict[int, dict[int, int]] = {}
 
     # ------------------------------------------------------------------ API
+
+    def held_namespaces(self) -> dict[int, tuple[int, int]]:
+        """Network namespaces that processes hold open, as seen by the fd scans.
+
+        Returns:
+            namespace inode -> (pid, fd number) of one holder.
+        """
+        held: dict[int, tuple[int, int]] = {}
+        for pid, fds in self._netns_fds.items():
+            for inode, fd in fds.items():
+                held.setdefault(inode, (pid, fd))
+        return held
+
+    def holders(self, inode: int) -> list[int]:
+        """Every pid holding a socket as of the last :meth:`update`, owner first."""
+        return list(self._holders.get(inode, ()))
 
     def owner(self, inode: int) -> int | None:
         """The owner of a socket as of the last :meth:`update`.
@@ -309,6 +329,7 @@ class SocketOwners:
             return
         self.pids_scanned += 1
         found: dict[int, int] = {}
+        namespaces: dict[int, int] = {}
         readlink = os.readlink
         for name in names:
             if trusted:
@@ -320,6 +341,10 @@ class SocketOwners:
                 link = readlink(base + name)
             except OSError:
                 continue
+            if link.startswith(_NETNS_LINK):
+                with contextlib.suppress(ValueError):
+                    namespaces[int(link[5:-1])] = int(name)
+                continue
             if link.startswith(_SOCKET_LINK):
                 try:
                     inode = int(link[8:-1])
@@ -327,6 +352,8 @@ class SocketOwners:
                     continue
                 if inode in inet:
                     found[inode] = int(name)
+        if namespaces:
+            self._netns_fds[pid] = namespaces
         if not found:
             return
         if start is None:
@@ -355,6 +382,7 @@ class SocketOwners:
 
     def _forget_pid(self, pid: int, changed: set[int]) -> None:
         """Drop everything known of a pid (it exited, was reused or is rescanned)."""
+        self._netns_fds.pop(pid, None)
         holding = self._holdings.pop(pid, None)
         if holding is not None:
             self._drop_holders(pid, holding.sockets, changed)

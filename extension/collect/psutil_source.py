@@ -13,6 +13,7 @@ not change as workers are recycled.
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import psutil
 
@@ -41,21 +42,41 @@ def _state(protocol: int, status: str) -> str:
 
 
 class PsutilCollector:
-    """Lists sockets with psutil; satisfies :class:`extension.collect.Collector`."""
+    """Lists sockets with psutil; satisfies :class:`extension.collect.Collector`.
+
+    ``psutil.net_connections`` lists every process's sockets at once, and on
+    macOS (and for protected processes on Windows) one process that denies
+    access makes the whole call raise ``AccessDenied``. Then the sockets are
+    listed process by process instead (``Process.net_connections``): the
+    processes that can be read give their rows, the others are counted in
+    :attr:`access_denied_pids`, and one denial never empties the table.
+
+    Attributes:
+        access_denied_pids: processes whose sockets could not be read in the
+            last call (0 when the host-wide listing worked).
+    """
+
+    def __init__(self) -> None:
+        self.access_denied_pids = 0
 
     def collect(self) -> list[SocketRecord]:
         """Return every TCP/UDP socket psutil can see.
 
         Raises:
-            CollectError: psutil refused the whole listing (for example
-                AccessDenied on macOS without root).
+            CollectError: psutil could list neither the host's sockets nor
+                its processes.
         """
         try:
-            conns = psutil.net_connections(kind="inet")
+            conns: list[tuple[Any, int | None]] = [
+                (c, c.pid) for c in psutil.net_connections(kind="inet")
+            ]
+            self.access_denied_pids = 0
+        except psutil.AccessDenied:
+            conns = self._per_process()
         except (psutil.Error, OSError) as err:
             raise CollectError(f"psutil.net_connections failed: {err}") from err
         records: dict[tuple[object, ...], SocketRecord] = {}
-        for conn in conns:
+        for conn, pid in conns:
             protocol = _PROTOCOLS.get(conn.type)
             if protocol is None:
                 continue
@@ -73,7 +94,7 @@ class PsutilCollector:
                 _, remote_address = normalize_address(os_family, remote[0])
                 remote_port = remote[1]
             record = SocketRecord(
-                pid=conn.pid,
+                pid=pid,
                 family=local_family,
                 protocol=protocol,
                 local_address=local_address,
@@ -87,6 +108,31 @@ class PsutilCollector:
             if held is None or _owner_rank(record.pid) < _owner_rank(held.pid):
                 records[key] = record
         return list(records.values())
+
+
+    def _per_process(self) -> list[tuple[Any, int | None]]:
+        """Every readable process's sockets, with its pid; denials counted.
+
+        Raises:
+            CollectError: the processes cannot be listed at all.
+        """
+        out: list[tuple[Any, int | None]] = []
+        denied = 0
+        try:
+            processes = list(psutil.process_iter())
+        except (psutil.Error, OSError) as err:
+            raise CollectError(f"cannot list processes: {err}") from err
+        for proc in processes:
+            try:
+                out.extend((c, proc.pid) for c in proc.net_connections(kind="inet"))
+            except psutil.AccessDenied:
+                denied += 1
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                continue
+            except (psutil.Error, OSError):
+                denied += 1
+        self.access_denied_pids = denied
+        return out
 
 
 def _owner_rank(pid: int | None) -> tuple[float, int]:

@@ -47,11 +47,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from extension.collect.normalize import COMM_LEN, full_process_name
+
 __all__ = ["Task", "TaskTable", "boot_time", "read_task"]
 
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_COMM_LEN: Final = 15
-"""TASK_COMM_LEN - 1: the kernel keeps this many characters of a name."""
 
 
 @dataclass(slots=True)
@@ -93,17 +93,13 @@ class Task:
         return int(boot + self.start_ticks / _CLK_TCK)
 
     def full_name(self) -> str:
-        """The process name, extended past the kernel's 15 characters when possible.
+        """The process name, whole where the kernel cut it (see full_process_name).
 
-        The kernel cuts ``comm`` to 15 characters; like psutil's
-        ``Process.name()``, a cut name is replaced by the executable's base
-        name when that starts with it.
+        For a script run by an interpreter, ``exe`` here is the script (the
+        path given to execve), which gives the whole name.
         """
-        if len(self.comm) >= _COMM_LEN and self.exe:
-            base = os.path.basename(self.exe)
-            if base.startswith(self.comm):
-                return base
-        return self.comm
+        cmdline = self.cmdline.split(" ") if self.cmdline else []
+        return full_process_name(self.comm, self.exe, cmdline) or self.comm
 
 
 def boot_time(proc_root: str = "/proc") -> float:
@@ -269,7 +265,7 @@ class TaskTable:
         task.cmdline = None
         base = os.path.basename(filename)
         if base:
-            task.comm = base[:_COMM_LEN]
+            task.comm = base[:COMM_LEN]
 
     def namespaces(self, pid: int, tid: int, netns: int) -> None:
         """A NAMESPACES record: thread ``tid`` is in network namespace ``netns``."""

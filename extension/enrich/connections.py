@@ -20,7 +20,9 @@ where the kernel event source runs, flow events (:meth:`observe`).
   is settled: a connection attempt (SYN_SENT) waits for its outcome for up to
   ``attempt_grace_secs`` (then its status is ``timed_out``); a flow event with
   no inode that is still open waits for the next sample, which finds its
-  socket (and inode) or finds it closed.
+  socket (and inode) or finds it closed; and where kernel events run, a
+  socket a sample found waits until the events up to that sample are merged
+  (tens of milliseconds), since they say who opened it.
 - **Close and TIME_WAIT.** A connection ends when its socket (its inode, or
   its owner and 5-tuple) is gone from a sample, or when the kernel reports
   it closed, whichever comes first: that is when the process closed it (or
@@ -34,6 +36,11 @@ where the kernel event source runs, flow events (:meth:`observe`).
   its port (in its namespace when known). When several processes listen on
   that port, the task the kernel saw closing the socket decides; otherwise
   the owner stays unknown rather than guessed.
+- **Restarts.** :meth:`saved_rows` gives the served rows for saving, and
+  :meth:`restore` takes them back in a new process: a connection the first
+  sample finds again (same socket key and addresses) gets the very row it
+  had, closed rows linger on, so a restart of the extension or of osqueryd
+  logs no change at all for connections that lived through it.
 - **Linger.** A connection that disappeared stays ``linger_secs`` seconds, and
   in any case until it has been served once, so a differential query every
   2 s still sees a connection that lived for a single sample, even when a
@@ -48,7 +55,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Final
 
-from extension.enrich.flow import community_id, direction_of, listening_endpoints
+from extension.columns import MAX_TEXT, cap_text
+from extension.enrich.flow import (
+    Holders,
+    Listeners,
+    community_id,
+    direction_of,
+    listening_endpoints,
+)
+from extension.enrich.saved import SavedRow
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
 
 __all__ = ["DEFAULT_ATTEMPT_GRACE_SECS", "ConnectionTracker", "Row", "TrackedConnection"]
@@ -97,6 +112,59 @@ def _addr(record: SocketRecord) -> _Addr:
         record.local_port,
         record.remote_address,
         record.remote_port,
+    )
+
+
+def _same_socket(row: Row, record: SocketRecord) -> bool:
+    """Whether a saved row's addresses and ports are the record's."""
+    return (
+        row.get("family") == str(record.family)
+        and row.get("protocol") == str(record.protocol)
+        and row.get("local_address", "") == record.local_address
+        and row.get("local_port") == str(record.local_port)
+        and row.get("remote_address", "") == record.remote_address
+        and row.get("remote_port") == str(record.remote_port)
+    )
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _record_of(row: Row) -> SocketRecord | None:
+    """The socket a saved row describes, or None when the row is not usable."""
+    family, protocol, local_port = _int(row.get("family")), _int(row.get("protocol")), _int(
+        row.get("local_port"))  # fmt: skip
+    if family is None or protocol is None or local_port is None:
+        return None
+    return SocketRecord(
+        pid=_int(row.get("pid")),
+        family=family,
+        protocol=protocol,
+        local_address=row.get("local_address", ""),
+        local_port=local_port,
+        remote_address=row.get("remote_address", ""),
+        remote_port=_int(row.get("remote_port")) or 0,
+        state="",
+        socket=_int(row.get("socket")),
+        net_namespace=_int(row.get("net_namespace")),
+    )
+
+
+def _process_of(row: Row) -> ProcessInfo:
+    return ProcessInfo(
+        name=row.get("name"),
+        path=row.get("path"),
+        cmdline=row.get("cmdline"),
+        uid=_int(row.get("uid")),
+        username=row.get("username"),
+        parent=_int(row.get("parent")),
+        parent_name=row.get("parent_name"),
+        parent_path=row.get("parent_path"),
+        start_time=_int(row.get("start_time")),
     )
 
 
@@ -186,6 +254,7 @@ class TrackedConnection:
             "state": "",
             "socket": record.socket or None,
             "net_namespace": record.net_namespace,
+            "interface": record.interface,
             "direction": self.direction,
             "status": self.final_status(),
             "community_id": community_id(record),
@@ -200,7 +269,12 @@ class TrackedConnection:
             "start_time": process.start_time,
             "first_seen": self.first_seen,
         }
-        return {k: str(v) for k, v in values.items() if v is not None}
+        row = {k: str(v) for k, v in values.items() if v is not None}
+        for column, most in MAX_TEXT.items():
+            text = row.get(column)
+            if text is not None and len(text) > most:
+                row[column] = cap_text(text, most)
+        return row
 
 
 class ConnectionTracker:
@@ -213,6 +287,8 @@ class ConnectionTracker:
         max_lingering: cap on closed connections kept, oldest dropped first.
         attempt_grace_secs: seconds a connection attempt's row waits for its
             outcome before it is served.
+        holders: socket inode -> every pid holding it (the collector's), for
+            telling accepted connections by evidence; None without.
     """
 
     def __init__(
@@ -221,8 +297,10 @@ class ConnectionTracker:
         linger_secs: float = 6.0,
         max_lingering: int = 50_000,
         attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
+        holders: Holders | None = None,
     ) -> None:
         self._lookup = lookup
+        self._holders = holders
         self.linger_secs = linger_secs
         self.max_lingering = max_lingering
         self.attempt_grace_secs = attempt_grace_secs
@@ -242,8 +320,17 @@ class ConnectionTracker:
         self._senders: OrderedDict[tuple[int | None, int], float] = OrderedDict()
         # Closed rows in the order they closed, for linger expiry.
         self._closed: deque[TrackedConnection] = deque()
+        # Rows saved before a restart, by socket key, until the first sample.
+        self._restored: dict[_Key, SavedRow] = {}
         self._now = 0.0
         self.evicted = 0
+        self.revived = 0
+        self.events_through: float | None = None
+        """With kernel events: seconds since the Unix epoch up to which they
+        have been merged. A row a sample found later than that waits for
+        them, since they say who opened it."""
+        self.version = 0
+        """Grows whenever the set of served rows changes (for saving)."""
 
     @property
     def tracked(self) -> int:
@@ -299,7 +386,7 @@ class ConnectionTracker:
         if self._unsampled:
             self._reconcile(records, now, now if started is None else started)
 
-        listeners: frozenset[tuple[int, int, str]] | None = None
+        listeners: Listeners | None = None
         for key, record in current.items():
             if _ownerless(record):
                 tuple5 = _tuple5(record)
@@ -309,11 +396,15 @@ class ConnectionTracker:
                     continue
             if listeners is None:
                 listeners = listening_endpoints(records)
-            direction = direction_of(record, listeners)
+            direction = direction_of(record, listeners, self._holders)
             if direction == "listening" and record.protocol == IPPROTO_UDP and self._sent_from(
                 record
             ):
                 direction = ""  # an unconnected socket its owner sends from
+            saved = self._restored.pop(key, None) if self._restored else None
+            if saved is not None and _same_socket(saved.row, record):
+                self._place(key, self._revive(saved, record, now))
+                continue
             conn = TrackedConnection(
                 record=record,
                 process=self._lookup(record.pid),
@@ -325,6 +416,8 @@ class ConnectionTracker:
                 began=now,
             )
             self._place(key, conn)
+        # What the first sample did not find closed while no extension ran.
+        self._restored.clear()
         self._expire(now)
 
     def _adopt(self, current: dict[_Key, SocketRecord]) -> None:
@@ -580,16 +673,80 @@ class ConnectionTracker:
         """
         now = self._now if now is None else now
         grace = self.attempt_grace_secs
+        through = self.events_through
         rows = []
         for conn in self._connections.values():
             if not conn.served:
                 if not conn.settled:
                     continue
+                if through is not None and conn.flow_key is None and conn.born > through:
+                    continue  # kernel events about it may still be on their way
                 if conn.state == "SYN_SENT" and not conn.status and now - conn.born < grace:
                     continue
-            conn.served = True
+                conn.served = True
+                self.version += 1
             rows.append(conn.row())
         return rows
+
+    # -------------------------------------------------------------- restarts
+
+    def saved_rows(self) -> list[SavedRow]:
+        """The rows osqueryd has been shown, open or lingering, for saving."""
+        out = []
+        for conn in self._connections.values():
+            if not conn.served:
+                continue
+            if conn._stable_row is None:
+                conn.row()
+            stable = conn._stable_row
+            assert stable is not None  # rendered once, never changed after
+            identity = _key(conn.record) if conn.sampled else None
+            out.append(SavedRow(identity, stable, conn.closed_at, conn.state))
+        return out
+
+    def restore(self, saved: Iterable[SavedRow], now: float) -> None:
+        """Take back rows saved before a restart (call before the first sample).
+
+        Closed rows linger on; rows known only from events stay open until a
+        sample no longer lists their socket; the others wait for the first
+        sample, which gives each its old row if it finds the same socket.
+        """
+        for item in saved:
+            record = _record_of(item.row)
+            if record is None:
+                continue
+            if item.closed_at is not None:
+                if now - item.closed_at <= self.linger_secs:
+                    conn = self._revive(item, record, now)
+                    self._place(("saved", id(conn)), conn, index=False)
+                    self._close(conn, item.closed_at)
+            elif item.identity is None:
+                conn = self._revive(item, record, now)
+                conn.sampled = False
+                self._place(("saved", id(conn)), conn)
+                self._unsampled.add(conn)
+            else:
+                self._restored[tuple(item.identity)] = item
+
+    def _revive(self, saved: SavedRow, record: SocketRecord, now: float) -> TrackedConnection:
+        """A connection with the row it had before the restart, shown already."""
+        row = saved.row
+        stable = _record_of(row) or record
+        conn = TrackedConnection(
+            record=replace(stable, socket=record.socket, net_namespace=record.net_namespace),
+            process=_process_of(row),
+            direction=row.get("direction", ""),
+            first_seen=int(row.get("first_seen", int(now))),
+            last_seen=int(now),
+            state=record.state or saved.state,
+            served=True,
+            status=row.get("status", ""),
+            born=now,
+            began=now,
+        )
+        conn._stable_row = dict(row)
+        self.revived += 1
+        return conn
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -635,6 +792,7 @@ class ConnectionTracker:
     def _close(self, conn: TrackedConnection, at: float) -> None:
         conn.closed_at = at
         conn.settled = True
+        self.version += 1
         self._closed.append(conn)
         self._unsampled.discard(conn)
         self._unindex(conn)
@@ -667,6 +825,7 @@ class ConnectionTracker:
                 # kept, and the rows behind it with it, until it is shown.
                 break
             closed.popleft()
+            self.version += 1
             if over or not head.served:
                 self.evicted += 1
             if self._connections.get(head.key) is head:

@@ -6,9 +6,9 @@ import base64
 import hashlib
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-from extension.model import AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
+from extension.model import AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SocketRecord
 
 __all__ = ["community_id", "direction_of", "listening_endpoints"]
 
@@ -22,49 +22,82 @@ Endpoint = tuple[int, int, str]
 
 
 def is_listening(record: SocketRecord) -> bool:
-    """True for a TCP LISTEN socket or an unconnected, bound UDP socket."""
+    """True for a socket that waits for what others send.
+
+    A TCP LISTEN socket, an unconnected, bound UDP socket, and a raw IP,
+    ICMP or packet socket with no remote end (they receive every packet of
+    their protocol).
+    """
+    if record.family not in (AF_INET, AF_INET6) or record.protocol not in (
+        IPPROTO_TCP, IPPROTO_UDP,
+    ):  # fmt: skip
+        return not record.remote_address
     if record.protocol == IPPROTO_TCP:
         return record.state == "LISTEN"
-    return record.protocol == IPPROTO_UDP and not record.remote_address and record.local_port != 0
+    return not record.remote_address and record.local_port != 0
 
 
-def listening_endpoints(records: Iterable[SocketRecord]) -> frozenset[Endpoint]:
+Listeners = dict[Endpoint, list[SocketRecord]]
+"""Endpoint -> the listening sockets serving it."""
+Holders = Callable[[int], Sequence[int]]
+"""Socket inode -> pids of every process holding it."""
+
+
+def listening_endpoints(records: Iterable[SocketRecord]) -> Listeners:
     """The endpoints that accept connections, for :func:`direction_of`.
 
     Returns:
-        frozenset of (protocol, local_port, local_address) with '' standing for
-        a wildcard address (0.0.0.0 or ::).
+        (protocol, local_port, local_address) -> the listening sockets there,
+        with '' standing for a wildcard address (0.0.0.0 or ::).
     """
-    endpoints: set[Endpoint] = set()
+    endpoints: Listeners = {}
     for record in records:
         if is_listening(record):
             address = "" if record.local_address in _WILDCARDS else record.local_address
-            endpoints.add((record.protocol, record.local_port, address))
-    return frozenset(endpoints)
+            endpoints.setdefault((record.protocol, record.local_port, address), []).append(record)
+    return endpoints
 
 
-def direction_of(record: SocketRecord, listeners: frozenset[Endpoint]) -> str:
-    """Classify a socket as 'listening', 'inbound', 'outbound' or ''.
+def direction_of(
+    record: SocketRecord, listeners: Listeners, holders: Holders | None = None
+) -> str:
+    """Classify a socket seen by sampling as 'listening', 'inbound', 'outbound' or ''.
 
-    A connected socket whose local port is served by a listener on the same
-    protocol (same address or a wildcard) was accepted, so it is inbound;
-    any other connected socket is outbound.
+    Sampling does not see who opened a connection (kernel events do, and
+    their answer is taken instead where they run). The evidence here:
+
+    - no listener serves the socket's local port (same protocol, same
+      address or a wildcard): it was not accepted, so it is ``outbound``;
+    - a listener does, and the socket's owner holds that listener (the
+      server itself, or a worker that inherited it): ``inbound``;
+    - a listener does, but the owner holds none of them: ``''``, unknown. A
+      process can share a port with a listener (``SO_REUSEPORT``) and connect
+      out from it; calling that inbound would hide it from rules on outbound
+      connections.
 
     Args:
         record: the socket.
         listeners: the result of :func:`listening_endpoints` for the same sample.
+        holders: socket inode -> every pid holding it (Linux); without it,
+            the listeners' owners stand for their holders.
     """
     if is_listening(record):
         return "listening"
     if not record.remote_address:
         return ""
-    if (record.protocol, record.local_port, "") in listeners or (
-        record.protocol,
-        record.local_port,
-        record.local_address,
-    ) in listeners:
-        return "inbound"
-    return "outbound"
+    serving = listeners.get((record.protocol, record.local_port, "")) or listeners.get(
+        (record.protocol, record.local_port, record.local_address)
+    )
+    if not serving:
+        return "outbound"
+    if record.pid is None:
+        return ""
+    for listener in serving:
+        if listener.pid == record.pid:
+            return "inbound"
+        if holders is not None and listener.socket and record.pid in holders(listener.socket):
+            return "inbound"
+    return ""
 
 
 def community_id(record: SocketRecord) -> str | None:

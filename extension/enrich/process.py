@@ -26,13 +26,15 @@ from typing import Final
 
 import psutil
 
+from extension.collect.normalize import full_process_name
+from extension.columns import MAX_TEXT, TRUNCATION_MARKER, cap_text
 from extension.model import ProcessInfo
 
 __all__ = ["MAX_CMDLINE_CHARS", "TRUNCATION_MARKER", "ProcessTracker", "clean_text"]
 
-MAX_CMDLINE_CHARS: Final = 4096
-"""A cmdline longer than this many characters is cut and ends with TRUNCATION_MARKER."""
-TRUNCATION_MARKER: Final = "...[truncated]"
+MAX_CMDLINE_CHARS: Final = MAX_TEXT["cmdline"]
+"""A cmdline longer than this many characters is cut and ends with TRUNCATION_MARKER
+(cut here already, so a huge argv is not kept in memory either)."""
 
 _UNKNOWN: Final = ProcessInfo()
 
@@ -54,9 +56,7 @@ def clean_text(text: str | None) -> str | None:
 
 def cap_cmdline(cmdline: str) -> str:
     """Cut ``cmdline`` to MAX_CMDLINE_CHARS characters, ending with TRUNCATION_MARKER."""
-    if len(cmdline) <= MAX_CMDLINE_CHARS:
-        return cmdline
-    return cmdline[: MAX_CMDLINE_CHARS - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    return cap_text(cmdline, MAX_CMDLINE_CHARS)
 
 
 def _reason(err: BaseException) -> str:
@@ -242,10 +242,13 @@ class ProcessTracker:
         parent_name, parent_path = self._parent(parent)
         argv = values.get("cmdline")
         cmdline = None
+        args: list[str] = []
         if isinstance(argv, list):
-            cmdline = cap_cmdline(clean_text(" ".join(str(a) for a in argv)) or "")
+            args = [str(a) for a in argv]
+            cmdline = cap_cmdline(clean_text(" ".join(args)) or "")
+        name = full_process_name(_as_str(values.get("name")), _as_str(values.get("path")), args)
         return ProcessInfo(
-            name=clean_text(_as_str(values.get("name"))),
+            name=clean_text(name),
             path=clean_text(_as_str(values.get("path"))) or None,
             cmdline=cmdline,
             uid=_as_int(values.get("uid")),

@@ -12,8 +12,15 @@ extensions.cpp, osquery-python osquery/management.py):
    TBufferedTransport), one thread per connection, so a long ``generate`` does
    not hold up osqueryd's pings.
 4. Every ``--interval`` seconds, ping the manager on a fresh connection and
-   check that our uuid is still registered; on any failure exit with status 1.
-   ``shutdown()`` from osqueryd, SIGTERM or SIGINT exit with status 0.
+   check that our uuid is still registered. osqueryd is *gone* when its socket
+   file is missing, nothing listens on it (connection refused), or it no
+   longer knows our uuid (it restarted): the extension exits with status 1 at
+   once, and the restarted osqueryd launches it again. osqueryd is *stalled*
+   when it accepts the connection but does not answer within the interval
+   (a busy or paused manager): that is tolerated, checking again with a
+   growing pause, for up to ``stall_grace_secs``; only a stall longer than
+   that ends the extension. ``shutdown()`` from osqueryd, SIGTERM or SIGINT
+   exit with status 0.
 
 Unlike osquery-python's ``start_extension``, a manager that never appears or a
 refused registration is an error with a message and exit status 1, never a
@@ -28,6 +35,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import stat
 import threading
 import time
@@ -50,7 +58,7 @@ from extension.enrich.connections import Row
 from extension.serve.fastproto import protocol_factory
 from extension.serve.table import Table
 
-__all__ = ["EXTENSION_NAME", "ExtensionServer", "ServeError"]
+__all__ = ["DEFAULT_STALL_GRACE_SECS", "EXTENSION_NAME", "ExtensionServer", "ServeError"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,8 @@ EXTENSION_NAME = "tracked_connections"
 SDK_VERSION = "3.0.7"
 MIN_SDK_VERSION = "1.8.0"
 _CONNECT_RETRY_SECS = 0.2
+DEFAULT_STALL_GRACE_SECS = 60.0
+"""How long an osqueryd that accepts connections but does not answer is waited for."""
 
 
 class ServeError(Exception):
@@ -142,6 +152,8 @@ class ExtensionServer:
         timeout_secs: how long to wait for the manager socket (``--timeout``).
         interval_secs: seconds between health checks of osqueryd (``--interval``).
         tables: the table plugins to register.
+        stall_grace_secs: how long osqueryd may accept connections without
+            answering before the extension gives up on it.
     """
 
     def __init__(
@@ -150,10 +162,12 @@ class ExtensionServer:
         timeout_secs: float,
         interval_secs: float,
         tables: list[Table],
+        stall_grace_secs: float = DEFAULT_STALL_GRACE_SECS,
     ) -> None:
         self.socket_path = socket_path
         self.timeout_secs = max(timeout_secs, 0.0)
         self.interval_secs = max(interval_secs, 0.2)
+        self.stall_grace_secs = max(stall_grace_secs, 0.0)
         self._tables = tables
         self._done = threading.Event()
         self._exit_code = 0
@@ -264,24 +278,80 @@ class ExtensionServer:
         signal.signal(signal.SIGINT, handle)
 
     def _watch(self) -> None:
+        stalled_since: float | None = None
+        next_ping = 0.0
+        backoff = self.interval_secs
         while not self._done.wait(self.interval_secs):
-            problem = self._check_manager()
-            if problem is not None:
+            # Whether osqueryd is gone is checked every interval, cheaply; a
+            # stalled one is pinged less and less often.
+            gone = self._socket_gone()
+            if gone is not None:
+                log.error("osqueryd has gone away (%s); exiting", gone)
+                self.stop(1)
+                return
+            now = time.monotonic()
+            if now < next_ping:
+                continue
+            unregistered, problem = self._check_manager()
+            now = time.monotonic()
+            if unregistered:
                 log.error("osqueryd has gone away (%s); exiting", problem)
                 self.stop(1)
                 return
+            if problem is None:
+                if stalled_since is not None:
+                    log.warning("osqueryd answers again after %.1f s", now - stalled_since)
+                stalled_since, next_ping, backoff = None, 0.0, self.interval_secs
+                continue
+            if stalled_since is None:
+                stalled_since = now
+                log.warning(
+                    "osqueryd does not answer (%s); waiting up to %g s before giving up",
+                    problem,
+                    self.stall_grace_secs,
+                )
+            waited = now - stalled_since
+            if waited >= self.stall_grace_secs:
+                log.error("osqueryd has not answered for %.0f s (%s); exiting", waited, problem)
+                self.stop(1)
+                return
+            backoff = min(backoff * 2, self.interval_secs * 8)
+            next_ping = min(now + backoff, stalled_since + self.stall_grace_secs)
 
-    def _check_manager(self) -> str | None:
+    def _check_manager(self) -> tuple[bool, str | None]:
+        """Ask osqueryd for a ping and our registration.
+
+        Returns:
+            (unregistered, problem): problem None when all is well;
+            unregistered True when osqueryd answers but no longer knows our
+            uuid (it restarted), False when it did not answer in time.
+        """
         client, transport = _client(self.socket_path, self.interval_secs)
         try:
             transport.open()
             status = client.ping()
             if status.code != 0:
-                return f"ping answered code {status.code}: {status.message}"
+                return False, f"ping answered code {status.code}: {status.message}"
             if self.uuid not in client.extensions():
-                return f"uuid {self.uuid} is no longer registered"
+                return True, f"uuid {self.uuid} is no longer registered"
         except (TTransport.TTransportException, OSError) as err:
-            return f"{type(err).__name__}: {err}"
+            return False, f"{type(err).__name__}: {err}"
         finally:
             transport.close()
+        return False, None
+
+    def _socket_gone(self) -> str | None:
+        """Why osqueryd's socket cannot be there any more, or None when it may be."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(self.interval_secs)
+        try:
+            probe.connect(self.socket_path)
+        except FileNotFoundError:
+            return f"{self.socket_path} no longer exists"
+        except ConnectionRefusedError:
+            return f"nothing listens on {self.socket_path} any more"
+        except OSError:
+            return None  # a full backlog or a timeout: a stall, judged by the ping
+        finally:
+            probe.close()
         return None

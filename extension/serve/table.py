@@ -53,6 +53,9 @@ STATS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_flows", "BIGINT"),
     ("events_evicted", "BIGINT"),
     ("tasks_tracked", "BIGINT"),
+    ("state_file", "TEXT"),
+    ("state_error", "TEXT"),
+    ("rows_revived", "BIGINT"),
 )
 
 
@@ -139,5 +142,8 @@ class StatsTable:
                 "event_flows": str(s.events.flows if s.events else 0),
                 "events_evicted": str(s.events.evicted if s.events else 0),
                 "tasks_tracked": str(s.events.tasks if s.events else 0),
+                "state_file": s.state_file,
+                "state_error": s.state_error,
+                "rows_revived": str(s.rows_revived),
             }
         ]

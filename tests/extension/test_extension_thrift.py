@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -152,6 +153,47 @@ def test_extension_exits_nonzero_when_osqueryd_goes_away() -> None:
         finally:
             for proc in (standin, ext):
                 if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if ext is not None and ext.stderr is not None:
+                ext.stderr.close()
+
+
+def test_extension_survives_a_stalled_osqueryd_then_exits_when_it_is_gone() -> None:
+    with short_tmpdir() as workdir:
+        socket_path = str(workdir / "osquery.em")
+        cmd = [
+            sys.executable, "-m", "osqueryd_standin",
+            "--extensions_socket", socket_path,
+            "--logger_path", str(workdir / "logs"),
+            "--ephemeral",
+        ]  # fmt: skip
+        standin = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+        ext = None
+        try:
+            wait_for(lambda: Path(socket_path).exists(), timeout_secs=15)
+            ext = subprocess.Popen(
+                [*EXTENSION_CMD, "--socket", socket_path, "--timeout", "3", "--interval", "1"],
+                stderr=subprocess.PIPE,
+            )
+            wait_for(lambda: any(p.name.startswith("osquery.em.") for p in workdir.iterdir()),
+                     timeout_secs=15)  # fmt: skip
+            # A stall: osqueryd holds its socket but answers nothing for 3 intervals.
+            os.kill(standin.pid, signal.SIGSTOP)
+            time.sleep(3.0)
+            os.kill(standin.pid, signal.SIGCONT)
+            time.sleep(2.5)
+            assert ext.poll() is None, "a stall of a few intervals is survived"
+            os.kill(standin.pid, signal.SIGKILL)
+            standin.wait()
+            gone_at = time.monotonic()
+            assert ext.wait(timeout=10) == 1
+            assert time.monotonic() - gone_at < 2.5, "gone for real: out within 2 x interval"
+        finally:
+            for proc in (standin, ext):
+                if proc is not None and proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(proc.pid, signal.SIGCONT)
                     proc.kill()
                     proc.wait()
             if ext is not None and ext.stderr is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -55,8 +56,25 @@ def standin_with_extension(
     osqd = Standin(str(workdir / "osquery.em"), workdir / "logs", **options)
     osqd.start()
     try:
+        if "--state-file" not in extension_args:
+            # Never the host's default file: tests must not share saved rows.
+            extension_args = (*extension_args, "--state-file", str(workdir / "extension.state"))
         osqd.launch_extension([*launcher, *EXTENSION_CMD, *extension_args])
         osqd.wait_for_table("tracked_connections", 20)
         yield osqd
     finally:
         osqd.stop()
+
+
+def narrowed_pack(where: str) -> dict[str, Any]:
+    """The shipped pack with its query narrowed by ``where`` (SQL), for busy hosts.
+
+    The differential query then logs only what the test made, not every
+    connection of every other process on the host.
+    """
+    pack: dict[str, Any] = json.loads(PACK.read_text(encoding="utf-8"))
+    query = pack["queries"]["tracked_connections"]
+    query["query"] = query["query"].replace(
+        "FROM tracked_connections", f"FROM tracked_connections WHERE {where}"
+    )
+    return pack

@@ -1,0 +1,129 @@
+"""Restarts log no change: saved rows come back to the connections that lived through."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+
+from extension.enrich.connections import ConnectionTracker
+from extension.enrich.saved import RowStore, SavedRow
+from extension.model import FlowEvent, ProcessInfo, SocketRecord
+
+NS = 4026531840
+CURL = ProcessInfo(name="curl", path="/usr/bin/curl", cmdline="curl http://x", uid=1000,
+                   username="alice", parent=10, start_time=1_700_000_000)  # fmt: skip
+NEWER = ProcessInfo(name="other", path="/usr/bin/other", uid=0, username="root", parent=1,
+                    start_time=1_700_000_500)  # fmt: skip
+OUT = SocketRecord(
+    pid=4242, family=2, protocol=6, local_address="10.0.0.5", local_port=51000,
+    remote_address="203.0.113.9", remote_port=443, state="ESTABLISHED",
+    socket=777, net_namespace=NS,
+)  # fmt: skip
+
+
+def restarted(saved: list[SavedRow], lookup: ProcessInfo = NEWER) -> ConnectionTracker:
+    tracker = ConnectionTracker(lambda pid: lookup, linger_secs=6)
+    tracker.restore(saved, now=200.0)
+    return tracker
+
+
+def test_a_connection_that_lives_through_a_restart_keeps_its_row() -> None:
+    before = ConnectionTracker(lambda pid: CURL, linger_secs=6)
+    before.update([OUT], now=100.0)
+    (first,) = before.rows(100.1)
+    after = restarted(before.saved_rows())  # the process now reads differently
+    after.update([OUT], now=200.5)
+    (again,) = after.rows(200.6)
+    assert {k: v for k, v in again.items() if k not in ("state", "last_seen")} == {
+        k: v for k, v in first.items() if k not in ("state", "last_seen")
+    }
+    assert again["first_seen"] == "100" and again["name"] == "curl"
+    assert after.revived == 1
+
+
+def test_a_reused_inode_with_other_addresses_is_a_new_row() -> None:
+    before = ConnectionTracker(lambda pid: CURL, linger_secs=6)
+    before.update([OUT], now=100.0)
+    before.rows(100.1)
+    after = restarted(before.saved_rows())
+    after.update([replace(OUT, remote_port=8443)], now=200.5)
+    (row,) = after.rows(200.6)
+    assert row["name"] == "other" and row["first_seen"] == "200" and after.revived == 0
+
+
+def test_a_connection_that_closed_during_the_restart_is_gone() -> None:
+    before = ConnectionTracker(lambda pid: CURL, linger_secs=6)
+    before.update([OUT], now=100.0)
+    before.rows(100.1)
+    after = restarted(before.saved_rows())
+    after.update([], now=200.5)
+    assert after.rows(200.6) == [], "osquery logs it removed, as it should"
+    other = replace(OUT, socket=778, local_port=51001)
+    after.update([other, replace(OUT, socket=777)], now=203.0)  # the inode comes back later
+    assert {r["first_seen"] for r in after.rows(203.1)} == {"203"}
+
+
+def test_lingering_rows_linger_on_after_a_restart() -> None:
+    before = ConnectionTracker(lambda pid: CURL, linger_secs=6)
+    before.update([OUT], now=100.0)
+    before.rows(100.1)
+    before.update([], now=101.0)  # closed, lingering until 107
+    after = ConnectionTracker(lambda pid: NEWER, linger_secs=6)
+    after.restore(before.saved_rows(), now=103.0)
+    after.update([], now=103.5)
+    (row,) = after.rows(103.6)
+    assert row["name"] == "curl" and row["first_seen"] == "100"
+    after.update([], now=107.5)
+    assert after.rows(107.6) == []
+
+
+def test_an_event_only_row_comes_back_open() -> None:
+    flow = SocketRecord(4242, 2, 17, "10.0.0.5", 53000, "203.0.113.53", 53, "", None, NS)
+    sender = SocketRecord(4242, 2, 17, "0.0.0.0", 53000, "", 0, "", 990, NS)
+    before = ConnectionTracker(lambda pid: CURL, linger_secs=6)
+    before.observe([FlowEvent(("udp", 1), flow, CURL, "outbound", "", 100.0)], now=100.05)
+    before.update([sender], now=100.5, started=100.4)
+    flows = [r for r in before.rows(100.6) if r["remote_port"] == "53"]
+    after = restarted(before.saved_rows())
+    after.update([sender], now=200.5, started=200.4)
+    assert [r for r in after.rows(200.6) if r["remote_port"] == "53"] == [
+        {**flows[0], "last_seen": "200"}
+    ]
+
+
+def test_the_store_round_trips_and_keeps_its_file_private(tmp_path: Path) -> None:
+    store = RowStore(str(tmp_path / "state"))
+    rows = [SavedRow(("inode", NS, 777), {"pid": "1", "name": "x"}, None, "ESTABLISHED")]
+    assert store.save(rows)
+    assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o600
+    assert RowStore(str(tmp_path / "state")).load() == rows
+
+
+def test_a_file_from_another_boot_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    store = RowStore(str(path))
+    store.save([SavedRow(("inode", NS, 777), {"pid": "1"}, None, "")])
+    doc = orjson.loads(path.read_bytes())
+    doc["boot_id"] = "another boot"
+    path.write_bytes(orjson.dumps(doc))
+    again = RowStore(str(path))
+    assert again.load() == [] and again.error == ""
+
+
+def test_a_damaged_file_is_reported_and_the_table_works_without_it(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    path.write_text(json.dumps({"version": 1, "boot_id": RowStore(None)._boot, "rows": [7]}))
+    store = RowStore(str(path))
+    assert store.load() == []
+    assert "not a saved table" in store.error
+
+
+def test_an_unwritable_place_is_reported(tmp_path: Path) -> None:
+    store = RowStore(str(tmp_path / "missing" / "state"))
+    assert not store.save([])
+    assert "cannot write in" in store.error
