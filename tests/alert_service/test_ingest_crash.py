@@ -200,4 +200,7 @@ def test_kill_9_at_random_points_neither_loses_nor_repeats(
     assert "source_checkpoint_missing" not in events
     assert "source_truncated" not in events
     assert "line_parse_failed" not in events
-    assert events.count("service_started") == kills + 1
+    # A kill may land before a process has logged that it started (slow imports on a busy
+    # host); each process logs it at most once, and the last one started and stopped cleanly.
+    assert 2 <= events.count("service_started") <= kills + 1
+    assert events[-1] == "service_stopped"
