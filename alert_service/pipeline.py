@@ -60,6 +60,7 @@ from alert_service.state.baseline import BaselineMode, BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
 from alert_service.state.db import open_state
 from alert_service.state.outbox import enqueue_alerts
+from alert_service.state.record import upgrade_records
 from alert_service.stats import Stats
 
 __all__ = [
@@ -163,6 +164,13 @@ class Pipeline:
             else None
         )
         self._replay_baseline: BaselineTracker | None = None
+        # Each outbox record carries its rule's own dedup window (delivery's default
+        # otherwise), so the workers never read the rules.
+        self._windows = {
+            r.name: r.dedup_window_secs for r in config.rules if r.dedup_window_secs is not None
+        }
+        if state is not None:
+            upgrade_records(state, self._packs, self._windows)
         self._sources: SourceSet = FileSources(
             config.sources,
             SqliteCheckpoints(state, config.checkpoint_expiry_secs)
@@ -400,7 +408,7 @@ class Pipeline:
                 self._process_chunk(chunk, baseline, alerts)
             if baseline is not None:
                 alerts += baseline.take_digests()
-            inserted = enqueue_alerts(conn, alerts, wall)
+            inserted = enqueue_alerts(conn, alerts, wall, self._windows)
             if position is not None:
                 save_checkpoint(conn, batch.key, position, wall)
             conn.execute("COMMIT")
