@@ -37,8 +37,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import BinaryIO, Protocol, cast
+from collections.abc import Callable, Iterable
+from typing import BinaryIO, Protocol
 
 from alert_service.config import Config
 from alert_service.errors import ParseError, SourceError
@@ -56,7 +56,7 @@ from alert_service.source import (
     SourceSet,
     read_whole_file,
 )
-from alert_service.state.baseline import BaselineMode, BaselineTracker
+from alert_service.state.baseline import BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
 from alert_service.state.db import open_state
 from alert_service.state.outbox import enqueue_alerts
@@ -157,7 +157,7 @@ class Pipeline:
         self._monotonic = monotonic
         self._max_read = max_read_bytes_per_poll
         self._packs = frozenset(config.known_packs)
-        self._modes = cast(Mapping[str, BaselineMode], config.rule_baseline)
+        self._modes = config.rule_baseline
         self._baseline = (
             BaselineTracker(state, self._modes, self._matches_as_added, self.stats)
             if state is not None

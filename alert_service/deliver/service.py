@@ -16,20 +16,22 @@ import random
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alert_service.config import Config
 from alert_service.deliver.clock import Clock, SystemClock
+from alert_service.deliver.retry import RetryPolicy
 from alert_service.deliver.settings import DestinationSettings
 from alert_service.deliver.worker import DestinationWorker
 from alert_service.logs import log_event
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.notify.base import Notifier
-from alert_service.notify.retry import RetryPolicy
 from alert_service.ops.metrics import ServiceMetrics
 from alert_service.state.db import open_state
 from alert_service.state.outbox import QueueDepth, purge, queue_depths
 from alert_service.stats import Stats
+
+if TYPE_CHECKING:  # the configuration imports this stage's RetryPolicy
+    from alert_service.config import Config
 
 __all__ = ["HOUSEKEEPING_INTERVAL_SECS", "DeliveryService", "build_delivery_service"]
 

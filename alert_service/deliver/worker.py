@@ -48,11 +48,11 @@ from prometheus_client import Counter
 from alert_service.deliver.bucket import TokenBucket
 from alert_service.deliver.clock import Clock, SystemClock
 from alert_service.deliver.dedup import silence_key
+from alert_service.deliver.retry import RetryPolicy, backoff_secs
 from alert_service.deliver.settings import DestinationSettings
 from alert_service.errors import NotifyError, RecordError
 from alert_service.logs import log_event
 from alert_service.notify.base import Notifier
-from alert_service.notify.retry import RetryPolicy, backoff_secs
 from alert_service.ops.metrics import ServiceMetrics
 from alert_service.state.db import open_state
 from alert_service.state.outbox import (

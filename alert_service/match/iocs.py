@@ -112,7 +112,8 @@ def load_ioc_file(path: str) -> tuple[IocVersion, IntRanges, IntRanges, int]:
 
     Raises:
         MatchError: the file cannot be read (a path with a NUL byte included), is
-            not UTF-8, or has a bad line; or ``path`` is not a string (never taken as a file descriptor).
+            not UTF-8, or has a bad line; or ``path`` is not a string (never taken
+            as a file descriptor).
     """
     if not isinstance(path, str):
         raise MatchError(f"IOC file {path!r} is not a path")

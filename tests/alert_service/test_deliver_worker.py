@@ -29,8 +29,11 @@ from alert_service.deliver import (
     connection_key,
     silence_key,
 )
+from alert_service.deliver.retry import RetryPolicy
 from alert_service.match import Alert
-from alert_service.notify import RetryPolicy, WebhookNotifier
+from alert_service.notify import (
+    WebhookNotifier,
+)
 from alert_service.ops import ServiceMetrics
 from alert_service.state import enqueue_alerts, open_state
 from alert_service.state.outbox import purge, queue_depths, transaction
