@@ -13,8 +13,8 @@ extension calls ``shutdown()`` on the manager), then stops like osqueryd:
 
 Startup order: bind the socket, launch ``--extension`` children, wait for
 ``--extensions_require`` names (osqueryd's behaviour:
-osquery-protocol-and-logs.md §2 "Health checks and timing"; upstream
-osquery/core/init.cpp), then load packs. Deviation from osqueryd: without
+upstream osquery 5.23 osquery/core/init.cpp,
+osquery/extensions/extensions.cpp), then load packs. Deviation from osqueryd: without
 ``--extensions_require`` the stand-in still waits up to
 ``--extensions_timeout`` for as many extensions as it launched to register
 before loading packs, so a pack's first discovery check does not run before
