@@ -62,13 +62,20 @@ def launch(osqd: Standin, workdir: Path) -> subprocess.Popen[bytes]:
 
 
 def logged(osqd: Standin, ports: set[str]) -> list[tuple[str, int, dict[str, str]]]:
-    """(action, counter, columns) of every logged line about our held connections."""
+    """(action, counter, columns) of every logged line about our held connections.
+
+    Both ends are this process's sockets; other processes on a busy host may use the
+    same port numbers, so the pid is checked too.
+    """
+    me = str(os.getpid())
     if not osqd.results_log_path.exists():
         return []
     out = []
     for raw in osqd.results_log_path.read_text(encoding="utf-8").splitlines():
         line = json.loads(raw)
         columns = line["columns"]
+        if columns.get("pid") != me:
+            continue
         if columns.get("local_port") in ports or columns.get("remote_port") in ports:
             out.append((line["action"], int(line["counter"]), columns))
     return out
@@ -92,6 +99,7 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(HELD)]
         accepted = [server.accept()[0] for _ in range(HELD)]
         mine = {str(c.getsockname()[1]) for c in clients}
+        inodes = {str(os.fstat(c.fileno()).st_ino) for c in clients}
         config = workdir / "alerts.yaml"
         config.write_text(yaml.safe_dump({
             "state_dir": str(workdir / "alerts"),
@@ -129,7 +137,9 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
                     if not state.exists():
                         return 0
                     rows = orjson.loads(state.read_bytes())["rows"]
-                    return sum(1 for r in rows if r["row"].get("local_port") in mine)
+                    # Our client ends, by socket inode: another process may hold the same
+                    # port numbers towards other peers.
+                    return sum(1 for r in rows if r["row"].get("socket") in inodes)
 
                 wait_for(lambda: saved() == HELD, timeout_secs=60, interval_secs=0.5)
                 # 1. The extension dies (as osqueryd's watchdog would kill it) and comes back.
