@@ -42,12 +42,7 @@ from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry, RetryPolicy
 from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
 from alert_service.secret import Secret
-from alert_service.source import (
-    DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_PARTIAL_LINE_FLUSH_SECS,
-    DEFAULT_POLL_INTERVAL_SECS,
-    StartAt,
-)
+from alert_service.source import SourceConfig
 
 __all__ = [
     "Config",
@@ -65,39 +60,6 @@ DEFAULT_STATE_DIR = "/var/lib/tracked-connections-alerts"
 """Default ``state_dir``: where ``run`` keeps ``state.sqlite3``."""
 DEFAULT_CHECKPOINT_EXPIRY_SECS = 7 * 24 * 3600.0
 """Default ``checkpoint_expiry_secs`` (7 days)."""
-DEFAULT_STALE_AFTER_SECS = 300.0
-"""Default ``sources[].stale_after_secs`` (5 minutes)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
-    """One results log to follow (an item of ``sources``).
-
-    Attributes:
-        path: the log file, e.g. ``/var/log/osquery/osqueryd.results.log``; with
-            ``glob`` true, a pattern naming several live logs (each followed alone).
-        glob: True when the entry was given as ``glob:`` instead of ``path:``.
-        start_at: ``end`` (default) skips what the file holds when ``run`` starts
-            for the first time (no checkpoint); ``beginning`` reads it. Files
-            appearing later are always read whole; with a checkpoint, ``run``
-            resumes where it stopped.
-        max_line_bytes: longest accepted line, bytes (default 1 MiB).
-        poll_interval_secs: pause between polls, seconds (default 0.25).
-        partial_line_flush_secs: how long the unterminated last line of a finished
-            (rotated/deleted) file may stay unchanged before it is taken as a line,
-            seconds (default 5).
-        stale_after_secs: a source with no new line for this long logs
-            ``source_stale`` and counts in the ``stale_sources`` gauge, seconds
-            (default 300).
-    """
-
-    path: str
-    start_at: StartAt = "end"
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-    poll_interval_secs: float = DEFAULT_POLL_INTERVAL_SECS
-    glob: bool = False
-    partial_line_flush_secs: float = DEFAULT_PARTIAL_LINE_FLUSH_SECS
-    stale_after_secs: float = DEFAULT_STALE_AFTER_SECS
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,21 +476,6 @@ def _rule_spec(raw: Mapping[str, Any]) -> RuleSpec:
     return rule_spec_from_config(raw)
 
 
-def _source(raw: Mapping[str, Any]) -> SourceConfig:
-    pattern = raw.get("glob")
-    return SourceConfig(
-        path=raw["path"] if pattern is None else pattern,
-        glob=pattern is not None,
-        start_at=raw.get("start_at", "end"),
-        max_line_bytes=raw.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES),
-        poll_interval_secs=float(raw.get("poll_interval_secs", DEFAULT_POLL_INTERVAL_SECS)),
-        partial_line_flush_secs=float(
-            raw.get("partial_line_flush_secs", DEFAULT_PARTIAL_LINE_FLUSH_SECS)
-        ),
-        stale_after_secs=float(raw.get("stale_after_secs", DEFAULT_STALE_AFTER_SECS)),
-    )
-
-
 def _delivery(raw: Mapping[str, Any]) -> RetryPolicy:
     return RetryPolicy.from_config(raw)
 
@@ -606,7 +553,7 @@ def build_config(
     problems.raise_if_any()
     return Config(
         file=file,
-        sources=tuple(_source(item) for _, item in sources),
+        sources=tuple(SourceConfig.from_config(item) for _, item in sources),
         notifiers=tuple(notifiers),
         rules=tuple(rules),
         delivery=_delivery(root.get("delivery", {})),

@@ -56,6 +56,7 @@ from alert_service.parse import parse_line  # noqa: E402
 from alert_service.pipeline import Pipeline  # noqa: E402
 from alert_service.source import FileFollower  # noqa: E402
 from alert_service.state import open_state  # noqa: E402
+from alert_service.state.checkpoints import load_checkpoint  # noqa: E402
 from alert_service.stats import Stats  # noqa: E402
 
 PROCESSES = [
@@ -195,8 +196,8 @@ def run_durable(config: Config, path: str, state_dir: str) -> tuple[float, int, 
     start = time.perf_counter()
     while True:
         pipeline.poll_once()
-        position = pipeline._sources[0].files[path].committed
-        if position is not None and position.offset >= size:
+        stored = load_checkpoint(conn, path)
+        if stored is not None and stored.position.offset >= size:
             break
     elapsed = time.perf_counter() - start
     pipeline.close()
