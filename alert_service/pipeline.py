@@ -9,7 +9,7 @@ Two ways through :class:`Pipeline`:
   is one SQLite transaction holding the alerts of its lines, the baseline changes and
   the file's checkpoint, so ``kill -9`` at any instant neither loses nor repeats an
   alert: what was committed is past the checkpoint, what was not is read again
-  (alerting-delivery-and-tailing.md §2.7 "Durable outbox", §4.2 item 5). The delivery
+  (docs/design/delivery.md, "Outbox"). The delivery
   workers (:mod:`alert_service.deliver`) send the outbox; the pipeline never waits for
   them.
 * ``replay`` (:meth:`Pipeline.replay` / :meth:`Pipeline.process_line`): read files whole

@@ -3,7 +3,7 @@
 Each test drives a :class:`FileFollower` over real files in a temporary directory,
 rotating them the way osquery (``.1``, ``.N.zst``; plugins/logger/logrotate.h), Fleet's
 lumberjack (``<name>-<timestamp>[.gz]``) and logrotate ``copytruncate`` do
-(osquery-protocol-and-logs.md §4; alerting-delivery-and-tailing.md §4).
+(docs/design/osquery-interfaces.md §4; docs/design/following-logs.md).
 """
 
 from __future__ import annotations

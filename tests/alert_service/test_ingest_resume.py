@@ -3,8 +3,8 @@
 A first :class:`FileFollower` reads and stops (its :meth:`position` is the checkpoint,
 stored and loaded through the real state database); the files are then rotated,
 compressed, truncated or deleted for real; a second follower resumes from the stored
-checkpoint (alerting-delivery-and-tailing.md §4.2 items 1-3: identity plus head
-fingerprint, finish the rotated file first, never trust an offset past the end).
+checkpoint (docs/design/following-logs.md: identity plus head fingerprint, finish
+the rotated file first, never trust an offset past the end).
 """
 
 from __future__ import annotations
