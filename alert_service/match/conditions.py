@@ -206,6 +206,41 @@ def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
     return Condition(key, tuple, _number_checks, compile_)
 
 
+def numbers_condition(
+    key: str, column: str, *, maximum: int, what: str, cost: int = 20
+) -> Condition:
+    """Numbers and inclusive ranges from 0 to ``maximum`` on one integer column;
+    ``what`` names a value in messages (``uid``, ``protocol``)."""
+
+    def checks(items: Sequence[int | str], where: str) -> Iterator[_Attempt]:
+        return _number_checks(items, where, maximum=maximum, what=what)
+
+    def compile_(
+        items: Sequence[int | str], where: str, iocs: IocFiles
+    ) -> Iterator[tuple[int, Test | In]]:
+        yield cost, In(column, NumberSet(items, where, maximum=maximum, what=what))
+
+    return Condition(key, tuple, checks, compile_)
+
+
+def address_condition(key: str, column: str, cost: int = 50) -> Condition:
+    """CIDR and IOC-file include/exclude lists (:class:`AddressSpec`) on one address
+    column; an event without an address there never matches."""
+
+    def number(view: EventView) -> int | None:
+        return address_number(view.columns.get(column))
+
+    def compile_(spec: AddressSpec, where: str, iocs: IocFiles) -> Iterator[tuple[int, Test | In]]:
+        # The peer's number is cached on the view: several rules test it.
+        test = _address_test(
+            spec, where, iocs, _remote_number if column == "remote_address" else number
+        )
+        if test is not None:
+            yield cost, test
+
+    return Condition(key, _build_address, _check_address, compile_)
+
+
 def values_condition(key: str, column: str, cost: int = 30) -> Condition:
     """Allowed values of one text column; ``<unknown>`` stands for an empty one."""
 
@@ -340,23 +375,27 @@ def _check_address(spec: AddressSpec, where: str) -> Iterator[_Attempt]:
             yield partial(_check_ioc_file, path, f"{where}.{key}_files[{i}]")
 
 
-def _remote_address(
-    spec: AddressSpec, where: str, iocs: IocFiles
-) -> Iterator[tuple[int, Test | In]]:
+def _remote_number(view: EventView) -> int | None:
+    return view.remote_number
+
+
+def _address_test(
+    spec: AddressSpec, where: str, iocs: IocFiles, number_of: Callable[[EventView], int | None]
+) -> Test | None:
     include = _address_set(spec.include, spec.include_files, f"{where}.include", iocs)
     exclude = _address_set(spec.exclude, spec.exclude_files, f"{where}.exclude", iocs)
     if include is None and exclude is None:
-        return
+        return None
 
     def test(view: EventView) -> bool:
-        number = view.remote_number
+        number = number_of(view)
         if number is None:
-            return False  # no peer address: an address condition never holds
+            return False  # no address: an address condition never holds
         if include is not None and not include.contains(number):
             return False
         return exclude is None or not exclude.contains(number)
 
-    yield 50, test
+    return test
 
 
 # -- the table -----------------------------------------------------------------------
@@ -367,7 +406,7 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("host", _patterns, _regex_checks, _host),
     Condition("process", _build_process, _check_process, _process),
     Condition("user", _build_user, _check_user, _user),
-    Condition("remote_address", _build_address, _check_address, _remote_address),
+    address_condition("remote_address", "remote_address"),
     ports_condition("remote_port", "remote_port"),
     values_condition("direction", "direction"),
 )
