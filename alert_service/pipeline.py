@@ -52,6 +52,7 @@ from alert_service.source import (
     Batch,
     LineChunk,
     Position,
+    SourceConfig,
     SourceLine,
     SourceSet,
     read_whole_file,
@@ -335,7 +336,8 @@ class Pipeline:
         Returns:
             The paths that could not be read (each logged); empty on full success.
         """
-        max_line = max((s.max_line_bytes for s in self.config.sources), default=0)
+        files = (s for s in self.config.sources if isinstance(s, SourceConfig))
+        max_line = max((s.max_line_bytes for s in files), default=0)
         failed: list[str] = []
         for path in paths:
             try:

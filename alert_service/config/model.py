@@ -58,7 +58,7 @@ from alert_service.match import BaselineMode, RuleSpec, check_rule, rule_spec_fr
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
-from alert_service.source.kinds import AnySourceConfig, source_config
+from alert_service.source.kinds import AnySourceConfig, source_config, source_problems
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EXPIRY_SECS",
@@ -220,8 +220,8 @@ def build_config(
     duplicates(sources, "sources", "path", problems)
     duplicates(sources, "sources", "glob", problems)
     for i, item in items(doc, "sources"):  # as written: a bad path is still a path
-        if ("path" in item) == ("glob" in item):
-            problems.add(("sources", i), "give exactly one of path or glob")
+        for message in source_problems(item):
+            problems.add(("sources", i), message)
     duplicates(notifier_items, "notifiers", "name", problems)
     duplicates(rule_items, "rules", "name", problems)
     notifier_names = {text(item.get("name")) for _, item in items(doc, "notifiers")}

@@ -19,7 +19,14 @@ from alert_service.source.config import SourceConfig
 from alert_service.source.manager import CheckpointStore, FileSources, SourceSet
 from alert_service.stats import Stats
 
-__all__ = ["SOURCE_KINDS", "AnySourceConfig", "SourceKind", "build_sources", "source_config"]
+__all__ = [
+    "SOURCE_KINDS",
+    "AnySourceConfig",
+    "SourceKind",
+    "build_sources",
+    "source_config",
+    "source_problems",
+]
 
 AnySourceConfig = SourceConfig
 """The config type of any kind of source (a union once there are several)."""
@@ -30,14 +37,17 @@ class SourceKind:
     """One kind of source.
 
     Attributes:
-        accepts: True for a validated ``sources`` item of this kind.
-        config: the item → its config.
+        accepts: True for a ``sources`` item of this kind.
+        problems: what a schema cannot say about an item of this kind (messages).
+        config: a validated item → its config; the config has a ``path`` naming the
+            source in logs and ``/health``.
         config_type: the config class, to pick this kind's configs.
         build: this kind's configs, the checkpoint store, the stats, the wall and
             monotonic clocks and the bytes read per poll → the set that follows them.
     """
 
     accepts: Callable[[Mapping[str, Any]], bool]
+    problems: Callable[[Mapping[str, Any]], list[str]]
     config: Callable[[Mapping[str, Any]], AnySourceConfig]
     config_type: type
     build: Callable[..., SourceSet]
@@ -65,12 +75,23 @@ def _file_sources(
 SOURCE_KINDS: tuple[SourceKind, ...] = (
     SourceKind(
         accepts=lambda raw: "path" in raw or "glob" in raw,
+        problems=lambda raw: (
+            ["give exactly one of path or glob"] if "path" in raw and "glob" in raw else []
+        ),
         config=SourceConfig.from_config,
         config_type=SourceConfig,
         build=_file_sources,
     ),
 )
 """Every kind of source; the first that accepts an item reads it."""
+
+
+def source_problems(raw: Mapping[str, Any]) -> list[str]:
+    """What is wrong with one ``sources`` item beyond its schema (empty when fine)."""
+    for kind in SOURCE_KINDS:
+        if kind.accepts(raw):
+            return kind.problems(raw)
+    return ["give exactly one of path or glob"]
 
 
 def source_config(raw: Mapping[str, Any]) -> AnySourceConfig:
