@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 from deliver_support import make_alert
 
-from alert_service.deliver import DeliveryService, DestinationSettings, ScaledClock
-from alert_service.deliver.retry import RetryPolicy
+from alert_service.deliver import DeliveryService, DestinationSettings, RetryPolicy, ScaledClock
 from alert_service.errors import NotifyError
 from alert_service.notify import SlackNotifier, WebhookNotifier
 from alert_service.secret import Secret
