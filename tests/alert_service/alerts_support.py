@@ -96,3 +96,36 @@ def serve_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+class FakeClock:
+    """The one manual clock of these tests: nothing moves until told.
+
+    ``now`` is wall time (seconds since the Unix epoch), ``mono`` a monotonic reading;
+    :meth:`advance` and :meth:`wait` move both. Call it (``clock()``) for ``now``; pass
+    ``clock.monotonic`` where a monotonic clock is wanted.
+    """
+
+    def __init__(self, now: float = 1_756_796_709.0, mono: float = 1000.0) -> None:
+        self.now = now
+        self.mono = mono
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def wait(self, event: threading.Event, secs: float) -> bool:
+        """Advance by ``secs`` instead of sleeping; True when ``event`` is set."""
+        self.waits.append(secs)
+        self.advance(max(0.0, secs))
+        return event.is_set()
+
+    def advance(self, secs: float) -> None:
+        self.now += secs
+        self.mono += secs

@@ -23,11 +23,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any
 
+from alerts_support import FakeClock
+
 from alert_service.config import load_config
 from alert_service.deliver import ScaledClock, build_delivery_service
 from alert_service.logs import configure_logging, log_event
 from alert_service.match import Alert, alert_id
 from alert_service.parse import Event
+
+__all__ = [
+    "HANG",
+    "Answer",
+    "FakeClock",
+    "Request",
+    "ScriptedEndpoint",
+    "make_alert",
+    "make_event",
+    "serve_endpoint",
+]
 
 HANG = -1
 """Script entry: keep the request open until ``endpoint.release`` is set."""
@@ -137,25 +150,6 @@ def serve_endpoint() -> Iterator[ScriptedEndpoint]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-class FakeClock:
-    """A manual clock for worker steps: ``wait`` advances time instead of sleeping."""
-
-    def __init__(self, now: float = 1_756_796_709.0) -> None:
-        self.now = now
-        self.waits: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def wait(self, event: threading.Event, secs: float) -> bool:
-        self.waits.append(secs)
-        self.now += max(0.0, secs)
-        return event.is_set()
-
-    def advance(self, secs: float) -> None:
-        self.now += secs
 
 
 def make_event(

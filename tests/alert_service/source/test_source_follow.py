@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import zstandard
+from alerts_support import FakeClock
 
 from alert_service.source import (
     FileFollower,
@@ -52,14 +53,6 @@ def osquery_rotate(log: Path) -> None:
         zst(f"{log}.2.zst", first.read_bytes())
         first.unlink()
     os.rename(log, first)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- rename rotation -----------------------------------------------------------------
@@ -224,7 +217,7 @@ def test_deleted_file_is_drained_then_the_recreated_one_read(tmp_path: Path) -> 
 def test_deleted_file_not_recreated_is_closed_after_its_tail_is_flushed(tmp_path: Path) -> None:
     log = tmp_path / "results.log"
     append(log, b"a\nlast-without-newline")
-    clock = Clock()
+    clock = FakeClock(now=1000.0)
     stats = Stats()
     with FileFollower(
         str(log), start_at="beginning", stats=stats, partial_line_flush_secs=2, clock=clock
@@ -246,7 +239,7 @@ def test_deleted_file_not_recreated_is_closed_after_its_tail_is_flushed(tmp_path
 def test_partial_last_line_of_the_live_file_is_never_flushed(tmp_path: Path) -> None:
     log = tmp_path / "results.log"
     append(log, b"a\nstill-being-writ")
-    clock = Clock()
+    clock = FakeClock(now=1000.0)
     with FileFollower(
         str(log), start_at="beginning", partial_line_flush_secs=1, clock=clock
     ) as follower:
@@ -262,7 +255,7 @@ def test_partial_last_line_of_the_live_file_is_never_flushed(tmp_path: Path) -> 
 def test_rotated_partial_line_that_gets_its_newline_late_is_one_line(tmp_path: Path) -> None:
     log = tmp_path / "results.log"
     append(log, b"a\nhal")
-    clock = Clock()
+    clock = FakeClock(now=1000.0)
     with FileFollower(
         str(log), start_at="beginning", partial_line_flush_secs=5, clock=clock
     ) as follower:
