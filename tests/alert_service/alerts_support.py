@@ -7,6 +7,7 @@ without clashing with other directories' conftest files.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import zstandard
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
@@ -129,3 +132,25 @@ class FakeClock:
     def advance(self, secs: float) -> None:
         self.now += secs
         self.mono += secs
+
+
+def osquery_rotate(log: Path) -> None:
+    """The one rotation helper: what osqueryd's ``--logger_rotate`` does to ``log``.
+
+    Shift ``.N.zst`` up, compress ``.1`` to ``.2.zst`` (written aside, then renamed in,
+    as a file appears to a reader), rename the log to ``.1`` (osquery 5.23
+    plugins/logger/logrotate.h).
+    """
+    n = 2
+    while Path(f"{log}.{n}.zst").exists():
+        n += 1
+    for k in range(n - 1, 1, -1):
+        os.rename(f"{log}.{k}.zst", f"{log}.{k + 1}.zst")
+    first = Path(f"{log}.1")
+    if first.exists():
+        tmp = Path(f"{log}.2.zst.tmp")
+        tmp.write_bytes(zstandard.ZstdCompressor().compress(first.read_bytes()))
+        os.rename(tmp, f"{log}.2.zst")
+        first.unlink()
+    if log.exists():
+        os.rename(log, first)
