@@ -7,7 +7,7 @@ import socket
 from types import MappingProxyType
 
 import pytest
-from alerts_support import Receiver
+from alerts_support import Answer, ScriptedEndpoint
 
 from alert_service.deliver.retry import RetryPolicy, backoff_secs
 from alert_service.errors import NotifyError
@@ -89,7 +89,7 @@ def test_render_is_pure_and_golden() -> None:
     notifier.close()
 
 
-def test_webhook_200(receiver: Receiver) -> None:
+def test_webhook_200(receiver: ScriptedEndpoint) -> None:
     alert = make_alert()
     notifier = webhook(
         receiver.url, headers={"X-Team": "soc", "Authorization": Secret("Bearer t", "env:T")}
@@ -109,8 +109,8 @@ def test_webhook_200(receiver: Receiver) -> None:
     assert got.json() == alert.as_dict()
 
 
-def test_webhook_500_then_200_resends_the_same_body_and_id(receiver: Receiver) -> None:
-    receiver.script = [(500, {})]
+def test_webhook_500_then_200_resends_the_same_body_and_id(receiver: ScriptedEndpoint) -> None:
+    receiver.answer(500)
     alert = make_alert()
     notifier = webhook(receiver.url)
     try:
@@ -125,8 +125,8 @@ def test_webhook_500_then_200_resends_the_same_body_and_id(receiver: Receiver) -
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == alert.id
 
 
-def test_webhook_400_is_not_retryable(receiver: Receiver) -> None:
-    receiver.script = [(400, {})]
+def test_webhook_400_is_not_retryable(receiver: ScriptedEndpoint) -> None:
+    receiver.answer(400)
     notifier = webhook(receiver.url)
     try:
         with pytest.raises(NotifyError) as info:
@@ -155,7 +155,7 @@ def test_connection_refused_is_retryable_and_does_not_leak_the_url() -> None:
     assert "TOKEN123" not in str(info.value)
 
 
-def test_read_timeout_is_retryable(receiver: Receiver) -> None:
+def test_read_timeout_is_retryable(receiver: ScriptedEndpoint) -> None:
     receiver.delay_secs = 0.5
     notifier = webhook(receiver.url, timeout_secs=0.1)
     try:
@@ -167,8 +167,8 @@ def test_read_timeout_is_retryable(receiver: Receiver) -> None:
     assert info.value.error_type == "timeout"
 
 
-def test_redirect_is_not_followed(receiver: Receiver) -> None:
-    receiver.script = [(302, {"Location": "/elsewhere"})]
+def test_redirect_is_not_followed(receiver: ScriptedEndpoint) -> None:
+    receiver.answer(Answer(302, {"Location": "/elsewhere"}))
     notifier = webhook(receiver.url)
     try:
         with pytest.raises(NotifyError) as info:

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from alerts_support import REPO_ROOT, Receiver, osquery_rotate
+from alerts_support import REPO_ROOT, ScriptedEndpoint, osquery_rotate
 
 LINES = 2400
 ROTATE_EVERY = 300
@@ -126,7 +126,7 @@ def outbox_ids(db: Path) -> list[str]:
 
 
 def test_kill_9_at_random_points_neither_loses_nor_repeats(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: ScriptedEndpoint
 ) -> None:
     rnd = random.Random(int(os.environ.get("KILL_TEST_SEED", "0")) or time.time_ns())
     log = tmp_path / "osqueryd.results.log"
