@@ -20,12 +20,13 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
+from alerts_support import Answer, serve_endpoint
+from alerts_support import Request as ScriptedRequest
 
 from alert_service.config import build_config
 from alert_service.errors import ConfigError, NotifyError
@@ -244,54 +245,27 @@ def _query_host(
 def fleet() -> Iterator[FakeFleet]:
     state = FakeFleet()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            parsed = urllib.parse.urlsplit(self.path)
-            length = int(self.headers.get("Content-Length", "0"))
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
-            req = Request(
-                self.command,
-                parsed.path,
-                urllib.parse.parse_qs(parsed.query),
-                dict(self.headers.items()),
-                body,
-            )
-            with state.lock:
-                state.requests.append(req)
-            status, headers, answer = _route(state, req)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(request: ScriptedRequest) -> Answer:
+        parsed = urllib.parse.urlsplit(request.path)
+        try:
+            body = json.loads(request.body) if request.body else None
+        except ValueError:
+            body = request.body
+        req = Request(
+            request.method,
+            parsed.path,
+            urllib.parse.parse_qs(parsed.query),
+            request.headers,
+            body,
+        )
+        with state.lock:
+            state.requests.append(req)
+        status, headers, answer = _route(state, req)
+        return Answer.json(status, answer, headers)
 
-        def do_GET(self) -> None:
-            self._handle()
-
-        def do_POST(self) -> None:
-            self._handle()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_endpoint("", respond) as endpoint:
+        state.url = endpoint.base_url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
     assert state.violations == []
 
 
