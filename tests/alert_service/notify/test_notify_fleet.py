@@ -21,23 +21,22 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
 from alerts_support import Answer, serve_endpoint
 from alerts_support import Request as ScriptedRequest
+from deliver_support import make_alert as shared_alert
 
 from alert_service.config import build_config
 from alert_service.errors import ConfigError, NotifyError
-from alert_service.match import Alert, alert_id
+from alert_service.match import Alert
 from alert_service.notify import (
     DEFAULT_REGISTRY,
     FleetLiveQueryNotifier,
     FleetScriptNotifier,
 )
 from alert_service.notify.fleet import host_identifier_for
-from alert_service.parse import Event
 from alert_service.secret import Secret
 
 TOKEN = "fleet-api-token-123"
@@ -270,26 +269,19 @@ def fleet() -> Iterator[FakeFleet]:
 
 
 def make_alert(decorations: dict[str, str] | None = None, host: str = "web-01") -> Alert:
-    event = Event(
-        name="pack/Global/tracked_connections",
-        pack="Global",
-        query="tracked_connections",
-        host_identifier=host,
-        calendar_time="Tue Sep  2 07:05:09 2025 UTC",
-        unix_time=1756796709,
-        epoch=0,
+    return shared_alert(
+        notify=("fleet",),
+        host=host,
         counter=5,
-        action="added",
-        columns=MappingProxyType(
-            {"pid": 4242, "name": "nc", "remote_address": "198.51.100.7", "remote_port": 4444}
-        ),
-        decorations=MappingProxyType(
+        query_name="pack/Global/tracked_connections",
+        pack="Global",
+        columns={"pid": 4242, "name": "nc", "remote_address": "198.51.100.7", "remote_port": 4444},
+        decorations=(
             {"host_uuid": HOST_UUID, "hostname": "web-01.example.com"}
             if decorations is None
             else decorations
         ),
     )
-    return Alert(alert_id(event), "reverse-shell", ("fleet",), event)
 
 
 def script_action(fleet: FakeFleet, **options: Any) -> FleetScriptNotifier:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-from types import MappingProxyType
 
 import pytest
 from alerts_support import Answer, ScriptedEndpoint
+from deliver_support import make_alert as shared_alert
 
 from alert_service.deliver.retry import RetryPolicy, backoff_secs
 from alert_service.errors import NotifyError
-from alert_service.match import Alert, alert_id
+from alert_service.match import Alert
 from alert_service.notify import (
     DEFAULT_REGISTRY,
     WebhookNotifier,
@@ -19,12 +19,11 @@ from alert_service.notify import (
     encode_json,
     parse_retry_after,
 )
-from alert_service.parse import Event
 from alert_service.secret import Secret
 
 
 def make_alert(**columns: str | int | None) -> Alert:
-    cols: dict[str, str | int | None] = {
+    row: dict[str, str | int | None] = {
         "remote_address": "198.51.100.7",
         "remote_port": 4444,
         "name": "nc",
@@ -33,21 +32,7 @@ def make_alert(**columns: str | int | None) -> Alert:
         "pid": 901,
         "uid": None,
     }
-    cols.update(columns)
-    event = Event(
-        name="pack_tracked_connections_tracked_connections",
-        pack="tracked_connections",
-        query="tracked_connections",
-        host_identifier="web-01",
-        calendar_time="Tue Sep  2 07:05:09 2025 UTC",
-        unix_time=1756796709,
-        epoch=0,
-        counter=3,
-        action="added",
-        columns=MappingProxyType(cols),
-        decorations=MappingProxyType({"hostname": "web-01.example.com"}),
-    )
-    return Alert(alert_id(event), "reverse-shell", ("local",), event)
+    return shared_alert(notify=("local",), columns={**row, **columns})
 
 
 def webhook(url: str | Secret, **kw: object) -> WebhookNotifier:
