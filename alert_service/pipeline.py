@@ -33,7 +33,6 @@ the rewind after a failed commit, checkpoint expiry) lives in the source stage
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import sqlite3
 import threading
@@ -187,7 +186,7 @@ class Pipeline:
     # -- shared: one line ---------------------------------------------------------
 
     def _matches_as_added(self, event: Event) -> bool:
-        return bool(self.rules.match(dataclasses.replace(event, action="added")))
+        return self.rules.matches_as(event, "added")
 
     def _process_chunk(
         self, chunk: LineChunk, baseline: BaselineTracker | None, out: list[Alert]

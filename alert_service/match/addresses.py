@@ -143,6 +143,10 @@ class AddressSet:
         """Merged ranges (both families)."""
         return len(self._ranges)
 
+    def spans(self) -> list[tuple[int, int]]:
+        """The networks as merged inclusive ranges of address numbers, ascending."""
+        return self._ranges.spans()
+
     def __contains__(self, addr: object) -> bool:
         if not isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
             return False

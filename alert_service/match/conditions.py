@@ -43,7 +43,12 @@ from alert_service.match.spec import (
     TextPatternSpec,
     UserSpec,
 )
-from alert_service.match.text import TextMatcher, compile_regex
+from alert_service.match.text import (
+    TextMatcher,
+    combine_patterns,
+    compile_regex,
+    pattern_sources,
+)
 from alert_service.parse.event import Action, ColumnValue, Event
 
 __all__ = [
@@ -52,6 +57,8 @@ __all__ = [
     "Condition",
     "ConditionsSpec",
     "EventView",
+    "Keys",
+    "KeysOf",
     "RuleSpec",
     "Test",
     "check_conditions",
@@ -69,15 +76,22 @@ class EventView:
 
     Args:
         event: the event.
+        action: the action the rules see (default the event's own): the baseline asks
+            whether a ``removed`` row would match as ``added`` without copying it.
     """
 
-    __slots__ = ("_addr", "_number", "columns", "event")
+    __slots__ = ("_addr", "_number", "action", "columns", "event")
 
-    def __init__(self, event: Event) -> None:
+    def __init__(self, event: Event, action: Action | None = None) -> None:
         self.event = event
         self.columns = event.columns
+        self.action: Action = event.action if action is None else action
         self._number: int | None = _NOT_YET
         # _addr is set by the first remote_address call.
+
+    def reuse(self, other: EventView) -> None:
+        """Take the values ``other`` (a view of the same event) has computed already."""
+        self._number = other._number
 
     @property
     def remote_address(self) -> _Address | None:
@@ -120,6 +134,47 @@ class In(NamedTuple):
 _Attempt = Callable[[], object]  # one check; raises MatchError with its location
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Keys:
+    """What an event must show for a condition to hold: the rule index's entry for it.
+
+    The condition can hold only when ``get(view)`` is one of ``values``, inside one of
+    ``spans()`` (an ``int``) or fully matched by ``pattern`` (a non-empty ``str``). It
+    may still fail on other grounds (the compiled test decides); the index only
+    drops rules that cannot match (:mod:`alert_service.match.index`).
+
+    Attributes:
+        dimension: names what ``get`` reads (``column:remote_port``, ``text:name``,
+            ``address:remote_address``, ``action``); every key of one dimension must
+            read the same thing.
+        get: the event's value in that dimension.
+        rank: lower first: dimensions are looked up by ascending rank, so the cheap
+            and selective ones can end the search early.
+        values: exact values (hashable; ``None`` and ``""`` for an empty one).
+        spans: inclusive integer ranges, called when the index is built (again after
+            an IOC file reloads).
+        source: identifies ``spans``' content, so rules naming the same lists share
+            one entry.
+        pattern: a regex source fully matched against a non-empty text value.
+    """
+
+    dimension: str
+    get: Callable[[EventView], object]
+    rank: int
+    values: frozenset[object] = frozenset()
+    spans: Callable[[], list[tuple[int, int]]] | None = None
+    source: object = None
+    pattern: str | None = None
+
+
+KeysOf = Callable[[Any, IocFiles], Iterator[Keys]]
+"""``(spec value, iocs)`` → the :class:`Keys` a condition's value gives (none: not indexed)."""
+
+
+def _no_keys(value: object, iocs: IocFiles) -> Iterator[Keys]:
+    return iter(())
+
+
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One rule condition: how it is built, checked and compiled.
@@ -132,12 +187,17 @@ class Condition:
             ``.remote_port``), so that all problems are reported, not the first.
         compile: ``(spec value, where, iocs)`` → ``(cost, test)`` pairs; tests of all
             conditions run by ascending cost. Raises ``MatchError`` like ``checks``.
+        keys: ``(spec value, iocs)`` → the :class:`Keys` an event must show for the
+            condition to hold (exact values, integer ranges, a pattern), by which the
+            rule set indexes rules; none for a condition that is only tested. Called
+            on a value that compiled.
     """
 
     key: str
     build: Callable[[Any], Any]
     checks: Callable[[Any, str], Iterator[_Attempt]]
     compile: Callable[[Any, str, IocFiles], Iterator[tuple[int, Test | In]]]
+    keys: KeysOf = _no_keys
 
 
 def _text(value: ColumnValue) -> str | None:
@@ -180,6 +240,45 @@ def _text_test(spec: TextPatternSpec, where: str, column: str) -> Test:
     return lambda view: matches(_text(view.columns.get(column)))
 
 
+def _column_getter(column: str) -> Callable[[EventView], object]:
+    return lambda view: view.columns.get(column)
+
+
+def _text_getter(column: str) -> Callable[[EventView], object]:
+    return lambda view: _text(view.columns.get(column))
+
+
+def _text_keys(spec: TextPatternSpec, column: str, rank: int) -> Iterator[Keys]:
+    """Keys of patterns on one text column (see :class:`~alert_service.match.text.TextMatcher`)."""
+    sources = pattern_sources(spec)
+    pattern: str | None = None
+    if sources:
+        if combine_patterns(sources) is None:
+            return  # not joinable into one regex: tested only
+        pattern = "|".join(f"(?:{p})" for p in sources)
+    values: set[object] = set(spec.exact)
+    if UNKNOWN in spec.exact or UNKNOWN in spec.glob:
+        values |= {"", None}
+    yield Keys(
+        f"text:{column}",
+        _text_getter(column),
+        rank + (5 if pattern is not None else 0),
+        frozenset(values),
+        pattern=pattern,
+    )
+
+
+def _number_keys(numbers: NumberSet, column: str, rank: int) -> Keys:
+    return Keys(
+        f"column:{column}",
+        _column_getter(column),
+        rank,
+        frozenset(numbers.singles),
+        numbers.spans if numbers.spans() else None,
+        source=id(numbers),
+    )
+
+
 # -- the kinds of conditions (a new condition of a known kind is one call) ------------
 
 
@@ -191,7 +290,10 @@ def text_condition(key: str, column: str, cost: int = 70) -> Condition:
     ) -> Iterator[tuple[int, Test | In]]:
         yield cost, _text_test(spec, where, column)
 
-    return Condition(key, _patterns, _regex_checks, compile_)
+    def keys(spec: TextPatternSpec, iocs: IocFiles) -> Iterator[Keys]:
+        return _text_keys(spec, column, 30)
+
+    return Condition(key, _patterns, _regex_checks, compile_, keys)
 
 
 def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
@@ -203,7 +305,10 @@ def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
         ports = PortSet(items, where)
         yield cost, In(column, ports)
 
-    return Condition(key, tuple, _number_checks, compile_)
+    def keys(items: Sequence[int | str], iocs: IocFiles) -> Iterator[Keys]:
+        yield _number_keys(PortSet(items), column, 20)
+
+    return Condition(key, tuple, _number_checks, compile_, keys)
 
 
 def numbers_condition(
@@ -220,7 +325,10 @@ def numbers_condition(
     ) -> Iterator[tuple[int, Test | In]]:
         yield cost, In(column, NumberSet(items, where, maximum=maximum, what=what))
 
-    return Condition(key, tuple, checks, compile_)
+    def keys(items: Sequence[int | str], iocs: IocFiles) -> Iterator[Keys]:
+        yield _number_keys(NumberSet(items, maximum=maximum, what=what), column, 40)
+
+    return Condition(key, tuple, checks, compile_, keys)
 
 
 def address_condition(key: str, column: str, cost: int = 50) -> Condition:
@@ -238,7 +346,19 @@ def address_condition(key: str, column: str, cost: int = 50) -> Condition:
         if test is not None:
             yield cost, test
 
-    return Condition(key, _build_address, _check_address, compile_)
+    def keys(spec: AddressSpec, iocs: IocFiles) -> Iterator[Keys]:
+        include = _address_set(spec.include, spec.include_files, "", iocs)
+        if include is not None:
+            get = _remote_number if column == "remote_address" else number
+            yield Keys(
+                f"address:{column}",
+                cast(Callable[[EventView], object], get),
+                10,
+                spans=include.spans,
+                source=(spec.include, spec.include_files),
+            )
+
+    return Condition(key, _build_address, _check_address, compile_, keys)
 
 
 def values_condition(key: str, column: str, cost: int = 30) -> Condition:
@@ -252,7 +372,13 @@ def values_condition(key: str, column: str, cost: int = 30) -> Condition:
             allowed |= {"", None}  # an empty or missing value
         yield cost, In(column, frozenset(allowed))
 
-    return Condition(key, tuple, _no_checks, compile_)
+    def keys(values: Sequence[str], iocs: IocFiles) -> Iterator[Keys]:
+        allowed: set[object] = {v for v in values if v != UNKNOWN}
+        if UNKNOWN in values:
+            allowed |= {"", None}
+        yield Keys(f"column:{column}", _column_getter(column), 50, frozenset(allowed))
+
+    return Condition(key, tuple, _no_checks, compile_, keys)
 
 
 # -- conditions of their own kind ------------------------------------------------------
@@ -262,7 +388,15 @@ def _actions(
     values: Sequence[Action], where: str, iocs: IocFiles
 ) -> Iterator[tuple[int, Test | In]]:
     allowed = frozenset(values)
-    yield 0, lambda view: view.event.action in allowed
+    yield 0, lambda view: view.action in allowed
+
+
+def _action_of(view: EventView) -> object:
+    return view.action
+
+
+def _action_keys(values: Sequence[Action], iocs: IocFiles) -> Iterator[Keys]:
+    yield Keys("action", _action_of, 0, frozenset(values))
 
 
 def _queries(names: Sequence[str], where: str, iocs: IocFiles) -> Iterator[tuple[int, Test | In]]:
@@ -297,6 +431,12 @@ def _process(spec: ProcessSpec, where: str, iocs: IocFiles) -> Iterator[tuple[in
             yield cost, _text_test(patterns, f"{where}.{column}", column)
 
 
+def _process_keys(spec: ProcessSpec, iocs: IocFiles) -> Iterator[Keys]:
+    for column, patterns in (("name", spec.name), ("path", spec.path), ("cmdline", spec.cmdline)):
+        if patterns is not None:
+            yield from _text_keys(patterns, column, 30)
+
+
 def _build_user(raw: Mapping[str, Any]) -> UserSpec:
     uid = raw.get("uid")
     return UserSpec(_patterns(raw.get("name")), tuple(uid) if uid is not None else None)
@@ -315,6 +455,13 @@ def _user(spec: UserSpec, where: str, iocs: IocFiles) -> Iterator[tuple[int, Tes
         yield 73, _text_test(spec.name, f"{where}.name", "username")
 
 
+def _user_keys(spec: UserSpec, iocs: IocFiles) -> Iterator[Keys]:
+    if spec.uid is not None:
+        yield _number_keys(NumberSet(spec.uid, maximum=MAX_UID, what="uid"), "uid", 40)
+    if spec.name is not None:
+        yield from _text_keys(spec.name, "username", 35)
+
+
 class _Addresses:
     """Inline CIDRs plus IOC lists: one membership test on an address number.
 
@@ -330,6 +477,13 @@ class _Addresses:
         self.contains: Callable[[int], bool] = (
             inline.contains_number if inline is not None and not lists else self._contains
         )
+
+    def spans(self) -> list[tuple[int, int]]:
+        """Every listed network as inclusive address-number ranges (not merged)."""
+        out = self._inline.spans() if self._inline is not None else []
+        for ioc in self._lists:
+            out += ioc.spans()
+        return out
 
     def _contains(self, number: int) -> bool:
         if self._inline is not None and self._inline.contains_number(number):
@@ -401,11 +555,11 @@ def _address_test(
 # -- the table -----------------------------------------------------------------------
 
 CONDITIONS: tuple[Condition, ...] = (
-    Condition("actions", tuple, _no_checks, _actions),
+    Condition("actions", tuple, _no_checks, _actions, _action_keys),
     Condition("queries", tuple, _no_checks, _queries),
     Condition("host", _patterns, _regex_checks, _host),
-    Condition("process", _build_process, _check_process, _process),
-    Condition("user", _build_user, _check_user, _user),
+    Condition("process", _build_process, _check_process, _process, _process_keys),
+    Condition("user", _build_user, _check_user, _user, _user_keys),
     address_condition("remote_address", "remote_address"),
     ports_condition("remote_port", "remote_port"),
     values_condition("direction", "direction"),

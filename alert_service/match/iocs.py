@@ -192,6 +192,14 @@ class IocList:
             return loaded.v6.contains(number - IPV6_OFFSET)
         return loaded.v4.contains(number)
 
+    def spans(self) -> list[tuple[int, int]]:
+        """The version in use as merged inclusive ranges of address numbers
+        (:func:`~alert_service.match.addresses.address_number`), ascending."""
+        loaded = self._loaded
+        return loaded.v4.spans() + [
+            (start + IPV6_OFFSET, end + IPV6_OFFSET) for start, end in loaded.v6.spans()
+        ]
+
     def check(self) -> bool:
         """Reload the file if its (device, inode, size, mtime) changed.
 
@@ -277,7 +285,9 @@ class IocFiles:
             self._next_check = self._clock() + self._interval
             return sum(1 for ioc in self._lists.values() if ioc.check())
 
-    def maybe_check(self) -> None:
-        """Check the files when the interval has passed since the last check."""
+    def maybe_check(self) -> int:
+        """Check the files when the interval has passed since the last check; return
+        how many were reloaded (0 when not checked)."""
         if self._lists and self._clock() >= self._next_check:
-            self.check()
+            return self.check()
+        return 0

@@ -92,6 +92,15 @@ class NumberSet:
         self._singles = frozenset(singles)
         self._ranges = IntRanges(ranges) if ranges else None
 
+    @property
+    def singles(self) -> frozenset[int]:
+        """The single values."""
+        return self._singles
+
+    def spans(self) -> list[tuple[int, int]]:
+        """The ranges (merged inclusive ``(low, high)``), without the single values."""
+        return self._ranges.spans() if self._ranges is not None else []
+
     def __contains__(self, value: object) -> bool:
         if value.__class__ is not int and (not isinstance(value, int) or isinstance(value, bool)):
             return False

@@ -40,6 +40,10 @@ class IntRanges:
         i = bisect_right(self._starts, value) - 1
         return i >= 0 and value <= self._ends[i]
 
+    def spans(self) -> list[tuple[int, int]]:
+        """The merged inclusive ``(start, end)`` ranges, ascending."""
+        return list(zip(self._starts, self._ends, strict=True))
+
     def contains(self, value: int) -> bool:
         """Return True when ``value`` is inside a range (``in`` without its type checks).
 

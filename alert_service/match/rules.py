@@ -12,13 +12,16 @@ from collections.abc import Callable, Iterable
 from alert_service.errors import MatchError
 from alert_service.match.alert import Alert, alert_id
 from alert_service.match.conditions import (
+    CONDITIONS,
     CompiledConditions,
     EventView,
+    Keys,
     RuleSpec,
     check_conditions,
 )
+from alert_service.match.index import RuleIndex
 from alert_service.match.iocs import IocFiles
-from alert_service.parse.event import Event
+from alert_service.parse.event import Action, Event
 
 __all__ = [
     "CompiledConditions",
@@ -43,7 +46,7 @@ class CompiledRule:
         MatchError: see :class:`CompiledConditions`.
     """
 
-    __slots__ = ("_conditions", "_excludes", "spec")
+    __slots__ = ("_conditions", "_excludes", "keys", "spec")
 
     def __init__(self, spec: RuleSpec, iocs: IocFiles | None = None) -> None:
         files = iocs if iocs is not None else IocFiles()
@@ -52,6 +55,13 @@ class CompiledRule:
         self._excludes = tuple(
             CompiledConditions(item, f".exclude[{i}]", files) for i, item in enumerate(spec.exclude)
         )
+        keys: list[Keys] = []
+        for condition in CONDITIONS:
+            value = getattr(spec, condition.key)
+            if value is not None:
+                keys += condition.keys(value, files)
+        self.keys: tuple[Keys, ...] = tuple(keys)
+        """What an event must show for the rule to match (:class:`RuleIndex`)."""
 
     @property
     def name(self) -> str:
@@ -91,6 +101,10 @@ def compile_rule(spec: RuleSpec, iocs: IocFiles | None = None) -> CompiledRule:
 class RuleSet:
     """All rules, compiled once; several rules may match one event.
 
+    An event is tested only against the rules its values can match, found by a
+    :class:`~alert_service.match.index.RuleIndex` of the rules' exact values, ranges
+    and patterns, so the cost per event does not grow with the number of rules.
+
     IOC files are shared between rules and checked for changes at most every
     ``ioc_check_interval_secs`` while matching (and on :meth:`refresh`).
 
@@ -103,7 +117,7 @@ class RuleSet:
         MatchError: a rule does not compile (the message names the rule).
     """
 
-    __slots__ = ("_rules", "_tests", "iocs")
+    __slots__ = ("_index", "_last", "_rules", "_tests", "iocs")
 
     def __init__(
         self,
@@ -125,6 +139,8 @@ class RuleSet:
             (rule, rule._conditions.holds, rule.vetoed if rule._excludes else None)
             for rule in rules
         )
+        self._index = RuleIndex([rule.keys for rule in rules])
+        self._last: EventView | None = None
 
     @property
     def rules(self) -> tuple[CompiledRule, ...]:
@@ -133,18 +149,53 @@ class RuleSet:
 
     def refresh(self) -> int:
         """Check the IOC files now (e.g. once per source poll); return how many reloaded."""
-        return self.iocs.check()
+        reloaded = self.iocs.check()
+        if reloaded:
+            self._reindex()
+        return reloaded
+
+    def _reindex(self) -> None:
+        self._index = RuleIndex([rule.keys for rule in self._rules])
 
     def match(self, event: Event) -> list[Alert]:
         """Return one :class:`~alert_service.match.alert.Alert` per matching rule, in rule order."""
-        self.iocs.maybe_check()
-        view = EventView(event)
+        if self.iocs.maybe_check():
+            self._reindex()
+        view = self._last = EventView(event)
+        mask = self._index.candidates(view)
+        if not mask:
+            return []
         alerts: list[Alert] = []
         ident: str | None = None
-        for rule, holds, vetoed in self._tests:
+        tests = self._tests
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            rule, holds, vetoed = tests[low.bit_length() - 1]
             if holds(view) and (vetoed is None or not vetoed(view)):
                 if ident is None:
                     ident = alert_id(event)
                 spec = rule.spec
                 alerts.append(Alert(ident, spec.name, spec.notify, event))
         return alerts
+
+    def matches_as(self, event: Event, action: Action) -> bool:
+        """Return True when some rule would match ``event`` were its action ``action``.
+
+        The baseline asks this of ``removed`` rows (would the row have matched when it
+        was ``added``?). The event is not copied; values already computed for it by
+        the last :meth:`match` (its parsed peer address) are reused.
+        """
+        view = EventView(event, action)
+        last = self._last
+        if last is not None and last.event is event:
+            view.reuse(last)
+        mask = self._index.candidates(view)
+        tests = self._tests
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            _, holds, vetoed = tests[low.bit_length() - 1]
+            if holds(view) and (vetoed is None or not vetoed(view)):
+                return True
+        return False

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable, Iterable
 
 from alert_service.errors import MatchError
 from alert_service.match.spec import UNKNOWN, TextPatternSpec
 
-__all__ = ["TextMatcher", "compile_regex"]
+__all__ = ["TextMatcher", "combine_patterns", "compile_regex", "pattern_sources"]
 
 
 def compile_regex(text: str, where: str = "") -> re.Pattern[str]:
@@ -26,6 +27,36 @@ def compile_regex(text: str, where: str = "") -> re.Pattern[str]:
         raise MatchError(f"invalid regex {text!r}: {err}", where) from err
 
 
+def pattern_sources(spec: TextPatternSpec) -> tuple[str, ...]:
+    """The regex sources of ``spec``'s globs (translated) and regexes, each for ``fullmatch``."""
+    return (*(fnmatch.translate(g) for g in spec.glob), *spec.regex)
+
+
+def combine_patterns(sources: Iterable[str]) -> Callable[[str], object] | None:
+    """One ``fullmatch`` that holds when any of ``sources`` fully matches.
+
+    Returns None when a source cannot be joined into one alternation with the same
+    meaning: it has groups (back-references are numbered across the whole pattern),
+    global inline flags (``(?i)`` is only allowed at the start), or it does not
+    compile. The caller then tests the patterns one by one.
+    """
+    parts: list[str] = []
+    for source in sources:
+        try:
+            alone = re.compile(source)
+        except (re.error, TypeError):
+            return None
+        if alone.groups or alone.flags != re.UNICODE:
+            return None
+        parts.append(f"(?:{source})")
+    if not parts:
+        return None
+    try:
+        return re.compile("|".join(parts)).fullmatch
+    except (re.error, RecursionError, OverflowError):
+        return None
+
+
 class TextMatcher:
     """Compiled :class:`~alert_service.match.spec.TextPatternSpec`.
 
@@ -41,10 +72,10 @@ class TextMatcher:
         MatchError: a regex does not compile (``where`` points at it).
     """
 
-    __slots__ = ("_exact", "_patterns", "accepts_unknown")
+    __slots__ = ("_exact", "_patterns", "accepts_unknown", "exact")
 
     def __init__(self, spec: TextPatternSpec, where: str = "") -> None:
-        self._exact = frozenset(spec.exact)
+        self._exact = self.exact = frozenset(spec.exact)
         patterns: list[re.Pattern[str]] = [re.compile(fnmatch.translate(g)) for g in spec.glob]
         for i, text in enumerate(spec.regex):
             patterns.append(compile_regex(text, f"{where}.regex[{i}]"))

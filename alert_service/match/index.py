@@ -1,0 +1,174 @@
+"""The rule index: which rules an event can match, found without trying each rule.
+
+Each condition of a rule may state what an event must show for it to hold
+(:class:`~alert_service.match.conditions.Keys`: exact values, integer ranges, a
+pattern). The index groups those keys by *dimension* (what they read of the event:
+the action, one column, the peer's address number, one text column) and turns each
+dimension into one lookup giving a bit mask of rules:
+
+* exact values: one ``dict`` lookup (value → rules);
+* integer ranges (ports, uids, CIDRs and IOC lists): the ranges of every rule are cut
+  into disjoint segments, each with the rules covering it; one ``bisect``;
+* patterns (globs and regexes): the patterns of every rule joined into one regex;
+  one ``fullmatch`` gives the rules having patterns there (each is then tried on
+  its own).
+
+Rules without a key in a dimension pass it. An event's candidates are the rules
+passing every dimension (bit masks ANDed, in ascending rank, stopping at zero), so
+the work per event grows with the number of dimensions — the kinds of conditions —
+not with the number of rules. Candidates are then tested in full
+(:class:`~alert_service.match.conditions.CompiledConditions` and the ``exclude``
+entries): the index only ever drops rules that cannot match. tests/alert_service/match
+proves the matches equal those of trying every rule, on random rules and events.
+
+Rebuild the index (a new :class:`RuleIndex`) when an IOC file reloads: its ranges
+are read when the index is built.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+
+from alert_service.match.conditions import EventView, Keys
+from alert_service.match.text import combine_patterns
+
+__all__ = ["RuleIndex"]
+
+
+class _Dimension:
+    """The keys of one dimension, as lookups giving rule bit masks."""
+
+    __slots__ = (
+        "exact",
+        "free",
+        "get",
+        "keyed",
+        "masks",
+        "name",
+        "pattern",
+        "pattern_mask",
+        "rank",
+        "starts",
+    )
+
+    def __init__(self, name: str, entries: Sequence[tuple[int, Keys]], rules: int) -> None:
+        self.name = name
+        self.get: Callable[[EventView], object] = entries[0][1].get
+        self.rank = min(keys.rank for _, keys in entries)
+        keyed = 0
+        exact: dict[object, int] = {}
+        sources: dict[object, tuple[int, Keys]] = {}
+        patterns: dict[str, None] = {}
+        pattern_mask = 0
+        for bit, keys in entries:
+            keyed |= bit
+            for value in keys.values:
+                exact[value] = exact.get(value, 0) | bit
+            if keys.spans is not None:
+                source = keys.source if keys.source is not None else id(keys)
+                mask, first = sources.get(source, (0, keys))
+                sources[source] = (mask | bit, first)
+            if keys.pattern is not None:
+                patterns[keys.pattern] = None
+                pattern_mask |= bit
+        self.keyed = keyed
+        self.free = ((1 << rules) - 1) & ~keyed
+        self.exact = exact
+        self.starts, self.masks = _segments(
+            [(mask, keys.spans()) for mask, keys in sources.values() if keys.spans is not None]
+        )
+        self.pattern: Callable[[str], object] | None = None
+        self.pattern_mask = pattern_mask
+        if patterns:
+            self.pattern = combine_patterns(patterns)
+            if self.pattern is None:  # too big to join: these rules always pass here
+                self.free |= pattern_mask
+
+    def lookup(self, view: EventView) -> int:
+        """The rules that pass this dimension for ``view``."""
+        value = self.get(view)
+        mask = self.free | self.exact.get(value, 0)
+        if self.starts and value.__class__ is int:
+            i = bisect_right(self.starts, value) - 1
+            if i >= 0:
+                mask |= self.masks[i]
+        pattern = self.pattern
+        if pattern is not None and value.__class__ is str and value and pattern(value):
+            mask |= self.pattern_mask
+        return mask
+
+
+def _segments(sets: list[tuple[int, list[tuple[int, int]]]]) -> tuple[list[int], list[int]]:
+    """Cut ranges into disjoint segments: ``(starts, masks)``, the rules of segment ``i``
+    being ``masks[i]`` from ``starts[i]`` up to the next start.
+
+    Args:
+        sets: ``(rule mask, inclusive ranges)``; the masks are disjoint.
+    """
+    points: list[tuple[int, int, int]] = []
+    for index, (_, spans) in enumerate(sets):
+        for low, high in spans:
+            points.append((low, 1, index))
+            points.append((high + 1, -1, index))
+    points.sort()
+    counts = [0] * len(sets)
+    starts: list[int] = []
+    masks: list[int] = []
+    current = 0
+    i = 0
+    while i < len(points):
+        position = points[i][0]
+        while i < len(points) and points[i][0] == position:
+            _, step, index = points[i]
+            before = counts[index]
+            counts[index] = before + step
+            if before == 0 and step > 0:
+                current |= sets[index][0]
+            elif before == 1 and step < 0:
+                current &= ~sets[index][0]
+            i += 1
+        if not masks or masks[-1] != current:
+            starts.append(position)
+            masks.append(current)
+    return starts, masks
+
+
+class RuleIndex:
+    """The rules an event can match, as a bit mask (bit ``i``: rule ``i``).
+
+    Args:
+        keys: per rule, in rule order, the keys of its conditions (not of its
+            ``exclude`` entries); a rule with two keys in one dimension is indexed
+            by the first.
+    """
+
+    __slots__ = ("_all", "_dimensions")
+
+    def __init__(self, keys: Sequence[Sequence[Keys]]) -> None:
+        self._all = (1 << len(keys)) - 1
+        by_dimension: dict[str, list[tuple[int, Keys]]] = {}
+        for i, rule_keys in enumerate(keys):
+            seen: set[str] = set()
+            for item in rule_keys:
+                if item.dimension not in seen:
+                    seen.add(item.dimension)
+                    by_dimension.setdefault(item.dimension, []).append((1 << i, item))
+        dimensions = [_Dimension(name, items, len(keys)) for name, items in by_dimension.items()]
+        dimensions.sort(key=lambda d: (d.rank, d.name))
+        self._dimensions = tuple(dimensions)
+
+    @property
+    def dimensions(self) -> tuple[str, ...]:
+        """The dimensions looked up, in order (for tests and diagnostics)."""
+        return tuple(d.name for d in self._dimensions)
+
+    def candidates(self, view: EventView) -> int:
+        """The bit mask of the rules that may match ``view`` (a superset of the matches)."""
+        mask = self._all
+        for dimension in self._dimensions:
+            if mask & dimension.keyed:
+                mask &= dimension.lookup(view)
+                if not mask:
+                    return 0
+        return mask
