@@ -1,63 +1,62 @@
-"""Benchmark alert-service ingestion: source → parse → match, against a naive loop.
+"""Benchmark the alert path: ``replay`` as a whole process against the read + JSON floor.
 
 Usage::
 
-    python benchmarks/alert_bench.py                 # about 30 s
-    python benchmarks/alert_bench.py --lines 500000 --naive-lines 300
+    python benchmarks/alert_bench.py                      # 300k lines, 3 runs each
+    python benchmarks/alert_bench.py --lines 30000 --runs 1   # a quick look
 
-Every baseline is measured in the same run, on the same machine, one core (one
-thread). Rates are lines per second.
+Every figure is measured in the same run, on the same machine, and the ratios are
+taken against the floor of that run. Times are medians of ``--runs`` runs.
 
-1. Generated result lines: realistic ``tracked_connections`` event lines as osqueryd's
-   filesystem logger writes them (compact JSON, every column as text, the pack's
-   column set, osquery 5.23 plugins/logger/filesystem_logger.cpp), from ``--hosts`` hosts, with
-   IPv4 and IPv6 peers; about 1% hit a rule. They are written to a real file.
-2. Rule set: ``--cidrs`` networks (default 10 000; IPv4 /16-/30 and some IPv6 /32-/64)
-   in one rule's ``remote_address.include``, and ``--ports`` single ports (default
-   1000) in another rule's ``remote_port``.
-3. ``pipeline``: :class:`~alert_service.source.FileFollower` reads the file (the real
-   follower, chunked, line cap), :meth:`~alert_service.pipeline.Pipeline.match_chunk`
-   parses every line into typed events and matches them against the compiled rules —
-   the hot loop of ``run`` without the state database. Best of ``--runs``.
-4. ``durable``: the whole ``run`` path, :meth:`~alert_service.pipeline.Pipeline.poll_once`
-   on a fresh state database: as above plus the baseline bookkeeping and one SQLite
-   transaction (outbox rows + checkpoint, ``synchronous=FULL``) per 8 MiB read.
-5. ``naive``: what a user might write: for each line ``json.loads``, then
-   ``ipaddress.ip_address(remote_address)`` tested with ``in`` against each of the
-   networks (a list of ``ipaddress.ip_network``), and ``int(remote_port)`` tested for
-   membership in a list of the ports. Timed on ``--naive-lines`` lines only (it is
-   slow) and reported as a rate.
-6. Ratios ``pipeline/naive`` and ``durable/naive``; the checks print whether both
-   implementations found the same matching lines on the naive sample.
-7. ``stages``: the same loop stopped after the source, after parsing, after matching,
-   so each stage's share in µs per line is shown.
+1. Input: ``--lines`` result lines (default 300 000) of about 740 bytes, as osqueryd's
+   filesystem logger writes a differential query of the ``tracked_connections`` pack
+   (event form, compact JSON, every column as text; osquery 5.x
+   plugins/logger/filesystem_logger.cpp): half ``added``, half ``removed`` (each
+   removed row is a row added earlier), ``counter`` > 0, from ``--hosts`` hosts, IPv4
+   and IPv6 peers. About 1 % of the added rows have a peer on the IOC list.
+2. Rule sets, each with one rule whose ``remote_address.include_files`` is an IOC list
+   of ``--iocs`` entries (default 10 000): **1 rule** (that rule alone), **10 rules**
+   and **100 rules** (that rule plus per-team rules as a deployment has them: ports
+   and port ranges, process names and paths, cmdline regexes and globs, uid ranges,
+   inline CIDR lists, directions, some on ``removed`` too, most with ``exclude``
+   entries for known services).
+3. ``floor``: a Python process that reads the file line by line and calls
+   ``orjson.loads`` on each line — the least any JSON-lines reader in Python does.
+4. ``replay``: ``python -m alert_service replay CONFIG LOG`` as a whole process
+   (start, config, IOC load, read, parse, match, baseline, alerts printed to a file).
+5. In-process, one run: ``orjson.loads`` alone against
+   :func:`~alert_service.parse.parse_line` over the same lines (the parse stage's
+   share of the floor), and :meth:`RuleSet.match` per rule set.
+
+Targets (issue 18): ``replay`` with 1 rule within 3x the floor; 100 rules at most 2x
+1 rule. The script prints whether each is met.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import ipaddress
 import json
 import os
-import pstats
 import random
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from alert_service.config import Config, build_config  # noqa: E402
+import orjson  # noqa: E402
+
+from alert_service.config import load_config  # noqa: E402
+from alert_service.match import RuleSet  # noqa: E402
 from alert_service.parse import parse_line  # noqa: E402
-from alert_service.pipeline import Pipeline  # noqa: E402
-from alert_service.source import FileFollower  # noqa: E402
-from alert_service.state import open_state  # noqa: E402
-from alert_service.state.checkpoints import load_checkpoint  # noqa: E402
-from alert_service.stats import Stats  # noqa: E402
 
 PROCESSES = [
     ("curl", "/usr/bin/curl", "curl -fsSL https://example.com/install.sh"),
@@ -65,274 +64,267 @@ PROCESSES = [
     ("sshd", "/usr/sbin/sshd", "sshd: alice [priv]"),
     ("chrome", "/opt/google/chrome/chrome", "/opt/google/chrome/chrome --type=utility"),
     ("nginx", "/usr/sbin/nginx", "nginx: worker process"),
+    ("postgres", "/usr/lib/postgresql/16/bin/postgres", "postgres: walsender"),
+    ("java", "/usr/lib/jvm/java-17/bin/java", "java -jar /opt/app/service.jar --port 8080"),
 ]
+PORTS = [443, 80, 53, 22, 8443, 5432, 3306, 9200, 6379, 8080]
+
+FLOOR = """
+import sys, orjson
+loads = orjson.loads
+with open(sys.argv[1], "rb") as fh:
+    for line in fh:
+        loads(line)
+"""
 
 
-def make_rules(rnd: random.Random, cidrs: int, ports: int) -> tuple[list[str], list[int]]:
-    """Return ``cidrs`` distinct networks (90% IPv4) and ``ports`` distinct ports."""
-    nets: set[str] = set()
-    while len(nets) < cidrs:
-        if rnd.random() < 0.9:
-            prefix = rnd.randint(16, 30)
+def make_iocs(rnd: random.Random, count: int) -> list[str]:
+    """``count`` distinct entries: 70 % IPv4 addresses, 25 % IPv4 CIDRs, 5 % IPv6 /48."""
+    out: set[str] = set()
+    while len(out) < count:
+        roll = rnd.random()
+        if roll < 0.7:
+            out.add(str(ipaddress.IPv4Address(rnd.getrandbits(32))))
+        elif roll < 0.95:
+            prefix = rnd.randint(20, 30)
             base = rnd.getrandbits(32) & (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
-            nets.add(str(ipaddress.IPv4Network((base, prefix))))
+            out.add(str(ipaddress.IPv4Network((base, prefix))))
         else:
-            prefix = rnd.randint(32, 64)
-            base = (0x2001 << 112 | rnd.getrandbits(112)) >> (128 - prefix) << (128 - prefix)
-            nets.add(str(ipaddress.IPv6Network((base, prefix))))
-    port_set: set[int] = set()
-    while len(port_set) < ports:
-        port_set.add(rnd.randint(1024, 65535))
-    return sorted(nets), sorted(port_set)
+            base = (0x2001_0DB8 << 96 | rnd.getrandbits(96)) >> 80 << 80
+            out.add(str(ipaddress.IPv6Network((base, 48))))
+    return sorted(out)
 
 
-def make_lines(
-    rnd: random.Random, count: int, hosts: int, nets: list[str], ports: list[int]
-) -> list[bytes]:
-    """Return ``count`` event lines (with their newline); about 1% match a rule."""
-    parsed = [ipaddress.ip_network(n) for n in nets]
-    port_pool = [443, 80, 53, 22, 8443, 5432, 3306, 9200]
-    lines: list[bytes] = []
+def make_row(
+    rnd: random.Random, t0: int, i: int, iocs: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> dict[str, str]:
+    if rnd.random() < 0.01:
+        net = rnd.choice(iocs)
+        remote = str(net.network_address + rnd.randrange(min(net.num_addresses, 1 << 16)))
+        family = "2" if net.version == 4 else "10"
+    elif rnd.random() < 0.85:
+        remote = str(ipaddress.IPv4Address(rnd.getrandbits(32)))
+        family = "2"
+    else:
+        remote = str(ipaddress.IPv6Address(0x2A00 << 112 | rnd.getrandbits(112)))
+        family = "10"
+    name, path, cmdline = rnd.choice(PROCESSES)
+    pid = rnd.randint(300, 99999)
+    return {
+        "cmdline": cmdline,
+        "community_id": "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
+        "direction": rnd.choice(["outbound"] * 8 + ["inbound", "listening"]),
+        "family": family,
+        "first_seen": str(t0 + i // 50 - 3),
+        "local_address": "10.1.2.3" if family == "2" else "fd00::3",
+        "local_port": str(rnd.randint(32768, 60999)),
+        "name": name,
+        "net_namespace": "4026531840",
+        "parent": str(pid - 1),
+        "parent_name": "bash",
+        "parent_path": "/usr/bin/bash",
+        "path": path,
+        "pid": str(pid),
+        "protocol": "6",
+        "remote_address": remote,
+        "remote_port": str(rnd.choice(PORTS)),
+        "socket": str(rnd.randint(10000, 9999999)),
+        "start_time": str(t0 - rnd.randint(0, 86400)),
+        "state": "ESTABLISHED",
+        "uid": str(rnd.choice([0, 33, 1000, 1001, 999])),
+        "username": "alice",
+    }
+
+
+def make_lines(rnd: random.Random, count: int, hosts: int, iocs: list[str]) -> list[bytes]:
+    """``count`` event lines (newline included): added and removed alternate."""
+    nets = [ipaddress.ip_network(n) for n in iocs]
     t0 = 1756796709
+    open_rows: list[tuple[str, dict[str, str]]] = []
+    lines: list[bytes] = []
     for i in range(count):
-        hit = rnd.random() < 0.01
-        if hit and rnd.random() < 0.5:
-            net = rnd.choice(parsed)
-            remote = str(net.network_address + rnd.randrange(net.num_addresses))
-            family = "2" if net.version == 4 else "10"
-        elif rnd.random() < 0.85:
-            remote = str(ipaddress.IPv4Address(rnd.getrandbits(32)))
-            family = "2"
+        removing = i % 2 == 1 and open_rows
+        if removing:
+            host, columns = open_rows.pop(rnd.randrange(len(open_rows)))
+            action = "removed"
         else:
-            remote = str(ipaddress.IPv6Address(0x2A00 << 112 | rnd.getrandbits(112)))
-            family = "10"
-        port = rnd.choice(ports) if hit and rnd.random() >= 0.5 else rnd.choice(port_pool)
-        name, path, cmdline = rnd.choice(PROCESSES)
-        pid = rnd.randint(300, 99999)
-        columns = {
-            "cmdline": cmdline,
-            "community_id": "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
-            "direction": "outbound",
-            "family": family,
-            "first_seen": str(t0 + i // 50 - 3),
-            "local_address": "10.1.2.3" if family == "2" else "fd00::3",
-            "local_port": str(rnd.randint(32768, 60999)),
-            "name": name,
-            "net_namespace": "4026531840",
-            "parent": str(pid - 1),
-            "parent_name": "bash",
-            "parent_path": "/usr/bin/bash",
-            "path": path,
-            "pid": str(pid),
-            "protocol": "6",
-            "remote_address": remote,
-            "remote_port": str(port),
-            "socket": str(rnd.randint(10000, 9999999)),
-            "start_time": str(t0 - rnd.randint(0, 86400)),
-            "uid": "1000",
-            "username": "alice",
-        }
+            host = f"host-{rnd.randrange(hosts):04d}.example.com"
+            columns = make_row(rnd, t0, i, nets)
+            open_rows.append((host, columns))
+            action = "added"
         doc = {
             "name": "pack_tracked_connections_tracked_connections",
-            "hostIdentifier": f"host-{i % hosts:04d}.example.com",
+            "hostIdentifier": host,
             "calendarTime": "Tue Sep  2 07:05:09 2025 UTC",
             "unixTime": t0 + i // 50,
             "epoch": 0,
             "counter": 1 + i // 50,
             "numerics": False,
             "columns": columns,
-            "action": "added",
+            "action": action,
         }
         lines.append(json.dumps(doc, separators=(",", ":")).encode() + b"\n")
     return lines
 
 
-def make_config(nets: list[str], ports: list[int], state_dir: str) -> Config:
+def team_rule(rnd: random.Random, i: int) -> dict[str, Any]:
+    """One of the ordinary rules of a deployment (rule ``i``)."""
+    kind = i % 7
+    rule: dict[str, Any] = {"name": f"team-{i}", "notify": ["local"]}
+    if kind == 0:
+        rule["remote_port"] = [rnd.randint(1024, 65535), f"{4000 + i}-{4010 + i}"]
+    elif kind == 1:
+        rule["process"] = {"name": {"exact": [f"agent-{i}", f"miner-{i}"]}}
+        rule["exclude"] = [{"process": {"path": {"glob": ["/opt/approved/*"]}}}]
+    elif kind == 2:
+        rule["process"] = {
+            "cmdline": {"regex": [f"nc -e /bin/sh .*{i}", f"bash -i >& /dev/tcp/.*:{i}"]}
+        }
+    elif kind == 3:
+        rule["remote_address"] = {
+            "include": [f"100.{i % 250}.0.0/16", f"2001:db8:{i:x}::/48"],
+            "exclude": [f"100.{i % 250}.1.0/24"],
+        }
+        rule["direction"] = ["outbound"]
+    elif kind == 4:
+        rule["user"] = {"uid": [f"{20000 + i}-{20099 + i}"]}
+        rule["remote_port"] = [22, 3389]
+        rule["exclude"] = [{"process": {"name": {"exact": ["sshd"]}}}]
+    elif kind == 5:
+        rule["actions"] = ["added", "removed"]
+        rule["process"] = {"path": {"glob": [f"/tmp/{i}/*", f"/dev/shm/x{i}*"]}}
+    else:
+        rule["remote_port"] = [6660 + i % 10]
+        rule["process"] = {"name": {"exact": [f"irc-{i}"]}}
+        rule["exclude"] = [{"host": {"glob": ["build-*"]}}]
+    return rule
+
+
+def make_config(tmp: str, ioc_path: str, rules: int, seed: int) -> str:
+    rnd = random.Random(seed)
+    items: list[dict[str, Any]] = [
+        {"name": "ioc", "notify": ["local"], "remote_address": {"include_files": [ioc_path]}}
+    ]
+    items += [team_rule(rnd, i) for i in range(1, rules)]
     doc = {
-        "state_dir": state_dir,
+        "state_dir": os.path.join(tmp, f"state-{rules}"),
         "sources": [{"path": "/nonexistent", "start_at": "beginning"}],
         "notifiers": [{"name": "local", "type": "webhook", "url": "http://127.0.0.1:9/x"}],
-        "rules": [
-            {"name": "bad-networks", "notify": ["local"], "remote_address": {"include": nets}},
-            {"name": "bad-ports", "notify": ["local"], "remote_port": ports},
-        ],
+        "rules": items,
     }
-    return build_config(doc, "bench.yaml", environ={})
+    path = os.path.join(tmp, f"rules-{rules}.yaml")
+    Path(path).write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return path
 
 
-def run_pipeline(config: Config, path: str) -> tuple[float, int, int]:
-    """Follow ``path`` from its start to its end; return (seconds, lines, alerts)."""
-    stats = Stats()
-    pipeline = Pipeline(config, stats=stats)
-    alerts = 0
-    start = time.perf_counter()
-    with FileFollower(path, start_at="beginning", stats=stats) as follower:
-        while True:
-            for chunk in follower.poll_chunks():
-                alerts += len(pipeline.match_chunk(chunk))
-            if not follower.has_more:
-                break
-    elapsed = time.perf_counter() - start
-    return elapsed, stats.lines_read, alerts
-
-
-def run_durable(config: Config, path: str, state_dir: str) -> tuple[float, int, int]:
-    """``poll_once`` over ``path`` on a new state database; (seconds, lines, rows)."""
-    db = os.path.join(state_dir, "state.sqlite3")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(db + suffix):
-            os.unlink(db + suffix)
-    conn = open_state(db)
-    src = config.sources[0]
-    durable = Config(
-        **{
-            **{f: getattr(config, f) for f in config.__dataclass_fields__},
-            "sources": (type(src)(path=path, start_at="beginning"),),
-        }
-    )
-    stats = Stats()
-    pipeline = Pipeline(durable, stats=stats, state=conn)
-    size = os.path.getsize(path)
-    start = time.perf_counter()
-    while True:
-        pipeline.poll_once()
-        stored = load_checkpoint(conn, path)
-        if stored is not None and stored.position.offset >= size:
-            break
-    elapsed = time.perf_counter() - start
-    pipeline.close()
-    rows = conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-    conn.close()
-    return elapsed, stats.lines_read, int(rows)
-
-
-def run_stages(config: Config, path: str, count: int) -> list[tuple[str, float]]:
-    """Time the pipeline's loop with one stage more each time; µs per line per stage."""
-    rules = Pipeline(config).rules
-    packs = config.known_packs
-
-    def once(level: int) -> float:
+def timed_process(argv: list[str], out: str) -> float:
+    """Run ``argv`` to completion (stdout to ``out``); wall seconds."""
+    with open(out, "wb") as fh:
         start = time.perf_counter()
-        with FileFollower(path, start_at="beginning") as follower:
-            while True:
-                for chunk in follower.poll_chunks():
-                    if level:
-                        for line in chunk.lines:
-                            events = parse_line(line, packs)
-                            if level > 1:
-                                for event in events:
-                                    rules.match(event)
-                if not follower.has_more:
-                    break
-        return (time.perf_counter() - start) * 1e6 / count
-
-    source, parsed, matched = once(0), once(1), once(2)
-    return [("source", source), ("parse", parsed - source), ("match", matched - parsed)]
+        subprocess.run(argv, stdout=fh, stderr=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - start
 
 
-def run_naive(lines: list[bytes], nets: list[str], ports: list[int]) -> tuple[float, set[int]]:
-    """The naive loop; returns (seconds, indexes of matching lines)."""
-    networks = [ipaddress.ip_network(n) for n in nets]
-    port_list = list(ports)
-    hits: set[int] = set()
+def median(runs: int, once: Callable[[], float]) -> float:
+    return statistics.median(once() for _ in range(runs))
+
+
+def in_process(lines: list[bytes], configs: dict[int, str]) -> None:
+    """The parse stage against orjson alone, and matching per rule set (one run)."""
+    raw = [line.rstrip(b"\n") for line in lines]
+    loads = orjson.loads
     start = time.perf_counter()
-    for i, line in enumerate(lines):
-        row = json.loads(line)["columns"]
-        try:
-            addr = ipaddress.ip_address(row["remote_address"])
-        except ValueError:
-            addr = None
-        if addr is not None and any(addr in net for net in networks):
-            hits.add(i)
-        if int(row["remote_port"]) in port_list:
-            hits.add(i)
-    return time.perf_counter() - start, hits
+    for line in raw:
+        loads(line)
+    floor = time.perf_counter() - start
+    packs = frozenset({"tracked_connections"})
+    start = time.perf_counter()
+    events = [e for line in raw for e in parse_line(line, packs)]
+    parse = time.perf_counter() - start
+    n = len(raw)
+    print(
+        f"  in-process: orjson.loads {floor * 1e6 / n:.2f} µs/line, parse_line"
+        f" {parse * 1e6 / n:.2f} µs/line ({parse / floor:.2f}x orjson)"
+    )
+    for count, path in configs.items():
+        rules = RuleSet(load_config(path).rules)
+        match = rules.match
+        as_added = rules.matches_as
+        start = time.perf_counter()
+        for event in events:
+            match(event)
+            if event.action == "removed":
+                as_added(event, "added")
+        took = time.perf_counter() - start
+        print(f"  in-process: match, {count:>3} rules: {took * 1e6 / n:.2f} µs/event")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--lines", type=int, default=300_000, help="lines for the pipeline")
-    parser.add_argument("--naive-lines", type=int, default=400, help="lines for the naive loop")
-    parser.add_argument("--cidrs", type=int, default=10_000)
-    parser.add_argument("--ports", type=int, default=1_000)
+    parser.add_argument("--lines", type=int, default=300_000, help="input lines")
+    parser.add_argument("--iocs", type=int, default=10_000, help="IOC list entries")
     parser.add_argument("--hosts", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=3, help="pipeline runs (best is kept)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--rules", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
     args = parser.parse_args(argv)
 
     rnd = random.Random(args.seed)
-    nets, ports = make_rules(rnd, args.cidrs, args.ports)
-    lines = make_lines(rnd, args.lines, args.hosts, nets, ports)
+    iocs = make_iocs(rnd, args.iocs)
+    lines = make_lines(rnd, args.lines, args.hosts, iocs)
     size = sum(len(line) for line in lines)
+    load = os.getloadavg()
     print(
-        f"alert_bench: {args.lines} lines ({size / args.lines:.0f} bytes/line avg), "
-        f"{len(nets)} CIDRs, {len(ports)} ports, {args.hosts} hosts, python "
-        f"{sys.version.split()[0]}"
+        f"alert_bench: {args.lines} lines ({size / args.lines:.0f} B/line, half added, half"
+        f" removed), IOC list {len(iocs)} entries, median of {args.runs};"
+        f" python {sys.version.split()[0]}, {os.cpu_count()} cores,"
+        f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     with tempfile.TemporaryDirectory(prefix="alert_bench.") as tmp:
-        path = os.path.join(tmp, "osqueryd.results.log")
-        with open(path, "wb") as fh:
+        log = os.path.join(tmp, "osqueryd.results.log")
+        with open(log, "wb") as fh:
             fh.writelines(lines)
-        config = make_config(nets, ports, tmp)
+        ioc_path = os.path.join(tmp, "iocs.txt")
+        Path(ioc_path).write_text("\n".join(iocs) + "\n", encoding="utf-8")
+        configs = {n: make_config(tmp, ioc_path, n, args.seed) for n in args.rules}
+        out = os.path.join(tmp, "alerts.jsonl")
+        env_python = sys.executable
 
-        best = float("inf")
-        alerts = read = 0
-        for _ in range(args.runs):
-            elapsed, read, alerts = run_pipeline(config, path)
-            best = min(best, elapsed)
-        assert read == args.lines, (read, args.lines)
-        pipe_rate = args.lines / best
+        floor = median(args.runs, lambda: timed_process([env_python, "-c", FLOOR, log], os.devnull))
         print(
-            f"  pipeline (source→parse→match): {pipe_rate:>10,.0f} lines/s"
-            f"  ({best * 1e6 / args.lines:.2f} µs/line, {alerts} alerts, best of {args.runs})"
+            f"  floor (read + orjson.loads, whole process): {floor:6.2f} s"
+            f"  ({args.lines / floor:,.0f} lines/s)"
         )
-
-        durable_s, durable_lines, rows = run_durable(config, path, tmp)
-        durable_rate = durable_lines / durable_s
-        print(
-            f"  durable (+baseline, outbox, checkpoint txns): {durable_rate:>10,.0f} lines/s"
-            f"  ({durable_s * 1e6 / durable_lines:.2f} µs/line, {rows} outbox rows)"
-        )
-
-        sample = lines[: args.naive_lines]
-        naive_s, naive_hits = run_naive(sample, nets, ports)
-        naive_rate = len(sample) / naive_s
-        print(
-            f"  naive (json.loads + ipaddress `in` x{len(nets)} + port list): "
-            f"{naive_rate:>10,.0f} lines/s  ({naive_s * 1e3 / len(sample):.2f} ms/line, "
-            f"{len(sample)} lines timed)"
-        )
-
-        rules = Pipeline(config).rules
-        ours = {
-            i
-            for i, line in enumerate(sample)
-            if any(rules.match(event) for event in parse_line(line.rstrip(b"\n")))
-        }
-        print(
-            f"  same matches on the naive sample: {ours == naive_hits}"
-            f" ({len(naive_hits)} matching lines)"
-        )
-        print(f"  ratio pipeline/naive: {pipe_rate / naive_rate:,.0f}x")
-        print(f"  ratio durable/naive:  {durable_rate / naive_rate:,.0f}x")
-        print(
-            f"  target >= 100,000 lines/s: {'met' if pipe_rate >= 100_000 else 'NOT met'};"
-            f" target >= 5x naive: {'met' if pipe_rate >= 5 * naive_rate else 'NOT met'}"
-        )
-
-        stages = run_stages(config, path, args.lines)
-        print(
-            "  stages (µs/line, one run): "
-            + ", ".join(f"{name} {secs:.2f}" for name, secs in stages)
-        )
-
-        if args.profile:
-            profiler = cProfile.Profile()
-            profiler.enable()
-            run_pipeline(config, path)
-            profiler.disable()
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+        results: dict[int, float] = {}
+        for count, config in configs.items():
+            argv_ = [env_python, "-m", "alert_service", "replay", config, log]
+            results[count] = median(args.runs, lambda a=argv_: timed_process(a, out))  # type: ignore[misc]
+            with open(out, "rb") as fh:
+                alerts = sum(1 for _ in fh)
+            print(
+                f"  replay, {count:>3} rules: {results[count]:6.2f} s"
+                f"  ({args.lines / results[count]:,.0f} lines/s, {alerts} alerts)"
+                f"  {results[count] / floor:5.2f}x floor"
+            )
+        print("\n| case | `replay` | floor: read + `orjson.loads` | ratio |")
+        print("|---|---|---|---|")
+        for count, took in results.items():
+            label = f"{count} rule{'s' if count > 1 else ''}"
+            if count == 1:
+                label += f" with a {len(iocs) // 1000}k-entry IOC list"
+            print(f"| {label} | {took:.2f} s | {floor:.2f} s | {took / floor:.1f}x |")
+        print()
+        if 1 in results:
+            print(
+                f"  target replay(1 rule) <= 3x floor: {results[1] / floor:.2f}x,"
+                f" {'met' if results[1] <= 3 * floor else 'NOT met'}"
+            )
+        if 1 in results and 100 in results:
+            print(
+                f"  target replay(100 rules) <= 2x replay(1 rule): {results[100] / results[1]:.2f}x,"
+                f" {'met' if results[100] <= 2 * results[1] else 'NOT met'}"
+            )
+        in_process(lines, configs)
     return 0
 
 
