@@ -41,6 +41,7 @@ import orjson
 from alert_service.errors import ParseError
 from alert_service.parse.event import Action, ColumnValue, Event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, QueryName, parse_query_name
+from alert_service.parse.row import lazy_columns
 from alert_service.parse.values import normalise_columns, to_int
 
 __all__ = ["MAX_GLUED_CANDIDATES", "decode_line", "glued_line_start", "parse_line"]
@@ -213,6 +214,9 @@ def _split_name(name: str, known_packs: frozenset[str]) -> QueryName:
 
 
 def _columns(raw: object, where: str) -> Mapping[str, ColumnValue]:
+    row = lazy_columns(raw)
+    if row is not None:
+        return row
     return MappingProxyType(normalise_columns(raw, where))
 
 
@@ -294,7 +298,7 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
                 epoch,
                 counter,
                 action,
-                MappingProxyType(normalise_columns(columns, "columns")),
+                _columns(columns, "columns"),
                 decorations,
             )
         ]

@@ -1,0 +1,143 @@
+"""A logged row typed on demand: the parse stage's fast path.
+
+Most rows are read by the rules for a few columns and then dropped; typing every
+INTEGER/BIGINT value of each row would cost more than decoding its JSON. So
+:func:`lazy_columns` only *checks* a row at parse time — with a handful of calls that
+each run over the whole row in C — and returns a :class:`Row` that converts a value
+when it is read and the whole row when it is iterated. The values are exactly those
+of :func:`~alert_service.parse.values.normalise_columns` (a property test compares
+them), and a row the check does not accept (a non-text value, negative or
+non-decimal numbers, an empty numeric column only) is typed eagerly by
+``normalise_columns``, with its errors, as before.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
+from typing import Final, cast
+
+from alert_service.parse.event import ColumnValue
+from alert_service.parse.values import MAX_INT_DIGITS, NUMERIC_COLUMNS
+
+__all__ = ["Row", "lazy_columns"]
+
+_MISSING: Final = object()
+_ONLY_TEXT: Final = {str}
+_MAX_SHAPES: Final = 1024
+
+# Row key order (the column set a query logs) → the getter of its numeric values.
+_Getter = Callable[[dict[str, str]], tuple[str, ...]] | None
+_SHAPES: dict[tuple[str, ...], _Getter] = {}
+
+
+def _shape(keys: tuple[str, ...]) -> _Getter:
+    numeric = tuple(k for k in keys if k in NUMERIC_COLUMNS)
+    found: _Getter = None
+    if len(numeric) == 1:
+        get_one = operator.itemgetter(numeric[0])
+        found = lambda row: (get_one(row),)  # noqa: E731
+    elif numeric:
+        found = operator.itemgetter(*numeric)
+    if len(_SHAPES) >= _MAX_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[keys] = found
+    return found
+
+
+class Row(Mapping[str, ColumnValue]):
+    """One row of columns, every value checked, INTEGER/BIGINT ones converted on read.
+
+    Read-only. ``get``/``[]`` convert one value; iterating, ``len``, ``items()`` and
+    the other views work on the whole typed row, built once.
+
+    Args:
+        raw: the row as decoded, every value text, every numeric one empty or plain
+            ASCII decimal of at most ``MAX_INT_DIGITS`` digits (as
+            :func:`lazy_columns` checked); kept, not copied.
+    """
+
+    __slots__ = ("_raw", "_typed")
+
+    def __init__(self, raw: dict[str, str]) -> None:
+        self._raw = raw
+        self._typed: dict[str, ColumnValue] | None = None
+
+    def get(self, key: str, default: ColumnValue = None) -> ColumnValue:  # type: ignore[override]
+        """The typed value of column ``key``, ``default`` when the row lacks it."""
+        value = self._raw.get(key)
+        if value is None:
+            return default
+        if key in NUMERIC_COLUMNS:
+            return int(value) if value else None
+        return value
+
+    def __getitem__(self, key: str) -> ColumnValue:
+        value = self.get(key, _MISSING)  # type: ignore[arg-type]
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
+    def typed(self) -> dict[str, ColumnValue]:
+        """The whole typed row (built on first use; do not change it)."""
+        typed = self._typed
+        if typed is None:
+            typed = self._typed = dict(self._raw)
+            for key in NUMERIC_COLUMNS & typed.keys():
+                value = typed[key]
+                typed[key] = int(value) if value else None
+        return typed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def keys(self) -> KeysView[str]:
+        return self.typed().keys()
+
+    def items(self) -> ItemsView[str, ColumnValue]:
+        return self.typed().items()
+
+    def values(self) -> ValuesView[ColumnValue]:
+        return self.typed().values()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.typed() == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Row({self.typed()!r})"
+
+
+def lazy_columns(raw: object) -> Row | None:
+    """A :class:`Row` of ``raw`` when it passes the check, else None (type it eagerly).
+
+    The check: ``raw`` is a ``dict`` whose values are all ``str`` and whose
+    INTEGER/BIGINT values (:data:`~alert_service.parse.values.NUMERIC_COLUMNS`) are
+    empty or plain ASCII decimal digits, at most ``MAX_INT_DIGITS`` each, at least
+    one of them non-empty. ``raw`` is kept by the row: the caller must not change it.
+    """
+    if raw.__class__ is not dict:
+        return None
+    row = cast(dict[str, str], raw)
+    if set(map(type, row.values())) != _ONLY_TEXT:
+        return None
+    keys = tuple(row)
+    found = _SHAPES.get(keys, _MISSING)
+    getter = _shape(keys) if found is _MISSING else cast(_Getter, found)
+    if getter is not None:
+        values = getter(row)
+        joined = "".join(values)
+        if not (joined.isdigit() and joined.isascii()):
+            return None
+        if len(joined) > MAX_INT_DIGITS and max(map(len, values)) > MAX_INT_DIGITS:
+            return None
+    return Row(row)
