@@ -65,12 +65,16 @@ from alert_service.state.record import upgrade_records
 from alert_service.stats import Stats
 
 __all__ = [
+    "REPLAY_CHUNK_LINES",
     "Dispatcher",
     "Pipeline",
     "PrintDispatcher",
 ]
 
 _log = logging.getLogger(__name__)
+
+REPLAY_CHUNK_LINES = 1024
+"""Most consecutive lines ``replay`` processes as one chunk."""
 
 
 class _NoCheckpoints:
@@ -307,7 +311,7 @@ class Pipeline:
         """Parse one line, match its events and dispatch the alerts (``replay``).
 
         Baseline runs are judged against the rows seen by this pipeline's earlier
-        :meth:`process_line` calls (kept in memory).
+        :meth:`process_line` and :meth:`replay` calls (kept in memory).
 
         Returns:
             The number of alerts dispatched (0 for blank or malformed lines).
@@ -315,39 +319,71 @@ class Pipeline:
         Raises:
             ValueError: the pipeline has no dispatcher.
         """
+        chunk = LineChunk(line.identity, line.path, line.start, [line.line], line.terminated)
+        return self._replay_chunk(chunk)
+
+    def _replay_chunk(self, chunk: LineChunk) -> int:
+        """Process the lines of ``chunk`` and dispatch their alerts, digests last."""
         if self.dispatcher is None:
             raise ValueError("process_line needs a dispatcher")
-        chunk = LineChunk(line.identity, line.path, line.start, [line.line], line.terminated)
         tracker = self._replay_tracker()
         alerts: list[Alert] = []
         self._process_chunk(chunk, tracker, alerts)
         alerts += tracker.take_digests()
+        dispatch = self.dispatcher.dispatch
         for alert in alerts:
-            self.dispatcher.dispatch(alert)
+            dispatch(alert)
         return len(alerts)
 
     def replay(self, paths: Iterable[str]) -> list[str]:
         """Read each file whole (``.zst``/``.gz`` decompressed) and process its lines.
+
+        Consecutive lines are processed in chunks of up to
+        :data:`REPLAY_CHUNK_LINES`, as ``run`` processes what one poll read: a
+        ``digest`` rule's baseline digest holds the new rows of one chunk.
 
         Args:
             paths: results logs, processed in order.
 
         Returns:
             The paths that could not be read (each logged); empty on full success.
+
+        Raises:
+            ValueError: the pipeline has no dispatcher.
         """
+        if self.dispatcher is None:
+            raise ValueError("replay needs a dispatcher")
         files = (s for s in self.config.sources if isinstance(s, SourceConfig))
         max_line = max((s.max_line_bytes for s in files), default=0)
         failed: list[str] = []
         for path in paths:
+            pending: list[SourceLine] = []
             try:
                 for line in read_whole_file(
                     path, max_line_bytes=max_line or DEFAULT_MAX_LINE_BYTES, stats=self.stats
                 ):
-                    self.process_line(line)
+                    if pending and (
+                        len(pending) >= REPLAY_CHUNK_LINES
+                        or line.start != pending[-1].offset
+                        or line.identity != pending[-1].identity
+                    ):
+                        self._replay_lines(pending)
+                        pending = []
+                    pending.append(line)
             except SourceError as err:
                 failed.append(path)
                 log_event(_log, logging.ERROR, "replay_source_failed", path=path, reason=str(err))
+            if pending:  # lines read before a failure are processed too
+                self._replay_lines(pending)
         return failed
+
+    def _replay_lines(self, lines: list[SourceLine]) -> None:
+        """Process consecutive lines of one file as one chunk."""
+        first, last = lines[0], lines[-1]
+        chunk = LineChunk(
+            first.identity, first.path, first.start, [x.line for x in lines], last.terminated
+        )
+        self._replay_chunk(chunk)
 
     # -- run -----------------------------------------------------------------------
 
