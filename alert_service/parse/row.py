@@ -13,8 +13,7 @@ non-decimal numbers, an empty numeric column only) is typed eagerly by
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Final, cast
 
 from alert_service.parse.event import ColumnValue
@@ -23,26 +22,8 @@ from alert_service.parse.values import MAX_INT_DIGITS, NUMERIC_COLUMNS
 __all__ = ["Row", "lazy_columns"]
 
 _MISSING: Final = object()
-_ONLY_TEXT: Final = {str}
-_MAX_SHAPES: Final = 1024
 
-# Row key order (the column set a query logs) → the getter of its numeric values.
-_Getter = Callable[[dict[str, str]], tuple[str, ...]] | None
-_SHAPES: dict[tuple[str, ...], _Getter] = {}
-
-
-def _shape(keys: tuple[str, ...]) -> _Getter:
-    numeric = tuple(k for k in keys if k in NUMERIC_COLUMNS)
-    found: _Getter = None
-    if len(numeric) == 1:
-        get_one = operator.itemgetter(numeric[0])
-        found = lambda row: (get_one(row),)  # noqa: E731
-    elif numeric:
-        found = operator.itemgetter(*numeric)
-    if len(_SHAPES) >= _MAX_SHAPES:
-        _SHAPES.clear()
-    _SHAPES[keys] = found
-    return found
+_NUMERIC: Final = tuple(sorted(NUMERIC_COLUMNS))
 
 
 class Row(Mapping[str, ColumnValue]):
@@ -128,16 +109,14 @@ def lazy_columns(raw: object) -> Row | None:
     if raw.__class__ is not dict:
         return None
     row = cast(dict[str, str], raw)
-    if set(map(type, row.values())) != _ONLY_TEXT:
+    try:
+        "".join(row.values())  # every value is text, or TypeError
+    except TypeError:
         return None
-    keys = tuple(row)
-    found = _SHAPES.get(keys, _MISSING)
-    getter = _shape(keys) if found is _MISSING else cast(_Getter, found)
-    if getter is not None:
-        values = getter(row)
-        joined = "".join(values)
-        if not (joined.isdigit() and joined.isascii()):
-            return None
-        if len(joined) > MAX_INT_DIGITS and max(map(len, values)) > MAX_INT_DIGITS:
-            return None
+    values = tuple(filter(None, map(row.get, _NUMERIC)))  # the non-empty numeric values
+    numbers = "".join(values)
+    if not (numbers.isdigit() and numbers.isascii()):
+        return None
+    if len(numbers) > MAX_INT_DIGITS and max(map(len, values)) > MAX_INT_DIGITS:
+        return None
     return Row(row)
