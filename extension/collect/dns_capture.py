@@ -130,39 +130,39 @@ def answer_filter() -> bytes:
     ldx_msh, ld_h_ind = 0xB1, 0x48
     jeq, jset, ret = 0x15, 0x45, 0x06
     ad = 1 << 32
-    program: list[tuple[int, int | str, int | str, int]] = [
+    program: list[tuple[int, int | str, int | str, int] | str] = [
         (ld_w, 0, 0, ad + _SKF_AD_OFF + _SKF_AD_PKTTYPE),
         (jeq, "drop", 0, PACKET_OUTGOING),
         (ld_w, 0, 0, ad + _SKF_AD_OFF + _SKF_AD_PROTOCOL),
         (jeq, "ipv4", 0, ETH_P_IP),
         (jeq, "ipv6", "drop", ETH_P_IPV6),
-        ("ipv4", 0, 0, 0),
+        "ipv4",
         (ld_b, 0, 0, 9),
         (jeq, "v4ports", 0, _IPPROTO_UDP),
         (jeq, "v4ports", "drop", _IPPROTO_TCP),
-        ("v4ports", 0, 0, 0),
+        "v4ports",
         (ld_h, 0, 0, 6),
         (jset, "drop", 0, 0x1FFF),
         (ldx_msh, 0, 0, 0),
         (ld_h_ind, 0, 0, 0),
         (jeq, "accept", "drop", 53),
-        ("ipv6", 0, 0, 0),
+        "ipv6",
         (ld_b, 0, 0, 6),
         (jeq, "v6ports", 0, _IPPROTO_UDP),
         (jeq, "v6ports", "drop", _IPPROTO_TCP),
-        ("v6ports", 0, 0, 0),
+        "v6ports",
         (ld_h, 0, 0, 40),
         (jeq, "accept", "drop", 53),
-        ("accept", 0, 0, 0),
+        "accept",
         (ret, 0, 0, _SNAP),
-        ("drop", 0, 0, 0),
+        "drop",
         (ret, 0, 0, 0),
     ]
     labels: dict[str, int] = {}
     code: list[tuple[int, int | str, int | str, int]] = []
     for op in program:
-        if isinstance(op[0], str):
-            labels[op[0]] = len(code)
+        if isinstance(op, str):
+            labels[op] = len(code)
         else:
             code.append(op)
     out = bytearray()
@@ -273,6 +273,11 @@ class DnsCapture:
         self.rescan()
         self._thread = threading.Thread(target=self._run, name="dns", daemon=True)
         self._thread.start()
+
+    def turn_off(self, reason: str) -> None:
+        """Record why the capture does not run (instead of :meth:`start`)."""
+        with self._lock:
+            self._reason = reason
 
     def stop(self) -> None:
         """Stop reading and close every socket."""

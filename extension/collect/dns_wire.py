@@ -54,7 +54,7 @@ _inet_ntop = socket.inet_ntop
 _AF_INET6 = socket.AF_INET6
 
 
-class _BadMessage(Exception):
+class _BadMessageError(Exception):
     pass
 
 
@@ -72,7 +72,7 @@ def _name(msg: bytes, pos: int, end: int) -> tuple[bytes, int]:
     wire = 1
     while True:
         if pos >= end:
-            raise _BadMessage
+            raise _BadMessageError
         count = msg[pos]
         if count == 0:
             pos += 1
@@ -80,28 +80,28 @@ def _name(msg: bytes, pos: int, end: int) -> tuple[bytes, int]:
         if count < 64:
             nxt = pos + 1 + count
             if nxt > end:
-                raise _BadMessage
+                raise _BadMessageError
             parts.append(msg[pos:nxt])
             wire += count + 1
             pos = nxt
         elif count >= 192:
             if pos + 1 >= end:
-                raise _BadMessage
+                raise _BadMessageError
             target = (count & 0x3F) << 8 | msg[pos + 1]
             if after < 0:
                 after = pos + 2
             if target >= biggest:
-                raise _BadMessage
+                raise _BadMessageError
             biggest = target
             hops += 1
             if hops > MAX_POINTER_HOPS:
-                raise _BadMessage
+                raise _BadMessageError
             end = start
             pos = start = target
         else:
-            raise _BadMessage
+            raise _BadMessageError
     if wire > 255:
-        raise _BadMessage
+        raise _BadMessageError
     # Length octets are below 64, so lower() changes only the labels' letters.
     return b"".join(parts).lower(), after if after >= 0 else pos
 
@@ -131,7 +131,7 @@ def parse_answer(msg: bytes) -> Answer | None:
     """
     try:
         return _parse(msg)
-    except (_BadMessage, IndexError, ValueError):
+    except (_BadMessageError, IndexError, ValueError):
         return None
 
 
@@ -158,24 +158,24 @@ def _parse(msg: bytes) -> Answer | None:
         owner, pos = _name(msg, pos, end)
         head = pos + 10
         if head > end:
-            raise _BadMessage
+            raise _BadMessageError
         rtype = msg[pos] << 8 | msg[pos + 1]
         rclass = msg[pos + 2] << 8 | msg[pos + 3]
         ttl = msg[pos + 4] << 24 | msg[pos + 5] << 16 | msg[pos + 6] << 8 | msg[pos + 7]
         rdlen = msg[pos + 8] << 8 | msg[pos + 9]
         pos = head + rdlen
         if pos > end:
-            raise _BadMessage
+            raise _BadMessageError
         if rclass != _CLASS_IN:
             continue
-        if rtype == _TYPE_A or rtype == _TYPE_AAAA:
+        if rtype in (_TYPE_A, _TYPE_AAAA):
             if rdlen != (4 if rtype == _TYPE_A else 16):
-                raise _BadMessage
+                raise _BadMessageError
             found.setdefault(owner, []).append((msg[head:pos], rtype, ttl))
         elif rtype == _TYPE_CNAME:
             target, after = _name(msg, head, pos)
             if after != pos:
-                raise _BadMessage
+                raise _BadMessageError
             cnames.setdefault(owner, []).append(target)
             cname_ttl[owner] = min(ttl, cname_ttl.get(owner, ttl))
         else:
@@ -209,4 +209,3 @@ def _parse(msg: bytes) -> Answer | None:
             old = addresses.get(text)
             addresses[text] = ttl if old is None else min(old, ttl)
     return _text(qkey), list(addresses.items())
-
