@@ -16,10 +16,12 @@ Shape of the result, for one DNS message (RFC 1035 §4.1):
   record of class IN in the answer section whose owner is the question name
   or a name the question name leads to through CNAME records of the answer
   section (in any order, RFC 1034 §3.6.2), each address once. ``address``
-  is text as the table shows addresses (an IPv4-mapped AAAA as IPv4);
+  is text as the table shows addresses (``socket.inet_ntop``, an IPv4-mapped
+  AAAA as IPv4);
   ``ttl_secs`` is the smallest TTL of that address's RRset and of every CNAME
   RRset on the chain (RFC 2181 §5.2: the records of one RRset share a TTL;
-  where they do not, the smallest counts). The list may be empty (NODATA).
+  where they do not, the smallest counts; RFC 2181 §8: a TTL with its top
+  bit set counts as zero). The list may be empty (NODATA).
 
 This runs for every DNS answer the host receives, so it reads only the
 header, the question and the answer section, and builds text only for the
@@ -162,6 +164,8 @@ def _parse(msg: bytes) -> Answer | None:
         rtype = msg[pos] << 8 | msg[pos + 1]
         rclass = msg[pos + 2] << 8 | msg[pos + 3]
         ttl = msg[pos + 4] << 24 | msg[pos + 5] << 16 | msg[pos + 6] << 8 | msg[pos + 7]
+        if ttl & 0x80000000:
+            ttl = 0  # RFC 2181 §8: a TTL with its top bit set counts as zero
         rdlen = msg[pos + 8] << 8 | msg[pos + 9]
         pos = head + rdlen
         if pos > end:
