@@ -29,8 +29,11 @@ skipped.
 **Timing.** The reader drains the sockets every ``interval_secs``, and the
 table drains them again before a row is first served, so an answer the
 kernel delivered before a connection began is known when its row is made.
-An answer read in one drain arrived after the previous drain began: that
-time is recorded as its earliest arrival.
+Each packet carries the kernel's receive time (``SO_TIMESTAMPNS``,
+socket(7)), which is put on the same clock as the kernel events' times
+(the monotonic clock plus the wall clock's offset when the capture started,
+as :mod:`extension.collect.linux_events` does), so a later step of the
+wall clock does not move answers before or after connections.
 
 Errors are translated here: :class:`DnsUnavailableError` when no socket can
 be opened at all (no ``CAP_NET_RAW``, not Linux), a reason in
@@ -76,6 +79,8 @@ ETH_P_ALL: Final = 0x0003
 ETH_P_IP: Final = 0x0800
 ETH_P_IPV6: Final = 0x86DD
 SO_ATTACH_FILTER: Final = 26
+SO_TIMESTAMPNS: Final = 35
+"""SO_TIMESTAMPNS_OLD, also its control message type (include/uapi/asm-generic/socket.h)."""
 SOL_PACKET: Final = 263
 PACKET_STATISTICS: Final = 6
 PACKET_OUTGOING: Final = 4
@@ -86,6 +91,8 @@ _SKF_AD_PKTTYPE: Final = 4
 _IPPROTO_TCP: Final = 6
 _IPPROTO_UDP: Final = 17
 _SNAP: Final = 0x40000
+_TIMESPEC: Final = struct.Struct("@ll")
+_CMSG_SPACE: Final = 64
 
 
 class DnsUnavailableError(Exception):
@@ -188,6 +195,7 @@ def open_answer_socket() -> socket.socket:
         code = ctypes.create_string_buffer(program)
         fprog = struct.pack("HL", len(program) // 8, ctypes.addressof(code))
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
         sock.setblocking(False)
@@ -240,6 +248,8 @@ class DnsCapture:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._since = 0.0
+        self._wall_offset = clock() - time.monotonic()
+        self._buffer = bytearray(0x10000)
         self._rescanned = 0.0
         self._reason = ""
         self._failed: dict[int, str] = {}
@@ -269,6 +279,7 @@ class DnsCapture:
         except OSError as err:
             raise DnsUnavailableError(f"cannot open a packet socket: {err}") from err
         self._since = self._clock()
+        self._wall_offset = self._clock() - time.monotonic()
         self.running = True
         self.rescan()
         self._thread = threading.Thread(target=self._run, name="dns", daemon=True)
@@ -378,15 +389,26 @@ class DnsCapture:
         """
         with self._lock:
             began = self._clock()
-            arrived, self._since = self._since, began
+            since, self._since = self._since, began
+            # Kernel (wall clock) time -> the events' clock (see "Timing").
+            shift = self._wall_offset - (began - time.monotonic())
             total = 0
             names = self.names
+            buffer = self._buffer
+            view = memoryview(buffer)
+            unpack = _TIMESPEC.unpack_from
             for ns, sock in self._sockets.items():
-                packets: list[bytes] = []
-                recv = sock.recv
+                packets: list[tuple[bytes, float]] = []
+                recv = sock.recvmsg_into
                 try:
                     while True:
-                        packets.append(recv(_SNAP))
+                        size, ancillary, _flags, _address = recv([buffer], _CMSG_SPACE)
+                        arrived = since
+                        for level, kind, data in ancillary:
+                            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                                secs, nsecs = unpack(data)
+                                arrived = secs + nsecs / 1e9 + shift
+                        packets.append((bytes(view[:size]), arrived))
                 except BlockingIOError:
                     pass
                 except OSError as err:
@@ -395,7 +417,7 @@ class DnsCapture:
                     continue
                 total += len(packets)
                 self._dropped += _dropped(sock)
-                for packet in packets:
+                for packet, arrived in packets:
                     self._take(ns, packet, arrived, names)
             self._read += total
             return total

@@ -608,6 +608,7 @@ class ConnectionTracker:
     def _learn(self, conn: TrackedConnection, event: FlowEvent) -> None:
         """Take what a flow event knows into a row not yet served."""
         record = event.record
+        conn.began = min(conn.began, event.started)
         if event.status:
             conn.status = event.status
         if event.ended is not None:

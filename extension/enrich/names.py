@@ -24,8 +24,10 @@ So where several names map to one address, the most recent answer wins,
 one the process itself received before any other.
 
 Bounded: at most ``max_entries`` (namespace, address) pairs, the least
-recently answered dropped first, each with at most ``names_per_address``
-names; at most ``max_entries`` DNS client sockets remembered. Thread-safe.
+recently answered dropped first; for each, every answer of the last
+``HISTORY_SECS`` and the latest of each name before, at most
+``MAX_ANSWERS_PER_ADDRESS``; at most ``max_entries`` DNS client sockets
+remembered. Thread-safe.
 """
 
 from __future__ import annotations
@@ -47,10 +49,15 @@ DEFAULT_TTL_FLOOR_SECS: Final = 60.0
 connect some seconds after its lookup, and answers with TTLs of 0 to 30 s are
 common behind load balancers."""
 DEFAULT_MAX_ENTRIES: Final = 50_000
-NAMES_PER_ADDRESS: Final = 4
-EARLY_SLACK_SECS: Final = 0.25
-"""An answer counts when it may have arrived up to this long after the
-connection's start: the start comes from kernel clocks, the arrival from ours."""
+HISTORY_SECS: Final = 10.0
+"""Every answer of the last seconds is kept, so a row served some seconds
+after its connection (the pack runs every 2 s) still finds the answer that
+came before it, however often the name was asked again since."""
+MAX_ANSWERS_PER_ADDRESS: Final = 32
+EARLY_SLACK_SECS: Final = 0.001
+"""An answer counts when it arrived up to this long after the connection's
+start: both times come from the kernel, put on one clock by two readings of
+the wall clock's offset."""
 SOURCES: Final = ("process", "namespace", "host")
 """Values of ``remote_hostname_source``."""
 
@@ -123,8 +130,9 @@ class NameCache:
                         seen.popitem(last=False)
                 else:
                     seen.move_to_end(key)
-                    names[:] = [e for e in names if e.name != name][-(NAMES_PER_ADDRESS - 1) :]
                     names.append(entry)
+                    if len(names) > 4:
+                        _prune(names, arrived - HISTORY_SECS)
                 anywhere[address] = (namespace, entry)
                 anywhere.move_to_end(address)
                 if len(anywhere) > self.max_entries:
@@ -171,6 +179,21 @@ class NameCache:
             if where != namespace and entry.arrived <= latest and entry.expires >= began:
                 return entry.name, "host"
         return None
+
+
+def _prune(names: list[_Seen], cutoff: float) -> None:
+    """Keep answers that arrived after ``cutoff``, and the latest of each name before."""
+    kept: list[_Seen] = []
+    later: set[str] = set()
+    for entry in reversed(names):
+        if entry.arrived < cutoff and entry.name in later:
+            continue
+        later.add(entry.name)
+        kept.append(entry)
+        if len(kept) == MAX_ANSWERS_PER_ADDRESS:
+            break
+    kept.reverse()
+    names[:] = kept
 
 
 def _arrival(entry: _Seen) -> float:

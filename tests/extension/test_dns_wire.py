@@ -77,7 +77,7 @@ def ours(wire: bytes) -> object:
     return None if answer is None else (answer[0], sorted(answer[1]))
 
 
-_LABEL_CHARS = st.sampled_from(list(b"abcxyzABC019-_") + [0, 32, 46, 92, 200, 255])
+_LABEL_CHARS = st.sampled_from([*b"abcxyzABC019-_", 0, 32, 46, 92, 200, 255])
 _labels = st.one_of(
     st.sampled_from([b"www", b"cdn", b"example", b"Example", b"xn--bcher-kva", b"a"]),
     st.lists(_LABEL_CHARS, min_size=1, max_size=8).map(bytes),
@@ -111,7 +111,8 @@ def answers(draw: st.DrawFn) -> bytes:
         elif kind == "CNAME":
             rd = dns.rdata.from_text(_IN, _CNAME, draw(st.sampled_from(pool)).to_text())
         elif kind == "MX":
-            rd = dns.rdata.from_text(_IN, dns.rdatatype.MX, "10 " + draw(st.sampled_from(pool)).to_text())
+            exchange = draw(st.sampled_from(pool)).to_text()
+            rd = dns.rdata.from_text(_IN, dns.rdatatype.MX, f"10 {exchange}")
         else:
             rd = dns.rdata.from_text(_IN, dns.rdatatype.TXT, '"v=spf1"')
         rrset = response.find_rrset(response.answer, owner, _IN, rd.rdtype, create=True)
