@@ -26,8 +26,8 @@ one the process itself received before any other.
 Bounded: at most ``max_entries`` (namespace, address) pairs, the least
 recently answered dropped first; for each, every answer of the last
 ``HISTORY_SECS`` and the latest of each name before, at most
-``MAX_ANSWERS_PER_ADDRESS``; at most ``max_entries`` DNS client sockets
-remembered. Thread-safe.
+``MAX_ANSWERS_PER_ADDRESS`` (then the 24 latest that rule keeps); at most
+``max_entries`` DNS client sockets remembered. Thread-safe.
 """
 
 from __future__ import annotations
@@ -48,12 +48,13 @@ DEFAULT_TTL_FLOOR_SECS: Final = 60.0
 """Shortest time an answer is remembered, whatever its TTL: a process may
 connect some seconds after its lookup, and answers with TTLs of 0 to 30 s are
 common behind load balancers."""
-DEFAULT_MAX_ENTRIES: Final = 50_000
+DEFAULT_MAX_ENTRIES: Final = 20_000
 HISTORY_SECS: Final = 10.0
 """Every answer of the last seconds is kept, so a row served some seconds
 after its connection (the pack runs every 2 s) still finds the answer that
 came before it, however often the name was asked again since."""
 MAX_ANSWERS_PER_ADDRESS: Final = 32
+_PRUNED_TO: Final = 24
 EARLY_SLACK_SECS: Final = 0.001
 """An answer counts when it arrived up to this long after the connection's
 start: both times come from the kernel, put on one clock by two readings of
@@ -130,9 +131,15 @@ class NameCache:
                         seen.popitem(last=False)
                 else:
                     seen.move_to_end(key)
-                    names.append(entry)
-                    if len(names) > 4:
-                        _prune(names, arrived - HISTORY_SECS)
+                    last = names[-1]
+                    if last.name == name and last.client == client and last.arrived <= arrived:
+                        # The same name again to the same socket: the earlier
+                        # arrival answers every lookup the later one would.
+                        last.expires = max(last.expires, entry.expires)
+                    else:
+                        names.append(entry)
+                        if len(names) > MAX_ANSWERS_PER_ADDRESS:
+                            _prune(names, arrived - HISTORY_SECS)
                 anywhere[address] = (namespace, entry)
                 anywhere.move_to_end(address)
                 if len(anywhere) > self.max_entries:
@@ -182,7 +189,8 @@ class NameCache:
 
 
 def _prune(names: list[_Seen], cutoff: float) -> None:
-    """Keep answers that arrived after ``cutoff``, and the latest of each name before."""
+    """Keep answers that arrived after ``cutoff``, and the latest of each name before;
+    at most _PRUNED_TO, so that this runs once every few answers."""
     kept: list[_Seen] = []
     later: set[str] = set()
     for entry in reversed(names):
@@ -190,7 +198,7 @@ def _prune(names: list[_Seen], cutoff: float) -> None:
             continue
         later.add(entry.name)
         kept.append(entry)
-        if len(kept) == MAX_ANSWERS_PER_ADDRESS:
+        if len(kept) == _PRUNED_TO:
             break
     kept.reverse()
     names[:] = kept

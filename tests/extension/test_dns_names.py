@@ -80,23 +80,29 @@ def test_the_cache_is_bounded() -> None:
     assert cache.lookup(1, "10.0.3.231", None, began=1000.0) == ("n999.example", "namespace")
     assert cache.lookup(1, "10.0.3.131", None, began=1000.0) is None  # n899: the older went
     assert cache.lookup(1, "10.0.3.132", None, began=1000.0) == ("n900.example", "namespace")
-    # Per address: every answer of the last 10 s, the latest of each name before,
-    # at most 32.
+    # Per address: every answer of the last 10 s and the latest of each name
+    # before, at most 32; then the 24 latest of those.
     for n in range(100):
         cache.add(1, f"alias{n % 3}.example", [("192.0.2.1", 300)], arrived=3000.0 + n / 10)
     assert cache.lookup(1, "192.0.2.1", None, began=3009.95) == ("alias0.example", "namespace")
-    assert cache.lookup(1, "192.0.2.1", None, began=3006.85) == ("alias2.example", "namespace")
-    assert cache.lookup(1, "192.0.2.1", None, began=3006.75) is None  # older than the 32 kept
+    assert cache.lookup(1, "192.0.2.1", None, began=3007.25) == ("alias0.example", "namespace")
+    assert cache.lookup(1, "192.0.2.1", None, began=3007.15) is None  # pruned at n = 95
     for n in range(100):
         cache.add(1, f"far{n}.example", [("192.0.2.2", 300)], arrived=4000.0 + n)
     assert cache.lookup(1, "192.0.2.2", None, began=4099.0) == ("far99.example", "namespace")
-    assert cache.lookup(1, "192.0.2.2", None, began=4068.5) == ("far68.example", "namespace")
-    assert cache.lookup(1, "192.0.2.2", None, began=4067.5) is None
+    assert cache.lookup(1, "192.0.2.2", None, began=4072.5) == ("far72.example", "namespace")
+    assert cache.lookup(1, "192.0.2.2", None, began=4071.5) is None
     # Older than 10 s, only the latest of each name stays.
     for n in range(40):
         cache.add(1, f"pair{n % 2}.example", [("192.0.2.3", 300)], arrived=5000.0 + n)
-    assert cache.lookup(1, "192.0.2.3", None, began=5029.5) == ("pair1.example", "namespace")
-    assert cache.lookup(1, "192.0.2.3", None, began=5028.5) is None  # pair0 at 5028: dropped
+    assert cache.lookup(1, "192.0.2.3", None, began=5022.5) == ("pair0.example", "namespace")
+    assert cache.lookup(1, "192.0.2.3", None, began=5021.5) is None  # both names came later
+    # The same name again to the same socket adds nothing but a later expiry.
+    for n in range(100):
+        cache.add(1, "same.example", [("192.0.2.4", 30)], arrived=6000.0 + n, client=(1, 17, 5))
+    assert cache.lookup(1, "192.0.2.4", None, began=6000.0) == ("same.example", "namespace")
+    assert cache.lookup(1, "192.0.2.4", None, began=6150.0) == ("same.example", "namespace")
+    assert cache.lookup(1, "192.0.2.4", None, began=6170.0) is None
 
 
 # -------------------------------------------------- the capture, in-process
