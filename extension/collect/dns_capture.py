@@ -30,10 +30,10 @@ skipped.
 table drains them again before a row is first served, so an answer the
 kernel delivered before a connection began is known when its row is made.
 Each packet carries the kernel's receive time (``SO_TIMESTAMPNS``,
-socket(7)), which is put on the same clock as the kernel events' times
-(the monotonic clock plus the wall clock's offset when the capture started,
-as :mod:`extension.collect.linux_events` does), so a later step of the
-wall clock does not move answers before or after connections.
+socket(7)) on the wall clock; the kernel events' times are monotonic
+times put on the wall clock with the offset read as they are read
+(:mod:`extension.collect.linux_events`), so the two agree to within what
+the wall clock is slewed in between (microseconds).
 
 Errors are translated here: :class:`DnsUnavailableError` when no socket can
 be opened at all (no ``CAP_NET_RAW``, not Linux), a reason in
@@ -248,7 +248,6 @@ class DnsCapture:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._since = 0.0
-        self._wall_offset = clock() - time.monotonic()
         self._buffer = bytearray(0x10000)
         self._rescanned = 0.0
         self._reason = ""
@@ -279,7 +278,6 @@ class DnsCapture:
         except OSError as err:
             raise DnsUnavailableError(f"cannot open a packet socket: {err}") from err
         self._since = self._clock()
-        self._wall_offset = self._clock() - time.monotonic()
         self.running = True
         self.rescan()
         self._thread = threading.Thread(target=self._run, name="dns", daemon=True)
@@ -390,8 +388,6 @@ class DnsCapture:
         with self._lock:
             began = self._clock()
             since, self._since = self._since, began
-            # Kernel (wall clock) time -> the events' clock (see "Timing").
-            shift = self._wall_offset - (began - time.monotonic())
             total = 0
             names = self.names
             buffer = self._buffer
@@ -407,7 +403,7 @@ class DnsCapture:
                         for level, kind, data in ancillary:
                             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                                 secs, nsecs = unpack(data)
-                                arrived = secs + nsecs / 1e9 + shift
+                                arrived = secs + nsecs / 1e9
                         packets.append((bytes(view[:size]), arrived))
                 except BlockingIOError:
                     pass

@@ -633,7 +633,7 @@ class ConnectionTracker:
             conn.record = replace(conn.record, pid=record.pid, net_namespace=namespace)
             conn.process = event.process or self._lookup(record.pid)
             conn.guessed_owner = False
-            self._note_dns_client(conn.record)
+            self._note_dns_client(conn)
         elif conn.record.pid is None and event.direction == "inbound":
             self._owner_from_listener(conn)
 
@@ -714,11 +714,12 @@ class ConnectionTracker:
             record.net_namespace, record.remote_address, record.pid, conn.began
         )
 
-    def _note_dns_client(self, record: SocketRecord) -> None:
-        """Tell the name cache who owns a DNS client socket."""
+    def _note_dns_client(self, conn: TrackedConnection) -> None:
+        """Tell the name cache who owns a DNS client socket, since when."""
+        record = conn.record
         if self._names is not None and record.remote_port == 53 and record.pid is not None:
             self._names.note_client(
-                record.net_namespace, record.protocol, record.local_port, record.pid
+                record.net_namespace, record.protocol, record.local_port, record.pid, conn.began
             )
 
     # -------------------------------------------------------------- restarts
@@ -792,7 +793,7 @@ class ConnectionTracker:
         conn.key = key
         self._connections[key] = conn
         if conn.record.remote_port == 53:
-            self._note_dns_client(conn.record)
+            self._note_dns_client(conn)
         if index and conn.closed_at is None:
             self._index(conn)
 

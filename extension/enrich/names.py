@@ -54,11 +54,12 @@ HISTORY_SECS: Final = 10.0
 after its connection (the pack runs every 2 s) still finds the answer that
 came before it, however often the name was asked again since."""
 MAX_ANSWERS_PER_ADDRESS: Final = 32
+_OWNERS_PER_CLIENT: Final = 4
 _PRUNED_TO: Final = 24
-EARLY_SLACK_SECS: Final = 0.001
+EARLY_SLACK_SECS: Final = 0.0001
 """An answer counts when it arrived up to this long after the connection's
-start: both times come from the kernel, put on one clock by two readings of
-the wall clock's offset."""
+start: both times come from the kernel, the events' put on the wall clock
+with its offset read a little later (see extension.collect.dns_capture)."""
 SOURCES: Final = ("process", "namespace", "host")
 """Values of ``remote_hostname_source``."""
 
@@ -94,7 +95,7 @@ class NameCache:
         self._lock = threading.Lock()
         self._seen: OrderedDict[tuple[int | None, str], list[_Seen]] = OrderedDict()
         self._anywhere: OrderedDict[str, tuple[int | None, _Seen]] = OrderedDict()
-        self._clients: OrderedDict[_Client, int] = OrderedDict()
+        self._clients: OrderedDict[_Client, list[tuple[float, int]]] = OrderedDict()
 
     @property
     def size(self) -> int:
@@ -145,14 +146,25 @@ class NameCache:
                 if len(anywhere) > self.max_entries:
                     anywhere.popitem(last=False)
 
-    def note_client(self, namespace: int | None, protocol: int, local_port: int, pid: int) -> None:
-        """Record that ``pid`` owns the DNS client socket at this namespace, protocol and port."""
+    def note_client(
+        self, namespace: int | None, protocol: int, local_port: int, pid: int, at: float
+    ) -> None:
+        """Record that ``pid`` owned the DNS client socket at this namespace, protocol and
+        port from ``at`` (seconds since the Unix epoch) on: ports are reused, so the
+        owner of an answer's socket is the one noted last before the answer came."""
         key = (namespace, protocol, local_port)
         with self._lock:
-            self._clients[key] = pid
-            self._clients.move_to_end(key)
-            if len(self._clients) > self.max_entries:
-                self._clients.popitem(last=False)
+            owners = self._clients.get(key)
+            if owners is None:
+                self._clients[key] = [(at, pid)]
+                if len(self._clients) > self.max_entries:
+                    self._clients.popitem(last=False)
+            else:
+                self._clients.move_to_end(key)
+                if (at, pid) not in owners:
+                    owners.append((at, pid))
+                    owners.sort()
+                    del owners[:-_OWNERS_PER_CLIENT]
 
     def lookup(
         self, namespace: int | None, address: str, pid: int | None, began: float
@@ -175,8 +187,7 @@ class NameCache:
             valid = [e for e in names if e.arrived <= latest and e.expires >= began]
             if valid:
                 if pid is not None:
-                    clients = self._clients
-                    mine = [e for e in valid if e.client and clients.get(e.client) == pid]
+                    mine = [e for e in valid if e.client and self._owner(e) == pid]
                     if mine:
                         return max(reversed(mine), key=_arrival).name, "process"
                 return max(reversed(valid), key=_arrival).name, "namespace"
@@ -186,6 +197,16 @@ class NameCache:
             if where != namespace and entry.arrived <= latest and entry.expires >= began:
                 return entry.name, "host"
         return None
+
+
+    def _owner(self, entry: _Seen) -> int | None:
+        """Who owned the socket the answer went to when it came (the lock is held)."""
+        owners = self._clients.get(entry.client) if entry.client else None
+        if not owners:
+            return None
+        before = [pid for at, pid in owners if at <= entry.arrived + EARLY_SLACK_SECS]
+        # A socket first seen after the answer (by a sample, say) is taken as its owner's.
+        return before[-1] if before else owners[0][1]
 
 
 def _prune(names: list[_Seen], cutoff: float) -> None:

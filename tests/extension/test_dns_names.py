@@ -44,13 +44,18 @@ def test_the_latest_answer_in_the_namespace_wins() -> None:
 
 def test_an_answer_to_the_process_itself_beats_a_later_one_to_another() -> None:
     cache = NameCache()
-    cache.note_client(1, 17, 40001, pid=500)
-    cache.note_client(1, 17, 40002, pid=600)
+    cache.note_client(1, 17, 40001, pid=500, at=99.0)
+    cache.note_client(1, 17, 40002, pid=600, at=99.5)
     cache.add(1, "mine.example", [("192.0.2.7", 300)], arrived=100.0, client=(1, 17, 40001))
     cache.add(1, "theirs.example", [("192.0.2.7", 300)], arrived=101.0, client=(1, 17, 40002))
     assert cache.lookup(1, "192.0.2.7", 500, began=102.0) == ("mine.example", "process")
     assert cache.lookup(1, "192.0.2.7", 600, began=102.0) == ("theirs.example", "process")
     assert cache.lookup(1, "192.0.2.7", 700, began=102.0) == ("theirs.example", "namespace")
+    # Port 40001 reused by another process later: the answer was still 500's.
+    cache.note_client(1, 17, 40001, pid=700, at=103.0)
+    cache.add(1, "again.example", [("192.0.2.7", 300)], arrived=104.0, client=(1, 17, 40001))
+    assert cache.lookup(1, "192.0.2.7", 500, began=105.0) == ("mine.example", "process")
+    assert cache.lookup(1, "192.0.2.7", 700, began=105.0) == ("again.example", "process")
 
 
 def test_another_namespace_is_only_a_host_wide_guess() -> None:
@@ -75,7 +80,7 @@ def test_the_cache_is_bounded() -> None:
     cache = NameCache(max_entries=100)
     for n in range(1000):
         cache.add(1, f"n{n}.example", [(f"10.0.{n // 256}.{n % 256}", 300)], arrived=float(n))
-        cache.note_client(1, 17, n, pid=n)
+        cache.note_client(1, 17, n, pid=n, at=float(n))
     assert cache.size == 100
     assert cache.lookup(1, "10.0.3.231", None, began=1000.0) == ("n999.example", "namespace")
     assert cache.lookup(1, "10.0.3.131", None, began=1000.0) is None  # n899: the older went
