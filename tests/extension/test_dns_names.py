@@ -413,3 +413,21 @@ def test_names_that_share_addresses_are_told_apart_by_recency_and_process() -> N
     assert sources == {source: 100}, (sources, right, dns_stats)
     assert total == 100
     assert right >= 99, f"{right} of {total} rows carry the right name"
+
+
+def test_namespaces_that_cannot_be_entered_leave_the_capture_degraded() -> None:
+    setpriv = shutil.which("setpriv")
+    require(setpriv is not None, "setpriv (util-linux) is not installed")
+    assert setpriv is not None
+    # Root without CAP_SYS_ADMIN keeps CAP_NET_RAW but cannot setns(2).
+    drop = [setpriv, "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--"]
+    with (
+        _namespace_with_dns({"x.example": ["192.0.2.1"]}),
+        short_tmpdir() as workdir,
+        standin_with_extension(workdir, launcher=drop) as osqd,
+    ):
+        (stats,) = osqd.query(
+            "SELECT dns, dns_off_reason, dns_namespaces FROM tracked_connections_stats"
+        )
+    assert stats["dns"] == "degraded", stats
+    assert "not read" in stats["dns_off_reason"] and int(stats["dns_namespaces"]) >= 1, stats
