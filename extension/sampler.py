@@ -313,6 +313,17 @@ class Sampler:
         with self._lock:
             return self._tracker.rows(self._clock())
 
+    def encoded_rows(self) -> tuple[list[bytes], int]:
+        """The table for ``generate`` as encoded rows (see ConnectionTracker.encoded_rows).
+
+        Raises:
+            CollectError: no fresh sample could be had.
+        """
+        if self._clock() - self._last_good > self.stale_secs:
+            self.sample_once()
+        with self._lock:
+            return self._tracker.encoded_rows(self._clock())
+
     def stats(self) -> SamplerStats:
         """A consistent snapshot of the sampler's health."""
         events = self._events.stats() if self._events is not None else None

@@ -64,6 +64,7 @@ from extension.enrich.flow import (
     listening_endpoints,
 )
 from extension.enrich.saved import SavedRow
+from extension.enrich.wire import decode_rows, encode_pairs, map_header, tail_bytes
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
 
 __all__ = ["DEFAULT_ATTEMPT_GRACE_SECS", "ConnectionTracker", "Row", "TrackedConnection"]
@@ -82,6 +83,9 @@ _Key = tuple[object, ...]
 _Tuple5 = tuple[int | None, int, int, str, int, str, int]
 _Addr = tuple[int, int, str, int, str, int]
 _WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
+_CHANGING: Final = frozenset({"state", "last_seen"})
+_MAX_TAILS: Final = 4096
+"""The columns that change during a connection's life (the row's tail)."""
 
 
 def _key(record: SocketRecord) -> _Key:
@@ -198,6 +202,8 @@ class TrackedConnection:
         flow_key: the flow event key linked to it, if any.
         guessed_owner: True when the owner is the listener's, taken for an
             inbound connection no task has touched yet.
+        saved_row: the stable columns it had before a restart, until they
+            are encoded; None otherwise.
     """
 
     record: SocketRecord
@@ -216,20 +222,43 @@ class TrackedConnection:
     began: float = 0.0
     flow_key: _Key | None = None
     guessed_owner: bool = False
-    _stable_row: Row | None = None
+    saved_row: Row | None = None
+    _wire: bytes | None = None
 
     def row(self) -> Row:
         """The table row: ``dict[str, str]`` keyed by column name, unknowns left out.
 
-        The stable columns are rendered once and reused on later calls.
+        The stable columns in column order, then ``state`` and ``last_seen``
+        (the columns that change), as :meth:`wire` and :func:`row_tail`
+        encode them. The reference the encoded rows are tested against.
         """
-        if self._stable_row is None:
-            self._stable_row = self._render_stable()
-        row = dict(self._stable_row)
-        if self.state:
-            row["state"] = self.state
+        if self._wire is not None:
+            (row,) = decode_rows((self._wire, tail_bytes(self.state, self.last_seen)), 1)
+            return row
+        row = self.stable_row()
+        row["state"] = self.state
         row["last_seen"] = str(self.last_seen)
         return row
+
+    def stable_row(self) -> Row:
+        """The stable columns: the row it had before a restart, or rendered now."""
+        if self.saved_row is not None:
+            return {k: v for k, v in self.saved_row.items() if k not in _CHANGING}
+        return self._render_stable()
+
+    def wire(self) -> bytes:
+        """The row's map header and stable entries as TBinaryProtocol bytes.
+
+        Encoded on the first call, which comes when the row is first served
+        (its stable columns are then fixed), and kept: the only copy of the
+        row the tracker holds. :func:`row_tail` gives the rest of the row.
+        """
+        wire = self._wire
+        if wire is None:
+            stable = self.stable_row()
+            wire = self._wire = map_header(len(stable) + 2) + encode_pairs(stable.items())
+            self.saved_row = None  # the bytes are the row now
+        return wire
 
     def final_status(self) -> str:
         """The status to serve: the known outcome, else what the state shows."""
@@ -251,7 +280,6 @@ class TrackedConnection:
             "local_port": record.local_port,
             "remote_address": record.remote_address,
             "remote_port": record.remote_port,
-            "state": "",
             "socket": record.socket or None,
             "net_namespace": record.net_namespace,
             "interface": record.interface,
@@ -331,6 +359,8 @@ class ConnectionTracker:
         them, since they say who opened it."""
         self.version = 0
         """Grows whenever the set of served rows changes (for saving)."""
+        # (state, last_seen) -> their encoded entries, shared by the rows.
+        self._tails: dict[tuple[str, int], bytes] = {}
 
     @property
     def tracked(self) -> int:
@@ -665,43 +695,77 @@ class ConnectionTracker:
     def rows(self, now: float | None = None) -> list[Row]:
         """Every connection in the table, open or lingering, that may be served.
 
+        The rows of :meth:`encoded_rows`, decoded.
+
         Args:
             now: seconds since the Unix epoch (defaults to the latest merge).
 
         Returns:
             list of rows, each ``dict[str, str]`` keyed by column name.
         """
+        pieces, count = self.encoded_rows(now)
+        return decode_rows(pieces, count)
+
+    def encoded_rows(self, now: float | None = None) -> tuple[list[bytes], int]:
+        """Every row that may be served, as TBinaryProtocol ``map<string, string>`` bytes.
+
+        A row first served now gets its stable columns fixed and encoded
+        (:meth:`TrackedConnection.wire`); every row then costs two list
+        appends: its stable bytes, and the ``state``/``last_seen`` bytes it
+        shares with every row of the same values.
+
+        Args:
+            now: seconds since the Unix epoch (defaults to the latest merge).
+
+        Returns:
+            (pieces, rows): ``pieces[0]`` is ``b""``, left for the caller's
+            header; the rest, joined, are the rows' maps one after another.
+        """
         now = self._now if now is None else now
-        grace = self.attempt_grace_secs
-        through = self.events_through
-        rows = []
+        tails = self._tails
+        if len(tails) > _MAX_TAILS:
+            tails.clear()
+        pieces = [b""]
+        append = pieces.append
+        count = 0
         for conn in self._connections.values():
-            if not conn.served:
-                if not conn.settled:
-                    continue
-                if through is not None and conn.flow_key is None and conn.born > through:
-                    continue  # kernel events about it may still be on their way
-                if conn.state == "SYN_SENT" and not conn.status and now - conn.born < grace:
-                    continue
-                conn.served = True
-                self.version += 1
-            rows.append(conn.row())
-        return rows
+            if not conn.served and not self._serve_now(conn, now):
+                continue
+            append(conn._wire or conn.wire())
+            key = (conn.state, conn.last_seen)
+            tail = tails.get(key)
+            if tail is None:
+                tail = tails[key] = tail_bytes(*key)
+            append(tail)
+            count += 1
+        return pieces, count
+
+    def _serve_now(self, conn: TrackedConnection, now: float) -> bool:
+        """Whether a row not yet served may be served now; marks it served if so."""
+        if not conn.settled:
+            return False
+        through = self.events_through
+        if through is not None and conn.flow_key is None and conn.born > through:
+            return False  # kernel events about it may still be on their way
+        if conn.state == "SYN_SENT" and not conn.status and now - conn.born < (
+                self.attempt_grace_secs):  # fmt: skip
+            return False
+        conn.served = True
+        self.version += 1
+        return True
 
     # -------------------------------------------------------------- restarts
 
     def saved_rows(self) -> list[SavedRow]:
         """The rows osqueryd has been shown, open or lingering, for saving."""
+        served = [conn for conn in self._connections.values() if conn.served]
+        blank = tail_bytes("", 0)
+        stable = decode_rows([piece for c in served for piece in (c.wire(), blank)], len(served))
         out = []
-        for conn in self._connections.values():
-            if not conn.served:
-                continue
-            if conn._stable_row is None:
-                conn.row()
-            stable = conn._stable_row
-            assert stable is not None  # rendered once, never changed after
+        for conn, row in zip(served, stable, strict=True):
+            del row["state"], row["last_seen"]
             identity = _key(conn.record) if conn.sampled else None
-            out.append(SavedRow(identity, stable, conn.closed_at, conn.state))
+            out.append(SavedRow(identity, row, conn.closed_at, conn.state))
         return out
 
     def restore(self, saved: Iterable[SavedRow], now: float) -> None:
@@ -744,7 +808,7 @@ class ConnectionTracker:
             born=now,
             began=now,
         )
-        conn._stable_row = dict(row)
+        conn.saved_row = dict(row)
         self.revived += 1
         return conn
 
