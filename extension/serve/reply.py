@@ -77,19 +77,20 @@ class EncodedRows(Sequence[dict[str, str]]):
 
     Args:
         pieces: ``pieces[0]`` is free for the reply's head (``b""``); the
-            rest, joined, are ``count`` encoded ``map<string, string>``.
+            rest, joined, are ``count`` encoded ``map<string, string>``
+            (kept as :attr:`row_count`).
         count: the number of rows.
     """
 
-    __slots__ = ("_decoded", "count", "pieces")
+    __slots__ = ("_decoded", "pieces", "row_count")
 
     def __init__(self, pieces: list[bytes], count: int) -> None:
         self.pieces = pieces
-        self.count = count
+        self.row_count = count
         self._decoded: list[dict[str, str]] | None = None
 
     def __len__(self) -> int:
-        return self.count
+        return self.row_count
 
     @overload
     def __getitem__(self, index: int) -> dict[str, str]: ...
@@ -106,13 +107,13 @@ class EncodedRows(Sequence[dict[str, str]]):
     def rows(self) -> list[dict[str, str]]:
         """The rows decoded (once) by thrift."""
         if self._decoded is None:
-            self._decoded = decode_rows(self.pieces[1:], self.count)
+            self._decoded = decode_rows(self.pieces[1:], self.row_count)
         return self._decoded
 
     def reply(self, seqid: int) -> bytes:
         """The whole ``call`` reply: status 0 ``OK`` and these rows."""
         pieces = self.pieces
-        pieces[0] = reply_head(seqid, 0, "OK", self.count)
+        pieces[0] = reply_head(seqid, 0, "OK", self.row_count)
         pieces.append(REPLY_TAIL)
         try:
             return b"".join(pieces)
