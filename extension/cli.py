@@ -21,6 +21,7 @@ from extension.collect.linux_events import (
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS
 from extension.enrich.process import ProcessTracker
 from extension.enrich.saved import DEFAULT_STATE_FILE, RowStore
+from extension.memory import tune_allocator
 from extension.sampler import (
     DEFAULT_EVENTS_SAMPLE_INTERVAL_MS,
     DEFAULT_LINGER_SECS,
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         or when ``--events on`` and kernel events are unavailable.
     """
     args = build_parser().parse_args(argv)
+    tune_allocator()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s tracked_connections[%(process)d] %(levelname)s %(message)s",

@@ -4,7 +4,7 @@
 their maps (extension/enrich/wire.py). :class:`ReplyProcessor` answers
 osquery's ``Extension.call`` like the generated ``Extension.Processor``,
 except that a reply whose rows are encoded already is framed around those
-bytes and sent whole, instead of being encoded again value by value.
+bytes and sent as they are, instead of being encoded again value by value.
 
 Framing (Apache Thrift lib/py/src/protocol/TBinaryProtocol.py 0.25, strict
 writes; osquery/extensions/extensions.thrift): the message header (i32
@@ -20,6 +20,7 @@ tests/extension/test_wire_rows.py checks the bytes against thrift's own.
 from __future__ import annotations
 
 import logging
+import socket
 import struct
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
@@ -112,37 +113,72 @@ class EncodedRows(Sequence[dict[str, str]]):
 
     def reply(self, seqid: int) -> bytes:
         """The whole ``call`` reply: status 0 ``OK`` and these rows."""
-        pieces = self.pieces
+        return b"".join(self.reply_pieces(seqid))
+
+    def reply_pieces(self, seqid: int) -> list[bytes]:
+        """:meth:`reply` in pieces, to be sent one after another."""
+        pieces = self.pieces.copy()
         pieces[0] = reply_head(seqid, 0, "OK", self.row_count)
         pieces.append(REPLY_TAIL)
-        try:
-            return b"".join(pieces)
-        finally:
-            pieces[0] = b""
-            pieces.pop()
+        return pieces
 
 
 class _ReplyTransport(TTransport.TBufferedTransport):  # type: ignore[misc]
-    """TBufferedTransport that can also send a whole reply without copying it again."""
+    """TBufferedTransport that can also send a reply's pieces without joining them."""
 
     def __init__(self, trans: Any) -> None:
         super().__init__(trans)
         self._socket = trans
 
-    def send_whole(self, data: bytes) -> None:
-        """Send ``data`` after anything buffered, in one ``sendall``."""
+    def send_pieces(self, pieces: list[bytes]) -> None:
+        """Send ``pieces`` one after another, after anything buffered.
+
+        Straight from the pieces to the socket with ``sendmsg`` (gathered
+        writes of up to :data:`_IOV_MAX` buffers), so the reply is never
+        copied into one buffer first.
+        """
         self.flush()
         handle = getattr(self._socket, "handle", None)
-        if handle is None:
-            self._socket.write(data)
-            self._socket.flush()
-            return
         try:
-            handle.sendall(data)
+            if handle is None or not hasattr(handle, "sendmsg"):
+                self._socket.write(b"".join(pieces))
+                self._socket.flush()
+            else:
+                _send_gathered(handle, pieces)
         except OSError as err:
             raise TTransport.TTransportException(
                 TTransport.TTransportException.UNKNOWN, f"cannot send the reply: {err}"
             ) from err
+
+
+_IOV_MAX = 1024
+"""Most buffers one sendmsg(2) takes on Linux (IOV_MAX, limits.h)."""
+
+
+def _send_gathered(sock: socket.socket, pieces: list[bytes]) -> None:
+    """Send every piece, in order, with as few ``sendmsg`` calls as may be.
+
+    Raises:
+        OSError: the socket failed.
+    """
+    start, count = 0, len(pieces)
+    head: bytes | memoryview | None = None  # the unsent rest of pieces[start]
+    while start < count:
+        batch: list[bytes | memoryview] = list(pieces[start : start + _IOV_MAX])
+        if head is not None:
+            batch[0] = head
+        sent = sock.sendmsg(batch)
+        if sent == sum(map(len, batch)):
+            start += len(batch)
+            head = None
+            continue
+        for piece in batch:  # a partial send: find where it stopped
+            if sent < len(piece):
+                head = memoryview(piece)[sent:]
+                break
+            sent -= len(piece)
+            start += 1
+            head = None
 
 
 class ReplyTransportFactory:
@@ -178,11 +214,11 @@ class ReplyProcessor(Extension.Processor):  # type: ignore[misc]
         if isinstance(success, ExtensionResponse) and isinstance(success.response, EncodedRows):
             status = success.status
             if status is not None and (status.code, status.message, status.uuid) == (0, "OK", None):
-                data = success.response.reply(seqid)
+                pieces = success.response.reply_pieces(seqid)
                 if isinstance(oprot.trans, _ReplyTransport):
-                    oprot.trans.send_whole(data)
+                    oprot.trans.send_pieces(pieces)
                 else:
-                    oprot.trans.write(data)
+                    oprot.trans.write(b"".join(pieces))
                     oprot.trans.flush()
                 return
             success.response = success.response.rows()

@@ -8,10 +8,12 @@ TBinaryProtocol) inside a ``call`` reply, as the generated
 
 from __future__ import annotations
 
+import socket
+import threading
 from dataclasses import replace
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from osquery.extensions import Extension
 from osquery.extensions.Extension import call_result
@@ -22,7 +24,7 @@ from thrift.transport import TTransport
 
 from extension.enrich.connections import ConnectionTracker
 from extension.model import ProcessInfo, SocketRecord
-from extension.serve.reply import EncodedRows, ReplyProcessor
+from extension.serve.reply import EncodedRows, ReplyProcessor, _send_gathered
 
 STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "CLOSE_WAIT", "LISTEN", "")
 texts = st.one_of(st.none(), st.text(max_size=40), st.text(min_size=250, max_size=300))
@@ -87,8 +89,8 @@ def tracker_for(sample: list[SocketRecord], infos: list[ProcessInfo]) -> Connect
     return ConnectionTracker(lambda pid: by_pid.get(pid) or ProcessInfo(), attempt_grace_secs=0)
 
 
-@settings(max_examples=150, deadline=None)
-@given(samples(), st.integers(0, 2**31 - 1), st.lists(st.sampled_from(STATES), min_size=12))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(samples(), st.integers(0, 2**31 - 2), st.lists(st.sampled_from(STATES), min_size=12))
 def test_reply_bytes_equal_thrift_encoding_of_the_reference_rows(
     sample: tuple[list[SocketRecord], list[ProcessInfo]], seqid: int, later: list[str]
 ) -> None:
@@ -142,7 +144,7 @@ def _serve_one(processor: Any, seqid: int) -> bytes:
     return bytes(reply.getvalue())
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
 @given(samples(), st.integers(0, 2**31 - 1))
 def test_processor_writes_what_the_generated_processor_writes(
     sample: tuple[list[SocketRecord], list[ProcessInfo]], seqid: int
@@ -155,3 +157,27 @@ def test_processor_writes_what_the_generated_processor_writes(
     assert ours == stock
     client = Extension.Client(TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(ours)))
     assert client.recv_call().response == list(encoded)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=400), st.integers(1, 6))
+def test_gathered_send_delivers_every_piece_in_order_through_partial_sends(
+    some: list[bytes], times: int
+) -> None:
+    pieces = [*some * times, bytes(range(256)) * 400, *some]  # more than IOV_MAX, and large
+    left, right = socket.socketpair()
+    with left, right:
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        left.settimeout(10.0)  # sends may then stop part way, as the reader lags
+        received = bytearray()
+
+        def drain() -> None:
+            while chunk := right.recv(1500):
+                received.extend(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        _send_gathered(left, pieces)
+        left.shutdown(socket.SHUT_WR)
+        reader.join()
+    assert bytes(received) == b"".join(pieces)
