@@ -84,6 +84,7 @@ import argparse
 import contextlib
 import gc
 import logging
+import os
 import resource
 import shutil
 import socket
@@ -124,6 +125,7 @@ from osqueryd_standin import Standin
 from tests.helpers.sockets import close_with_reset
 
 _PROC_NET = ("tcp", "tcp6", "udp", "udp6")
+_ISOLATED = "TRACKED_CONNECTIONS_BENCH_ISOLATED"
 PACK = Path(__file__).resolve().parent.parent / "packs" / "tracked_connections.conf"
 _FD_SLACK = 256
 _TABLE = "tracked_connections"
@@ -239,6 +241,19 @@ def raw_dump() -> None:
                 end = sock.recv_into(buffer)
                 if end >= 20 and struct.unpack_from("=IH", buffer, end - 20) == (20, 3):
                     break
+
+
+def hide_other_namespaces() -> None:
+    """Unmount, in this run's own mount namespace, the nsfs mounts of other namespaces.
+
+    The collector reads the network namespaces it finds through nsfs mounts
+    (``ip netns`` names) too; in the isolated run these are other users'
+    sockets. unshare(1) makes the copied mounts private, so the host keeps them.
+    """
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if " - nsfs " in line]
+    for point in points:
+        subprocess.run(["umount", "-l", point], check=False)
 
 
 def netlink_available() -> bool:
@@ -623,6 +638,70 @@ def print_generate(args: argparse.Namespace) -> None:
         )
 
 
+def sampler_cpu_per_sample(samples: int) -> float:
+    """Mean CPU of the real Sampler per sample (collect, processes, tracker), ms.
+
+    A new collector and sampler; three warm-up samples first (the first
+    scans every process's descriptors). The mean over ``samples`` samples,
+    since some work is done every few samples only.
+    """
+    sampler = Sampler(LinuxProcCollector(), sample_interval_ms=250)
+    for _ in range(3):
+        sampler.sample_once()
+    gc.collect()
+    start = time.thread_time()
+    for _ in range(samples):
+        sampler.sample_once()
+    return (time.thread_time() - start) / samples * 1000.0
+
+
+def _kind_figures(args: argparse.Namespace) -> tuple[float, float]:
+    """(sampler CPU ms per sample, raw dump CPU ms), each a median of ``--repeat``."""
+    sampler = statistics.median(
+        sampler_cpu_per_sample(args.kind_samples) for _ in range(args.repeat)
+    )
+    dump = statistics.median(cpu_ms(raw_dump, args.runs) for _ in range(args.repeat))
+    return sampler, dump
+
+
+def bench_kinds(args: argparse.Namespace) -> None:
+    """Sampler CPU per sample by kind of socket, beside the raw sock_diag dump."""
+    print(
+        f"\nsampler by kind of socket (real Sampler, no kernel events; CPU ms per sample, the"
+        f" mean over {args.kind_samples} samples; raw dump: the four sock_diag dumps received,"
+        f" nothing decoded; medians of {args.repeat})",
+        flush=True,
+    )
+    print(f"  {'case':34} {'sampler':>8} {'raw dump':>8} {'ratio':>6}   added by the sockets")
+    base_sampler, base_dump = _kind_figures(args)
+    print(
+        f"  {'no sockets':34} {base_sampler:8.2f} {base_dump:8.2f}"
+        f" {base_sampler / base_dump:6.2f}"
+    )
+    results: dict[str, float] = {}
+
+    def row(name: str, sampler: float, dump: float) -> None:
+        added_s, added_d = sampler - base_sampler, dump - base_dump
+        results[name] = added_s
+        print(
+            f"  {name:34} {sampler:8.2f} {dump:8.2f} {sampler / dump:6.2f}"
+            f"   sampler {added_s:6.2f}, dump {added_d:6.2f} ({added_s / added_d:.2f}x)",
+            flush=True,
+        )
+
+    for count in args.kind_sockets:
+        with held_established(count):
+            row(f"{count} established", *_kind_figures(args))
+        with held_established(count, shared=True):
+            row(f"{count} established, shared by 2 pids", *_kind_figures(args))
+            unshared = results[f"{count} established"]
+            shared = results[f"{count} established, shared by 2 pids"]
+            print(f"    shared / unshared, added by the sockets: {shared / unshared:.2f}x")
+    wait_time_wait_below(100)
+    made = open_time_wait(args.time_wait_sockets)
+    row(f"{made} TIME_WAIT", *_kind_figures(args))
+
+
 def open_time_wait(count: int) -> int:
     """Leave ``count`` TIME_WAIT sockets behind: connect, accept, close the client first.
 
@@ -822,10 +901,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--events-rate", type=int, default=1000, help="new connections per second (default 1000)"
     )
+    parser.add_argument(
+        "--kind-sockets",
+        type=int,
+        nargs="*",
+        default=[10000, 30000],
+        help="established sockets for the sampler-by-kind figures (default 10000 30000)",
+    )
+    parser.add_argument(
+        "--kind-samples", type=int, default=48, help="samples per sampler-by-kind figure"
+    )
+    parser.add_argument(
+        "--time-wait-sockets", type=int, default=10000, help="TIME_WAIT sockets (default 10000)"
+    )
+    parser.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run in new pid and network namespaces (unshare(1), root), so that only this"
+        " run's sockets and processes are measured on a shared host (default on)",
+    )
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("this benchmark needs Linux /proc", file=sys.stderr)
         return 2
+    isolated = os.environ.get(_ISOLATED) == "1"
+    if args.isolate and not isolated:
+        if os.geteuid() == 0 and shutil.which("unshare"):
+            command = ["unshare", "--pid", "--net", "--mount-proc", "--fork"]
+            command += [sys.executable, str(Path(__file__).resolve()), *(argv or sys.argv[1:])]
+            return subprocess.call(command, env={**os.environ, _ISOLATED: "1"})
+        print("not isolated (needs root and unshare(1)): other sockets on the host count too")
+    if isolated:
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        hide_other_namespaces()
     # The sampler's privilege warning and thrift's connection errors while the
     # stand-in stops would interleave with the figures.
     logging.getLogger("extension.sampler").setLevel(logging.ERROR)
@@ -835,11 +944,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"python {sys.version.split()[0]}, psutil {psutil.__version__},"
         f" {psutil.cpu_count()} cpus, {len(psutil.pids())} pids,"
-        f" sock_diag netlink {'available' if netlink else 'NOT available'}; times in ms",
+        f" sock_diag netlink {'available' if netlink else 'NOT available'}; times in ms;"
+        f" {'own pid and network namespaces' if isolated else 'the host namespaces'};"
+        f" load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
     )
     for count in args.sockets:
         bench_collect(count, args, netlink)
+    if args.kind_sockets:
+        bench_kinds(args)
     if args.generate_rows:
         print_generate(args)
     if args.events_cpu:
