@@ -375,7 +375,12 @@ class ConnectionTracker:
     # ---------------------------------------------------------------- samples
 
     def update(
-        self, records: Iterable[SocketRecord], now: float, started: float | None = None
+        self,
+        records: Iterable[SocketRecord],
+        now: float,
+        started: float | None = None,
+        *,
+        time_wait_unlisted: int | None = None,
     ) -> None:
         """Merge one sample.
 
@@ -384,6 +389,8 @@ class ConnectionTracker:
             now: the sample's time, seconds since the Unix epoch.
             started: when the listing began (defaults to ``now``): a flow event
                 older than that whose socket is not in the list has closed.
+            time_wait_unlisted: a network namespace whose TIME_WAIT sockets the
+                sample left out: its TIME_WAIT rows stay as they are.
         """
         records = list(records)
         second = int(now)
@@ -405,6 +412,12 @@ class ConnectionTracker:
                 continue
             seen = current.pop(key, None)
             if seen is None:
+                if (
+                    conn.state == "TIME_WAIT"
+                    and time_wait_unlisted is not None
+                    and conn.record.net_namespace == time_wait_unlisted
+                ):
+                    continue  # not listed this time, not gone
                 self._close(conn, now)
                 continue
             conn.last_seen = second
