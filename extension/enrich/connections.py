@@ -61,7 +61,8 @@ from extension.enrich.flow import (
     Listeners,
     community_id,
     direction_of,
-    listening_endpoints,
+    endpoint_of,
+    is_listening,
 )
 from extension.enrich.saved import SavedRow
 from extension.enrich.wire import decode_rows, encode_pairs, map_header, tail_bytes
@@ -170,6 +171,10 @@ def _process_of(row: Row) -> ProcessInfo:
         parent_path=row.get("parent_path"),
         start_time=_int(row.get("start_time")),
     )
+
+
+def _born(conn: TrackedConnection) -> float:
+    return conn.born
 
 
 def _ownerless(record: SocketRecord) -> bool:
@@ -361,6 +366,19 @@ class ConnectionTracker:
         """Grows whenever the set of served rows changes (for saving)."""
         # (state, last_seen) -> their encoded entries, shared by the rows.
         self._tails: dict[tuple[str, int], bytes] = {}
+        # The last sample's records by id (kept alive, so an id is never
+        # reused while it is here), the open rows they stand for, a record id
+        # of each key (the others, where several records share a key, aside),
+        # the listeners among them, and the open rows
+        # the sampler follows that no listed record stands for yet.
+        self._listed: dict[int, SocketRecord] = {}
+        self._bound: dict[int, TrackedConnection] = {}
+        self._listed_keys: dict[_Key, int] = {}
+        self._duplicate_keys: dict[_Key, list[int]] = {}
+        self._listeners: Listeners = {}
+        self._unbound: set[TrackedConnection] = set()
+        self._sample_second = 0
+        """Second of the last sample: the last_seen of every open row it listed."""
 
     @property
     def tracked(self) -> int:
@@ -395,41 +413,78 @@ class ConnectionTracker:
         records = list(records)
         second = int(now)
         self._now = max(self._now, now)
-        current: dict[_Key, SocketRecord] = {}
-        setdefault = current.setdefault
-        for record in records:
-            # _key, inlined: this loop runs for every socket of every sample.
-            inode = record.socket
-            if inode:
-                setdefault(("inode", record.net_namespace, inode), record)
+        # Records are compared by identity: a collector hands back the very
+        # record of a socket that did not change, and such a socket needs no
+        # work at all. Only records new since the last sample (new sockets,
+        # changed states and owners) and those gone since are looked at.
+        listed, bound, keys = self._listed, self._bound, self._listed_keys
+        ids = dict(zip(map(id, records), records, strict=True))
+        check, self._unbound = self._unbound, set()
+        listeners = self._listeners
+        dups = self._duplicate_keys
+        for rid in listed.keys() - ids.keys():
+            record = listed.pop(rid)
+            key = _key(record)
+            others = dups.get(key)
+            if others is None:
+                del keys[key]
             else:
-                setdefault(_key(record), record)
+                if keys[key] == rid:
+                    keys[key] = others.pop()
+                else:
+                    others.remove(rid)
+                if not others:
+                    del dups[key]
+            conn = bound.pop(rid, None)
+            if conn is not None:
+                check.add(conn)
+            if is_listening(record):
+                group = listeners.get(endpoint_of(record), [])
+                if record in group:
+                    group.remove(record)
+        current: dict[_Key, SocketRecord] = {}
+        for rid in ids.keys() - listed.keys():
+            record = listed[rid] = ids[rid]
+            key = _key(record)
+            current.setdefault(key, record)
+            if keys.setdefault(key, rid) != rid:
+                dups.setdefault(key, []).append(rid)
+            if is_listening(record):
+                listeners.setdefault(endpoint_of(record), []).append(record)
         if self._unsampled:
-            self._adopt(current)
+            check |= self._adopt(current)
 
-        for key, conn in self._connections.items():
-            if conn.closed_at is not None or not conn.sampled:
+        for conn in sorted(check, key=_born) if len(check) > 1 else check:
+            key = conn.key
+            if conn.closed_at is not None or not conn.sampled or (
+                    self._connections.get(key) is not conn):  # fmt: skip
                 continue
             seen = current.pop(key, None)
+            if seen is None:
+                other = keys.get(key)
+                if other is not None and other not in bound:
+                    seen = listed[other]
             if seen is None:
                 if (
                     conn.state == "TIME_WAIT"
                     and time_wait_unlisted is not None
                     and conn.record.net_namespace == time_wait_unlisted
                 ):
+                    self._unbound.add(conn)
                     continue  # not listed this time, not gone
                 self._close(conn, now)
                 continue
+            bound[id(seen)] = conn
             conn.last_seen = second
             conn.state = seen.state
             if not conn.served and conn.record.pid is None and seen.pid is not None:
                 # The owner became known before osqueryd saw the row.
                 conn.record = seen
                 conn.process = self._lookup(seen.pid)
+        self._sample_second = second
         if self._unsampled:
             self._reconcile(records, now, now if started is None else started)
 
-        listeners: Listeners | None = None
         for key, record in current.items():
             if _ownerless(record):
                 tuple5 = _tuple5(record)
@@ -437,8 +492,9 @@ class ConnectionTracker:
                     # The TIME_WAIT (or other ownerless) remnant of a connection
                     # that has already been shown and closed.
                     continue
-            if listeners is None:
-                listeners = listening_endpoints(records)
+            known = self._connections.get(key)
+            if known is not None and known.closed_at is None and known.sampled:
+                continue  # the socket of a row still open, listed twice
             direction = direction_of(record, listeners, self._holders)
             if direction == "listening" and record.protocol == IPPROTO_UDP and self._sent_from(
                 record
@@ -447,6 +503,7 @@ class ConnectionTracker:
             saved = self._restored.pop(key, None) if self._restored else None
             if saved is not None and _same_socket(saved.row, record):
                 self._place(key, self._revive(saved, record, now))
+                bound[id(record)] = self._connections[key]
                 continue
             conn = TrackedConnection(
                 record=record,
@@ -459,12 +516,18 @@ class ConnectionTracker:
                 began=now,
             )
             self._place(key, conn)
+            bound[id(record)] = conn
         # What the first sample did not find closed while no extension ran.
         self._restored.clear()
         self._expire(now)
 
-    def _adopt(self, current: dict[_Key, SocketRecord]) -> None:
-        """Give flow-event rows whose socket the sample lists the socket's key."""
+    def _adopt(self, current: dict[_Key, SocketRecord]) -> set[TrackedConnection]:
+        """Give flow-event rows whose socket the sample lists the socket's key.
+
+        Returns:
+            the rows adopted.
+        """
+        adopted: set[TrackedConnection] = set()
         for key, record in current.items():
             known = self._connections.get(key)
             if known is not None and known.closed_at is None:
@@ -476,6 +539,7 @@ class ConnectionTracker:
             del self._connections[conn.key]
             conn.sampled = conn.settled = True
             self._place(key, conn, index=False)
+            adopted.add(conn)
             if not conn.served:
                 # The socket's holder now (a listener handed to a child, say)
                 # beats the task that made it.
@@ -484,6 +548,7 @@ class ConnectionTracker:
                     conn.process = self._lookup(pid)
                 conn.record = replace(record, pid=pid)
                 conn.guessed_owner = False
+        return adopted
 
     def _reconcile(self, records: list[SocketRecord], now: float, started: float) -> None:
         """Settle flow-event rows the sample could have seen but did not list.
@@ -493,22 +558,25 @@ class ConnectionTracker:
         that is still listed (its 5-tuple is not the socket's): that flow
         stays open, up to ``_UDP_SENDER_SECS`` after its last datagram.
         """
-        unconnected = {
-            (r.net_namespace, r.local_port)
-            for r in records
-            if r.protocol == IPPROTO_UDP and not r.remote_address
-        }
-        unconnected_ports = {port for _, port in unconnected}
+        unconnected: set[tuple[int | None, int]] | None = None
+        unconnected_ports: set[int] = set()
         for conn in list(self._unsampled):
             if conn.began >= started:
                 continue  # began after the listing started
             record = conn.record
-            if record.protocol == IPPROTO_UDP and now - conn.last_seen <= _UDP_SENDER_SECS and (
-                (record.net_namespace, record.local_port) in unconnected
-                or (record.net_namespace is None and record.local_port in unconnected_ports)
-            ):
-                conn.settled = True
-                continue
+            if record.protocol == IPPROTO_UDP and now - conn.last_seen <= _UDP_SENDER_SECS:
+                if unconnected is None:
+                    unconnected = {
+                        (r.net_namespace, r.local_port)
+                        for r in records
+                        if r.protocol == IPPROTO_UDP and not r.remote_address
+                    }
+                    unconnected_ports = {port for _, port in unconnected}
+                if (record.net_namespace, record.local_port) in unconnected or (
+                    record.net_namespace is None and record.local_port in unconnected_ports
+                ):
+                    conn.settled = True
+                    continue
             self._unsampled.discard(conn)
             self._close(conn, started)
 
@@ -603,7 +671,9 @@ class ConnectionTracker:
         )
         self._place(_key(record) if sampled else ("flow", *event.key), conn)
         self._flows[event.key] = conn
-        if not sampled:
+        if sampled:
+            self._unbound.add(conn)  # the next sample lists its socket or closes it
+        else:
             self._unsampled.add(conn)
         return conn
 
@@ -741,11 +811,15 @@ class ConnectionTracker:
         pieces = [b""]
         append = pieces.append
         count = 0
+        listed_at = self._sample_second
         for conn in self._connections.values():
             if not conn.served and not self._serve_now(conn, now):
                 continue
             append(conn._wire or conn.wire())
-            key = (conn.state, conn.last_seen)
+            seen = conn.last_seen
+            if seen < listed_at and conn.closed_at is None and conn.sampled:
+                seen = listed_at  # an open row the last sample listed
+            key = (conn.state, seen)
             tail = tails.get(key)
             if tail is None:
                 tail = tails[key] = tail_bytes(*key)
@@ -867,6 +941,8 @@ class ConnectionTracker:
             self._index(conn)
 
     def _close(self, conn: TrackedConnection, at: float) -> None:
+        if conn.sampled and conn.last_seen < self._sample_second:
+            conn.last_seen = self._sample_second  # listed by the last sample
         conn.closed_at = at
         conn.settled = True
         self.version += 1

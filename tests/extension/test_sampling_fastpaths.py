@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,15 @@ from hypothesis import strategies as st
 
 from extension.collect import owners
 from extension.collect.linux_proc import LinuxProcCollector
-from extension.enrich.connections import ConnectionTracker
+from extension.enrich.connections import (
+    ConnectionTracker,
+    TrackedConnection,
+    _Key,
+    _key,
+    _ownerless,
+    _tuple5,
+)
+from extension.enrich.flow import direction_of, listening_endpoints
 from extension.model import ProcessInfo, SocketRecord
 from extension.sampler import TIME_WAIT_EVERY
 from tests.extension.test_linux_proc import FakeProc, tcp_line
@@ -127,3 +136,116 @@ def test_time_wait_read_every_few_samples_serves_the_rows_of_reading_every_sampl
             listed = [r for r in sample if r.state != "TIME_WAIT"]
             sparse.update(listed, now, time_wait_unlisted=NS)
     assert len(rows) == len(connections), "a connection's row was made again"
+
+
+class ReferenceTracker(ConnectionTracker):
+    """The tracker with the simple merge: every record keyed and looked at, every sample."""
+
+    def update(
+        self,
+        records: Iterable[SocketRecord],
+        now: float,
+        started: float | None = None,
+        *,
+        time_wait_unlisted: int | None = None,
+    ) -> None:
+        records = list(records)
+        second = int(now)
+        self._now = max(self._now, now)
+        current: dict[_Key, SocketRecord] = {}
+        for record in records:
+            current.setdefault(_key(record), record)
+        if self._unsampled:
+            self._adopt(current)
+        for key, conn in self._connections.items():
+            if conn.closed_at is not None or not conn.sampled:
+                continue
+            seen = current.pop(key, None)
+            if seen is None:
+                if conn.state == "TIME_WAIT" and conn.record.net_namespace == time_wait_unlisted:
+                    continue
+                self._close(conn, now)
+                continue
+            conn.last_seen = second
+            conn.state = seen.state
+            if not conn.served and conn.record.pid is None and seen.pid is not None:
+                conn.record = seen
+                conn.process = self._lookup(seen.pid)
+        if self._unsampled:
+            self._reconcile(records, now, now if started is None else started)
+        listeners = listening_endpoints(records)
+        for key, record in current.items():
+            if _ownerless(record):
+                tuple5 = _tuple5(record)
+                if tuple5 in self._tombstones or (None, *tuple5[1:]) in self._tombstones:
+                    continue
+            direction = direction_of(record, listeners, self._holders)
+            if direction == "listening" and record.protocol == 17 and self._sent_from(record):
+                direction = ""
+            conn = TrackedConnection(
+                record=record, process=self._lookup(record.pid), direction=direction,
+                first_seen=second, last_seen=second, state=record.state, born=now, began=now,
+            )  # fmt: skip
+            self._place(key, conn)
+        self._expire(now)
+
+
+@st.composite
+def churn(draw: st.DrawFn) -> tuple[list[list[SocketRecord]], list[bool]]:
+    """Samples of a pool of sockets: each listed or not, its record kept (the same
+    object) or changed (state, owner learnt); listeners that share a key (a
+    pid's SO_REUSEPORT group where sockets have no inode); and whether osqueryd
+    asks for the rows after each sample."""
+    pool: list[SocketRecord] = []
+    for i in range(draw(st.integers(1, 10))):
+        protocol = draw(st.sampled_from((6, 17)))
+        listening = draw(st.booleans())
+        pool.append(SocketRecord(
+            draw(st.sampled_from((None, 700, 701))), 2, protocol, "10.0.0.1",
+            80 if listening else 30000 + i, "" if listening else "10.0.0.9",
+            0 if listening else 443 + i % 2,
+            ("LISTEN" if listening else "ESTABLISHED") if protocol == 6 else "",
+            draw(st.sampled_from((0, 9000 + i))), NS,
+        ))  # fmt: skip
+    samples: list[list[SocketRecord]] = []
+    current = list(pool)
+    for _ in range(draw(st.integers(1, 12))):
+        sample = []
+        for i, before in enumerate(current):
+            change = draw(st.sampled_from(("keep", "keep", "gone", "state", "owner")))
+            record = before
+            if change == "state" and record.protocol == 6 and record.state != "LISTEN":
+                record = replace(record, state=draw(st.sampled_from(STATES)))
+            elif change == "owner":
+                record = replace(record, pid=draw(st.sampled_from((None, 700, 702))))
+            current[i] = record
+            if change != "gone":
+                sample.append(record)
+        samples.append(sample)
+    return samples, draw(st.lists(st.booleans(), min_size=len(samples), max_size=len(samples)))
+
+
+STATES = ("ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT1", "TIME_WAIT", "SYN_SENT")
+
+
+@settings(max_examples=300, deadline=None)
+@given(churn())
+def test_identity_merge_serves_the_rows_of_the_simple_merge(
+    case: tuple[list[list[SocketRecord]], list[bool]],
+) -> None:
+    samples, queries = case
+    lookup = lambda pid: ProcessInfo(name=f"p{pid}", uid=pid)  # noqa: E731
+    fast, reference = ConnectionTracker(lookup), ReferenceTracker(lookup)
+    for k, (sample, query) in enumerate(zip(samples, queries, strict=True)):
+        now = 2000.0 + k * 0.6
+        fast.update(sample, now)
+        reference.update(sample, now)
+        if query:
+            assert sorted(map(_sorted_items, fast.rows(now))) == sorted(
+                map(_sorted_items, reference.rows(now))
+            )
+    assert (fast.tracked, fast.lingering) == (reference.tracked, reference.lingering)
+
+
+def _sorted_items(row: dict[str, str]) -> list[tuple[str, str]]:
+    return sorted(row.items())
