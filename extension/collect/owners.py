@@ -74,7 +74,7 @@ _SOCKET_LINK = "socket:["
 _NETNS_LINK = "net:["
 SHARED_SLICE = 256
 """Least shared sockets whose owner is re-verified per update."""
-SHARED_ROUNDS = 10
+SHARED_ROUNDS = 40
 """A shared socket's owner is re-verified at least every twice this many updates."""
 _HEAVY_HOLDER = 256
 """A pid known to hold more inet sockets than this is read last when looking
@@ -411,10 +411,12 @@ class SocketOwners:
 
         Each call checks the next ``max(SHARED_SLICE, ceil(len(shared) /
         SHARED_ROUNDS))`` shared sockets, in turn, so every one is checked
-        within ``2 * SHARED_ROUNDS`` calls of becoming shared. An owner that exits or is
+        within ``2 * SHARED_ROUNDS`` calls of becoming shared (20 s at 10k
+        shared sockets and a 250 ms interval). An owner that exits or is
         replaced by a reused pid is noticed at once all the same (its start
         time is read every sample); only an owner that closes its copy while
-        it lives is noticed this much later.
+        it lives is noticed this much later, which matters only to a row not
+        yet shown (a shown row's owner is fixed).
         """
         shared = self._shared
         if not shared:

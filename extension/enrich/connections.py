@@ -375,6 +375,9 @@ class ConnectionTracker:
         self._bound: dict[int, TrackedConnection] = {}
         self._listed_keys: dict[_Key, int] = {}
         self._duplicate_keys: dict[_Key, list[int]] = {}
+        # Ids of the listed TIME_WAIT records by namespace: a sample that
+        # leaves them out (time_wait_unlisted) does not make them gone.
+        self._time_wait: dict[int | None, set[int]] = {}
         self._listeners: Listeners = {}
         self._unbound: set[TrackedConnection] = set()
         self._sample_second = 0
@@ -422,8 +425,14 @@ class ConnectionTracker:
         check, self._unbound = self._unbound, set()
         listeners = self._listeners
         dups = self._duplicate_keys
-        for rid in listed.keys() - ids.keys():
+        waiting = self._time_wait
+        gone = listed.keys() - ids.keys()
+        if time_wait_unlisted is not None and time_wait_unlisted in waiting:
+            gone -= waiting[time_wait_unlisted]  # not listed this time, not gone
+        for rid in gone:
             record = listed.pop(rid)
+            if record.state == "TIME_WAIT":
+                waiting[record.net_namespace].discard(rid)
             key = _key(record)
             others = dups.get(key)
             if others is None:
@@ -449,6 +458,8 @@ class ConnectionTracker:
             current.setdefault(key, record)
             if keys.setdefault(key, rid) != rid:
                 dups.setdefault(key, []).append(rid)
+            if record.state == "TIME_WAIT":
+                waiting.setdefault(record.net_namespace, set()).add(rid)
             if is_listening(record):
                 listeners.setdefault(endpoint_of(record), []).append(record)
         if self._unsampled:
