@@ -10,7 +10,7 @@ thread). Rates are lines per second.
 
 1. Generated result lines: realistic ``tracked_connections`` event lines as osqueryd's
    filesystem logger writes them (compact JSON, every column as text, the pack's
-   column set, osquery-protocol-and-logs.md §4), from ``--hosts`` hosts, with
+   column set, osquery 5.23 plugins/logger/filesystem_logger.cpp), from ``--hosts`` hosts, with
    IPv4 and IPv6 peers; about 1% hit a rule. They are written to a real file.
 2. Rule set: ``--cidrs`` networks (default 10 000; IPv4 /16-/30 and some IPv6 /32-/64)
    in one rule's ``remote_address.include``, and ``--ports`` single ports (default
@@ -56,6 +56,7 @@ from alert_service.parse import parse_line  # noqa: E402
 from alert_service.pipeline import Pipeline  # noqa: E402
 from alert_service.source import FileFollower  # noqa: E402
 from alert_service.state import open_state  # noqa: E402
+from alert_service.state.checkpoints import load_checkpoint  # noqa: E402
 from alert_service.stats import Stats  # noqa: E402
 
 PROCESSES = [
@@ -195,8 +196,8 @@ def run_durable(config: Config, path: str, state_dir: str) -> tuple[float, int, 
     start = time.perf_counter()
     while True:
         pipeline.poll_once()
-        position = pipeline._sources[0].files[path].committed
-        if position is not None and position.offset >= size:
+        stored = load_checkpoint(conn, path)
+        if stored is not None and stored.position.offset >= size:
             break
     elapsed = time.perf_counter() - start
     pipeline.close()

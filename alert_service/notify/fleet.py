@@ -30,6 +30,30 @@ Which identifier: ``identifier: auto`` (default) uses the ``host_uuid`` decorati
 Fleet's default decorators add, else the ``hostIdentifier``; ``host_uuid``,
 ``hostname`` (the decoration) or ``host_identifier`` pick one.
 
+Whose host (every value in a result line is written by the host's agent, so a hostile
+host can write any of them):
+
+* an identifier that is empty, longer than 255 characters, ``.``/``..`` or holds ``/``,
+  ``\\``, ``?``, ``#``, ``%`` or a control character is refused before any request
+  (``untrusted_host``): no hostname, UUID or serial has them, and they could steer the
+  request to another API path;
+* every identity the line claims (``hostIdentifier``, the ``host_uuid`` and
+  ``hostname`` decorations) must name the host Fleet returned (its ``uuid``,
+  ``hostname``, ``computer_name``, ``display_name``, ``hardware_serial`` or
+  ``osquery_host_id``; case-insensitive; a name without a dot agrees with the first
+  label of a full name). A line that names two hosts runs nothing (``untrusted_host``).
+* ``fleet_script`` is disruptive, so by default it asks the host itself first, through
+  Fleet's live query on one host (``POST /api/v1/fleet/hosts/{id}/query`` with
+  ``{"query": SQL}`` → ``{"host_id", "rows", "query", "status", "error"}``; fleetdm/fleet
+  server/service/live_queries.go ``runLiveQueryOnHostByIDEndpoint``): ``confirm:
+  process`` (default) needs the host to report the alert's pid, with the same process
+  name (a kernel name cut to 15 characters agrees with a longer name it begins);
+  ``confirm: connection`` also needs the connection (pid, remote port and address, local
+  port) in ``process_open_sockets``; ``confirm: none`` skips the question. A host that
+  does not answer is asked again later (``no_answer``, retryable); a host that answers
+  otherwise runs nothing (``not_confirmed``). The SQL carries only integers from the
+  alert; names and addresses are compared here, never written into a query.
+
 Errors follow :mod:`alert_service.notify.http`: 2xx is success; 408, 425, 429, 5xx,
 timeouts and connection errors are retryable (``Retry-After`` kept); other statuses are
 not (401/403: bad token or role; 404 on lookup: host unknown to Fleet; 402: Premium
@@ -45,9 +69,12 @@ Config::
       api_token: {env: FLEET_API_TOKEN}    # or {file: /run/credentials/<unit>/fleet}
       script_id: 42                        # or script_name: kill-pid.sh (+ team_id: 3)
       identifier: auto                     # auto | host_uuid | hostname | host_identifier
+      confirm: process                     # process | connection | none
       timeout_secs: 30                     # read timeout (default 30)
       connect_timeout_secs: 5
-      ca_file: /etc/ssl/certs/fleet-ca.pem # optional; default: system CAs
+      ca_file: /etc/ssl/certs/fleet-ca.pem # optional; default: the bundled CAs
+      total_timeout_secs: 60               # one whole request (default max(60, 2 x read))
+      proxy_url: http://proxy.example:3128 # optional; the environment's proxies are not used
     - name: fleet-evidence
       type: fleet_live_query
       url: https://fleet.example.com
@@ -58,6 +85,7 @@ Config::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -82,22 +110,40 @@ from alert_service.notify.http import (
     transport_error,
 )
 from alert_service.notify.registry import register_notifier
+from alert_service.notify.session import deadline, exact_session
 from alert_service.secret import Secret, reveal
 
 __all__ = [
+    "Confirm",
     "FleetClient",
     "FleetLiveQueryNotifier",
     "FleetScriptNotifier",
     "FleetSettings",
+    "checked_identifier",
+    "disagreeing_claims",
     "host_identifier_for",
+    "identity_claims",
 ]
 
 _log = logging.getLogger("alert_service.notify.fleet")
 
 Identifier = Literal["auto", "host_uuid", "hostname", "host_identifier"]
+Confirm = Literal["process", "connection", "none"]
 
 _RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
 _SNIPPET_CHARS: Final = 200
+_MAX_IDENTIFIER_CHARS: Final = 255
+_PATH_CHARACTERS: Final = frozenset("/\\?#%")
+_IDENTITY_FIELDS: Final = (
+    "uuid",
+    "hostname",
+    "computer_name",
+    "display_name",
+    "hardware_serial",
+    "osquery_host_id",
+)
+_KERNEL_NAME_CHARS: Final = 15
+"""Linux keeps 15 characters of a task name (``TASK_COMM_LEN`` 16 with the NUL)."""
 _SECRET = {"$ref": "#/$defs/secret_string"}
 _SECRET_REF = {"$ref": "#/$defs/secret_ref"}
 _COMMON_PROPERTIES: Final[Mapping[str, Any]] = {
@@ -105,8 +151,75 @@ _COMMON_PROPERTIES: Final[Mapping[str, Any]] = {
     "api_token": _SECRET_REF,
     "identifier": {"enum": ["auto", "host_uuid", "hostname", "host_identifier"]},
     **HTTP_TIMEOUT_PROPERTIES,
-    "ca_file": {"type": "string", "pattern": "^/"},
 }
+
+
+def checked_identifier(notifier: str, identifier: str) -> str:
+    """Return ``identifier`` when it can only name a host, never another API path.
+
+    Raises:
+        NotifyError: ``untrusted_host`` (not retryable): empty, longer than 255
+            characters, ``.`` or ``..``, or holding ``/ \\ ? # %`` or a control character.
+    """
+    bad = (
+        not identifier
+        or len(identifier) > _MAX_IDENTIFIER_CHARS
+        or identifier in (".", "..")
+        or any(ch in _PATH_CHARACTERS or not ch.isprintable() for ch in identifier)
+    )
+    if bad:
+        what = "no host identifier" if not identifier else "a host identifier no host has"
+        raise NotifyError(
+            f"{notifier}: the alert has {what} ({_printable(identifier)!r}); nothing was asked",
+            retryable=False,
+            error_type="untrusted_host",
+        )
+    return identifier
+
+
+def identity_claims(alert: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The host identities an :meth:`Alert.as_dict` payload claims, as (where, value).
+
+    ``where`` is ``hostIdentifier``, ``decorations.host_uuid`` or
+    ``decorations.hostname``; empty values are left out.
+    """
+    decorations = alert.get("decorations") or {}
+    claims = [
+        ("hostIdentifier", alert.get("host")),
+        ("decorations.host_uuid", decorations.get("host_uuid")),
+        ("decorations.hostname", decorations.get("hostname")),
+    ]
+    return [(where, str(value)) for where, value in claims if value]
+
+
+def _names_agree(claimed: str, known: str) -> bool:
+    a, b = claimed.casefold(), known.casefold()
+    if a == b:
+        return True
+    if "." not in a:
+        return a == b.split(".", 1)[0]
+    if "." not in b:
+        return b == a.split(".", 1)[0]
+    return False
+
+
+def disagreeing_claims(alert: Mapping[str, Any], host: Mapping[str, Any]) -> list[str]:
+    """Where the alert claims an identity that the Fleet host record does not have.
+
+    Args:
+        alert: the alert payload (:meth:`Alert.as_dict`).
+        host: Fleet's host record (the ``host`` object of "Get host by identifier").
+
+    Returns:
+        The ``where`` of each disagreeing claim (see :func:`identity_claims`); empty
+        when every claim names this host.
+    """
+    known = [str(host[k]) for k in _IDENTITY_FIELDS if host.get(k)]
+    return [
+        where
+        for where, value in identity_claims(alert)
+        if not any(_names_agree(value, k) for k in known)
+    ]
 
 
 def host_identifier_for(alert: Mapping[str, Any], identifier: Identifier) -> str:
@@ -138,17 +251,24 @@ class FleetSettings:
         api_token: API token (a secret from the environment or a file).
         identifier: which alert value identifies the host (see
             :func:`host_identifier_for`).
+        confirm: what the host must report before a disruptive action (see the
+            module docs); ``fleet_live_query`` ignores it.
         timeout_secs: read timeout, seconds.
         connect_timeout_secs: connect timeout, seconds.
-        ca_file: CA bundle for TLS verification; None for the system CAs.
+        ca_file: CA bundle for TLS verification; None for the default bundle.
+        total_timeout_secs: deadline of one whole request, seconds.
+        proxy_url: proxy to use, or None for none (the environment is never read).
     """
 
     url: str | Secret
     api_token: str | Secret
     identifier: Identifier = "auto"
+    confirm: Confirm = "process"
     timeout_secs: float = 30.0
     connect_timeout_secs: float = 5.0
     ca_file: str | None = None
+    total_timeout_secs: float = 60.0
+    proxy_url: str | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], default_timeout_secs: float) -> Self:
@@ -157,9 +277,14 @@ class FleetSettings:
             url=options["url"],
             api_token=options["api_token"],
             identifier=cast(Identifier, options.get("identifier", "auto")),
+            confirm=cast(Confirm, options.get("confirm", "process")),
             timeout_secs=float(options.get("timeout_secs", default_timeout_secs)),
             connect_timeout_secs=float(options.get("connect_timeout_secs", 5.0)),
             ca_file=options.get("ca_file"),
+            total_timeout_secs=float(
+                options.get("total_timeout_secs", max(60.0, 2 * default_timeout_secs))
+            ),
+            proxy_url=options.get("proxy_url"),
         )
 
 
@@ -177,7 +302,9 @@ class FleetClient:
     ) -> None:
         self.notifier = notifier
         self.settings = settings
-        self.session = session if session is not None else requests.Session()
+        self.session = (
+            session if session is not None else exact_session(settings.proxy_url, settings.ca_file)
+        )
 
     def request(
         self, method: str, path: str, *, body: Mapping[str, Any] | None = None, what: str
@@ -205,8 +332,9 @@ class FleetClient:
             headers["Content-Type"] = "application/json; charset=utf-8"
             data = encode_json(body)
         name = self.notifier
+        watch = None
         try:
-            with self.session.request(
+            with deadline(self.settings.total_timeout_secs) as watch, self.session.request(
                 method,
                 url,
                 data=data,
@@ -220,6 +348,12 @@ class FleetClient:
                 retry_after = resp.headers.get("Retry-After")
                 reason = resp.reason or ""
         except requests.RequestException as err:
+            if watch is not None and watch.fired:
+                raise NotifyError(
+                    f"{name}: {what}: timed out (total {self.settings.total_timeout_secs:g} s)",
+                    retryable=True,
+                    error_type="timeout",
+                ) from err
             raise transport_error(f"{name}: {what}", err) from err
         if not 200 <= status < 300:
             retryable = status in _RETRYABLE_STATUS or 500 <= status < 600
@@ -245,20 +379,17 @@ class FleetClient:
             )
         return doc
 
-    def host_id(self, identifier: str) -> int:
-        """Fleet's id of the host with this hostname, UUID or serial.
+    def host(self, identifier: str) -> dict[str, Any]:
+        """Fleet's record of the host with this hostname, UUID or serial.
+
+        Returns:
+            the ``host`` object, whose ``id`` is an int.
 
         Raises:
-            NotifyError: empty identifier or unknown host (not retryable), or the
-                request failed.
+            NotifyError: an identifier :func:`checked_identifier` refuses, an unknown
+                host (not retryable), or the request failed.
         """
-        if not identifier:
-            raise NotifyError(
-                f"{self.notifier}: the alert has no host identifier to look up",
-                retryable=False,
-                error_type="internal",
-            )
-        quoted = urllib.parse.quote(identifier, safe="")
+        quoted = urllib.parse.quote(checked_identifier(self.notifier, identifier), safe="")
         doc = self.request(
             "GET",
             f"/api/v1/fleet/hosts/identifier/{quoted}?exclude_software=true",
@@ -266,13 +397,46 @@ class FleetClient:
         )
         host = doc.get("host")
         host_id = host.get("id") if isinstance(host, dict) else None
-        if not isinstance(host_id, int) or isinstance(host_id, bool):
+        if not isinstance(host, dict) or not isinstance(host_id, int) or isinstance(host_id, bool):
             raise NotifyError(
                 f"{self.notifier}: host lookup: reply has no host id",
                 retryable=False,
                 error_type="http_status",
             )
-        return host_id
+        return host
+
+    def host_id(self, identifier: str) -> int:
+        """Fleet's id of the host with this hostname, UUID or serial (see :meth:`host`)."""
+        return int(self.host(identifier)["id"])
+
+    def query_host(self, host_id: int, sql: str) -> list[dict[str, Any]]:
+        """Run ``sql`` on one host now and return its rows.
+
+        Raises:
+            NotifyError: ``no_answer`` (retryable) when the host is not online or did
+                not answer; ``host_error`` (not retryable) when it answered with an
+                error; or the request failed.
+        """
+        doc = self.request(
+            "POST", f"/api/v1/fleet/hosts/{host_id}/query", body={"query": sql}, what="ask host"
+        )
+        status, error = str(doc.get("status") or ""), str(doc.get("error") or "")
+        if status != "online":
+            raise NotifyError(
+                f"{self.notifier}: ask host: host {host_id} is {_printable(status) or 'silent'}"
+                + (f": {_printable(error)}" if error else ""),
+                retryable=True,
+                error_type="no_answer",
+            )
+        if error:
+            raise NotifyError(
+                f"{self.notifier}: ask host: host {host_id} answered with an error: "
+                + _printable(error),
+                retryable=False,
+                error_type="host_error",
+            )
+        rows = doc.get("rows")
+        return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
     def close(self) -> None:
         """Close pooled connections."""
@@ -321,6 +485,24 @@ class _FleetAction(Notifier):
             "alert": alert_dict,
         }
 
+    def _target(self, payload: Mapping[str, Any]) -> int:
+        """Look the host up and check that the line names no other host; its Fleet id.
+
+        Raises:
+            NotifyError: see :meth:`FleetClient.host`; ``untrusted_host`` when a claim
+                disagrees with Fleet's record.
+        """
+        host = self.client.host(str(payload.get("identifier") or ""))
+        disagreeing = disagreeing_claims(payload.get("alert") or {}, host)
+        if disagreeing:
+            raise NotifyError(
+                f"{self.name}: the line names another host than Fleet's host {host['id']} "
+                f"in {', '.join(disagreeing)}; nothing was run",
+                retryable=False,
+                error_type="untrusted_host",
+            )
+        return int(host["id"])
+
     def close(self) -> None:
         """Close the HTTP session."""
         self.client.close()
@@ -354,6 +536,7 @@ class FleetScriptNotifier(_FleetAction):
             "script_id": {"type": "integer", "minimum": 1},
             "script_name": {"type": "string", "minLength": 1},
             "team_id": {"type": "integer", "minimum": 0},
+            "confirm": {"enum": ["process", "connection", "none"]},
         },
         "required": ["url", "api_token"],
         "allOf": [
@@ -413,7 +596,12 @@ class FleetScriptNotifier(_FleetAction):
         Raises:
             NotifyError: see the module docs.
         """
-        host_id = self.client.host_id(str(payload.get("identifier") or ""))
+        host_id = self._target(payload)
+        connection = (payload.get("alert") or {}).get("connection") or {}
+        if self.settings.confirm != "none":
+            self._confirm_process(host_id, connection)
+        if self.settings.confirm == "connection":
+            self._confirm_connection(host_id, connection)
         body = {"host_id": host_id, **dict(payload.get("script") or {})}
         doc = self.client.request("POST", "/api/v1/fleet/scripts/run", body=body, what="run script")
         log_event(
@@ -425,6 +613,76 @@ class FleetScriptNotifier(_FleetAction):
             host_id=host_id,
             execution_id=doc.get("execution_id"),
         )
+
+    def _refuse(self, host_id: int, why: str) -> NotifyError:
+        return NotifyError(
+            f"{self.name}: not confirmed: host {host_id} {why}; the script was not run",
+            retryable=False,
+            error_type="not_confirmed",
+        )
+
+    def _confirm_process(self, host_id: int, connection: Mapping[str, Any]) -> None:
+        pid = _positive_int(connection.get("pid"))
+        if pid is None:
+            raise self._refuse(host_id, "cannot be asked: the alert names no process")
+        rows = self.client.query_host(
+            host_id, f"SELECT pid, name, path FROM processes WHERE pid = {pid};"
+        )
+        row = next((r for r in rows if str(r.get("pid")) == str(pid)), None)
+        if row is None:
+            raise self._refuse(host_id, f"reports no process {pid}")
+        if not _process_names_agree(str(connection.get("name") or ""), str(row.get("name") or "")):
+            raise self._refuse(host_id, f"says process {pid} is {_printable(str(row.get('name')))}")
+
+    def _confirm_connection(self, host_id: int, connection: Mapping[str, Any]) -> None:
+        pid = _positive_int(connection.get("pid"))
+        remote_port = _positive_int(connection.get("remote_port"))
+        if pid is None or remote_port is None:
+            raise self._refuse(host_id, "cannot be asked: the alert names no connection")
+        rows = self.client.query_host(
+            host_id,
+            "SELECT pid, local_address, local_port, remote_address, remote_port "
+            f"FROM process_open_sockets WHERE pid = {pid} AND remote_port = {remote_port};",
+        )
+        wanted = (
+            _address(connection.get("remote_address")),
+            str(connection.get("local_port") or ""),
+        )
+        if not any(
+            (_address(r.get("remote_address")), str(r.get("local_port") or "")) == wanted
+            for r in rows
+        ):
+            raise self._refuse(host_id, f"reports no such connection of process {pid}")
+
+
+def _positive_int(value: Any) -> int | None:
+    """``value`` as a positive int (ints and digit strings only), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value) or None
+    return None
+
+
+def _process_names_agree(alerted: str, reported: str) -> bool:
+    """Same name, or the host's kernel name is the 15-character head of the alert's."""
+    if not alerted or alerted == reported:
+        return True
+    return len(reported) == _KERNEL_NAME_CHARS and alerted.startswith(reported)
+
+
+def _address(value: Any) -> str:
+    """An address in one spelling (IPv4-mapped IPv6 as IPv4); other text as it is."""
+    text = str(value or "")
+    try:
+        parsed = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return str(parsed.ipv4_mapped)
+    return str(parsed)
 
 
 @register_notifier("fleet_live_query")
@@ -490,7 +748,7 @@ class FleetLiveQueryNotifier(_FleetAction):
             NotifyError: see the module docs; also when the evidence file cannot be
                 written (retryable: the disk may have room later).
         """
-        host_id = self.client.host_id(str(payload.get("identifier") or ""))
+        host_id = self._target(payload)
         query_id = int(payload.get("query_id") or self.query_id)
         doc = self.client.request(
             "POST",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from alert_service.source.records import FileIdentity, Position
 
 __all__ = [
+    "SqliteCheckpoints",
     "StoredCheckpoint",
     "delete_checkpoint",
     "expire_checkpoints",
@@ -140,3 +141,30 @@ def expire_checkpoints(
             (source, now - expiry_secs),
         )
     return old
+
+
+class SqliteCheckpoints:
+    """The checkpoints table as the source stage reads it at start and expires it.
+
+    Args:
+        conn: the state database.
+        expiry_secs: grace after a checkpoint's last write before a file no longer
+            followed loses it, seconds (``checkpoint_expiry_secs``).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, expiry_secs: float) -> None:
+        self.conn = conn
+        self.expiry_secs = expiry_secs
+
+    def load(self, key: str) -> tuple[Position, float] | None:
+        """The stored position of ``key`` and when it was written (Unix seconds)."""
+        stored = load_checkpoint(self.conn, key)
+        return (stored.position, stored.updated_at) if stored is not None else None
+
+    def expire(self, keep: Iterable[str], now: float) -> list[str]:
+        """Delete expired checkpoints not in ``keep`` (:func:`expire_checkpoints`).
+
+        Raises:
+            sqlite3.Error: the database could not be read or written.
+        """
+        return expire_checkpoints(self.conn, keep, now, self.expiry_secs)

@@ -3,7 +3,10 @@
 The server below implements the Fleet REST endpoints the actions use, as documented
 (fleetdm/fleet docs/REST API/rest-api.md "Get host by identifier", "Run script";
 docs/REST API/queries.md "Run live query"; server/fleet/scripts.go
-``HostScriptRequestPayload.ValidateParams``), and records every request. It checks
+``HostScriptRequestPayload.ValidateParams``; server/service/live_queries.go
+``runLiveQueryOnHostByIDEndpoint`` for ``POST /api/v1/fleet/hosts/{id}/query``), and
+records every request. It stands in for each host's osquery too: a query on one host is
+answered from that host's process and socket list. It checks
 method, path, ``Authorization: Bearer``, content type and JSON body, and answers like
 Fleet (``{"message", "errors": [{"name", "reason"}]}`` on errors).
 """
@@ -16,7 +19,7 @@ import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import MappingProxyType
@@ -38,7 +41,38 @@ from alert_service.secret import Secret
 
 TOKEN = "fleet-api-token-123"
 HOST_UUID = "392547dc-0000-0000-a87a-d701ff75bc65"
-HOSTS = {HOST_UUID: 33, "web-01.example.com": 33, "web-01": 33, "db 1/a": 34}
+WEB_01 = {
+    "id": 33,
+    "uuid": HOST_UUID,
+    "hostname": "web-01.example.com",
+    "computer_name": "web-01",
+    "display_name": "web-01",
+    "hardware_serial": "C02XK0Y1JG5H",
+}
+DB_02 = {
+    "id": 34,
+    "uuid": "uuid-db-02",
+    "hostname": "db-02",
+    "computer_name": "db 1",
+    "display_name": "db 1",
+    "hardware_serial": "",
+}
+HOSTS = {
+    HOST_UUID: WEB_01,
+    "web-01.example.com": WEB_01,
+    "web-01": WEB_01,
+    "db 1": DB_02,
+    "db-02": DB_02,
+    "uuid-db-02": DB_02,
+}
+NC = {"pid": "4242", "name": "nc", "path": "/usr/bin/nc.openbsd"}
+NC_SOCKET = {
+    "pid": "4242",
+    "local_address": "10.0.0.5",
+    "local_port": "40001",
+    "remote_address": "198.51.100.7",
+    "remote_port": "4444",
+}
 
 
 @dataclass
@@ -62,6 +96,14 @@ class FakeFleet:
         default_factory=dict
     )
     live_results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # What each host's osquery answers: processes and process_open_sockets rows by host id.
+    processes: dict[int, list[dict[str, str]]] = field(
+        default_factory=lambda: {33: [dict(NC)], 34: [dict(NC)]}
+    )
+    sockets: dict[int, list[dict[str, str]]] = field(
+        default_factory=lambda: {33: [dict(NC_SOCKET)], 34: []}
+    )
+    offline: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def override(self, method: str, pattern: str, status: int, body: Any, **headers: str) -> None:
@@ -87,9 +129,11 @@ def _route(state: FakeFleet, req: Request) -> tuple[int, dict[str, str], Any]:
         if req.query.get("exclude_software") != ["true"]:
             state.violations.append("host lookup without exclude_software=true")
         ident = urllib.parse.unquote(lookup.group(1))
-        if ident not in HOSTS:
+        # Fleet's MySQL columns compare case-insensitively.
+        found = {k.casefold(): v for k, v in HOSTS.items()}.get(ident.casefold())
+        if found is None:
             return 404, {}, _error("Resource Not Found", f"Host {ident} was not found")
-        return 200, {}, {"host": {"id": HOSTS[ident], "uuid": HOST_UUID, "software": None}}
+        return 200, {}, {"host": {**found, "software": None}}
     if req.method != "POST":
         state.violations.append(f"{req.method} {req.path}")
         return 405, {}, _error("Method Not Allowed", "")
@@ -102,6 +146,9 @@ def _route(state: FakeFleet, req: Request) -> tuple[int, dict[str, str], Any]:
     run = re.fullmatch(r"/api/v1/fleet/queries/([0-9]+)/run", req.path)
     if run:
         return _run_query(state, int(run.group(1)), req.body)
+    on_host = re.fullmatch(r"/api/v1/fleet/hosts/([0-9]+)/query", req.path)
+    if on_host:
+        return _query_host(state, int(on_host.group(1)), req.body)
     state.violations.append(f"unknown endpoint {req.path}")
     return 404, {}, _error("Resource Not Found", "")
 
@@ -121,7 +168,7 @@ def _run_script(state: FakeFleet, body: dict[str, Any]) -> tuple[int, dict[str, 
         )
     if body.get("team_id") and not body.get("script_name"):
         return 422, {}, _error("Validation Failed", "Only one of 'script_id' or 'team_id'")
-    if body["host_id"] not in HOSTS.values():
+    if body["host_id"] not in {h["id"] for h in HOSTS.values()}:
         return 404, {}, _error("Resource Not Found", "host not found")
     return 202, {}, {"host_id": body["host_id"], "execution_id": "e797d6c6-3aae-11ee-be56"}
 
@@ -144,6 +191,53 @@ def _run_query(
             "results": results,
         },
     )
+
+
+def _query_host(
+    state: FakeFleet, host_id: int, body: dict[str, Any]
+) -> tuple[int, dict[str, str], Any]:
+    """One host's osquery, for the two questions the actions ask (anything else is a fault)."""
+    sql = body.get("query")
+    if set(body) != {"query"} or not isinstance(sql, str):
+        state.violations.append(f"bad host-query body {body}")
+        return 400, {}, _error("Bad request", "query required")
+    if host_id in state.offline:
+        return (
+            200,
+            {},
+            {
+                "host_id": host_id,
+                "rows": [],
+                "query": sql,
+                "status": "offline",
+                "error": "host is offline",
+            },
+        )
+    asked = re.fullmatch(
+        r"SELECT [a-z_, ]+ FROM (processes|process_open_sockets) WHERE pid = "
+        r"([0-9]+)( AND remote_port = ([0-9]+))?;",
+        sql,
+    )
+    if asked is None:
+        state.violations.append(f"unexpected host query {sql!r}")
+        return (
+            200,
+            {},
+            {
+                "host_id": host_id,
+                "rows": [],
+                "query": sql,
+                "status": "online",
+                "error": "near: syntax error",
+            },
+        )
+    table = state.processes if asked.group(1) == "processes" else state.sockets
+    rows = [
+        r
+        for r in table.get(host_id, [])
+        if r["pid"] == asked.group(2) and asked.group(4) in (None, r.get("remote_port"))
+    ]
+    return 200, {}, {"host_id": host_id, "rows": rows, "query": sql, "status": "online"}
 
 
 @pytest.fixture
@@ -248,9 +342,10 @@ def test_run_script_by_id(fleet: FakeFleet, caplog: pytest.LogCaptureFixture) ->
     }
     with caplog.at_level("INFO", logger="alert_service"):
         action.send(payload, idempotency_key=alert.id)
-    lookup, run = fleet.requests
+    lookup, confirm, run = fleet.requests
     assert (lookup.method, lookup.path) == ("GET", f"/api/v1/fleet/hosts/identifier/{HOST_UUID}")
     assert lookup.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert confirm.path == "/api/v1/fleet/hosts/33/query"
     assert (run.method, run.path) == ("POST", "/api/v1/fleet/scripts/run")
     assert run.body == {"host_id": 33, "script_id": 42}
     assert run.headers["Content-Type"] == "application/json; charset=utf-8"
@@ -296,10 +391,10 @@ def test_unknown_host_is_not_retried(fleet: FakeFleet) -> None:
 
 def test_identifier_is_url_encoded(fleet: FakeFleet) -> None:
     action = script_action(fleet, script_id=42, identifier="host_identifier")
-    action.notify(make_alert(host="db 1/a"))
+    action.notify(make_alert(host="db 1", decorations={}))
     lookup = fleet.requests[0]
-    assert lookup.path == "/api/v1/fleet/hosts/identifier/db%201%2Fa"
-    assert fleet.requests[1].body == {"host_id": 34, "script_id": 42}
+    assert lookup.path == "/api/v1/fleet/hosts/identifier/db%201"
+    assert fleet.requests[-1].body == {"host_id": 34, "script_id": 42}
 
 
 def test_rate_limited_run_keeps_retry_after(fleet: FakeFleet) -> None:
@@ -384,6 +479,133 @@ def test_missing_identifier_is_not_sent(fleet: FakeFleet) -> None:
         action.notify(make_alert(decorations={}))
     assert caught.value.retryable is False
     assert fleet.requests == []
+
+
+# -- whose host: what the line claims must agree with what Fleet knows --------------------
+
+
+@pytest.mark.parametrize(
+    "ident", ["..", ".", "a/../../users", "x?y", "web-01#a", "%2e%2e", "a\\b", "web\x00", "h" * 256]
+)
+def test_path_like_identifier_is_refused_before_any_request(fleet: FakeFleet, ident: str) -> None:
+    action = script_action(fleet, script_id=42, identifier="host_identifier")
+    with pytest.raises(NotifyError) as caught:
+        action.notify(make_alert(host=ident, decorations={}))
+    assert (caught.value.retryable, caught.value.error_type) == (False, "untrusted_host")
+    assert fleet.requests == []
+
+
+@pytest.mark.parametrize("identifier", ["auto", "host_identifier", "hostname"])
+def test_line_naming_two_hosts_runs_nothing(fleet: FakeFleet, identifier: str) -> None:
+    """hostIdentifier says web-01, the host_uuid decoration names db-02: refused either way."""
+    action = script_action(fleet, script_id=42, identifier=identifier)
+    forged = make_alert(
+        host="web-01", decorations={"host_uuid": "uuid-db-02", "hostname": "web-01.example.com"}
+    )
+    with pytest.raises(NotifyError) as caught:
+        action.notify(forged)
+    assert (caught.value.retryable, caught.value.error_type) == (False, "untrusted_host")
+    assert "decorations.host_uuid" in str(caught.value) or "hostIdentifier" in str(caught.value)
+    assert not [r for r in fleet.requests if r.method == "POST"]
+
+
+def test_evidence_query_also_refuses_a_line_naming_two_hosts(fleet: FakeFleet) -> None:
+    fleet.live_results[34] = {"host_id": 34, "rows": [], "error": None}
+    forged = make_alert(host="db-02", decorations={"host_uuid": HOST_UUID})
+    with pytest.raises(NotifyError) as caught:
+        query_action(fleet).notify(forged)
+    assert caught.value.error_type == "untrusted_host"
+    assert not [r for r in fleet.requests if r.method == "POST"]
+
+
+def test_short_and_full_host_names_agree(fleet: FakeFleet) -> None:
+    alert = make_alert(host="WEB-01", decorations={"host_uuid": HOST_UUID.upper()})
+    script_action(fleet, script_id=42).notify(alert)
+    assert fleet.requests[-1].body == {"host_id": 33, "script_id": 42}
+
+
+# -- confirm before a disruptive action: the host itself must report the process ------------
+
+
+def test_script_runs_after_the_host_reports_the_process(fleet: FakeFleet) -> None:
+    script_action(fleet, script_id=42).notify(make_alert())
+    _lookup, confirm, run = fleet.requests
+    assert (confirm.method, confirm.path) == ("POST", "/api/v1/fleet/hosts/33/query")
+    assert confirm.body == {"query": "SELECT pid, name, path FROM processes WHERE pid = 4242;"}
+    assert run.body == {"host_id": 33, "script_id": 42}
+
+
+@pytest.mark.parametrize(
+    ("processes", "why"),
+    [
+        ([], "reports no process 4242"),
+        ([{**NC, "name": "sshd", "path": "/usr/sbin/sshd"}], "is sshd"),
+    ],
+)
+def test_script_does_not_run_when_the_host_denies_the_process(
+    fleet: FakeFleet, processes: list[dict[str, str]], why: str
+) -> None:
+    fleet.processes[33] = processes
+    with pytest.raises(NotifyError) as caught:
+        script_action(fleet, script_id=42).notify(make_alert())
+    assert (caught.value.retryable, caught.value.error_type) == (False, "not_confirmed")
+    assert why in str(caught.value)
+    assert not [r for r in fleet.requests if r.path == "/api/v1/fleet/scripts/run"]
+
+
+def test_a_name_the_kernel_cut_to_15_characters_still_confirms(fleet: FakeFleet) -> None:
+    fleet.processes[33] = [{**NC, "name": "java-app-server"}]
+    alert = make_alert()
+    long_name = {**alert.event.columns, "name": "java-app-server-worker"}
+    alert = Alert(alert.id, alert.rule, alert.notify, replace(alert.event, columns=long_name))
+    script_action(fleet, script_id=42).notify(alert)
+    assert fleet.requests[-1].path == "/api/v1/fleet/scripts/run"
+
+
+def test_alert_without_a_pid_is_not_confirmed(fleet: FakeFleet) -> None:
+    alert = make_alert()
+    columns = {k: v for k, v in alert.event.columns.items() if k != "pid"}
+    alert = Alert(alert.id, alert.rule, alert.notify, replace(alert.event, columns=columns))
+    with pytest.raises(NotifyError) as caught:
+        script_action(fleet, script_id=42).notify(alert)
+    assert caught.value.error_type == "not_confirmed"
+    assert not [r for r in fleet.requests if r.method == "POST"]
+
+
+def test_offline_host_is_retried_later(fleet: FakeFleet) -> None:
+    fleet.offline.add(33)
+    action = script_action(fleet, script_id=42)
+    with pytest.raises(NotifyError) as caught:
+        action.notify(make_alert())
+    assert (caught.value.retryable, caught.value.error_type) == (True, "no_answer")
+    fleet.offline.clear()
+    action.notify(make_alert())
+    assert fleet.requests[-1].body == {"host_id": 33, "script_id": 42}
+
+
+def test_confirm_connection_asks_for_the_socket_too(fleet: FakeFleet) -> None:
+    alert = make_alert()
+    columns = {**alert.event.columns, "local_address": "10.0.0.5", "local_port": 40001}
+    alert = Alert(alert.id, alert.rule, alert.notify, replace(alert.event, columns=columns))
+    action = script_action(fleet, script_id=42, confirm="connection")
+    action.notify(alert)
+    asked = [r.body["query"] for r in fleet.requests if r.path.endswith("/query")]
+    assert asked[1] == (
+        "SELECT pid, local_address, local_port, remote_address, remote_port "
+        "FROM process_open_sockets WHERE pid = 4242 AND remote_port = 4444;"
+    )
+    fleet.sockets[33] = [{**NC_SOCKET, "remote_address": "198.51.100.8"}]
+    with pytest.raises(NotifyError) as caught:
+        action.notify(alert)
+    assert caught.value.error_type == "not_confirmed"
+    assert "reports no such connection" in str(caught.value)
+
+
+def test_confirm_none_runs_at_once(fleet: FakeFleet) -> None:
+    fleet.processes[33] = []
+    script_action(fleet, script_id=42, confirm="none").notify(make_alert())
+    assert [r.path for r in fleet.requests][-1] == "/api/v1/fleet/scripts/run"
+    assert not [r for r in fleet.requests if r.path.endswith("/query")]
 
 
 # -- fleet_live_query --------------------------------------------------------------------

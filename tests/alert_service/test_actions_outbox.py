@@ -71,7 +71,8 @@ def make_alert(pid: int, counter: int, notify: tuple[str, ...]) -> Alert:
 
 @pytest.fixture
 def fleet() -> Iterator[dict[str, Any]]:
-    """A minimal Fleet: host lookup, and script runs answered 503 once, then 202."""
+    """A minimal Fleet: host lookup, the host's answer that pid 200 is nc, and script runs
+    answered 503 once, then 202."""
     state: dict[str, Any] = {"runs": [], "answers": [503]}
     lock = threading.Lock()
 
@@ -87,11 +88,16 @@ def fleet() -> Iterator[dict[str, Any]]:
         def do_GET(self) -> None:
             assert self.headers["Authorization"] == "Bearer tok"
             assert self.path == "/api/v1/fleet/hosts/identifier/uuid-web-01?exclude_software=true"
-            self._reply(200, {"host": {"id": 33}})
+            self._reply(200, {"host": {"id": 33, "uuid": "uuid-web-01", "hostname": "web-01"}})
 
         def do_POST(self) -> None:
-            assert self.path == "/api/v1/fleet/scripts/run"
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == "/api/v1/fleet/hosts/33/query":
+                assert body == {"query": "SELECT pid, name, path FROM processes WHERE pid = 200;"}
+                rows = [{"pid": "200", "name": "nc", "path": "/usr/bin/nc"}]
+                self._reply(200, {"host_id": 33, "rows": rows, "status": "online"})
+                return
+            assert self.path == "/api/v1/fleet/scripts/run"
             with lock:
                 state["runs"].append(body)
                 status = state["answers"].pop(0) if state["answers"] else 202

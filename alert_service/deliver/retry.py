@@ -2,9 +2,11 @@
 
 :class:`RetryPolicy` and :func:`backoff_secs` are used by the durable outbox workers
 (:mod:`alert_service.deliver`, the only delivery path: retries survive restarts).
-Backoff follows alerting-delivery-and-tailing.md §2.7: sleep uniformly in
+Backoff is capped exponential with "full jitter" (AWS Architecture Blog, "Exponential
+Backoff And Jitter", 2015): sleep uniformly in
 ``[0, min(max_backoff_secs, initial_backoff_secs * 2**n)]``; the worker waits at least
-the server's ``Retry-After`` (capped at ``max_retry_after_secs``) on top.
+the server's ``Retry-After`` (RFC 9110 §10.2.3, capped at ``max_retry_after_secs``)
+on top.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class RetryPolicy:
             seconds.
         retention_secs: sent, dead and suppressed rows are deleted this long after they
             were queued, seconds (default 7 days).
+        stalled_after_secs: a destination that has pending rows and has delivered
+            nothing for this long (since its last success, its start, or its oldest
+            pending row was queued, whichever is latest) is reported stalled, seconds
+            (default 5 minutes).
     """
 
     max_attempts: int = 0
@@ -46,6 +52,7 @@ class RetryPolicy:
     dedup_window_secs: float = 3600.0
     poll_interval_secs: float = 0.25
     retention_secs: float = 604800.0
+    stalled_after_secs: float = 300.0
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> RetryPolicy:
