@@ -8,8 +8,9 @@ change (``state``, ``last_seen``), which are shared by every row with the
 same values. tests/extension/test_wire_rows.py proves the bytes are the
 ``thrift`` library's own TBinaryProtocol encoding of the same rows.
 
-Layout (Apache Thrift, lib/py/src/protocol/TBinaryProtocol.py, 0.25;
-doc/specs/thrift-binary-protocol.md): a ``map<string, string>`` is the key
+Layout (Apache Thrift 0.25, lib/py/src/protocol/TBinaryProtocol.py; the
+binary protocol specification,
+https://github.com/apache/thrift/blob/master/doc/specs/thrift-binary-protocol.md): a ``map<string, string>`` is the key
 type byte (11, STRING), the value type byte (11), the entry count as a
 big-endian i32, then each key and value as a big-endian i32 byte length and
 its UTF-8 bytes. osquery's table rows are such maps
