@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/extension_bench.py                  # about 1 minute
-    python benchmarks/extension_bench.py --sockets 1000 --generate-rows
+    python benchmarks/extension_bench.py                  # several minutes
+    python benchmarks/extension_bench.py --sockets --no-events-cpu   # sections 3, 3b
 
 Every baseline is measured in the same run. Times in milliseconds.
 
@@ -36,28 +36,34 @@ Every baseline is measured in the same run. Times in milliseconds.
    wall time in % of one core, and CPU ms per sample.
 
 3. ``generate`` over Thrift, for each N in ``--generate-rows`` (default
-   1000 10000): with N sockets open here, the osqueryd stand-in launches
-   ``python -m extension`` (default options, the netlink path); once the
-   table has at least N rows, ``--generate-runs`` calls of
-   ``call("table", "tracked_connections", {"action": "generate", ...})`` are
-   timed with an osquery Thrift client (``Extension.Client``, TBinaryProtocol
-   over TBufferedTransport on ``<socket>.<uuid>``, a new connection per call
-   as osqueryd does). Breakdown, measured in this process on the same rows:
-   ``rows`` = ``TrackedConnectionsTable.generate`` of a warm Sampler (what
-   the handler does before replying), ``encode`` = writing an
-   ExtensionResponse of those rows with TBinaryProtocol into a TMemoryBuffer
-   (what the extension's server does), ``decode`` = reading it back with
-   TBinaryProtocol (what this client does); ``other`` = end to end minus
-   those three (request, socket transfer, thread hand-off, waiting for a
-   sample in progress). The same encode/decode with thrift's C extension
-   (``thrift.protocol.fastbinary``, same bytes) is shown for comparison;
-   osqueryd itself decodes in C++. The ``osquery`` package's generated code
-   passes struct specs as tuples, which thrift 0.25's C extension refuses
-   ("expecting list of size 2 for struct args"), so
-   ``TBinaryProtocolAccelerated`` cannot be used as is;
-   ``extension.serve.fastproto.FastBinaryProtocol`` adapts the specs, and the
-   extension serves with it. Also the extension's RSS after the calls and the
-   reply size.
+   10000 30000): N established loopback sockets are held by child processes
+   (at most 10000 each: RLIMIT_NOFILE's hard limit may be 20000); the
+   osqueryd stand-in launches ``python -m extension --events off
+   --sample-interval-ms 600000`` (one sample at start, then serving only, so
+   its CPU time during the calls is what ``generate`` costs it). Once the
+   table holds N rows: its RSS before the first ``generate``, after it, and
+   after ``--generate-runs`` more calls (``call("table",
+   "tracked_connections", {"action": "generate"})`` with an osquery Thrift
+   client, a new connection per call as osqueryd does, decoding with thrift's
+   C extension), its highest RSS (VmHWM), and its CPU per call (utime + stime
+   from /proc in 10 ms ticks, over all the calls). Floors from the same run:
+   thrift's C encoder writing the same rows from ready dicts, and sending the
+   reply's bytes over a Unix socket pair. ``ext share``: the extension's CPU
+   per call over the end-to-end time. Medians of ``--repeat`` runs.
+
+3b. Sampler by kind of socket, for each N in ``--kind-sockets`` (default
+   10000 30000): the real Sampler's CPU per sample (collect, processes,
+   tracker; mean over ``--kind-samples``) beside the four raw sock_diag dumps
+   (received, nothing decoded), with no sockets, with N established sockets,
+   with the same held by two processes each (a fork), and with
+   ``--time-wait-sockets`` TIME_WAIT sockets; and what the sockets add to
+   each. Medians of ``--repeat`` runs.
+
+By default (``--isolate``, as root) the whole run happens in new pid, network
+and mount namespaces (unshare(1)) with other namespaces' nsfs mounts
+unmounted inside, so only this run's sockets and processes are measured on a
+shared host; the kernel's socket hash table is still shared, which is why
+every ratio is taken against a floor measured at the same moment.
 
 4. Kernel events, ``--events-cpu`` (default on; needs root for the events-on
    half): with ``--events-sockets`` established sockets (default 10000) open
@@ -387,13 +393,15 @@ def bench_sampler_cpu(args: argparse.Namespace, netlink: bool) -> None:
 def call_generate(path: str) -> list[dict[str, str]]:
     """One ``generate`` over a new Thrift connection, as osqueryd calls it.
 
+    The reply is decoded by thrift's C extension (osqueryd decodes in C++).
+
     Raises:
         RuntimeError: the extension answered a non-zero status.
     """
     sock = TSocket.TSocket(unix_socket=path)
     sock.setTimeout(300_000)
     transport = TTransport.TBufferedTransport(sock)
-    client = Extension.Client(TBinaryProtocol.TBinaryProtocol(transport))
+    client = Extension.Client(FastBinaryProtocol(transport))
     transport.open()
     try:
         reply = client.call("table", _TABLE, _GENERATE)
@@ -877,7 +885,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[10000, 30000],
         help="socket counts for generate over Thrift (default 10000 30000; none to skip)",
     )
-    parser.add_argument("--generate-runs", type=int, default=5, help="generate calls per median")
+    parser.add_argument(
+        "--generate-runs",
+        type=int,
+        default=20,
+        help="generate calls per figure (default 20: the extension's CPU time is read in"
+        " 10 ms clock ticks)",
+    )
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each generate and sampler figure (median)"
     )
