@@ -11,9 +11,9 @@ same values. tests/extension/test_wire_rows.py proves the bytes are the
 Layout (Apache Thrift 0.25, lib/py/src/protocol/TBinaryProtocol.py; the
 binary protocol specification,
 https://github.com/apache/thrift/blob/master/doc/specs/thrift-binary-protocol.md):
-a ``map<string, string>`` is the key type byte (11, STRING), the value type byte (11), the entry count as a
-big-endian i32, then each key and value as a big-endian i32 byte length and
-its UTF-8 bytes. osquery's table rows are such maps
+a ``map<string, string>`` is the key type byte (11, STRING), the value
+type byte (11), the entry count as a big-endian i32, then each key and value
+as a big-endian i32 byte length and its UTF-8 bytes. osquery's table rows are such maps
 (osquery/extensions/extensions.thrift, ``ExtensionPluginResponse``).
 """
 
