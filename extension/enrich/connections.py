@@ -465,6 +465,7 @@ class ConnectionTracker:
         if self._unsampled:
             check |= self._adopt(current)
 
+        listing_began = now if started is None else started
         for conn in sorted(check, key=_born) if len(check) > 1 else check:
             key = conn.key
             if conn.closed_at is not None or not conn.sampled or (
@@ -476,13 +477,15 @@ class ConnectionTracker:
                 if other is not None and other not in bound:
                     seen = listed[other]
             if seen is None:
-                if (
+                if conn.began >= listing_began or (
                     conn.state == "TIME_WAIT"
                     and time_wait_unlisted is not None
                     and conn.record.net_namespace == time_wait_unlisted
                 ):
+                    # Began after the listing did (a flow event's socket), or
+                    # left out of it: not listed this time, not gone.
                     self._unbound.add(conn)
-                    continue  # not listed this time, not gone
+                    continue
                 self._close(conn, now)
                 continue
             bound[id(seen)] = conn
