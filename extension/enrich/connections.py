@@ -85,8 +85,9 @@ _Tuple5 = tuple[int | None, int, int, str, int, str, int]
 _Addr = tuple[int, int, str, int, str, int]
 _WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
 _CHANGING: Final = frozenset({"state", "last_seen"})
-_MAX_TAILS: Final = 4096
 """The columns that change during a connection's life (the row's tail)."""
+_MAX_TAILS: Final = 4096
+"""Encoded (state, last_seen) tails kept before the table of them starts over."""
 
 
 def _key(record: SocketRecord) -> _Key:
@@ -234,8 +235,9 @@ class TrackedConnection:
         """The table row: ``dict[str, str]`` keyed by column name, unknowns left out.
 
         The stable columns in column order, then ``state`` and ``last_seen``
-        (the columns that change), as :meth:`wire` and :func:`row_tail`
-        encode them. The reference the encoded rows are tested against.
+        (the columns that change), as :meth:`wire` and
+        :func:`extension.enrich.wire.tail_bytes` encode them. The reference
+        the encoded rows are tested against.
         """
         if self._wire is not None:
             (row,) = decode_rows((self._wire, tail_bytes(self.state, self.last_seen)), 1)
@@ -256,7 +258,8 @@ class TrackedConnection:
 
         Encoded on the first call, which comes when the row is first served
         (its stable columns are then fixed), and kept: the only copy of the
-        row the tracker holds. :func:`row_tail` gives the rest of the row.
+        row the tracker holds. :func:`extension.enrich.wire.tail_bytes` gives the
+        rest of the row.
         """
         wire = self._wire
         if wire is None:
@@ -369,8 +372,8 @@ class ConnectionTracker:
         # The last sample's records by id (kept alive, so an id is never
         # reused while it is here), the open rows they stand for, a record id
         # of each key (the others, where several records share a key, aside),
-        # the listeners among them, and the open rows
-        # the sampler follows that no listed record stands for yet.
+        # the listeners among them, and the open rows the sampler follows that
+        # no listed record stands for yet.
         self._listed: dict[int, SocketRecord] = {}
         self._bound: dict[int, TrackedConnection] = {}
         self._listed_keys: dict[_Key, int] = {}
