@@ -13,7 +13,23 @@ from alert_service.parse.values import NUMERIC_COLUMNS
 
 COLUMNS = ["remote_port", "uid", "pid", "socket", "name", "cmdline", "remote_address", "state"]
 VALUES = st.one_of(
-    st.sampled_from(["", "0", "443", "0012", "-1", "1.5", " 7", "٣", "x", "9" * 41, "9" * 40]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "443",
+            "0012",
+            "-1",
+            "1.5",
+            " 7",
+            "٣",
+            "x",
+            "9" * 41,
+            "9" * 40,
+            "a\\x41b",
+            "\\x0A",
+        ]
+    ),
     st.text(max_size=6),
     st.integers(-5, 70000),
     st.none(),
