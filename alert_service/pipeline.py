@@ -54,7 +54,7 @@ from alert_service.source import (
     SourceConfig,
     SourceLine,
     SourceSet,
-    read_whole_file,
+    read_whole_chunks,
 )
 from alert_service.source.kinds import build_sources
 from alert_service.state.baseline import BaselineTracker
@@ -65,16 +65,12 @@ from alert_service.state.record import upgrade_records
 from alert_service.stats import Stats
 
 __all__ = [
-    "REPLAY_CHUNK_LINES",
     "Dispatcher",
     "Pipeline",
     "PrintDispatcher",
 ]
 
 _log = logging.getLogger(__name__)
-
-REPLAY_CHUNK_LINES = 1024
-"""Most consecutive lines ``replay`` processes as one chunk."""
 
 
 class _NoCheckpoints:
@@ -338,8 +334,8 @@ class Pipeline:
     def replay(self, paths: Iterable[str]) -> list[str]:
         """Read each file whole (``.zst``/``.gz`` decompressed) and process its lines.
 
-        Consecutive lines are processed in chunks of up to
-        :data:`REPLAY_CHUNK_LINES`, as ``run`` processes what one poll read: a
+        The lines are processed in the chunks :func:`~alert_service.source.read_whole_chunks`
+        reads (up to 256 KiB each), as ``run`` processes what one poll read: a
         ``digest`` rule's baseline digest holds the new rows of one chunk.
 
         Args:
@@ -357,33 +353,15 @@ class Pipeline:
         max_line = max((s.max_line_bytes for s in files), default=0)
         failed: list[str] = []
         for path in paths:
-            pending: list[SourceLine] = []
             try:
-                for line in read_whole_file(
+                for chunk in read_whole_chunks(
                     path, max_line_bytes=max_line or DEFAULT_MAX_LINE_BYTES, stats=self.stats
                 ):
-                    if pending and (
-                        len(pending) >= REPLAY_CHUNK_LINES
-                        or line.start != pending[-1].offset
-                        or line.identity != pending[-1].identity
-                    ):
-                        self._replay_lines(pending)
-                        pending = []
-                    pending.append(line)
+                    self._replay_chunk(chunk)
             except SourceError as err:
                 failed.append(path)
                 log_event(_log, logging.ERROR, "replay_source_failed", path=path, reason=str(err))
-            if pending:  # lines read before a failure are processed too
-                self._replay_lines(pending)
         return failed
-
-    def _replay_lines(self, lines: list[SourceLine]) -> None:
-        """Process consecutive lines of one file as one chunk."""
-        first, last = lines[0], lines[-1]
-        chunk = LineChunk(
-            first.identity, first.path, first.start, [x.line for x in lines], last.terminated
-        )
-        self._replay_chunk(chunk)
 
     # -- run -----------------------------------------------------------------------
 

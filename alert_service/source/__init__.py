@@ -9,7 +9,7 @@ Public API:
   ``.1``/``.N.zst``, Fleet ``-<timestamp>[.gz]``), truncation and restarts, resuming
   from a :class:`Position` (the checkpoint);
 * :func:`read_whole_file` — read a log from start to end, plain or compressed
-  (``replay``);
+  (``replay``); :func:`read_whole_chunks` — the same lines as chunks;
 * :func:`expand_glob` — the live logs a ``glob`` source names;
   :func:`glob_base_error` — why its directory cannot be listed;
 * :class:`LineChunk`, :class:`SourceLine`, :class:`FileIdentity`, :class:`Position` —
@@ -47,7 +47,7 @@ from alert_service.source.records import (
     fingerprint,
 )
 from alert_service.source.rotation import is_rotated_name, list_siblings
-from alert_service.source.whole import read_whole_file
+from alert_service.source.whole import read_whole_chunks, read_whole_file
 
 __all__ = [
     "CHECKPOINT_EXPIRY_INTERVAL_SECS",
@@ -77,5 +77,6 @@ __all__ = [
     "head_matches",
     "is_rotated_name",
     "list_siblings",
+    "read_whole_chunks",
     "read_whole_file",
 ]

@@ -9,13 +9,67 @@ from alert_service.errors import SourceError
 from alert_service.logs import log_event
 from alert_service.source.files import CONTENT_ERRORS, ContentFile, compression_of
 from alert_service.source.lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
-from alert_service.source.records import SourceLine
+from alert_service.source.records import LineChunk, SourceLine
 from alert_service.stats import Stats
 
-__all__ = ["read_whole_file"]
+__all__ = ["read_whole_chunks", "read_whole_file"]
 
 _CHUNK_BYTES = 256 * 1024
 _log = logging.getLogger(__name__)
+
+
+def read_whole_chunks(
+    path: str,
+    *,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    stats: Stats | None = None,
+) -> Iterator[LineChunk]:
+    """Yield every line of ``path`` as :class:`LineChunk` s of consecutive lines.
+
+    The same lines, offsets, errors and counters as :func:`read_whole_file`, without
+    one record per line: a chunk holds the lines of one read (up to 256 KiB) that are
+    contiguous in the file (a skipped over-long line starts a new chunk). The last
+    line without a ``\\n`` comes in a chunk of its own with ``terminated`` False.
+
+    Raises:
+        SourceError: as :func:`read_whole_file`.
+    """
+    counters = stats if stats is not None else Stats()
+
+    def too_long(offset: int) -> None:
+        counters.lines_skipped_too_long += 1
+        log_event(
+            _log,
+            logging.WARNING,
+            "source_line_too_long",
+            path=path,
+            offset=offset,
+            max_line_bytes=max_line_bytes,
+        )
+
+    splitter = LineSplitter(max_line_bytes, on_too_long=too_long)
+    try:
+        file = ContentFile.open(path, compression_of(path))
+    except OSError as err:
+        raise SourceError(f"{path}: cannot read: {err.strerror or err}") from err
+    identity = file.identity
+    try:
+        while True:
+            try:
+                data = file.read(_CHUNK_BYTES)
+            except CONTENT_ERRORS as err:
+                raise SourceError(f"{path}: cannot read: {err}") from err
+            if not data:
+                break
+            for start, lines in splitter.feed_segments(data):
+                if lines:
+                    yield LineChunk(identity, path, start, lines)
+    finally:
+        file.close()
+    tail = splitter.flush()
+    if tail is not None:
+        line, end = tail
+        yield LineChunk(identity, path, end - len(line), [line], terminated=False)
 
 
 def read_whole_file(
@@ -45,37 +99,5 @@ def read_whole_file(
         SourceError: the file cannot be opened or read, or its compressed data is
             corrupt (lines before the damage have been yielded).
     """
-    counters = stats if stats is not None else Stats()
-
-    def too_long(offset: int) -> None:
-        counters.lines_skipped_too_long += 1
-        log_event(
-            _log,
-            logging.WARNING,
-            "source_line_too_long",
-            path=path,
-            offset=offset,
-            max_line_bytes=max_line_bytes,
-        )
-
-    splitter = LineSplitter(max_line_bytes, on_too_long=too_long)
-    try:
-        file = ContentFile.open(path, compression_of(path))
-    except OSError as err:
-        raise SourceError(f"{path}: cannot read: {err.strerror or err}") from err
-    identity = file.identity
-    try:
-        while True:
-            try:
-                chunk = file.read(_CHUNK_BYTES)
-            except CONTENT_ERRORS as err:
-                raise SourceError(f"{path}: cannot read: {err}") from err
-            if not chunk:
-                break
-            for line, end in splitter.feed(chunk):
-                yield SourceLine(line, identity, end, path)
-    finally:
-        file.close()
-    tail = splitter.flush()
-    if tail is not None:
-        yield SourceLine(tail[0], identity, tail[1], path, terminated=False)
+    for chunk in read_whole_chunks(path, max_line_bytes=max_line_bytes, stats=stats):
+        yield from chunk.source_lines()
