@@ -217,11 +217,11 @@ def make_config(tmp: str, ioc_path: str, rules: int, seed: int) -> str:
     return path
 
 
-def timed_process(argv: list[str], out: str) -> float:
-    """Run ``argv`` to completion (stdout to ``out``); wall seconds."""
+def timed_process(argv: list[str], out: str, cwd: str | None = None) -> float:
+    """Run ``argv`` to completion in ``cwd`` (stdout to ``out``); wall seconds."""
     with open(out, "wb") as fh:
         start = time.perf_counter()
-        subprocess.run(argv, stdout=fh, stderr=subprocess.DEVNULL, check=True)
+        subprocess.run(argv, stdout=fh, stderr=subprocess.DEVNULL, check=True, cwd=cwd)
         return time.perf_counter() - start
 
 
@@ -266,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--rules", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--compare-tree",
+        metavar="DIR",
+        help="also replay with the alert_service package found in DIR (e.g. an export of"
+        " an earlier commit), in the same rounds",
+    )
     args = parser.parse_args(argv)
 
     rnd = random.Random(args.seed)
@@ -293,14 +299,20 @@ def main(argv: list[str] | None = None) -> int:
         # taken within one round, and the medians are reported.
         floors: list[float] = []
         times: dict[int, list[float]] = {n: [] for n in configs}
+        other: dict[int, list[float]] = {n: [] for n in configs}
         alerts: dict[int, int] = {}
         for _ in range(args.runs):
             floors.append(timed_process([env_python, "-c", FLOOR, log], os.devnull))
             for count, config in configs.items():
                 argv_ = [env_python, "-m", "alert_service", "replay", config, log]
-                times[count].append(timed_process(argv_, out))
+                times[count].append(timed_process(argv_, out, cwd=str(REPO)))
                 with open(out, "rb") as fh:
                     alerts[count] = sum(1 for _ in fh)
+                if args.compare_tree:
+                    other[count].append(timed_process(argv_, out, cwd=args.compare_tree))
+                    with open(out, "rb") as fh:
+                        if sum(1 for _ in fh) != alerts[count]:
+                            print(f"  !! {args.compare_tree} gave other alerts at {count} rules")
         floor = statistics.median(floors)
         print(
             f"  floor (read + orjson.loads, whole process): {floor:6.2f} s"
@@ -318,6 +330,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {ratios[count]:5.2f}x floor (median of per-round ratios;"
                 f" runs {', '.join(f'{x:.2f}' for x in times[count])})"
             )
+        if args.compare_tree:
+            for count, ts in other.items():
+                ratio = statistics.median(t / f for t, f in zip(ts, floors, strict=True))
+                print(
+                    f"  {args.compare_tree}: replay, {count:>3} rules:"
+                    f" {statistics.median(ts):6.2f} s  {ratio:5.2f}x floor"
+                    f" (runs {', '.join(f'{x:.2f}' for x in ts)})"
+                )
         print("\n| case | `replay` | floor: read + `orjson.loads` | ratio |")
         print("|---|---|---|---|")
         for count, took in results.items():

@@ -45,7 +45,9 @@ class Event:
         action: ``added``, ``removed`` or ``snapshot``.
         columns: column name → typed value (see
             :func:`alert_service.parse.values.normalise_columns`); only the columns
-            present in the line.
+            present in the line. Read-only; from the parser usually a
+            :class:`~alert_service.parse.row.Row`, which types a value when it is
+            read.
         decorations: decoration name → text (``hostname``, ``host_uuid`` …), whether
             logged nested or top level; empty when there are none.
     """
