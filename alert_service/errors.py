@@ -9,6 +9,7 @@ caller can tell where a failure happened without parsing messages::
     ├── SourceError      a results log cannot be read
     ├── ParseError       one result-log line is not an osquery result
     ├── MatchError       a rule cannot be compiled (bad CIDR, regex, port range)
+    ├── RecordError      a stored outbox record cannot be decoded
     └── NotifyError      a notification was not accepted (``retryable`` says whether
                          sending it again may succeed)
 
@@ -31,6 +32,7 @@ __all__ = [
     "MatchError",
     "NotifyError",
     "ParseError",
+    "RecordError",
     "SourceError",
     "resource_exhaustion",
 ]
@@ -115,6 +117,14 @@ class ParseError(AlertServiceError):
 
     The message says what is wrong (e.g. ``"unixTime": not an integer: 'abc'``); the
     pipeline adds where the line came from when it logs it.
+    """
+
+
+class RecordError(AlertServiceError):
+    """A stored outbox record cannot be decoded (corrupt, or written by a newer version).
+
+    Raised by :func:`alert_service.state.record.decode_record`; the delivery worker
+    dead-letters the row.
     """
 
 

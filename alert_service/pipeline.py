@@ -37,8 +37,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import BinaryIO, Protocol, cast
+from collections.abc import Callable, Iterable
+from typing import BinaryIO, Protocol
 
 from alert_service.config import Config
 from alert_service.errors import ParseError, SourceError
@@ -56,10 +56,11 @@ from alert_service.source import (
     SourceSet,
     read_whole_file,
 )
-from alert_service.state.baseline import BaselineMode, BaselineTracker
+from alert_service.state.baseline import BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
 from alert_service.state.db import open_state
 from alert_service.state.outbox import enqueue_alerts
+from alert_service.state.record import upgrade_records
 from alert_service.stats import Stats
 
 __all__ = [
@@ -156,13 +157,20 @@ class Pipeline:
         self._monotonic = monotonic
         self._max_read = max_read_bytes_per_poll
         self._packs = frozenset(config.known_packs)
-        self._modes = cast(Mapping[str, BaselineMode], config.rule_baseline)
+        self._modes = config.rule_baseline
         self._baseline = (
             BaselineTracker(state, self._modes, self._matches_as_added, self.stats)
             if state is not None
             else None
         )
         self._replay_baseline: BaselineTracker | None = None
+        # Each outbox record carries its rule's own dedup window (delivery's default
+        # otherwise), so the workers never read the rules.
+        self._windows = {
+            r.name: r.dedup_window_secs for r in config.rules if r.dedup_window_secs is not None
+        }
+        if state is not None:
+            upgrade_records(state, self._packs, self._windows)
         self._sources: SourceSet = FileSources(
             config.sources,
             SqliteCheckpoints(state, config.checkpoint_expiry_secs)
@@ -400,7 +408,7 @@ class Pipeline:
                 self._process_chunk(chunk, baseline, alerts)
             if baseline is not None:
                 alerts += baseline.take_digests()
-            inserted = enqueue_alerts(conn, alerts, wall)
+            inserted = enqueue_alerts(conn, alerts, wall, self._windows)
             if position is not None:
                 save_checkpoint(conn, batch.key, position, wall)
             conn.execute("COMMIT")

@@ -6,6 +6,8 @@ Public API:
   queue depths and ``/health`` data;
 * :class:`DestinationWorker` — one destination's loop (rate limit, digest, dedup,
   retries with capped exponential backoff and full jitter, dead letters);
+* :class:`RetryPolicy`, :func:`backoff_secs` — the ``delivery`` section and the
+  backoff it implies;
 * :class:`DestinationSettings` — per-destination rate limit and digest options;
 * :class:`TokenBucket` — the rate limiter;
 * :func:`silence_key`, :func:`connection_key` — what counts as a repeat;
@@ -20,6 +22,7 @@ from __future__ import annotations
 from alert_service.deliver.bucket import TokenBucket
 from alert_service.deliver.clock import Clock, ScaledClock, SystemClock
 from alert_service.deliver.dedup import CONNECTION_KEY_COLUMNS, connection_key, silence_key
+from alert_service.deliver.retry import RetryPolicy, backoff_secs
 from alert_service.deliver.service import DeliveryService, build_delivery_service
 from alert_service.deliver.settings import COMMON_NOTIFIER_OPTIONS, DestinationSettings
 from alert_service.deliver.worker import DestinationWorker, WorkerHealth
@@ -31,10 +34,12 @@ __all__ = [
     "DeliveryService",
     "DestinationSettings",
     "DestinationWorker",
+    "RetryPolicy",
     "ScaledClock",
     "SystemClock",
     "TokenBucket",
     "WorkerHealth",
+    "backoff_secs",
     "build_delivery_service",
     "connection_key",
     "silence_key",

@@ -15,22 +15,23 @@ import logging
 import random
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from alert_service.config import Config
 from alert_service.deliver.clock import Clock, SystemClock
+from alert_service.deliver.retry import RetryPolicy
 from alert_service.deliver.settings import DestinationSettings
 from alert_service.deliver.worker import DestinationWorker
 from alert_service.logs import log_event
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.notify.base import Notifier
-from alert_service.notify.retry import RetryPolicy
 from alert_service.ops.metrics import ServiceMetrics
-from alert_service.parse.names import DEFAULT_KNOWN_PACKS
 from alert_service.state.db import open_state
 from alert_service.state.outbox import QueueDepth, purge, queue_depths
 from alert_service.stats import Stats
+
+if TYPE_CHECKING:  # the configuration imports this stage's RetryPolicy
+    from alert_service.config import Config
 
 __all__ = ["HOUSEKEEPING_INTERVAL_SECS", "DeliveryService", "build_delivery_service"]
 
@@ -53,8 +54,6 @@ class DeliveryService:
         stats_lock: lock guarding ``stats`` against the worker threads.
         clock: time and sleeps (default the wall clock).
         rng: jitter source.
-        rule_windows: rule name → its own ``dedup_window_secs``.
-        known_packs: pack names, to rebuild alerts from stored payloads.
     """
 
     def __init__(
@@ -69,8 +68,6 @@ class DeliveryService:
         stats_lock: threading.Lock | None = None,
         clock: Clock | None = None,
         rng: Callable[[], float] = random.random,
-        rule_windows: Mapping[str, float] | None = None,
-        known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS,
     ) -> None:
         self.db_path = db_path
         self.policy = policy
@@ -91,8 +88,6 @@ class DeliveryService:
                 stats_lock=self.stats_lock,
                 clock=self.clock,
                 rng=rng,
-                rule_windows=rule_windows,
-                known_packs=known_packs,
             )
             for name, notifier in notifiers.items()
         }
@@ -279,7 +274,7 @@ def build_delivery_service(
     """Create the :class:`DeliveryService` of a validated configuration.
 
     Args:
-        config: the configuration (notifiers, ``delivery``, rules' windows, packs).
+        config: the configuration (notifiers, ``delivery``).
         db_path: the state database.
         registry: notifier types.
         notifiers: already built notifiers by name (built from ``config`` when None).
@@ -295,13 +290,10 @@ def build_delivery_service(
         n.name: DestinationSettings.for_notifier(registry.get(n.type), n.options)
         for n in config.notifiers
     }
-    windows = {r.name: r.dedup_window_secs for r in config.rules if r.dedup_window_secs is not None}
     return DeliveryService(
         db_path,
         built,
         settings,
         config.delivery,
-        rule_windows=windows,
-        known_packs=config.known_packs,
         **kwargs,
     )

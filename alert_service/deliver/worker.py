@@ -36,13 +36,12 @@ the stable ``webhook-id`` / ``dedup_key`` lets receivers drop the repeat.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -51,14 +50,12 @@ from prometheus_client import Counter
 from alert_service.deliver.bucket import TokenBucket
 from alert_service.deliver.clock import Clock, SystemClock
 from alert_service.deliver.dedup import silence_key
+from alert_service.deliver.retry import RetryPolicy, backoff_secs
 from alert_service.deliver.settings import DestinationSettings
-from alert_service.errors import NotifyError, resource_exhaustion
+from alert_service.errors import NotifyError, RecordError, resource_exhaustion
 from alert_service.logs import log_event
-from alert_service.match.alert import Alert
 from alert_service.notify.base import Notifier
-from alert_service.notify.retry import RetryPolicy, backoff_secs
 from alert_service.ops.metrics import ServiceMetrics
-from alert_service.parse.names import DEFAULT_KNOWN_PACKS
 from alert_service.state.db import open_state
 from alert_service.state.outbox import (
     OutboxRow,
@@ -71,6 +68,7 @@ from alert_service.state.outbox import (
     mark_suppressed,
     next_due_at,
 )
+from alert_service.state.record import OutboxRecord, decode_record
 from alert_service.stats import Stats
 
 __all__ = ["DestinationWorker", "WorkerHealth"]
@@ -115,10 +113,10 @@ class WorkerHealth:
 
 @dataclass(slots=True)
 class _Item:
-    """A due row with its parsed payload and dedup key."""
+    """A due row with its decoded record, dedup key and dedup window (seconds)."""
 
     row: OutboxRow
-    payload: dict[str, Any]
+    record: OutboxRecord
     key: str
     window_secs: float
 
@@ -137,8 +135,6 @@ class DestinationWorker:
         stats_lock: lock shared by every worker for ``stats``.
         clock: time and sleeps (:class:`~alert_service.deliver.clock.ScaledClock` in tests).
         rng: uniform [0, 1) source for jitter.
-        rule_windows: rule name → its own ``dedup_window_secs``.
-        known_packs: pack names to split logged query names when rebuilding alerts.
         batch_rows: rows read per query when not folding a digest.
     """
 
@@ -154,8 +150,6 @@ class DestinationWorker:
         stats_lock: threading.Lock | None = None,
         clock: Clock | None = None,
         rng: Callable[[], float] = random.random,
-        rule_windows: Mapping[str, float] | None = None,
-        known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS,
         batch_rows: int = 20,
     ) -> None:
         self.notifier = notifier
@@ -168,8 +162,6 @@ class DestinationWorker:
         self.stats_lock = stats_lock if stats_lock is not None else threading.Lock()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.rng = rng
-        self.rule_windows = dict(rule_windows or {})
-        self.known_packs = frozenset(known_packs)
         self.batch_rows = max(1, batch_rows)
         self.bucket = (
             TokenBucket(settings.rate_limit_per_minute, settings.rate_limit_burst, self.clock.time)
@@ -278,19 +270,14 @@ class DestinationWorker:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _window(self, rule: str) -> float:
-        return self.rule_windows.get(rule, self.policy.dedup_window_secs)
-
     def _prepare(self, conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> list[_Item]:
         """Parse rows; dead-letter unreadable ones, suppress silenced ones."""
         items: list[_Item] = []
         unreadable: list[OutboxRow] = []
         for row in rows:
             try:
-                payload = json.loads(row.payload)
-                if not isinstance(payload, dict):
-                    raise ValueError("not an object")
-            except ValueError as err:
+                record = decode_record(row.payload, (self.name,))
+            except RecordError as err:
                 unreadable.append(row)
                 log_event(
                     _log,
@@ -302,8 +289,14 @@ class DestinationWorker:
                     reason=f"unreadable payload: {err}",
                 )
                 continue
+            window = record.dedup_window_secs
             items.append(
-                _Item(row, payload, silence_key(self.name, payload), self._window(row.rule))
+                _Item(
+                    row,
+                    record,
+                    silence_key(self.name, record.alert.as_dict()),
+                    self.policy.dedup_window_secs if window is None else window,
+                )
             )
         if unreadable:
             mark_dead(conn, unreadable, "unreadable payload", attempted=False)
@@ -341,9 +334,6 @@ class DestinationWorker:
                 return False
         return True
 
-    def _alert(self, item: _Item) -> Alert:
-        return Alert.from_dict(item.payload, (self.name,), self.known_packs)
-
     def _send(self, payload: Mapping[str, Any], key: str) -> None:
         started = time.monotonic()
         try:
@@ -359,7 +349,7 @@ class DestinationWorker:
         if not self._rate_limit():
             return
         try:
-            members = Alert.members_from_dict(item.payload, (self.name,), self.known_packs)
+            members = item.record.members
             if len(members) == 1:
                 self._send(self.notifier.render(members[0]), item.row.alert_id)
             elif self.notifier.supports_digest():
@@ -397,7 +387,7 @@ class DestinationWorker:
         ids = sorted(f"{i.row.alert_id}/{i.row.rule}" for i in items)
         digest_id = "digest-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
         try:
-            body = self.notifier.render_digest([self._alert(i) for i in items])
+            body = self.notifier.render_digest([i.record.alert for i in items])
             if body is None:
                 raise NotifyError(
                     f"{self.name}: no digest format", retryable=False, error_type="internal"

@@ -30,10 +30,13 @@ from alert_service.match.rules import (
     compile_rule,
 )
 from alert_service.match.spec import (
+    BASELINE_MODES,
+    DEFAULT_BASELINE_MODE,
     DIRECTIONS,
     HOST_FIELDS,
     UNKNOWN,
     AddressSpec,
+    BaselineMode,
     ConditionsSpec,
     Direction,
     ProcessSpec,
@@ -45,12 +48,15 @@ from alert_service.match.spec import (
 from alert_service.match.text import TextMatcher
 
 __all__ = [
+    "BASELINE_MODES",
+    "DEFAULT_BASELINE_MODE",
     "DIRECTIONS",
     "HOST_FIELDS",
     "UNKNOWN",
     "AddressSet",
     "AddressSpec",
     "Alert",
+    "BaselineMode",
     "CompiledConditions",
     "CompiledRule",
     "ConditionsSpec",

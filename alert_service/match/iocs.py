@@ -111,8 +111,9 @@ def load_ioc_file(path: str) -> tuple[IocVersion, IntRanges, IntRanges, int]:
         The last good parse of each path is reused while its version is unchanged.
 
     Raises:
-        MatchError: the file cannot be read, is not UTF-8, or has a bad line; or
-            ``path`` is not a string (never taken as a file descriptor).
+        MatchError: the file cannot be read (a path with a NUL byte included), is
+            not UTF-8, or has a bad line; or ``path`` is not a string (never taken
+            as a file descriptor).
     """
     if not isinstance(path, str):
         raise MatchError(f"IOC file {path!r} is not a path")
@@ -128,6 +129,8 @@ def load_ioc_file(path: str) -> tuple[IocVersion, IntRanges, IntRanges, int]:
         raise MatchError(f"cannot read IOC file {path}: {err.strerror or err}") from err
     except UnicodeDecodeError as err:
         raise MatchError(f"IOC file {path} is not UTF-8 text: {err.reason}") from err
+    except ValueError as err:  # open() refuses a path with a NUL byte
+        raise MatchError(f"cannot read IOC file {path!r}: {err}") from err
     result = (version, v4, v6, entries)
     with _CACHE_LOCK:
         _CACHE[path] = result

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 
 from alert_service.parse.event import Action
 
 __all__ = [
+    "BASELINE_MODES",
+    "DEFAULT_BASELINE_MODE",
     "DIRECTIONS",
     "HOST_FIELDS",
     "UNKNOWN",
     "AddressSpec",
+    "BaselineMode",
     "ConditionsSpec",
     "Direction",
     "ProcessSpec",
@@ -31,6 +34,12 @@ UNKNOWN = "<unknown>"
 """Pattern value that matches a missing or empty text column (and only that): an
 unattributed socket's process ``name``/``path``/``cmdline``, a missing ``username``
 or ``direction``."""
+
+BaselineMode = Literal["alert", "digest", "none"]
+"""What a rule does with a genuinely new row of a counter-0 (baseline) run."""
+
+BASELINE_MODES: Final[tuple[BaselineMode, ...]] = ("alert", "digest", "none")
+DEFAULT_BASELINE_MODE: Final[BaselineMode] = "alert"
 
 Direction = Literal["inbound", "outbound", "listening", "<unknown>"]
 """Values of a rule's ``direction`` list; ``<unknown>`` stands for an empty ``direction``."""
@@ -135,6 +144,8 @@ class RuleSpec:
         exclude: condition sets that veto the rule when any one of them holds.
         dedup_window_secs: this rule's dedup window in seconds, overriding
             ``delivery.dedup_window_secs``; None keeps the global one.
+        baseline: what to do with a genuinely new row of a ``counter`` 0 run
+            (:data:`BaselineMode`; default ``alert``).
     """
 
     name: str
@@ -149,6 +160,7 @@ class RuleSpec:
     direction: tuple[Direction, ...] | None = None
     exclude: tuple[ConditionsSpec, ...] = ()
     dedup_window_secs: float | None = None
+    baseline: BaselineMode = DEFAULT_BASELINE_MODE
 
 
 HOST_FIELDS: tuple[str, ...] = ("hostIdentifier", "hostname", "fqdn", "computer_name")
@@ -234,5 +246,6 @@ def rule_spec_from_config(raw: Mapping[str, Any]) -> RuleSpec:
         actions=cast(tuple[Action, ...], tuple(raw.get("actions", ("added",)))),
         exclude=excludes,
         dedup_window_secs=float(window) if window is not None else None,
+        baseline=cast(BaselineMode, raw.get("baseline", DEFAULT_BASELINE_MODE)),
         **_conditions(raw),
     )

@@ -13,8 +13,6 @@ Public API:
 * :class:`HttpTransport` — shared HTTP POST with status mapping;
   :class:`HttpNotifier` and :class:`HttpSettings` — the base of the notifiers that
   POST (transport, ``timeout_secs``/``connect_timeout_secs`` options);
-* :class:`RetryPolicy`, :func:`backoff_secs` — the ``delivery`` settings and the
-  backoff they imply (delivery itself is :mod:`alert_service.deliver`'s outbox workers);
 * :func:`transport_error` — how a :mod:`requests` failure becomes a ``NotifyError``.
 
 Built-in notifiers are imported here by name so that they register themselves.
@@ -36,7 +34,6 @@ from alert_service.notify.http import (
 )
 from alert_service.notify.pagerduty import PagerDutyNotifier
 from alert_service.notify.registry import DEFAULT_REGISTRY, NotifierRegistry, register_notifier
-from alert_service.notify.retry import RetryPolicy, backoff_secs
 from alert_service.notify.slack import SlackNotifier
 from alert_service.notify.teams import TeamsNotifier
 from alert_service.notify.webhook import WebhookNotifier, WebhookSettings
@@ -53,12 +50,10 @@ __all__ = [
     "Notifier",
     "NotifierRegistry",
     "PagerDutyNotifier",
-    "RetryPolicy",
     "SlackNotifier",
     "TeamsNotifier",
     "WebhookNotifier",
     "WebhookSettings",
-    "backoff_secs",
     "encode_json",
     "parse_retry_after",
     "register_notifier",

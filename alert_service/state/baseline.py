@@ -35,10 +35,10 @@ import logging
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from alert_service.logs import log_event
-from alert_service.match import Alert
+from alert_service.match import BASELINE_MODES, DEFAULT_BASELINE_MODE, Alert, BaselineMode
 from alert_service.parse.event import Event
 from alert_service.stats import Stats
 
@@ -51,11 +51,6 @@ __all__ = [
     "row_hash",
 ]
 
-BaselineMode = Literal["alert", "digest", "none"]
-"""What a rule does with a genuinely new row of a counter-0 (baseline) run."""
-
-BASELINE_MODES: Final[tuple[BaselineMode, ...]] = ("alert", "digest", "none")
-DEFAULT_BASELINE_MODE: Final[BaselineMode] = "alert"
 
 _log = logging.getLogger(__name__)
 

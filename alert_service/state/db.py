@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     alert_id TEXT NOT NULL,         -- stable id, sent as webhook-id
     rule TEXT NOT NULL,
     destination TEXT NOT NULL,      -- notifier name
-    payload TEXT NOT NULL,          -- the alert as JSON (Alert.as_dict())
+    payload TEXT NOT NULL,          -- the versioned record (state/record.py)
     created_at REAL NOT NULL,       -- seconds since the Unix epoch
     state TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | dead | suppressed
     attempts INTEGER NOT NULL DEFAULT 0,

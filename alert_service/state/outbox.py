@@ -4,9 +4,10 @@ Producer side: :func:`enqueue_alerts`, called inside the transaction that also a
 the source checkpoint (alerting-delivery-and-tailing.md §2.7 "Durable outbox", §4.2
 item 5). Rows are keyed by (alert id, rule, destination) and inserted with
 ``INSERT OR IGNORE``, so re-reading a line after a crash adds nothing twice. The
-``payload`` column holds :meth:`Alert.as_dict` as JSON; each destination's worker
-renders it for its notifier when sending (rendering is pure, so every attempt and a
-restart send the same body).
+``payload`` column holds the alert's versioned record
+(:mod:`alert_service.state.record`: the alert, its query-name parts and its dedup
+window); each destination's worker decodes and renders it for its notifier when
+sending (rendering is pure, so every attempt and a restart send the same body).
 
 Consumer side (the delivery workers of :mod:`alert_service.deliver`, one connection
 each): :func:`due_rows`, then :func:`mark_sent` / :func:`mark_retry` /
@@ -24,13 +25,13 @@ All times are Unix seconds.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from alert_service.match import Alert
+from alert_service.state.record import encode_record
 
 __all__ = [
     "OutboxRow",
@@ -52,20 +53,28 @@ __all__ = [
 _ERROR_CHARS = 500
 
 
-def enqueue_alerts(conn: sqlite3.Connection, alerts: Iterable[Alert], now: float) -> int:
+def enqueue_alerts(
+    conn: sqlite3.Connection,
+    alerts: Iterable[Alert],
+    now: float,
+    rule_windows: Mapping[str, float] | None = None,
+) -> int:
     """Insert one pending outbox row per (alert, destination).
 
     Args:
         conn: the state database, inside the caller's transaction.
         alerts: matched alerts; each goes to every notifier in ``alert.notify``.
         now: seconds since the Unix epoch; also the first attempt time.
+        rule_windows: rule name → its own ``dedup_window_secs``, stored in the record
+            (rules not listed use the delivery default).
 
     Returns:
         rows actually inserted (0 for alerts already in the outbox).
     """
+    windows = rule_windows or {}
     inserted = 0
     for alert in alerts:
-        payload = json.dumps(alert.as_dict(), ensure_ascii=False, separators=(",", ":"))
+        payload = encode_record(alert, windows.get(alert.rule))
         for destination in alert.notify:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO outbox (alert_id, rule, destination, payload,"
@@ -85,7 +94,7 @@ class OutboxRow:
         alert_id: stable alert id (``webhook-id``).
         rule: rule name.
         destination: notifier name.
-        payload: :meth:`Alert.as_dict` as JSON text.
+        payload: the record (:func:`~alert_service.state.record.decode_record`).
         created_at: when it was queued, Unix seconds.
         attempts: attempts made so far.
         next_attempt_at: earliest next attempt, Unix seconds.

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from alert_service.config import Config, base_schema, build_config, config_schema, load_config
+from alert_service.deliver.retry import RetryPolicy
 from alert_service.errors import ConfigError
 from alert_service.match import AddressSpec, Alert, TextPatternSpec
 from alert_service.notify import (
     DEFAULT_REGISTRY,
     Notifier,
     NotifierRegistry,
-    RetryPolicy,
     WebhookNotifier,
 )
 from alert_service.notify.command import PLACEHOLDERS

@@ -9,14 +9,13 @@ from types import MappingProxyType
 import pytest
 from alerts_support import Receiver
 
+from alert_service.deliver.retry import RetryPolicy, backoff_secs
 from alert_service.errors import NotifyError
 from alert_service.match import Alert, alert_id
 from alert_service.notify import (
     DEFAULT_REGISTRY,
-    RetryPolicy,
     WebhookNotifier,
     WebhookSettings,
-    backoff_secs,
     encode_json,
     parse_retry_after,
 )

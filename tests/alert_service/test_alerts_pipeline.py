@@ -17,6 +17,7 @@ from alert_service.match import Alert
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.source import FileIdentity, SourceLine
 from alert_service.state import open_state
+from alert_service.state.record import decode_record
 from alert_service.stats import Stats
 
 
@@ -131,7 +132,8 @@ def test_run_follows_a_file_and_enqueues_alerts_with_the_checkpoint(tmp_path: Pa
     assert not thread.is_alive()
     rows = state.execute("SELECT rule, destination, state, payload FROM outbox").fetchall()
     assert [(r[0], r[1], r[2]) for r in rows] == [("unknown-process", "local", "pending")]
-    assert json.loads(rows[0][3])["connection"]["remote_address"] == "::ffff:10.0.0.5"
+    stored = decode_record(rows[0][3]).alert.as_dict()
+    assert stored["connection"]["remote_address"] == "::ffff:10.0.0.5"
     (offset,) = state.execute("SELECT offset FROM checkpoints").fetchone()
     assert offset == log.stat().st_size
     assert (stats.lines_read, stats.parse_errors, stats.alerts_enqueued) == (3, 1, 1)

@@ -10,7 +10,10 @@ import pytest
 from deliver_support import FakeClock, ScriptedEndpoint, make_alert, serve_endpoint
 
 from alert_service.deliver import DestinationSettings, DestinationWorker
-from alert_service.notify import RetryPolicy, WebhookNotifier
+from alert_service.deliver.retry import RetryPolicy
+from alert_service.notify import (
+    WebhookNotifier,
+)
 from alert_service.notify.base import Notifier
 from alert_service.notify.pagerduty import PagerDutyNotifier
 from alert_service.ops import ServiceMetrics

@@ -13,7 +13,10 @@ from deliver_support import Answer, make_alert, serve_endpoint
 
 from alert_service.config import build_config
 from alert_service.deliver import DeliveryService
-from alert_service.notify import RetryPolicy, WebhookNotifier
+from alert_service.deliver.retry import RetryPolicy
+from alert_service.notify import (
+    WebhookNotifier,
+)
 from alert_service.ops import MetricsConfig, OpsServer, ServiceMetrics
 from alert_service.state import enqueue_alerts, open_state
 from alert_service.state.outbox import transaction

@@ -7,12 +7,14 @@ and dedup windows of minutes run instantly and deterministically.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,11 @@ from alert_service.deliver import (
     connection_key,
     silence_key,
 )
+from alert_service.deliver.retry import RetryPolicy
 from alert_service.match import Alert
-from alert_service.notify import RetryPolicy, WebhookNotifier
+from alert_service.notify import (
+    WebhookNotifier,
+)
 from alert_service.ops import ServiceMetrics
 from alert_service.state import enqueue_alerts, open_state
 from alert_service.state.outbox import purge, queue_depths, transaction
@@ -88,12 +93,12 @@ class Harness:
             stats=self.stats,
             clock=self.clock,
             rng=lambda: rng_value,
-            rule_windows=rule_windows,
         )
+        self.rule_windows = rule_windows
 
     def enqueue(self, *alerts: Alert) -> int:
         with transaction(self.conn):
-            return enqueue_alerts(self.conn, alerts, self.clock.time())
+            return enqueue_alerts(self.conn, alerts, self.clock.time(), self.rule_windows)
 
     def step(self) -> float:
         return self.worker.step(self.conn)
@@ -389,7 +394,7 @@ def test_unreadable_row_is_dead_lettered(harness_factory: Any, endpoint: Scripte
     )
     h.run_until_idle()
     assert h.states() == {"x": "dead", "y": "dead"}
-    assert "internal: ParseError" in h.row("y")["last_error"]
+    assert h.row("y")["last_error"] == "unreadable payload"
     assert endpoint.requests == []
 
 
@@ -578,3 +583,21 @@ def test_a_notifier_bug_dead_letters_that_row_and_the_worker_goes_on(
     finally:
         buggy.close()
         h.close()
+
+
+def test_a_row_queued_before_records_were_versioned_is_delivered_as_a_new_one(
+    harness_factory: Any, endpoint: ScriptedEndpoint
+) -> None:
+    h = harness_factory()
+    old, new = make_alert(pid=7), make_alert(pid=8)
+    h.conn.execute(
+        "INSERT INTO outbox (alert_id, rule, destination, payload, created_at, next_attempt_at)"
+        " VALUES (?, ?, 'hook', ?, 0, 0)",
+        (old.id, old.rule, json.dumps(old.as_dict())),
+    )
+    h.enqueue(new)
+    h.run_until_idle()
+    assert h.states() == {old.id: "sent", new.id: "sent"}
+    bodies = {r.headers["webhook-id"]: r.json() for r in endpoint.requests}
+    assert bodies[old.id] == h.notifier.render(replace(old, notify=("hook",)))
+    assert bodies[new.id] == h.notifier.render(new)

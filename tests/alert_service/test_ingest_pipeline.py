@@ -25,6 +25,7 @@ from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.source import FileIdentity, Position, fingerprint, list_siblings
 from alert_service.state import open_state
 from alert_service.state.checkpoints import load_checkpoints, save_checkpoint
+from alert_service.state.record import decode_record
 from alert_service.stats import Stats
 
 HOST = "web-01"
@@ -110,7 +111,7 @@ def new_pipeline(config: Config, state: sqlite3.Connection, clocks: Clocks) -> P
 
 def outbox(state: sqlite3.Connection) -> list[dict[str, Any]]:
     rows = state.execute("SELECT payload FROM outbox ORDER BY rowid").fetchall()
-    return [json.loads(row[0]) for row in rows]
+    return [decode_record(row[0]).as_alert().as_dict() for row in rows]
 
 
 def poll(pipeline: Pipeline, clocks: Clocks, times: int = 1) -> None:

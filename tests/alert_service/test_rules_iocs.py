@@ -182,6 +182,20 @@ def test_config_reports_bad_ioc_files(tmp_path: Path) -> None:
     ]
 
 
+def test_an_ioc_path_with_a_nul_byte_is_a_problem_not_a_crash() -> None:
+    doc = {
+        "sources": [{"path": "/x"}],
+        "notifiers": [{"name": "h", "type": "webhook", "url": "http://127.0.0.1:1/"}],
+        "rules": [{"name": "r", "notify": ["h"], "remote_address": {"include_files": ["a\x00"]}}],
+    }
+    with pytest.raises(ConfigError) as info:
+        build_config(doc, "c.yaml", environ={})
+    assert [f"{p.path}: {p.message}" for p in info.value.problems] == [
+        "$.rules[0].remote_address.include_files[0]: cannot read IOC file 'a\\x00': "
+        "embedded null byte",
+    ]
+
+
 def test_100k_entries_agree_with_a_naive_loop(tmp_path: Path) -> None:
     rng = random.Random(20250902)
     lines = random_ioc_lines(rng, 100_000)

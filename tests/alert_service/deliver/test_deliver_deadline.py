@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from deliver_support import make_alert
 
-from alert_service.deliver import DeliveryService, DestinationSettings, ScaledClock
+from alert_service.deliver import DeliveryService, DestinationSettings, RetryPolicy, ScaledClock
 from alert_service.errors import NotifyError
-from alert_service.notify import RetryPolicy, SlackNotifier, WebhookNotifier
+from alert_service.notify import SlackNotifier, WebhookNotifier
 from alert_service.secret import Secret
 from alert_service.state import enqueue_alerts, open_state
 from alert_service.state.outbox import transaction

@@ -156,7 +156,8 @@ import json, os, resource, sys
 sys.path.insert(0, sys.argv[3])
 from deliver_support import FakeClock, make_alert
 from alert_service.deliver import DestinationSettings, DestinationWorker
-from alert_service.notify import CommandNotifier, RetryPolicy, WebhookNotifier
+from alert_service.deliver import RetryPolicy
+from alert_service.notify import CommandNotifier, WebhookNotifier
 from alert_service.state import enqueue_alerts, open_state
 from alert_service.state.outbox import transaction
 

@@ -22,11 +22,11 @@ import pytest
 from deliver_support import FakeClock, make_alert
 
 from alert_service.deliver import DestinationSettings, DestinationWorker
+from alert_service.deliver.retry import RetryPolicy
 from alert_service.match import Alert
 from alert_service.notify import (
     Notifier,
     PagerDutyNotifier,
-    RetryPolicy,
     SlackNotifier,
     TeamsNotifier,
     WebhookNotifier,

@@ -2,9 +2,11 @@
 
 :class:`RetryPolicy` and :func:`backoff_secs` are used by the durable outbox workers
 (:mod:`alert_service.deliver`, the only delivery path: retries survive restarts).
-Backoff is capped exponential with full jitter: sleep uniformly in
+Backoff is capped exponential with "full jitter" (AWS Architecture Blog, "Exponential
+Backoff And Jitter", 2015): sleep uniformly in
 ``[0, min(max_backoff_secs, initial_backoff_secs * 2**n)]``; the worker waits at least
-the server's ``Retry-After`` (capped at ``max_retry_after_secs``) on top.
+the server's ``Retry-After`` (RFC 9110 §10.2.3, capped at ``max_retry_after_secs``)
+on top.
 """
 
 from __future__ import annotations
