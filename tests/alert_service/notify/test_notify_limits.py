@@ -11,6 +11,7 @@ must arrive, cut with a visible marker, and nothing may be dead-lettered.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -255,3 +256,29 @@ def test_digests_stay_within_limits(receiver: Receiver) -> None:
         notifier.send(body, idempotency_key="digest")
         notifier.close()
         assert receiver.refused == [], path
+
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+@pytest.mark.parametrize("path", sorted(DESTINATIONS))
+def test_oversized_alert_matches_golden(path: str) -> None:
+    """What each destination gets for an alert over its limits (reviewed by hand;
+    regenerate with ``UPDATE_GOLDEN=1`` after an intended change)."""
+    notifiers = _notifiers("http://127.0.0.1:9")
+    notifiers["/webhook"] = WebhookNotifier.from_config(
+        "dest", {"url": "http://127.0.0.1:9/webhook", "max_body_bytes": 4096}
+    )
+    alert = make_alert(
+        rule="oversized",
+        cmdline="curl [Verify](https://evil.example/login) " + "&" * 700,
+        name="\\x01" * 2000,
+        path="/tmp/" + "p" * 5000,
+    )
+    payload = notifiers[path].render(alert)
+    golden = GOLDEN / f"oversized_{path.strip('/')}.json"
+    text = json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert json.loads(golden.read_text(encoding="utf-8")) == json.loads(text)
+    assert "chars]" in text
