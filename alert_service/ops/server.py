@@ -256,7 +256,7 @@ class OpsServer:
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             return 400, "text/plain; charset=utf-8", b"bad request\n"
         method, target = parts[0], parts[1]
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             return 405, "text/plain; charset=utf-8", b"method not allowed\n"
         path = target.split("?", 1)[0]
         loop = asyncio.get_running_loop()
