@@ -389,9 +389,13 @@ class DestinationWorker:
         try:
             body = self.notifier.render_digest([i.record.alert for i in items])
             if body is None:
-                raise NotifyError(
-                    f"{self.name}: no digest format", retryable=False, error_type="internal"
-                )
+                # These alerts do not fold into one message (too large for the
+                # destination): each goes on its own, none is lost to the digest.
+                for item in items:
+                    if self.stop_event.is_set() or self.paused_until is not None:
+                        break
+                    self._deliver_one(conn, item.row)
+                return
             self._send(body, digest_id)
         except NotifyError as err:
             self._failed(conn, items, err, digest_id=digest_id)
