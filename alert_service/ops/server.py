@@ -75,6 +75,7 @@ MAX_HEAD_BYTES: Final = 8192
 """Largest request line plus headers, bytes."""
 
 _WRITE_TIMEOUT_SECS: Final = 10.0
+_ACCEPT_BACKLOG: Final = 16
 _ANSWER_THREADS: Final = 2
 
 HealthProbe = Callable[[], tuple[bool, dict[str, Any]]]
@@ -172,7 +173,9 @@ class OpsServer:
                     family=_family(self.config.listen_address),
                     reuse_address=True,
                     limit=self.max_head_bytes,
-                    backlog=128,
+                    # asyncio accepts up to ``backlog`` connections per wake-up before
+                    # any handler runs (and evicts): keep that burst small.
+                    backlog=_ACCEPT_BACKLOG,
                 )
             )
         except BaseException:

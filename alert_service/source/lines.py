@@ -26,10 +26,11 @@ class LineSplitter:
     """Cut chunks of a file into complete ``\\n``-terminated lines.
 
     Only complete lines come out: bytes after the last ``\\n`` stay buffered until the
-    rest of the line arrives. A line longer than ``max_line_bytes`` (newline excluded)
-    is not dropped: from the moment it is known to be too long, it goes through a
-    :class:`~alert_service.source.longlines.StringCutter`, which cuts each of its
-    JSON texts longer than :func:`max_string_bytes_for` (ending it in ``…[cut N
+    rest of the line arrives (docs/design/following-logs.md, "Only complete lines"). A
+    line longer than ``max_line_bytes`` (newline excluded) is not dropped: from the
+    moment it is known to be too long, it goes through a
+    :class:`~alert_service.source.longlines.StringCutter`, which cuts each of its JSON
+    texts longer than :func:`max_string_bytes_for` (ending it in ``…[cut N
     bytes]``); the cut line comes out alone in its segment (its length is not its
     length in the file, so it is never followed by other lines in one segment) and
     ``on_cut`` is called. Only a line still longer than ``max_line_bytes`` after the
