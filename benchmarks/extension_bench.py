@@ -70,6 +70,21 @@ Every baseline is measured in the same run. Times in milliseconds.
    extension's RSS after both. No queries run meanwhile: ``generate``'s own
    cost is section 3.
 
+5. DNS names, ``--dns-cpu`` (default on; needs root): ``--dns-rate``
+   (default 1000) real DNS answers per second (100 names, a third of them
+   behind a CNAME, A and AAAA, built with dnspython) are sent from UDP port
+   53 on a loopback address to a client socket that reads them. Two
+   osqueryd stand-ins launch the extension side by side, one with ``--dns
+   off``, one with ``--dns on`` (kernel events as the host allows, the same
+   for both), so whatever else the host does weighs on both alike; in each of
+   ``--dns-rounds`` rounds, both extensions' CPU (% of one core) is measured
+   over the same ``--dns-seconds``, idle and under the answers. The figure is
+   the median of the rounds' differences, on minus off, under load (target:
+   2 % of one core or less). In-process, on the same
+   answers: the parser against dnspython's ``dns.message.from_wire`` (µs per
+   answer), and ``DnsCapture.drain`` per packet read (socket read, parse,
+   cache), with the share of one core that gives at the rate.
+
 Needs Linux. Raises RLIMIT_NOFILE as needed (the hard limit too, when the
 process may). Sockets are closed with SO_LINGER 0 (RST) so no TIME_WAIT
 entries pile up between sizes. Sources: Linux proc(5), sock_diag(7);
@@ -639,6 +654,205 @@ def bench_events(args: argparse.Namespace) -> None:
         close_with_reset(sockets)
 
 
+_DNS_ANSWERS = """
+import ipaddress, socket, sys, time
+import dns.message, dns.rrset
+def answers():
+    out = []
+    for n in range(100):
+        name = f"host{n}.bench.example."
+        query = dns.message.make_query(name, "A" if n % 2 else "AAAA", id=n)
+        response = dns.message.make_response(query)
+        owner = name
+        if n % 3 == 0:
+            owner = f"edge{n % 7}.cdn.example."
+            response.answer.append(dns.rrset.from_text(name, 300, "IN", "CNAME", owner))
+        if n % 2:
+            response.answer.append(dns.rrset.from_text(owner, 60, "IN", "A", f"198.51.100.{n}"))
+        else:
+            response.answer.append(dns.rrset.from_text(owner, 60, "IN", "AAAA", f"2001:db8::{n:x}"))
+        out.append(response.to_wire())
+    return out
+"""
+
+_DNS_LOAD = _DNS_ANSWERS + """
+rate, seconds = int(sys.argv[1]), float(sys.argv[2])
+sinks = []
+for _ in range(64):  # clients on many ports, as resolvers' lookups come
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setblocking(False)
+    sinks.append(sink)
+for last in range(1, 20):
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        server.bind((f"127.0.53.{last}", 53))
+        break
+    except OSError:
+        server.close()
+wire = answers()
+targets = [sink.getsockname() for sink in sinks]
+start = time.monotonic()
+n = 0
+while time.monotonic() - start < seconds:
+    due = start + n / rate
+    now = time.monotonic()
+    if due > now:
+        time.sleep(due - now)
+    sink = sinks[n % 64]
+    server.sendto(wire[n % len(wire)], targets[n % 64])
+    try:
+        while True:
+            sink.recv(4096)
+    except BlockingIOError:
+        pass
+    n += 1
+"""
+
+
+def dns_load(rate: int, seconds: float) -> subprocess.Popen[bytes]:
+    """A child process sending ``rate`` DNS answers per second from port 53 for ``seconds``."""
+    return subprocess.Popen([sys.executable, "-c", _DNS_LOAD, str(rate), str(seconds)])
+
+
+def _dns_in_process(rate: int) -> None:
+    """Parser against dnspython, and drain per packet, on the load's answers."""
+    import dns.message  # noqa: PLC0415 - this section only
+
+    from extension.collect.dns_capture import DnsCapture  # noqa: PLC0415
+    from extension.collect.dns_wire import parse_answer  # noqa: PLC0415
+    from extension.enrich.names import NameCache  # noqa: PLC0415
+
+    scope: dict[str, Any] = {}
+    exec(_DNS_ANSWERS, scope)  # the very answers the load sends
+    wire: list[bytes] = scope["answers"]()
+    ours = median_ms(lambda: [parse_answer(w) for w in wire], 21) * 1000 / len(wire)
+    theirs = median_ms(lambda: [dns.message.from_wire(w) for w in wire], 5) * 1000 / len(wire)
+    capture = DnsCapture(NameCache())
+    capture.start()
+    try:
+        capture._stop.set()  # measured here, not in its thread
+        if capture._thread is not None:
+            capture._thread.join()
+        capture.drain()
+        sinks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+        for sink in sinks:
+            sink.bind(("127.0.0.1", 0))
+            sink.setblocking(False)
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.53.99", 53))
+        per_packet: list[float] = []
+        for _ in range(7):
+            for n, w in enumerate(wire * 5):
+                server.sendto(w, sinks[n % 64].getsockname())
+            time.sleep(0.05)
+            start = time.thread_time()  # CPU time: other work on the host does not count
+            read = capture.drain()
+            per_packet.append((time.thread_time() - start) / max(read, 1) * 1e6)
+            for sink in sinks:
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        sink.recv(4096)
+        server.close()
+        for sink in sinks:
+            sink.close()
+    finally:
+        capture.stop()
+    drain = statistics.median(per_packet)
+    print(
+        f"  in-process, per answer: parse {ours:.1f} us, dnspython from_wire {theirs:.1f} us"
+        f" ({theirs / ours:.0f}x); drain (read + parse + cache) {drain:.1f} us per packet"
+        f" = {drain * rate / 1e4:.2f} % of one core at {rate}/s",
+        flush=True,
+    )
+
+
+def _launch(mode: str, workdir: Path) -> tuple[Standin, int]:
+    """A stand-in with the extension launched with ``--dns mode``; (stand-in, extension pid)."""
+    osqd = Standin(
+        str(workdir / "osquery.em"),
+        workdir / "logs",
+        host_identifier="bench",
+        extensions_interval_secs=3,
+        extensions_timeout_secs=10,
+        ephemeral=True,
+    )
+    osqd.start()
+    command = [sys.executable, "-m", "extension", "--dns", mode]
+    command += ["--state-file", str(workdir / "ext.state")]
+    child = osqd.launch_extension(command, stderr=subprocess.DEVNULL)
+    osqd.wait_for_table(_TABLE, 15)
+    return osqd, child.pid
+
+
+def _shares(pids: dict[str, int], seconds: float, rate: int = 0) -> dict[str, float]:
+    """% of one core each pid used over the same ``seconds``, with ``rate`` answers/s."""
+    cpu0 = {mode: process_cpu_secs(pid) for mode, pid in pids.items()}
+    wall0 = time.monotonic()
+    if rate:
+        dns_load(rate, seconds).wait()
+        time.sleep(0.2)
+    else:
+        time.sleep(seconds)
+    wall = time.monotonic() - wall0
+    return {mode: (process_cpu_secs(pid) - cpu0[mode]) / wall * 100.0 for mode, pid in pids.items()}
+
+
+def bench_dns(args: argparse.Namespace) -> None:
+    """Extension CPU with --dns off and on, side by side, idle and at --dns-rate answers/s.
+
+    Both extensions run at once, each under its own stand-in, so whatever
+    else the host does weighs on both alike; the figure is their difference.
+    """
+    print(
+        f"\nDNS names: extension CPU (% of one core), --dns off and on side by side, idle and"
+        f" with {args.dns_rate} DNS answers/s on loopback; {args.dns_rounds} rounds of"
+        f" {args.dns_seconds:g} s each, medians",
+        flush=True,
+    )
+    figures: dict[str, list[dict[str, float]]] = {"idle": [], "load": []}
+    workdirs = {mode: Path(tempfile.mkdtemp(prefix="tcb", dir="/tmp")) for mode in ("off", "on")}
+    standins: dict[str, Standin] = {}
+    try:
+        pids: dict[str, int] = {}
+        for mode, workdir in workdirs.items():
+            standins[mode], pids[mode] = _launch(mode, workdir)
+        time.sleep(3.0)  # first samples and scans done
+        for _ in range(args.dns_rounds):
+            figures["idle"].append(_shares(pids, args.dns_seconds))
+            figures["load"].append(_shares(pids, args.dns_seconds, args.dns_rate))
+        stats = {
+            mode: osqd.query(
+                "SELECT source, dns, dns_off_reason, dns_packets_read, dns_answers_parsed,"
+                " dns_packets_dropped, dns_cache_size FROM tracked_connections_stats"
+            )[0]
+            for mode, osqd in standins.items()
+        }
+    finally:
+        for osqd in standins.values():
+            osqd.stop()
+        for workdir in workdirs.values():
+            shutil.rmtree(workdir, ignore_errors=True)
+    for mode in ("off", "on"):
+        idle = statistics.median(f[mode] for f in figures["idle"])
+        load = statistics.median(f[mode] for f in figures["load"])
+        runs = ", ".join(f"{f[mode]:.2f}" for f in figures["load"])
+        described = ", ".join(f"{k} {v}" for k, v in sorted(stats[mode].items()))
+        print(
+            f"  dns {mode:3s}: idle {idle:.2f} %, load {load:.2f} % (runs: {runs}); stats:"
+            f" {described}",
+            flush=True,
+        )
+    extra = statistics.median(f["on"] - f["off"] for f in figures["load"])
+    idle_extra = statistics.median(f["on"] - f["off"] for f in figures["idle"])
+    print(
+        f"  DNS names cost at {args.dns_rate} answers/s: {extra:+.2f} % of one core"
+        f" (median of the rounds' differences; target: 2 or less); idle: {idle_extra:+.2f} %",
+        flush=True,
+    )
+    _dns_in_process(args.dns_rate)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument(
@@ -700,6 +914,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--events-rate", type=int, default=1000, help="new connections per second (default 1000)"
     )
+    parser.add_argument(
+        "--dns-cpu",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the DNS names section (default on)",
+    )
+    parser.add_argument(
+        "--dns-rate", type=int, default=1000, help="DNS answers per second (default 1000)"
+    )
+    parser.add_argument(
+        "--dns-seconds",
+        type=float,
+        default=10.0,
+        help="seconds measured for each figure of the DNS section (default 10)",
+    )
+    parser.add_argument(
+        "--dns-rounds", type=int, default=3, help="rounds of --dns off and on (default 3)"
+    )
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         print("this benchmark needs Linux /proc", file=sys.stderr)
@@ -722,6 +954,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_generate(count, args)
     if args.events_cpu:
         bench_events(args)
+    if args.dns_cpu:
+        bench_dns(args)
     print(f"\ntotal {time.monotonic() - started:.0f} s", flush=True)
     return 0
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from extension.collect import CollectError, Collector
+from extension.collect.dns_capture import DnsCapture, DnsStats
 from extension.collect.linux_events import EventStats
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS, ConnectionTracker, Row
 from extension.enrich.process import ProcessTracker
@@ -97,6 +98,7 @@ class SamplerStats:
         state_file: where served rows are saved, '' when they are not.
         state_error: why they could not be saved or read, '' when fine.
         rows_revived: connections that got back their row after a restart.
+        dns: the DNS answer capture's counters, or None when it was not tried.
     """
 
     samples_taken: int
@@ -118,6 +120,7 @@ class SamplerStats:
     state_file: str = ""
     state_error: str = ""
     rows_revived: int = 0
+    dns: DnsStats | None = None
 
 
 class Sampler:
@@ -138,6 +141,8 @@ class Sampler:
             before its row is served.
         store: where served rows are saved, so that connections living
             through a restart keep their rows; None to save nothing.
+        dns: a started DNS answer capture, whose names the rows get; None
+            for no names.
     """
 
     def __init__(
@@ -152,6 +157,7 @@ class Sampler:
         events_reason: str = "",
         attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
         store: RowStore | None = None,
+        dns: DnsCapture | None = None,
     ) -> None:
         self._collector = collector
         self._store = store
@@ -163,7 +169,9 @@ class Sampler:
             linger_secs=linger_secs,
             attempt_grace_secs=attempt_grace_secs,
             holders=getattr(collector, "holders", None),
+            names=dns.names if dns is not None else None,
         )
+        self._dns = dns
         self._events = events
         self._events_reason = events_reason
         self._events_thread: threading.Thread | None = None
@@ -221,6 +229,8 @@ class Sampler:
             self._events_thread.join(timeout=5)
         if self._events is not None:
             self._events.stop()
+        if self._dns is not None:
+            self._dns.stop()
         self.save(force=True)
 
     def save(self, force: bool = False) -> None:
@@ -310,12 +320,17 @@ class Sampler:
         """
         if self._clock() - self._last_good > self.stale_secs:
             self.sample_once()
+        if self._dns is not None:
+            # Answers the kernel holds for us now came before any connection
+            # the rows below show for the first time.
+            self._dns.drain()
         with self._lock:
             return self._tracker.rows(self._clock())
 
     def stats(self) -> SamplerStats:
         """A consistent snapshot of the sampler's health."""
         events = self._events.stats() if self._events is not None else None
+        dns = self._dns.stats() if self._dns is not None else None
         with self._lock:
             return SamplerStats(
                 samples_taken=self._samples,
@@ -337,6 +352,7 @@ class Sampler:
                 state_file=(self._store.path or "") if self._store is not None else "",
                 state_error=self._store.error if self._store is not None else "",
                 rows_revived=self._tracker.revived,
+                dns=dns,
             )
 
     def _skip_time_wait(self) -> None:

@@ -63,6 +63,7 @@ from extension.enrich.flow import (
     direction_of,
     listening_endpoints,
 )
+from extension.enrich.names import NameCache
 from extension.enrich.saved import SavedRow
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
 
@@ -198,6 +199,8 @@ class TrackedConnection:
         flow_key: the flow event key linked to it, if any.
         guessed_owner: True when the owner is the listener's, taken for an
             inbound connection no task has touched yet.
+        hostname: (remote_hostname, remote_hostname_source), fixed when the
+            row is first served; None when no name is known.
     """
 
     record: SocketRecord
@@ -216,6 +219,7 @@ class TrackedConnection:
     began: float = 0.0
     flow_key: _Key | None = None
     guessed_owner: bool = False
+    hostname: tuple[str, str] | None = None
     _stable_row: Row | None = None
 
     def row(self) -> Row:
@@ -269,6 +273,8 @@ class TrackedConnection:
             "start_time": process.start_time,
             "first_seen": self.first_seen,
         }
+        if self.hostname is not None:
+            values["remote_hostname"], values["remote_hostname_source"] = self.hostname
         row = {k: str(v) for k, v in values.items() if v is not None}
         for column, most in MAX_TEXT.items():
             text = row.get(column)
@@ -289,6 +295,9 @@ class ConnectionTracker:
             outcome before it is served.
         holders: socket inode -> every pid holding it (the collector's), for
             telling accepted connections by evidence; None without.
+        names: remembered DNS answers; each row gets its remote address's
+            name when first served, and the tracker tells the cache who owns
+            each DNS client socket (remote port 53). None for no names.
     """
 
     def __init__(
@@ -298,9 +307,12 @@ class ConnectionTracker:
         max_lingering: int = 50_000,
         attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
         holders: Holders | None = None,
+        *,
+        names: NameCache | None = None,
     ) -> None:
         self._lookup = lookup
         self._holders = holders
+        self._names = names
         self.linger_secs = linger_secs
         self.max_lingering = max_lingering
         self.attempt_grace_secs = attempt_grace_secs
@@ -596,6 +608,7 @@ class ConnectionTracker:
     def _learn(self, conn: TrackedConnection, event: FlowEvent) -> None:
         """Take what a flow event knows into a row not yet served."""
         record = event.record
+        conn.began = min(conn.began, event.started)
         if event.status:
             conn.status = event.status
         if event.ended is not None:
@@ -620,6 +633,7 @@ class ConnectionTracker:
             conn.record = replace(conn.record, pid=record.pid, net_namespace=namespace)
             conn.process = event.process or self._lookup(record.pid)
             conn.guessed_owner = False
+            self._note_dns_client(conn)
         elif conn.record.pid is None and event.direction == "inbound":
             self._owner_from_listener(conn)
 
@@ -683,10 +697,30 @@ class ConnectionTracker:
                     continue  # kernel events about it may still be on their way
                 if conn.state == "SYN_SENT" and not conn.status and now - conn.born < grace:
                     continue
+                if self._names is not None:
+                    self._name(conn)
                 conn.served = True
                 self.version += 1
             rows.append(conn.row())
         return rows
+
+    def _name(self, conn: TrackedConnection) -> None:
+        """Fix the row's remote_hostname (see extension.enrich.names for the rule)."""
+        record = conn.record
+        if record.remote_address in _WILDCARDS or conn.direction == "listening":
+            return
+        assert self._names is not None
+        conn.hostname = self._names.lookup(
+            record.net_namespace, record.remote_address, record.pid, conn.began
+        )
+
+    def _note_dns_client(self, conn: TrackedConnection) -> None:
+        """Tell the name cache who owns a DNS client socket, since when."""
+        record = conn.record
+        if self._names is not None and record.remote_port == 53 and record.pid is not None:
+            self._names.note_client(
+                record.net_namespace, record.protocol, record.local_port, record.pid, conn.began
+            )
 
     # -------------------------------------------------------------- restarts
 
@@ -758,6 +792,8 @@ class ConnectionTracker:
             self._connections[old.key] = old
         conn.key = key
         self._connections[key] = conn
+        if conn.record.remote_port == 53:
+            self._note_dns_client(conn)
         if index and conn.closed_at is None:
             self._index(conn)
 

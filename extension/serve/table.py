@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from extension.collect.dns_capture import DnsStats
 from extension.columns import COLUMNS
 from extension.enrich.connections import Row
 from extension.sampler import Sampler
@@ -55,6 +56,14 @@ STATS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("state_file", "TEXT"),
     ("state_error", "TEXT"),
     ("rows_revived", "BIGINT"),
+    ("dns", "TEXT"),
+    ("dns_off_reason", "TEXT"),
+    ("dns_namespaces", "BIGINT"),
+    ("dns_packets_read", "BIGINT"),
+    ("dns_packets_dropped", "BIGINT"),
+    ("dns_answers_parsed", "BIGINT"),
+    ("dns_messages_skipped", "BIGINT"),
+    ("dns_cache_size", "BIGINT"),
 )
 
 
@@ -117,6 +126,7 @@ class StatsTable:
         'sampling', and then ``events_off_reason`` says why.
         """
         s = self._sampler.stats()
+        dns = s.dns or DnsStats("off", "not configured")
         return [
             {
                 "samples_taken": str(s.samples_taken),
@@ -144,5 +154,13 @@ class StatsTable:
                 "state_file": s.state_file,
                 "state_error": s.state_error,
                 "rows_revived": str(s.rows_revived),
+                "dns": dns.state,
+                "dns_off_reason": dns.reason,
+                "dns_namespaces": str(dns.namespaces),
+                "dns_packets_read": str(dns.packets_read),
+                "dns_packets_dropped": str(dns.packets_dropped),
+                "dns_answers_parsed": str(dns.answers_parsed),
+                "dns_messages_skipped": str(dns.messages_skipped),
+                "dns_cache_size": str(dns.cache_size),
             }
         ]
