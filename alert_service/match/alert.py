@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from alert_service.match.spec import Severity
 from alert_service.parse.event import Event
 
 __all__ = ["Alert", "alert_id"]
@@ -36,19 +37,22 @@ class Alert:
         rule: name of the rule that matched.
         notify: names of the notifiers to send it to, in rule order.
         event: the matched event.
+        severity: the rule's severity, None when the rule sets none.
     """
 
     id: str
     rule: str
     notify: tuple[str, ...]
     event: Event
+    severity: Severity | None = field(default=None, kw_only=True)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the generic JSON payload of the alert (a new dict each call).
 
         Shape::
 
-            {"id": str, "rule": str, "host": str, "query": str, "action": str,
+            {"id": str, "rule": str, "severity": str | None, "host": str,
+             "query": str, "action": str,
              "unix_time": int, "epoch": int, "counter": int,
              "connection": {column: int | str | None}, "decorations": {name: str}}
 
@@ -59,6 +63,7 @@ class Alert:
         return {
             "id": self.id,
             "rule": self.rule,
+            "severity": self.severity,
             "host": ev.host_identifier,
             "query": ev.name,
             "action": ev.action,

@@ -40,6 +40,7 @@ from alert_service.match.spec import (
     BaselineMode,
     Direction,
     ProcessSpec,
+    Severity,
     TextPatternSpec,
     UserSpec,
 )
@@ -409,6 +410,13 @@ CONDITIONS: tuple[Condition, ...] = (
     address_condition("remote_address", "remote_address"),
     ports_condition("remote_port", "remote_port"),
     values_condition("direction", "direction"),
+    address_condition("local_address", "local_address"),
+    ports_condition("local_port", "local_port"),
+    numbers_condition("protocol", "protocol", maximum=65535, what="protocol"),
+    numbers_condition("family", "family", maximum=65535, what="family"),
+    values_condition("state", "state"),
+    text_condition("parent_name", "parent_name", cost=74),
+    text_condition("parent_path", "parent_path", cost=75),
 )
 """Every rule condition, in the order their problems are reported. Each ``key`` is a
 field of :class:`ConditionsSpec` and a property of ``$defs.conditions`` in
@@ -432,6 +440,15 @@ class ConditionsSpec:
         remote_address: CIDR / IOC-file include and exclude lists for ``remote_address``.
         remote_port: ports (``443``) and inclusive ranges (``"6660-6669"``).
         direction: allowed ``direction`` values (``<unknown>`` for an empty one).
+        local_address: CIDR / IOC-file include and exclude lists for ``local_address``.
+        local_port: ports and inclusive ranges for ``local_port``.
+        protocol: IP protocol numbers and ranges (``6`` TCP, ``17`` UDP; a packet
+            socket's Ethernet protocol) for ``protocol``.
+        family: address families (``2`` IPv4, ``10`` IPv6, ``17`` packet) for ``family``.
+        state: allowed TCP ``state`` values (``ESTABLISHED``, ``LISTEN``...;
+            ``<unknown>`` for an empty one, as UDP sockets have).
+        parent_name: patterns for the ``parent_name`` column.
+        parent_path: patterns for the ``parent_path`` column.
     """
 
     actions: tuple[Action, ...] | None = None
@@ -442,6 +459,13 @@ class ConditionsSpec:
     remote_address: AddressSpec | None = None
     remote_port: tuple[int | str, ...] | None = None
     direction: tuple[Direction, ...] | None = None
+    local_address: AddressSpec | None = None
+    local_port: tuple[int | str, ...] | None = None
+    protocol: tuple[int | str, ...] | None = None
+    family: tuple[int | str, ...] | None = None
+    state: tuple[str, ...] | None = None
+    parent_name: TextPatternSpec | None = None
+    parent_path: TextPatternSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +481,9 @@ class RuleSpec(ConditionsSpec):
             ``delivery.dedup_window_secs``; None keeps the global one.
         baseline: what to do with a genuinely new row of a ``counter`` 0 run
             (:data:`~alert_service.match.spec.BaselineMode`; default ``alert``).
+        enabled: False keeps the rule in the config (still checked) but never matches.
+        severity: the rule's :data:`~alert_service.match.spec.Severity`, carried by its
+            alerts to every notifier; None when the rule sets none.
     """
 
     name: str
@@ -465,6 +492,8 @@ class RuleSpec(ConditionsSpec):
     exclude: tuple[ConditionsSpec, ...] = field(default=(), kw_only=True)
     dedup_window_secs: float | None = field(default=None, kw_only=True)
     baseline: BaselineMode = field(default=DEFAULT_BASELINE_MODE, kw_only=True)
+    enabled: bool = field(default=True, kw_only=True)
+    severity: Severity | None = field(default=None, kw_only=True)
 
 
 def conditions_from_config(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -504,6 +533,8 @@ def rule_spec_from_config(raw: Mapping[str, Any]) -> RuleSpec:
         exclude=excludes,
         dedup_window_secs=float(window) if window is not None else None,
         baseline=cast(BaselineMode, raw.get("baseline", DEFAULT_BASELINE_MODE)),
+        enabled=raw.get("enabled", True) is not False,
+        severity=cast("Severity | None", raw.get("severity")),
         **conditions,
     )
 

@@ -15,11 +15,13 @@ __all__ = [
     "DEFAULT_BASELINE_MODE",
     "DIRECTIONS",
     "HOST_FIELDS",
+    "SEVERITIES",
     "UNKNOWN",
     "AddressSpec",
     "BaselineMode",
     "Direction",
     "ProcessSpec",
+    "Severity",
     "TextPatternSpec",
     "UserSpec",
 ]
@@ -39,6 +41,12 @@ Direction = Literal["inbound", "outbound", "listening", "<unknown>"]
 """Values of a rule's ``direction`` list; ``<unknown>`` stands for an empty ``direction``."""
 
 DIRECTIONS: tuple[Direction, ...] = ("inbound", "outbound", "listening", "<unknown>")
+
+Severity = Literal["info", "low", "medium", "high", "critical"]
+"""A rule's ``severity``, lowest first (the levels of Sigma rules' ``level``:
+https://github.com/SigmaHQ/sigma-specification, "Level")."""
+
+SEVERITIES: Final[tuple[Severity, ...]] = ("info", "low", "medium", "high", "critical")
 
 
 @dataclass(frozen=True, slots=True)

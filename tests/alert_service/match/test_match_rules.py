@@ -302,6 +302,7 @@ def test_alert_payload_shape() -> None:
     assert payload == {
         "id": alert.id,
         "rule": "any",
+        "severity": None,
         "host": "web-01",
         "query": "pack_tracked_connections_tracked_connections",
         "action": "added",

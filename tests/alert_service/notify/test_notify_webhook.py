@@ -67,6 +67,7 @@ def test_render_is_pure_and_golden() -> None:
     assert first == {
         "id": alert.id,
         "rule": "reverse-shell",
+        "severity": None,
         "host": "web-01",
         "query": "pack_tracked_connections_tracked_connections",
         "action": "added",
