@@ -56,11 +56,13 @@ class Alert:
              "unix_time": int, "epoch": int, "counter": int,
              "connection": {column: int | str | None}, "decorations": {name: str}}
 
-        ``host`` is the host identifier, ``query`` the full logged query name and
+        plus ``"logged": {column: str}`` when osquery's ``\\xNN`` escapes were decoded
+        in some text columns: their text exactly as logged (``connection`` has the
+        decoded text). ``host`` is the host identifier, ``query`` the full logged query name and
         ``unix_time`` seconds since the Unix epoch.
         """
         ev = self.event
-        return {
+        doc: dict[str, Any] = {
             "id": self.id,
             "rule": self.rule,
             "severity": self.severity,
@@ -73,3 +75,6 @@ class Alert:
             "connection": dict(ev.columns),
             "decorations": dict(ev.decorations),
         }
+        if ev.logged:
+            doc["logged"] = dict(ev.logged)
+        return doc

@@ -139,7 +139,14 @@ def _load_slow(line: bytes | str) -> object:
     return doc
 
 
-def _load(line: bytes | str) -> dict[str, Any]:
+def _load(line: bytes | str) -> tuple[dict[str, Any], bool]:
+    """The line's JSON object, and whether its text may hold osquery ``\\xNN`` escapes.
+
+    A JSON text holding a backslash and ``x`` has ``\\\\x`` in the line (osquery
+    escapes the backslash that way); a line read by the slow path (invalid UTF-8 is
+    written as ``\\xNN``, or unusual escapes such as ``\\u005c``) is always checked.
+    """
+    escapes = (b"\\\\x" in line) if isinstance(line, bytes) else ("\\\\x" in line)
     try:
         # orjson (a dependency) is about twice as fast as json; it accepts a subset
         # of what json accepts, with the same result (integers beyond 64 bits aside,
@@ -147,10 +154,13 @@ def _load(line: bytes | str) -> dict[str, Any]:
         doc = _orjson_loads(line)
     except orjson.JSONDecodeError:
         doc = _load_slow(line)
+        escapes = True
     if doc.__class__ is not dict:
         raise ParseError(f"expected a JSON object, got {type(doc).__name__}")
     loaded: dict[str, Any] = doc
-    return loaded
+    if not escapes:  # a backslash written as \u005c / \u005C
+        escapes = (b"\\u005" in line) if isinstance(line, bytes) else ("\\u005" in line)
+    return loaded, escapes
 
 
 def _decoration_text(value: object) -> str:
@@ -212,8 +222,15 @@ def _split_name(name: str, known_packs: frozenset[str]) -> QueryName:
     return parse_query_name(name, known_packs)
 
 
-def _columns(raw: object, where: str) -> Mapping[str, ColumnValue]:
-    return MappingProxyType(normalise_columns(raw, where))
+def _columns(
+    raw: object, where: str, escapes: bool
+) -> tuple[Mapping[str, ColumnValue], Mapping[str, str]]:
+    """The typed columns of one row and, when escapes were decoded, their logged text."""
+    if not escapes:
+        return MappingProxyType(normalise_columns(raw, where)), _EMPTY
+    logged: dict[str, str] = {}
+    columns = MappingProxyType(normalise_columns(raw, where, logged))
+    return columns, (MappingProxyType(logged) if logged else _EMPTY)
 
 
 _Head = tuple[str, str | None, str, str, str, int, int, int]
@@ -221,8 +238,13 @@ _Head = tuple[str, str | None, str, str, str, int, int, int]
 calendarTime, unixTime, epoch, counter — the same for every row of one line."""
 
 
-def _row_events(
-    head: _Head, action: Action, rows: object, where: str, decorations: Mapping[str, str]
+def _row_events(  # noqa: PLR0917 - the line's parts
+    head: _Head,
+    action: Action,
+    rows: object,
+    where: str,
+    decorations: Mapping[str, str],
+    escapes: bool,
 ) -> list[Event]:
     """One event per row of a batch (``diffResults.<kind>``) or ``snapshot`` array.
 
@@ -232,17 +254,19 @@ def _row_events(
         rows: the array as logged (None is no rows).
         where: its path in the line, for messages (``diffResults.added``).
         decorations: the line's decorations.
+        escapes: whether the line may hold osquery ``\\xNN`` escapes to decode.
 
     Raises:
         ParseError: ``rows`` is not an array, or a row is not a valid columns object.
     """
-    return [
-        Event(*head, action, _columns(row, f"{where}[{i}]"), decorations)
-        for i, row in enumerate(_rows(rows, where))
-    ]
+    events: list[Event] = []
+    for i, row in enumerate(_rows(rows, where)):
+        columns, logged = _columns(row, f"{where}[{i}]", escapes)
+        events.append(Event(*head, action, columns, decorations, logged))
+    return events
 
 
-def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
+def _parse_doc(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -> list[Event]:
     get = doc.get
     if "log_type" in doc and doc["log_type"] != "result":
         return []  # a Fleet status (or other non-result) record
@@ -283,6 +307,10 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
         action = _ACTIONS.get(logged) if logged.__class__ is str else None
         if action is None:
             raise ParseError(f'"action": expected added, removed or snapshot, got {logged!r:.40}')
+        if escapes:
+            typed, logged = _columns(columns, "columns", escapes)
+        else:
+            typed, logged = MappingProxyType(normalise_columns(columns, "columns")), _EMPTY
         return [
             Event(
                 name,
@@ -294,8 +322,9 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
                 epoch,
                 counter,
                 action,
-                MappingProxyType(normalise_columns(columns, "columns")),
+                typed,
                 decorations,
+                logged,
             )
         ]
 
@@ -306,21 +335,23 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
             raise ParseError(f'"diffResults": expected an object, got {type(diff).__name__}')
         events: list[Event] = []
         for kind in _BATCH_ORDER:
-            events += _row_events(head, kind, diff.get(kind), f"diffResults.{kind}", decorations)
+            events += _row_events(
+                head, kind, diff.get(kind), f"diffResults.{kind}", decorations, escapes
+            )
         return events
 
     if "snapshot" in doc:
         action = get("action")
         if action not in (None, "snapshot"):
             raise ParseError(f'"action": expected "snapshot" with "snapshot" rows, got {action!r}')
-        return _row_events(head, "snapshot", doc["snapshot"], "snapshot", decorations)
+        return _row_events(head, "snapshot", doc["snapshot"], "snapshot", decorations, escapes)
 
     if "columns" in doc:  # "columns": null
         raise ParseError("columns: expected an object, got NoneType")
     raise ParseError('line has none of "columns", "diffResults" or "snapshot"')
 
 
-def _parse_envelope(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
+def _parse_envelope(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -> list[Event]:
     """The Fleet/osquery TLS logger body ``{"log_type", "data": [...]}``."""
     if doc.get("log_type") != "result":
         return []
@@ -330,7 +361,7 @@ def _parse_envelope(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
         if item.__class__ is not dict:
             raise ParseError(f"data[{i}]: expected a JSON object, got {type(item).__name__}")
         try:
-            events += _parse_doc(cast(dict[str, Any], item), packs)
+            events += _parse_doc(cast(dict[str, Any], item), packs, escapes)
         except ParseError as err:
             raise ParseError(f"data[{i}]: {err}") from err
     return events
@@ -357,11 +388,11 @@ def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PAC
             ``action``, or none of ``columns``/``diffResults``/``snapshot``. The message
             names the offending field.
     """
-    doc = _load(line)
+    doc, escapes = _load(line)
     packs = known_packs if isinstance(known_packs, frozenset) else frozenset(known_packs)
     if "data" in doc and "log_type" in doc and "name" not in doc:
-        return _parse_envelope(doc, packs)
-    return _parse_doc(doc, packs)
+        return _parse_envelope(doc, packs, escapes)
+    return _parse_doc(doc, packs, escapes)
 
 
 def glued_line_start(line: bytes) -> int | None:

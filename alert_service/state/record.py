@@ -167,6 +167,7 @@ def _alert(
         raise RecordError(f"stored record: unknown action {action!r}")
     columns = cast(Mapping[str, ColumnValue], doc["connection"])
     decorations = cast(Mapping[str, str], doc.get("decorations") or {})
+    logged = cast(Mapping[str, str], doc.get("logged") or {})
     event = Event(
         name=str(doc["query"]),
         pack=None if pack is None else str(pack),
@@ -179,6 +180,7 @@ def _alert(
         action=cast(Action, action),
         columns=MappingProxyType(dict(columns)),
         decorations=MappingProxyType(dict(decorations)),
+        logged=MappingProxyType(dict(logged)),
     )
     severity = doc.get("severity")
     return Alert(
