@@ -57,8 +57,9 @@ class TextPatternSpec:
         exact: values compared as whole strings (case-sensitive).
         glob: shell patterns (``fnmatch`` rules, case-sensitive, ``*`` also crosses
             ``/``) matched against the whole value.
-        regex: Python regular expressions matched against the whole value
-            (``re.fullmatch``): ``443`` never matches ``8443``.
+        regex: regular expressions in RE2 syntax (linear time; no backreferences or
+            lookaround) matched against the whole value: ``443`` never matches
+            ``8443``.
     """
 
     exact: tuple[str, ...] = ()

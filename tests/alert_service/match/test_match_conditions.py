@@ -258,7 +258,7 @@ def test_config_reports_rule_problems_with_paths() -> None:
         "['inbound', 'outbound', 'listening', '<unknown>']",
         "$.rules[0].exclude[1].remote_port[0]: port out of range 0-65535: '70000'",
         "$.rules[0].process.cmdline.regex[0]: invalid regex '(': "
-        "missing ), unterminated subpattern at position 0",
+        "missing ): ( (RE2 syntax, linear-time: no backreferences or lookaround)",
         "$.rules[0].remote_address.include_files[0]: cannot read IOC file "
         "/nonexistent/ioc.txt: No such file or directory",
         "$.rules[0].user.uid[0]: empty uid range '9-1': start is above end",
