@@ -159,6 +159,7 @@ class Pipeline:
         self._monotonic = monotonic
         self._max_read = max_read_bytes_per_poll
         self._packs = frozenset(config.known_packs)
+        self._strict = config.strict_queries
         self._modes = config.rule_baseline
         self._baseline = (
             BaselineTracker(state, self._modes, self._matches_as_added, self.stats)
@@ -199,13 +200,14 @@ class Pipeline:
         """
         stats = self.stats
         packs = self._packs
+        strict = self._strict
         match = self.rules.match
         events_seen = 0
         matches = 0
         for index, raw in enumerate(chunk.lines):
             try:
                 try:
-                    events = parse_line(raw, packs)
+                    events = parse_line(raw, packs, strict)
                 except ParseError as err:
                     if not raw.strip():
                         continue
@@ -260,7 +262,7 @@ class Pipeline:
             reason="an unterminated line (a writer stopped mid-line) precedes this line",
         )
         try:
-            return parse_line(raw[cut:], self._packs)
+            return parse_line(raw[cut:], self._packs, self._strict)
         except ParseError as err:
             stats.parse_errors += 1
             self._line_failed("line_parse_failed", chunk, index, str(err), cut)

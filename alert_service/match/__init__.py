@@ -33,6 +33,7 @@ from alert_service.match.iocs import IocFiles, IocList, load_ioc_file, parse_ioc
 from alert_service.match.ports import NumberSet, PortSet
 from alert_service.match.rules import CompiledRule, RuleSet, check_rule, compile_rule
 from alert_service.match.spec import (
+    ANY_QUERY,
     BASELINE_MODES,
     DEFAULT_BASELINE_MODE,
     DIRECTIONS,
@@ -50,6 +51,7 @@ from alert_service.match.spec import (
 from alert_service.match.text import TextMatcher
 
 __all__ = [
+    "ANY_QUERY",
     "BASELINE_MODES",
     "CONDITIONS",
     "DEFAULT_BASELINE_MODE",

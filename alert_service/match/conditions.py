@@ -33,6 +33,7 @@ from alert_service.match.addresses import AddressSet, address_number, parse_addr
 from alert_service.match.iocs import IocFiles, IocList, load_ioc_file
 from alert_service.match.ports import MAX_UID, NumberSet, PortSet, parse_number_item
 from alert_service.match.spec import (
+    ANY_QUERY,
     DEFAULT_BASELINE_MODE,
     HOST_FIELDS,
     UNKNOWN,
@@ -267,6 +268,8 @@ def _actions(
 
 
 def _queries(names: Sequence[str], where: str, iocs: IocFiles) -> Iterator[tuple[int, Test | In]]:
+    if ANY_QUERY in names:
+        return  # every query
     allowed = frozenset(names)
     yield 10, lambda view: view.event.name in allowed or view.event.query in allowed
 
@@ -431,7 +434,9 @@ class ConditionsSpec:
 
     Attributes:
         actions: event actions that may match.
-        queries: query names; the event's full name or its query part must be one.
+        queries: query names; the event's full name or its query part must be one
+            (``*``: any query). A rule without it gets the config's top-level
+            ``queries`` (the pack's query by default).
         host: patterns tried on ``hostIdentifier``, then the ``hostname``, ``fqdn`` and
             ``computer_name`` decorations (:data:`~alert_service.match.spec.HOST_FIELDS`);
             any match holds.

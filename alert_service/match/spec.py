@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 __all__ = [
+    "ANY_QUERY",
     "BASELINE_MODES",
     "DEFAULT_BASELINE_MODE",
     "DIRECTIONS",
@@ -25,6 +26,9 @@ __all__ = [
     "TextPatternSpec",
     "UserSpec",
 ]
+
+ANY_QUERY = "*"
+"""The ``queries`` item that stands for every query."""
 
 UNKNOWN = "<unknown>"
 """Pattern value that matches a missing or empty text column (and only that): an

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import codecs
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Final, cast
@@ -223,13 +223,14 @@ def _split_name(name: str, known_packs: frozenset[str]) -> QueryName:
 
 
 def _columns(
-    raw: object, where: str, escapes: bool
+    raw: object, where: str, escapes: bool, strict: bool = True
 ) -> tuple[Mapping[str, ColumnValue], Mapping[str, str]]:
-    """The typed columns of one row and, when escapes were decoded, their logged text."""
+    """The typed columns of one row and, when escapes were decoded, their logged text
+    (``strict``: see :func:`~alert_service.parse.values.normalise_columns`)."""
     if not escapes:
-        return MappingProxyType(normalise_columns(raw, where)), _EMPTY
+        return MappingProxyType(normalise_columns(raw, where, strict=strict)), _EMPTY
     logged: dict[str, str] = {}
-    columns = MappingProxyType(normalise_columns(raw, where, logged))
+    columns = MappingProxyType(normalise_columns(raw, where, logged, strict=strict))
     return columns, (MappingProxyType(logged) if logged else _EMPTY)
 
 
@@ -245,6 +246,7 @@ def _row_events(  # noqa: PLR0917 - the line's parts
     where: str,
     decorations: Mapping[str, str],
     escapes: bool,
+    strict: bool,
 ) -> list[Event]:
     """One event per row of a batch (``diffResults.<kind>``) or ``snapshot`` array.
 
@@ -255,18 +257,24 @@ def _row_events(  # noqa: PLR0917 - the line's parts
         where: its path in the line, for messages (``diffResults.added``).
         decorations: the line's decorations.
         escapes: whether the line may hold osquery ``\\xNN`` escapes to decode.
+        strict: whether the columns are typed strictly (a row of the pack's queries).
 
     Raises:
         ParseError: ``rows`` is not an array, or a row is not a valid columns object.
     """
     events: list[Event] = []
     for i, row in enumerate(_rows(rows, where)):
-        columns, logged = _columns(row, f"{where}[{i}]", escapes)
+        columns, logged = _columns(row, f"{where}[{i}]", escapes, strict)
         events.append(Event(*head, action, columns, decorations, logged))
     return events
 
 
-def _parse_doc(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -> list[Event]:
+def _parse_doc(
+    doc: dict[str, Any],
+    packs: frozenset[str],
+    escapes: bool,
+    strict_queries: Container[str] | None,
+) -> list[Event]:
     get = doc.get
     if "log_type" in doc and doc["log_type"] != "result":
         return []  # a Fleet status (or other non-result) record
@@ -299,6 +307,7 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -> lis
     else:
         decorations = _decorations(doc)
     pack, query = parts.pack, parts.query
+    strict = strict_queries is None or query in strict_queries or name in strict_queries
 
     columns = get("columns")
     if columns is not None and "diffResults" not in doc and "snapshot" not in doc:
@@ -307,8 +316,8 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -> lis
         action = _ACTIONS.get(logged) if logged.__class__ is str else None
         if action is None:
             raise ParseError(f'"action": expected added, removed or snapshot, got {logged!r:.40}')
-        if escapes:
-            typed, logged = _columns(columns, "columns", escapes)
+        if escapes or not strict:
+            typed, logged = _columns(columns, "columns", escapes, strict)
         else:
             typed, logged = MappingProxyType(normalise_columns(columns, "columns")), _EMPTY
         return [
@@ -336,7 +345,7 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -> lis
         events: list[Event] = []
         for kind in _BATCH_ORDER:
             events += _row_events(
-                head, kind, diff.get(kind), f"diffResults.{kind}", decorations, escapes
+                head, kind, diff.get(kind), f"diffResults.{kind}", decorations, escapes, strict
             )
         return events
 
@@ -344,14 +353,21 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -> lis
         action = get("action")
         if action not in (None, "snapshot"):
             raise ParseError(f'"action": expected "snapshot" with "snapshot" rows, got {action!r}')
-        return _row_events(head, "snapshot", doc["snapshot"], "snapshot", decorations, escapes)
+        return _row_events(
+            head, "snapshot", doc["snapshot"], "snapshot", decorations, escapes, strict
+        )
 
     if "columns" in doc:  # "columns": null
         raise ParseError("columns: expected an object, got NoneType")
     raise ParseError('line has none of "columns", "diffResults" or "snapshot"')
 
 
-def _parse_envelope(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -> list[Event]:
+def _parse_envelope(
+    doc: dict[str, Any],
+    packs: frozenset[str],
+    escapes: bool,
+    strict_queries: Container[str] | None,
+) -> list[Event]:
     """The Fleet/osquery TLS logger body ``{"log_type", "data": [...]}``."""
     if doc.get("log_type") != "result":
         return []
@@ -361,13 +377,17 @@ def _parse_envelope(doc: dict[str, Any], packs: frozenset[str], escapes: bool) -
         if item.__class__ is not dict:
             raise ParseError(f"data[{i}]: expected a JSON object, got {type(item).__name__}")
         try:
-            events += _parse_doc(cast(dict[str, Any], item), packs, escapes)
+            events += _parse_doc(cast(dict[str, Any], item), packs, escapes, strict_queries)
         except ParseError as err:
             raise ParseError(f"data[{i}]: {err}") from err
     return events
 
 
-def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS) -> list[Event]:
+def parse_line(
+    line: bytes | str,
+    known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS,
+    strict_queries: Container[str] | None = None,
+) -> list[Event]:
     """Parse one result-log line.
 
     Args:
@@ -375,6 +395,11 @@ def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PAC
         known_packs: pack names used to split ``pack_<pack>_<query>`` names (see
             :func:`alert_service.parse.names.parse_query_name`); a ``frozenset`` is used
             as is, anything else is copied into one per call.
+        strict_queries: query names (full logged name or query part) whose rows are
+            typed strictly by the column contract (a bad integer is a ParseError);
+            rows of other queries are typed leniently and never fail on a column
+            value (see :func:`~alert_service.parse.values.normalise_columns`). None:
+            every row strictly.
 
     Returns:
         The line's events in log order: one for the event form, one per row for the
@@ -391,8 +416,8 @@ def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PAC
     doc, escapes = _load(line)
     packs = known_packs if isinstance(known_packs, frozenset) else frozenset(known_packs)
     if "data" in doc and "log_type" in doc and "name" not in doc:
-        return _parse_envelope(doc, packs, escapes)
-    return _parse_doc(doc, packs, escapes)
+        return _parse_envelope(doc, packs, escapes, strict_queries)
+    return _parse_doc(doc, packs, escapes, strict_queries)
 
 
 def glued_line_start(line: bytes) -> int | None:

@@ -28,6 +28,7 @@ dict lookup instead of the checks and ``int()``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Final
@@ -154,7 +155,11 @@ def _to_text(value: object, what: str) -> str:
 
 
 def normalise_columns(
-    raw: object, where: str = "columns", logged: dict[str, str] | None = None
+    raw: object,
+    where: str = "columns",
+    logged: dict[str, str] | None = None,
+    *,
+    strict: bool = True,
 ) -> dict[str, ColumnValue]:
     """Type every value of one logged row.
 
@@ -166,6 +171,10 @@ def normalise_columns(
             decoded (:func:`decode_osquery_escapes`) and their text as logged is put
             here, column → logged text. None leaves text as logged (the caller knows
             the line holds no escape).
+        strict: False for a row of a query other than the pack's, whose columns
+            may share a name with the contract's but not its type: an INTEGER/BIGINT
+            value that is not integer text stays text, and an object or array
+            becomes its JSON text, instead of an error.
 
     Returns:
         A new dict, column name → ``int`` | ``str`` | None, in the row's key order
@@ -203,10 +212,16 @@ def normalise_columns(
                     out[key] = number
                 elif not value:
                     out[key] = None
-                else:
+                elif strict:
                     out[key] = to_int(value, f"{where}.{key}")
+                else:
+                    out[key] = _lenient(value, where, key, logged)
             elif value is not None:
-                out[key] = to_int(value, f"{where}.{key}")
+                out[key] = (
+                    to_int(value, f"{where}.{key}")
+                    if strict
+                    else _lenient_number(value, where, key)
+                )
         elif value.__class__ is str:
             if logged is not None and "\\x" in value:
                 decoded = decode_osquery_escapes(value)
@@ -214,5 +229,36 @@ def normalise_columns(
                     out[key] = decoded
                     logged[key] = value
         elif value is not None:
-            out[key] = _to_text(value, f"{where}.{key}")
+            out[key] = _to_text(value, f"{where}.{key}") if strict else _json_text(value)
     return out
+
+
+def _json_text(value: object) -> str:
+    """Any JSON value as text: a number or boolean as JSON writes it, else compact JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError):  # digit limit, nesting
+        return ""
+
+
+def _lenient_number(value: object, where: str, key: str) -> ColumnValue:
+    """A non-text value of a numeric column of another query: its int, else its text."""
+    try:
+        return to_int(value, f"{where}.{key}")
+    except ParseError:
+        return _json_text(value)
+
+
+def _lenient(value: str, where: str, key: str, logged: dict[str, str] | None) -> ColumnValue:
+    """Text of a numeric column of another query: its int (``-5``), else the text."""
+    number = _int_text(value)
+    if number is not None:
+        return number
+    if logged is not None and "\\x" in value:
+        decoded = decode_osquery_escapes(value)
+        if decoded != value:
+            logged[key] = value
+            return decoded
+    return value
