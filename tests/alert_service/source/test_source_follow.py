@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import zstandard
-from alerts_support import FakeClock
+from alerts_support import FakeClock, osquery_rotate
 
 from alert_service.source import (
     FileFollower,
@@ -39,20 +39,6 @@ def texts(lines: Iterable[SourceLine]) -> list[bytes]:
 
 def zst(path: Path | str, data: bytes) -> None:
     Path(path).write_bytes(zstandard.ZstdCompressor().compress(data))
-
-
-def osquery_rotate(log: Path) -> None:
-    """What osquery's LogRotate does: shift .N.zst, compress .1 → .2.zst, log → .1."""
-    n = 2
-    while Path(f"{log}.{n}.zst").exists():
-        n += 1
-    for k in range(n - 1, 1, -1):
-        os.rename(f"{log}.{k}.zst", f"{log}.{k + 1}.zst")
-    first = Path(f"{log}.1")
-    if first.exists():
-        zst(f"{log}.2.zst", first.read_bytes())
-        first.unlink()
-    os.rename(log, first)
 
 
 # -- rename rotation -----------------------------------------------------------------
