@@ -45,6 +45,7 @@ from alert_service.config import Config
 from alert_service.errors import ParseError, SourceError
 from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
+from alert_service.match.columns import ColumnWatch
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.source import (
@@ -154,6 +155,7 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.stats = stats if stats is not None else Stats()
         self.rules = RuleSet(config.rules)
+        self.columns = ColumnWatch(config.rules)
         self.state = state
         self._clock = clock
         self._monotonic = monotonic
@@ -202,6 +204,9 @@ class Pipeline:
         packs = self._packs
         strict = self._strict
         match = self.rules.match
+        watch = self.columns
+        observe = watch.observe
+        missing = watch.missing
         events_seen = 0
         matches = 0
         for index, raw in enumerate(chunk.lines):
@@ -213,6 +218,7 @@ class Pipeline:
                         continue
                     events = self._recover_glued(chunk, index, raw, str(err))
                 for event in events:
+                    observe(event)
                     alerts = match(event)
                     if alerts:
                         matches += len(alerts)
@@ -229,6 +235,8 @@ class Pipeline:
                     "line_processing_failed", chunk, index, f"{type(err).__name__}: {err}"
                 )
                 _log.debug("line_processing_failed", exc_info=True)
+        if watch.missing is not missing:
+            stats.rule_columns_missing = watch.missing  # replaced whole: /health reads it
         stats.lines_read += len(chunk.lines)
         stats.events += events_seen
         stats.matches += matches

@@ -134,12 +134,15 @@ class Condition:
             ``.remote_port``), so that all problems are reported, not the first.
         compile: ``(spec value, where, iocs)`` → ``(cost, test)`` pairs; tests of all
             conditions run by ascending cost. Raises ``MatchError`` like ``checks``.
+        needs: spec value → the columns it reads (a rule needing a column that a
+            query's rows lack is reported, :mod:`alert_service.match.columns`).
     """
 
     key: str
     build: Callable[[Any], Any]
     checks: Callable[[Any, str], Iterator[_Attempt]]
     compile: Callable[[Any, str, IocFiles], Iterator[tuple[int, Test | In]]]
+    needs: Callable[[Any], tuple[str, ...]] = field(default=lambda value: ())
 
 
 def _text(value: ColumnValue) -> str | None:
@@ -193,7 +196,11 @@ def text_condition(key: str, column: str, cost: int = 70) -> Condition:
     ) -> Iterator[tuple[int, Test | In]]:
         yield cost, _text_test(spec, where, column)
 
-    return Condition(key, _patterns, _regex_checks, compile_)
+    return Condition(key, _patterns, _regex_checks, compile_, _column(column))
+
+
+def _column(column: str) -> Callable[[Any], tuple[str, ...]]:
+    return lambda value: (column,)
 
 
 def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
@@ -205,7 +212,7 @@ def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
         ports = PortSet(items, where)
         yield cost, In(column, ports)
 
-    return Condition(key, tuple, _number_checks, compile_)
+    return Condition(key, tuple, _number_checks, compile_, _column(column))
 
 
 def numbers_condition(
@@ -222,7 +229,7 @@ def numbers_condition(
     ) -> Iterator[tuple[int, Test | In]]:
         yield cost, In(column, NumberSet(items, where, maximum=maximum, what=what))
 
-    return Condition(key, tuple, checks, compile_)
+    return Condition(key, tuple, checks, compile_, _column(column))
 
 
 def address_condition(key: str, column: str, cost: int = 50) -> Condition:
@@ -240,7 +247,7 @@ def address_condition(key: str, column: str, cost: int = 50) -> Condition:
         if test is not None:
             yield cost, test
 
-    return Condition(key, _build_address, _check_address, compile_)
+    return Condition(key, _build_address, _check_address, compile_, _column(column))
 
 
 def values_condition(key: str, column: str, cost: int = 30) -> Condition:
@@ -254,7 +261,7 @@ def values_condition(key: str, column: str, cost: int = 30) -> Condition:
             allowed |= {"", None}  # an empty or missing value
         yield cost, In(column, frozenset(allowed))
 
-    return Condition(key, tuple, _no_checks, compile_)
+    return Condition(key, tuple, _no_checks, compile_, _column(column))
 
 
 # -- conditions of their own kind ------------------------------------------------------
@@ -408,8 +415,25 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("actions", tuple, _no_checks, _actions),
     Condition("queries", tuple, _no_checks, _queries),
     Condition("host", _patterns, _regex_checks, _host),
-    Condition("process", _build_process, _check_process, _process),
-    Condition("user", _build_user, _check_user, _user),
+    Condition(
+        "process",
+        _build_process,
+        _check_process,
+        _process,
+        lambda spec: tuple(
+            column
+            for column in ("name", "path", "cmdline")
+            if getattr(spec, column) is not None
+        ),
+    ),
+    Condition(
+        "user",
+        _build_user,
+        _check_user,
+        _user,
+        lambda spec: (("username",) if spec.name is not None else ())
+        + (("uid",) if spec.uid is not None else ()),
+    ),
     address_condition("remote_address", "remote_address"),
     ports_condition("remote_port", "remote_port"),
     values_condition("direction", "direction"),

@@ -5,7 +5,8 @@ INTEGER/BIGINT (and DOUBLE) columns are JSON numbers (docs/design/osquery-interf
 osquery/utils/conversions/castvariant.h). Both forms give the same typed value here:
 
 * a column of type INTEGER or BIGINT in :data:`extension.columns.COLUMN_TYPES` → ``int``;
-  an empty string → None; text must be plain ASCII decimal (``-?[0-9]+``, at most
+  an empty string, and the text ``None`` (a producer writing Python's None), → None;
+  text must be plain ASCII decimal (``-?[0-9]+``, at most
   :data:`MAX_INT_DIGITS` digits);
 * a TEXT column or a column the contract does not know → ``str`` (numbers are
   written back as decimal text);
@@ -210,7 +211,7 @@ def normalise_columns(
                             cache.clear()
                         cache[value] = number
                     out[key] = number
-                elif not value:
+                elif not value or value == "None":  # Python's None written as text
                     out[key] = None
                 elif strict:
                     out[key] = to_int(value, f"{where}.{key}")
