@@ -19,7 +19,7 @@ Public API:
 from __future__ import annotations
 
 from alert_service.match.addresses import AddressSet, parse_address
-from alert_service.match.alert import Alert, alert_id
+from alert_service.match.alert import Alert, HostNames, alert_id, host_names
 from alert_service.match.conditions import (
     CONDITIONS,
     CompiledConditions,
@@ -69,6 +69,7 @@ __all__ = [
     "ConditionsSpec",
     "Direction",
     "EventView",
+    "HostNames",
     "IocFiles",
     "IocList",
     "NumberSet",
@@ -83,6 +84,7 @@ __all__ = [
     "alert_id",
     "check_rule",
     "compile_rule",
+    "host_names",
     "load_ioc_file",
     "parse_address",
     "parse_ioc_lines",

@@ -115,7 +115,8 @@ class UserSpec:
     uid: tuple[int | str, ...] | None = None
 
 
-HOST_FIELDS: tuple[str, ...] = ("hostIdentifier", "hostname", "fqdn", "computer_name")
+HOST_FIELDS: tuple[str, ...] = ("hostIdentifier", "hostname", "fqdn", "computer_name", "host_uuid")
 """Where ``host`` patterns look, in order: the line's ``hostIdentifier``, then these
 decorations when present (osquery's ``system_info`` columns ``hostname`` /
-``computer_name``, Fleet's ``fqdn``)."""
+``computer_name`` / ``uuid``, as Fleet's default decorators name them: ``hostname``,
+``host_uuid``; ``fqdn`` where a decorator adds it)."""

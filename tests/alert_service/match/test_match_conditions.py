@@ -31,7 +31,7 @@ def rule(**kw: Any) -> RuleSpec:
 
 
 def test_host_fields_order_is_documented() -> None:
-    assert HOST_FIELDS == ("hostIdentifier", "hostname", "fqdn", "computer_name")
+    assert HOST_FIELDS == ("hostIdentifier", "hostname", "fqdn", "computer_name", "host_uuid")
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,8 @@ def test_host_fields_order_is_documented() -> None:
         ("4C4C4544-UUID", {"fqdn": "web-01.corp.example"}, True),
         ("4C4C4544-UUID", {"computer_name": "web-07"}, True),
         ("4C4C4544-UUID", {"hostname": "db-01", "fqdn": "db-01.corp.example"}, False),
-        ("4C4C4544-UUID", {"host_uuid": "web-01"}, False),  # not a host name field
+        ("4C4C4544-UUID", {"host_uuid": "web-01"}, True),  # the UUID counts too
+        ("4C4C4544-UUID", {"host_uuid": "db-01"}, False),
     ],
 )
 def test_host_tries_identifier_then_hostname_fqdn_computer_name(

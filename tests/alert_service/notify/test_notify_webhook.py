@@ -54,6 +54,8 @@ def test_render_is_pure_and_golden() -> None:
         "rule": "reverse-shell",
         "severity": None,
         "host": "web-01",
+        "host_name": "web-01.example.com",
+        "host_uuid": None,
         "query": "pack_tracked_connections_tracked_connections",
         "action": "added",
         "unix_time": 1756796709,
