@@ -39,9 +39,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import BinaryIO, Protocol
 
 from alert_service.config import Config
+from alert_service.deliver.dedup import silence_key
 from alert_service.errors import ParseError, SourceError
 from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
@@ -169,6 +171,7 @@ class Pipeline:
             else None
         )
         self._replay_baseline: BaselineTracker | None = None
+        self._replay_silences: set[str] = set()  # dedup keys "delivered" by replay
         # Each outbox record carries its rule's own dedup window (delivery's default
         # otherwise), so the workers never read the rules.
         self._windows = {
@@ -333,9 +336,51 @@ class Pipeline:
         alerts: list[Alert] = []
         self._process_chunk(chunk, tracker, alerts)
         alerts += tracker.take_digests()
+        sent = 0
         for alert in alerts:
-            self.dispatcher.dispatch(alert)
-        return len(alerts)
+            destinations = self._replay_dedup(alert)
+            if destinations:
+                self.dispatcher.dispatch(
+                    alert if destinations == alert.notify else replace(alert, notify=destinations)
+                )
+                sent += 1
+        return sent
+
+    def _replay_dedup(self, alert: Alert) -> tuple[str, ...]:
+        """The destinations ``run`` would deliver ``alert`` to, after dedup.
+
+        As the delivery workers do (:mod:`alert_service.deliver.dedup`): a repeat of
+        an alert already delivered to a destination (same dedup key) within the
+        rule's window (``dedup_window_secs``, else the delivery default; 0 = off) is
+        suppressed. ``run`` reading the same log delivers within seconds, inside any
+        window, so within one replay every repeat is suppressed. Each suppression is
+        counted (``suppressed``) and logged as ``alert_suppressed``.
+        """
+        window = self._windows.get(alert.rule, self.config.delivery.dedup_window_secs)
+        if window <= 0:
+            return alert.notify
+        payload = Alert.as_dict(alert)
+        keep: list[str] = []
+        dropped: list[str] = []
+        for destination in alert.notify:
+            key = silence_key(destination, payload)
+            if key in self._replay_silences:
+                dropped.append(destination)
+            else:
+                self._replay_silences.add(key)
+                keep.append(destination)
+        if dropped:
+            self.stats.suppressed += len(dropped)
+            log_event(
+                _log,
+                logging.INFO,
+                "alert_suppressed",
+                id=alert.id,
+                rule=alert.rule,
+                destinations=dropped,
+                reason="repeat within the dedup window",
+            )
+        return tuple(keep)
 
     def replay(self, paths: Iterable[str]) -> list[str]:
         """Read each file whole (``.zst``/``.gz`` decompressed) and process its lines.
