@@ -209,6 +209,7 @@ class Pipeline:
         match = self.rules.match
         watch = self.columns
         observe = watch.observe
+        settled = watch.settled
         missing = watch.missing
         events_seen = 0
         matches = 0
@@ -221,7 +222,8 @@ class Pipeline:
                         continue
                     events = self._recover_glued(chunk, index, raw, str(err))
                 for event in events:
-                    observe(event)
+                    if event.name not in settled:
+                        observe(event)
                     alerts = match(event)
                     if alerts:
                         matches += len(alerts)

@@ -67,9 +67,11 @@ class ColumnWatch:
         missing: ``(logged query name, column)`` → names of the rules needing it,
             for the columns reported missing now. Replaced whole on each change, so
             another thread (``/health``, ``/metrics``) may read it.
+        settled: logged query names whose needed columns have all been seen: their
+            events need no :meth:`observe` (the hot loop tests this set inline).
     """
 
-    __slots__ = ("_queries", "_rules", "_threshold", "missing")
+    __slots__ = ("_queries", "_rules", "_threshold", "missing", "settled")
 
     def __init__(
         self, rules: Iterable[RuleSpec], rows_before_missing: int = ROWS_BEFORE_MISSING
@@ -80,6 +82,7 @@ class ColumnWatch:
         self._threshold = rows_before_missing
         self._queries: dict[str, _Query] = {}
         self.missing: dict[tuple[str, str], tuple[str, ...]] = {}
+        self.settled: set[str] = set()
 
     def needed_by(self, name: str, query: str | None = None) -> dict[str, tuple[str, ...]]:
         """Column → the enabled rules that need it, among those seeing query ``name``.
@@ -104,7 +107,8 @@ class ColumnWatch:
         if state is None:
             state = self._queries[event.name] = _Query(self.needed_by(event.name, event.query))
         if not state.unseen:
-            return  # every needed column has been seen: the common case
+            self.settled.add(event.name)
+            return
         columns = event.columns
         state.rows += 1
         for column in tuple(state.unseen):
@@ -112,6 +116,8 @@ class ColumnWatch:
             if value is not None and value != "":
                 state.unseen.discard(column)
                 self._found(event.name, column)
+        if not state.unseen:
+            self.settled.add(event.name)  # every needed column seen: the common case
         if state.rows == self._threshold:
             for column in sorted(state.unseen):
                 self._report(event.name, column, state.needs[column])
