@@ -12,7 +12,9 @@ Subcommands:
   ``OK`` and exit 0, or list every problem as ``FILE: $.json.path: message`` on stderr
   and exit 1.
 * ``replay --config FILE LOG...`` — read the given results logs whole and print each
-  alert that would fire as one JSON line on stdout; nothing is sent.
+  alert that ``run`` would deliver as one JSON line on stdout (baseline and dedup
+  applied in memory; each suppressed repeat is logged as ``alert_suppressed`` on
+  stderr); nothing is sent.
 * ``init DIR [--force]`` — write the packs, configs, systemd unit and docs shipped in
   the package into DIR (see :mod:`alert_service.bundle`); exit 1 when files exist
   and ``--force`` is not given.
