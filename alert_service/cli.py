@@ -42,9 +42,11 @@ from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
+from alert_service.operate import commands as operate
 from alert_service.ops.server import OpsServer
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import STATE_FILE, open_state
+from alert_service.state.lock import LockedError, acquire_instance_lock
 from alert_service.stats import Stats
 
 __all__ = ["build_parser", "main"]
@@ -116,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("dir", metavar="DIR", help="directory to write into (created if missing)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    operate.add_commands(sub)
     return parser
 
 
@@ -201,9 +204,25 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(args.log_level or config.log_level)
-    stop = threading.Event()
     stats = Stats()
     state_path = os.path.join(config.state_dir, STATE_FILE)
+    try:
+        lock = acquire_instance_lock(config.state_dir)
+    except LockedError as err:
+        log_event(_log, logging.ERROR, "state_dir_locked", path=err.path, pid=err.pid)
+        print(f"run: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        log_event(_log, logging.ERROR, "state_open_failed", path=state_path, reason=str(err))
+        return 1
+    try:
+        return _run_locked(args, config, stats, state_path)
+    finally:
+        lock.release()
+
+
+def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_path: str) -> int:
+    stop = threading.Event()
     try:
         state = open_state(state_path)
     except (OSError, sqlite3.Error) as err:
@@ -283,4 +302,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.command == "replay":
         return _replay(args)
+    if args.command in operate.COMMANDS:
+        return operate.run_command(args)
     return _run(args)

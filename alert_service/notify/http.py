@@ -162,6 +162,8 @@ class HttpTransport:
     def __init__(self, notifier: str, session: requests.Session | None = None) -> None:
         self.notifier = notifier
         self.session = session if session is not None else requests.Session()
+        self.last_status: int | None = None
+        """Status code of the last reply (any status), None before one; ``test-notifier``."""
 
     def post(
         self,
@@ -204,6 +206,7 @@ class HttpTransport:
                 stream=True,
             ) as resp:
                 status = resp.status_code
+                self.last_status = status
                 text = _head_text(resp)
                 if 200 <= status < 300:
                     return HttpReply(status, text, resp.headers)
