@@ -5,11 +5,18 @@ Subcommands:
 * ``run --config FILE`` — follow the configured sources until SIGINT/SIGTERM, then
   exit 0: alerts and source checkpoints are committed together to the outbox in
   ``<state_dir>/state.sqlite3``, the delivery workers send them; JSON log lines go to
-  stderr. Exit 1 when the state database cannot be opened (``state_open_failed``) or
-  the ``metrics`` address cannot be bound, e.g. the port is taken
-  (``ops_listen_failed``).
+  stderr. SIGHUP reads the configuration and IOC lists again
+  (:mod:`alert_service.operate.reload`). Exit 1 when another ``run`` holds the state
+  directory (``state_dir_locked``, naming its pid; :mod:`alert_service.state.lock`),
+  a start-up check fails (``preflight_failed``,
+  :mod:`alert_service.operate.preflight`), the state database cannot be opened
+  (``state_open_failed``) or the ``metrics`` address cannot be bound, e.g. the port
+  is taken (``ops_listen_failed``).
+* ``status``, ``outbox``, ``silence``, ``test-notifier`` — operator commands
+  (:mod:`alert_service.operate.commands`).
 * ``check-config FILE`` (or ``--config FILE``, as for ``run`` and ``replay``) — print
-  ``OK`` and exit 0, or list every problem as ``FILE: $.json.path: message`` on stderr
+  ``OK`` and exit 0 (``--strict``: the host checks of ``run`` too, and the metrics
+  port must be free), or list every problem as ``FILE: $.json.path: message`` on stderr
   and exit 1.
 * ``replay --config FILE LOG...`` — read the given results logs whole and print each
   alert that would fire as one JSON line on stdout; nothing is sent.
@@ -43,6 +50,8 @@ from alert_service.logs import configure_logging, log_event
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.operate import commands as operate
+from alert_service.operate.preflight import preflight_problems
+from alert_service.operate.reload import config_for_reload
 from alert_service.ops.server import OpsServer
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import STATE_FILE, open_state
@@ -90,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "tracked-connections-alerts check-config /etc/tracked-connections/alerts.yaml",
     )
     _config_arguments(check)
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="also check this host: state_dir writable, sources readable (or their"
+        " directory exists), metrics port free",
+    )
 
     replay = command(
         "replay",
@@ -172,8 +187,15 @@ def _load(path: str) -> Config | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    if _load(args.config) is None:
+    config = _load(args.config)
+    if config is None:
         return 1
+    if args.strict:
+        problems = preflight_problems(config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            return 1
     print("OK")
     return 0
 
@@ -206,6 +228,12 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or config.log_level)
     stats = Stats()
     state_path = os.path.join(config.state_dir, STATE_FILE)
+    problems = preflight_problems(config, check_port=False)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        log_event(_log, logging.ERROR, "preflight_failed", problems=problems)
+        return 1
     try:
         lock = acquire_instance_lock(config.state_dir)
     except LockedError as err:
@@ -222,7 +250,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_path: str) -> int:
-    stop = threading.Event()
     try:
         state = open_state(state_path)
     except (OSError, sqlite3.Error) as err:
@@ -232,14 +259,21 @@ def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_pa
     # delivery workers send the outbox from their own connections.
     delivery = build_delivery_service(config, state_path, stats=stats)
     pipeline = Pipeline(config, stats=stats, state=state)
+    wake = threading.Event()  # set by SIGINT/SIGTERM (stop) and SIGHUP (reload)
+    stopping: list[str] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log_event(_log, logging.INFO, "service_stopping", signal=signal.Signals(signum).name)
-        stop.set()
+        name = signal.Signals(signum).name
+        if signum != signal.SIGHUP:
+            log_event(_log, logging.INFO, "service_stopping", signal=name)
+            stopping.append(name)
+        else:
+            log_event(_log, logging.INFO, "config_reload_requested", signal=name)
+        wake.set()
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, on_signal)
     log_event(
         _log,
@@ -272,7 +306,34 @@ def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_pa
                     reason=str(err),
                 )
                 return 1
-        pipeline.run(stop)
+        while True:
+            pipeline.run(wake)
+            wake.clear()
+            if stopping:
+                break
+            new = config_for_reload(args.config, config)
+            if new is None:
+                continue
+            # Queued alerts are outbox rows: the old workers finish their request in
+            # flight, the new ones send the rest with the same ids.
+            delivery.stop()
+            delivery = build_delivery_service(
+                new, state_path, stats=stats, metrics=delivery.metrics
+            )
+            pipeline = Pipeline(new, stats=stats, state=state)
+            delivery.start()
+            if ops is not None:
+                ops.health = delivery.health
+            config = new
+            log_event(
+                _log,
+                logging.INFO,
+                "config_reloaded",
+                config=config.file,
+                sources=[s.path for s in config.sources],
+                notifiers=[n.name for n in config.notifiers],
+                rules=len(config.rules),
+            )
     finally:
         if ops is not None:
             ops.stop()

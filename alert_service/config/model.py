@@ -316,4 +316,52 @@ def load_config(
         ConfigError: the file is unreadable, not YAML, or invalid; every problem is
             listed as ``FILE: $.json.path: message``.
     """
-    return build_config(read_yaml(path), path, registry=registry, environ=environ)
+    doc = resolve_relative_paths(read_yaml(path), os.path.dirname(os.path.abspath(path)))
+    return build_config(doc, path, registry=registry, environ=environ)
+
+
+def resolve_relative_paths(doc: object, base: str) -> object:
+    """Make the file paths of a parsed document absolute against ``base`` (the config
+    file's folder), whatever the working directory of the command is.
+
+    Paths resolved: ``state_dir``; ``sources[].path`` and ``sources[].glob``; every
+    ``{file: PATH}`` secret and every ``include_files`` list item, wherever they
+    appear. Absolute paths, and values that are not text, are left as they are.
+
+    Returns:
+        A copy of ``doc`` with those paths absolute (``doc`` itself is not changed).
+    """
+
+    def fix(value: object) -> object:
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            return os.path.normpath(os.path.join(base, value))
+        return value
+
+    def walk(value: object) -> object:
+        if isinstance(value, Mapping):
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                if key == "include_files" and isinstance(item, list):
+                    out[key] = [fix(x) for x in item]
+                elif key == "file" and len(value) == 1:
+                    out[key] = fix(item)
+                else:
+                    out[key] = walk(item)
+            return out
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return value
+
+    if not isinstance(doc, Mapping):
+        return doc
+    root = cast(dict[Any, Any], walk(doc))
+    if "state_dir" in root:
+        root["state_dir"] = fix(root["state_dir"])
+    sources = root.get("sources")
+    if isinstance(sources, list):
+        for item in sources:
+            if isinstance(item, dict):
+                for key in ("path", "glob"):
+                    if key in item:
+                        item[key] = fix(item[key])
+    return root

@@ -95,7 +95,7 @@ def status_doc(config: Config, conn: sqlite3.Connection, now: float) -> dict[str
             }
         )
     for source in config.sources:
-        if source.path is not None and source.path not in seen:
+        if not source.glob and source.path not in seen:
             sources.append(
                 {
                     "source": source.path,

@@ -1,8 +1,9 @@
 """Helpers of the operator tooling tests: a real receiver, a config, log lines, the
 service as a subprocess and the command line.
 
-The receiver (127.0.0.1, port 0) accepts POSTs to ``/hook`` with 200 and answers any
-other path with 404, like a web server behind a mistyped notifier URL. It counts the
+The receiver (127.0.0.1, port 0) accepts POSTs to ``/hook`` with 200, answers
+``/down`` with 503 (an endpoint in an outage) and any other path with 404, like a web
+server behind a mistyped notifier URL. It counts the
 ``webhook-id`` of every accepted request.
 """
 
@@ -39,7 +40,7 @@ class Hit:
 
 @dataclass
 class Receiver:
-    """Answers 200 on ``/hook``, 404 elsewhere; records every request."""
+    """Answers 200 on ``/hook``, 503 on ``/down``, 404 elsewhere; records every request."""
 
     base: str = ""
     hits: list[Hit] = field(default_factory=list)
@@ -65,7 +66,7 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status = 200 if self.path == "/hook" else 404
+            status = {"/hook": 200, "/down": 503}.get(self.path, 404)
             with state.lock:
                 state.hits.append(
                     Hit(self.path, dict(self.headers.items()), json.loads(body or b"null"), status)
