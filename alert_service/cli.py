@@ -44,6 +44,7 @@ from types import FrameType
 from alert_service import __version__
 from alert_service.bundle import BundleError, write_bundle
 from alert_service.config import Config, load_config
+from alert_service.console.app import ConsoleApp
 from alert_service.deliver.service import build_delivery_service
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
@@ -52,7 +53,7 @@ from alert_service.notify.preview import RenderDispatcher
 from alert_service.operate import commands as operate
 from alert_service.operate.preflight import preflight_problems
 from alert_service.operate.reload import config_for_reload
-from alert_service.ops.server import OpsServer
+from alert_service.ops.server import MetricsConfig, OpsServer
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import STATE_FILE, open_state
 from alert_service.state.lock import LockedError, acquire_instance_lock
@@ -287,13 +288,16 @@ def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_pa
         rules=len(config.rules),
     )
     delivery.start()
+    console = ConsoleApp(config) if config.console is not None else None
+    # The console is served on the ops port: 127.0.0.1:9464 unless ``metrics`` says.
+    listen = config.metrics or (MetricsConfig() if console is not None else None)
     ops = (
-        OpsServer(config.metrics, delivery.metrics.registry, delivery.health)
-        if config.metrics is not None
+        OpsServer(listen, delivery.metrics.registry, delivery.health, console)
+        if listen is not None
         else None
     )
     try:
-        if ops is not None:
+        if ops is not None and listen is not None:
             try:
                 ops.start()
             except OSError as err:
@@ -301,8 +305,8 @@ def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_pa
                     _log,
                     logging.ERROR,
                     "ops_listen_failed",
-                    listen_address=config.metrics.listen_address if config.metrics else "",
-                    port=config.metrics.port if config.metrics else 0,
+                    listen_address=listen.listen_address,
+                    port=listen.port,
                     reason=str(err),
                 )
                 return 1
@@ -324,6 +328,8 @@ def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_pa
             delivery.start()
             if ops is not None:
                 ops.health = delivery.health
+            if console is not None:
+                console.config = new
             config = new
             log_event(
                 _log,

@@ -53,6 +53,7 @@ from alert_service.config.strict import (
     text,
     yaml_problems,
 )
+from alert_service.console.config import ConsoleConfig, is_loopback
 from alert_service.deliver.retry import RetryPolicy
 from alert_service.match import BaselineMode, RuleSpec, check_rule, rule_spec_from_config
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
@@ -112,6 +113,8 @@ class Config:
             outbox, active rows); default ``/var/lib/tracked-connections-alerts``.
         checkpoint_expiry_secs: a checkpoint of a file no longer followed is deleted
             this long after its last update, seconds (default 7 days).
+        console: the web console (:class:`~alert_service.console.config.ConsoleConfig`),
+            or None when off.
     """
 
     file: str
@@ -122,6 +125,7 @@ class Config:
     known_packs: frozenset[str] = DEFAULT_KNOWN_PACKS
     log_level: str = "info"
     metrics: MetricsConfig | None = None
+    console: ConsoleConfig | None = None
     state_dir: str = DEFAULT_STATE_DIR
     checkpoint_expiry_secs: float = DEFAULT_CHECKPOINT_EXPIRY_SECS
 
@@ -247,6 +251,7 @@ def build_config(
                 problems.add(where, str(err))
         rules.append(spec)
 
+    console = _console(root, env, problems)
     problems.raise_if_any()
     return Config(
         file=file,
@@ -257,11 +262,32 @@ def build_config(
         known_packs=frozenset(root.get("known_packs", DEFAULT_KNOWN_PACKS)),
         log_level=root.get("log_level", "info"),
         metrics=MetricsConfig.from_config(root.get("metrics")),
+        console=console,
         state_dir=root.get("state_dir", DEFAULT_STATE_DIR),
         checkpoint_expiry_secs=float(
             root.get("checkpoint_expiry_secs", DEFAULT_CHECKPOINT_EXPIRY_SECS)
         ),
     )
+
+
+def _console(
+    root: Mapping[str, Any], env: Mapping[str, str], problems: Problems
+) -> ConsoleConfig | None:
+    """The ``console`` section; a console without a token must listen on loopback."""
+    raw = root.get("console")
+    if not isinstance(raw, Mapping):
+        return None
+    resolved = resolve_secrets(dict(raw), ("console",), env, problems)
+    console = ConsoleConfig.from_config(resolved)
+    if console is None or console.token is not None or "token" in raw:
+        return console
+    metrics = MetricsConfig.from_config(root.get("metrics")) or MetricsConfig()
+    if not is_loopback(metrics.listen_address):
+        problems.add(
+            ("console", "token"),
+            f"required: the ops port listens on {metrics.listen_address}, not loopback",
+        )
+    return console
 
 
 def _notifier(

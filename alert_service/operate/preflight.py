@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 
 from alert_service.config import Config
+from alert_service.ops.server import MetricsConfig
 
 __all__ = ["preflight_problems"]
 
@@ -100,6 +101,8 @@ def preflight_problems(config: Config, *, check_port: bool = True) -> list[str]:
             base = _glob_base(source.path)
             if not os.path.isdir(base):
                 add(f"sources[{i}].glob", f"the directory {base} does not exist")
-    if check_port and config.metrics is not None and config.metrics.port != 0:
-        add("metrics.port", _port_problem(config.metrics.listen_address, config.metrics.port))
+    # The console alone opens the ops port at its default address.
+    listen = config.metrics or (MetricsConfig() if config.console is not None else None)
+    if check_port and listen is not None and listen.port != 0:
+        add("metrics.port", _port_problem(listen.listen_address, listen.port))
     return problems

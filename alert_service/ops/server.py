@@ -6,6 +6,9 @@ Configured by the optional top-level ``metrics`` section; without it nothing lis
       listen_address: 127.0.0.1   # default; use 0.0.0.0 / :: only behind a firewall
       port: 9464                  # default (0 = any free port, logged)
 
+A mounted app (the web console, :class:`MountedApp`) answers every path under its
+prefix, GET and POST.
+
 ``/metrics`` is the text exposition of :class:`~alert_service.ops.metrics.ServiceMetrics`'s
 registry. ``/health`` answers JSON (:meth:`DeliveryService.health`) with 200 when
 healthy and 503 when not. Other paths get 404, other methods 405. The server runs in a
@@ -21,7 +24,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -35,6 +38,25 @@ DEFAULT_METRICS_PORT: Final = 9464
 """Default port (the port Prometheus exporters of OpenTelemetry use)."""
 
 HealthProbe = Callable[[], tuple[bool, dict[str, Any]]]
+
+MAX_MOUNT_BODY_BYTES: Final = 64 * 1024
+"""Largest request body handed to a mounted app; a longer one gets 413."""
+
+
+class MountedApp(Protocol):
+    """An app served under a path prefix (the web console, :mod:`alert_service.console`).
+
+    ``handle(method, path, query, headers, body)`` gets the header names in lower
+    case and returns ``(status, [(header, value)], body)``.
+    """
+
+    prefix: str
+
+    def serve(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Answer one request under :attr:`prefix`."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +100,16 @@ class OpsServer:
     """
 
     def __init__(
-        self, config: MetricsConfig, registry: CollectorRegistry, health: HealthProbe
+        self,
+        config: MetricsConfig,
+        registry: CollectorRegistry,
+        health: HealthProbe,
+        mount: MountedApp | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
         self.health = health
+        self.mount = mount
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -100,6 +127,8 @@ class OpsServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
+                if self._mounted("GET"):
+                    return
                 if path == "/metrics":
                     self._reply(200, CONTENT_TYPE_LATEST, generate_latest(owner.registry))
                 elif path == "/health":
@@ -113,7 +142,36 @@ class OpsServer:
                     self._reply(404, "text/plain; charset=utf-8", b"not found\n")
 
             def do_POST(self) -> None:
+                if self._mounted("POST"):
+                    return
                 self._reply(405, "text/plain; charset=utf-8", b"method not allowed\n")
+
+            def _mounted(self, method: str) -> bool:
+                """Hand a request under the mounted app's prefix to it; True when done."""
+                mount = owner.mount
+                path, _, query = self.path.partition("?")
+                if mount is None or not (
+                    path == mount.prefix or path.startswith(mount.prefix + "/")
+                ):
+                    return False
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_MOUNT_BODY_BYTES:
+                    self.close_connection = True
+                    self._reply(413, "text/plain; charset=utf-8", b"request too large\n")
+                    return True
+                body = self.rfile.read(length) if length else b""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status, extra, reply = mount.serve(method, path, query, headers, body)
+                self.send_response(status)
+                for name, value in extra:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+                return True
 
             def _reply(self, status: int, content_type: str, body: bytes) -> None:
                 self.send_response(status)
@@ -138,7 +196,7 @@ class OpsServer:
             "ops_listening",
             listen_address=self.config.listen_address,
             port=self.port,
-            paths=["/metrics", "/health"],
+            paths=["/metrics", "/health", *([self.mount.prefix + "/"] if self.mount else [])],
         )
         return self.port
 
