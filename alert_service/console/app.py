@@ -66,7 +66,7 @@ _HEADERS = (
     ),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),  # no-referrer makes browsers send Origin: null
     ("Cache-Control", "no-store"),
 )
 
@@ -175,10 +175,16 @@ class ConsoleApp:
             form = self._form(request)
             if form is None:
                 return self._text(400, "not a form\n")
-            if not self.guard.origin_ok(request.headers) or not self.guard.csrf_ok(
-                cookies.get(CSRF_COOKIE, ""), _first(form, "csrf")
-            ):
-                log_event(_log, logging.WARNING, "console_csrf_refused", path=request.path)
+            origin_ok = self.guard.origin_ok(request.headers)
+            token_ok = self.guard.csrf_ok(cookies.get(CSRF_COOKIE, ""), _first(form, "csrf"))
+            if not (origin_ok and token_ok):
+                log_event(
+                    _log,
+                    logging.WARNING,
+                    "console_csrf_refused",
+                    path=request.path,
+                    reason="foreign Origin" if not origin_ok else "missing or wrong CSRF token",
+                )
                 return self._text(403, "refused: missing or wrong CSRF token; reload the page\n")
             return self._post(request, sub, form)
         if request.method != "GET":
