@@ -13,11 +13,13 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from typing import Any
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -58,7 +60,9 @@ def chromium_paths() -> tuple[str, str]:
         ["apt-get", "update", "-q"],
         ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
     ):
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            args, env=env, capture_output=True, text=True, timeout=900, check=False
+        )
         if done.returncode != 0:
             _unavailable(f"{' '.join(args)} failed: {done.stderr[-500:]}")
     if not _present():
@@ -70,12 +74,6 @@ def chromium_paths() -> tuple[str, str]:
 def chromium(profile: Path) -> Iterator[Any]:
     """A Selenium Chrome driver on headless Chromium with a fresh profile ``profile``."""
     binary, driver_path = chromium_paths()
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError as err:  # pragma: no cover - a dev dependency
-        _unavailable(f"selenium is not installed: {err}")
-        raise
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in FLAGS:

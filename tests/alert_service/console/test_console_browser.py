@@ -7,6 +7,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
 from tests.helpers.alert_ops import (
     append_lines,
     receiver,
@@ -24,10 +28,6 @@ CONSOLE = "metrics: {listen_address: 127.0.0.1, port: 0}\nconsole: {enabled: tru
 def cell(driver: Any, css: str) -> str:
     """The text of the element ``css``, waiting for the page that has it (after a click
     the next page may still be loading)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
     found = WebDriverWait(driver, 30).until(
         expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css))
     )
@@ -36,8 +36,6 @@ def cell(driver: Any, css: str) -> str:
 
 def counts(driver: Any, base: str) -> dict[str, str]:
     """The status page's counts of notifier ``hook``, read again from the server."""
-    from selenium.webdriver.common.by import By
-
     driver.get(base + "/console/")
     row = driver.find_element(By.CSS_SELECTOR, 'tr[data-notifier="hook"]')
     return {
@@ -47,8 +45,6 @@ def counts(driver: Any, base: str) -> dict[str, str]:
 
 
 def test_console_in_chromium_silence_retry_and_status(tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-
     with receiver() as rx:
         config = write_config(tmp_path, rx.base + "/hoook", extra=CONSOLE)
         log = tmp_path / "results.log"

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from tests.helpers.alert_ops import (
+    Service,
     append_lines,
     cli,
     cli_json,
@@ -23,8 +24,8 @@ HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)> \
 CONSOLE = "metrics: {listen_address: 127.0.0.1, port: 0}\nconsole: {enabled: true}\n"
 
 
-def console_port(events: list[dict[str, object]]) -> int:
-    (listening,) = [e for e in events if e.get("event") == "ops_listening"]
+def console_port(svc: Service) -> int:
+    (listening,) = svc.wait_event("ops_listening")
     assert "/console/" in listening["paths"]  # type: ignore[operator]
     return int(listening["port"])  # type: ignore[call-overload]
 
@@ -38,7 +39,7 @@ def test_pages_escape_hostile_connection_data(tmp_path: Path) -> None:
         )
         with service(config, tmp_path / "run.log") as svc:
             svc.wait_event("notify_dead_lettered")
-            client = ConsoleClient(f"http://127.0.0.1:{console_port(svc.events())}")
+            client = ConsoleClient(f"http://127.0.0.1:{console_port(svc)}")
             (row,) = cli_json("outbox", "list", "--config", str(config))
             pages = {
                 path: client.request(path)
@@ -75,7 +76,7 @@ def test_every_action_needs_the_csrf_token_and_this_origin(tmp_path: Path) -> No
         append_lines(tmp_path / "results.log", [result_line(1)])
         with service(config, tmp_path / "run.log") as svc:
             svc.wait_event("notify_dead_lettered")
-            base = f"http://127.0.0.1:{console_port(svc.events())}"
+            base = f"http://127.0.0.1:{console_port(svc)}"
             client = ConsoleClient(base)
             csrf = client.request("/console/silences").csrf()
             actions: list[tuple[str, dict[str, str | list[str]]]] = [
@@ -118,7 +119,7 @@ def test_a_token_protects_the_console(tmp_path: Path) -> None:
     with receiver() as rx:
         config = write_config(tmp_path, rx.url, extra=extra)
         with service(config, tmp_path / "run.log") as svc:
-            base = f"http://127.0.0.1:{console_port(svc.events())}"
+            base = f"http://127.0.0.1:{console_port(svc)}"
             client = ConsoleClient(base)
             first = client.request("/console/")
             assert (first.status, first.headers["Location"]) == (303, "/console/login")
