@@ -411,6 +411,8 @@ def _test_notifier(args: argparse.Namespace) -> int:
     except KeyError:
         names = ", ".join(n.name for n in config.notifiers) or "none"
         raise _CommandError(f"no notifier named {args.name!r} (configured: {names})") from None
+    except ValueError as err:
+        raise _CommandError(str(err)) from None
 
     def text() -> str:
         status = "-" if doc["http_status"] is None else str(doc["http_status"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping
@@ -212,9 +211,7 @@ def _test_alert(notifier: str, now: float) -> Alert:
                 "username": "",
             }
         ),
-        decorations=MappingProxyType(
-            {"hostname": socket.gethostname(), "test": "true", "note": marker}
-        ),
+        decorations=MappingProxyType({"hostname": TEST_HOST, "test": "true", "note": marker}),
     )
     return Alert(f"test-{uuid.uuid4().hex}", TEST_RULE, (notifier,), event)
 
@@ -233,13 +230,24 @@ def test_notification(
         ``{"notifier", "type", "alert_id", "delivered": bool, "http_status": int | null,
         "outcome": str, "retryable": bool | null}``.
 
+    Only message destinations (the HTTP notifiers: webhook, slack, teams, pagerduty)
+    are tested: a response action (``command``, ``fleet_script``, ``fleet_live_query``)
+    acts on a host, which a test must not do.
+
     Raises:
         KeyError: no notifier ``name`` in the configuration.
+        ValueError: ``name`` is a response action.
     """
     found = next((n for n in config.notifiers if n.name == name), None)
     if found is None:
         raise KeyError(name)
     notifier: Notifier = registry.create(found.name, found.type, found.options)
+    if not isinstance(notifier, HttpNotifier):
+        notifier.close()
+        raise ValueError(
+            f"{name} is a response action (type {found.type}), not a message destination:"
+            " a test alert would act on a host, so test-notifier does not send it"
+        )
     alert = _test_alert(name, now)
     doc: dict[str, Any] = {"notifier": name, "type": found.type, "alert_id": alert.id}
     try:

@@ -281,3 +281,24 @@ def test_status_reads_while_run_writes(tmp_path: Path, sig: int) -> None:
                 assert doc["destinations"]["hook"]["last_success_at"] <= time.time()
             svc.signal(sig)
             assert svc.proc.wait(30) == 0
+
+
+def test_test_notifier_refuses_a_response_action(tmp_path: Path) -> None:
+    """A command (or Fleet) notifier acts on a host: a test alert is never sent to it."""
+    marker = tmp_path / "ran"
+    extra = f"""  - name: isolate
+    notify: [act]
+    remote_port: [5555]
+"""
+    config = write_config(tmp_path, "http://127.0.0.1:9/hook", extra=extra)
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "delivery:",
+            f"  - name: act\n    type: command\n    command: [/usr/bin/touch, {marker}]\ndelivery:",
+        ),
+        encoding="utf-8",
+    )
+    done = cli("test-notifier", "act", "--config", str(config))
+    assert done.returncode == 1, done.stdout
+    assert "act is a response action (type command), not a message destination" in done.stderr
+    assert not marker.exists()
