@@ -286,7 +286,7 @@ def test_status_reads_while_run_writes(tmp_path: Path, sig: int) -> None:
 def test_test_notifier_refuses_a_response_action(tmp_path: Path) -> None:
     """A command (or Fleet) notifier acts on a host: a test alert is never sent to it."""
     marker = tmp_path / "ran"
-    extra = f"""  - name: isolate
+    extra = """  - name: isolate
     notify: [act]
     remote_port: [5555]
 """
