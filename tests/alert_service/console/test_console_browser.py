@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
@@ -44,6 +45,7 @@ def counts(driver: Any, base: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.timeout(1200)  # a fresh CI machine first installs chromium with apt-get
 def test_console_in_chromium_silence_retry_and_status(tmp_path: Path) -> None:
     with receiver() as rx:
         config = write_config(tmp_path, rx.base + "/hoook", extra=CONSOLE)
