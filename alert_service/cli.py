@@ -330,6 +330,8 @@ def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_pa
                 ops.health = delivery.health
             if console is not None:
                 console.config = new
+            if not args.log_level:
+                logging.getLogger("alert_service").setLevel(new.log_level.upper())
             config = new
             log_event(
                 _log,

@@ -40,6 +40,9 @@ def test_sighup_applies_a_valid_config_without_losing_queued_alerts(tmp_path: Pa
             assert len(queued) == 5
 
             write_config(tmp_path, rx.url, extra=IOC_RULE)  # relative IOC path
+            text = config.read_text(encoding="utf-8")
+            config.write_text(text.replace("log_level: info", "log_level: debug"), "utf-8")
+            assert not [e for e in svc.events() if e["level"] == "debug"]
             svc.signal(signal.SIGHUP)
             (reloaded,) = svc.wait_event("config_reloaded")
             assert reloaded["rules"] == 2
@@ -48,6 +51,7 @@ def test_sighup_applies_a_valid_config_without_losing_queued_alerts(tmp_path: Pa
 
             append_lines(log, [ioc_line(10, "203.0.113.9"), ioc_line(11, "192.0.2.77")])
             svc.wait_event("notify_sent", 6)
+            assert svc.wait_event("batch_committed")[0]["level"] == "debug"  # log_level applied
             # The IOC list is re-read on SIGHUP too.
             (tmp_path / "ioc.txt").write_text("192.0.2.0/24\n", encoding="utf-8")
             svc.signal(signal.SIGHUP)
