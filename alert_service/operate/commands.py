@@ -22,6 +22,7 @@ import os
 import sqlite3
 import sys
 import time
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -229,11 +230,27 @@ def _write(config: Config) -> sqlite3.Connection:
         raise _CommandError(f"{state_path(config)}: {err}") from err
 
 
+def _safe(text: str) -> str:
+    """``text`` with control and format characters (ESC, CR, bidi overrides: Unicode
+    categories Cc and Cf) written as ``\\xNN`` / ``\\uNNNN``, so a host name or
+    command line cannot drive the operator's terminal. Newlines between lines stay."""
+    out = []
+    for char in text:
+        if char != "\n" and unicodedata.category(char) in ("Cc", "Cf"):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
 def _print(args: argparse.Namespace, doc: Any, text: Callable[[], str]) -> None:
     if args.json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False, default=str))
+        # ASCII only: every control or bidi character of attacker-controlled values
+        # is a \uNNNN escape, never raw in the terminal.
+        print(json.dumps(doc, indent=2, ensure_ascii=True, default=str))
     else:
-        print(text())
+        print(_safe(text()))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -312,7 +329,7 @@ def _outbox(args: argparse.Namespace) -> int:
         if entry is None:
             raise _CommandError(f"no outbox row {args.id}")
         doc = entry_doc(config, entry)
-        _print(args, doc, lambda: json.dumps(doc, indent=2, ensure_ascii=False))
+        _print(args, doc, lambda: json.dumps(doc, indent=2, ensure_ascii=True))
         return 0
     conn = _write(config)
     try:

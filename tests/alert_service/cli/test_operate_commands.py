@@ -302,3 +302,33 @@ def test_test_notifier_refuses_a_response_action(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout
     assert "act is a response action (type command), not a message destination" in done.stderr
     assert not marker.exists()
+
+
+def test_hostile_host_names_and_command_lines_never_reach_the_terminal_raw(
+    tmp_path: Path,
+) -> None:
+    """Host identifiers and command lines come from the monitored host: ESC sequences
+    and bidi overrides are printed as escapes, in text and in JSON."""
+    host = "web\x1b]0;owned\x07\x1b[2J\u202eevil"
+    cmdline = "nc \x1b[31mred\r\u202e 4444"
+    with receiver() as rx:
+        config = write_config(tmp_path, rx.url)
+        c = ("--config", str(config))
+        append_lines(tmp_path / "results.log", [result_line(1, host=host, cmdline=cmdline)])
+        with service(config, tmp_path / "run.log") as svc:
+            svc.wait_event("notify_sent")
+        outputs = [
+            cli("outbox", "list", *c),
+            cli("outbox", "list", "--json", *c),
+            cli("outbox", "show", "1", *c),
+            cli("outbox", "show", "1", "--json", *c),
+            cli("status", *c),
+        ]
+        for done in outputs:
+            assert done.returncode == 0, done.stderr
+            for raw in ("\x1b", "\x07", "\r", "\u202e"):
+                assert raw not in done.stdout, (done.args, raw)
+        assert "web\\x1b]0;owned\\x07\\x1b[2J\\u202eevil" in outputs[0].stdout
+        (row,) = json.loads(outputs[1].stdout)
+        assert row["host"] == host
+        assert json.loads(outputs[3].stdout)["alert"]["connection"]["cmdline"] == cmdline
