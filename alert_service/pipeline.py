@@ -9,7 +9,7 @@ Two ways through :class:`Pipeline`:
   is one SQLite transaction holding the alerts of its lines, the baseline changes and
   the file's checkpoint, so ``kill -9`` at any instant neither loses nor repeats an
   alert: what was committed is past the checkpoint, what was not is read again
-  (alerting-delivery-and-tailing.md §2.7 "Durable outbox", §4.2 item 5). The delivery
+  (docs/design/delivery.md, "Outbox"). The delivery
   workers (:mod:`alert_service.deliver`) send the outbox; the pipeline never waits for
   them.
 * ``replay`` (:meth:`Pipeline.replay` / :meth:`Pipeline.process_line`): read files whole
@@ -26,7 +26,8 @@ rolled back, the file is read again from its last checkpoint after a pause.
 
 Every per-source and per-file concern (globs, rotation, staleness, missing sources,
 the rewind after a failed commit, checkpoint expiry) lives in the source stage
-(:class:`~alert_service.source.FileSources`), which hands the pipeline
+(:class:`~alert_service.source.FileSources`, one kind of
+:class:`~alert_service.source.SourceSet`), which hands the pipeline
 :class:`~alert_service.source.Batch` es and takes back "committed" or "failed".
 """
 
@@ -49,13 +50,14 @@ from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.source import (
     DEFAULT_MAX_LINE_BYTES,
     Batch,
-    FileSources,
     LineChunk,
     Position,
+    SourceConfig,
     SourceLine,
     SourceSet,
     read_whole_file,
 )
+from alert_service.source.kinds import build_sources
 from alert_service.state.baseline import BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
 from alert_service.state.db import open_state
@@ -171,7 +173,7 @@ class Pipeline:
         }
         if state is not None:
             upgrade_records(state, self._packs, self._windows)
-        self._sources: SourceSet = FileSources(
+        self._sources: list[SourceSet] = build_sources(
             config.sources,
             SqliteCheckpoints(state, config.checkpoint_expiry_secs)
             if state is not None
@@ -334,7 +336,8 @@ class Pipeline:
         Returns:
             The paths that could not be read (each logged); empty on full success.
         """
-        max_line = max((s.max_line_bytes for s in self.config.sources), default=0)
+        files = (s for s in self.config.sources if isinstance(s, SourceConfig))
+        max_line = max((s.max_line_bytes for s in files), default=0)
         failed: list[str] = []
         for path in paths:
             try:
@@ -375,22 +378,23 @@ class Pipeline:
         conn = self.state
         if conn is None:
             raise ValueError("run needs a state database")
-        sources = self._sources
-        for batch in sources.poll():
-            try:
-                self._commit(conn, batch)
-            except sqlite3.Error as err:
-                self.stats.transaction_failures += 1
-                if self._baseline is not None:
-                    self._baseline.forget()
-                sources.failed(batch, err)
-            else:
-                sources.committed(batch)
-        return sources.pause()
+        for sources in self._sources:
+            for batch in sources.poll():
+                try:
+                    self._commit(conn, batch)
+                except sqlite3.Error as err:
+                    self.stats.transaction_failures += 1
+                    if self._baseline is not None:
+                        self._baseline.forget()
+                    sources.failed(batch, err)
+                else:
+                    sources.committed(batch)
+        return min(sources.pause() for sources in self._sources)
 
     def close(self) -> None:
-        """Close every followed file (the pipeline may poll again afterwards)."""
-        self._sources.close()
+        """Close every followed input (the pipeline may poll again afterwards)."""
+        for sources in self._sources:
+            sources.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: Batch) -> None:
         """Parse and match ``batch`` and store its alerts and position in one transaction.
