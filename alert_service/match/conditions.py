@@ -22,6 +22,7 @@ Columns used (docs/columns.md): ``remote_address``, ``remote_port``, ``name``,
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from alert_service.match.addresses import AddressSet, address_number, parse_addr
 from alert_service.match.iocs import IocFiles, IocList, load_ioc_file
 from alert_service.match.ports import MAX_UID, NumberSet, PortSet, parse_number_item
 from alert_service.match.spec import (
+    ANY_QUERY,
     DEFAULT_BASELINE_MODE,
     HOST_FIELDS,
     UNKNOWN,
@@ -40,14 +42,15 @@ from alert_service.match.spec import (
     BaselineMode,
     Direction,
     ProcessSpec,
+    Severity,
     TextPatternSpec,
     UserSpec,
 )
 from alert_service.match.text import (
     TextMatcher,
     combine_patterns,
+    combine_regexes,
     compile_regex,
-    pattern_sources,
 )
 from alert_service.parse.event import Action, ColumnValue, Event
 
@@ -139,7 +142,8 @@ class Keys:
     """What an event must show for a condition to hold: the rule index's entry for it.
 
     The condition can hold only when ``get(view)`` is one of ``values``, inside one of
-    ``spans()`` (an ``int``) or fully matched by ``pattern`` (a non-empty ``str``). It
+    ``spans()`` (an ``int``) or fully matched by ``pattern`` or ``regex`` (a non-empty
+    ``str``). It
     may still fail on other grounds (the compiled test decides); the index only
     drops rules that cannot match (:mod:`alert_service.match.index`).
 
@@ -155,7 +159,9 @@ class Keys:
             an IOC file reloads).
         source: identifies ``spans``' content, so rules naming the same lists share
             one entry.
-        pattern: a regex source fully matched against a non-empty text value.
+        pattern: a Python regex (translated globs) fully matched against a
+            non-empty text value.
+        regex: an RE2 regex (the rule's regexes) fully matched likewise.
     """
 
     dimension: str
@@ -165,6 +171,7 @@ class Keys:
     spans: Callable[[], list[tuple[int, int]]] | None = None
     source: object = None
     pattern: str | None = None
+    regex: str | None = None
 
 
 KeysOf = Callable[[Any, IocFiles], Iterator[Keys]]
@@ -187,6 +194,8 @@ class Condition:
             ``.remote_port``), so that all problems are reported, not the first.
         compile: ``(spec value, where, iocs)`` → ``(cost, test)`` pairs; tests of all
             conditions run by ascending cost. Raises ``MatchError`` like ``checks``.
+        needs: spec value → the columns it reads (a rule needing a column that a
+            query's rows lack is reported, :mod:`alert_service.match.columns`).
         keys: ``(spec value, iocs)`` → the :class:`Keys` an event must show for the
             condition to hold (exact values, integer ranges, a pattern), by which the
             rule set indexes rules; none for a condition that is only tested. Called
@@ -197,6 +206,7 @@ class Condition:
     build: Callable[[Any], Any]
     checks: Callable[[Any, str], Iterator[_Attempt]]
     compile: Callable[[Any, str, IocFiles], Iterator[tuple[int, Test | In]]]
+    needs: Callable[[Any], tuple[str, ...]] = field(default=lambda value: ())
     keys: KeysOf = _no_keys
 
 
@@ -250,21 +260,21 @@ def _text_getter(column: str) -> Callable[[EventView], object]:
 
 def _text_keys(spec: TextPatternSpec, column: str, rank: int) -> Iterator[Keys]:
     """Keys of patterns on one text column (see :class:`~alert_service.match.text.TextMatcher`)."""
-    sources = pattern_sources(spec)
-    pattern: str | None = None
-    if sources:
-        if combine_patterns(sources) is None:
-            return  # not joinable into one regex: tested only
-        pattern = "|".join(f"(?:{p})" for p in sources)
+    globs = tuple(fnmatch.translate(g) for g in spec.glob)
+    if globs and combine_patterns(globs) is None:
+        return  # not joinable into one regex: tested only
+    if spec.regex and combine_regexes(spec.regex) is None:
+        return
     values: set[object] = set(spec.exact)
     if UNKNOWN in spec.exact or UNKNOWN in spec.glob:
         values |= {"", None}
     yield Keys(
         f"text:{column}",
         _text_getter(column),
-        rank + (5 if pattern is not None else 0),
+        rank + (5 if globs or spec.regex else 0),
         frozenset(values),
-        pattern=pattern,
+        pattern="|".join(f"(?:{p})" for p in globs) or None,
+        regex="|".join(f"(?:{p})" for p in spec.regex) or None,
     )
 
 
@@ -293,7 +303,11 @@ def text_condition(key: str, column: str, cost: int = 70) -> Condition:
     def keys(spec: TextPatternSpec, iocs: IocFiles) -> Iterator[Keys]:
         return _text_keys(spec, column, 30)
 
-    return Condition(key, _patterns, _regex_checks, compile_, keys)
+    return Condition(key, _patterns, _regex_checks, compile_, _column(column), keys=keys)
+
+
+def _column(column: str) -> Callable[[Any], tuple[str, ...]]:
+    return lambda value: (column,)
 
 
 def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
@@ -308,7 +322,7 @@ def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
     def keys(items: Sequence[int | str], iocs: IocFiles) -> Iterator[Keys]:
         yield _number_keys(PortSet(items), column, 20)
 
-    return Condition(key, tuple, _number_checks, compile_, keys)
+    return Condition(key, tuple, _number_checks, compile_, _column(column), keys=keys)
 
 
 def numbers_condition(
@@ -328,7 +342,7 @@ def numbers_condition(
     def keys(items: Sequence[int | str], iocs: IocFiles) -> Iterator[Keys]:
         yield _number_keys(NumberSet(items, maximum=maximum, what=what), column, 40)
 
-    return Condition(key, tuple, checks, compile_, keys)
+    return Condition(key, tuple, checks, compile_, _column(column), keys=keys)
 
 
 def address_condition(key: str, column: str, cost: int = 50) -> Condition:
@@ -358,7 +372,7 @@ def address_condition(key: str, column: str, cost: int = 50) -> Condition:
                 source=(spec.include, spec.include_files),
             )
 
-    return Condition(key, _build_address, _check_address, compile_, keys)
+    return Condition(key, _build_address, _check_address, compile_, _column(column), keys=keys)
 
 
 def values_condition(key: str, column: str, cost: int = 30) -> Condition:
@@ -378,7 +392,7 @@ def values_condition(key: str, column: str, cost: int = 30) -> Condition:
             allowed |= {"", None}
         yield Keys(f"column:{column}", _column_getter(column), 50, frozenset(allowed))
 
-    return Condition(key, tuple, _no_checks, compile_, keys)
+    return Condition(key, tuple, _no_checks, compile_, _column(column), keys=keys)
 
 
 # -- conditions of their own kind ------------------------------------------------------
@@ -400,6 +414,8 @@ def _action_keys(values: Sequence[Action], iocs: IocFiles) -> Iterator[Keys]:
 
 
 def _queries(names: Sequence[str], where: str, iocs: IocFiles) -> Iterator[tuple[int, Test | In]]:
+    if ANY_QUERY in names:
+        return  # every query
     allowed = frozenset(names)
     yield 10, lambda view: view.event.name in allowed or view.event.query in allowed
 
@@ -555,14 +571,40 @@ def _address_test(
 # -- the table -----------------------------------------------------------------------
 
 CONDITIONS: tuple[Condition, ...] = (
-    Condition("actions", tuple, _no_checks, _actions, _action_keys),
+    Condition("actions", tuple, _no_checks, _actions, keys=_action_keys),
     Condition("queries", tuple, _no_checks, _queries),
     Condition("host", _patterns, _regex_checks, _host),
-    Condition("process", _build_process, _check_process, _process, _process_keys),
-    Condition("user", _build_user, _check_user, _user, _user_keys),
+    Condition(
+        "process",
+        _build_process,
+        _check_process,
+        _process,
+        lambda spec: tuple(
+            column
+            for column in ("name", "path", "cmdline")
+            if getattr(spec, column) is not None
+        ),
+        keys=_process_keys,
+    ),
+    Condition(
+        "user",
+        _build_user,
+        _check_user,
+        _user,
+        lambda spec: (("username",) if spec.name is not None else ())
+        + (("uid",) if spec.uid is not None else ()),
+        keys=_user_keys,
+    ),
     address_condition("remote_address", "remote_address"),
     ports_condition("remote_port", "remote_port"),
     values_condition("direction", "direction"),
+    address_condition("local_address", "local_address"),
+    ports_condition("local_port", "local_port"),
+    numbers_condition("protocol", "protocol", maximum=65535, what="protocol"),
+    numbers_condition("family", "family", maximum=65535, what="family"),
+    values_condition("state", "state"),
+    text_condition("parent_name", "parent_name", cost=74),
+    text_condition("parent_path", "parent_path", cost=75),
 )
 """Every rule condition, in the order their problems are reported. Each ``key`` is a
 field of :class:`ConditionsSpec` and a property of ``$defs.conditions`` in
@@ -577,7 +619,9 @@ class ConditionsSpec:
 
     Attributes:
         actions: event actions that may match.
-        queries: query names; the event's full name or its query part must be one.
+        queries: query names; the event's full name or its query part must be one
+            (``*``: any query). A rule without it gets the config's top-level
+            ``queries`` (the pack's query by default).
         host: patterns tried on ``hostIdentifier``, then the ``hostname``, ``fqdn`` and
             ``computer_name`` decorations (:data:`~alert_service.match.spec.HOST_FIELDS`);
             any match holds.
@@ -586,6 +630,15 @@ class ConditionsSpec:
         remote_address: CIDR / IOC-file include and exclude lists for ``remote_address``.
         remote_port: ports (``443``) and inclusive ranges (``"6660-6669"``).
         direction: allowed ``direction`` values (``<unknown>`` for an empty one).
+        local_address: CIDR / IOC-file include and exclude lists for ``local_address``.
+        local_port: ports and inclusive ranges for ``local_port``.
+        protocol: IP protocol numbers and ranges (``6`` TCP, ``17`` UDP; a packet
+            socket's Ethernet protocol) for ``protocol``.
+        family: address families (``2`` IPv4, ``10`` IPv6, ``17`` packet) for ``family``.
+        state: allowed TCP ``state`` values (``ESTABLISHED``, ``LISTEN``...;
+            ``<unknown>`` for an empty one, as UDP sockets have).
+        parent_name: patterns for the ``parent_name`` column.
+        parent_path: patterns for the ``parent_path`` column.
     """
 
     actions: tuple[Action, ...] | None = None
@@ -596,6 +649,13 @@ class ConditionsSpec:
     remote_address: AddressSpec | None = None
     remote_port: tuple[int | str, ...] | None = None
     direction: tuple[Direction, ...] | None = None
+    local_address: AddressSpec | None = None
+    local_port: tuple[int | str, ...] | None = None
+    protocol: tuple[int | str, ...] | None = None
+    family: tuple[int | str, ...] | None = None
+    state: tuple[str, ...] | None = None
+    parent_name: TextPatternSpec | None = None
+    parent_path: TextPatternSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,6 +671,9 @@ class RuleSpec(ConditionsSpec):
             ``delivery.dedup_window_secs``; None keeps the global one.
         baseline: what to do with a genuinely new row of a ``counter`` 0 run
             (:data:`~alert_service.match.spec.BaselineMode`; default ``alert``).
+        enabled: False keeps the rule in the config (still checked) but never matches.
+        severity: the rule's :data:`~alert_service.match.spec.Severity`, carried by its
+            alerts to every notifier; None when the rule sets none.
     """
 
     name: str
@@ -619,6 +682,8 @@ class RuleSpec(ConditionsSpec):
     exclude: tuple[ConditionsSpec, ...] = field(default=(), kw_only=True)
     dedup_window_secs: float | None = field(default=None, kw_only=True)
     baseline: BaselineMode = field(default=DEFAULT_BASELINE_MODE, kw_only=True)
+    enabled: bool = field(default=True, kw_only=True)
+    severity: Severity | None = field(default=None, kw_only=True)
 
 
 def conditions_from_config(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -658,6 +723,8 @@ def rule_spec_from_config(raw: Mapping[str, Any]) -> RuleSpec:
         exclude=excludes,
         dedup_window_secs=float(window) if window is not None else None,
         baseline=cast(BaselineMode, raw.get("baseline", DEFAULT_BASELINE_MODE)),
+        enabled=raw.get("enabled", True) is not False,
+        severity=cast("Severity | None", raw.get("severity")),
         **conditions,
     )
 

@@ -9,9 +9,9 @@ dimension into one lookup giving a bit mask of rules:
 * exact values: one ``dict`` lookup (value → rules);
 * integer ranges (ports, uids, CIDRs and IOC lists): the ranges of every rule are cut
   into disjoint segments, each with the rules covering it; one ``bisect``;
-* patterns (globs and regexes): the patterns of every rule joined into one regex;
-  one ``fullmatch`` gives the rules having patterns there (each is then tried on
-  its own).
+* patterns: the globs of every rule joined into one Python regex and the regexes
+  into one RE2 regex; a ``fullmatch`` gives the rules having patterns there (each
+  is then tried on its own).
 
 Rules without a key in a dimension pass it. An event's candidates are the rules
 passing every dimension (bit masks ANDed, in ascending rank, stopping at zero), so
@@ -31,7 +31,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
 from alert_service.match.conditions import EventView, Keys
-from alert_service.match.text import combine_patterns
+from alert_service.match.text import combine_patterns, combine_regexes
 
 __all__ = ["RuleIndex"]
 
@@ -49,6 +49,7 @@ class _Dimension:
         "pattern",
         "pattern_mask",
         "rank",
+        "regex",
         "starts",
     )
 
@@ -60,6 +61,7 @@ class _Dimension:
         exact: dict[object, int] = {}
         sources: dict[object, tuple[int, Keys]] = {}
         patterns: dict[str, None] = {}
+        regexes: dict[str, None] = {}
         pattern_mask = 0
         for bit, keys in entries:
             keyed |= bit
@@ -72,18 +74,20 @@ class _Dimension:
             if keys.pattern is not None:
                 patterns[keys.pattern] = None
                 pattern_mask |= bit
+            if keys.regex is not None:
+                regexes[keys.regex] = None
+                pattern_mask |= bit
         self.keyed = keyed
         self.free = ((1 << rules) - 1) & ~keyed
         self.exact = exact
         self.starts, self.masks = _segments(
             [(mask, keys.spans()) for mask, keys in sources.values() if keys.spans is not None]
         )
-        self.pattern: Callable[[str], object] | None = None
         self.pattern_mask = pattern_mask
-        if patterns:
-            self.pattern = combine_patterns(patterns)
-            if self.pattern is None:  # too big to join: these rules always pass here
-                self.free |= pattern_mask
+        self.pattern = combine_patterns(patterns) if patterns else None
+        self.regex = combine_regexes(regexes) if regexes else None
+        if (patterns and self.pattern is None) or (regexes and self.regex is None):
+            self.free |= pattern_mask  # too big to join: these rules always pass here
 
     def lookup(self, view: EventView) -> int:
         """The rules that pass this dimension for ``view``."""
@@ -93,9 +97,10 @@ class _Dimension:
             i = bisect_right(self.starts, value) - 1
             if i >= 0:
                 mask |= self.masks[i]
-        pattern = self.pattern
-        if pattern is not None and value.__class__ is str and value and pattern(value):
-            mask |= self.pattern_mask
+        if value.__class__ is str and value:
+            pattern, regex = self.pattern, self.regex
+            if (pattern is not None and pattern(value)) or (regex is not None and regex(value)):
+                mask |= self.pattern_mask
         return mask
 
 

@@ -138,8 +138,9 @@ class RuleSet:
         self._tests = tuple(
             (rule, rule._conditions.holds, rule.vetoed if rule._excludes else None)
             for rule in rules
+            if rule.spec.enabled
         )
-        self._index = RuleIndex([rule.keys for rule in rules])
+        self._index = RuleIndex([rule.keys for rule, _, _ in self._tests])
         self._last: EventView | None = None
 
     @property
@@ -155,7 +156,7 @@ class RuleSet:
         return reloaded
 
     def _reindex(self) -> None:
-        self._index = RuleIndex([rule.keys for rule in self._rules])
+        self._index = RuleIndex([rule.keys for rule, _, _ in self._tests])
 
     def match(self, event: Event) -> list[Alert]:
         """Return one :class:`~alert_service.match.alert.Alert` per matching rule, in rule order."""
@@ -176,7 +177,7 @@ class RuleSet:
                 if ident is None:
                     ident = alert_id(event)
                 spec = rule.spec
-                alerts.append(Alert(ident, spec.name, spec.notify, event))
+                alerts.append(Alert(ident, spec.name, spec.notify, event, severity=spec.severity))
         return alerts
 
     def matches_as(self, event: Event, action: Action) -> bool:

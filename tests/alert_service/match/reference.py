@@ -99,7 +99,7 @@ def holds(spec: ConditionsSpec, event: Event, action: Action) -> bool:
     checks: list[bool] = []
     if spec.actions is not None:
         checks.append(action in spec.actions)
-    if spec.queries is not None:
+    if spec.queries is not None and "*" not in spec.queries:
         checks.append(event.name in spec.queries or event.query in spec.queries)
     if spec.host is not None:
         deco = event.decorations
@@ -132,6 +132,24 @@ def holds(spec: ConditionsSpec, event: Event, action: Action) -> bool:
         checks.append(address_matches(spec.remote_address, cols.get("remote_address")))
     if spec.remote_port is not None:
         checks.append(number_matches(spec.remote_port, cols.get("remote_port")))
+    for key in ("local_port", "protocol", "family"):
+        items = getattr(spec, key)
+        if items is not None:
+            checks.append(number_matches(items, cols.get(key)))
+    if spec.local_address is not None and (
+        spec.local_address.include
+        or spec.local_address.include_files
+        or spec.local_address.exclude
+        or spec.local_address.exclude_files
+    ):
+        checks.append(address_matches(spec.local_address, cols.get("local_address")))
+    if spec.state is not None:
+        state = cols.get("state")
+        checks.append(state in spec.state or (UNKNOWN in spec.state and state in ("", None)))
+    for key in ("parent_name", "parent_path"):
+        patterns = getattr(spec, key)
+        if patterns is not None:
+            checks.append(text_matches(patterns, cols.get(key)))
     if spec.direction is not None:
         direction = cols.get("direction")
         checks.append(
@@ -148,5 +166,7 @@ def matching_rules(
     return [
         rule.name
         for rule in rules
-        if holds(rule, event, seen) and not any(holds(x, event, seen) for x in rule.exclude)
+        if rule.enabled
+        and holds(rule, event, seen)
+        and not any(holds(x, event, seen) for x in rule.exclude)
     ]

@@ -106,7 +106,7 @@ def conditions() -> st.SearchStrategy[dict[str, Any]]:
                 st.sampled_from(["added", "removed", "snapshot"]), min_size=1, max_size=2
             ).map(tuple),
             "queries": st.lists(
-                st.sampled_from(["tracked_connections", "other", "pack/Global/x"]),
+                st.sampled_from(["tracked_connections", "other", "pack/Global/x", "*"]),
                 min_size=1,
                 max_size=2,
             ).map(tuple),
@@ -125,6 +125,17 @@ def conditions() -> st.SearchStrategy[dict[str, Any]]:
             "remote_address": addresses,
             "remote_port": st.lists(st.sampled_from(PORTS), min_size=1, max_size=3).map(tuple),
             "direction": st.lists(st.sampled_from(DIRECTIONS), min_size=1, max_size=2).map(tuple),
+            "local_address": addresses,
+            "local_port": st.lists(st.sampled_from(PORTS), min_size=1, max_size=2).map(tuple),
+            "protocol": st.lists(st.sampled_from([6, 17, "1-6"]), min_size=1, max_size=2).map(
+                tuple
+            ),
+            "family": st.lists(st.sampled_from([2, 10]), min_size=1, max_size=2).map(tuple),
+            "state": st.lists(
+                st.sampled_from(["ESTABLISHED", "LISTEN", UNKNOWN]), min_size=1, max_size=2
+            ).map(tuple),
+            "parent_name": texts,
+            "parent_path": texts,
         },
     )
 
@@ -137,7 +148,10 @@ def rule_sets(draw: st.DrawFn) -> list[RuleSpec]:
         excludes = tuple(
             ConditionsSpec(**draw(conditions())) for _ in range(draw(st.integers(0, 2)))
         )
-        rules.append(RuleSpec(name=f"r{i}", notify=("n",), exclude=excludes, **main))
+        enabled = draw(st.sampled_from([True, True, True, False]))
+        rules.append(
+            RuleSpec(name=f"r{i}", notify=("n",), exclude=excludes, enabled=enabled, **main)
+        )
     return rules
 
 
@@ -157,6 +171,13 @@ def events(draw: st.DrawFn) -> Event:
         "username": draw(maybe(["alice", "root", "", "curl"])),
         "uid": draw(maybe([0, 50, 1000, 1500, 65534, 2000, False])),
         "direction": draw(maybe(["inbound", "outbound", "listening", "", "sideways"])),
+        "local_address": draw(maybe(ADDRESSES)),
+        "local_port": draw(maybe([22, 443, 445, 50000])),
+        "protocol": draw(maybe([6, 17, 1, 0])),
+        "family": draw(maybe([2, 10, 1])),
+        "state": draw(maybe(["ESTABLISHED", "LISTEN", "TIME_WAIT", ""])),
+        "parent_name": draw(maybe(["bash", "sshd", "", "curl"])),
+        "parent_path": draw(maybe(["/usr/bin/bash", "/usr/sbin/sshd", ""])),
     }
     columns = {k: v for k, v in row.items() if v is not ...}
     return make_event(
