@@ -2,7 +2,8 @@
 
 Usage::
 
-    python scripts/record_noise_log.py --minutes 10 --out tests/alert_service/data/noise/noise-hour.log.gz
+    python scripts/record_noise_log.py --minutes 10 --host build-01 \
+        --out tests/alert_service/data/noise/noise-hour.log.gz
 
 1. Record: the osqueryd stand-in (osqueryd_standin) launches the extension
    (``python -m extension``, kernel events where the host allows them) and runs the
@@ -10,9 +11,9 @@ Usage::
    ``--minutes``; its ``osqueryd.results.log`` is the recording. Nothing else is
    started: the rows are whatever this host does meanwhile.
 2. Stretch to ``--hour-secs`` (default 3600): copy ``k`` (0, 1, ...) of the recording
-   is appended with every time shifted by ``k`` × the recording's length
+   is appended with every time shifted by ``k`` times the recording's length
    (``unixTime`` and the ``first_seen``/``last_seen``/``start_time`` columns) and every
-   ``pid``/``parent`` moved up by ``k`` × 1 000 000, so each copy's processes are new
+   ``pid``/``parent`` moved up by ``k`` times 1 000 000, so each copy's processes are new
    processes. Without the pid shift, a connection made once per recording would come
    back at an exact period in every copy and look like a beacon; with it, a process's
    traffic never spans two copies (see the data README).

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from extension.collect.linux_events import EventsUnavailableError, LinuxEventSource
 from tests.helpers.flows import closed_ports
 from tests.helpers.osqueryd import ROOT, narrowed_pack, short_tmpdir, standin_with_extension
 from tests.helpers.privileges import require
@@ -41,8 +42,6 @@ sys.stdin.readline()  # stay alive until the test is finished
 
 
 def _events_available() -> None:
-    from extension.collect.linux_events import EventsUnavailableError, LinuxEventSource
-
     source = LinuxEventSource()
     try:
         source.start()
