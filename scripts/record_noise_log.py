@@ -1,23 +1,24 @@
-"""Record this host's ordinary connections as an osquery result log, then stretch it.
+"""Record this host's ordinary connections as an osquery result log, for noise tests.
 
 Usage::
 
-    python scripts/record_noise_log.py --minutes 10 --host build-01 \
-        --out tests/alert_service/data/noise/noise-hour.log.gz
+    python scripts/record_noise_log.py --minutes 10 --ship-secs 60 \
+        --out tests/alert_service/data/noise/noise-60s.log.gz
 
 1. Record: the osqueryd stand-in (osqueryd_standin) launches the extension
    (``python -m extension``, kernel events where the host allows them) and runs the
    shipped pack (packs/tracked_connections.conf) every 2 s, differential, for
    ``--minutes``; its ``osqueryd.results.log`` is the recording. Nothing else is
    started: the rows are whatever this host does meanwhile.
-2. Stretch to ``--hour-secs`` (default 3600): copy ``k`` (0, 1, ...) of the recording
-   is appended with every time shifted by ``k`` times the recording's length
+2. Keep the first ``--ship-secs`` seconds of it (by ``unixTime``) and write them
+   gzip-compressed to ``--out`` (``--raw-out`` keeps the whole recording).
+3. :func:`stretch` (used by the noise test) makes an hour of it: copy ``k`` (0, 1, ...)
+   is appended with every time shifted by ``k`` times the excerpt's length
    (``unixTime`` and the ``first_seen``/``last_seen``/``start_time`` columns) and every
-   ``pid``/``parent`` moved up by ``k`` times 1 000 000, so each copy's processes are new
-   processes. Without the pid shift, a connection made once per recording would come
+   ``pid``/``parent`` moved up by ``k`` times 1 000 000, so each copy's processes are
+   new processes. Without the pid shift, a connection made once per excerpt would come
    back at an exact period in every copy and look like a beacon; with it, a process's
-   traffic never spans two copies (see the data README).
-3. Write the result gzip-compressed, keeping the hostIdentifier (``--host`` renames it).
+   traffic never spans two copies.
 """
 
 from __future__ import annotations
@@ -82,8 +83,7 @@ def stretch(lines: list[str], hour_secs: int, host: str | None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--hour-secs", type=int, default=3600)
-    parser.add_argument("--host", default=None, help="hostIdentifier to write")
+    parser.add_argument("--ship-secs", type=int, default=60, help="seconds kept in --out")
     parser.add_argument("--raw-out", type=Path, default=None, help="also keep the recording")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -93,10 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.raw_out is not None:
         args.raw_out.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
-    hour = stretch(lines, args.hour_secs, args.host)
+    first = int(json.loads(lines[0])["unixTime"])
+    kept = [x for x in lines if int(json.loads(x)["unixTime"]) < first + args.ship_secs]
     with gzip.open(args.out, "wt", encoding="utf-8", compresslevel=9) as f:
-        f.writelines(x + "\n" for x in hour)
-    print(f"recorded {len(lines)} lines, wrote {len(hour)} lines to {args.out}")
+        f.writelines(x + "\n" for x in kept)
+    print(f"recorded {len(lines)} lines, wrote the first {len(kept)} to {args.out}")
     return 0
 
 

@@ -35,7 +35,7 @@ from typing import Any, Final, Literal, cast
 
 from alert_service.errors import MatchError
 from alert_service.match.alert import Alert
-from alert_service.match.conditions import RuleSpec, rule_spec_from_config
+from alert_service.match.conditions import EventView, RuleSpec, rule_spec_from_config
 from alert_service.match.rules import CompiledRule, check_rule
 from alert_service.parse.event import ColumnValue, Event
 
@@ -253,8 +253,8 @@ class Group:
     start: int
     last: int
     count: int = 0
-    values: list[ColumnValue] = field(default_factory=list)
-    rows: list[str] = field(default_factory=list)
+    values: dict[ColumnValue, None] = field(default_factory=dict)
+    rows: dict[tuple[ColumnValue, ...], None] = field(default_factory=dict)
     times: list[list[Any]] = field(default_factory=list)
     sample: list[dict[str, ColumnValue]] = field(default_factory=list)
     fired: int = 0
@@ -263,7 +263,8 @@ class Group:
         """The group as a JSON-able dict."""
         return {
             "start": self.start, "last": self.last, "count": self.count,
-            "values": self.values, "rows": self.rows, "times": self.times,
+            "values": list(self.values), "rows": [list(r) for r in self.rows],
+            "times": self.times,
             "sample": self.sample, "fired": self.fired,
         }  # fmt: skip
 
@@ -271,15 +272,21 @@ class Group:
     def from_doc(cls, doc: Mapping[str, Any]) -> Group:
         """Rebuild a group from :meth:`to_doc`'s dict (raises KeyError/TypeError if bad)."""
         return cls(
-            int(doc["start"]), int(doc["last"]), int(doc["count"]), list(doc["values"]),
-            list(doc["rows"]), [list(t) for t in doc["times"]],
-            [dict(r) for r in doc["sample"]], int(doc["fired"]),
-        )  # fmt: skip
+            int(doc["start"]),
+            int(doc["last"]),
+            int(doc["count"]),
+            dict.fromkeys(doc["values"]),
+            dict.fromkeys(tuple(r) for r in doc["rows"]),
+            [list(t) for t in doc["times"]],
+            [dict(r) for r in doc["sample"]],
+            int(doc["fired"]),
+        )
 
 
-def _row_key(columns: Mapping[str, ColumnValue]) -> str:
+def _row_key(columns: Mapping[str, ColumnValue]) -> tuple[ColumnValue, ...]:
     """Identity of a connection row across re-logs: owner, socket, 5-tuple, first_seen."""
-    return "|".join(str(columns.get(c)) for c in _ROW_KEY_COLUMNS)
+    get = columns.get
+    return tuple([get(c) for c in _ROW_KEY_COLUMNS])
 
 
 def _group_values(event: Event, fields: Sequence[str]) -> tuple[ColumnValue, ...]:
@@ -290,6 +297,14 @@ def _group_values(event: Event, fields: Sequence[str]) -> tuple[ColumnValue, ...
 def group_key(values: Sequence[ColumnValue]) -> str:
     """The stored key of a group: its values as compact JSON."""
     return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
+
+
+def _values_of(key: str) -> tuple[ColumnValue, ...]:
+    """The group values of a stored key (inverse of :func:`group_key`)."""
+    return tuple(json.loads(key))
+
+
+_Key = tuple[ColumnValue, ...]
 
 
 def _alert_id(rule: str, key: str, start: int) -> str:
@@ -306,7 +321,7 @@ class _RuleState:
         self.rule = rule
         self.spec = rule.spec
         self.compiled = compiled
-        self.groups: OrderedDict[str, Group] = OrderedDict()
+        self.groups: OrderedDict[_Key, Group] = OrderedDict()
 
     def expired(self, group: Group, now: int) -> bool:
         if self.spec.kind == "beacon":
@@ -322,8 +337,6 @@ class Aggregator:
 
     Attributes:
         dropped: events of new groups dropped because a rule held ``max_groups``.
-        dirty: (rule, group key) changed since :meth:`take_changes`.
-        removed: (rule, group key) dropped from memory since :meth:`take_changes`.
 
     Raises:
         MatchError: a filter does not compile (the message names the rule).
@@ -337,10 +350,15 @@ class Aggregator:
             except MatchError as err:
                 raise MatchError(f"rule {rule.name!r}: {err}", err.where) from err
         self._rules = tuple(states)
+        # CompiledRule.matches without its per-call checks (as RuleSet.match runs it).
+        self._tests = tuple(
+            (s, s.compiled._conditions.holds, s.compiled.vetoed if s.compiled._excludes else None)
+            for s in states
+        )
         self._by_name = {s.rule.name: s for s in states}
         self.dropped = 0
-        self.dirty: set[tuple[str, str]] = set()
-        self.removed: set[tuple[str, str]] = set()
+        self._dirty: set[tuple[str, _Key]] = set()
+        self._removed: set[tuple[str, _Key]] = set()
         self._now = 0
 
     def __bool__(self) -> bool:
@@ -361,22 +379,23 @@ class Aggregator:
         """Put a stored group back (at start); groups of unknown rules are ignored."""
         state = self._by_name.get(rule)
         if state is not None:
-            state.groups[key] = group
+            state.groups[_values_of(key)] = group
             self._now = max(self._now, group.last)
 
     def clear(self) -> None:
         """Forget every group (before reloading after a rolled-back transaction)."""
         for state in self._rules:
             state.groups.clear()
-        self.dirty.clear()
-        self.removed.clear()
+        self._dirty.clear()
+        self._removed.clear()
 
     def group(self, rule: str, key: str) -> Group | None:
         """The group ``key`` of ``rule``, or None."""
-        return self._by_name[rule].groups.get(key)
+        return self._by_name[rule].groups.get(_values_of(key))
 
     def take_changes(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-        """Return and reset (dirty, removed) after expiring groups past their window."""
+        """Expire groups past their window; return and reset (changed, dropped) as
+        (rule, stored group key) pairs."""
         now = self._now
         for state in self._rules:
             groups = state.groups
@@ -385,10 +404,13 @@ class Aggregator:
                 if not state.expired(group, now):
                     break
                 del groups[key]
-                self.removed.add((state.rule.name, key))
-        dirty, removed = self.dirty, self.removed
-        self.dirty, self.removed = set(), set()
-        return dirty - removed, removed
+                self._removed.add((state.rule.name, key))
+        dirty, removed = self._dirty - self._removed, self._removed
+        self._dirty, self._removed = set(), set()
+        return (
+            {(rule, group_key(key)) for rule, key in dirty},
+            {(rule, group_key(key)) for rule, key in removed},
+        )
 
     # -- counting ----------------------------------------------------------------
 
@@ -397,8 +419,9 @@ class Aggregator:
         out: list[AggregateAlert] = []
         now = event.unix_time
         self._now = max(self._now, now)
-        for state in self._rules:
-            if state.compiled.matches(event):
+        view = EventView(event)
+        for state, holds, vetoed in self._tests:
+            if holds(view) and (vetoed is None or not vetoed(view)):
                 alert = self._count(state, event)
                 if alert is not None:
                     out.append(alert)
@@ -406,8 +429,7 @@ class Aggregator:
 
     def _count(self, state: _RuleState, event: Event) -> AggregateAlert | None:
         spec = state.spec
-        values = _group_values(event, spec.group_by)
-        key = group_key(values)
+        key = values = _group_values(event, spec.group_by)
         groups = state.groups
         now = event.unix_time
         group = groups.get(key)
@@ -424,10 +446,10 @@ class Aggregator:
             group = groups[key] = Group(start=now, last=now)
         else:
             groups.move_to_end(key)
-        self.dirty.add((name, key))
+        self._dirty.add((name, key))
         if spec.kind == "beacon":
             return self._beacon(state, event, key, values, group)
-        row = _row_key(event.columns)
+        row = _row_key(event.columns) if spec.kind == "event_count" or event.counter == 0 else ()
         if event.counter == 0 and row in group.rows:
             return None  # a counter-0 re-log of a row counted already
         group.last = max(group.last, now)
@@ -438,18 +460,17 @@ class Aggregator:
             value = event.columns.get(spec.field or "")
             if value is None or value == "" or value in group.values:
                 return None
-            group.values.append(value)
-            group.rows.append(row)
+            group.values[value] = None
             group.count = len(group.values)
         else:
-            group.rows.append(row)
+            group.rows[row] = None
             group.count += 1
         if len(group.sample) < spec.sample_rows:
             group.sample.append(dict(event.columns))
         if group.count < spec.threshold:
             return None
         group.fired = 1
-        group.values, group.rows = [], []  # not needed once the window has alerted
+        group.values, group.rows = {}, {}  # not needed once the window has alerted
         detail: dict[str, Any] = {"threshold": spec.threshold, "window_secs": spec.window_secs}
         if spec.field:
             detail["field"] = spec.field
@@ -467,7 +488,7 @@ class Aggregator:
         self,
         state: _RuleState,
         event: Event,
-        key: str,
+        key: _Key,
         values: tuple[ColumnValue, ...],
         group: Group,
     ) -> AggregateAlert | None:
@@ -476,7 +497,7 @@ class Aggregator:
         columns = event.columns
         started = columns.get("first_seen")
         at = started if isinstance(started, int) and started > 0 else now
-        row = _row_key(columns)
+        row = list(_row_key(columns))  # as stored (JSON has no tuples)
         if any(r == row for _, r in group.times):
             return None  # the same connection logged again
         times = group.times
@@ -522,7 +543,7 @@ class Aggregator:
         self,
         state: _RuleState,
         event: Event,
-        key: str,
+        key: _Key,
         *,
         values: tuple[ColumnValue, ...],
         group: Group,
@@ -536,7 +557,7 @@ class Aggregator:
         view = replace(event, columns=MappingProxyType(columns))
         rule = state.rule
         return AggregateAlert(
-            _alert_id(rule.name, key, first),
+            _alert_id(rule.name, group_key(key), first),
             rule.name,
             rule.notify,
             view,
@@ -550,11 +571,18 @@ class Aggregator:
         )
 
     def _evict(self, state: _RuleState, now: int) -> None:
-        """Drop the rule's groups whose window is over (least recently changed first)."""
+        """Drop the rule's least recently changed groups while their window is over.
+
+        Stops at the first group still open, so a full rule costs O(1) per event
+        (amortised) rather than a scan of every group.
+        """
         groups = state.groups
-        for key in [k for k, g in groups.items() if state.expired(g, now)]:
+        while groups:
+            key, group = next(iter(groups.items()))
+            if not state.expired(group, now):
+                return
             del groups[key]
-            self.removed.add((state.rule.name, key))
+            self._removed.add((state.rule.name, key))
 
 
 def beacon_score(stamps: Sequence[int], spec: AggregateSpec) -> tuple[float, float, float] | None:
