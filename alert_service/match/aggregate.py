@@ -28,7 +28,7 @@ import itertools
 import json
 import statistics
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
@@ -256,7 +256,7 @@ class Group:
     values: dict[ColumnValue, None] = field(default_factory=dict)
     rows: dict[tuple[ColumnValue, ...], None] = field(default_factory=dict)
     times: list[list[Any]] = field(default_factory=list)
-    sample: list[dict[str, ColumnValue]] = field(default_factory=list)
+    sample: list[Mapping[str, ColumnValue]] = field(default_factory=list)
     fired: int = 0
 
     def to_doc(self) -> dict[str, Any]:
@@ -265,7 +265,7 @@ class Group:
             "start": self.start, "last": self.last, "count": self.count,
             "values": list(self.values), "rows": [list(r) for r in self.rows],
             "times": self.times,
-            "sample": self.sample, "fired": self.fired,
+            "sample": [dict(r) for r in self.sample], "fired": self.fired,
         }  # fmt: skip
 
     @classmethod
@@ -294,6 +294,17 @@ def _group_values(event: Event, fields: Sequence[str]) -> tuple[ColumnValue, ...
     return tuple(event.host_identifier if f == HOST else columns.get(f) for f in fields)
 
 
+def _group_getter(fields: Sequence[str]) -> Callable[[Event], tuple[ColumnValue, ...]]:
+    """A fast :func:`_group_values` for ``fields`` (``host`` first or absent: one C call)."""
+    if HOST not in fields:
+        names = tuple(fields)
+        return lambda event: tuple(map(event.columns.get, names))
+    if fields[0] == HOST and HOST not in fields[1:]:
+        rest = tuple(fields[1:])
+        return lambda event: (event.host_identifier, *map(event.columns.get, rest))
+    return lambda event: _group_values(event, fields)
+
+
 def group_key(values: Sequence[ColumnValue]) -> str:
     """The stored key of a group: its values as compact JSON."""
     return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
@@ -315,11 +326,13 @@ def _alert_id(rule: str, key: str, start: int) -> str:
 class _RuleState:
     """One rule compiled, with its groups (least recently changed first)."""
 
-    __slots__ = ("compiled", "groups", "rule", "spec")
+    __slots__ = ("compiled", "dirty", "group_of", "groups", "rule", "spec")
 
     def __init__(self, rule: AggregateRule, compiled: CompiledRule) -> None:
         self.rule = rule
         self.spec = rule.spec
+        self.group_of = _group_getter(rule.spec.group_by)
+        self.dirty: set[_Key] = set()
         self.compiled = compiled
         self.groups: OrderedDict[_Key, Group] = OrderedDict()
 
@@ -357,7 +370,6 @@ class Aggregator:
         )
         self._by_name = {s.rule.name: s for s in states}
         self.dropped = 0
-        self._dirty: set[tuple[str, _Key]] = set()
         self._removed: set[tuple[str, _Key]] = set()
         self._now = 0
 
@@ -386,8 +398,9 @@ class Aggregator:
         """Forget every group (before reloading after a rolled-back transaction)."""
         for state in self._rules:
             state.groups.clear()
-        self._dirty.clear()
         self._removed.clear()
+        for state in self._rules:
+            state.dirty.clear()
 
     def group(self, rule: str, key: str) -> Group | None:
         """The group ``key`` of ``rule``, or None."""
@@ -405,8 +418,11 @@ class Aggregator:
                     break
                 del groups[key]
                 self._removed.add((state.rule.name, key))
-        dirty, removed = self._dirty - self._removed, self._removed
-        self._dirty, self._removed = set(), set()
+        dirty = {(s.rule.name, k) for s in self._rules for k in s.dirty} - self._removed
+        removed = self._removed
+        self._removed = set()
+        for state in self._rules:
+            state.dirty = set()
         return (
             {(rule, group_key(key)) for rule, key in dirty},
             {(rule, group_key(key)) for rule, key in removed},
@@ -429,11 +445,10 @@ class Aggregator:
 
     def _count(self, state: _RuleState, event: Event) -> AggregateAlert | None:
         spec = state.spec
-        key = values = _group_values(event, spec.group_by)
+        key = values = state.group_of(event)
         groups = state.groups
         now = event.unix_time
         group = groups.get(key)
-        name = state.rule.name
         if group is not None and spec.kind != "beacon" and group.start + spec.window_secs <= now:
             del groups[key]  # the window is over: the next one opens at this event
             group = None
@@ -446,7 +461,7 @@ class Aggregator:
             group = groups[key] = Group(start=now, last=now)
         else:
             groups.move_to_end(key)
-        self._dirty.add((name, key))
+        state.dirty.add(key)
         if spec.kind == "beacon":
             return self._beacon(state, event, key, values, group)
         row = _row_key(event.columns) if spec.kind == "event_count" or event.counter == 0 else ()
@@ -466,7 +481,7 @@ class Aggregator:
             group.rows[row] = None
             group.count += 1
         if len(group.sample) < spec.sample_rows:
-            group.sample.append(dict(event.columns))
+            group.sample.append(event.columns)  # read-only: copied when stored
         if group.count < spec.threshold:
             return None
         group.fired = 1
@@ -508,10 +523,9 @@ class Aggregator:
             times.pop(0)
         del times[: max(0, len(times) - 4 * spec.min_connections)]
         group.last = max(group.last, now)
-        if len(group.sample) < spec.sample_rows:
-            group.sample.append(dict(columns))
-        else:
-            group.sample = [*group.sample[1:], dict(columns)]
+        group.sample.append(columns)  # read-only: copied when stored
+        if len(group.sample) > spec.sample_rows:
+            del group.sample[0]
         if len(times) < spec.min_connections or group.fired > now:
             return None
         stamps = [int(t[0]) for t in times]
