@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from alert_service.deliver.dedup import silence_key
 from alert_service.errors import ConfigError
 from alert_service.match.aggregate import AggregateAlert
 from alert_service.pipeline import Pipeline, PrintDispatcher
@@ -135,3 +136,14 @@ def test_replay_reads_files_in_time_order(tmp_path: Path) -> None:
     alerts = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [a["aggregate"]["last_time"] for a in alerts] == [50]
     assert alerts[0]["notify"] == ["hook"]
+
+
+def test_dedup_key_is_per_group(tmp_path: Path) -> None:
+    agg = Pipeline(config(tmp_path, scan_rule(threshold=1, window_secs=10))).aggregates
+    (first,) = agg.observe(event(1, remote_port=1, local_port=1))
+    (next_window,) = agg.observe(event(20, remote_port=2, local_port=2))
+    (other_pid,) = agg.observe(event(21, pid=99, remote_port=2, local_port=3))
+    assert first.id != next_window.id  # a new window is a new alert ...
+    keys = [silence_key("hook", a.as_dict()) for a in (first, next_window, other_pid)]
+    assert keys[0] == keys[1]  # ... that the rule's dedup window silences
+    assert keys[0] != keys[2]  # another group is not silenced
