@@ -358,6 +358,8 @@ class Aggregator:
     def __init__(self, rules: Iterable[AggregateRule]) -> None:
         states: list[_RuleState] = []
         for rule in rules:
+            if not rule.filter.enabled:
+                continue  # ``enabled: false``: checked, never counted
             try:
                 states.append(_RuleState(rule, CompiledRule(rule.filter)))
             except MatchError as err:
@@ -575,6 +577,7 @@ class Aggregator:
             rule.name,
             rule.notify,
             view,
+            severity=rule.filter.severity,
             kind=spec.kind,
             group=MappingProxyType(grouped),
             count=count,

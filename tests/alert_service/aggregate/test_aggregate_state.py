@@ -147,3 +147,14 @@ def test_dedup_key_is_per_group(tmp_path: Path) -> None:
     keys = [silence_key("hook", a.as_dict()) for a in (first, next_window, other_pid)]
     assert keys[0] == keys[1]  # ... that the rule's dedup window silences
     assert keys[0] != keys[2]  # another group is not silenced
+
+
+def test_severity_and_enabled_apply_as_for_row_rules(tmp_path: Path) -> None:
+    rule = {**scan_rule(threshold=1), "severity": "high"}
+    off = {**scan_rule(threshold=1), "name": "off", "enabled": False}
+    pipeline = Pipeline(config(tmp_path, rule, off))
+    (alert,) = pipeline.aggregates.observe(event(1))  # the disabled rule counts nothing
+    assert alert.rule == "port-scan"
+    assert alert.severity == "high"
+    assert alert.as_dict()["severity"] == "high"
+    assert decode_record(encode_record(alert), ("hook",)).alert.severity == "high"
