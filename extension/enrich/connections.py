@@ -179,6 +179,27 @@ def _born(conn: TrackedConnection) -> float:
     return conn.born
 
 
+def _other_socket(conn: TrackedConnection, event: FlowEvent) -> bool:
+    """Whether the row stands for another socket than the flow event's.
+
+    Evidence: both inodes known and different; a row known only from events
+    that follows another flow (the event source keys a flow by its socket);
+    a UDP row owned by another process (two processes sending from one UDP
+    socket is rare, a source port reused by the next process is common).
+    """
+    record, mine = event.record, conn.record
+    if record.socket and mine.socket and record.socket != mine.socket:
+        return True
+    if not conn.sampled and conn.flow_key is not None and conn.flow_key != event.key:
+        return True
+    return (
+        record.protocol == IPPROTO_UDP
+        and record.pid is not None
+        and mine.pid is not None
+        and record.pid != mine.pid
+    )
+
+
 def _ownerless(record: SocketRecord) -> bool:
     return record.pid is None and not record.socket
 
@@ -653,25 +674,48 @@ class ConnectionTracker:
         record = event.record
         conn = self._connections.get(_key(record)) if record.socket else None
         if conn is None or conn.closed_at is not None:
-            conn = self._find(record, sampled=None)
+            self._end_superseded(event)
+            conn = self._find(record, sampled=None, event=event)
         if conn is None:
             return None
         conn.flow_key = event.key
         self._flows[event.key] = conn
         return conn
 
-    def _find(self, record: SocketRecord, sampled: bool | None) -> TrackedConnection | None:
+    def _end_superseded(self, event: FlowEvent) -> None:
+        """Close the event-only rows on this flow's 5-tuple that stand for another socket.
+
+        Two live sockets do not share a connection's 5-tuple: when the event
+        source reports a new flow on it (another process reusing a UDP source
+        port, say), the socket of the older flow is gone.
+        """
+        record = event.record
+        namespace = record.net_namespace
+        for conn in list(self._open.get(_addr(record), ())):
+            other = conn.record.net_namespace
+            if conn.sampled or (namespace is not None and other is not None and other != namespace):
+                continue
+            if _other_socket(conn, event):
+                self._unsampled.discard(conn)
+                self._close(conn, max(event.started, conn.began))
+
+    def _find(
+        self, record: SocketRecord, sampled: bool | None, event: FlowEvent | None = None
+    ) -> TrackedConnection | None:
         """The one open row with ``record``'s addresses and ports in its namespace.
 
         A namespace that is unknown on either side matches any. ``sampled``
         restricts the search to rows the sampler follows (True), to rows
-        known only from events (False), or not at all (None). None when
-        there is no such row or more than one.
+        known only from events (False), or not at all (None). With ``event``,
+        rows that stand for another socket than the event's flow are left
+        out. None when there is no such row or more than one.
         """
         found: TrackedConnection | None = None
         namespace = record.net_namespace
         for conn in self._open.get(_addr(record), ()):
             if sampled is not None and conn.sampled != sampled:
+                continue
+            if event is not None and _other_socket(conn, event):
                 continue
             other = conn.record.net_namespace
             if namespace is not None and other is not None and other != namespace:
