@@ -81,6 +81,10 @@ served as ``timed_out``: the kernel resends an unanswered SYN after 1 s and
 UNSERVED_LINGER_SECS: Final = 60.0
 """Seconds a closed connection no query has shown yet is kept for one."""
 _UDP_SENDER_SECS: Final = 60.0
+EVENTS_WAIT_SECS: Final = 2.0
+"""Seconds at most a row a sample found waits for the kernel events that say
+who opened it (they normally come within tens of milliseconds); a stalled
+event reader holds no row longer."""
 _Key = tuple[object, ...]
 _Tuple5 = tuple[int | None, int, int, str, int, str, int]
 _Addr = tuple[int, int, str, int, str, int]
@@ -234,6 +238,9 @@ class TrackedConnection:
             row is first served; None when no name is known.
         saved_row: the stable columns it had before a restart, until they
             are encoded; None otherwise.
+        missed_at: seconds since the Unix epoch of the sample that did not
+            list its socket when the one before did; None while listed (one
+            listing without it is no evidence that it closed).
     """
 
     record: SocketRecord
@@ -254,6 +261,7 @@ class TrackedConnection:
     guessed_owner: bool = False
     hostname: tuple[str, str] | None = None
     saved_row: Row | None = None
+    missed_at: float | None = None
     _wire: bytes | None = None
 
     def row(self) -> Row:
@@ -387,8 +395,12 @@ class ConnectionTracker:
         self._listening: dict[tuple[int, int], list[TrackedConnection]] = {}
         # (namespace, protocol, local port) of UDP sockets seen sending, with when.
         self._senders: OrderedDict[tuple[int | None, int], float] = OrderedDict()
-        # Closed rows in the order they closed, for linger expiry.
+        # Closed rows in the order they closed, for linger expiry; closed rows
+        # no query has shown yet, set aside in the same order; whether a
+        # closed row has been shown since the last expiry.
         self._closed: deque[TrackedConnection] = deque()
+        self._unshown: deque[TrackedConnection] = deque()
+        self._shown_closed = False
         # Rows saved before a restart, by socket key, until the first sample.
         self._restored: dict[_Key, SavedRow] = {}
         self._now = 0.0
@@ -427,7 +439,7 @@ class ConnectionTracker:
     @property
     def lingering(self) -> int:
         """Closed connections still in the table."""
-        return len(self._closed)
+        return len(self._closed) + len(self._unshown)
 
     # ---------------------------------------------------------------- samples
 
@@ -522,8 +534,18 @@ class ConnectionTracker:
                     # left out of it: not listed this time, not gone.
                     self._unbound.add(conn)
                     continue
+                if conn.missed_at is None and ("tuple", None, *_tuple5(conn.record)) not in keys:
+                    # A listing walks the kernel's hash tables while sockets
+                    # move, and may skip one: closed only when the next
+                    # listing leaves it out too, or lists its ownerless
+                    # remnant (TIME_WAIT, or an orphan still closing).
+                    conn.missed_at = now
+                    conn.last_seen = max(conn.last_seen, self._sample_second)  # listed last
+                    self._unbound.add(conn)
+                    continue
                 self._close(conn, now)
                 continue
+            conn.missed_at = None
             bound[id(seen)] = conn
             conn.last_seen = second
             conn.state = seen.state
@@ -588,6 +610,7 @@ class ConnectionTracker:
             self._unsampled.discard(conn)
             del self._connections[conn.key]
             conn.sampled = conn.settled = True
+            conn.missed_at = None
             self._place(key, conn, index=False)
             adopted.add(conn)
             if not conn.served:
@@ -627,6 +650,9 @@ class ConnectionTracker:
                 ):
                     conn.settled = True
                     continue
+            if conn.missed_at is None:
+                conn.missed_at = now  # one listing may skip a socket: closed on the next
+                continue
             self._unsampled.discard(conn)
             self._close(conn, started)
 
@@ -892,7 +918,8 @@ class ConnectionTracker:
                 continue
             append(conn._wire or conn.wire())
             seen = conn.last_seen
-            if seen < listed_at and conn.closed_at is None and conn.sampled:
+            if seen < listed_at and conn.closed_at is None and conn.sampled and (
+                    conn.missed_at is None):  # fmt: skip
                 seen = listed_at  # an open row the last sample listed
             key = (conn.state, seen)
             tail = tails.get(key)
@@ -907,7 +934,8 @@ class ConnectionTracker:
         if not conn.settled:
             return False
         through = self.events_through
-        if through is not None and conn.flow_key is None and conn.born > through:
+        if through is not None and conn.flow_key is None and conn.born > through and (
+                now - conn.born < EVENTS_WAIT_SECS):  # fmt: skip
             return False  # kernel events about it may still be on their way
         if conn.state == "SYN_SENT" and not conn.status and now - conn.born < (
                 self.attempt_grace_secs):  # fmt: skip
@@ -915,6 +943,8 @@ class ConnectionTracker:
         if self._names is not None:
             self._name(conn)
         conn.served = True
+        if conn.closed_at is not None:
+            self._shown_closed = True
         self.version += 1
         return True
 
@@ -1038,7 +1068,7 @@ class ConnectionTracker:
             self._index(conn)
 
     def _close(self, conn: TrackedConnection, at: float) -> None:
-        if conn.sampled and conn.last_seen < self._sample_second:
+        if conn.sampled and conn.missed_at is None and conn.last_seen < self._sample_second:
             conn.last_seen = self._sample_second  # listed by the last sample
         conn.closed_at = at
         conn.settled = True
@@ -1063,22 +1093,45 @@ class ConnectionTracker:
         # little early behind a later one lingers a little longer, never less.
         limit = now - self.linger_secs
         unserved_limit = now - UNSERVED_LINGER_SECS
-        closed = self._closed
+        closed, unshown = self._closed, self._unshown
+        if self._shown_closed:
+            # Rows set aside unshown that a query has shown since: due now,
+            # they linger like the others (at the queue's end: a little
+            # longer, never less).
+            self._shown_closed = False
+            closed.extend(c for c in unshown if c.served)
+            self._unshown = unshown = deque(c for c in unshown if not c.served)
         while closed:
             head = closed[0]
             at = head.closed_at if head.closed_at is not None else now
-            over = len(closed) > self.max_lingering
-            if not over and (
-                at >= limit or (not head.served and at >= unserved_limit)
-            ):  # fmt: skip
-                # Not due; or never shown yet (no query since, or a slow one):
-                # kept, and the rows behind it with it, until it is shown.
-                break
+            over = len(closed) + len(unshown) > self.max_lingering
+            if not over and at >= limit:
+                break  # not due
             closed.popleft()
-            self.version += 1
-            if over or not head.served:
-                self.evicted += 1
-            if self._connections.get(head.key) is head:
-                del self._connections[head.key]
-            if head.flow_key is not None and self._flows.get(head.flow_key) is head:
-                del self._flows[head.flow_key]
+            if not over and not head.served and at >= unserved_limit:
+                # Never shown yet (no query since, or a slow one): set aside
+                # until it is, without holding back the rows behind it.
+                unshown.append(head)
+                continue
+            self._drop(head, counted=over or not head.served)
+        while unshown:
+            head = unshown[0]
+            at = head.closed_at if head.closed_at is not None else now
+            if not head.served and at >= unserved_limit and (
+                    len(closed) + len(unshown) <= self.max_lingering):  # fmt: skip
+                break
+            unshown.popleft()
+            if head.served:
+                closed.append(head)
+            else:
+                self._drop(head, counted=True)
+
+    def _drop(self, head: TrackedConnection, *, counted: bool) -> None:
+        """Take a closed row out of the table (``counted``: in ``evicted``)."""
+        self.version += 1
+        if counted:
+            self.evicted += 1
+        if self._connections.get(head.key) is head:
+            del self._connections[head.key]
+        if head.flow_key is not None and self._flows.get(head.flow_key) is head:
+            del self._flows[head.flow_key]
