@@ -89,6 +89,8 @@ _Key = tuple[object, ...]
 _Tuple5 = tuple[int | None, int, int, str, int, str, int]
 _Addr = tuple[int, int, str, int, str, int]
 _WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
+_REMNANT_STATES: Final = frozenset({"TIME_WAIT", "FIN_WAIT1", "FIN_WAIT2", "CLOSING", "LAST_ACK"})
+"""States of a socket with no owner that its process has closed (an orphan)."""
 _CHANGING: Final = frozenset({"state", "last_seen"})
 """The columns that change during a connection's life (the row's tail)."""
 _MAX_TAILS: Final = 4096
@@ -511,7 +513,7 @@ class ConnectionTracker:
             if is_listening(record):
                 listeners.setdefault(endpoint_of(record), []).append(record)
         if self._unsampled:
-            check |= self._adopt(current)
+            check |= self._adopt(current, now if started is None else started)
 
         listing_began = now if started is None else started
         for conn in sorted(check, key=_born) if len(check) > 1 else check:
@@ -593,8 +595,12 @@ class ConnectionTracker:
         self._restored.clear()
         self._expire(now)
 
-    def _adopt(self, current: dict[_Key, SocketRecord]) -> set[TrackedConnection]:
+    def _adopt(self, current: dict[_Key, SocketRecord], started: float) -> set[TrackedConnection]:
         """Give flow-event rows whose socket the sample lists the socket's key.
+
+        A listed ownerless remnant (TIME_WAIT, or an orphan still closing) is
+        no socket to follow: it says the row's socket was closed, so the row
+        closes (its close event was lost, or is not merged yet).
 
         Returns:
             the rows adopted.
@@ -606,6 +612,11 @@ class ConnectionTracker:
                 continue
             conn = self._find(record, sampled=False)
             if conn is None:
+                continue
+            if _ownerless(record) and record.state in _REMNANT_STATES:
+                if conn.began < started:
+                    self._unsampled.discard(conn)
+                    self._close(conn, started)
                 continue
             self._unsampled.discard(conn)
             del self._connections[conn.key]

@@ -159,3 +159,20 @@ def test_a_time_wait_remnant_listed_after_the_close_does_not_reopen_the_row() ->
         tracker.update([remnant] if k % 4 == 0 else [], now=101.0 + k)
         tracker.rows(101.1 + k)
     assert tracker.rows(112.2) == [] and tracker.tracked == 0
+
+
+def test_a_time_wait_remnant_closes_an_event_row_rather_than_keeping_it_open() -> None:
+    # The flow's close event is lost (a full ring) or not merged yet when a
+    # sample lists the remnant of its socket.
+    tracker = ConnectionTracker(lookups, linger_secs=6)
+    no_inode = replace(A, socket=None)
+    tracker.observe([FlowEvent(("tcp", 1), no_inode, CURL, "outbound", "connected", 100.0)],
+                    now=100.05)  # fmt: skip
+    remnant = replace(A, pid=None, socket=0, state="TIME_WAIT")
+    tracker.update([remnant], now=100.5, started=100.4)
+    (row,) = tracker.rows(100.6)
+    assert row["pid"] == "4242" and tracker.lingering == 1, "closed: its socket is a remnant"
+    for k in range(1, 8):  # samples that leave TIME_WAIT out, as the sampler's do
+        tracker.update([], now=100.5 + k, started=100.4 + k, time_wait_unlisted=NS)
+        tracker.rows(100.6 + k)
+    assert tracker.rows(107.7) == [], "gone linger_secs after its close"

@@ -157,7 +157,7 @@ class ReferenceTracker(ConnectionTracker):
             current.setdefault(_key(record), record)
         listed = set(current)
         if self._unsampled:
-            self._adopt(current)
+            self._adopt(current, now if started is None else started)
         for key, conn in self._connections.items():
             if conn.closed_at is not None or not conn.sampled:
                 continue
