@@ -552,7 +552,8 @@ class ConnectionTracker:
                         self.recheck_time_wait = True
                     self._unbound.add(conn)
                     continue
-                self._close(conn, now)
+                # Closed since the first listing that left it out.
+                self._close(conn, now if conn.missed_at is None else conn.missed_at)
                 continue
             conn.missed_at = None
             bound[id(seen)] = conn
@@ -669,10 +670,10 @@ class ConnectionTracker:
                     conn.settled = True
                     continue
             if conn.missed_at is None:
-                conn.missed_at = now  # one listing may skip a socket: closed on the next
+                conn.missed_at = started  # one listing may skip a socket: closed on the next
                 continue
             self._unsampled.discard(conn)
-            self._close(conn, started)
+            self._close(conn, conn.missed_at)
 
     def _sent_from(self, record: SocketRecord) -> bool:
         at = self._senders.get((record.net_namespace, record.local_port))
