@@ -37,6 +37,10 @@ Tracepoints used (their ``format`` files under tracefs give the layouts):
   port. ``sock:sock_send_length`` (Linux 6.3+) filtered to UDP confirms that
   the task really sent: a ``connect()`` that sends nothing (glibc's
   ``getaddrinfo`` does that to sort addresses, RFC 6724) is not a flow.
+  A UDP flow is one socket's: ``sock_send_length`` names the socket
+  (``sk``), and a send from another socket or process on the same 5-tuple
+  (a source port reused by the next DNS client, say) ends the flow and
+  starts a new one.
 * ``sched:sched_process_exec`` and perf's FORK/EXIT/COMM/NAMESPACES task
   records feed a :class:`~extension.collect.tasks.TaskTable`, so a process
   that connected and exited at once is still described.

@@ -23,10 +23,12 @@ where the kernel event source runs, flow events (:meth:`observe`).
   socket (and inode) or finds it closed; and where kernel events run, a
   socket a sample found waits until the events up to that sample are merged
   (tens of milliseconds), since they say who opened it.
-- **Close and TIME_WAIT.** A connection ends when its socket (its inode, or
-  its owner and 5-tuple) is gone from a sample, or when the kernel reports
-  it closed, whichever comes first: that is when the process closed it (or
-  the peer reset it). The ownerless TIME_WAIT remnant the kernel
+- **Close and TIME_WAIT.** A connection ends on evidence, whichever comes
+  first: the kernel reports it closed; a sample lists its socket's ownerless
+  remnant (TIME_WAIT, or an orphan still closing); or two samples in a row
+  leave its socket (its inode, or its owner and 5-tuple) out, since one
+  listing may skip a socket that moves in the kernel's hash tables meanwhile
+  (it then closed at the first). The ownerless TIME_WAIT remnant the kernel
   keeps for up to 60 s is recognised by its 5-tuple and is not a new
   connection. An ownerless socket with no known connection (it closed before
   any sample saw it, or before the extension started) is a row of its own
@@ -44,8 +46,14 @@ where the kernel event source runs, flow events (:meth:`observe`).
 - **Linger.** A connection that disappeared stays ``linger_secs`` seconds, and
   in any case until it has been served once, so a differential query every
   2 s still sees a connection that lived for a single sample, even when a
-  query runs late. At most ``max_lingering`` closed connections are kept
-  (oldest dropped first), which bounds memory whatever the churn.
+  query runs late; a closed row not shown yet waits aside for a query,
+  without holding back the rows that closed after it. At most
+  ``max_lingering`` closed connections are kept (oldest dropped first),
+  which bounds memory whatever the churn.
+- **One flow, one socket.** A flow event is linked to an open row by its
+  5-tuple only when nothing says the row is another socket (another inode,
+  another flow of the event source, or, for UDP, another owner); an
+  event-only row whose 5-tuple another flow takes has closed.
 """
 
 from __future__ import annotations
