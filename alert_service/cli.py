@@ -12,7 +12,9 @@ Subcommands:
   ``OK`` and exit 0, or list every problem as ``FILE: $.json.path: message`` on stderr
   and exit 1.
 * ``replay --config FILE LOG...`` — read the given results logs whole and print each
-  alert that would fire as one JSON line on stdout; nothing is sent.
+  alert that ``run`` would deliver as one JSON line on stdout (baseline and dedup
+  applied in memory; each suppressed repeat is logged as ``alert_suppressed`` on
+  stderr); nothing is sent.
 * ``init DIR [--force]`` — write the packs, configs, systemd unit and docs shipped in
   the package into DIR (see :mod:`alert_service.bundle`); exit 1 when files exist
   and ``--force`` is not given.
@@ -43,6 +45,7 @@ from alert_service.logs import configure_logging, log_event
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.ops.server import OpsServer
+from alert_service.permissions import loose_permissions
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import STATE_FILE, open_state
 from alert_service.stats import Stats
@@ -169,8 +172,11 @@ def _load(path: str) -> Config | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    if _load(args.config) is None:
+    config = _load(args.config)
+    if config is None:
         return 1
+    for problem in loose_permissions(config):
+        print(f"WARNING: {problem}", file=sys.stderr)
     print("OK")
     return 0
 
@@ -201,6 +207,8 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(args.log_level or config.log_level)
+    for problem in loose_permissions(config):
+        log_event(_log, logging.WARNING, "file_permissions_loose", reason=problem)
     stop = threading.Event()
     stats = Stats()
     state_path = os.path.join(config.state_dir, STATE_FILE)

@@ -27,6 +27,7 @@ sorted by path.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -54,7 +55,13 @@ from alert_service.config.strict import (
     yaml_problems,
 )
 from alert_service.deliver.retry import RetryPolicy
-from alert_service.match import BaselineMode, RuleSpec, check_rule, rule_spec_from_config
+from alert_service.match import (
+    ANY_QUERY,
+    BaselineMode,
+    RuleSpec,
+    check_rule,
+    rule_spec_from_config,
+)
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
@@ -62,6 +69,7 @@ from alert_service.source.kinds import AnySourceConfig, source_config, source_pr
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EXPIRY_SECS",
+    "DEFAULT_QUERIES",
     "DEFAULT_STATE_DIR",
     "Config",
     "NotifierConfig",
@@ -74,6 +82,8 @@ __all__ = [
 DEFAULT_STATE_DIR = "/var/lib/tracked-connections-alerts"
 """Default ``state_dir``: where ``run`` keeps ``state.sqlite3``."""
 DEFAULT_CHECKPOINT_EXPIRY_SECS = 7 * 24 * 3600.0
+DEFAULT_QUERIES: tuple[str, ...] = ("tracked_connections",)
+"""Default top-level ``queries``: the pack's query (packs/tracked_connections.conf)."""
 """Default ``checkpoint_expiry_secs`` (7 days)."""
 
 
@@ -104,6 +114,10 @@ class Config:
         rules: rules, in order.
         delivery: retry policy for each notification.
         known_packs: pack names for splitting ``pack_<pack>_<query>``.
+        queries: the pack's queries (full logged name or query part; ``*`` = every
+            query): a rule without its own ``queries`` sees only their rows, and only
+            their rows are typed strictly by the column contract. Default
+            ``("tracked_connections",)``.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         metrics: where ``/metrics`` and ``/health`` listen; None (no ``metrics``
             section) = off.
@@ -119,10 +133,16 @@ class Config:
     rules: tuple[RuleSpec, ...]
     delivery: RetryPolicy = field(default_factory=RetryPolicy)
     known_packs: frozenset[str] = DEFAULT_KNOWN_PACKS
+    queries: tuple[str, ...] = DEFAULT_QUERIES
     log_level: str = "info"
     metrics: MetricsConfig | None = None
     state_dir: str = DEFAULT_STATE_DIR
     checkpoint_expiry_secs: float = DEFAULT_CHECKPOINT_EXPIRY_SECS
+
+    @property
+    def strict_queries(self) -> frozenset[str]:
+        """Query names whose rows are typed strictly (``queries`` without ``*``)."""
+        return frozenset(q for q in self.queries if q != ANY_QUERY)
 
     @property
     def rule_baseline(self) -> Mapping[str, BaselineMode]:
@@ -234,6 +254,7 @@ def build_config(
             )
         )
 
+    queries = tuple(root.get("queries", DEFAULT_QUERIES))
     rules: list[RuleSpec] = []
     for i, item in rule_items:
         for j, target in enumerate(as_list(item.get("notify"))):
@@ -244,6 +265,8 @@ def build_config(
             where = ("rules", i, *split_where(err.where))
             if not is_bad(where, bad):  # a value of the wrong type, reported already
                 problems.add(where, str(err))
+        if spec.queries is None and ANY_QUERY not in queries:
+            spec = dataclasses.replace(spec, queries=queries)  # the pack's rows only
         rules.append(spec)
 
     problems.raise_if_any()
@@ -254,6 +277,7 @@ def build_config(
         rules=tuple(rules),
         delivery=RetryPolicy.from_config(root.get("delivery", {})),
         known_packs=frozenset(root.get("known_packs", DEFAULT_KNOWN_PACKS)),
+        queries=queries,
         log_level=root.get("log_level", "info"),
         metrics=MetricsConfig.from_config(root.get("metrics")),
         state_dir=root.get("state_dir", DEFAULT_STATE_DIR),

@@ -166,7 +166,7 @@ def test_slack_ok_body_is_success_and_other_200_body_is_a_dead_error(
     assert info.value.error_type == "response_body"
     assert "invalid_blocks" in str(info.value)
     body = endpoint.requests[0].json()
-    assert set(body) == {"text", "blocks"}
+    assert set(body) == {"text", "blocks", "unfurl_links", "unfurl_media"}
     assert "&lt;!here&gt;" in body["text"]
     assert "webhook-id" not in endpoint.requests[0].headers
 
@@ -219,7 +219,7 @@ def test_pagerduty_adds_the_routing_key_and_keeps_the_dedup_key(
     assert (
         first["dedup_key"] == second["dedup_key"] == f"tracked-connections/reverse-shell/{alert.id}"
     )
-    assert first["payload"]["source"] == "web-01"
+    assert first["payload"]["source"] == "web-01.example.com"  # the hostname decoration
 
 
 # -- configuration of notifiers and secrets ---------------------------------------

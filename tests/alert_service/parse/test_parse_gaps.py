@@ -141,7 +141,8 @@ def test_integral_float_numerics_become_ints() -> None:
 def test_xnn_escapes_and_invalid_utf8_in_one_line() -> None:
     line = event_line(columns={"cmdline": "a\\x0Ab"}).replace(b"a\\\\x0Ab", b"a\\\\x0Ab\xc3(")
     (event,) = parse_line(line)
-    assert event.columns["cmdline"] == "a\\x0Ab\\xC3("
+    assert event.columns["cmdline"] == "a\nb\ufffd("
+    assert event.logged["cmdline"] == "a\\x0Ab\\xC3("
 
 
 def test_every_fixture_line_parses_the_same_as_text_and_bytes() -> None:
@@ -270,12 +271,13 @@ def test_wellformed_heads_with_random_bodies_never_crash(
         '"cmdline":"a\\udc00"',  # a lone low surrogate escape
     ],
 )
-def test_lone_surrogate_escape_is_a_parse_error(text: str) -> None:
-    # Such text cannot be stored or sent as UTF-8; it used to pass the parser and
-    # fail later, when the alert was written to the outbox.
+def test_lone_surrogate_escape_becomes_a_replacement_character(text: str) -> None:
+    # Such text cannot be stored or sent as UTF-8: the parser replaces it (issue 12
+    # item 8: the line is taken, not dropped).
     line = event_line().replace(b'"remote_port":"443"', text.encode() + b',"remote_port":"443"')
-    with pytest.raises(ParseError, match="surrogate"):
-        parse_line(line)
+    (event,) = parse_line(line)
+    assert "\ufffd" in str(event.columns["cmdline"])
+    str(event.columns["cmdline"]).encode("utf-8")
 
 
 def test_paired_surrogate_escape_is_one_character() -> None:
