@@ -378,12 +378,11 @@ class Sampler:
         every connection that lived between two samples, a few samples
         later, and the tracker keeps the remnants' own rows in between. The
         first sample reads them all, and with kernel events so does every
-        sample after events were lost, and the sample after one that missed
-        a TIME_WAIT row (which closes it, or finds it skipped).
+        sample after events were lost.
         """
         if not hasattr(self._collector, "skip_time_wait"):
             return
-        skip = self._samples % TIME_WAIT_EVERY != 0 and not self._tracker.recheck_time_wait
+        skip = self._samples % TIME_WAIT_EVERY != 0
         if self._events is not None:
             lost = self._events.stats().events_lost
             if lost != self._events_lost:

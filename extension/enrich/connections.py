@@ -422,9 +422,6 @@ class ConnectionTracker:
         them, since they say who opened it."""
         self.version = 0
         """Grows whenever the set of served rows changes (for saving)."""
-        self.recheck_time_wait = False
-        """True when a TIME_WAIT row was missing from the last listing: the
-        next sample should list TIME_WAIT sockets, which close it or find it."""
         # (state, last_seen) -> their encoded entries, shared by the rows.
         self._tails: dict[tuple[str, int], bytes] = {}
         # The last sample's records by id (kept alive, so an id is never
@@ -477,8 +474,6 @@ class ConnectionTracker:
         records = list(records)
         second = int(now)
         self._now = max(self._now, now)
-        if time_wait_unlisted is None:
-            self.recheck_time_wait = False
         # Records are compared by identity: a collector hands back the very
         # record of a socket that did not change, and such a socket needs no
         # work at all. Only records new since the last sample (new sockets,
@@ -556,8 +551,6 @@ class ConnectionTracker:
                     # remnant (TIME_WAIT, or an orphan still closing).
                     conn.missed_at = now
                     conn.last_seen = max(conn.last_seen, self._sample_second)  # listed last
-                    if conn.state == "TIME_WAIT":
-                        self.recheck_time_wait = True
                     self._unbound.add(conn)
                     continue
                 # Closed since the first listing that left it out.

@@ -176,16 +176,3 @@ def test_a_time_wait_remnant_closes_an_event_row_rather_than_keeping_it_open() -
         tracker.update([], now=100.5 + k, started=100.4 + k, time_wait_unlisted=NS)
         tracker.rows(100.6 + k)
     assert tracker.rows(107.7) == [], "gone linger_secs after its close"
-
-
-def test_a_time_wait_row_missing_once_asks_for_the_next_listing_of_time_wait() -> None:
-    tracker = ConnectionTracker(lookups, linger_secs=6)
-    remnant = replace(A, pid=None, socket=0, state="TIME_WAIT")  # no row known before it
-    tracker.update([remnant], now=100.0)
-    tracker.rows(100.1)
-    tracker.update([], now=101.0, time_wait_unlisted=NS)
-    assert not tracker.recheck_time_wait and tracker.lingering == 0, "left out, not missing"
-    tracker.update([], now=102.0)
-    assert tracker.recheck_time_wait, "missing from a listing of TIME_WAIT: the next one decides"
-    tracker.update([], now=103.0)
-    assert tracker.lingering == 1 and not tracker.recheck_time_wait
