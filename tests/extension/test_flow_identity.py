@@ -8,11 +8,13 @@ uses real sockets in two child processes and finds them by their pids.
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from extension.collect.linux_events import EventsUnavailableError, LinuxEventSource
 from extension.collect.perf import TracepointFormat
@@ -20,7 +22,9 @@ from extension.enrich.connections import ConnectionTracker
 from extension.enrich.process import ProcessTracker
 from extension.model import FlowEvent, ProcessInfo, SocketRecord
 from tests.helpers.flows import Server
+from tests.helpers.osqueryd import narrowed_pack, short_tmpdir, standin_with_extension
 from tests.helpers.privileges import require
+from tests.helpers.procs import wait_for
 
 NS = 4026531840
 DIG = ProcessInfo(name="dig", path="/usr/bin/dig", uid=1000, username="alice", parent=1)
@@ -115,7 +119,9 @@ def test_tracker_closes_an_event_row_whose_5_tuple_another_socket_took() -> None
 
 
 _SEND_FROM = """
-import socket, sys
+import ctypes, socket, sys
+if len(sys.argv) > 4:
+    ctypes.CDLL(None).prctl(15, sys.argv[4].encode(), 0, 0, 0)  # PR_SET_NAME
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind(("127.0.0.1", int(sys.argv[1])))
@@ -168,3 +174,46 @@ def test_real_udp_port_reuse_by_two_processes_gives_each_its_own_flow() -> None:
     finally:
         source.stop()
 
+
+
+def _logged(results_log: Path) -> list[tuple[str, dict[str, str]]]:
+    if not results_log.exists():
+        return []
+    lines = [json.loads(raw) for raw in results_log.read_text(encoding="utf-8").splitlines()]
+    return [(line["action"], line["columns"]) for line in lines]
+
+
+def test_through_the_chain_each_process_reusing_a_udp_port_is_logged_as_itself() -> None:
+    probe = LinuxEventSource()
+    try:
+        probe.start()
+    except EventsUnavailableError as err:
+        require(False, f"kernel events unavailable here: {err}")
+    finally:
+        probe.stop()
+    with (
+        short_tmpdir() as workdir,
+        standin_with_extension(workdir, run_scheduler=True) as osqd,
+        Server("tc_reuse_srv") as server,
+    ):
+        port = _free_udp_port()
+        osqd.add_pack("tracked_connections", narrowed_pack(
+            f"protocol = 17 AND local_port = {port} AND remote_port = {server.port}"))  # fmt: skip
+        sent = []
+        for name in ("tc_reuse_a", "tc_reuse_b", "tc_reuse_c"):
+            child = subprocess.Popen(
+                [sys.executable, "-c", _SEND_FROM, str(port), str(server.port), "sendto", name]
+            )
+            assert child.wait(timeout=30) == 0
+            sent.append((str(child.pid), name))
+
+        def added() -> set[tuple[str, str]]:
+            return {
+                (c.get("pid", ""), c.get("name", ""))
+                for action, c in _logged(osqd.results_log_path)
+                if action == "added" and c.get("local_port") == str(port)
+                and c.get("remote_port") == str(server.port)
+            }  # fmt: skip
+
+        wait_for(lambda: set(sent) <= added(), timeout_secs=60, interval_secs=0.5)
+        assert set(sent) <= added()
