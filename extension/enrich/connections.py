@@ -544,11 +544,15 @@ class ConnectionTracker:
                     # left out of it: not listed this time, not gone.
                     self._unbound.add(conn)
                     continue
-                if conn.missed_at is None and ("tuple", None, *_tuple5(conn.record)) not in keys:
+                if conn.missed_at is None and conn.state != "TIME_WAIT" and (
+                        ("tuple", None, *_tuple5(conn.record)) not in keys):  # fmt: skip
                     # A listing walks the kernel's hash tables while sockets
                     # move, and may skip one: closed only when the next
                     # listing leaves it out too, or lists its ownerless
-                    # remnant (TIME_WAIT, or an orphan still closing).
+                    # remnant (TIME_WAIT, or an orphan still closing). A
+                    # TIME_WAIT row (a remnant's own) closes at once: TIME_WAIT
+                    # is listed only every few samples, and waiting for a
+                    # second listing kept thousands of them 8 samples longer.
                     conn.missed_at = now
                     conn.last_seen = max(conn.last_seen, self._sample_second)  # listed last
                     self._unbound.add(conn)

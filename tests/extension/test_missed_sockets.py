@@ -178,17 +178,16 @@ def test_a_time_wait_remnant_closes_an_event_row_rather_than_keeping_it_open() -
     assert tracker.rows(107.7) == [], "gone linger_secs after its close"
 
 
-def test_a_time_wait_row_closes_after_two_listings_of_time_wait_without_it() -> None:
+
+def test_a_time_wait_row_closes_at_the_first_listing_of_time_wait_without_it() -> None:
     tracker = ConnectionTracker(lookups, linger_secs=6)
     remnant = replace(A, pid=None, socket=0, state="TIME_WAIT")  # no row known before it
     tracker.update([remnant], now=100.0)
     tracker.rows(100.1)
     tracker.update([], now=101.0, time_wait_unlisted=NS)
-    tracker.update([], now=102.0)  # lists TIME_WAIT: missing once
-    tracker.update([], now=103.0, time_wait_unlisted=NS)
-    assert tracker.lingering == 0, "samples without TIME_WAIT say nothing about it"
-    tracker.update([], now=104.0)
+    assert tracker.lingering == 0, "a sample without TIME_WAIT says nothing about it"
+    tracker.update([], now=102.0)
     assert tracker.lingering == 1
-    tracker.rows(104.1)
+    tracker.rows(102.1)
     tracker.update([], now=108.5)
-    assert tracker.rows(108.6) == [], "it lingered from the first listing without it"
+    assert tracker.rows(108.6) == []

@@ -165,7 +165,9 @@ class ReferenceTracker(ConnectionTracker):
             if seen is None:
                 if conn.state == "TIME_WAIT" and conn.record.net_namespace == time_wait_unlisted:
                     continue
-                if conn.missed_at is None and ("tuple", None, *_tuple5(conn.record)) not in listed:
+                if conn.missed_at is None and conn.state != "TIME_WAIT" and (
+                    ("tuple", None, *_tuple5(conn.record)) not in listed
+                ):
                     conn.missed_at = now  # one listing may skip a socket
                     continue
                 self._close(conn, now)
