@@ -186,3 +186,20 @@ def test_the_state_directory_and_lock_are_private(tmp_path: Path) -> None:
         assert (state / LOCK_FILE).stat().st_mode & 0o777 == 0o600
     finally:
         lock.release()
+
+
+def test_check_config_takes_the_config_from_the_environment(tmp_path: Path) -> None:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.helpers.alert_ops import REPO_ROOT, env  # noqa: PLC0415
+
+    config = write_config(tmp_path, "http://127.0.0.1:9/hook")
+    environ = {**env(), "TRACKED_CONNECTIONS_ALERTS_CONFIG": str(config)}
+    done = subprocess.run(
+        [sys.executable, "-m", "alert_service", "check-config"],
+        cwd=REPO_ROOT, env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "OK\n"), done.stderr
+    assert os.environ.get("TRACKED_CONNECTIONS_ALERTS_CONFIG") is None
