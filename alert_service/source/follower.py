@@ -202,8 +202,10 @@ class FileFollower:
             self._started = True
             if self._checkpoint is not None:
                 self._resume(self._checkpoint)
+            elif self.start_at == "beginning":
+                self._open_from_beginning()
             else:
-                self._open_live(skip_existing=self.start_at == "end")
+                self._open_live(skip_existing=True)
             self.start_position = self.position()
         out: list[LineChunk] = []
         budget = self._max_read
@@ -322,6 +324,57 @@ class FileFollower:
             line_start = size - fd_tail + nl + 1 if nl >= 0 else max(0, size - fd_tail)
             reader.splitter.reset(size, skip_first=True, consumed=line_start)
         return size
+
+    def _open_from_beginning(self) -> None:
+        """No checkpoint and ``start_at: beginning``: every rotated generation, then the log.
+
+        The service may never have stored a checkpoint for this log (first start, or
+        every earlier start was killed before its first commit) while osquery rotated
+        it, any number of times: those lines are only in the rotated siblings. They are
+        queued oldest first (``.N.zst`` … ``.2.zst``, ``.1``), then the live file, all
+        from offset 0. The live file is opened before the siblings are listed, so a
+        rotation in between shows it as a sibling (skipped: it is read as the live
+        file, and its rotation is then handled as usual). A sibling with the same head
+        as the next newer one (``.1`` while its compressed copy ``.2.zst`` is being
+        put in place) or as the live file (a ``copytruncate`` copy not yet truncated)
+        is the same content and is left out.
+        """
+        live = self._open_path()
+        siblings = list_siblings(self.path, self._sibling_unreadable)
+        live_reader = self._new_reader(live, live=True) if live is not None else None
+        live_head = live_reader.head if live_reader is not None else b""
+        used: set[int] = set()
+        for i, sib in enumerate(siblings):
+            if live is not None and sib.identity == live.identity:
+                continue
+            if same_content(sib.head, live_head):
+                continue
+            if i + 1 < len(siblings) and same_content(sib.head, siblings[i + 1].head):
+                continue
+            self._queue_sibling(sib, used)
+        for sib in siblings:
+            if id(sib) not in used:
+                sib.file.close()
+        if used:
+            log_event(
+                _log,
+                logging.INFO,
+                "source_reading_rotated",
+                path=self.path,
+                files=[reader.file.path for reader in self._queue],
+            )
+        if live_reader is not None:
+            self._queue.append(live_reader)
+            identity = live_reader.file.identity
+            log_event(
+                _log,
+                logging.INFO,
+                "source_opened",
+                path=self.path,
+                dev=identity.dev,
+                inode=identity.inode,
+                offset=0,
+            )
 
     def _resume(self, cp: Position) -> None:
         live = self._open_path()
