@@ -75,9 +75,7 @@ def lost(found: list[str], lines: int) -> list[int]:
 
     have = set(found)
     return [
-        i
-        for i in range(lines)
-        if alert_id(parse_line(result_line(i).rstrip(b"\n"))[0]) not in have
+        i for i in range(lines) if alert_id(parse_line(result_line(i).rstrip(b"\n"))[0]) not in have
     ]
 
 
