@@ -26,7 +26,9 @@ How and why: docs/design/following-logs.md. In short:
   (same identity and fingerprint, or a compressed/copied file with the same
   fingerprint) is finished first, then every newer sibling, then the live file from 0.
   A checkpointed file found nowhere counts as a possible loss; siblings modified after
-  the checkpoint was written are then read whole.
+  the checkpoint was written are then read whole;
+* no checkpoint and ``start_at="beginning"``: every rotated sibling still on disk,
+  oldest first, then the live file, all from offset 0.
 
 :meth:`FileFollower.poll_chunks` does one non-blocking pass based on ``stat()``; the
 pipeline calls it every ``poll_interval_secs``. Not thread-safe: one thread polls.
@@ -104,7 +106,9 @@ class FileFollower:
         path: path of the live log; it may not exist yet.
         start_at: without a checkpoint, for a file that exists at the first poll:
             ``"end"`` skips its current content (starting after its last complete
-            line) and ``"beginning"`` reads it whole. Files that appear later (created,
+            line) and every rotated sibling; ``"beginning"`` reads every rotated
+            sibling still on disk, oldest first, then the file, all whole (the log may
+            have been rotated before any checkpoint was stored). Files that appear later (created,
             or the new file after a rotation) are always read from offset 0.
         max_line_bytes: longest accepted line in bytes, newline excluded.
         stats: counters to update (``truncations``, ``rotations``, ``possible_data_loss``,
