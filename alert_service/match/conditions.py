@@ -15,7 +15,8 @@ schema/config.schema.json, which both ``rules`` items and ``exclude`` entries
 reference. docs/architecture.md has the recipe for a new condition.
 
 Columns used (docs/columns.md): ``remote_address``, ``remote_port``, ``name``,
-``path``, ``cmdline``, ``username``, ``uid``, ``direction``; decorations ``hostname``,
+``path``, ``cmdline``, ``username``, ``uid``, ``direction``, ``remote_hostname``,
+``remote_hostname_source``; decorations ``hostname``,
 ``fqdn``, ``computer_name`` for ``host``. Every text pattern is anchored
 (:mod:`alert_service.match.text`), every number compared as an integer.
 """
@@ -30,6 +31,12 @@ from typing import Any, NamedTuple, cast
 
 from alert_service.errors import MatchError
 from alert_service.match.addresses import AddressSet, address_number, parse_address, parse_network
+from alert_service.match.hostnames import (
+    HostnameSpec,
+    build_hostname,
+    check_hostname,
+    compile_hostname,
+)
 from alert_service.match.iocs import IocFiles, IocList, load_ioc_file
 from alert_service.match.ports import MAX_UID, NumberSet, PortSet, parse_number_item
 from alert_service.match.spec import (
@@ -255,6 +262,17 @@ def values_condition(key: str, column: str, cost: int = 30) -> Condition:
     return Condition(key, tuple, _no_checks, compile_)
 
 
+def hostname_condition(key: str, column: str, source_column: str, cost: int = 55) -> Condition:
+    """Names, domains, globs, regexes and domain lists (:class:`HostnameSpec`) on a DNS
+    name column, with the evidence in ``source_column``
+    (:mod:`alert_service.match.hostnames`)."""
+
+    def compile_(spec: HostnameSpec, where: str, iocs: IocFiles) -> Iterator[tuple[int, Test | In]]:
+        yield cost, compile_hostname(spec, where, iocs, column, source_column)
+
+    return Condition(key, build_hostname, check_hostname, compile_)
+
+
 # -- conditions of their own kind ------------------------------------------------------
 
 
@@ -398,6 +416,36 @@ def _address_test(
     return test
 
 
+def _build_any_of(raw: Sequence[Any]) -> tuple[ConditionsSpec, ...]:
+    return tuple(
+        ConditionsSpec(**conditions_from_config(item))
+        if isinstance(item, Mapping)
+        else ConditionsSpec()
+        for item in raw
+    )
+
+
+def _condition_checks(spec: ConditionsSpec, where: str) -> Iterator[_Attempt]:
+    for condition in CONDITIONS:
+        value = getattr(spec, condition.key)
+        if value is not None:
+            yield from condition.checks(value, f"{where}.{condition.key}")
+
+
+def _check_any_of(specs: Sequence[ConditionsSpec], where: str) -> Iterator[_Attempt]:
+    for i, spec in enumerate(specs):
+        yield from _condition_checks(spec, f"{where}[{i}]")
+
+
+def _any_of(
+    specs: Sequence[ConditionsSpec], where: str, iocs: IocFiles
+) -> Iterator[tuple[int, Test | In]]:
+    tests = tuple(
+        CompiledConditions(spec, f"{where}[{i}]", iocs).holds for i, spec in enumerate(specs)
+    )
+    yield 90, lambda view: any(test(view) for test in tests)
+
+
 # -- the table -----------------------------------------------------------------------
 
 CONDITIONS: tuple[Condition, ...] = (
@@ -409,6 +457,8 @@ CONDITIONS: tuple[Condition, ...] = (
     address_condition("remote_address", "remote_address"),
     ports_condition("remote_port", "remote_port"),
     values_condition("direction", "direction"),
+    hostname_condition("remote_hostname", "remote_hostname", "remote_hostname_source"),
+    Condition("any_of", _build_any_of, _check_any_of, _any_of),
 )
 """Every rule condition, in the order their problems are reported. Each ``key`` is a
 field of :class:`ConditionsSpec` and a property of ``$defs.conditions`` in
@@ -432,6 +482,11 @@ class ConditionsSpec:
         remote_address: CIDR / IOC-file include and exclude lists for ``remote_address``.
         remote_port: ports (``443``) and inclusive ranges (``"6660-6669"``).
         direction: allowed ``direction`` values (``<unknown>`` for an empty one).
+        remote_hostname: names, domains, patterns and domain lists for
+            ``remote_hostname``, and the evidence ``remote_hostname_source`` must give
+            (:mod:`alert_service.match.hostnames`).
+        any_of: condition sets of which at least one must hold (each ANDed inside;
+            ``actions`` default to any): e.g. an address list *or* a domain list.
     """
 
     actions: tuple[Action, ...] | None = None
@@ -442,6 +497,8 @@ class ConditionsSpec:
     remote_address: AddressSpec | None = None
     remote_port: tuple[int | str, ...] | None = None
     direction: tuple[Direction, ...] | None = None
+    remote_hostname: HostnameSpec | None = None
+    any_of: tuple[ConditionsSpec, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
