@@ -345,3 +345,11 @@ def test_any_of_entries_refuse_unknown_keys() -> None:
     assert [f"{p.path}: {p.message}" for p in info.value.problems] == [
         "$.rules[0].any_of[0]: unknown key remote_hostnames"
     ]
+
+
+def test_the_example_domain_list_has_no_bad_lines() -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "c2-domains.example.txt"
+    listed = DomainList(str(example))
+    assert listed.bad_lines == ()
+    assert listed.domains == {"evil.example", "c2.example", "xn--bcher-shop-9db.example"}
+    assert "api.xn--bcher-shop-9db.example" in listed
