@@ -23,6 +23,7 @@ from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS
 from extension.enrich.names import DEFAULT_TTL_FLOOR_SECS, NameCache
 from extension.enrich.process import ProcessTracker
 from extension.enrich.saved import DEFAULT_STATE_FILE, RowStore
+from extension.memory import tune_allocator
 from extension.sampler import (
     DEFAULT_EVENTS_SAMPLE_INTERVAL_MS,
     DEFAULT_LINGER_SECS,
@@ -162,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         ``--dns on`` and DNS answers cannot be read.
     """
     args = build_parser().parse_args(argv)
+    tune_allocator()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s tracked_connections[%(process)d] %(levelname)s %(message)s",

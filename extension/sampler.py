@@ -47,6 +47,8 @@ EVENTS_WAIT_SECS = 0.05
 """Longest wait for kernel events before reading what the rings hold."""
 SAVE_EVERY_SECS = 5.0
 """Shortest time between two saves of the served rows (when they changed)."""
+TIME_WAIT_EVERY = 8
+"""Samples read TIME_WAIT sockets once in this many (see Sampler._skip_time_wait)."""
 MAX_PENDING_FLOWS = 100_000
 """Flow events kept while the tracker is busy before the reader waits for it."""
 
@@ -304,7 +306,8 @@ class Sampler:
                 raise
             with self._lock:
                 now = self._clock()
-                self._tracker.update(records, now, started=began)
+                unlisted = getattr(self._collector, "time_wait_unlisted", None)
+                self._tracker.update(records, now, started=began, time_wait_unlisted=unlisted)
                 elapsed_ms = (time.perf_counter() - started) * 1000.0
                 self._samples += 1
                 self._last_ms = elapsed_ms
@@ -326,6 +329,17 @@ class Sampler:
             self._dns.drain()
         with self._lock:
             return self._tracker.rows(self._clock())
+
+    def encoded_rows(self) -> tuple[list[bytes], int]:
+        """The table for ``generate`` as encoded rows (see ConnectionTracker.encoded_rows).
+
+        Raises:
+            CollectError: no fresh sample could be had.
+        """
+        if self._clock() - self._last_good > self.stale_secs:
+            self.sample_once()
+        with self._lock:
+            return self._tracker.encoded_rows(self._clock())
 
     def stats(self) -> SamplerStats:
         """A consistent snapshot of the sampler's health."""
@@ -356,22 +370,24 @@ class Sampler:
             )
 
     def _skip_time_wait(self) -> None:
-        """Let the collector leave TIME_WAIT out while events miss nothing.
+        """Let the collector leave TIME_WAIT out of most samples.
 
-        A TIME_WAIT socket is the ownerless remnant of a closed connection.
-        While kernel events run and have lost nothing since the last sample,
-        they reported every such connection, so the remnants add nothing and
-        reading them is wasted work. The first sample, and every sample after
-        a loss, read them all, so a connection whose events were lost is still
-        seen through its remnant.
+        A TIME_WAIT socket is the ownerless remnant of a closed connection,
+        and it stays for 60 s (Linux's TCP_TIMEWAIT_LEN): reading the
+        remnants every TIME_WAIT_EVERY-th sample still finds the remnant of
+        every connection that lived between two samples, a few samples
+        later, and the tracker keeps the remnants' own rows in between. The
+        first sample reads them all, and with kernel events so does every
+        sample after events were lost.
         """
         if not hasattr(self._collector, "skip_time_wait"):
             return
-        skip = False
-        if self._events is not None and self._samples > 0:
-            stats = self._events.stats()
-            skip = stats.running and stats.events_lost == self._events_lost
-            self._events_lost = stats.events_lost
+        skip = self._samples % TIME_WAIT_EVERY != 0
+        if self._events is not None:
+            lost = self._events.stats().events_lost
+            if lost != self._events_lost:
+                skip = False
+            self._events_lost = lost
         self._collector.skip_time_wait = skip
 
     def _run(self) -> None:

@@ -16,6 +16,7 @@ from extension.collect.dns_capture import DnsStats
 from extension.columns import COLUMNS
 from extension.enrich.connections import Row
 from extension.sampler import Sampler
+from extension.serve.reply import EncodedRows
 
 __all__ = [
     "STATS_COLUMNS",
@@ -81,7 +82,7 @@ class Table(Protocol):
         """The column routes for ``{"action": "columns"}``."""
         ...
 
-    def generate(self, context: dict[str, Any]) -> list[Row]:
+    def generate(self, context: dict[str, Any]) -> Sequence[Row]:
         """Rows for ``{"action": "generate"}``; raises to report an error status."""
         ...
 
@@ -102,9 +103,14 @@ class TrackedConnectionsTable:
         """One route per contract column (extension/columns.py), in order."""
         return column_routes([(c.name, c.type) for c in COLUMNS])
 
-    def generate(self, context: dict[str, Any]) -> list[Row]:
-        """Raises extension.collect.CollectError when no fresh sample can be had."""
-        return self._sampler.rows()
+    def generate(self, context: dict[str, Any]) -> EncodedRows:
+        """The rows, encoded (a sequence of dicts to other readers).
+
+        Raises:
+            extension.collect.CollectError: no fresh sample can be had.
+        """
+        pieces, count = self._sampler.encoded_rows()
+        return EncodedRows(pieces, count)
 
 
 class StatsTable:
