@@ -635,7 +635,8 @@ class CompiledConditions:
     Attributes:
         holds: ``holds(view)`` is True when every configured condition holds. An
             address condition never holds for an event without a peer address (empty,
-            unparsable, ``0.0.0.0`` or ``::``). A missing text column satisfies a
+            unparsable, ``0.0.0.0`` or ``::``); a ``remote_hostname`` condition never
+            holds for an event without a name. A missing text column satisfies a
             pattern only through the literal ``<unknown>``; a missing ``uid`` never
             satisfies ``uid``.
 

@@ -66,6 +66,7 @@ BAD_LINES_REPORTED: Final = 10
 """Most bad lines whose number and reason one ``domain_list_bad_lines`` event lists."""
 
 _GLOB_CHARS: Final = frozenset("*?[]")
+_ADDRESS_CHARS: Final = frozenset("0123456789abcdefABCDEF.:/%")
 
 
 def labels(name: str) -> list[str]:
@@ -190,12 +191,13 @@ def _entry(text: str) -> str:
     """One domain of a list or of a rule's ``domain`` list; ``*.`` prefix allowed."""
     if text.startswith("*."):
         text = text[2:]
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        pass
-    else:
-        raise ValueError(f"{text!r} is an address, not a domain (address lists take it)")
+    if _ADDRESS_CHARS.issuperset(text):  # only then can it be an address (fast path)
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            pass
+        else:
+            raise ValueError(f"{text!r} is an address, not a domain (address lists take it)")
     if "/" in text or ":" in text:
         raise ValueError(f"{text!r} is not a domain name (a URL or a port?)")
     name = normalize_name(text)

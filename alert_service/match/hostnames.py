@@ -36,6 +36,7 @@ from alert_service.match.domains import (
     DomainList,
     column_name,
     domain_entry,
+    load_domain_file,
     normalize_name,
     normalize_pattern,
     suffixes,
@@ -115,9 +116,9 @@ def _regex(text: str, where: str) -> re.Pattern[str]:
 
 def check_domain_file(path: str, where: str) -> None:
     """Raise :class:`MatchError` at ``where`` when the domain list cannot be read (bad
-    lines are reported when it is loaded, never refused)."""
+    lines are reported when the rules load it, never refused)."""
     try:
-        DomainList(path)
+        load_domain_file(path)
     except MatchError as err:
         raise MatchError(str(err), where) from err
 
