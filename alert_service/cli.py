@@ -40,6 +40,7 @@ from alert_service.config import Config, load_config
 from alert_service.deliver.service import build_delivery_service
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
+from alert_service.match.hostnames import domain_list_warnings
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.ops.server import OpsServer
@@ -169,8 +170,12 @@ def _load(path: str) -> Config | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    if _load(args.config) is None:
+    config = _load(args.config)
+    if config is None:
         return 1
+    for i, rule in enumerate(config.rules):  # not problems: the service runs with them
+        for where, message in domain_list_warnings(rule):
+            print(f"{args.config}: warning: $.rules[{i}]{where}: {message}", file=sys.stderr)
     print("OK")
     return 0
 

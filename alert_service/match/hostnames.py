@@ -53,6 +53,7 @@ __all__ = [
     "check_domain_file",
     "check_hostname",
     "compile_hostname",
+    "domain_list_warnings",
 ]
 
 HostnameSource = Literal["process", "namespace", "host"]
@@ -218,3 +219,42 @@ def compile_hostname(
         MatchError: see :class:`HostnameMatcher`.
     """
     return HostnameMatcher(spec, where, iocs).test(column, source_column)
+
+
+def _shown(contents_bad: tuple[tuple[int, str], ...], limit: int = 3) -> str:
+    shown = "; ".join(f"line {n}: {reason}" for n, reason in contents_bad[:limit])
+    more = len(contents_bad) - limit
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def domain_list_warnings(conditions: object, where: str = "") -> list[tuple[str, str]]:
+    """``(where, message)`` for each domain list with bad lines named by ``conditions``.
+
+    Args:
+        conditions: a rule (or an ``exclude`` / ``any_of`` entry); its
+            ``remote_hostname``, ``exclude`` and ``any_of`` are followed.
+        where: its place, e.g. ``.any_of[0]`` (``""`` for the rule).
+
+    Returns:
+        E.g. ``(".remote_hostname.domain_files[0]", "/x.txt: 2 bad lines skipped (5
+        used); line 3: …")``, up to three lines each. A list that cannot be read is a
+        configuration problem, reported elsewhere, and left out here.
+    """
+    out: list[tuple[str, str]] = []
+    spec = getattr(conditions, "remote_hostname", None)
+    if isinstance(spec, HostnameSpec):
+        for i, path in enumerate(spec.domain_files):
+            try:
+                contents = load_domain_file(path)
+            except MatchError:
+                continue
+            if contents.bad_lines:
+                out.append((
+                    f"{where}.remote_hostname.domain_files[{i}]",
+                    f"{path}: {len(contents.bad_lines)} bad lines skipped "
+                    f"({contents.entries} used); {_shown(contents.bad_lines)}",
+                ))  # fmt: skip
+    for key in ("exclude", "any_of"):
+        for i, item in enumerate(getattr(conditions, key, None) or ()):
+            out += domain_list_warnings(item, f"{where}.{key}[{i}]")
+    return out
