@@ -111,8 +111,11 @@ def _checked(convert: Callable[[str], str], text: str, where: str) -> str:
 
 
 def _regex(text: str, where: str) -> re.Pattern[str]:
-    compile_regex(text, where)  # the error names the regex as written
-    return re.compile(text, re.IGNORECASE)
+    compile_regex(text, where)  # the rules' regex check; its error names the regex
+    try:
+        return re.compile(text, re.IGNORECASE)
+    except re.error as err:
+        raise MatchError(f"invalid regex {text!r}: {err}", where) from err
 
 
 def check_domain_file(path: str, where: str) -> None:
