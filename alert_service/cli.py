@@ -44,6 +44,7 @@ from alert_service.match.hostnames import domain_list_warnings
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.ops.server import OpsServer
+from alert_service.permissions import loose_permissions
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import STATE_FILE, open_state
 from alert_service.stats import Stats
@@ -173,9 +174,11 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    for problem in loose_permissions(config):
+        print(f"WARNING: {problem}", file=sys.stderr)
     for i, rule in enumerate(config.rules):  # not problems: the service runs with them
         for where, message in domain_list_warnings(rule):
-            print(f"{args.config}: warning: $.rules[{i}]{where}: {message}", file=sys.stderr)
+            print(f"WARNING: {args.config}: $.rules[{i}]{where}: {message}", file=sys.stderr)
     print("OK")
     return 0
 
@@ -206,6 +209,8 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(args.log_level or config.log_level)
+    for problem in loose_permissions(config):
+        log_event(_log, logging.WARNING, "file_permissions_loose", reason=problem)
     stop = threading.Event()
     stats = Stats()
     state_path = os.path.join(config.state_dir, STATE_FILE)

@@ -97,7 +97,7 @@ def test_check_config_warns_of_bad_lines_in_domain_lists(tmp_path: Path) -> None
     done = cli("check-config", str(config))
     assert (done.returncode, done.stdout) == (0, "OK\n")  # bad lines are never fatal
     assert done.stderr.splitlines() == [
-        f"{config}: warning: $.rules[0].any_of[0].remote_hostname.domain_files[0]: {domains}: "
+        f"WARNING: {config}: $.rules[0].any_of[0].remote_hostname.domain_files[0]: {domains}: "
         "2 bad lines skipped (2 used); line 2: '198.51.100.7' is an address, not a domain "
         "(address lists take it); line 4: 'http://x.example/' is not a domain name (a URL "
         "or a port?)",
