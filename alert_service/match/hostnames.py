@@ -6,14 +6,15 @@ Config (one condition of a rule or of an ``exclude`` / ``any_of`` entry)::
       exact: [api.evil.example]            # the name itself
       domain: [evil.example, "*.c2.example"]   # the domain or any name under it
       glob: ["*.evil-*.example"]           # fnmatch; '*' also crosses dots
-      regex: ['[a-z0-9]{16}\\.dyn\\.example']  # Python regex, whole name, any case
+      regex: ['[a-z0-9]{16}\\.dyn\\.example']  # RE2 regex, whole name, any case
       domain_files: [/etc/tracked-connections/iocs/domains.txt]
       source: [process, namespace]         # which evidence counts (default: any)
 
 Every name and domain is compared in one form (:func:`~alert_service.match.domains.normalize_name`):
 ASCII lower case, no trailing dot, international labels in ACE form, so ``API.Evil.Example.``
 and ``api.evil.example`` are one name, and ``bücher.example`` matches the row's
-``xn--bcher-kva.example``. Regexes run case-insensitively on that form.
+``xn--bcher-kva.example``. Regexes run on RE2 (:mod:`alert_service.match.text`),
+case-insensitively, on that form.
 
 The condition holds when the row has a name (``remote_hostname`` not empty), its
 ``remote_hostname_source`` is one of ``source`` (when given), and the name matches any
@@ -42,7 +43,7 @@ from alert_service.match.domains import (
     suffixes,
 )
 from alert_service.match.iocs import IocFiles
-from alert_service.match.text import compile_regex
+from alert_service.match.text import Pattern, compile_regex
 
 __all__ = [
     "HOSTNAME_SOURCES",
@@ -77,7 +78,7 @@ class HostnameSpec:
         domain: domains; a name matches one when it equals it or ends in ``.`` + it
             (a leading ``*.`` means the same).
         glob: shell patterns on the whole name (``fnmatch``; ``*`` crosses dots).
-        regex: Python regular expressions on the whole name, case-insensitive.
+        regex: RE2 regular expressions on the whole name, case-insensitive.
         domain_files: domain list files (:class:`~alert_service.match.domains.DomainList`).
         source: the ``remote_hostname_source`` values that count; None = any.
     """
@@ -110,12 +111,9 @@ def _checked(convert: Callable[[str], str], text: str, where: str) -> str:
         raise MatchError(f"invalid domain name: {err}", where) from err
 
 
-def _regex(text: str, where: str) -> re.Pattern[str]:
-    compile_regex(text, where)  # the rules' regex check; its error names the regex
-    try:
-        return re.compile(text, re.IGNORECASE)
-    except re.error as err:
-        raise MatchError(f"invalid regex {text!r}: {err}", where) from err
+def _regex(text: str, where: str) -> Pattern:
+    compile_regex(text, where)  # the error names the regex as written
+    return compile_regex("(?i)" + text, where)  # RE2, case-insensitive
 
 
 def check_domain_file(path: str, where: str) -> None:
@@ -162,7 +160,7 @@ class HostnameMatcher:
         self._domains = frozenset(
             _checked(domain_entry, t, f"{where}.domain[{i}]") for i, t in enumerate(spec.domain)
         )
-        patterns = [
+        patterns: list[Pattern] = [
             re.compile(fnmatch.translate(_checked(normalize_pattern, t, f"{where}.glob[{i}]")))
             for i, t in enumerate(spec.glob)
         ]

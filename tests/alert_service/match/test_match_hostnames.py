@@ -17,6 +17,7 @@ from deliver_support import make_event
 from alert_service.config import build_config
 from alert_service.errors import ConfigError
 from alert_service.match import RuleSet, RuleSpec, check_rule, compile_rule, rule_spec_from_config
+from alert_service.match.columns import needed_columns
 from alert_service.match.domains import (
     DomainList,
     labels,
@@ -202,8 +203,8 @@ def test_config_reports_every_bad_name_with_its_path() -> None:
         "empty label",
         "$.rules[0].remote_hostname.glob[0]: invalid domain name: label 'bü*' mixes glob "
         "characters and non-ASCII letters; write its xn-- form",
-        "$.rules[0].remote_hostname.regex[0]: invalid regex '(': missing ), unterminated "
-        "subpattern at position 0",
+        "$.rules[0].remote_hostname.regex[0]: invalid regex '(': missing ): ( (RE2 syntax, "
+        "linear-time: no backreferences or lookaround)",
         "$.rules[0].remote_hostname.source[0]: 'guess' is not one of "
         "['process', 'namespace', 'host']",
     ]
@@ -353,3 +354,20 @@ def test_the_example_domain_list_has_no_bad_lines() -> None:
     assert listed.bad_lines == ()
     assert listed.domains == {"evil.example", "c2.example", "xn--bcher-shop-9db.example"}
     assert "api.xn--bcher-shop-9db.example" in listed
+
+
+def test_any_of_needs_its_entries_columns_but_not_the_sparse_name() -> None:
+    # Most rows have no name, and the column watch counts an empty value as missing:
+    # remote_hostname is not watched.
+    spec = rule_spec_from_config(
+        {
+            "name": "r",
+            "notify": ["h"],
+            "remote_port": [443],
+            "any_of": [
+                {"remote_address": {"include": ["198.51.100.0/24"]}},
+                {"remote_hostname": {"domain": ["evil.example"]}},
+            ],
+        }
+    )
+    assert needed_columns(spec) == ("remote_port", "remote_address")
