@@ -50,6 +50,7 @@ from alert_service.console.app import ConsoleApp
 from alert_service.deliver.service import build_delivery_service
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
+from alert_service.match.hostnames import domain_list_warnings
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.operate import commands as operate
@@ -199,6 +200,9 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     for problem in loose_permissions(config):
         print(f"WARNING: {problem}", file=sys.stderr)
+    for i, rule in enumerate(config.rules):  # not problems: the service runs with them
+        for where, message in domain_list_warnings(rule):
+            print(f"WARNING: {args.config}: $.rules[{i}]{where}: {message}", file=sys.stderr)
     if args.strict:
         problems = preflight_problems(config)
         for problem in problems:
