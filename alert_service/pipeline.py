@@ -56,6 +56,7 @@ from alert_service.source import (
     SourceSet,
     read_whole_file,
 )
+from alert_service.source.group import SourceGroup
 from alert_service.state.baseline import BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
 from alert_service.state.db import open_state
@@ -171,16 +172,33 @@ class Pipeline:
         }
         if state is not None:
             upgrade_records(state, self._packs, self._windows)
-        self._sources: SourceSet = FileSources(
-            config.sources,
+        checkpoints = (
             SqliteCheckpoints(state, config.checkpoint_expiry_secs)
             if state is not None
-            else _NO_CHECKPOINTS,
-            self.stats,
-            clock=clock,
-            monotonic=monotonic,
-            max_read_bytes_per_poll=max_read_bytes_per_poll,
+            else _NO_CHECKPOINTS
         )
+        files = [s for s in config.sources if s.nats is None]
+        streams = [(s.nats, s.poll_interval_secs) for s in config.sources if s.nats is not None]
+        members: list[SourceSet] = []
+        if files or not streams:
+            members.append(
+                FileSources(
+                    files,
+                    checkpoints,
+                    self.stats,
+                    clock=clock,
+                    monotonic=monotonic,
+                    max_read_bytes_per_poll=max_read_bytes_per_poll,
+                )
+            )
+        if streams:
+            # Imported here: the NATS client is loaded only when a stream is configured.
+            from alert_service.source.nats import NatsSources  # noqa: PLC0415
+
+            members.append(
+                NatsSources(streams, checkpoints, self.stats, clock=clock, monotonic=monotonic)
+            )
+        self._sources: SourceSet = members[0] if len(members) == 1 else SourceGroup(members)
 
     # -- shared: one line ---------------------------------------------------------
 

@@ -68,6 +68,17 @@ class Stats:
         source_last_line_time: per configured source (its ``path`` or ``glob``), when it
             last produced a line, seconds since the Unix epoch (0 = never); a gauge
             per source, not included in :meth:`as_dict`.
+        messages_received: messages fetched from stream sources (``nats``), each
+            holding one result line (or several, split at newlines).
+        messages_undecodable: stream messages whose payload could not be decoded
+            (unknown ``Content-Encoding``, corrupt compressed data); acknowledged
+            and logged as ``message_undecodable``.
+        messages_redelivered_skipped: stream messages delivered again after their
+            batch was committed (its acknowledgement was lost); acknowledged without
+            processing them again.
+        source_pending_messages: per stream source, messages in the stream not yet
+            delivered to its consumer (the consumer lag) as of the last fetch; a gauge
+            per source, not included in :meth:`as_dict`.
         source_problems: configured source (its ``path`` or ``glob``) → why it cannot
             be read now, ``"missing: no such file"`` or ``"unreadable: Permission
             denied (EACCES)"``; only sources with a problem. ``/health`` shows it. The
@@ -103,8 +114,12 @@ class Stats:
     retries: int = 0
     suppressed: int = 0
     digests: int = 0
+    messages_received: int = 0
+    messages_undecodable: int = 0
+    messages_redelivered_skipped: int = 0
     source_last_line_time: dict[str, float] = field(default_factory=dict)
     source_problems: dict[str, str] = field(default_factory=dict)
+    source_pending_messages: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         """Return the int counters and gauges as a new ``{name: value}`` dict."""

@@ -221,7 +221,10 @@ def build_config(
     duplicates(sources, "sources", "path", problems)
     duplicates(sources, "sources", "glob", problems)
     for i, item in items(doc, "sources"):  # as written: a bad path is still a path
-        if ("path" in item) == ("glob" in item):
+        if "nats" in item:
+            if "path" in item or "glob" in item:
+                problems.add(("sources", i), "give exactly one of path, glob or nats")
+        elif ("path" in item) == ("glob" in item):
             problems.add(("sources", i), "give exactly one of path or glob")
     duplicates(notifier_items, "notifiers", "name", problems)
     duplicates(rule_items, "rules", "name", problems)

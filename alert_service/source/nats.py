@@ -1,0 +1,468 @@
+"""Read result lines from a NATS JetStream stream (Fleet's ``nats`` log destination).
+
+What arrives (fleetdm/fleet ``server/logging/nats.go``, Fleet 4.7x, and osqueryd
+result lines published the same way): one message per result-log line, the JSON
+object as the payload, on a subject Fleet builds from a template over the log (a
+constant such as ``osquery.results`` or ``osquery.results.{log.decorations.host_uuid}``).
+With JetStream on, Fleet publishes into a stream, whose messages this source reads
+with a durable pull consumer. A payload may be compressed, said by its
+``Content-Encoding`` header (``gzip`` or ``zstd``; ``identity`` or no header = plain);
+a payload holding several lines (a publisher that batches) is split at ``\\n``.
+
+Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
+
+* each poll fetches up to ``batch_size`` messages of one consumer, in stream order
+  (the consumer lets no more than ``batch_size`` be unacknowledged, so nothing
+  overtakes a batch being processed);
+* the batch's :attr:`~alert_service.source.Batch.position` is the stream sequence of
+  its last message (:func:`stream_position`), stored in the same transaction as the
+  alerts and baseline changes of its lines;
+* :meth:`NatsSources.committed` then acknowledges the batch (one ``AckAll`` on its
+  last message, confirmed by the server); a crash between the commit and the
+  acknowledgement redelivers the messages, which are recognised by their stream
+  sequence (not above the stored one), counted as ``messages_redelivered_skipped``,
+  and acknowledged unprocessed;
+* a failed commit negatively acknowledges the batch, which is fetched again after a
+  pause;
+* a message that cannot be decoded (unknown ``Content-Encoding``, corrupt gzip/zstd)
+  is counted (``messages_undecodable``), logged, and acknowledged with its batch; a
+  payload that is not a result line is a parse error like a bad line of a file.
+
+A stream deleted and created again restarts its sequences: the stored position
+carries the stream's creation time (:attr:`Position.fingerprint`), and a checkpoint
+of another stream incarnation is ignored (logged as ``stream_recreated``).
+
+nats-py is asyncio based; the source runs one event loop in a daemon thread and
+waits for each call from the pipeline thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+import zstandard
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from alert_service.logs import log_event
+from alert_service.source.config import NatsSettings
+from alert_service.source.manager import Batch, CheckpointStore
+from alert_service.source.records import FileIdentity, LineChunk, Position
+from alert_service.stats import Stats
+
+__all__ = [
+    "STREAM_IDENTITY",
+    "NatsSettings",
+    "NatsSources",
+    "decode_payload",
+    "stream_position",
+]
+
+_log = logging.getLogger(__name__)
+
+STREAM_IDENTITY = FileIdentity(0, 0)
+"""The :class:`FileIdentity` of every line and position of a stream source."""
+
+_T = TypeVar("_T")
+_MAX_RETRY_PAUSE_SECS = 30.0
+_CALL_TIMEOUT_SECS = 10.0
+
+
+def stream_position(subject: str, sequence: int, incarnation: bytes) -> Position:
+    """A stream source's checkpoint: every message up to ``sequence`` is stored.
+
+    Args:
+        subject: the consumer's filter subject (for people reading the table).
+        sequence: stream sequence of the last message committed.
+        incarnation: the stream's creation time as text (``StreamInfo.created``), kept
+            in :attr:`Position.fingerprint` to recognise a recreated stream.
+    """
+    return Position(subject, STREAM_IDENTITY, sequence, incarnation, len(incarnation))
+
+
+class PayloadError(ValueError):
+    """A message payload could not be decoded (its text says why)."""
+
+
+_ZSTD = zstandard.ZstdDecompressor()
+_MAX_DECODED_BYTES = 64 * 1024 * 1024
+
+
+def decode_payload(data: bytes, encoding: str | None) -> bytes:
+    """Return the payload's bytes after its ``Content-Encoding``.
+
+    Args:
+        data: the message payload.
+        encoding: the ``Content-Encoding`` header (None, ``identity``, ``gzip``,
+            ``zstd``; case-insensitive).
+
+    Raises:
+        PayloadError: unknown encoding, corrupt data, or more than 64 MiB decoded.
+    """
+    name = (encoding or "identity").strip().lower()
+    try:
+        if name == "identity":
+            return data
+        if name in ("gzip", "x-gzip"):
+            out = gzip.decompress(data)
+        elif name == "zstd":
+            out = _ZSTD.decompressobj().decompress(data)
+        else:
+            raise PayloadError(f"unknown Content-Encoding {encoding!r}")
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
+        raise PayloadError(f"corrupt {name} payload: {err}") from err
+    if len(out) > _MAX_DECODED_BYTES:
+        raise PayloadError("decoded payload over 64 MiB")
+    return out
+
+
+class _Loop:
+    """An asyncio event loop in a daemon thread; :meth:`call` waits for a coroutine."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="nats-source", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, _T], timeout: float = _CALL_TIMEOUT_SECS) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+@dataclass(eq=False, slots=True)
+class _Consumer:
+    """One configured stream source and where it stands."""
+
+    settings: NatsSettings
+    poll_interval_secs: float
+    client: NatsClient | None = None
+    js: JetStreamContext | None = None
+    sub: JetStreamContext.PullSubscription | None = None
+    incarnation: bytes = b""
+    committed: int = 0  # stream sequence of the last committed message
+    pending: list[Msg] = field(default_factory=list)  # the batch handed out
+    due: float = 0.0
+    failures: int = 0
+    last_line: float = 0.0
+
+
+class NatsSources:
+    """Every configured ``nats`` source as the pipeline sees it (a ``SourceSet``).
+
+    Args:
+        configs: ``(settings, poll_interval_secs)`` per source, in order.
+        checkpoints: where each source's stored stream sequence is found at start.
+        stats: counters and gauges to update (``messages_*``, ``source_pending_messages``).
+        clock: wall time, seconds since the Unix epoch.
+        monotonic: monotonic time in seconds.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[tuple[NatsSettings, float]],
+        checkpoints: CheckpointStore,
+        stats: Stats,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._consumers = [_Consumer(s, interval) for s, interval in configs]
+        self._checkpoints = checkpoints
+        self.stats = stats
+        self._clock = clock
+        self._monotonic = monotonic
+        self._loop: _Loop | None = None
+        self._pause = 0.0
+        self._now = 0.0
+
+    # -- the pipeline's side -------------------------------------------------------
+
+    def poll(self) -> Iterator[Batch]:
+        """Fetch a batch from each consumer that is due; yield the ones with lines."""
+        now = self._now = self._monotonic()
+        next_due = now + 1.0
+        for consumer in self._consumers:
+            if now >= consumer.due:
+                batch = self._fetch(consumer, now)
+                if batch is not None:
+                    yield batch
+            next_due = min(next_due, consumer.due)
+        self._pause = max(0.0, next_due - self._monotonic())
+
+    def committed(self, batch: Batch) -> None:
+        """Acknowledge the batch's messages (their alerts and position are stored)."""
+        consumer = self._consumer(batch.key)
+        msgs, consumer.pending = consumer.pending, []
+        if batch.position is not None:
+            consumer.committed = batch.position.offset
+        consumer.failures = 0
+        if msgs:
+            self._ack(consumer, msgs[-1])
+        if batch.chunks:
+            consumer.last_line = self._monotonic()
+            self.stats.source_last_line_time[consumer.settings.name] = self._clock()
+
+    def failed(self, batch: Batch, error: Exception) -> None:
+        """Storing failed: have the batch delivered again after a pause."""
+        consumer = self._consumer(batch.key)
+        msgs, consumer.pending = consumer.pending, []
+        consumer.failures += 1
+        pause = min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
+        log_event(
+            _log,
+            logging.ERROR,
+            "state_transaction_failed",
+            source=consumer.settings.name,
+            error=type(error).__name__,
+            reason=str(error),
+            retry_in_secs=pause,
+        )
+        loop = self._loop
+        if loop is not None and msgs:
+            try:
+                loop.call(_nak_all(msgs, pause))
+            except Exception as err:  # the messages come back after ack_wait anyway
+                log_event(_log, logging.WARNING, "nats_nak_failed", reason=str(err))
+        consumer.due = self._now + pause
+
+    def pause(self) -> float:
+        """Seconds until a consumer is due, as of the end of the last :meth:`poll`."""
+        return self._pause
+
+    def close(self) -> None:
+        """Close the connections (unacknowledged messages are delivered again later)."""
+        loop = self._loop
+        for consumer in self._consumers:
+            client = consumer.client
+            consumer.client = consumer.js = consumer.sub = None
+            consumer.pending = []
+            consumer.due = 0.0
+            if client is not None and loop is not None:
+                try:
+                    loop.call(client.close(), 5.0)
+                except Exception as err:
+                    log_event(_log, logging.WARNING, "nats_close_failed", reason=str(err))
+        if loop is not None:
+            loop.stop()
+            self._loop = None
+
+    # -- consumers -----------------------------------------------------------------
+
+    def _consumer(self, key: str) -> _Consumer:
+        for consumer in self._consumers:
+            if consumer.settings.name == key:
+                return consumer
+        raise KeyError(key)
+
+    def _fetch(self, consumer: _Consumer, now: float) -> Batch | None:
+        settings = consumer.settings
+        try:
+            if consumer.sub is None:
+                self._connect(consumer)
+            assert consumer.sub is not None
+            loop = self._loop
+            assert loop is not None
+            timeout = min(consumer.poll_interval_secs, 1.0)
+            msgs = loop.call(_fetch(consumer.sub, settings.batch_size, timeout), timeout + 10.0)
+        except (nats.errors.Error, OSError, TimeoutError) as err:
+            self._unreachable(consumer, now, err)
+            return None
+        if not msgs:
+            consumer.due = now + consumer.poll_interval_secs
+            return None
+        consumer.due = now
+        self._clear_problem(settings.name)
+        return self._batch(consumer, msgs)
+
+    def _batch(self, consumer: _Consumer, msgs: list[Msg]) -> Batch:
+        settings = consumer.settings
+        stats = self.stats
+        chunks: list[LineChunk] = []
+        skipped = 0
+        last = consumer.committed
+        for msg in msgs:
+            meta = msg.metadata
+            seq = meta.sequence.stream
+            if seq <= consumer.committed:
+                skipped += 1  # redelivered after its batch was committed
+                continue
+            last = max(last, seq)
+            headers = msg.headers
+            try:
+                data = decode_payload(
+                    msg.data, headers.get("Content-Encoding") if headers else None
+                )
+            except PayloadError as err:
+                stats.messages_undecodable += 1
+                log_event(
+                    _log,
+                    logging.WARNING,
+                    "message_undecodable",
+                    source=settings.name,
+                    subject=msg.subject,
+                    stream_sequence=seq,
+                    reason=str(err),
+                )
+                continue
+            lines = data.split(b"\n") if b"\n" in data else [data]
+            if lines and not lines[-1]:
+                lines.pop()
+            if lines:
+                chunks.append(LineChunk(STREAM_IDENTITY, msg.subject, seq, lines))
+        stats.messages_received += len(msgs)
+        stats.messages_redelivered_skipped += skipped
+        pending = msgs[-1].metadata.num_pending
+        stats.source_pending_messages[settings.name] = pending
+        consumer.pending = msgs
+        position = (
+            stream_position(settings.subject, last, consumer.incarnation)
+            if last > consumer.committed
+            else None
+        )
+        return Batch(settings.name, chunks, position)
+
+    def _ack(self, consumer: _Consumer, last: Msg) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call(last.ack_sync(timeout=5.0))  # the server confirms it
+        except Exception as err:  # redelivered later and skipped by sequence
+            log_event(
+                _log,
+                logging.WARNING,
+                "nats_ack_failed",
+                source=consumer.settings.name,
+                reason=str(err),
+            )
+
+    def _connect(self, consumer: _Consumer) -> None:
+        """Connect, check the stream, create or bind the durable consumer."""
+        if self._loop is None:
+            self._loop = _Loop()
+        loop = self._loop
+        settings = consumer.settings
+        client = consumer.client
+        if client is None:
+            client = loop.call(
+                nats.connect(
+                    servers=list(settings.servers),
+                    name=f"tracked-connections-alerts {settings.durable}",
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    connect_timeout=5,
+                )
+            )
+            consumer.client = client
+        js = client.jetstream()
+        info = loop.call(js.stream_info(settings.stream))
+        consumer.incarnation = info.created.encode() if isinstance(info.created, str) else b""
+        self._load_checkpoint(consumer)
+        config = ConsumerConfig(
+            durable_name=settings.durable,
+            ack_policy=AckPolicy.ALL,
+            ack_wait=settings.ack_wait_secs,
+            max_ack_pending=settings.batch_size,
+            deliver_policy=DeliverPolicy.ALL if settings.deliver_all else DeliverPolicy.NEW,
+            filter_subject=settings.subject or None,
+        )
+        loop.call(_ensure_consumer(js, settings.stream, config))
+        consumer.js = js
+        consumer.sub = loop.call(js.pull_subscribe_bind(settings.durable, stream=settings.stream))
+        log_event(
+            _log,
+            logging.INFO,
+            "nats_consumer_bound",
+            source=settings.name,
+            subject=settings.subject,
+            committed_sequence=consumer.committed,
+        )
+
+    def _load_checkpoint(self, consumer: _Consumer) -> None:
+        stored = self._checkpoints.load(consumer.settings.name)
+        if stored is None:
+            return
+        position = stored[0]
+        if position.fingerprint != consumer.incarnation:
+            log_event(
+                _log,
+                logging.WARNING,
+                "stream_recreated",
+                source=consumer.settings.name,
+                stored_sequence=position.offset,
+                reason="the stream was created again since the checkpoint; reading it anew",
+            )
+            consumer.committed = 0
+            return
+        consumer.committed = position.offset
+
+    def _unreachable(self, consumer: _Consumer, now: float, err: BaseException) -> None:
+        consumer.failures += 1
+        pause = min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
+        consumer.due = now + pause
+        consumer.sub = None
+        name = consumer.settings.name
+        reason = f"{type(err).__name__}: {err}"
+        problems = dict(self.stats.source_problems)
+        problems[name] = f"unreachable: {reason}"
+        self.stats.source_problems = problems
+        log_event(
+            _log,
+            logging.WARNING,
+            "source_unreachable",
+            source=name,
+            reason=reason,
+            retry_in_secs=pause,
+        )
+
+    def _clear_problem(self, name: str) -> None:
+        if name in self.stats.source_problems:
+            problems = dict(self.stats.source_problems)
+            del problems[name]
+            self.stats.source_problems = problems
+            log_event(_log, logging.INFO, "source_found", source=name)
+
+    def names(self) -> Iterable[str]:
+        """The configured sources' names."""
+        return [c.settings.name for c in self._consumers]
+
+
+async def _fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    try:
+        return await sub.fetch(batch, timeout=timeout)
+    except (TimeoutError, nats.errors.TimeoutError):
+        return []  # nothing to read within the timeout
+
+
+async def _nak_all(msgs: list[Msg], delay: float) -> None:
+    for msg in msgs:
+        await msg.nak(delay=delay)
+
+
+async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    """Create the durable consumer, or keep the existing one (its settings win)."""
+    assert config.durable_name is not None
+    try:
+        await js.consumer_info(stream, config.durable_name)
+    except nats.js.errors.NotFoundError:
+        await js.add_consumer(stream, config)
