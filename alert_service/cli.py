@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sqlite3
 import sys
@@ -38,7 +37,7 @@ from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.ops.server import OpsServer
 from alert_service.pipeline import Pipeline, PrintDispatcher
-from alert_service.state.db import STATE_FILE, open_state
+from alert_service.state.db import open_state
 from alert_service.stats import Stats
 
 __all__ = ["build_parser", "main"]
@@ -119,11 +118,12 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or config.log_level)
     stop = threading.Event()
     stats = Stats()
-    state_path = os.path.join(config.state_dir, STATE_FILE)
+    state_path = config.state.target(config.state_dir)
+    where = config.state.describe(config.state_dir)
     try:
         state = open_state(state_path)
     except (OSError, sqlite3.Error) as err:
-        log_event(_log, logging.ERROR, "state_open_failed", path=state_path, reason=str(err))
+        log_event(_log, logging.ERROR, "state_open_failed", path=where, reason=str(err))
         return 1
     # The pipeline only enqueues alerts (same transaction as the checkpoints); the
     # delivery workers send the outbox from their own connections.
@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
         version=__version__,
         config=config.file,
         sources=[s.path for s in config.sources],
-        state=state_path,
+        state=where,
         notifiers=[n.name for n in config.notifiers],
         rules=len(config.rules),
     )

@@ -59,7 +59,7 @@ from alert_service.source import (
 from alert_service.source.group import SourceGroup
 from alert_service.state.baseline import BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
-from alert_service.state.db import open_state
+from alert_service.state.db import StateConnection, open_state
 from alert_service.state.outbox import enqueue_alerts
 from alert_service.state.record import upgrade_records
 from alert_service.stats import Stats
@@ -144,7 +144,7 @@ class Pipeline:
         dispatcher: Dispatcher | None = None,
         stats: Stats | None = None,
         *,
-        state: sqlite3.Connection | None = None,
+        state: StateConnection | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         max_read_bytes_per_poll: int = 8 * 1024 * 1024,
@@ -410,7 +410,7 @@ class Pipeline:
         """Close every followed file (the pipeline may poll again afterwards)."""
         self._sources.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: Batch) -> None:
+    def _commit(self, conn: StateConnection, batch: Batch) -> None:
         """Parse and match ``batch`` and store its alerts and position in one transaction.
 
         Raises:

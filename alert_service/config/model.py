@@ -15,7 +15,8 @@ Steps (the generic parts in :mod:`alert_service.config.strict`):
    :class:`~alert_service.source.SourceConfig` (``sources``),
    :class:`~alert_service.match.RuleSpec` (``rules``, the baseline mode included),
    :class:`~alert_service.deliver.retry.RetryPolicy` (``delivery``),
-   :class:`~alert_service.ops.server.MetricsConfig` (``metrics``).
+   :class:`~alert_service.ops.server.MetricsConfig` (``metrics``),
+   :class:`~alert_service.state.config.StateSettings` (``state``).
 
 Every problem is collected — step 3 runs on every key, item and value that passed
 step 2, even when a sibling, an unknown key or another item of the same list failed,
@@ -59,6 +60,7 @@ from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
 from alert_service.source import SourceConfig
+from alert_service.state.config import StateSettings
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EXPIRY_SECS",
@@ -112,6 +114,8 @@ class Config:
             outbox, active rows); default ``/var/lib/tracked-connections-alerts``.
         checkpoint_expiry_secs: a checkpoint of a file no longer followed is deleted
             this long after its last update, seconds (default 7 days).
+        state: which state backend and where (:class:`StateSettings`; SQLite in
+            ``state_dir`` by default).
     """
 
     file: str
@@ -124,6 +128,7 @@ class Config:
     metrics: MetricsConfig | None = None
     state_dir: str = DEFAULT_STATE_DIR
     checkpoint_expiry_secs: float = DEFAULT_CHECKPOINT_EXPIRY_SECS
+    state: StateSettings = field(default_factory=StateSettings)
 
     @property
     def rule_baseline(self) -> Mapping[str, BaselineMode]:
@@ -250,6 +255,13 @@ def build_config(
                 problems.add(where, str(err))
         rules.append(spec)
 
+    state_raw = root.get("state")
+    state_settings: dict[str, Any] = {}
+    if isinstance(state_raw, Mapping):
+        state_settings = resolve_secrets(dict(state_raw), ("state",), env, problems)
+        if state_raw.get("backend") == "postgresql" and "dsn" not in state_raw:
+            problems.add(("state",), "backend postgresql needs dsn ({env: NAME})")
+
     problems.raise_if_any()
     return Config(
         file=file,
@@ -260,6 +272,7 @@ def build_config(
         known_packs=frozenset(root.get("known_packs", DEFAULT_KNOWN_PACKS)),
         log_level=root.get("log_level", "info"),
         metrics=MetricsConfig.from_config(root.get("metrics")),
+        state=StateSettings.from_config(state_settings),
         state_dir=root.get("state_dir", DEFAULT_STATE_DIR),
         checkpoint_expiry_secs=float(
             root.get("checkpoint_expiry_secs", DEFAULT_CHECKPOINT_EXPIRY_SECS)

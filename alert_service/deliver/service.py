@@ -26,7 +26,7 @@ from alert_service.logs import log_event
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.notify.base import Notifier
 from alert_service.ops.metrics import ServiceMetrics
-from alert_service.state.db import open_state
+from alert_service.state.db import StateConnection, StateTarget, open_state
 from alert_service.state.outbox import QueueDepth, purge, queue_depths
 from alert_service.stats import Stats
 
@@ -58,7 +58,7 @@ class DeliveryService:
 
     def __init__(
         self,
-        db_path: str,
+        db_path: StateTarget,
         notifiers: Mapping[str, Notifier],
         settings: Mapping[str, DestinationSettings],
         policy: RetryPolicy,
@@ -91,7 +91,7 @@ class DeliveryService:
             )
             for name, notifier in notifiers.items()
         }
-        self._probe_conn: sqlite3.Connection | None = None
+        self._probe_conn: StateConnection | None = None
         self._probe_lock = threading.Lock()
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -197,7 +197,7 @@ class DeliveryService:
         return alive, doc
 
     def _housekeeping(self) -> None:
-        conn: sqlite3.Connection | None = None
+        conn: StateConnection | None = None
         try:
             while not self._stop.is_set():
                 try:
@@ -222,7 +222,7 @@ class DeliveryService:
 
 def build_delivery_service(
     config: Config,
-    db_path: str,
+    db_path: StateTarget,
     *,
     registry: NotifierRegistry = DEFAULT_REGISTRY,
     notifiers: Mapping[str, Notifier] | None = None,

@@ -12,11 +12,11 @@ alerting-delivery-and-tailing.md §4.1 [VC-23076]).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from alert_service.source.records import FileIdentity, Position
+from alert_service.state.db import StateConnection
 
 __all__ = [
     "SqliteCheckpoints",
@@ -65,18 +65,18 @@ def _row(row: tuple[str, str, int, int, int, bytes, int, float]) -> StoredCheckp
     return StoredCheckpoint(source, Position(path, identity, offset, bytes(fp), fp_bytes), updated)
 
 
-def load_checkpoint(conn: sqlite3.Connection, source: str) -> StoredCheckpoint | None:
+def load_checkpoint(conn: StateConnection, source: str) -> StoredCheckpoint | None:
     """Return the checkpoint of ``source``, or None when there is none."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM checkpoints WHERE source = ?", (source,)).fetchone()
     return _row(row) if row is not None else None
 
 
-def load_checkpoints(conn: sqlite3.Connection) -> dict[str, StoredCheckpoint]:
+def load_checkpoints(conn: StateConnection) -> dict[str, StoredCheckpoint]:
     """Return every stored checkpoint by source."""
     return {row[0]: _row(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM checkpoints")}
 
 
-def save_checkpoint(conn: sqlite3.Connection, source: str, position: Position, now: float) -> None:
+def save_checkpoint(conn: StateConnection, source: str, position: Position, now: float) -> None:
     """Insert or replace the checkpoint of ``source``.
 
     Call it inside the transaction that enqueues the alerts of the lines before
@@ -107,13 +107,13 @@ def save_checkpoint(conn: sqlite3.Connection, source: str, position: Position, n
     )
 
 
-def delete_checkpoint(conn: sqlite3.Connection, source: str) -> bool:
+def delete_checkpoint(conn: StateConnection, source: str) -> bool:
     """Delete the checkpoint of ``source``; True when there was one."""
     return conn.execute("DELETE FROM checkpoints WHERE source = ?", (source,)).rowcount > 0
 
 
 def expire_checkpoints(
-    conn: sqlite3.Connection, keep: Iterable[str], now: float, expiry_secs: float
+    conn: StateConnection, keep: Iterable[str], now: float, expiry_secs: float
 ) -> list[str]:
     """Delete checkpoints not in ``keep`` that were last written over ``expiry_secs`` ago.
 
@@ -152,7 +152,7 @@ class SqliteCheckpoints:
             followed loses it, seconds (``checkpoint_expiry_secs``).
     """
 
-    def __init__(self, conn: sqlite3.Connection, expiry_secs: float) -> None:
+    def __init__(self, conn: StateConnection, expiry_secs: float) -> None:
         self.conn = conn
         self.expiry_secs = expiry_secs
 
