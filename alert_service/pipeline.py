@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from alert_service.config import Config
 from alert_service.errors import ParseError, SourceError
@@ -56,11 +59,13 @@ from alert_service.source import (
     SourceSet,
     read_whole_file,
 )
+from alert_service.source.config import NatsSettings
 from alert_service.source.group import SourceGroup
 from alert_service.state.baseline import BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
 from alert_service.state.db import StateConnection, open_state
 from alert_service.state.outbox import enqueue_alerts
+from alert_service.state.postgres import PgConnection
 from alert_service.state.record import upgrade_records
 from alert_service.stats import Stats
 
@@ -84,6 +89,19 @@ class _NoCheckpoints:
 
 
 _NO_CHECKPOINTS = _NoCheckpoints()
+
+
+def _leases(state: StateConnection | None, streams: list[tuple[NatsSettings, float]]) -> Any:
+    """The partition leases of this instance: on a PostgreSQL state when a stream
+    source is partitioned (else None: this instance reads every partition)."""
+    partitioned = [s for s, _ in streams if s.partitions]
+    if not partitioned or not isinstance(state, PgConnection):
+        return None
+    from alert_service.state.leases import PgLeases  # noqa: PLC0415
+
+    ttl = min(s.lease_ttl_secs for s in partitioned)
+    instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return PgLeases(state, instance, ttl)
 
 
 class Dispatcher(Protocol):
@@ -196,7 +214,14 @@ class Pipeline:
             from alert_service.source.nats import NatsSources  # noqa: PLC0415
 
             members.append(
-                NatsSources(streams, checkpoints, self.stats, clock=clock, monotonic=monotonic)
+                NatsSources(
+                    streams,
+                    checkpoints,
+                    self.stats,
+                    leases=_leases(state, streams),
+                    clock=clock,
+                    monotonic=monotonic,
+                )
             )
         self._sources: SourceSet = members[0] if len(members) == 1 else SourceGroup(members)
 
@@ -429,6 +454,8 @@ class Pipeline:
             inserted = enqueue_alerts(conn, alerts, wall, self._windows)
             if position is not None:
                 save_checkpoint(conn, batch.key, position, wall)
+            if batch.fence is not None:
+                batch.fence(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field, fields
 
 __all__ = ["GAUGES", "Stats"]
 
-GAUGES = frozenset({"stale_sources", "sources_followed", "sources_missing", "sources_unreadable"})
+GAUGES = frozenset(
+    {
+        "stale_sources",
+        "sources_followed",
+        "sources_missing",
+        "sources_unreadable",
+        "partitions_owned",
+    }
+)
 """Names of the :class:`Stats` fields that are gauges (may go down); the other int
 fields are counters."""
 
@@ -76,6 +84,9 @@ class Stats:
         messages_redelivered_skipped: stream messages delivered again after their
             batch was committed (its acknowledgement was lost); acknowledged without
             processing them again.
+        partitions_owned: gauge: stream consumers (partitions) this instance reads now.
+        source_leases: per consumer this instance reads, ``"token N"`` (the lease's
+            fencing token) or ``"local"`` (no shared state); ``/health`` shows it.
         source_pending_messages: per stream source, messages in the stream not yet
             delivered to its consumer (the consumer lag) as of the last fetch; a gauge
             per source, not included in :meth:`as_dict`.
@@ -117,9 +128,11 @@ class Stats:
     messages_received: int = 0
     messages_undecodable: int = 0
     messages_redelivered_skipped: int = 0
+    partitions_owned: int = 0
     source_last_line_time: dict[str, float] = field(default_factory=dict)
     source_problems: dict[str, str] = field(default_factory=dict)
     source_pending_messages: dict[str, int] = field(default_factory=dict)
+    source_leases: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         """Return the int counters and gauges as a new ``{name: value}`` dict."""

@@ -229,6 +229,16 @@ def build_config(
         if "nats" in item:
             if "path" in item or "glob" in item:
                 problems.add(("sources", i), "give exactly one of path, glob or nats")
+            nats = item["nats"] if isinstance(item["nats"], Mapping) else {}
+            subject = nats.get("subject", "")
+            marked = isinstance(subject, str) and "{partition}" in subject
+            if "partitions" in nats and not marked:
+                problems.add(
+                    ("sources", i, "nats", "subject"),
+                    "a partitioned source's subject must hold {partition}",
+                )
+            elif marked and "partitions" not in nats:
+                problems.add(("sources", i, "nats", "partitions"), "{partition} needs partitions")
         elif ("path" in item) == ("glob" in item):
             problems.add(("sources", i), "give exactly one of path or glob")
     duplicates(notifier_items, "notifiers", "name", problems)

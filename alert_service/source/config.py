@@ -35,6 +35,13 @@ class NatsSettings:
             again, seconds.
         deliver_all: a consumer created by this source starts at the stream's first
             message (True) or at new messages only (False, like ``start_at: end``).
+        partitions: the partition tokens (``"0"`` … ``"P-1"`` for ``partitions: P``, or
+            the tokens listed); empty = not partitioned. Each partition has its own
+            durable consumer ``<durable>-<token>`` reading ``subject`` with
+            ``{partition}`` replaced by the token, and is read by one instance at a
+            time (the holder of its lease).
+        lease_ttl_secs: how long a partition's lease lasts unrenewed, seconds; a dead
+            instance's partitions move within about 4/3 of it.
     """
 
     servers: tuple[str, ...]
@@ -44,6 +51,8 @@ class NatsSettings:
     batch_size: int = 1000
     ack_wait_secs: float = 60.0
     deliver_all: bool = True
+    partitions: tuple[str, ...] = ()
+    lease_ttl_secs: float = 15.0
 
     @property
     def name(self) -> str:
@@ -54,6 +63,8 @@ class NatsSettings:
     def from_config(cls, raw: Mapping[str, Any]) -> NatsSettings:
         """Build from a validated ``nats:`` mapping."""
         servers = raw.get("servers", ["nats://127.0.0.1:4222"])
+        parts = raw.get("partitions", ())
+        tokens = tuple(str(n) for n in range(parts)) if isinstance(parts, int) else tuple(parts)
         return cls(
             servers=tuple(servers),
             stream=raw["stream"],
@@ -62,6 +73,8 @@ class NatsSettings:
             batch_size=int(raw.get("batch_size", 1000)),
             ack_wait_secs=float(raw.get("ack_wait_secs", 60.0)),
             deliver_all=raw.get("start_at", "beginning") == "beginning",
+            partitions=tokens,
+            lease_ttl_secs=float(raw.get("lease_ttl_secs", 15.0)),
         )
 
 

@@ -39,14 +39,16 @@ waits for each call from the pipeline thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import logging
+import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import nats
 import nats.errors
@@ -61,6 +63,7 @@ from alert_service.logs import log_event
 from alert_service.source.config import NatsSettings
 from alert_service.source.manager import Batch, CheckpointStore
 from alert_service.source.records import FileIdentity, LineChunk, Position
+from alert_service.state.leases import LeaseLostError
 from alert_service.stats import Stats
 
 __all__ = [
@@ -151,28 +154,72 @@ class _Loop:
 
 @dataclass(eq=False, slots=True)
 class _Consumer:
-    """One configured stream source and where it stands."""
+    """One durable consumer (a source, or one partition of it) and where it stands."""
 
     settings: NatsSettings
     poll_interval_secs: float
-    client: NatsClient | None = None
-    js: JetStreamContext | None = None
+    group: _Group
     sub: JetStreamContext.PullSubscription | None = None
     incarnation: bytes = b""
     committed: int = 0  # stream sequence of the last committed message
     pending: list[Msg] = field(default_factory=list)  # the batch handed out
     due: float = 0.0
     failures: int = 0
-    last_line: float = 0.0
+    token: int | None = None  # lease (fencing) token of a partition
+
+
+@dataclass(eq=False, slots=True)
+class _Group:
+    """One configured source: its settings and the partitions this instance owns."""
+
+    settings: NatsSettings
+    poll_interval_secs: float
+    owned: dict[str, _Consumer] = field(default_factory=dict)  # partition → consumer
+
+    def partition_settings(self, partition: str) -> NatsSettings:
+        """The settings of one partition's consumer."""
+        s = self.settings
+        return dataclasses.replace(
+            s,
+            durable=f"{s.durable}-{partition}",
+            subject=s.subject.replace("{partition}", partition),
+            partitions=(),
+        )
+
+
+class Leases(Protocol):
+    """Partition ownership (:class:`~alert_service.state.leases.PgLeases`)."""
+
+    ttl_secs: float
+
+    def heartbeat(self) -> int: ...
+
+    def acquire(self, name: str) -> int | None: ...
+
+    def renew(self, name: str, token: int) -> bool: ...
+
+    def release(self, name: str, token: int) -> None: ...
+
+    def leave(self) -> None: ...
+
+    def fence(self, conn: object, name: str, token: int) -> None: ...
 
 
 class NatsSources:
     """Every configured ``nats`` source as the pipeline sees it (a ``SourceSet``).
 
+    A source with ``partitions`` has one durable consumer per partition; this
+    instance reads the partitions whose lease it holds (``leases``; all of them when
+    None: one instance without a shared state), rebalancing every third of the lease
+    time.
+
     Args:
         configs: ``(settings, poll_interval_secs)`` per source, in order.
-        checkpoints: where each source's stored stream sequence is found at start.
-        stats: counters and gauges to update (``messages_*``, ``source_pending_messages``).
+        checkpoints: where each consumer's stored stream sequence is found when it
+            starts (read again at every takeover of a partition).
+        stats: counters and gauges to update (``messages_*``, ``source_pending_messages``,
+            ``partitions_owned``, ``source_leases``).
+        leases: partition ownership shared by the instances, or None.
         clock: wall time, seconds since the Unix epoch.
         monotonic: monotonic time in seconds.
     """
@@ -183,27 +230,36 @@ class NatsSources:
         checkpoints: CheckpointStore,
         stats: Stats,
         *,
+        leases: Leases | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._consumers = [_Consumer(s, interval) for s, interval in configs]
+        self._groups = [_Group(s, interval) for s, interval in configs]
         self._checkpoints = checkpoints
         self.stats = stats
+        self._leases = leases
         self._clock = clock
         self._monotonic = monotonic
         self._loop: _Loop | None = None
+        self._clients: dict[tuple[str, ...], NatsClient] = {}
+        self._by_key: dict[str, _Consumer] = {}
         self._pause = 0.0
         self._now = 0.0
+        self._next_rebalance = 0.0
+        self._rebalance_failures = 0
 
     # -- the pipeline's side -------------------------------------------------------
 
     def poll(self) -> Iterator[Batch]:
         """Fetch a batch from each consumer that is due; yield the ones with lines."""
         now = self._now = self._monotonic()
-        next_due = now + 1.0
-        for consumer in self._consumers:
-            if now >= consumer.due:
-                batch = self._fetch(consumer, now)
+        if now >= self._next_rebalance:
+            self._rebalance(now)
+        next_due = min(now + 1.0, self._next_rebalance)
+        consumers = list(self._by_key.values())
+        for consumer in consumers:
+            if now >= consumer.due and consumer.settings.name in self._by_key:
+                batch = self._fetch(consumer, now, len(consumers))
                 if batch is not None:
                     yield batch
             next_due = min(next_due, consumer.due)
@@ -211,7 +267,7 @@ class NatsSources:
 
     def committed(self, batch: Batch) -> None:
         """Acknowledge the batch's messages (their alerts and position are stored)."""
-        consumer = self._consumer(batch.key)
+        consumer = self._by_key[batch.key]
         msgs, consumer.pending = consumer.pending, []
         if batch.position is not None:
             consumer.committed = batch.position.offset
@@ -219,19 +275,20 @@ class NatsSources:
         if msgs:
             self._ack(consumer, msgs[-1])
         if batch.chunks:
-            consumer.last_line = self._monotonic()
-            self.stats.source_last_line_time[consumer.settings.name] = self._clock()
+            self.stats.source_last_line_time[consumer.group.settings.name] = self._clock()
 
     def failed(self, batch: Batch, error: Exception) -> None:
-        """Storing failed: have the batch delivered again after a pause."""
-        consumer = self._consumer(batch.key)
+        """Storing failed: have the batch delivered again after a pause (or, when the
+        partition's lease was lost, to its new owner)."""
+        consumer = self._by_key[batch.key]
         msgs, consumer.pending = consumer.pending, []
+        lost = isinstance(error, LeaseLostError)
         consumer.failures += 1
-        pause = min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
+        pause = 0.0 if lost else min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
         log_event(
             _log,
-            logging.ERROR,
-            "state_transaction_failed",
+            logging.WARNING if lost else logging.ERROR,
+            "lease_lost" if lost else "state_transaction_failed",
             source=consumer.settings.name,
             error=type(error).__name__,
             reason=str(error),
@@ -243,38 +300,160 @@ class NatsSources:
                 loop.call(_nak_all(msgs, pause))
             except Exception as err:  # the messages come back after ack_wait anyway
                 log_event(_log, logging.WARNING, "nats_nak_failed", reason=str(err))
-        consumer.due = self._now + pause
+        if lost:
+            self._drop(consumer)
+        else:
+            consumer.due = self._now + pause
 
     def pause(self) -> float:
         """Seconds until a consumer is due, as of the end of the last :meth:`poll`."""
         return self._pause
 
     def close(self) -> None:
-        """Close the connections (unacknowledged messages are delivered again later)."""
+        """Release the leases and close the connections (unacknowledged messages are
+        delivered again later)."""
+        for consumer in list(self._by_key.values()):
+            self._drop(consumer, release=True)
+        if self._leases is not None:
+            try:
+                self._leases.leave()
+            except sqlite3.Error as err:
+                log_event(_log, logging.WARNING, "lease_release_failed", reason=str(err))
         loop = self._loop
-        for consumer in self._consumers:
-            client = consumer.client
-            consumer.client = consumer.js = consumer.sub = None
-            consumer.pending = []
-            consumer.due = 0.0
-            if client is not None and loop is not None:
+        for client in self._clients.values():
+            if loop is not None:
                 try:
                     loop.call(client.close(), 5.0)
                 except Exception as err:
                     log_event(_log, logging.WARNING, "nats_close_failed", reason=str(err))
+        self._clients.clear()
+        self._next_rebalance = 0.0
         if loop is not None:
             loop.stop()
             self._loop = None
+        self._publish_ownership()
+
+    # -- ownership -------------------------------------------------------------------
+
+    def _rebalance(self, now: float) -> None:
+        """Own the non-partitioned sources, and this instance's share of partitions."""
+        leases = self._leases
+        interval = leases.ttl_secs / 3 if leases is not None else 5.0
+        self._next_rebalance = now + interval
+        for group in self._groups:
+            if not group.settings.partitions and not group.owned:
+                self._own(group, "", None)
+        partitioned = [g for g in self._groups if g.settings.partitions]
+        if not partitioned:
+            return
+        if leases is None:
+            for group in partitioned:
+                for partition in group.settings.partitions:
+                    if partition not in group.owned:
+                        self._own(group, partition, None)
+            self._publish_ownership()
+            return
+        try:
+            members = leases.heartbeat()
+            for group in partitioned:
+                self._rebalance_group(group, leases, members)
+            self._rebalance_failures = 0
+        except sqlite3.Error as err:
+            self._rebalance_failures += 1
+            log_event(_log, logging.ERROR, "lease_update_failed", reason=str(err))
+            self._next_rebalance = now + min(interval, 1.0)
+        self._publish_ownership()
+
+    def _rebalance_group(self, group: _Group, leases: Leases, members: int) -> None:
+        partitions = group.settings.partitions
+        for consumer in list(group.owned.values()):
+            assert consumer.token is not None
+            if not leases.renew(consumer.settings.name, consumer.token):
+                log_event(
+                    _log,
+                    logging.WARNING,
+                    "lease_lost",
+                    source=consumer.settings.name,
+                    token=consumer.token,
+                    reason="not renewed in time; another instance may own it now",
+                )
+                self._drop(consumer)
+        share = -(-len(partitions) // members)  # ceil
+        extra = len(group.owned) - share
+        for partition in sorted(group.owned)[:max(0, extra)]:
+            consumer = group.owned[partition]
+            log_event(
+                _log,
+                logging.INFO,
+                "partition_released",
+                source=consumer.settings.name,
+                members=members,
+                share=share,
+            )
+            self._drop(consumer, release=True)
+        if len(group.owned) >= share:
+            return
+        # Start looking at a place of our own, so instances do not all race for the
+        # same partition.
+        start = zlib.crc32(self._leases_instance().encode()) % len(partitions)
+        for partition in partitions[start:] + partitions[:start]:
+            if len(group.owned) >= share:
+                break
+            if partition in group.owned:
+                continue
+            name = group.partition_settings(partition).name
+            token = leases.acquire(name)
+            if token is not None:
+                self._own(group, partition, token)
+
+    def _leases_instance(self) -> str:
+        return str(getattr(self._leases, "instance", ""))
+
+    def _own(self, group: _Group, partition: str, token: int | None) -> None:
+        settings = group.partition_settings(partition) if partition else group.settings
+        consumer = _Consumer(settings, group.poll_interval_secs, group, token=token)
+        group.owned[partition] = consumer
+        self._by_key[settings.name] = consumer
+        if token is not None:
+            log_event(
+                _log, logging.INFO, "partition_acquired", source=settings.name, token=token
+            )
+
+    def _drop(self, consumer: _Consumer, *, release: bool = False) -> None:
+        """Stop reading ``consumer`` (its partition goes to another instance)."""
+        name = consumer.settings.name
+        self._by_key.pop(name, None)
+        for partition, owned in list(consumer.group.owned.items()):
+            if owned is consumer:
+                del consumer.group.owned[partition]
+        sub, consumer.sub = consumer.sub, None
+        consumer.pending = []
+        loop = self._loop
+        if sub is not None and loop is not None:
+            try:
+                loop.call(sub.unsubscribe(), 5.0)
+            except Exception as err:
+                log_event(_log, logging.WARNING, "nats_unsubscribe_failed", reason=str(err))
+        if release and consumer.token is not None and self._leases is not None:
+            try:
+                self._leases.release(name, consumer.token)
+            except sqlite3.Error as err:
+                log_event(_log, logging.WARNING, "lease_release_failed", reason=str(err))
+        self.stats.source_pending_messages.pop(name, None)
+        self._publish_ownership()
+
+    def _publish_ownership(self) -> None:
+        owned = {
+            c.settings.name: ("local" if c.token is None else f"token {c.token}")
+            for c in self._by_key.values()
+            if c.settings.name != c.group.settings.name or c.token is not None
+        }
+        self.stats.partitions_owned = len(owned)
+        self.stats.source_leases = owned  # replaced whole: /health reads it from a thread
 
     # -- consumers -----------------------------------------------------------------
 
-    def _consumer(self, key: str) -> _Consumer:
-        for consumer in self._consumers:
-            if consumer.settings.name == key:
-                return consumer
-        raise KeyError(key)
-
-    def _fetch(self, consumer: _Consumer, now: float) -> Batch | None:
+    def _fetch(self, consumer: _Consumer, now: float, consumers: int) -> Batch | None:
         settings = consumer.settings
         try:
             if consumer.sub is None:
@@ -282,7 +461,7 @@ class NatsSources:
             assert consumer.sub is not None
             loop = self._loop
             assert loop is not None
-            timeout = min(consumer.poll_interval_secs, 1.0)
+            timeout = max(0.01, min(consumer.poll_interval_secs, 1.0) / consumers)
             msgs = loop.call(_fetch(consumer.sub, settings.batch_size, timeout), timeout + 10.0)
         except (nats.errors.Error, OSError, TimeoutError) as err:
             self._unreachable(consumer, now, err)
@@ -291,7 +470,7 @@ class NatsSources:
             consumer.due = now + consumer.poll_interval_secs
             return None
         consumer.due = now
-        self._clear_problem(settings.name)
+        self._clear_problem(consumer.group.settings.name)
         return self._batch(consumer, msgs)
 
     def _batch(self, consumer: _Consumer, msgs: list[Msg]) -> Batch:
@@ -331,15 +510,22 @@ class NatsSources:
                 chunks.append(LineChunk(STREAM_IDENTITY, msg.subject, seq, lines))
         stats.messages_received += len(msgs)
         stats.messages_redelivered_skipped += skipped
-        pending = msgs[-1].metadata.num_pending
-        stats.source_pending_messages[settings.name] = pending
+        stats.source_pending_messages[settings.name] = msgs[-1].metadata.num_pending
         consumer.pending = msgs
         position = (
             stream_position(settings.subject, last, consumer.incarnation)
             if last > consumer.committed
             else None
         )
-        return Batch(settings.name, chunks, position)
+        fence: Callable[[Any], None] | None = None
+        leases, token = self._leases, consumer.token
+        if leases is not None and token is not None:
+            name = settings.name
+
+            def fence(conn: Any) -> None:
+                leases.fence(conn, name, token)
+
+        return Batch(settings.name, chunks, position, fence)
 
     def _ack(self, consumer: _Consumer, last: Msg) -> None:
         loop = self._loop
@@ -362,8 +548,8 @@ class NatsSources:
             self._loop = _Loop()
         loop = self._loop
         settings = consumer.settings
-        client = consumer.client
-        if client is None:
+        client = self._clients.get(settings.servers)
+        if client is None or client.is_closed:
             client = loop.call(
                 nats.connect(
                     servers=list(settings.servers),
@@ -373,7 +559,7 @@ class NatsSources:
                     connect_timeout=5,
                 )
             )
-            consumer.client = client
+            self._clients[settings.servers] = client
         js = client.jetstream()
         info = loop.call(js.stream_info(settings.stream))
         consumer.incarnation = info.created.encode() if isinstance(info.created, str) else b""
@@ -387,7 +573,6 @@ class NatsSources:
             filter_subject=settings.subject or None,
         )
         loop.call(_ensure_consumer(js, settings.stream, config))
-        consumer.js = js
         consumer.sub = loop.call(js.pull_subscribe_bind(settings.durable, stream=settings.stream))
         log_event(
             _log,
@@ -401,6 +586,7 @@ class NatsSources:
     def _load_checkpoint(self, consumer: _Consumer) -> None:
         stored = self._checkpoints.load(consumer.settings.name)
         if stored is None:
+            consumer.committed = 0
             return
         position = stored[0]
         if position.fingerprint != consumer.incarnation:
@@ -421,7 +607,7 @@ class NatsSources:
         pause = min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
         consumer.due = now + pause
         consumer.sub = None
-        name = consumer.settings.name
+        name = consumer.group.settings.name
         reason = f"{type(err).__name__}: {err}"
         problems = dict(self.stats.source_problems)
         problems[name] = f"unreachable: {reason}"
@@ -430,7 +616,7 @@ class NatsSources:
             _log,
             logging.WARNING,
             "source_unreachable",
-            source=name,
+            source=consumer.settings.name,
             reason=reason,
             retry_in_secs=pause,
         )
@@ -441,10 +627,6 @@ class NatsSources:
             del problems[name]
             self.stats.source_problems = problems
             log_event(_log, logging.INFO, "source_found", source=name)
-
-    def names(self) -> Iterable[str]:
-        """The configured sources' names."""
-        return [c.settings.name for c in self._consumers]
 
 
 async def _fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
