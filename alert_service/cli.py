@@ -8,10 +8,14 @@ Subcommands:
   stderr. Exit 1 when the state database cannot be opened (``state_open_failed``) or
   the ``metrics`` address cannot be bound, e.g. the port is taken
   (``ops_listen_failed``).
-* ``check-config FILE`` — print ``OK`` and exit 0, or list every problem as
-  ``FILE: $.json.path: message`` on stderr and exit 1.
+* ``check-config FILE`` (or ``--config FILE``, as for ``run`` and ``replay``) — print
+  ``OK`` and exit 0, or list every problem as ``FILE: $.json.path: message`` on stderr
+  and exit 1.
 * ``replay --config FILE LOG...`` — read the given results logs whole and print each
   alert that would fire as one JSON line on stdout; nothing is sent.
+* ``init DIR [--force]`` — write the packs, configs, systemd unit and docs shipped in
+  the package into DIR (see :mod:`alert_service.bundle`); exit 1 when files exist
+  and ``--force`` is not given.
 
 Exit codes: 0 success; 1 invalid config, unreadable log (``replay``), state database
 that cannot be opened or metrics port that cannot be bound (``run``); 2 usage error.
@@ -26,9 +30,11 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from alert_service import __version__
+from alert_service.bundle import BundleError, write_bundle
 from alert_service.config import Config, load_config
 from alert_service.deliver.service import build_delivery_service
 from alert_service.errors import ConfigError
@@ -55,23 +61,101 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="follow the sources and send alerts until stopped")
-    run.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")
+    def command(name: str, summary: str, description: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    run = command(
+        "run",
+        "follow the sources and send alerts until stopped",
+        "Follow the configured result logs, match the rules and deliver alerts\n"
+        "through the outbox in <state_dir>/state.sqlite3 until SIGINT/SIGTERM.",
+        "tracked-connections-alerts run /etc/tracked-connections/alerts.yaml",
+    )
+    _config_arguments(run)
     run.add_argument("--log-level", choices=_LEVELS, help="override the config's log_level")
 
-    check = sub.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("config", metavar="FILE", help="YAML configuration")
+    check = command(
+        "check-config",
+        "validate a configuration file",
+        "Print OK and exit 0, or list every problem as FILE: $.path: message and exit 1.",
+        "tracked-connections-alerts check-config /etc/tracked-connections/alerts.yaml",
+    )
+    _config_arguments(check)
 
-    replay = sub.add_parser("replay", help="print the alerts that LOG files would fire")
-    replay.add_argument("--config", required=True, metavar="FILE", help="YAML configuration")
+    replay = command(
+        "replay",
+        "print the alerts that LOG files would fire",
+        "Read whole results logs and print each alert that would fire as one JSON\n"
+        "line on stdout. Nothing is sent and no state is kept. The configuration is\n"
+        "--config FILE, or else the first path.",
+        "tracked-connections-alerts replay alerts.yaml /var/log/osquery/osqueryd.results.log",
+    )
+    replay.add_argument("--config", metavar="FILE", help="YAML configuration")
     replay.add_argument("--log-level", choices=_LEVELS, help="override the config's log_level")
     replay.add_argument(
         "--render",
         action="store_true",
         help="print each notifier's rendered payload instead of the alert (still sends nothing)",
     )
-    replay.add_argument("logs", nargs="+", metavar="LOG", help="results log files")
+    replay.add_argument("logs", nargs="+", metavar="[FILE] LOG", help="results log files")
+
+    init = command(
+        "init",
+        "write the packs, configs, systemd unit and docs into DIR",
+        "Write the files a deployment needs into DIR: packs/, deploy/ (alerts.yaml,\n"
+        "the systemd unit, osquery flags), examples/alerts.example.yaml and docs/.\n"
+        "Existing files are left alone unless --force.",
+        "tracked-connections-alerts init /usr/share/doc/tracked-connections",
+    )
+    init.add_argument("dir", metavar="DIR", help="directory to write into (created if missing)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
     return parser
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The configuration as ``FILE`` or ``--config FILE`` (one of them)."""
+    parser.add_argument("config_file", nargs="?", metavar="FILE", help="YAML configuration")
+    parser.add_argument("--config", metavar="FILE", help="YAML configuration (same as FILE)")
+
+
+def _resolve_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``args.config`` from FILE or --config; a usage error (exit 2) otherwise."""
+    if args.command == "replay":
+        if args.config is None:
+            if len(args.logs) < 2:
+                parser.error("replay: give the configuration FILE (or --config FILE) and a LOG")
+            args.config, args.logs = args.logs[0], args.logs[1:]
+        return
+    if args.command not in ("run", "check-config"):
+        return
+    if args.config and args.config_file and args.config != args.config_file:
+        parser.error(f"{args.command}: give the configuration once, as FILE or --config FILE")
+    args.config = args.config or args.config_file
+    if not args.config:
+        parser.error(f"{args.command}: the configuration FILE (or --config FILE) is required")
+
+
+def _init(args: argparse.Namespace) -> int:
+    try:
+        written = write_bundle(Path(args.dir), force=args.force)
+    except BundleError as err:
+        print(f"init: {err}", file=sys.stderr)
+        return 1
+    target = Path(args.dir).resolve()
+    print(
+        f"wrote {len(written.files)} files to {target}"
+        + (f" ({len(written.overwritten)} overwritten)" if written.overwritten else "")
+    )
+    print(f"next: edit {target / 'deploy' / 'alerts.yaml'}, then")
+    print(f"  tracked-connections-alerts check-config {target / 'deploy' / 'alerts.yaml'}")
+    print(f"and follow {target / 'docs' / 'deploy.md'}")
+    return 0
 
 
 def _load(path: str) -> Config | None:
@@ -190,7 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit code (see the module docs).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _resolve_config(parser, args)
+    if args.command == "init":
+        return _init(args)
     if args.command == "check-config":
         return _check_config(args)
     if args.command == "replay":

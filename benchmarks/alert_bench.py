@@ -10,7 +10,7 @@ thread). Rates are lines per second.
 
 1. Generated result lines: realistic ``tracked_connections`` event lines as osqueryd's
    filesystem logger writes them (compact JSON, every column as text, the pack's
-   column set, osquery-protocol-and-logs.md §4), from ``--hosts`` hosts, with
+   column set, osquery 5.23 plugins/logger/filesystem_logger.cpp), from ``--hosts`` hosts, with
    IPv4 and IPv6 peers; about 1% hit a rule. They are written to a real file.
 2. Rule set: ``--cidrs`` networks (default 10 000; IPv4 /16-/30 and some IPv6 /32-/64)
    in one rule's ``remote_address.include``, and ``--ports`` single ports (default

@@ -75,7 +75,7 @@ process may). Sockets are closed with SO_LINGER 0 (RST) so no TIME_WAIT
 entries pile up between sizes. Sources: Linux proc(5), sock_diag(7);
 osquery osquery/filesystem/linux/proc.cpp reads the same files per
 namespace; the generate call and wire format follow
-osquery-protocol-and-logs.md §1-§3 (osquery/extensions/impl_thrift.cpp).
+osquery 5.23 osquery/extensions/impl_thrift.cpp and osquery/core/tables.cpp.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Command line of ``tracked-connections-extension`` (also ``python -m extension``).
 
 Accepts exactly the flags osqueryd passes when it launches an extension
-(osquery-protocol-and-logs.md §2; osquery/process/posix/process.cpp):
+(osquery 5.23 osquery/process/posix/process.cpp ``launchExtension``):
 ``--socket PATH --timeout N --interval N [--verbose]``.
 """
 

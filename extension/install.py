@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from extension import __version__
+
 __all__ = [
     "DEFAULT_DIR",
     "DEFAULT_EXTENSIONS_LOAD",
@@ -588,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write an osquery autoload launcher (.ext) for the tracked_connections "
         "extension, or --check an existing one against osqueryd's autoload rules.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--dir", default=DEFAULT_DIR, help=f"directory of the launcher (default {DEFAULT_DIR})"
     )

@@ -2,8 +2,8 @@
 
 osqueryd cannot be installed on this project's machines, so tests and the
 demo use this small Python program in its place. It emulates the parts of
-osqueryd the project depends on, following osquery-protocol-and-logs.md
-§1-§5 and the upstream osquery sources cited in each module:
+osqueryd the project depends on, following the upstream osquery 5.23 sources
+cited in each module (summarised in docs/design/osquery-interfaces.md):
 
 * the ExtensionManager Thrift service on a UNIX socket (registration with
   osqueryd's error messages, ping, query, getQueryColumns, options);

@@ -13,8 +13,8 @@ extension calls ``shutdown()`` on the manager), then stops like osqueryd:
 
 Startup order: bind the socket, launch ``--extension`` children, wait for
 ``--extensions_require`` names (osqueryd's behaviour:
-osquery-protocol-and-logs.md §2 "Health checks and timing"; upstream
-osquery/core/init.cpp), then load packs. Deviation from osqueryd: without
+upstream osquery 5.23 osquery/core/init.cpp,
+osquery/extensions/extensions.cpp), then load packs. Deviation from osqueryd: without
 ``--extensions_require`` the stand-in still waits up to
 ``--extensions_timeout`` for as many extensions as it launched to register
 before loading packs, so a pack's first discovery check does not run before
@@ -25,6 +25,7 @@ its table exists (osqueryd would then skip the pack for
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import shlex
@@ -77,11 +78,24 @@ def _pack_spec(text: str) -> tuple[str, str]:
     return name, path
 
 
+def _version() -> str:
+    """The installed tracked-connections version ("unknown" in a bare source tree)."""
+    try:
+        return importlib.metadata.version("tracked-connections")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (flags named like osqueryd's)."""
     p = argparse.ArgumentParser(
         prog="osqueryd-standin",
         description="osqueryd stand-in for tests and demos. This is NOT osquery.",
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {_version()} (a test double for osqueryd, not osquery)",
     )
     p.add_argument(
         "--extensions_socket",

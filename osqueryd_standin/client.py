@@ -3,7 +3,7 @@
 Part of the osqueryd stand-in (a test double, not osquery). Like osqueryd it
 opens a fresh client connection for every outgoing call: TBinaryProtocol over
 TBufferedTransport on the extension's UNIX socket ``<extensions_socket>.<uuid>``
-(osquery-protocol-and-logs.md §1 "Wire format", §2 "Registration"; upstream
+(upstream osquery 5.23
 osquery/extensions/impl_thrift.cpp, osquery/extensions/extensions.h getExtensionSocket).
 The bindings are the generated ones shipped in the ``osquery`` package.
 """

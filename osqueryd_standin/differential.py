@@ -1,7 +1,7 @@
 """Differential results and counters, as osqueryd computes them.
 
 Part of the osqueryd stand-in (a test double, not osquery).
-(osquery-protocol-and-logs.md §4 "Differential queries"; upstream
+(Upstream osquery 5.23
 osquery/core/query.cpp Query::addNewResults, osquery/core/sql/diff_results.cpp
 diff, osquery/dispatcher/scheduler.cpp launchQuery.)
 

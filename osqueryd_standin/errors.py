@@ -13,9 +13,8 @@ class StandinQueryError(StandinError):
     """A query failed; ``str(err)`` is the message osqueryd would return.
 
     That is the SQLite error (e.g. "no such table: x") or an extension's
-    non-zero status message (osquery-protocol-and-logs.md §1 query(), §3
-    "A non-zero status code makes the query fail with the extension's message";
-    upstream osquery/extensions/impl_thrift.cpp, osquery/sql/virtual_table.cpp xFilter).
+    non-zero status message, which makes the query fail (upstream osquery 5.23
+    osquery/extensions/impl_thrift.cpp, osquery/sql/virtual_table.cpp xFilter).
     """
 
     def __init__(self, message: str) -> None:

@@ -1,7 +1,7 @@
 """Extension health checks, as osqueryd's ExtensionManagerWatcher makes them.
 
 Part of the osqueryd stand-in (a test double, not osquery).
-(osquery-protocol-and-logs.md §2 "Health checks and timing"; upstream
+(Upstream osquery 5.23
 osquery/extensions/extensions.cpp ExtensionManagerWatcher::watch,
 extensionPathActive, applyExtensionDelay.)
 

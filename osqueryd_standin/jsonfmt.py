@@ -4,7 +4,7 @@ Part of the osqueryd stand-in (a test double, not osquery). Python's
 ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` is close, but
 rapidjson escapes other control characters as *uppercase* ``\\u00XX`` and
 formats doubles differently, so this module serialises by hand
-(osquery-protocol-and-logs.md §4 "Details"; upstream osquery/utils/json/json.cpp,
+(upstream osquery 5.23 osquery/utils/json/json.cpp,
 which wraps rapidjson's Writer).
 
 Object key order is the caller's: pass dicts already in the order osqueryd

@@ -2,7 +2,7 @@
 
 Part of the osqueryd stand-in (a test double, not osquery).
 
-Launch (osquery-protocol-and-logs.md §2 "Autoload"; upstream
+Launch (upstream osquery 5.23
 osquery/process/posix/process.cpp launchExtension): the child runs
 ``<cmd> [--verbose] --socket <extensions_socket> --timeout <extensions_timeout>
 --interval <extensions_interval>`` with the inherited environment plus
@@ -11,8 +11,8 @@ command through ``/bin/sh -c 'OSQUERY_EXTENSION=$$ exec "$0" "$@"'``: ``exec``
 keeps the shell's pid. ``<cmd>`` may be a path (as osqueryd takes) or a
 command list such as ``[sys.executable, "-m", "extension"]``.
 
-Stop (§2 "Shutdown"; osquery/core/watcher.cpp stopChild): SIGTERM, then
-SIGKILL after a grace period (osqueryd: ``--alarm_timeout`` - 4 = 11 s).
+Stop (docs/design/osquery-interfaces.md §2; osquery 5.23 osquery/core/watcher.cpp
+stopChild): SIGTERM, then SIGKILL after a grace period (osqueryd: ``--alarm_timeout`` - 4 = 11 s).
 
 Not emulated: the autoload permission checks, ``.ext`` suffix check, respawn
 of dead extensions, and the extensions watchdog. Children are put in their own

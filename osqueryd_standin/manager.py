@@ -4,8 +4,7 @@ Part of the osqueryd stand-in (a test double, not osquery). Serves the
 ``ExtensionManager`` service from the generated bindings in the ``osquery``
 package on a UNIX socket, TBinaryProtocol over TBufferedTransport, one thread
 per connection like osqueryd's TThreadedServer. Stale ``<socket>.*`` files are
-deleted before binding (osquery-protocol-and-logs.md §1 "Wire format" and
-"What osqueryd answers", §2 "Autoload"; upstream osquery/extensions/impl_thrift.cpp,
+deleted before binding (upstream osquery 5.23 osquery/extensions/impl_thrift.cpp,
 osquery/extensions/interface.cpp removeStalePaths).
 
 Answers:

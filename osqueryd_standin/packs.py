@@ -1,7 +1,7 @@
 """osquery pack files, read the way osqueryd reads them.
 
 Part of the osqueryd stand-in (a test double, not osquery).
-(osquery-protocol-and-logs.md §5 "osquery pack format"; upstream
+(Upstream osquery 5.23
 osquery/config/packs.cpp Pack::initialize, splayValue, getMachineShard,
 checkDiscovery; osquery/core/system.cpp checkPlatform; osquery/utils/json/json.cpp
 valueToSize/valueToBool.)

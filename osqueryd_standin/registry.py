@@ -2,8 +2,7 @@
 
 Part of the osqueryd stand-in (a test double, not osquery). Re-implements the
 checks osqueryd makes in ``registerExtension``/``deregisterExtension`` with
-its exact messages (osquery-protocol-and-logs.md §1 "What osqueryd answers",
-§2 "Registration"; upstream osquery/extensions/interface.cpp,
+its exact messages (upstream osquery 5.23 osquery/extensions/interface.cpp,
 osquery/registry/registry_factory.cpp addBroadcast, osquery/core/tables.cpp
 addExternal, osquery/utils/info/version.cpp versionAtLeast).
 

@@ -2,7 +2,7 @@
 
 Part of the osqueryd stand-in (a test double, not osquery).
 
-Line format (osquery-protocol-and-logs.md §4 "JSON shape"; upstream
+Line format (upstream osquery 5.23
 osquery/core/query.cpp addLegacyFieldsAndDecorations, serializeQueryLogItem,
 serializeQueryLogItemAsEvents, osquery/core/sql/row.cpp serializeRow):
 compact rapidjson JSON; common fields in the order ``name``,
@@ -18,7 +18,7 @@ column keys sorted; values strings unless ``--logger_numerics``.
   event line per row with ``"action":"snapshot"`` when
   ``--logger_snapshot_event_type``.
 
-Files (§4 "Filesystem logger"; plugins/logger/filesystem_logger.cpp,
+Files (docs/design/osquery-interfaces.md §4; plugins/logger/filesystem_logger.cpp,
 plugins/logger/logrotate.h): ``<logger_path>/osqueryd.results.log`` (created
 empty at start) and ``osqueryd.snapshots.log``; each line is appended with a
 single ``write(2)`` on an O_APPEND descriptor, after a chmod to

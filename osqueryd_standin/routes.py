@@ -3,11 +3,11 @@
 Part of the osqueryd stand-in (a test double, not osquery).
 
 * :func:`parse_routes` reads the reply to ``call("table", name,
-  {"action": "columns"})`` (osquery-protocol-and-logs.md §3 "Route list";
-  upstream osquery/core/tables.cpp routeInfo, osquery/sql/virtual_table.cpp xCreate).
+  {"action": "columns"})`` (upstream osquery 5.23
+  osquery/core/tables.cpp routeInfo, osquery/sql/virtual_table.cpp xCreate).
 * :func:`build_generate_context` writes the compact ``"context"`` JSON of a
-  ``generate`` request (osquery-protocol-and-logs.md §3 "Generate request";
-  upstream osquery/core/tables.cpp setRequestFromContext).
+  ``generate`` request (upstream osquery 5.23
+  osquery/core/tables.cpp setRequestFromContext).
 
 Not emulated: ``columnAlias`` entries are parsed but no hidden alias column is
 created; table attributes are parsed and ignored; constraint lists are always

@@ -1,7 +1,6 @@
 """The query scheduler of the osqueryd stand-in (a test double, not osquery).
 
-(osquery-protocol-and-logs.md §4 "Scheduling" and "Differential queries";
-upstream osquery/dispatcher/scheduler.cpp SchedulerRunner::start, launchQuery.)
+(Upstream osquery 5.23 osquery/dispatcher/scheduler.cpp SchedulerRunner::start, launchQuery.)
 
 The scheduler ticks once a second with ``i`` starting at the current unix
 time and incremented per tick (sleep compensated for the time spent, drift

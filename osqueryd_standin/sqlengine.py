@@ -7,14 +7,13 @@ query run opens a fresh in-memory SQLite connection, and
 1. for every attached extension table calls ``call("table", name,
    {"action": "columns"})`` and creates a table with the declared column
    types (what a new osqueryd connection does in xCreate;
-   osquery-protocol-and-logs.md §2 "Registration", §3 "Route list";
-   upstream osquery/sql/virtual_table.cpp, osquery/registry/registry_interface.cpp);
+   upstream osquery 5.23 osquery/sql/virtual_table.cpp, osquery/registry/registry_interface.cpp);
 2. prepares the statement once under an SQLite authorizer to learn which
    tables and columns it reads;
 3. for each table read calls ``call("table", name, {"action": "generate",
-   "context": ...})`` once (osquery-protocol-and-logs.md §3 "Generate
-   request"; osquery/core/tables.cpp setRequestFromContext) and loads the
-   rows, converted per column type (§3 "Rows back into SQLite";
+   "context": ...})`` once (osquery 5.23
+   osquery/core/tables.cpp setRequestFromContext) and loads the
+   rows, converted per column type (docs/design/osquery-interfaces.md §3;
    osquery/sql/dynamic_table_row.cpp);
 4. runs the SQL and returns typed rows, NULL as "" (``--nullvalue``;
    osquery/sql/sqlite_util.cpp readRows).

@@ -4,8 +4,8 @@ This is NOT osquery. It is a small Python test double that speaks osqueryd's
 extension protocol and writes osqueryd's result log format, so the project's
 extension and alert service can be exercised where osqueryd cannot be
 installed. See docs/standin.md for what it does and does not emulate; every
-behaviour is taken from osquery-protocol-and-logs.md (§1-§5) and the upstream
-osquery source files cited in each module.
+behaviour is taken from the upstream osquery 5.23 source files cited in each
+module (summarised in docs/design/osquery-interfaces.md).
 
 Typical use::
 

@@ -3,13 +3,12 @@
 Three conversions osqueryd applies to values, re-implemented here:
 
 * extension strings into typed SQLite values, per declared column type
-  (osquery-protocol-and-logs.md §3 "Rows back into SQLite";
-  upstream osquery/sql/dynamic_table_row.cpp, osquery/utils/conversions/tryto.h);
+  (upstream osquery 5.23 osquery/sql/dynamic_table_row.cpp, osquery/utils/conversions/tryto.h);
 * SQLite result values into the strings osqueryd logs and returns
-  (osquery-protocol-and-logs.md §4 "Details"; osquery/utils/conversions/castvariant.h,
+  (osquery 5.23 osquery/utils/conversions/castvariant.h,
   osquery/sql/sqlite_util.cpp readRows);
 * escaping of non-printable bytes before differential results are compared
-  (osquery-protocol-and-logs.md §4 "Differential queries"; osquery/sql/sql.cpp
+  (osquery 5.23 osquery/sql/sql.cpp
   escapeNonPrintableBytes, the 5.22.1+ behaviour where valid UTF-8 passes).
 
 Strings in this package are Python ``str``; bytes that are not valid UTF-8
@@ -254,7 +253,7 @@ def escape_non_printable(value: str) -> str:
     Bytes below 0x20 become the four characters ``\\xNN`` (uppercase hex);
     valid UTF-8 passes through; bytes that are not valid UTF-8 (surrogate
     escapes here) become ``\\xNN`` too. This is the 5.22.1+ behaviour
-    (osquery-protocol-and-logs.md §4; osquery/sql/sql.cpp escapeNonPrintableBytes).
+    (osquery 5.23 osquery/sql/sql.cpp escapeNonPrintableBytes).
 
     Args:
         value: a result string.

@@ -31,7 +31,8 @@ Sources of the facts used here:
   naming it (proc(5), namespaces(7)).
 * osquery does the same per namespace: osquery/filesystem/linux/proc.cpp
   (table ``process_open_sockets``) reads ``/proc/<pid>/net/*`` once for
-  each namespace (seed-and-anchors.md §2).
+  each namespace (osquery 5.23 osquery/tables/networking/linux/
+  process_open_sockets.cpp).
 * psutil (psutil/_pslinux.py, ``NetConnections``) decodes the same files;
   the address byte order and state names here were checked against it and
   tests/extension/test_linux_proc.py compares both on live sockets.

@@ -51,9 +51,10 @@ Sources of the facts used here:
 * osquery (osquery/filesystem/linux/proc.cpp, table
   ``process_open_sockets``) maps inodes to pids from ``/proc/<pid>/fd`` too,
   and attributes a shared socket to whichever pid its map saw last
-  (seed-and-anchors.md §2); the owner rule above makes the choice stable.
-* The inode -> owner lookup races with close(2) (raboof/nethogs #125,
-  seed-and-anchors.md §1.7): a pid may exit or drop its fd between the
+  (osquery 5.23 osquery/tables/networking/linux/process_open_sockets.cpp);
+  the owner rule above makes the choice stable.
+* The inode -> owner lookup races with close(2) (raboof/nethogs
+  issue #125): a pid may exit or drop its fd between the
   listing and the readlink, so every read here tolerates ``OSError``.
 """
 

@@ -1,7 +1,7 @@
 """Registration with osqueryd and the Thrift server the extension runs.
 
-Lifecycle, following osquery-protocol-and-logs.md §2 (osquery/extensions/
-extensions.cpp, osquery-python osquery/management.py):
+Lifecycle, following osquery 5.23 osquery/extensions/extensions.cpp and
+osquery-python 3.1 osquery/management.py:
 
 1. Connect to the manager socket given by ``--socket``, retrying every 0.2 s
    for ``--timeout`` seconds.

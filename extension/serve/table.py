@@ -2,8 +2,7 @@
 
 Row format on the wire: list of rows, each ``dict[str, str]`` keyed by column
 name. An unknown value is left out of the row, which osqueryd reads as NULL
-(osquery-protocol-and-logs.md §3, "Rows back into SQLite";
-osquery/sql/dynamic_table_row.cpp). Routes follow osquery/core/tables.cpp
+(osquery 5.23 osquery/sql/dynamic_table_row.cpp). Routes follow osquery/core/tables.cpp
 routeInfo: one ``{"id": "column", "name", "type", "op"}`` map per column.
 """
 
@@ -82,7 +81,7 @@ class TrackedConnectionsTable:
     """``tracked_connections``: the sampler's connection table.
 
     Constraints in ``context`` are ignored: SQLite re-applies the WHERE clause
-    (osquery-protocol-and-logs.md §3).
+    (osquery 5.23 osquery/sql/virtual_table.cpp ``xFilter``/``xBestIndex``).
     """
 
     name = TABLE_NAME

@@ -22,7 +22,7 @@ from osqueryd_standin import Standin
 from tests.helpers.osqueryd import EXTENSION_CMD, ROOT, narrowed_pack, short_tmpdir
 from tests.helpers.procs import wait_for
 from tests.helpers.receiver import webhook_receiver
-from tests.helpers.sockets import close_with_reset
+from tests.helpers.sockets import close_with_reset, own_net_namespace, socket_inodes
 
 HELD = 50
 
@@ -44,9 +44,10 @@ def osqueryd(workdir: Path, database: str, port: int) -> Iterator[Standin]:
     osqd.start()
     try:
         launch(osqd, workdir)
-        osqd.add_pack(
-            "tracked_connections", narrowed_pack(f"remote_port = {port} OR local_port = {port}")
-        )
+        # our namespace: another one on a busy host may reuse the port number
+        ns = own_net_namespace()
+        where = f"net_namespace = {ns} AND (remote_port = {port} OR local_port = {port})"
+        osqd.add_pack("tracked_connections", narrowed_pack(where))
         osqd.run_scheduled_once()
         yield osqd
     finally:
@@ -61,22 +62,17 @@ def launch(osqd: Standin, workdir: Path) -> subprocess.Popen[bytes]:
     return child
 
 
-def logged(osqd: Standin, ports: set[str]) -> list[tuple[str, int, dict[str, str]]]:
-    """(action, counter, columns) of every logged line about our held connections.
-
-    Both ends are this process's sockets; other processes on a busy host may use the
-    same port numbers, so the pid is checked too.
-    """
-    me = str(os.getpid())
+def logged(osqd: Standin, inodes: set[str]) -> list[tuple[str, int, dict[str, str]]]:
+    """(action, counter, columns) of every logged line about our held connections,
+    found by socket inode and namespace (port numbers repeat on a busy host)."""
+    own = str(own_net_namespace())
     if not osqd.results_log_path.exists():
         return []
     out = []
     for raw in osqd.results_log_path.read_text(encoding="utf-8").splitlines():
         line = json.loads(raw)
         columns = line["columns"]
-        if columns.get("pid") != me:
-            continue
-        if columns.get("local_port") in ports or columns.get("remote_port") in ports:
+        if columns.get("socket") in inodes and columns.get("net_namespace") == own:
             out.append((line["action"], int(line["counter"]), columns))
     return out
 
@@ -98,8 +94,7 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
         port = server.getsockname()[1]
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(HELD)]
         accepted = [server.accept()[0] for _ in range(HELD)]
-        mine = {str(c.getsockname()[1]) for c in clients}
-        inodes = {str(os.fstat(c.fileno()).st_ino) for c in clients}
+        mine = {str(inode) for inode in socket_inodes(clients)}
         config = workdir / "alerts.yaml"
         config.write_text(yaml.safe_dump({
             "state_dir": str(workdir / "alerts"),
@@ -119,7 +114,7 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
         )
         try:
             with osqueryd(workdir, "osquery.db", port) as osqd:
-                both_ends = mine | {str(port)}
+                both_ends = mine | {str(inode) for inode in socket_inodes(accepted)}
 
                 def logged_both() -> int:
                     osqd.run_scheduled_once()
@@ -137,9 +132,7 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
                     if not state.exists():
                         return 0
                     rows = orjson.loads(state.read_bytes())["rows"]
-                    # Our client ends, by socket inode: another process may hold the same
-                    # port numbers towards other peers.
-                    return sum(1 for r in rows if r["row"].get("socket") in inodes)
+                    return sum(1 for r in rows if r["row"].get("socket") in mine)
 
                 wait_for(lambda: saved() == HELD, timeout_secs=60, interval_secs=0.5)
                 # 1. The extension dies (as osqueryd's watchdog would kill it) and comes back.

@@ -21,6 +21,7 @@ from extension.serve.server import _Handler
 from osqueryd_standin import Standin
 from tests.helpers.osqueryd import EXTENSION_CMD, PACK, short_tmpdir, standin_with_extension
 from tests.helpers.procs import finish, spawn_connector, wait_for
+from tests.helpers.sockets import own_net_namespace, socket_inode
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,9 @@ def test_own_connection_shows_with_our_pid_and_name(osqd: Standin) -> None:
             client_port = client.getsockname()[1]
             sql = (
                 "SELECT pid, name, path, family, protocol, remote_address, direction, state"
-                f" FROM tracked_connections WHERE local_port = {client_port}"
-                f" AND remote_port = {port}"
+                f" FROM tracked_connections WHERE socket = {socket_inode(client)}"
+                f" AND net_namespace = {own_net_namespace()}"
+                f" AND local_port = {client_port} AND remote_port = {port}"
             )
             wait_for(lambda: bool(osqd.query(sql)), timeout_secs=10)
             (row,) = osqd.query(sql)
@@ -71,7 +73,13 @@ def test_non_utf8_cmdline_crosses_thrift_as_valid_text(osqd: Standin) -> None:
         port = server.getsockname()[1]
         child, local_port = spawn_connector(port, b"\xff\xfe-evil")
         try:
-            sql = f"SELECT pid, cmdline FROM tracked_connections WHERE local_port = {local_port}"
+            # the child's socket: its pid, our namespace and the 4-tuple (ports
+            # alone repeat on a busy host, in other processes and namespaces)
+            sql = (
+                "SELECT pid, cmdline FROM tracked_connections"
+                f" WHERE pid = {child.pid} AND net_namespace = {own_net_namespace()}"
+                f" AND local_port = {local_port} AND remote_port = {port}"
+            )
             wait_for(lambda: bool(osqd.query(sql)), timeout_secs=10)
             (row,) = osqd.query(sql)
         finally:
@@ -87,12 +95,15 @@ def test_differential_pack_logs_added_then_removed(osqd: Standin) -> None:
         port = server.getsockname()[1]
         client = socket.create_connection(("127.0.0.1", port))
         client_port = client.getsockname()[1]
+        inode = socket_inode(client)
         accepted, _ = server.accept()
-        time.sleep(0.3)
+        listed = f"SELECT 1 FROM tracked_connections WHERE socket = {inode}"
+        wait_for(lambda: bool(osqd.query(listed)), timeout_secs=30)  # sampled
         osqd.run_scheduled_once()
         client.close()
         accepted.close()
-    time.sleep(2.5)  # linger is 2 s in this fixture
+    # gone once the 2 s linger of this fixture has passed (later on a busy host)
+    wait_for(lambda: not osqd.query(listed), timeout_secs=30, interval_secs=0.2)
     osqd.run_scheduled_once()
     osqd.remove_pack("tracked_connections")
 
@@ -100,8 +111,8 @@ def test_differential_pack_logs_added_then_removed(osqd: Standin) -> None:
     mine = [
         line
         for line in lines
-        if line["columns"].get("local_port") == str(client_port)
-        and line["columns"].get("remote_port") == str(port)
+        if line["columns"].get("socket") == str(inode)
+        and line["columns"].get("net_namespace") == str(own_net_namespace())
     ]
     assert [line["action"] for line in mine] == ["added", "removed"]
     added, removed = mine
@@ -110,6 +121,10 @@ def test_differential_pack_logs_added_then_removed(osqd: Standin) -> None:
     assert added["hostIdentifier"] == "test-host"
     assert added["columns"]["pid"] == str(os.getpid())
     assert added["columns"]["direction"] == "outbound"
+    assert (added["columns"]["local_port"], added["columns"]["remote_port"]) == (
+        str(client_port),
+        str(port),
+    )
     assert removed["counter"] > added["counter"] > 0
     assert "state" not in added["columns"] and "last_seen" not in added["columns"]
 

@@ -26,7 +26,13 @@ from extension.collect import (
 )
 from extension.collect.linux_proc import decode_address, parse_proc_net
 from extension.model import SocketRecord
-from tests.helpers.sockets import close_with_reset, open_mixed_sockets
+from tests.helpers.sockets import (
+    close_with_reset,
+    open_mixed_sockets,
+    own_net_namespace,
+    socket_inode,
+    socket_inodes,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc only")
 
@@ -483,26 +489,40 @@ def live_sockets() -> Iterator[list[socket.socket]]:
         close_with_reset(held)
 
 
-def _ports(sockets: list[socket.socket]) -> set[int]:
-    return {s.getsockname()[1] for s in sockets}
+def _port_ends(sockets: list[socket.socket]) -> set[tuple[int, int, int]]:
+    """(protocol, local port, remote port or 0) of each socket."""
+    ends: set[tuple[int, int, int]] = set()
+    for sock in sockets:
+        protocol = 6 if sock.type == socket.SOCK_STREAM else 17
+        try:
+            remote = sock.getpeername()[1]
+        except OSError:
+            remote = 0
+        ends.add((protocol, sock.getsockname()[1], remote))
+    return ends
 
 
 def test_live_differential_against_psutil(live_sockets: list[socket.socket]) -> None:
-    ports = _ports(live_sockets)
-
-    def mine(records: list[SocketRecord]) -> set[_Key]:
-        return {_key(r) for r in records if r.local_port in ports and r.state != "TIME_WAIT"}
-
+    # Our sockets by inode and namespace: on a busy host other processes and
+    # other namespaces hold sockets on the same port numbers.
+    inodes = socket_inodes(live_sockets)
+    own_ns = own_net_namespace()
     ours_all = LinuxProcCollector().collect()
-    own_ns = _own_ns()
-    ours = mine([r for r in ours_all if r.net_namespace == own_ns])
-    theirs = mine(PsutilCollector().collect())
+    mine = [r for r in ours_all if r.socket in inodes and r.net_namespace == own_ns]
+    ours = {_key(r) for r in mine}
+    # psutil gives no inode; it names the owner by finding the inode in
+    # /proc/PID/fd, so our pid plus the sockets' ends select ours there.
+    ends = _port_ends(live_sockets)
+    theirs = {
+        _key(r)
+        for r in PsutilCollector().collect()
+        if r.pid == ME and (r.protocol, r.local_port, r.remote_port) in ends
+    }
     assert ours == theirs
-    assert len(ours) >= 600 + 2 + 3 + 4
+    assert sorted(r.socket for r in mine) == sorted(inodes)  # each socket once
+    assert len(ours) == len(live_sockets) == 600 + 2 + 3 + 4
     assert any(k[1] == 2 and k[4] == live_sockets[-5].getsockname()[1] for k in ours)  # v4-mapped
     assert all(k[0] == ME for k in ours)
-    inodes = [r.socket for r in ours_all if r.socket]
-    assert len(inodes) == len(set(inodes))  # every socket once, no duplicate namespace reads
 
 
 def test_live_incremental_scans(live_sockets: list[socket.socket]) -> None:
@@ -523,8 +543,8 @@ def test_live_incremental_scans(live_sockets: list[socket.socket]) -> None:
         with socket.create_server(("127.0.0.1", 0)) as extra:
             port = extra.getsockname()[1]
             records = collector.collect()
-            (record,) = [r for r in records if r.local_port == port and r.state == "LISTEN"]
-            assert record.pid == ME and record.socket
+            (record,) = [r for r in records if r.socket == socket_inode(extra)]
+            assert (record.pid, record.local_port, record.state) == (ME, port, "LISTEN")
         if (collector.fd_scans, collector.targeted_scans) == (scans[0], scans[1] + 1):
             break
     else:
@@ -537,22 +557,24 @@ def _sleeper(pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
     )
 
 
-def _listener_record(records: list[SocketRecord], port: int) -> SocketRecord:
-    (record,) = [r for r in records if r.local_port == port and r.state == "LISTEN"]
+def _listener_record(records: list[SocketRecord], inode: int) -> SocketRecord:
+    """The record of the listener with ``inode`` (port numbers repeat on a busy host)."""
+    (record,) = [r for r in records if r.socket == inode]
+    assert record.state == "LISTEN"
     return record
 
 
 def test_live_socket_moves_to_child() -> None:
     collector = LinuxProcCollector()
     listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    assert _listener_record(collector.collect(), port).pid == ME
+    inode = socket_inode(listener)
+    assert _listener_record(collector.collect(), inode).pid == ME
     child = _sleeper((listener.fileno(),))
     try:
         listener.close()
-        record = _listener_record(collector.collect(), port)
+        record = _listener_record(collector.collect(), inode)
         assert record.pid == child.pid
-        assert _listener_record(collector.collect(), port).pid == child.pid
+        assert _listener_record(collector.collect(), inode).pid == child.pid
     finally:
         child.kill()
         child.wait()
@@ -562,12 +584,12 @@ def test_live_socket_moves_to_child() -> None:
 def test_live_shared_listener_owned_by_parent() -> None:
     collector = LinuxProcCollector()
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
+        inode = socket_inode(listener)
         children = [_sleeper((listener.fileno(),)) for _ in range(3)]
         try:
             for _ in range(3):
-                assert _listener_record(collector.collect(), port).pid == ME
-            assert _listener_record(LinuxProcCollector().collect(), port).pid == ME
+                assert _listener_record(collector.collect(), inode).pid == ME
+            assert _listener_record(LinuxProcCollector().collect(), inode).pid == ME
         finally:
             for child in children:
                 child.kill()
@@ -591,27 +613,29 @@ def test_live_other_network_namespace() -> None:
             pytest.skip(f"ip netns exec failed: {up.stderr.decode(errors='replace').strip()}")
         port = 20000 + secrets.randbelow(20000)
         code = (
-            "import socket, time\n"
+            "import os, socket, time\n"
             f"s = socket.create_server(('127.0.0.1', {port}))\n"
-            "print('ready', flush=True)\n"
+            "print('ready', os.fstat(s.fileno()).st_ino, flush=True)\n"
             "time.sleep(60)\n"
         )
         proc = subprocess.Popen(
             ["ip", "netns", "exec", name, sys.executable, "-c", code], stdout=subprocess.PIPE
         )
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == b"ready"
+        ready, inode = proc.stdout.readline().split()
+        assert ready == b"ready"
         their_ns = int(os.readlink(f"/proc/{proc.pid}/ns/net")[5:-1])
         assert their_ns != _own_ns()
         collector = LinuxProcCollector()
         for _ in range(2):
             records = collector.collect()
-            found = [r for r in records if r.local_port == port and r.state == "LISTEN"]
-            assert [(r.pid, r.net_namespace, r.local_address) for r in found] == [
-                (proc.pid, their_ns, "127.0.0.1")
+            # by inode: another namespace on a busy host may reuse the port;
+            # exactly one record also shows their namespace was read once
+            found = [r for r in records if r.socket == int(inode)]
+            assert [(r.pid, r.net_namespace, r.local_address, r.local_port) for r in found] == [
+                (proc.pid, their_ns, "127.0.0.1", port)
             ]
-            inodes = [r.socket for r in records if r.socket]
-            assert len(inodes) == len(set(inodes))
+            assert found[0].state == "LISTEN"
     finally:
         if proc is not None:
             proc.kill()
@@ -625,12 +649,21 @@ def test_live_pid_none_for_time_wait() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname())
         accepted, _ = listener.accept()
-        client_port = client.getsockname()[1]
+        ends = (*client.getsockname(), *client.getpeername())
         client.close()  # active close: the client side goes to TIME_WAIT
         accepted.close()
+    own_ns = own_net_namespace()
     deadline = time.monotonic() + 5
     while True:
-        records = [r for r in LinuxProcCollector().collect() if r.local_port == client_port]
+        # A TIME_WAIT entry has no inode and no owner: our namespace and the
+        # 4-tuple, unique in it, find ours among a busy host's.
+        records = [
+            r
+            for r in LinuxProcCollector().collect()
+            if r.net_namespace == own_ns
+            and r.protocol == 6
+            and (r.local_address, r.local_port, r.remote_address, r.remote_port) == ends
+        ]
         if any(r.state == "TIME_WAIT" for r in records) or time.monotonic() > deadline:
             break
         time.sleep(0.05)

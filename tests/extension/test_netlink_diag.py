@@ -40,7 +40,12 @@ from extension.collect.netlink_diag import (
 )
 from extension.collect.normalize import normalize_address, normalize_family
 from extension.model import SocketRecord
-from tests.helpers.sockets import close_with_reset, open_mixed_sockets
+from tests.helpers.sockets import (
+    close_with_reset,
+    open_mixed_sockets,
+    own_net_namespace,
+    socket_inodes,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -362,7 +367,8 @@ def _ports(sockets: list[socket.socket]) -> _Ends:
 
 
 def _psutil_keys(ports: _Ends) -> set[_Key]:
-    """psutil.net_connections('inet') on ``ports``, normalised like our collectors.
+    """psutil.net_connections('inet') of this process on ``ports``, normalised like
+    our collectors (psutil gives no inode; its pid comes from the inode in /proc/PID/fd).
 
     TIME_WAIT entries are left out here and in :func:`_own` (a closed
     connection of another process may have had the same ports).
@@ -371,7 +377,7 @@ def _psutil_keys(ports: _Ends) -> set[_Key]:
     for conn in psutil.net_connections("inet"):
         protocol = TCP if conn.type == socket.SOCK_STREAM else UDP
         rport = conn.raddr.port if conn.raddr else 0
-        if not conn.laddr or (protocol, conn.laddr.port, rport) not in ports:
+        if conn.pid != ME or not conn.laddr or (protocol, conn.laddr.port, rport) not in ports:
             continue
         if conn.status == "TIME_WAIT":
             continue
@@ -385,16 +391,11 @@ def _psutil_keys(ports: _Ends) -> set[_Key]:
     return keys
 
 
-def _own(records: list[SocketRecord], ports: _Ends) -> list[SocketRecord]:
-    """Records of our namespace on ``ports``, TIME_WAIT left out."""
-    own = _own_ns()
-    return [
-        r
-        for r in records
-        if r.net_namespace == own
-        and (r.protocol, r.local_port, r.remote_port) in ports
-        and r.state != "TIME_WAIT"
-    ]
+def _own(records: list[SocketRecord], inodes: set[int]) -> list[SocketRecord]:
+    """Records of our namespace with one of ``inodes``: on a busy host other
+    processes and namespaces hold sockets on the same port numbers."""
+    own = own_net_namespace()
+    return [r for r in records if r.net_namespace == own and r.socket in inodes]
 
 
 def _inodes(records: list[SocketRecord]) -> dict[_Key, int | None]:
@@ -404,11 +405,12 @@ def _inodes(records: list[SocketRecord]) -> dict[_Key, int | None]:
 @needs_netlink
 def test_live_netlink_equals_proc_equals_psutil(live_sockets: list[socket.socket]) -> None:
     ports = _ports(live_sockets)
+    inodes = socket_inodes(live_sockets)
     via_netlink = LinuxProcCollector()
     via_proc = LinuxProcCollector(netlink=False)
     for _ in range(2):  # cold, then from the caches
-        nl = _own(via_netlink.collect(), ports)
-        proc = _own(via_proc.collect(), ports)
+        nl = _own(via_netlink.collect(), inodes)
+        proc = _own(via_proc.collect(), inodes)
         assert via_netlink.netlink_tables == ("tcp", "tcp6", "udp", "udp6")
         assert via_proc.netlink_tables == ()
         assert {_key(r) for r in nl} == {_key(r) for r in proc} == _psutil_keys(ports)
@@ -422,8 +424,7 @@ def test_live_netlink_equals_proc_equals_psutil(live_sockets: list[socket.socket
     assert (ME, 2, 6, "127.0.0.1", dual_port, "127.0.0.1", client_port, "ESTABLISHED") in keys
     assert {k[7] for k in keys if k[2] == UDP} == {""}
     assert all(k[0] == ME for k in keys)
-    inodes = [r.socket for r in nl]
-    assert len(inodes) == len(set(inodes)) and all(inodes)
+    assert sorted(r.socket for r in nl) == sorted(inodes)  # each of ours once
 
 
 @needs_netlink
@@ -431,13 +432,26 @@ def test_live_time_wait_has_no_owner_on_both_paths() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.create_connection(listener.getsockname())
         accepted, _ = listener.accept()
-        port = client.getsockname()[1]
+        ends = (*client.getsockname(), *client.getpeername())
         client.close()  # active close: the client side goes to TIME_WAIT
         accepted.close()
+    own_ns = own_net_namespace()
+
+    def mine(records: list[SocketRecord]) -> list[SocketRecord]:
+        # TIME_WAIT has no inode and no owner: our namespace and the 4-tuple,
+        # unique in it, find ours where other namespaces reuse the port.
+        return [
+            r
+            for r in records
+            if r.net_namespace == own_ns
+            and r.protocol == TCP
+            and (r.local_address, r.local_port, r.remote_address, r.remote_port) == ends
+        ]
+
     deadline = time.monotonic() + 5
     while True:
-        nl = [r for r in LinuxProcCollector().collect() if r.local_port == port]
-        proc = [r for r in LinuxProcCollector(netlink=False).collect() if r.local_port == port]
+        nl = mine(LinuxProcCollector().collect())
+        proc = mine(LinuxProcCollector(netlink=False).collect())
         if all(r.state == "TIME_WAIT" for r in nl + proc) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -459,14 +473,14 @@ def test_live_churn_keeps_netlink_caches_right() -> None:
                 for _ in range(300):
                     held.append(socket.create_connection(listener.getsockname()))
                     held.append(listener.accept()[0])
-                ports = _ports([*held, listener])
-                nl = _own(via_netlink.collect(), ports)
-                proc = _own(via_proc.collect(), ports)
+                inodes = socket_inodes([*held, listener])
+                nl = _own(via_netlink.collect(), inodes)
+                proc = _own(via_proc.collect(), inodes)
                 assert {_key(r) for r in nl} == {_key(r) for r in proc}
                 assert len(nl) == 601
         finally:
             close_with_reset(held)
-        assert not _own(via_netlink.collect(), ports)
+        assert not _own(via_netlink.collect(), inodes)
 
 
 # ----------------------------------------------------------------- fallback
@@ -477,7 +491,7 @@ def _refused() -> socket.socket:
 
 
 def test_fallback_when_netlink_socket_is_refused(live_sockets: list[socket.socket]) -> None:
-    ports = _ports(live_sockets)
+    inodes = socket_inodes(live_sockets)
     now = [0.0]
     calls = [0]
 
@@ -488,11 +502,11 @@ def test_fallback_when_netlink_socket_is_refused(live_sockets: list[socket.socke
     collector = LinuxProcCollector(
         diag_socket_factory=factory, netlink_retry_secs=30.0, clock=lambda: now[0]
     )
-    records = _own(collector.collect(), ports)
+    records = _own(collector.collect(), inodes)
     assert collector.netlink_tables == ()
     assert collector.netlink_failures == 4 and calls[0] == 4
     assert "Operation not permitted" in collector.netlink_error
-    proc = _own(LinuxProcCollector(netlink=False).collect(), ports)
+    proc = _own(LinuxProcCollector(netlink=False).collect(), inodes)
     assert {_key(r) for r in records} == {_key(r) for r in proc}
     assert len(records) == 800 + 3 + 2 + 4
     now[0] = 29.0
@@ -559,14 +573,15 @@ def test_fallback_per_table_when_one_protocol_is_refused(
     live_sockets: list[socket.socket],
 ) -> None:
     ports = _ports(live_sockets)
+    inodes = socket_inodes(live_sockets)
     relay = KernelRelay(refuse={UDP})
     collector = LinuxProcCollector(diag_socket_factory=relay)
     try:
-        records = _own(collector.collect(), ports)
+        records = _own(collector.collect(), inodes)
         assert collector.netlink_tables == ("tcp", "tcp6")
         assert collector.netlink_failures == 2
         assert "No such file or directory" in collector.netlink_error
-        proc = _own(LinuxProcCollector(netlink=False).collect(), ports)
+        proc = _own(LinuxProcCollector(netlink=False).collect(), inodes)
         assert {_key(r) for r in records} == {_key(r) for r in proc} == _psutil_keys(ports)
         assert len([r for r in records if r.protocol == UDP]) == 4
     finally:
@@ -575,19 +590,19 @@ def test_fallback_per_table_when_one_protocol_is_refused(
 
 @needs_netlink
 def test_dump_cut_short_drops_its_partial_records(live_sockets: list[socket.socket]) -> None:
-    ports = _ports(live_sockets)
+    inodes = socket_inodes(live_sockets)
     relay = KernelRelay(refuse=set())
     collector = LinuxProcCollector(diag_socket_factory=relay)
     try:
-        first = _own(collector.collect(), ports)
+        first = _own(collector.collect(), inodes)
         assert collector.netlink_tables == ("tcp", "tcp6", "udp", "udp6")
         relay.cut_after_first = {TCP}  # the next TCP dumps lose all but one datagram
         again = collector.collect()
         assert list(collector.netlink_tables) == ["udp", "udp6"]
         assert "no data before NLMSG_DONE" in collector.netlink_error
-        inodes = [r.socket for r in again if r.socket]
-        assert len(inodes) == len(set(inodes))  # the cut dumps' cached hits were dropped
-        assert {_key(r) for r in _own(again, ports)} == {_key(r) for r in first}
+        seen = [r.socket for r in again if r.socket in inodes]
+        assert sorted(seen) == sorted(inodes)  # once each: the cut dumps' cached hits dropped
+        assert {_key(r) for r in _own(again, inodes)} == {_key(r) for r in first}
         assert len(first) == 800 + 3 + 2 + 4
     finally:
         relay.join()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 from collections.abc import Iterable
@@ -57,3 +58,19 @@ def open_mixed_sockets(tcp_pairs: int) -> list[socket.socket]:
         close_with_reset(held)
         raise
     return held
+
+
+def socket_inode(sock: socket.socket) -> int:
+    """The inode of ``sock`` (``socket:[N]`` in /proc/PID/fd, ``inode`` in /proc/net/tcp)."""
+    return os.fstat(sock.fileno()).st_ino
+
+
+def socket_inodes(sockets: Iterable[socket.socket]) -> set[int]:
+    """The inodes of ``sockets``: how a live test finds its own sockets among a busy
+    host's, where port numbers repeat across processes and network namespaces."""
+    return {socket_inode(sock) for sock in sockets}
+
+
+def own_net_namespace() -> int:
+    """Inode of this process's network namespace (``net:[N]`` in /proc/self/ns/net)."""
+    return os.stat("/proc/self/ns/net").st_ino

@@ -1,7 +1,8 @@
 """Lint of every pack form we ship: the osquery pack and the Fleet YAML files.
 
 Forms (upstream osquery 5.23 osquery/config/packs.cpp; fleetdm/fleet
-server/fleet/queries.go, server/fleet/packs.go, docs/Configuration/yaml-files.md; the
+server/fleet/queries.go, server/fleet/packs.go and the GitOps reference
+https://github.com/fleetdm/fleet/blob/main/docs/Configuration/yaml-files.md; the
 Fleet parsers' own rules are checked in tests/deploy/test_forms_shipped.py):
 
 * ``packs/*.conf``: osquery JSON packs (``queries`` + ``discovery``);

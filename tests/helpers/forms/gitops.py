@@ -21,7 +21,8 @@ Rules (``GitOpsFromFile``, pkg/spec/gitops.go, and pkg/spec/gitops_deprecations.
   every item needs a ``name`` (ASCII) and a ``query``; two items with one name are
   refused ("duplicate ... names"); recent ``fleetctl`` also refuses unknown keys in the
   items (``validateRawKeys``), older ones drop them. GitOps sets each item's fleet
-  itself (the ``team_id`` option is not supported, docs/Configuration/yaml-files.md).
+  itself (the ``team_id`` option is not supported: Fleet's GitOps reference,
+  https://github.com/fleetdm/fleet/blob/main/docs/Configuration/yaml-files.md).
 """
 
 from __future__ import annotations
