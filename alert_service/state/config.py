@@ -27,11 +27,14 @@ class StateSettings:
         dsn: the PostgreSQL connection string or URI, from ``{env: NAME}`` or
             ``{file: /path}`` (it may hold a password).
         schema: the PostgreSQL schema of the tables (created when missing).
+        claim_secs: how long a delivery worker's claim on outbox rows lasts
+            (PostgreSQL), seconds (default 300).
     """
 
     backend: Literal["sqlite", "postgresql"] = "sqlite"
     dsn: Secret | None = None
     schema: str = DEFAULT_PG_SCHEMA
+    claim_secs: float = 300.0
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any] | None) -> StateSettings:
@@ -43,6 +46,7 @@ class StateSettings:
             backend=raw.get("backend", "sqlite"),
             dsn=dsn if isinstance(dsn, Secret) else None,
             schema=raw.get("schema", DEFAULT_PG_SCHEMA),
+            claim_secs=float(raw.get("claim_secs", 300.0)),
         )
 
     def target(self, state_dir: str) -> StateTarget:
@@ -54,7 +58,7 @@ class StateSettings:
         if self.backend == "postgresql":
             if self.dsn is None:
                 raise ValueError("state.backend postgresql needs state.dsn")
-            return PgTarget(reveal(self.dsn), self.schema)
+            return PgTarget(reveal(self.dsn), self.schema, self.claim_secs)
         return os.path.join(state_dir, STATE_FILE)
 
     def describe(self, state_dir: str) -> str:

@@ -136,10 +136,6 @@ def transaction(conn: StateConnection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-CLAIM_SECS = 300.0
-"""How long a PostgreSQL worker's claim on due rows lasts, seconds: longer than a
-batch of sends can take, so only a worker that died mid-batch lets a claim expire."""
-
 _ROW_COLUMNS = "rowid, alert_id, rule, destination, payload, created_at, attempts, next_attempt_at"
 
 
@@ -148,11 +144,12 @@ def due_rows(conn: StateConnection, destination: str, now: float, limit: int) ->
 
     Ordered by ``next_attempt_at`` then queue order, so a row that just failed goes
     behind rows never tried (one bad row does not block the others). On PostgreSQL
-    the rows are claimed for :data:`CLAIM_SECS` (another instance's worker skips
+    the rows are claimed for ``state.claim_secs`` (another instance's worker skips
     them meanwhile); :func:`release_claims` gives back rows not attempted.
     """
     if isinstance(conn, PgConnection):  # shared by instances: claim the rows
-        return [OutboxRow(*r) for r in claim_due_rows(conn, destination, now, limit, CLAIM_SECS)]
+        claimed = claim_due_rows(conn, destination, now, limit, conn.claim_secs)
+        return [OutboxRow(*r) for r in claimed]
     cursor = conn.execute(
         f"SELECT {_ROW_COLUMNS} FROM outbox WHERE destination = ? AND state = 'pending'"
         " AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at, rowid LIMIT ?",

@@ -115,10 +115,14 @@ class PgTarget:
         dsn: a libpq connection string or URI
             (https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING).
         schema: the schema holding the tables (created when missing).
+        claim_secs: how long a delivery worker's claim on outbox rows lasts,
+            seconds: longer than a batch of sends can take, since a claim only
+            expires when its worker died mid-batch (and the rows are then sent again).
     """
 
     dsn: str
     schema: str = "tracked_connections"
+    claim_secs: float = 300.0
 
     def __repr__(self) -> str:  # the DSN may hold a password
         return f"PgTarget(schema={self.schema!r})"
@@ -166,8 +170,11 @@ class PgConnection:
         PgStateError: from every method, for every driver error.
     """
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection[tuple[Any, ...]], claim_secs: float = 300.0
+    ) -> None:
         self.raw = conn
+        self.claim_secs = claim_secs
         self._sql: dict[str, str] = {}
 
     def _text(self, statement: str) -> str:
@@ -218,7 +225,7 @@ def open_pg_state(target: PgTarget) -> PgConnection:
         raw = psycopg.connect(target.dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as err:
         raise PgStateError(f"cannot connect to the PostgreSQL state: {err}") from err
-    conn = PgConnection(raw)
+    conn = PgConnection(raw, target.claim_secs)
     try:
         schema = sql.Identifier(target.schema)
         raw.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
