@@ -28,7 +28,10 @@ class NatsSettings:
         stream: the JetStream stream Fleet publishes into (created by the operator).
         subject: the consumer's filter subject, e.g. ``osquery.results.>``; empty =
             every subject of the stream.
-        durable: the durable consumer's name; instances sharing it share the work.
+        durable: the durable consumer's name (a partition's consumer is
+            ``<durable>-<partition>-t<lease token>``). The service creates it again,
+            from the stored checkpoint, each time it starts reading: it is the
+            service's own, not to be shared with other readers.
         batch_size: messages fetched, processed and committed together (and the
             consumer's ``max_ack_pending``).
         ack_wait_secs: a fetched message not acknowledged within this is delivered

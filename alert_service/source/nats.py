@@ -39,6 +39,7 @@ waits for each call from the pipeline thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gzip
 import logging
@@ -564,21 +565,34 @@ class NatsSources:
         info = loop.call(js.stream_info(settings.stream))
         consumer.incarnation = info.created.encode() if isinstance(info.created, str) else b""
         self._load_checkpoint(consumer)
+        # A partition's consumer is named after the lease token, so an instance that
+        # lost the lease (it stalled) can no longer pull from its successor's consumer.
+        durable = settings.durable if consumer.token is None else (
+            f"{settings.durable}-t{consumer.token}"
+        )
+        if consumer.committed:
+            policy, start = DeliverPolicy.BY_START_SEQUENCE, consumer.committed + 1
+        else:
+            policy = DeliverPolicy.ALL if settings.deliver_all else DeliverPolicy.NEW
+            start = None
         config = ConsumerConfig(
-            durable_name=settings.durable,
+            durable_name=durable,
             ack_policy=AckPolicy.ALL,
             ack_wait=settings.ack_wait_secs,
             max_ack_pending=settings.batch_size,
-            deliver_policy=DeliverPolicy.ALL if settings.deliver_all else DeliverPolicy.NEW,
+            deliver_policy=policy,
+            opt_start_seq=start,
             filter_subject=settings.subject or None,
         )
-        loop.call(_ensure_consumer(js, settings.stream, config))
-        consumer.sub = loop.call(js.pull_subscribe_bind(settings.durable, stream=settings.stream))
+        stale = f"{settings.durable}-t" if consumer.token is not None else durable
+        loop.call(_replace_consumer(js, settings.stream, config, stale))
+        consumer.sub = loop.call(js.pull_subscribe_bind(durable, stream=settings.stream))
         log_event(
             _log,
             logging.INFO,
             "nats_consumer_bound",
             source=settings.name,
+            consumer=durable,
             subject=settings.subject,
             committed_sequence=consumer.committed,
         )
@@ -641,10 +655,20 @@ async def _nak_all(msgs: list[Msg], delay: float) -> None:
         await msg.nak(delay=delay)
 
 
-async def _ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
-    """Create the durable consumer, or keep the existing one (its settings win)."""
-    assert config.durable_name is not None
-    try:
-        await js.consumer_info(stream, config.durable_name)
-    except nats.js.errors.NotFoundError:
-        await js.add_consumer(stream, config)
+async def _replace_consumer(
+    js: JetStreamContext, stream: str, config: ConsumerConfig, stale: str
+) -> None:
+    """Delete the consumers named ``stale`` (or starting with it, for ``...-t``) and
+    create ``config``'s, which starts just after the stored checkpoint.
+
+    Starting each binding from the checkpoint keeps a partition's lines in stream
+    order: messages a previous consumer handed to an instance that died or stalled
+    are not waiting for redelivery behind newer ones, and none is acknowledged by a
+    later ``AckAll`` without having been processed.
+    """
+    names = [info.name for info in await js.consumers_info(stream)]
+    for name in names:
+        if name == stale or (stale.endswith("-t") and name.startswith(stale)):
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # deleted already
+                await js.delete_consumer(stream, name)
+    await js.add_consumer(stream, config)

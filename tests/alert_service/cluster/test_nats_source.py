@@ -231,18 +231,17 @@ def test_messages_redelivered_after_a_lost_ack_make_no_second_alert(
     stats = Stats()
     second = Pipeline(config, stats=stats, state=state)
     try:
-        for _ in range(100):  # redelivered after ack_wait (1 s)
+        for _ in range(20):
             second.poll_once()
-            if stats.messages_received >= 10:
-                break
     finally:
         second.close()
-    assert stats.messages_redelivered_skipped == 10
+    # The consumer starts again after the stored checkpoint: the committed messages
+    # are not read again, whether redelivered or not.
     assert stats.lines_read == 0
     assert len(outbox(state)) == 10
     info = stream.consumer("alerts")
-    assert info.ack_floor.stream_seq == 10
-    assert info.num_ack_pending == 0
+    assert info.config.opt_start_seq == 11
+    assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
 def test_a_failed_commit_gets_the_batch_delivered_again(
