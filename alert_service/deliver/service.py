@@ -184,7 +184,10 @@ class DeliveryService:
         (``Stats.source_problems``: ``"missing: no such file"``...). ``status`` is
         ``ok``, ``degraded`` (a destination is failing or stalled, or a source is
         missing or unreadable) or ``failing`` (a worker is dead); when not ``ok``, ``reason`` says
-        why in one line. Degraded is still healthy (HTTP 200).
+        why in one line. Degraded is still healthy (HTTP 200). With stream sources,
+        ``streams`` shows ``partitions_owned``, ``leases`` (consumer → ``"token N"``
+        or ``"local"``) and ``pending_messages`` (consumer → messages not yet
+        delivered to it: the consumer lag).
         """
         try:
             depths = self.queue_depths()
@@ -237,6 +240,13 @@ class DeliveryService:
             doc["reason"] = "; ".join(reasons)
         doc["destinations"] = destinations
         doc["source_problems"] = sources
+        leases = dict(self.stats.source_leases)  # replaced whole by the pipeline
+        if leases or self.stats.source_pending_messages:
+            doc["streams"] = {
+                "partitions_owned": len(leases),
+                "leases": leases,
+                "pending_messages": dict(self.stats.source_pending_messages),
+            }
         return alive, doc
 
     def _housekeeping(self) -> None:

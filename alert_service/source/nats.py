@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gzip
+import json
 import logging
 import sqlite3
 import threading
@@ -440,7 +441,9 @@ class NatsSources:
                 self._leases.release(name, consumer.token)
             except sqlite3.Error as err:
                 log_event(_log, logging.WARNING, "lease_release_failed", reason=str(err))
-        self.stats.source_pending_messages.pop(name, None)
+        pending = self.stats.source_pending_messages
+        if name in pending:
+            self.stats.source_pending_messages = {k: v for k, v in pending.items() if k != name}
         self._publish_ownership()
 
     def _publish_ownership(self) -> None:
@@ -464,7 +467,7 @@ class NatsSources:
             assert loop is not None
             timeout = max(0.01, min(consumer.poll_interval_secs, 1.0) / consumers)
             msgs = loop.call(_fetch(consumer.sub, settings.batch_size, timeout), timeout + 10.0)
-        except (nats.errors.Error, OSError, TimeoutError) as err:
+        except Exception as err:  # NATS down, or a client error: retried after a pause
             self._unreachable(consumer, now, err)
             return None
         if not msgs:
@@ -511,7 +514,10 @@ class NatsSources:
                 chunks.append(LineChunk(STREAM_IDENTITY, msg.subject, seq, lines))
         stats.messages_received += len(msgs)
         stats.messages_redelivered_skipped += skipped
-        stats.source_pending_messages[settings.name] = msgs[-1].metadata.num_pending
+        stats.source_pending_messages = {  # replaced whole: /health reads it
+            **stats.source_pending_messages,
+            settings.name: msgs[-1].metadata.num_pending,
+        }
         consumer.pending = msgs
         position = (
             stream_position(settings.subject, last, consumer.incarnation)
@@ -585,7 +591,7 @@ class NatsSources:
             filter_subject=settings.subject or None,
         )
         stale = f"{settings.durable}-t" if consumer.token is not None else durable
-        loop.call(_replace_consumer(js, settings.stream, config, stale))
+        loop.call(_replace_consumer(client, settings.stream, config, stale))
         consumer.sub = loop.call(js.pull_subscribe_bind(durable, stream=settings.stream))
         log_event(
             _log,
@@ -655,8 +661,27 @@ async def _nak_all(msgs: list[Msg], delay: float) -> None:
         await msg.nak(delay=delay)
 
 
+async def _consumer_names(client: NatsClient, stream: str) -> list[str]:
+    """The names of the stream's consumers (JetStream API ``CONSUMER.NAMES``, which
+    lists names only: a consumer deleted meanwhile cannot break the listing)."""
+    names: list[str] = []
+    while True:
+        reply = await client.request(
+            f"$JS.API.CONSUMER.NAMES.{stream}",
+            json.dumps({"offset": len(names)}).encode(),
+            timeout=_CALL_TIMEOUT_SECS,
+        )
+        doc = json.loads(reply.data)
+        if "error" in doc:
+            raise nats.js.errors.APIError.from_error(doc["error"])
+        page = [str(n) for n in doc.get("consumers") or []]
+        names += page
+        if not page or len(names) >= int(doc.get("total", 0)):
+            return names
+
+
 async def _replace_consumer(
-    js: JetStreamContext, stream: str, config: ConsumerConfig, stale: str
+    client: NatsClient, stream: str, config: ConsumerConfig, stale: str
 ) -> None:
     """Delete the consumers named ``stale`` (or starting with it, for ``...-t``) and
     create ``config``'s, which starts just after the stored checkpoint.
@@ -666,7 +691,8 @@ async def _replace_consumer(
     are not waiting for redelivery behind newer ones, and none is acknowledged by a
     later ``AckAll`` without having been processed.
     """
-    names = [info.name for info in await js.consumers_info(stream)]
+    js = client.jetstream()
+    names = await _consumer_names(client, stream)
     for name in names:
         if name == stale or (stale.endswith("-t") and name.startswith(stale)):
             with contextlib.suppress(nats.js.errors.NotFoundError):  # deleted already

@@ -19,6 +19,7 @@ from psycopg import sql
 from test_nats_source import IOC, Stream, result_line
 
 from alert_service.config import Config, build_config
+from alert_service.deliver import build_delivery_service
 from alert_service.errors import ConfigError
 from alert_service.pipeline import Pipeline
 from alert_service.state.db import open_state
@@ -137,6 +138,14 @@ def test_partitions_are_shared_and_every_message_is_processed_once(
         poll_until(both, lambda: len(a.owned()) == 2 and len(b.owned()) == 2)
         assert not a.owned() & b.owned()
         assert a.stats.partitions_owned == 2
+        service = build_delivery_service(config, pg_target, stats=a.stats)
+        try:
+            health = service.health()[1]
+        finally:
+            service.stop()
+        assert health["streams"]["partitions_owned"] == 2
+        assert set(health["streams"]["leases"]) == a.owned()
+        assert all(v.startswith("token ") for v in health["streams"]["leases"].values())
         poll_until(both, lambda: count_outbox(pg_target) == 200)
         for inst in both:
             inst.poll()
