@@ -33,7 +33,7 @@ class NatsSettings:
             from the stored checkpoint, each time it starts reading: it is the
             service's own, not to be shared with other readers.
         batch_size: messages fetched, processed and committed together (and the
-            consumer's ``max_ack_pending``).
+            consumer's ``max_ack_pending`` is twice this: one batch is fetched ahead).
         ack_wait_secs: a fetched message not acknowledged within this is delivered
             again, seconds.
         deliver_all: a consumer created by this source starts at the stream's first

@@ -11,9 +11,9 @@ a payload holding several lines (a publisher that batches) is split at ``\\n``.
 
 Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
 
-* each poll fetches up to ``batch_size`` messages of one consumer, in stream order
-  (the consumer lets no more than ``batch_size`` be unacknowledged, so nothing
-  overtakes a batch being processed);
+* each poll takes up to ``batch_size`` messages of one consumer, in stream order;
+  the next batch is fetched meanwhile (the consumer lets two batches be
+  unacknowledged);
 * the batch's :attr:`~alert_service.source.Batch.position` is the stream sequence of
   its last message (:func:`stream_position`), stored in the same transaction as the
   alerts and baseline changes of its lines;
@@ -22,8 +22,8 @@ Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
   acknowledgement redelivers the messages, which are recognised by their stream
   sequence (not above the stored one), counted as ``messages_redelivered_skipped``,
   and acknowledged unprocessed;
-* a failed commit negatively acknowledges the batch, which is fetched again after a
-  pause;
+* a failed commit unbinds the consumer; after a pause it is created again from the
+  checkpoint, and the batch is read again;
 * a message that cannot be decoded (unknown ``Content-Encoding``, corrupt gzip/zstd)
   is counted (``messages_undecodable``), logged, and acknowledged with its batch; a
   payload that is not a result line is a parse error like a bad line of a file.
@@ -39,6 +39,7 @@ waits for each call from the pipeline thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import gzip
@@ -168,6 +169,7 @@ class _Consumer:
     due: float = 0.0
     failures: int = 0
     token: int | None = None  # lease (fencing) token of a partition
+    prefetch: concurrent.futures.Future[list[Msg]] | None = None  # the next batch
 
 
 @dataclass(eq=False, slots=True)
@@ -296,15 +298,11 @@ class NatsSources:
             reason=str(error),
             retry_in_secs=pause,
         )
-        loop = self._loop
-        if loop is not None and msgs:
-            try:
-                loop.call(_nak_all(msgs, pause))
-            except Exception as err:  # the messages come back after ack_wait anyway
-                log_event(_log, logging.WARNING, "nats_nak_failed", reason=str(err))
+        del msgs  # read again: the consumer is created again from the checkpoint
         if lost:
             self._drop(consumer)
         else:
+            self._unbind(consumer)
             consumer.due = self._now + pause
 
     def pause(self) -> float:
@@ -428,14 +426,7 @@ class NatsSources:
         for partition, owned in list(consumer.group.owned.items()):
             if owned is consumer:
                 del consumer.group.owned[partition]
-        sub, consumer.sub = consumer.sub, None
-        consumer.pending = []
-        loop = self._loop
-        if sub is not None and loop is not None:
-            try:
-                loop.call(sub.unsubscribe(), 5.0)
-            except Exception as err:
-                log_event(_log, logging.WARNING, "nats_unsubscribe_failed", reason=str(err))
+        self._unbind(consumer)
         if release and consumer.token is not None and self._leases is not None:
             try:
                 self._leases.release(name, consumer.token)
@@ -445,6 +436,21 @@ class NatsSources:
         if name in pending:
             self.stats.source_pending_messages = {k: v for k, v in pending.items() if k != name}
         self._publish_ownership()
+
+    def _unbind(self, consumer: _Consumer) -> None:
+        """Stop the consumer's subscription and its fetch ahead; the next fetch binds
+        again (creating the consumer again from the checkpoint)."""
+        sub, consumer.sub = consumer.sub, None
+        ahead, consumer.prefetch = consumer.prefetch, None
+        consumer.pending = []
+        if ahead is not None:
+            ahead.cancel()
+        loop = self._loop
+        if sub is not None and loop is not None:
+            try:
+                loop.call(sub.unsubscribe(), 5.0)
+            except Exception as err:
+                log_event(_log, logging.WARNING, "nats_unsubscribe_failed", reason=str(err))
 
     def _publish_ownership(self) -> None:
         owned = {
@@ -466,13 +472,23 @@ class NatsSources:
             loop = self._loop
             assert loop is not None
             timeout = max(0.01, min(consumer.poll_interval_secs, 1.0) / consumers)
-            msgs = loop.call(_fetch(consumer.sub, settings.batch_size, timeout), timeout + 10.0)
+            ahead, consumer.prefetch = consumer.prefetch, None
+            if ahead is not None:
+                msgs = ahead.result(timeout + _CALL_TIMEOUT_SECS)
+            else:
+                fetch = _fetch(consumer.sub, settings.batch_size, timeout)
+                msgs = loop.call(fetch, timeout + _CALL_TIMEOUT_SECS)
         except Exception as err:  # NATS down, or a client error: retried after a pause
             self._unreachable(consumer, now, err)
             return None
         if not msgs:
             consumer.due = now + consumer.poll_interval_secs
             return None
+        # Fetch the next batch while this one is processed and committed (the
+        # consumer allows two batches unacknowledged).
+        consumer.prefetch = asyncio.run_coroutine_threadsafe(
+            _fetch(consumer.sub, settings.batch_size, timeout), loop.loop
+        )
         consumer.due = now
         self._clear_problem(consumer.group.settings.name)
         return self._batch(consumer, msgs)
@@ -483,13 +499,20 @@ class NatsSources:
         chunks: list[LineChunk] = []
         skipped = 0
         last = consumer.committed
+        first = msgs[0].metadata.sequence.stream
+        tail = msgs[-1].metadata
+        # Only redeliveries come before newer messages: when the first one is new,
+        # all are, and their stream sequences need not be read one by one.
+        check = first <= consumer.committed
+        last = max(last, tail.sequence.stream)
         for msg in msgs:
-            meta = msg.metadata
-            seq = meta.sequence.stream
-            if seq <= consumer.committed:
-                skipped += 1  # redelivered after its batch was committed
-                continue
-            last = max(last, seq)
+            if check:
+                seq = msg.metadata.sequence.stream
+                if seq <= consumer.committed:
+                    skipped += 1  # redelivered after its batch was committed
+                    continue
+            else:
+                seq = 0
             headers = msg.headers
             try:
                 data = decode_payload(
@@ -503,7 +526,7 @@ class NatsSources:
                     "message_undecodable",
                     source=settings.name,
                     subject=msg.subject,
-                    stream_sequence=seq,
+                    stream_sequence=seq or msg.metadata.sequence.stream,
                     reason=str(err),
                 )
                 continue
@@ -585,7 +608,7 @@ class NatsSources:
             durable_name=durable,
             ack_policy=AckPolicy.ALL,
             ack_wait=settings.ack_wait_secs,
-            max_ack_pending=settings.batch_size,
+            max_ack_pending=2 * settings.batch_size,  # a batch, and the one fetched ahead
             deliver_policy=policy,
             opt_start_seq=start,
             filter_subject=settings.subject or None,
@@ -626,7 +649,7 @@ class NatsSources:
         consumer.failures += 1
         pause = min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
         consumer.due = now + pause
-        consumer.sub = None
+        self._unbind(consumer)
         name = consumer.group.settings.name
         reason = f"{type(err).__name__}: {err}"
         problems = dict(self.stats.source_problems)
@@ -654,11 +677,6 @@ async def _fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: fl
         return await sub.fetch(batch, timeout=timeout)
     except (TimeoutError, nats.errors.TimeoutError):
         return []  # nothing to read within the timeout
-
-
-async def _nak_all(msgs: list[Msg], delay: float) -> None:
-    for msg in msgs:
-        await msg.nak(delay=delay)
 
 
 async def _consumer_names(client: NatsClient, stream: str) -> list[str]:

@@ -174,7 +174,7 @@ def test_fleet_messages_become_outbox_rows_and_are_acked_after_commit(
     info = stream.consumer("alerts")
     assert info.ack_floor.stream_seq == last  # every batch acknowledged
     assert info.num_ack_pending == 0
-    assert info.config.max_ack_pending == 16
+    assert info.config.max_ack_pending == 32  # a batch, and one fetched ahead
     assert pending == {f"nats:{stream.name}/alerts": 0}  # the consumer lag
 
 
