@@ -9,7 +9,7 @@ Two ways through :class:`Pipeline`:
   is one SQLite transaction holding the alerts of its lines, the baseline changes and
   the file's checkpoint, so ``kill -9`` at any instant neither loses nor repeats an
   alert: what was committed is past the checkpoint, what was not is read again
-  (alerting-delivery-and-tailing.md §2.7 "Durable outbox", §4.2 item 5). The delivery
+  (docs/design/delivery.md, "Outbox"). The delivery
   workers (:mod:`alert_service.deliver`) send the outbox; the pipeline never waits for
   them.
 * ``replay`` (:meth:`Pipeline.replay` / :meth:`Pipeline.process_line`): read files whole
@@ -26,7 +26,8 @@ rolled back, the file is read again from its last checkpoint after a pause.
 
 Every per-source and per-file concern (globs, rotation, staleness, missing sources,
 the rewind after a failed commit, checkpoint expiry) lives in the source stage
-(:class:`~alert_service.source.FileSources`), which hands the pipeline
+(:class:`~alert_service.source.FileSources`, one kind of
+:class:`~alert_service.source.SourceSet`), which hands the pipeline
 :class:`~alert_service.source.Batch` es and takes back "committed" or "failed".
 """
 
@@ -34,14 +35,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import socket
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from alert_service.config import Config
 from alert_service.errors import ParseError, SourceError
@@ -52,20 +50,18 @@ from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.source import (
     DEFAULT_MAX_LINE_BYTES,
     Batch,
-    FileSources,
     LineChunk,
     Position,
+    SourceConfig,
     SourceLine,
     SourceSet,
     read_whole_file,
 )
-from alert_service.source.config import NatsSettings
-from alert_service.source.group import SourceGroup
+from alert_service.source.kinds import build_sources
 from alert_service.state.baseline import BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
 from alert_service.state.db import StateConnection, open_state
 from alert_service.state.outbox import enqueue_alerts
-from alert_service.state.postgres import PgConnection
 from alert_service.state.record import upgrade_records
 from alert_service.stats import Stats
 
@@ -89,19 +85,6 @@ class _NoCheckpoints:
 
 
 _NO_CHECKPOINTS = _NoCheckpoints()
-
-
-def _leases(state: StateConnection | None, streams: list[tuple[NatsSettings, float]]) -> Any:
-    """The partition leases of this instance: on a PostgreSQL state when a stream
-    source is partitioned (else None: this instance reads every partition)."""
-    partitioned = [s for s, _ in streams if s.partitions]
-    if not partitioned or not isinstance(state, PgConnection):
-        return None
-    from alert_service.state.leases import PgLeases  # noqa: PLC0415
-
-    ttl = min(s.lease_ttl_secs for s in partitioned)
-    instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return PgLeases(state, instance, ttl)
 
 
 class Dispatcher(Protocol):
@@ -190,40 +173,17 @@ class Pipeline:
         }
         if state is not None:
             upgrade_records(state, self._packs, self._windows)
-        checkpoints = (
+        self._sources: list[SourceSet] = build_sources(
+            config.sources,
             SqliteCheckpoints(state, config.checkpoint_expiry_secs)
             if state is not None
-            else _NO_CHECKPOINTS
+            else _NO_CHECKPOINTS,
+            self.stats,
+            clock=clock,
+            monotonic=monotonic,
+            max_read_bytes_per_poll=max_read_bytes_per_poll,
+            state=state,
         )
-        files = [s for s in config.sources if s.nats is None]
-        streams = [(s.nats, s.poll_interval_secs) for s in config.sources if s.nats is not None]
-        members: list[SourceSet] = []
-        if files or not streams:
-            members.append(
-                FileSources(
-                    files,
-                    checkpoints,
-                    self.stats,
-                    clock=clock,
-                    monotonic=monotonic,
-                    max_read_bytes_per_poll=max_read_bytes_per_poll,
-                )
-            )
-        if streams:
-            # Imported here: the NATS client is loaded only when a stream is configured.
-            from alert_service.source.nats import NatsSources  # noqa: PLC0415
-
-            members.append(
-                NatsSources(
-                    streams,
-                    checkpoints,
-                    self.stats,
-                    leases=_leases(state, streams),
-                    clock=clock,
-                    monotonic=monotonic,
-                )
-            )
-        self._sources: SourceSet = members[0] if len(members) == 1 else SourceGroup(members)
 
     # -- shared: one line ---------------------------------------------------------
 
@@ -377,7 +337,8 @@ class Pipeline:
         Returns:
             The paths that could not be read (each logged); empty on full success.
         """
-        max_line = max((s.max_line_bytes for s in self.config.sources), default=0)
+        files = (s for s in self.config.sources if isinstance(s, SourceConfig))
+        max_line = max((s.max_line_bytes for s in files), default=0)
         failed: list[str] = []
         for path in paths:
             try:
@@ -418,22 +379,23 @@ class Pipeline:
         conn = self.state
         if conn is None:
             raise ValueError("run needs a state database")
-        sources = self._sources
-        for batch in sources.poll():
-            try:
-                self._commit(conn, batch)
-            except sqlite3.Error as err:
-                self.stats.transaction_failures += 1
-                if self._baseline is not None:
-                    self._baseline.forget()
-                sources.failed(batch, err)
-            else:
-                sources.committed(batch)
-        return sources.pause()
+        for sources in self._sources:
+            for batch in sources.poll():
+                try:
+                    self._commit(conn, batch)
+                except sqlite3.Error as err:
+                    self.stats.transaction_failures += 1
+                    if self._baseline is not None:
+                        self._baseline.forget()
+                    sources.failed(batch, err)
+                else:
+                    sources.committed(batch)
+        return min(sources.pause() for sources in self._sources)
 
     def close(self) -> None:
-        """Close every followed file (the pipeline may poll again afterwards)."""
-        self._sources.close()
+        """Close every followed input (the pipeline may poll again afterwards)."""
+        for sources in self._sources:
+            sources.close()
 
     def _commit(self, conn: StateConnection, batch: Batch) -> None:
         """Parse and match ``batch`` and store its alerts and position in one transaction.

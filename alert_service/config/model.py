@@ -59,7 +59,7 @@ from alert_service.match import BaselineMode, RuleSpec, check_rule, rule_spec_fr
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
-from alert_service.source import SourceConfig
+from alert_service.source.kinds import AnySourceConfig, source_config, source_problems
 from alert_service.state.config import StateSettings
 
 __all__ = [
@@ -67,7 +67,6 @@ __all__ = [
     "DEFAULT_STATE_DIR",
     "Config",
     "NotifierConfig",
-    "SourceConfig",
     "base_schema",
     "build_config",
     "config_schema",
@@ -119,7 +118,7 @@ class Config:
     """
 
     file: str
-    sources: tuple[SourceConfig, ...]
+    sources: tuple[AnySourceConfig, ...]
     notifiers: tuple[NotifierConfig, ...]
     rules: tuple[RuleSpec, ...]
     delivery: RetryPolicy = field(default_factory=RetryPolicy)
@@ -226,21 +225,8 @@ def build_config(
     duplicates(sources, "sources", "path", problems)
     duplicates(sources, "sources", "glob", problems)
     for i, item in items(doc, "sources"):  # as written: a bad path is still a path
-        if "nats" in item:
-            if "path" in item or "glob" in item:
-                problems.add(("sources", i), "give exactly one of path, glob or nats")
-            nats = item["nats"] if isinstance(item["nats"], Mapping) else {}
-            subject = nats.get("subject", "")
-            marked = isinstance(subject, str) and "{partition}" in subject
-            if "partitions" in nats and not marked:
-                problems.add(
-                    ("sources", i, "nats", "subject"),
-                    "a partitioned source's subject must hold {partition}",
-                )
-            elif marked and "partitions" not in nats:
-                problems.add(("sources", i, "nats", "partitions"), "{partition} needs partitions")
-        elif ("path" in item) == ("glob" in item):
-            problems.add(("sources", i), "give exactly one of path or glob")
+        for message in source_problems(item):
+            problems.add(("sources", i), message)
     duplicates(notifier_items, "notifiers", "name", problems)
     duplicates(rule_items, "rules", "name", problems)
     notifier_names = {text(item.get("name")) for _, item in items(doc, "notifiers")}
@@ -275,7 +261,7 @@ def build_config(
     problems.raise_if_any()
     return Config(
         file=file,
-        sources=tuple(SourceConfig.from_config(item) for _, item in sources),
+        sources=tuple(source_config(item) for _, item in sources),
         notifiers=tuple(notifiers),
         rules=tuple(rules),
         delivery=RetryPolicy.from_config(root.get("delivery", {})),

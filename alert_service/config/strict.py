@@ -238,6 +238,10 @@ _CONTAINER_VALIDATORS = frozenset(
 )
 
 
+# Validators that refuse keys a schema does not declare.
+_KEY_VALIDATORS = frozenset({"additionalProperties", "unevaluatedProperties"})
+
+
 def schema_problems(
     doc: object,
     validator: Draft202012Validator,
@@ -257,10 +261,10 @@ def schema_problems(
         path = tuple(cast(Iterable[PathPart], err.absolute_path))
         if is_bad(path, reported):
             continue
-        problems.add(path, _message(err))
-        if err.validator == "additionalProperties":
+        problems.add(path, _message(err, validator.schema))
+        if err.validator in _KEY_VALIDATORS:
             if isinstance(err.instance, Mapping):
-                allowed = set(cast(Mapping[str, Any], err.schema).get("properties", {}))
+                allowed = _declared_keys(err.schema, validator.schema)
                 bad.update((*path, k) for k in err.instance if k not in allowed)
         elif "propertyNames" in err.schema_path:
             bad.add((*path, cast(PathPart, err.instance)))  # the key itself is wrong
@@ -288,12 +292,33 @@ def passed(value: object, bad: set[tuple[PathPart, ...]], parts: tuple[PathPart,
     return value
 
 
-def _message(err: ValidationError) -> str:
+def _declared_keys(schema: object, root: object) -> set[str]:
+    """The ``properties`` a schema declares, with those of the schemas its local
+    ``$ref`` (``#/$defs/...``, RFC 6901 pointers) reaches: the keys that an
+    ``additionalProperties: false`` or ``unevaluatedProperties: false`` beside them
+    accepts."""
+    keys: set[str] = set()
+    seen: set[str] = set()
+    while isinstance(schema, Mapping):
+        keys.update(cast(Mapping[str, Any], schema.get("properties", {})))
+        ref = schema.get("$ref")
+        if not isinstance(ref, str) or not ref.startswith("#/") or ref in seen:
+            break
+        seen.add(ref)
+        target: object = root
+        for token in ref[2:].split("/"):
+            part = token.replace("~1", "/").replace("~0", "~")
+            target = target.get(part) if isinstance(target, Mapping) else None
+        schema = target
+    return keys
+
+
+def _message(err: ValidationError, root: object) -> str:
     if isinstance(err.schema, Mapping) and err.schema.get("x-secret") and err.validator == "type":
         # Never echo the value: it is a secret written inline.
         return "a secret must come from {env: NAME} or {file: /path}; inline text is refused"
-    if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
-        allowed = set(cast(Mapping[str, Any], err.schema).get("properties", {}))
+    if err.validator in _KEY_VALIDATORS and isinstance(err.instance, Mapping):
+        allowed = _declared_keys(err.schema, root)
         extra = sorted(str(k) for k in err.instance if k not in allowed)
         if extra:
             return "unknown key" + ("s " if len(extra) > 1 else " ") + ", ".join(extra)

@@ -1,9 +1,10 @@
 """Token bucket: the per-destination rate limit of the delivery workers.
 
 Each request takes one token; tokens refill at ``rate_per_minute / 60`` per second up to
-``burst``. Slack allows about one message per second per webhook with short bursts
-(alerting-delivery-and-tailing.md §2.2), PagerDuty about 120 events per minute per key
-(§2.5): the notifiers' defaults follow.
+``burst``. Slack allows about one message per second per incoming webhook with short
+bursts (Slack API docs, "Rate limits"), PagerDuty about 120 events per minute per
+integration key (PagerDuty Events API v2 docs, "Rate Limits"): the notifiers'
+defaults follow.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ import logging
 import random
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from alert_service.deliver.clock import Clock, SystemClock
 from alert_service.deliver.retry import RetryPolicy
@@ -30,10 +30,39 @@ from alert_service.state.db import StateConnection, StateTarget, open_state
 from alert_service.state.outbox import QueueDepth, purge, queue_depths
 from alert_service.stats import Stats
 
-if TYPE_CHECKING:  # the configuration imports this stage's RetryPolicy
-    from alert_service.config import Config
 
-__all__ = ["HOUSEKEEPING_INTERVAL_SECS", "DeliveryService", "build_delivery_service"]
+class DestinationConfig(Protocol):
+    """One ``notifiers`` item as this stage reads it
+    (:class:`~alert_service.config.NotifierConfig` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def options(self) -> Mapping[str, Any]: ...
+
+
+class DeliveryConfig(Protocol):
+    """What this stage reads of the configuration (:class:`~alert_service.config.Config`
+    is one): the destinations and the ``delivery`` section, nothing else."""
+
+    @property
+    def notifiers(self) -> Sequence[DestinationConfig]: ...
+
+    @property
+    def delivery(self) -> RetryPolicy: ...
+
+
+__all__ = [
+    "HOUSEKEEPING_INTERVAL_SECS",
+    "DeliveryConfig",
+    "DeliveryService",
+    "DestinationConfig",
+    "build_delivery_service",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -274,7 +303,7 @@ class DeliveryService:
 
 
 def build_delivery_service(
-    config: Config,
+    config: DeliveryConfig,
     db_path: StateTarget,
     *,
     registry: NotifierRegistry = DEFAULT_REGISTRY,

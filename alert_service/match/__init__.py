@@ -3,7 +3,8 @@
 Public API:
 
 * :class:`RuleSpec` (with :class:`TextPatternSpec`, :class:`AddressSpec`,
-  :class:`ProcessSpec`) — a rule as configured;
+  :class:`ProcessSpec`) — a rule as configured; :data:`CONDITIONS` — the one table
+  of rule conditions (:class:`Condition`: build, check, compile);
 * :class:`RuleSet` — rules compiled once; ``RuleSet(specs).match(event)`` → list of
   :class:`Alert`;
 * :func:`compile_rule` — compile one rule, raising
@@ -19,16 +20,18 @@ from __future__ import annotations
 
 from alert_service.match.addresses import AddressSet, parse_address
 from alert_service.match.alert import Alert, alert_id
+from alert_service.match.conditions import (
+    CONDITIONS,
+    CompiledConditions,
+    Condition,
+    ConditionsSpec,
+    EventView,
+    RuleSpec,
+    rule_spec_from_config,
+)
 from alert_service.match.iocs import IocFiles, IocList, load_ioc_file, parse_ioc_lines
 from alert_service.match.ports import NumberSet, PortSet
-from alert_service.match.rules import (
-    CompiledConditions,
-    CompiledRule,
-    EventView,
-    RuleSet,
-    check_rule,
-    compile_rule,
-)
+from alert_service.match.rules import CompiledRule, RuleSet, check_rule, compile_rule
 from alert_service.match.spec import (
     BASELINE_MODES,
     DEFAULT_BASELINE_MODE,
@@ -37,18 +40,16 @@ from alert_service.match.spec import (
     UNKNOWN,
     AddressSpec,
     BaselineMode,
-    ConditionsSpec,
     Direction,
     ProcessSpec,
-    RuleSpec,
     TextPatternSpec,
     UserSpec,
-    rule_spec_from_config,
 )
 from alert_service.match.text import TextMatcher
 
 __all__ = [
     "BASELINE_MODES",
+    "CONDITIONS",
     "DEFAULT_BASELINE_MODE",
     "DIRECTIONS",
     "HOST_FIELDS",
@@ -59,6 +60,7 @@ __all__ = [
     "BaselineMode",
     "CompiledConditions",
     "CompiledRule",
+    "Condition",
     "ConditionsSpec",
     "Direction",
     "EventView",

@@ -1,7 +1,8 @@
 """CIDR membership for remote addresses with sorted integer ranges and ``bisect``.
 
-Uses only the standard library: :mod:`ipaddress` defines what an address or network is
-(alerting-delivery-and-tailing.md §3: explicit lists, no ``is_private``). IPv4-mapped
+Uses only the standard library: :mod:`ipaddress` defines what an address or network is.
+Rules list their networks explicitly; ``ipaddress``'s ``is_private`` is never used, so
+what matches is the user's list, not a Python version's idea of private. IPv4-mapped
 IPv6 addresses (``::ffff:10.0.0.1``) and networks (``::ffff:10.0.0.0/104``) are
 unwrapped to IPv4, so IPv4 rules apply to them.
 

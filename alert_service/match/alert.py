@@ -18,7 +18,7 @@ def alert_id(event: Event) -> str:
     The id hashes (host identifier, query name, epoch, counter, action, row) with the
     row's typed columns sorted by name, so the same row gets the same id whether it was
     logged in event or batch form and with or without ``--logger_numerics``; re-reading
-    a log after a crash gives the same ids (alerting-delivery-and-tailing.md §4.2 item 6).
+    a log after a crash gives the same ids (docs/design/delivery.md, "Outbox").
     Receivers use it as an idempotency key.
     """
     row = sorted(event.columns.items())

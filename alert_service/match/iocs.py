@@ -13,8 +13,7 @@ makes the whole file invalid, with its line number in the message.
 
 Entries become sorted, merged integer ranges, one :class:`~alert_service.match.ranges.IntRanges`
 per address family, so a lookup is one ``bisect`` whatever the list size
-(alerting-delivery-and-tailing.md §3, "IP/CIDR": sorted int ranges + ``bisect``;
-benchmarks/match_bench.py measures 100k entries).
+(benchmarks/match_bench.py measures 100k entries).
 
 Reloading (:meth:`IocList.check`): the file's (device, inode, size, mtime) is compared
 with the loaded version's; when it differs the file is parsed again. A file that fails

@@ -1,17 +1,14 @@
-"""Declarative rule settings, as read from the ``rules`` section of the config.
+"""The values of rule conditions, as read from the ``rules`` section of the config.
 
-These frozen dataclasses hold what the user wrote; :func:`alert_service.match.rules.compile_rule`
-checks and compiles them into fast matchers. :func:`rule_spec_from_config` builds them
-from one validated YAML rule (the config loader calls it).
+These frozen dataclasses hold what the user wrote for one condition (text patterns,
+address lists...); :mod:`alert_service.match.conditions` builds, checks and compiles
+them, and holds the rule (:class:`~alert_service.match.conditions.RuleSpec`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
-
-from alert_service.parse.event import Action
+from typing import Final, Literal
 
 __all__ = [
     "BASELINE_MODES",
@@ -21,13 +18,10 @@ __all__ = [
     "UNKNOWN",
     "AddressSpec",
     "BaselineMode",
-    "ConditionsSpec",
     "Direction",
     "ProcessSpec",
-    "RuleSpec",
     "TextPatternSpec",
     "UserSpec",
-    "rule_spec_from_config",
 ]
 
 UNKNOWN = "<unknown>"
@@ -108,144 +102,7 @@ class UserSpec:
     uid: tuple[int | str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ConditionsSpec:
-    """A set of ANDed conditions without a name: one entry of a rule's ``exclude`` list.
-
-    Attributes have the meaning of :class:`RuleSpec`'s; ``actions`` None means any action.
-    """
-
-    actions: tuple[Action, ...] | None = None
-    host: TextPatternSpec | None = None
-    remote_address: AddressSpec | None = None
-    remote_port: tuple[int | str, ...] | None = None
-    process: ProcessSpec | None = None
-    user: UserSpec | None = None
-    direction: tuple[Direction, ...] | None = None
-    queries: tuple[str, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RuleSpec:
-    """One rule; its conditions are ANDed, an absent condition always holds.
-
-    Attributes:
-        name: unique rule name, reported in alerts.
-        notify: names of the notifiers that receive its alerts.
-        actions: event actions that may match (default: only ``added``).
-        host: patterns tried on ``hostIdentifier``, then the ``hostname``, ``fqdn`` and
-            ``computer_name`` decorations (:data:`HOST_FIELDS`); any match holds.
-        remote_address: CIDR / IOC-file include and exclude lists for ``remote_address``.
-        remote_port: ports (``443``) and inclusive ranges (``"6660-6669"``).
-        process: patterns for the ``name``/``path``/``cmdline`` columns.
-        queries: query names; the event's full name or its query part must be one.
-        user: ``username`` patterns and ``uid`` ranges.
-        direction: allowed ``direction`` values (``<unknown>`` for an empty one).
-        exclude: condition sets that veto the rule when any one of them holds.
-        dedup_window_secs: this rule's dedup window in seconds, overriding
-            ``delivery.dedup_window_secs``; None keeps the global one.
-        baseline: what to do with a genuinely new row of a ``counter`` 0 run
-            (:data:`BaselineMode`; default ``alert``).
-    """
-
-    name: str
-    notify: tuple[str, ...]
-    actions: tuple[Action, ...] = ("added",)
-    host: TextPatternSpec | None = None
-    remote_address: AddressSpec | None = None
-    remote_port: tuple[int | str, ...] | None = None
-    process: ProcessSpec | None = None
-    queries: tuple[str, ...] | None = None
-    user: UserSpec | None = None
-    direction: tuple[Direction, ...] | None = None
-    exclude: tuple[ConditionsSpec, ...] = ()
-    dedup_window_secs: float | None = None
-    baseline: BaselineMode = DEFAULT_BASELINE_MODE
-
-
 HOST_FIELDS: tuple[str, ...] = ("hostIdentifier", "hostname", "fqdn", "computer_name")
 """Where ``host`` patterns look, in order: the line's ``hostIdentifier``, then these
 decorations when present (osquery's ``system_info`` columns ``hostname`` /
 ``computer_name``, Fleet's ``fqdn``)."""
-
-
-def _patterns(raw: Mapping[str, Any] | None) -> TextPatternSpec | None:
-    if raw is None:
-        return None
-    return TextPatternSpec(
-        exact=tuple(raw.get("exact", ())),
-        glob=tuple(raw.get("glob", ())),
-        regex=tuple(raw.get("regex", ())),
-    )
-
-
-def _conditions(raw: Mapping[str, Any]) -> dict[str, Any]:
-    addr = raw.get("remote_address")
-    proc = raw.get("process")
-    user = raw.get("user")
-    ports = raw.get("remote_port")
-    queries = raw.get("queries")
-    direction = raw.get("direction")
-    uid = user.get("uid") if user is not None else None
-    return {
-        "host": _patterns(raw.get("host")),
-        "remote_address": (
-            AddressSpec(
-                tuple(addr.get("include", ())),
-                tuple(addr.get("exclude", ())),
-                tuple(addr.get("include_files", ())),
-                tuple(addr.get("exclude_files", ())),
-            )
-            if addr is not None
-            else None
-        ),
-        "remote_port": tuple(ports) if ports is not None else None,
-        "process": (
-            ProcessSpec(
-                _patterns(proc.get("name")),
-                _patterns(proc.get("path")),
-                _patterns(proc.get("cmdline")),
-            )
-            if proc is not None
-            else None
-        ),
-        "user": (
-            UserSpec(_patterns(user.get("name")), tuple(uid) if uid is not None else None)
-            if user is not None
-            else None
-        ),
-        "direction": tuple(direction) if direction is not None else None,
-        "queries": tuple(queries) if queries is not None else None,
-    }
-
-
-def rule_spec_from_config(raw: Mapping[str, Any]) -> RuleSpec:
-    """Build a :class:`RuleSpec` from one rule of the config (already schema-checked).
-
-    Args:
-        raw: the rule mapping; keys that failed validation may be left out. An
-            ``exclude`` item that is not a mapping becomes an empty
-            :class:`ConditionsSpec`, so the others keep their index (for the paths
-            in the config loader's messages).
-
-    Returns:
-        The spec with defaults applied (``actions`` ``("added",)``).
-    """
-    excludes = tuple(
-        ConditionsSpec(
-            actions=tuple(item["actions"]) if "actions" in item else None, **_conditions(item)
-        )
-        if isinstance(item, Mapping)
-        else ConditionsSpec()
-        for item in raw.get("exclude", ())
-    )
-    window = raw.get("dedup_window_secs")
-    return RuleSpec(
-        name=raw.get("name", ""),
-        notify=tuple(raw.get("notify", ())),
-        actions=cast(tuple[Action, ...], tuple(raw.get("actions", ("added",)))),
-        exclude=excludes,
-        dedup_window_secs=float(window) if window is not None else None,
-        baseline=cast(BaselineMode, raw.get("baseline", DEFAULT_BASELINE_MODE)),
-        **_conditions(raw),
-    )

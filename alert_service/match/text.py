@@ -29,8 +29,8 @@ def compile_regex(text: str, where: str = "") -> re.Pattern[str]:
 class TextMatcher:
     """Compiled :class:`~alert_service.match.spec.TextPatternSpec`.
 
-    Every pattern is anchored at both ends, unlike Velociraptor's unanchored regexes
-    (seed-and-anchors.md §1.2). A missing value (None or ``""``) matches only when the
+    Every pattern is anchored at both ends (``re.fullmatch``), unlike a regex search,
+    where ``443`` would also match ``8443``. A missing value (None or ``""``) matches only when the
     literal ``<unknown>`` is one of the exact values or globs.
 
     Args:

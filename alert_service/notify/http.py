@@ -7,7 +7,7 @@ options (schema, defaults 10 s and 5 s), the transport, ``post`` with those time
 and ``close`` — so a notifier type declares only its own options, payload and success check.
 
 :class:`HttpTransport` is the one place where :mod:`requests` errors become
-:class:`~alert_service.errors.NotifyError` (alerting-delivery-and-tailing.md §2.7):
+:class:`~alert_service.errors.NotifyError` (docs/design/delivery.md):
 
 * any 2xx → success;
 * 408, 425, 429 and 5xx → retryable, with ``Retry-After`` (seconds or HTTP date) kept;

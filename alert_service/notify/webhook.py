@@ -11,7 +11,7 @@ text longer than a cap is cut and ends in ``…[cut N chars]``, with caps halved
 the body fits, so a padded command line cannot get the alert refused by a receiver's
 size limit.
 
-Headers (Standard Webhooks specification, ``spec/standard-webhooks.md``):
+Headers (Standard Webhooks specification, https://www.standardwebhooks.com/):
 
 * ``webhook-id``: the stable alert id, the same on every attempt and after a restart
   (the receiver's idempotency key);

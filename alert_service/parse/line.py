@@ -1,6 +1,6 @@
 """Parse one osquery result-log line into typed events.
 
-Accepted forms (osquery-protocol-and-logs.md §4, osquery/core/query.cpp; pinned by
+Accepted forms (docs/design/osquery-interfaces.md §4, osquery/core/query.cpp; pinned by
 osquery/logger/tests/logger.cpp):
 
 * event (``--logger_event_type=true``, the default): ``{"name", "hostIdentifier",
@@ -92,7 +92,7 @@ def decode_line(line: bytes) -> str:
     """Decode a raw line as UTF-8, writing invalid bytes as the text ``\\xNN``.
 
     osquery escapes non-printable bytes this way itself, but snapshot results are never
-    escaped (osquery-protocol-and-logs.md §4), so invalid UTF-8 can reach the log; it
+    escaped (docs/design/osquery-interfaces.md §4), so invalid UTF-8 can reach the log; it
     becomes the same ``\\xNN`` text (uppercase hex) instead of failing the line.
     """
     try:

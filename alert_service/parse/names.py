@@ -1,10 +1,10 @@
 """Split a scheduled query's logged name into pack and query.
 
 osquery names pack queries ``"pack" + delimiter + pack + delimiter + query`` with
-``--pack_delimiter`` (default ``_``; osquery/config/packs.cpp, osquery-protocol-and-logs.md
-§5). Fleet sets the delimiter to ``/`` and names its packs ``Global`` or
-``team-<id>``, giving ``pack/Global/<query>`` (osquery-protocol-and-logs.md §4, "Fleet
-result log").
+``--pack_delimiter`` (default ``_``; osquery/config/packs.cpp,
+docs/design/osquery-interfaces.md §5). Fleet sets the delimiter to ``/`` and names its
+packs ``Global`` or ``team-<id>``, giving ``pack/Global/<query>`` (the result lines its
+filesystem log destination writes, docs/design/osquery-interfaces.md §4).
 
 With ``_`` the split is ambiguous when names contain ``_``
 (``pack_tracked_connections_tracked_connections``), so known pack names are tried

@@ -1,7 +1,7 @@
 """Turn logged column values into typed values, once, using the column contract.
 
 osquery logs every value as a string unless ``--logger_numerics`` is set, in which case
-INTEGER/BIGINT (and DOUBLE) columns are JSON numbers (osquery-protocol-and-logs.md §4,
+INTEGER/BIGINT (and DOUBLE) columns are JSON numbers (docs/design/osquery-interfaces.md §4,
 osquery/utils/conversions/castvariant.h). Both forms give the same typed value here:
 
 * a column of type INTEGER or BIGINT in :data:`extension.columns.COLUMN_TYPES` → ``int``;

@@ -4,9 +4,9 @@ Rotated results logs may be compressed: osquery's filesystem logger writes
 ``osqueryd.results.log.N.zst`` (zstd, N ≥ 2; plugins/logger/logrotate.h and
 plugins/logger/tests/logrotate_tests.cpp), Fleet's lumberjack rotation writes
 ``<name>-<timestamp>.gz`` with ``filesystem.enable_log_compression``, logrotate writes
-``.N.gz`` (osquery-protocol-and-logs.md §4, "Filesystem logger" and "Fleet result
-log"). Offsets of compressed files count decompressed bytes; a compressed file is read
-from its start, skipping to an offset by decompressing and discarding.
+``.N.gz`` (docs/design/osquery-interfaces.md §4, "Filesystem logger"). Offsets of
+compressed files count decompressed bytes; a compressed file is read from its start,
+skipping to an offset by decompressing and discarding.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ class ContentFile:
     """An open log file read sequentially as content bytes.
 
     The file descriptor stays open, so the content remains readable after the file is
-    renamed or deleted (how rotation is survived, alerting-delivery-and-tailing.md §4.2
-    item 2).
+    renamed or deleted (how rotation is survived, docs/design/following-logs.md,
+    "Rotation by rename").
 
     Args:
         raw: an open unbuffered binary file (ownership passes to this object).

@@ -1,13 +1,13 @@
 """Follow one results log as it grows, across rotation, truncation and restarts.
 
-Implements alerting-delivery-and-tailing.md §4.2 (items 1-4 and 8):
+How and why: docs/design/following-logs.md. In short:
 
 * only complete lines are returned; an unterminated tail waits for its ``\\n``. A file
   that is finished (rotated away, deleted, or compressed) but ends without one has that
   last line flushed once it has not grown for ``partial_line_flush_secs``;
 * rename rotation — osquery ``--logger_rotate`` (``<log>`` → ``.1`` → ``.N.zst``,
   plugins/logger/logrotate.h) and Fleet's lumberjack (``<name>-<timestamp>[.gz]``,
-  osquery-protocol-and-logs.md §4): when the path names a new (device, inode), the old
+  docs/design/osquery-interfaces.md §4): when the path names a new (device, inode), the old
   file (still open) is read to its end first, then any rotated sibling newer than it
   (more than one rotation between two polls), then the new file from offset 0;
 * truncation and copytruncate: the file is shorter than the bytes read, or its head

@@ -3,8 +3,8 @@
 A glob such as ``/var/log/fleet/*/osquery_result`` may name several live logs; each is
 followed (and checkpointed) on its own. Rotated and compressed siblings are never
 followed live — they are read through their live log's rotation handling — so names
-that look rotated are left out (alerting-delivery-and-tailing.md §4.1: a glob matching
-rotated names duplicates data).
+that look rotated are left out: a glob matching rotated names would read their lines
+twice.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ class LineSplitter:
     """Cut chunks of a file into complete ``\\n``-terminated lines.
 
     Only complete lines come out: bytes after the last ``\\n`` stay buffered until the
-    rest of the line arrives (alerting-delivery-and-tailing.md §4.2 item 4). A line
+    rest of the line arrives (docs/design/following-logs.md, "Only complete lines"). A line
     longer than ``max_line_bytes`` (newline excluded) is dropped as soon as it is known
     to be too long, ``on_too_long`` is called once for it, and reading resumes after its
     newline — the buffer never holds more than ``max_line_bytes`` bytes.

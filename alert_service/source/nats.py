@@ -45,9 +45,12 @@ import dataclasses
 import gzip
 import json
 import logging
+import os
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -63,10 +66,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
 from alert_service.logs import log_event
-from alert_service.source.config import NatsSettings
 from alert_service.source.manager import Batch, CheckpointStore
+from alert_service.source.nats_config import NatsSettings
 from alert_service.source.records import FileIdentity, LineChunk, Position
-from alert_service.state.leases import LeaseLostError
+from alert_service.state.leases import LeaseLostError, PgLeases
+from alert_service.state.postgres import PgConnection
 from alert_service.stats import Stats
 
 __all__ = [
@@ -74,6 +78,7 @@ __all__ = [
     "NatsSettings",
     "NatsSources",
     "decode_payload",
+    "partition_leases",
     "stream_position",
 ]
 
@@ -207,6 +212,20 @@ class Leases(Protocol):
     def leave(self) -> None: ...
 
     def fence(self, conn: object, name: str, token: int) -> None: ...
+
+    @property
+    def instance(self) -> str: ...
+
+
+def partition_leases(state: object, settings: Sequence[NatsSettings]) -> Leases | None:
+    """The partition leases of this instance: in a PostgreSQL state when a stream
+    source is partitioned; None otherwise (this instance reads every partition)."""
+    partitioned = [s for s in settings if s.partitions]
+    if not partitioned or not isinstance(state, PgConnection):
+        return None
+    ttl = min(s.lease_ttl_secs for s in partitioned)
+    instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return PgLeases(state, instance, ttl)
 
 
 class NatsSources:
@@ -395,7 +414,7 @@ class NatsSources:
             return
         # Start looking at a place of our own, so instances do not all race for the
         # same partition.
-        start = zlib.crc32(self._leases_instance().encode()) % len(partitions)
+        start = zlib.crc32(leases.instance.encode()) % len(partitions)
         for partition in partitions[start:] + partitions[:start]:
             if len(group.owned) >= share:
                 break
@@ -405,9 +424,6 @@ class NatsSources:
             token = leases.acquire(name)
             if token is not None:
                 self._own(group, partition, token)
-
-    def _leases_instance(self) -> str:
-        return str(getattr(self._leases, "instance", ""))
 
     def _own(self, group: _Group, partition: str, token: int | None) -> None:
         settings = group.partition_settings(partition) if partition else group.settings

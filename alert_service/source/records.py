@@ -27,8 +27,9 @@ Compression = Literal["zst", "gz"]
 ``.gz`` (gzip)."""
 
 FINGERPRINT_BYTES = 1024
-"""Bytes of a file's head that identify its content (alerting-delivery-and-tailing.md
-§4.2 item 1: Filebeat's filestream fingerprints the first 1024 bytes too)."""
+"""Bytes of a file's head that identify its content (docs/design/following-logs.md;
+Filebeat's filestream input fingerprints the first 1024 bytes by default too, Elastic
+Filebeat reference 8.x, "filestream input", ``prospector.scanner.fingerprint.length``)."""
 
 
 def fingerprint(head: bytes) -> bytes:
@@ -42,8 +43,7 @@ class FileIdentity:
 
     A rename rotation keeps the identity of the renamed file and gives the path a new
     one. Inode reuse and copytruncate keep the identity but change the content, which
-    the head fingerprint of :class:`Position` detects (alerting-delivery-and-tailing.md
-    §4.2 item 1).
+    the head fingerprint of :class:`Position` detects (docs/design/following-logs.md).
     """
 
     dev: int
@@ -129,7 +129,7 @@ class Position:
     """Where reading of one source stands: the checkpoint of a follower.
 
     Written to the state database in the same transaction as the alerts of every line
-    before it (alerting-delivery-and-tailing.md §4.2 item 5).
+    before it (docs/design/following-logs.md, "Checkpoints commit with the work").
 
     Attributes:
         path: the file's path when the position was taken (the rotated name while a

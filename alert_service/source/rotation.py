@@ -1,6 +1,6 @@
 """Find the rotated siblings of a results log, oldest first, with their heads.
 
-Two naming schemes are recognised (osquery-protocol-and-logs.md §4):
+Two naming schemes are recognised (docs/design/osquery-interfaces.md §4):
 
 * numbered — osquery ``--logger_rotate`` (plugins/logger/logrotate.h): the log is
   renamed to ``<name>.1`` (plain), older ones become ``<name>.2.zst``, ``.3.zst`` …;
@@ -41,8 +41,7 @@ def is_rotated_name(name: str) -> bool:
     """True when a file name looks like a rotated or compressed log (never followed live).
 
     Used to keep a glob such as ``/var/log/fleet/*`` from following backups as live
-    logs, which would read their lines twice (alerting-delivery-and-tailing.md §4.1,
-    Fluent Bit).
+    logs, which would read their lines twice.
     """
     return _ANY_ROTATED.fullmatch(os.path.basename(name)) is not None
 

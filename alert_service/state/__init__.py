@@ -2,7 +2,7 @@
 
 Checkpoints of the sources and the outbox of alerts are written in the same
 transaction, so a crash at any instant neither loses nor repeats an alert
-(alerting-delivery-and-tailing.md §2.7 and §4.2 item 5).
+(docs/design/delivery.md, docs/design/following-logs.md).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A differential query's first run — and the first run after an ``epoch`` change or a
 lost/ephemeral osquery database — logs every current row as ``added`` with
-``counter`` 0 (osquery-protocol-and-logs.md §4, "Differential queries";
-alerting-delivery-and-tailing.md §4.2 item 6). Alerting on all of them again would
+``counter`` 0 (docs/design/osquery-interfaces.md §4, "Differential queries").
+Alerting on all of them again would
 flood every destination after each osquery reinstall.
 
 :class:`BaselineTracker` keeps, per (``hostIdentifier``, query ``name``), the set of

@@ -3,11 +3,11 @@
 One row per followed live path (a configured ``path``, or each file a ``glob``
 matches): the :class:`~alert_service.source.records.Position` reached — the file's
 (device, inode), the offset of the next unread line and the fingerprint of the file's
-head (alerting-delivery-and-tailing.md §4.2 items 1 and 5). The pipeline writes it with
+head (docs/design/following-logs.md). The pipeline writes it with
 :func:`save_checkpoint` in the same transaction as the outbox rows of the lines before
 it. Rows of paths no longer followed expire after a grace
-(:func:`expire_checkpoints`; Vector's checkpoints of removed files never did,
-alerting-delivery-and-tailing.md §4.1 [VC-23076]).
+(:func:`expire_checkpoints`), so a glob over changing names does not grow the table
+forever.
 """
 
 from __future__ import annotations

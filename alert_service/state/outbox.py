@@ -1,10 +1,10 @@
 """The outbox: alerts queued per destination, and their delivery states.
 
 Producer side: :func:`enqueue_alerts`, called inside the transaction that also advances
-the source checkpoint (alerting-delivery-and-tailing.md §2.7 "Durable outbox", §4.2
-item 5). Rows are keyed by (alert id, rule, destination) and inserted with
-``INSERT OR IGNORE``, so re-reading a line after a crash adds nothing twice. The
-``payload`` column holds the alert's versioned record
+the source checkpoint (docs/design/delivery.md, "Outbox"). Rows are keyed by
+(alert id, rule, destination) and inserted with ``INSERT OR IGNORE``, so re-reading
+a line after a crash adds nothing twice. The ``payload`` column holds the alert's
+versioned record
 (:mod:`alert_service.state.record`: the alert, its query-name parts and its dedup
 window); each destination's worker decodes and renders it for its notifier when
 sending (rendering is pure, so every attempt and a restart send the same body).

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from alerts_support import Receiver, serve_receiver
+from alerts_support import ScriptedEndpoint, serve_endpoint
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A webhook receiver on 127.0.0.1, answering from ``receiver.script`` (default 200)."""
-    with serve_receiver() as state:
+def receiver() -> Iterator[ScriptedEndpoint]:
+    """A webhook receiver on 127.0.0.1 at ``/alerts``, answering 200 unless scripted."""
+    with serve_endpoint("/alerts") as state:
         yield state

@@ -25,6 +25,7 @@ from nats.js.api import StreamConfig
 from alert_service.config import Config, build_config
 from alert_service.errors import ConfigError
 from alert_service.pipeline import Pipeline
+from alert_service.source.nats import NatsSources
 from alert_service.state import open_state
 from alert_service.state.checkpoints import load_checkpoints
 from alert_service.state.record import decode_record
@@ -132,6 +133,11 @@ def make_config(tmp_path: Path, stream: Stream, **nats_options: Any) -> Config:
     return build_config(doc, "test.yaml", environ={})
 
 
+def stream_sources(pipeline: Pipeline) -> NatsSources:
+    """The pipeline's stream source set (to take a batch without committing it)."""
+    return next(s for s in pipeline._sources if isinstance(s, NatsSources))
+
+
 def outbox(state: sqlite3.Connection) -> list[dict[str, Any]]:
     rows = state.execute("SELECT payload FROM outbox ORDER BY rowid").fetchall()
     return [decode_record(row[0]).as_alert().as_dict() for row in rows]
@@ -219,7 +225,7 @@ def test_messages_redelivered_after_a_lost_ack_make_no_second_alert(
         stream.publish(f"h{i}", result_line(f"h{i}", IOC, 443))
     config = make_config(tmp_path, stream, ack_wait_secs=1)
     first = Pipeline(config, stats=Stats(), state=state)
-    sources = first._sources
+    sources = stream_sources(first)
     batch = next(iter(sources.poll()))
     first._commit(state, batch)  # stored, but never acknowledged:
     sources.close()  # the connection goes away like a killed process's
@@ -254,7 +260,7 @@ def test_a_failed_commit_gets_the_batch_delivered_again(
     state.execute("BEGIN IMMEDIATE")  # another writer holds the database: commits fail
     other = sqlite3.connect(tmp_path / "state" / "state.sqlite3", timeout=0.05)
     try:
-        sources = pipeline._sources
+        sources = stream_sources(pipeline)
         batch = next(iter(sources.poll()))
         try:
             other.execute("BEGIN IMMEDIATE")

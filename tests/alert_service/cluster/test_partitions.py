@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
-from test_nats_source import IOC, Stream, result_line
+from test_nats_source import IOC, Stream, result_line, stream_sources
 
 from alert_service.config import Config, build_config
 from alert_service.deliver import build_delivery_service
@@ -166,7 +166,7 @@ def test_an_instance_that_lost_its_lease_cannot_commit(
     try:
         poll_until([a], lambda: len(a.owned()) == 4)
         publish(stream, hosts=4, per_host=3)  # 3 messages per partition
-        sources = a.pipeline._sources
+        sources = stream_sources(a.pipeline)
         batch = None
         for _ in range(100):
             batch = next(iter(sources.poll()), None)  # A holds one partition's batch ...
@@ -198,5 +198,7 @@ def test_a_partitioned_source_needs_the_partition_in_its_subject() -> None:
     with pytest.raises(ConfigError) as err:
         build_config({**base, "sources": sources}, "t.yaml", environ={})
     text = str(err.value)
-    assert "$.sources[0].nats.subject: a partitioned source's subject must hold {partition}" in text
-    assert "$.sources[1].nats.partitions: {partition} needs partitions" in text
+    assert (
+        "$.sources[0]: nats.subject: a partitioned source's subject must hold {partition}" in text
+    )
+    assert "$.sources[1]: nats.partitions: a subject with {partition} needs partitions" in text

@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from deliver_support import make_alert, serve_endpoint
+from alerts_support import serve_endpoint
+from deliver_support import make_alert
 from psycopg import sql
 
 from alert_service.config import build_config

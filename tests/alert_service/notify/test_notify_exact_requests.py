@@ -9,14 +9,12 @@ own ``proxy_url`` says so.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from alerts_support import Answer, Request, ScriptedEndpoint, serve_endpoint
 from deliver_support import make_alert
 
 from alert_service.config import load_config
@@ -26,57 +24,26 @@ from alert_service.notify.fleet import FleetClient, FleetSettings
 from alert_service.secret import Secret
 
 
-@dataclass
-class Recorder:
-    """A real HTTP server recording (request target, headers); answers 200 ``ok``."""
-
-    url: str = ""
-    seen: list[tuple[str, dict[str, str]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 @contextmanager
-def serve() -> Iterator[Recorder]:
-    state = Recorder()
+def serve() -> Iterator[ScriptedEndpoint]:
+    """The scripted endpoint at its root, answering 200 (a Fleet host to a GET)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def respond(request: Request) -> Answer:
+        return Answer(200, body=b'{"host": {"id": 1}}' if request.method == "GET" else b"ok")
 
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            self.rfile.read(length)
-            with state.lock:
-                state.seen.append((self.path, dict(self.headers.items())))
-            body = b'{"host": {"id": 1}}' if self.command == "GET" else b"ok"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    with serve_endpoint("", respond) as endpoint:
+        endpoint.url = endpoint.base_url
+        yield endpoint
 
-        def do_POST(self) -> None:
-            self._answer()
 
-        def do_GET(self) -> None:
-            self._answer()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def seen_by(endpoint: ScriptedEndpoint) -> list[tuple[str, dict[str, str]]]:
+    """(request target, headers) of every request ``endpoint`` got."""
+    with endpoint.lock:
+        return [(r.path, r.headers) for r in endpoint.requests]
 
 
 @pytest.fixture
-def hostile_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+def hostile_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedEndpoint]:
     """A HOME with a .netrc for 127.0.0.1 and every proxy variable set to a recorder."""
     home = tmp_path / "home"
     home.mkdir()
@@ -107,7 +74,7 @@ def _notifiers(url: str) -> list[Notifier]:
     ]
 
 
-def test_netrc_and_proxy_variables_are_not_used(hostile_env: Recorder) -> None:
+def test_netrc_and_proxy_variables_are_not_used(hostile_env: ScriptedEndpoint) -> None:
     with serve() as receiver:
         for notifier in _notifiers(receiver.url):
             notifier.notify(make_alert())
@@ -117,8 +84,8 @@ def test_netrc_and_proxy_variables_are_not_used(hostile_env: Recorder) -> None:
         )
         client.request("GET", "/api/v1/fleet/hosts/identifier/web-01", what="host lookup")
         client.close()
-        seen = list(receiver.seen)
-    assert hostile_env.seen == []  # nothing went through the environment's proxy
+        seen = seen_by(receiver)
+    assert seen_by(hostile_env) == []  # nothing went through the environment's proxy
     assert [path for path, _ in seen] == [
         "/hook",
         "/slack",
@@ -130,16 +97,16 @@ def test_netrc_and_proxy_variables_are_not_used(hostile_env: Recorder) -> None:
     assert auth == ["Bearer cfg", None, None, "Bearer fleet-tok"]
 
 
-def test_proxy_url_option_is_used(hostile_env: Recorder) -> None:
+def test_proxy_url_option_is_used(hostile_env: ScriptedEndpoint) -> None:
     with serve() as proxy, serve() as receiver:
         hook = WebhookNotifier.from_config(
             "hook", {"url": f"{receiver.url}/hook", "proxy_url": proxy.url}
         )
         hook.notify(make_alert())
         hook.close()
-        via_proxy = list(proxy.seen)
-        direct = list(receiver.seen)
-    assert hostile_env.seen == []
+        via_proxy = seen_by(proxy)
+        direct = seen_by(receiver)
+    assert seen_by(hostile_env) == []
     assert direct == []
     # A forward proxy gets the absolute URL.
     assert [target for target, _ in via_proxy] == [f"{receiver.url}/hook"]
@@ -182,7 +149,7 @@ rules:
 
 
 def test_netrc_alone_does_not_replace_the_configured_header(
-    hostile_env: Recorder, monkeypatch: pytest.MonkeyPatch
+    hostile_env: ScriptedEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name)
@@ -192,5 +159,5 @@ def test_netrc_alone_does_not_replace_the_configured_header(
         slack.notify(make_alert())
         hook.close()
         slack.close()
-        auth = [headers.get("Authorization") for _, headers in receiver.seen]
+        auth = [headers.get("Authorization") for _, headers in seen_by(receiver)]
     assert auth == ["Bearer cfg", None]

@@ -14,11 +14,11 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alerts_support import Answer, Request, serve_endpoint
 from deliver_support import FakeClock, make_alert
 
 from alert_service.deliver import DestinationSettings, DestinationWorker
@@ -91,7 +91,9 @@ DESTINATIONS = {
 
 
 @dataclass
-class Receiver:
+class Verdicts:
+    """What the destinations' rules made of each request."""
+
     url: str = ""
     accepted: dict[str, list[Any]] = field(default_factory=dict)
     refused: list[tuple[str, str]] = field(default_factory=list)
@@ -99,49 +101,29 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
+def receiver() -> Iterator[Verdicts]:
+    """The scripted endpoint answering as each destination would, by path."""
+    state = Verdicts()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            dest = DESTINATIONS[self.path]
-            length = int(self.headers.get("Content-Length", "0"))
-            body = self.rfile.read(length)
-            problems = []
-            if length > dest.max_bytes:
-                problems.append(f"body of {length} bytes")
-            else:
-                problems += dest.check(json.loads(body))
-            with state.lock:
-                if problems:
-                    state.refused.append((self.path, "; ".join(problems)))
-                else:
-                    state.accepted.setdefault(self.path, []).append(json.loads(body))
+    def respond(request: Request) -> Answer:
+        dest = DESTINATIONS[request.path]
+        problems = []
+        if len(request.body) > dest.max_bytes:
+            problems.append(f"body of {len(request.body)} bytes")
+        else:
+            problems += dest.check(json.loads(request.body))
+        with state.lock:
             if problems:
-                status, answer = dest.too_large_status, b"invalid_blocks"
+                state.refused.append((request.path, "; ".join(problems)))
             else:
-                status, answer = (200, b"ok") if self.path == "/slack" else (202, b"")
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+                state.accepted.setdefault(request.path, []).append(json.loads(request.body))
+        if problems:
+            return Answer(dest.too_large_status, body=b"invalid_blocks")
+        return Answer(200, body=b"ok") if request.path == "/slack" else Answer(202, body=b"")
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_endpoint("", respond) as endpoint:
+        state.url = endpoint.base_url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def _notifiers(url: str) -> dict[str, Notifier]:
@@ -175,7 +157,7 @@ HOSTILE: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("path", sorted(DESTINATIONS))
 def test_hostile_alerts_arrive_within_the_destinations_limits(
-    receiver: Receiver, tmp_path: Path, path: str
+    receiver: Verdicts, tmp_path: Path, path: str
 ) -> None:
     notifier = _notifiers(receiver.url)[path]
     db = str(tmp_path / "state.sqlite3")
@@ -243,7 +225,7 @@ def test_webhook_body_cap_is_configurable_and_keeps_short_values_exact() -> None
     assert hook.render(small) == small.as_dict()
 
 
-def test_digests_stay_within_limits(receiver: Receiver) -> None:
+def test_digests_stay_within_limits(receiver: Verdicts) -> None:
     alerts = [
         make_alert(rule=f"rule-{i}" + "&" * 200, counter=i, cmdline="&" * 5000, name="*" * 3000)
         for i in range(40)

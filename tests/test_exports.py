@@ -8,13 +8,18 @@ import pkgutil
 import pytest
 
 import alert_service
+import extension
+import osqueryd_standin
+
+PACKAGES = (alert_service, extension, osqueryd_standin)
 
 MODULES = sorted(
-    {"alert_service"}
+    {package.__name__ for package in PACKAGES}
     | {
         info.name
-        for info in pkgutil.walk_packages(alert_service.__path__, "alert_service.")
-        if info.name != "alert_service.__main__"
+        for package in PACKAGES
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
+        if not info.name.endswith(".__main__")
     }
 )
 

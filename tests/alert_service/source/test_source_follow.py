@@ -3,7 +3,7 @@
 Each test drives a :class:`FileFollower` over real files in a temporary directory,
 rotating them the way osquery (``.1``, ``.N.zst``; plugins/logger/logrotate.h), Fleet's
 lumberjack (``<name>-<timestamp>[.gz]``) and logrotate ``copytruncate`` do
-(osquery-protocol-and-logs.md §4; alerting-delivery-and-tailing.md §4).
+(docs/design/osquery-interfaces.md §4; docs/design/following-logs.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import zstandard
+from alerts_support import FakeClock, osquery_rotate
 
 from alert_service.source import (
     FileFollower,
@@ -38,28 +39,6 @@ def texts(lines: Iterable[SourceLine]) -> list[bytes]:
 
 def zst(path: Path | str, data: bytes) -> None:
     Path(path).write_bytes(zstandard.ZstdCompressor().compress(data))
-
-
-def osquery_rotate(log: Path) -> None:
-    """What osquery's LogRotate does: shift .N.zst, compress .1 → .2.zst, log → .1."""
-    n = 2
-    while Path(f"{log}.{n}.zst").exists():
-        n += 1
-    for k in range(n - 1, 1, -1):
-        os.rename(f"{log}.{k}.zst", f"{log}.{k + 1}.zst")
-    first = Path(f"{log}.1")
-    if first.exists():
-        zst(f"{log}.2.zst", first.read_bytes())
-        first.unlink()
-    os.rename(log, first)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- rename rotation -----------------------------------------------------------------
@@ -224,7 +203,7 @@ def test_deleted_file_is_drained_then_the_recreated_one_read(tmp_path: Path) -> 
 def test_deleted_file_not_recreated_is_closed_after_its_tail_is_flushed(tmp_path: Path) -> None:
     log = tmp_path / "results.log"
     append(log, b"a\nlast-without-newline")
-    clock = Clock()
+    clock = FakeClock(now=1000.0)
     stats = Stats()
     with FileFollower(
         str(log), start_at="beginning", stats=stats, partial_line_flush_secs=2, clock=clock
@@ -246,7 +225,7 @@ def test_deleted_file_not_recreated_is_closed_after_its_tail_is_flushed(tmp_path
 def test_partial_last_line_of_the_live_file_is_never_flushed(tmp_path: Path) -> None:
     log = tmp_path / "results.log"
     append(log, b"a\nstill-being-writ")
-    clock = Clock()
+    clock = FakeClock(now=1000.0)
     with FileFollower(
         str(log), start_at="beginning", partial_line_flush_secs=1, clock=clock
     ) as follower:
@@ -262,7 +241,7 @@ def test_partial_last_line_of_the_live_file_is_never_flushed(tmp_path: Path) -> 
 def test_rotated_partial_line_that_gets_its_newline_late_is_one_line(tmp_path: Path) -> None:
     log = tmp_path / "results.log"
     append(log, b"a\nhal")
-    clock = Clock()
+    clock = FakeClock(now=1000.0)
     with FileFollower(
         str(log), start_at="beginning", partial_line_flush_secs=5, clock=clock
     ) as follower:

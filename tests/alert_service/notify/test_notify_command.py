@@ -7,17 +7,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
+from deliver_support import make_alert as shared_alert
 
 from alert_service.config import build_config
 from alert_service.errors import ConfigError, NotifyError
-from alert_service.match import Alert, alert_id
+from alert_service.match import Alert
 from alert_service.notify import DEFAULT_REGISTRY, CommandNotifier
 from alert_service.notify.command import PLACEHOLDERS, substitute
-from alert_service.parse import Event
 from alert_service.secret import Secret
 
 # Writes its argv, stdin and environment as one JSON line to $RECORD, then exits
@@ -42,7 +41,7 @@ EVIL_NAME = "nc; touch {marker} && echo $(id) `id` | cat > {marker} * ~ \\n\"'"
 
 
 def make_alert(**columns: str | int | None) -> Alert:
-    cols: dict[str, str | int | None] = {
+    row: dict[str, str | int | None] = {
         "pid": 4242,
         "remote_address": "198.51.100.7",
         "remote_port": 4444,
@@ -50,21 +49,7 @@ def make_alert(**columns: str | int | None) -> Alert:
         "path": "/usr/bin/nc",
         "username": "www-data",
     }
-    cols.update(columns)
-    event = Event(
-        name="pack_tracked_connections_tracked_connections",
-        pack="tracked_connections",
-        query="tracked_connections",
-        host_identifier="web-01",
-        calendar_time="Tue Sep  2 07:05:09 2025 UTC",
-        unix_time=1756796709,
-        epoch=0,
-        counter=3,
-        action="added",
-        columns=MappingProxyType(cols),
-        decorations=MappingProxyType({"hostname": "web-01.example.com"}),
-    )
-    return Alert(alert_id(event), "reverse-shell", ("isolate",), event)
+    return shared_alert(notify=("isolate",), columns={**row, **columns})
 
 
 @pytest.fixture

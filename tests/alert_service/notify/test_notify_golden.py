@@ -29,7 +29,7 @@ from alert_service.notify import (
 from alert_service.notify.literal import fit, literal
 from alert_service.secret import Secret
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 NASTY_NAME = "nc<b>&ü"
 NASTY_CMDLINE = 'nc -e /bin/sh <!channel> <@U123> & `id` ```x``` — ünïcode 🐍 "q" \\ end'
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 import zstandard
+from alerts_support import FakeClock
 
 from alert_service.config import Config, build_config
 from alert_service.match import Alert, RuleSet
@@ -82,14 +83,7 @@ def make_config(tmp_path: Path, sources: list[dict[str, Any]], **extra: Any) -> 
     return build_config(doc, "test.yaml", environ={})
 
 
-class Clocks:
-    def __init__(self) -> None:
-        self.wall = 1_800_000_000.0
-        self.mono = 100.0
-
-    def advance(self, secs: float) -> None:
-        self.wall += secs
-        self.mono += secs
+WALL_START = 1_800_000_000.0
 
 
 @pytest.fixture
@@ -99,12 +93,12 @@ def state(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     conn.close()
 
 
-def new_pipeline(config: Config, state: sqlite3.Connection, clocks: Clocks) -> Pipeline:
+def new_pipeline(config: Config, state: sqlite3.Connection, clocks: FakeClock) -> Pipeline:
     return Pipeline(
         config,
         stats=Stats(),
         state=state,
-        clock=lambda: clocks.wall,
+        clock=lambda: clocks.now,
         monotonic=lambda: clocks.mono,
     )
 
@@ -114,7 +108,7 @@ def outbox(state: sqlite3.Connection) -> list[dict[str, Any]]:
     return [decode_record(row[0]).as_alert().as_dict() for row in rows]
 
 
-def poll(pipeline: Pipeline, clocks: Clocks, times: int = 1) -> None:
+def poll(pipeline: Pipeline, clocks: FakeClock, times: int = 1) -> None:
     for _ in range(times):
         clocks.advance(1.0)
         pipeline.poll_once()
@@ -125,7 +119,7 @@ def test_alerts_and_checkpoint_are_committed_together(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     log.write_bytes(event_line("198.51.100.7") + event_line("192.0.2.1") + b"not json\n")
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
     pipeline = new_pipeline(config, state, clocks)
     poll(pipeline, clocks)
@@ -136,7 +130,7 @@ def test_alerts_and_checkpoint_are_committed_together(
     (cp,) = load_checkpoints(state).values()
     assert cp.position.offset == log.stat().st_size
     assert cp.position.identity == FileIdentity.of(os.stat(log))
-    assert cp.updated_at == clocks.wall
+    assert cp.updated_at == clocks.now
     stats = pipeline.stats
     assert (stats.lines_read, stats.parse_errors, stats.alerts_enqueued) == (3, 1, 1)
     assert stats.transactions == 1
@@ -150,7 +144,7 @@ def test_a_failed_transaction_is_rolled_back_and_the_lines_read_again(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     log.write_bytes(event_line("198.51.100.1", local_port=1))
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
     pipeline = new_pipeline(config, state, clocks)
     poll(pipeline, clocks)
@@ -186,7 +180,7 @@ def test_glob_follows_each_file_and_finds_new_ones(
     (tmp_path / "a" / "osquery_result-2025-09-02T07-05-09.000").write_bytes(
         event_line("198.51.100.9", host="a-old")
     )
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     pattern = str(tmp_path / "*" / "osquery_result")
     config = make_config(
         tmp_path, [{"glob": pattern, "start_at": "end", "poll_interval_secs": 0.1}]
@@ -213,7 +207,7 @@ def test_stale_source_warns_once_and_recovers(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     log.write_bytes(b"")
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(
         tmp_path, [{"path": str(log), "start_at": "beginning", "stale_after_secs": 30}]
     )
@@ -230,17 +224,17 @@ def test_stale_source_warns_once_and_recovers(
         assert pipeline.stats.stale_sources == 0
         assert "source_active_again" in caplog.text
     assert pipeline.stats.staleness_warnings == 1
-    assert pipeline.stats.source_last_line_time[str(log)] == clocks.wall - 0.0
+    assert pipeline.stats.source_last_line_time[str(log)] == clocks.now - 0.0
     pipeline.close()
 
 
 def test_old_checkpoints_of_files_not_followed_expire(
     tmp_path: Path, state: sqlite3.Connection
 ) -> None:
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     gone = Position("/gone.log", FileIdentity(1, 2), 10, fingerprint(b"x"), 1)
-    save_checkpoint(state, "/gone.log", gone, clocks.wall - 8 * 86400)
-    save_checkpoint(state, "/recent.log", gone, clocks.wall - 3600)
+    save_checkpoint(state, "/gone.log", gone, clocks.now - 8 * 86400)
+    save_checkpoint(state, "/recent.log", gone, clocks.now - 3600)
     log = tmp_path / "osqueryd.results.log"
     config = make_config(tmp_path, [{"path": str(log)}])
     pipeline = new_pipeline(config, state, clocks)
@@ -262,7 +256,7 @@ def test_an_unexpected_error_skips_only_that_line(
     log.write_bytes(
         event_line("198.51.100.1", host="boom") + event_line("198.51.100.2", host="fine")
     )
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
     pipeline = new_pipeline(config, state, clocks)
     pipeline.rules = Exploding(config.rules)
@@ -313,7 +307,7 @@ def test_baseline_run_alerts_only_new_rows_per_rule_mode(
         event_line("198.51.100.7", local_port=1, counter=5, unix_time=t0)  # alerted, tracked
         + event_line("198.51.100.99", local_port=9, counter=6, unix_time=t0 + 10)  # tracked
     )
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = baseline_config(tmp_path, log)
     pipeline = new_pipeline(config, state, clocks)
     poll(pipeline, clocks)
@@ -382,7 +376,7 @@ def test_default_baseline_mode_never_drops_an_ioc_match(
     log = tmp_path / "osqueryd.results.log"
     log.write_bytes(b"".join(event_line(f"198.51.100.{i}", counter=0) for i in range(1, 4)))
     config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     pipeline = new_pipeline(config, state, clocks)
     poll(pipeline, clocks)
     assert len(outbox(state)) == 3
@@ -413,7 +407,7 @@ def test_a_file_named_by_a_path_and_a_glob_is_read_once(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     log.write_bytes(event_line("198.51.100.7"))
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(
         tmp_path,
         [
@@ -439,7 +433,7 @@ def test_missing_source_is_logged_repeated_counted_and_found(
     # Review finding: a source path that does not exist was silently waited for; the
     # first sign was source_stale 300 s later.
     log = tmp_path / "logs" / "osqueryd.results.log"
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(tmp_path, [{"path": str(log), "start_at": "end"}])
     pipeline = new_pipeline(config, state, clocks)
     with caplog.at_level(logging.INFO, logger="alert_service"):
@@ -481,7 +475,7 @@ def test_glob_matching_nothing_is_missing(
     tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     pattern = str(tmp_path / "*" / "osquery_result")
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(tmp_path, [{"glob": pattern, "poll_interval_secs": 0.1}])
     pipeline = new_pipeline(config, state, clocks)
     with caplog.at_level(logging.INFO, logger="alert_service"):
@@ -504,7 +498,7 @@ def test_source_that_cannot_be_opened_is_unreadable_not_missing(
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     log.mkdir()  # a directory: open() fails with EISDIR, a real OSError that is not ENOENT
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(tmp_path, [{"path": str(log)}])
     pipeline = new_pipeline(config, state, clocks)
     with caplog.at_level(logging.INFO, logger="alert_service"):
@@ -540,7 +534,7 @@ def test_permission_denied_source_is_logged_with_a_hint(
     tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     log = unreadable_file(tmp_path)
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(tmp_path, [{"path": str(log)}])
     pipeline = new_pipeline(config, state, clocks)
     with caplog.at_level(logging.INFO, logger="alert_service"):
@@ -569,7 +563,7 @@ def test_partial_line_glued_to_the_next_line_keeps_the_good_row(
     junk = b'garbage {"not": json at all}\n'  # no valid object to the end: a parse error
     log = tmp_path / "osqueryd.results.log"
     log.write_bytes(first + partial + good + junk)
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     config = make_config(tmp_path, [{"path": str(log), "start_at": "beginning"}])
     pipeline = new_pipeline(config, state, clocks)
     with caplog.at_level(logging.INFO, logger="alert_service"):
@@ -612,7 +606,7 @@ def test_replay_and_run_report_the_same_offset_for_an_unterminated_last_line(
         assert replayed.replay([str(log)]) == []
         replay_offsets = [e["offset"] for e in logged_events(caplog, "line_parse_failed")]
         caplog.clear()
-        clocks = Clocks()
+        clocks = FakeClock(now=WALL_START, mono=100.0)
         pipeline = new_pipeline(config, state, clocks)
         poll(pipeline, clocks)
         log.unlink()  # finished: its unterminated tail is flushed as a line
@@ -630,7 +624,7 @@ def test_glob_whose_directory_cannot_be_listed_is_unreadable(
     blocker = tmp_path / "fleet"
     blocker.write_bytes(b"")
     pattern = str(blocker / "*" / "osquery_result")
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     pipeline = new_pipeline(make_config(tmp_path, [{"glob": pattern}]), state, clocks)
     with caplog.at_level(logging.INFO, logger="alert_service"):
         poll(pipeline, clocks)
@@ -656,7 +650,7 @@ def test_source_problems_are_forgotten_when_the_pipeline_starts_again(
     tmp_path: Path, state: sqlite3.Connection
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
-    clocks = Clocks()
+    clocks = FakeClock(now=WALL_START, mono=100.0)
     pipeline = new_pipeline(make_config(tmp_path, [{"path": str(log)}]), state, clocks)
     poll(pipeline, clocks)
     assert pipeline.stats.sources_missing == 1

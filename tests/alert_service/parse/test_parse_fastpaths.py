@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 import pytest
+from deliver_support import make_event as shared_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -359,18 +360,7 @@ def test_parse_line_types_a_full_row() -> None:
 
 
 def make_event(columns: dict[str, ColumnValue]) -> Event:
-    return Event(
-        name="pack_tracked_connections_tracked_connections",
-        pack="tracked_connections",
-        query="tracked_connections",
-        host_identifier="web-01",
-        calendar_time="",
-        unix_time=1756796709,
-        epoch=0,
-        counter=1,
-        action="added",
-        columns=MappingProxyType(columns),
-    )
+    return shared_event(columns=columns, counter=1, calendar_time="", decorations={})
 
 
 def test_event_constructor_keeps_the_dataclass_contract() -> None:

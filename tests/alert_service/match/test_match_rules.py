@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any
 
 import pytest
+from deliver_support import make_event
 
 from alert_service.errors import MatchError
 from alert_service.match import (
@@ -32,27 +32,22 @@ def event(
     decorations: dict[str, str] | None = None,
     **columns: ColumnValue,
 ) -> Event:
-    cols: dict[str, ColumnValue] = {
+    row: dict[str, ColumnValue] = {
         "remote_address": "93.184.216.34",
         "remote_port": 443,
         "name": "curl",
         "path": "/usr/bin/curl",
         "pid": 812,
     }
-    cols.update(columns)
-    cols = {k: v for k, v in cols.items() if v != "<drop>"}
-    return Event(
-        name=query_name,
-        pack="tracked_connections",
-        query="tracked_connections",
-        host_identifier=host,
-        calendar_time="",
-        unix_time=1756796709,
-        epoch=0,
-        counter=1,
+    return make_event(
         action=action,
-        columns=MappingProxyType(cols),
-        decorations=MappingProxyType(decorations or {}),
+        host=host,
+        query_name=query_name,
+        decorations=decorations or {},
+        columns=row,
+        counter=1,
+        calendar_time="",
+        **columns,
     )
 
 

@@ -2,7 +2,7 @@
 
 One fixture file per line shape lives in data/ (see data/README.md); these tests add
 the shapes the first fixtures did not cover and the crash cases found while
-hardening the parser (osquery-protocol-and-logs.md §4).
+hardening the parser (docs/design/osquery-interfaces.md §4).
 """
 
 from __future__ import annotations

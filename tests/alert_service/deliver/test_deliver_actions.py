@@ -16,19 +16,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
+from alerts_support import Answer, Request, serve_endpoint
+from deliver_support import make_alert as shared_alert
 
 from alert_service.config import build_config
 from alert_service.deliver.clock import ScaledClock
 from alert_service.deliver.service import build_delivery_service
-from alert_service.match import Alert, alert_id
+from alert_service.match import Alert
 from alert_service.notify import CommandNotifier, FleetScriptNotifier
-from alert_service.parse import Event
 from alert_service.state.db import open_state
 from alert_service.state.outbox import enqueue_alerts, transaction
 
@@ -43,30 +42,23 @@ with open(os.environ["RECORD"], "a", encoding="utf-8") as fh:
 
 
 def make_alert(pid: int, counter: int, notify: tuple[str, ...]) -> Alert:
-    event = Event(
-        name="pack_tracked_connections_tracked_connections",
-        pack="tracked_connections",
-        query="tracked_connections",
-        host_identifier="web-01",
+    row: dict[str, str | int | None] = {
+        "pid": pid,
+        "protocol": 6,
+        "local_address": "10.0.0.5",
+        "local_port": 40000 + counter,
+        "remote_address": "198.51.100.7",
+        "remote_port": 4444,
+        "name": "nc",
+    }
+    return shared_alert(
+        notify=notify,
+        counter=counter,
+        columns=row,
         calendar_time="",
         unix_time=1756796709 + counter,
-        epoch=0,
-        counter=counter,
-        action="added",
-        columns=MappingProxyType(
-            {
-                "pid": pid,
-                "protocol": 6,
-                "local_address": "10.0.0.5",
-                "local_port": 40000 + counter,
-                "remote_address": "198.51.100.7",
-                "remote_port": 4444,
-                "name": "nc",
-            }
-        ),
-        decorations=MappingProxyType({"host_uuid": "uuid-web-01"}),
+        decorations={"host_uuid": "uuid-web-01"},
     )
-    return Alert(alert_id(event), "reverse-shell", notify, event)
 
 
 @pytest.fixture
@@ -76,47 +68,28 @@ def fleet() -> Iterator[dict[str, Any]]:
     state: dict[str, Any] = {"runs": [], "answers": [503]}
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(request: Request) -> Answer:
+        if request.method == "GET":
+            assert request.headers["Authorization"] == "Bearer tok"
+            assert (
+                request.path == "/api/v1/fleet/hosts/identifier/uuid-web-01?exclude_software=true"
+            )
+            host = {"host": {"id": 33, "uuid": "uuid-web-01", "hostname": "web-01"}}
+            return Answer.json(200, host)
+        body = request.json()
+        if request.path == "/api/v1/fleet/hosts/33/query":
+            assert body == {"query": "SELECT pid, name, path FROM processes WHERE pid = 200;"}
+            rows = [{"pid": "200", "name": "nc", "path": "/usr/bin/nc"}]
+            return Answer.json(200, {"host_id": 33, "rows": rows, "status": "online"})
+        assert request.path == "/api/v1/fleet/scripts/run"
+        with lock:
+            state["runs"].append(body)
+            status = state["answers"].pop(0) if state["answers"] else 202
+        return Answer.json(status, {"host_id": 33, "execution_id": "e1"} if status == 202 else {})
 
-        def do_GET(self) -> None:
-            assert self.headers["Authorization"] == "Bearer tok"
-            assert self.path == "/api/v1/fleet/hosts/identifier/uuid-web-01?exclude_software=true"
-            self._reply(200, {"host": {"id": 33, "uuid": "uuid-web-01", "hostname": "web-01"}})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if self.path == "/api/v1/fleet/hosts/33/query":
-                assert body == {"query": "SELECT pid, name, path FROM processes WHERE pid = 200;"}
-                rows = [{"pid": "200", "name": "nc", "path": "/usr/bin/nc"}]
-                self._reply(200, {"host_id": 33, "rows": rows, "status": "online"})
-                return
-            assert self.path == "/api/v1/fleet/scripts/run"
-            with lock:
-                state["runs"].append(body)
-                status = state["answers"].pop(0) if state["answers"] else 202
-            self._reply(status, {"host_id": 33, "execution_id": "e1"} if status == 202 else {})
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_endpoint("", respond) as endpoint:
+        state["url"] = endpoint.base_url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def outbox_states(db: Path) -> dict[tuple[str, str], str]:

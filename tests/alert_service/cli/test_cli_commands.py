@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from alerts_support import DATA, REPO_ROOT, Receiver
+from alerts_support import DATA, REPO_ROOT, ScriptedEndpoint
 
 import alert_service.cli
 
@@ -115,7 +115,7 @@ def test_usage_error_exits_2() -> None:
     assert done.returncode == 2
 
 
-def test_replay_prints_alerts_and_sends_nothing(tmp_path: Path, receiver: Receiver) -> None:
+def test_replay_prints_alerts_and_sends_nothing(tmp_path: Path, receiver: ScriptedEndpoint) -> None:
     config = write_config(tmp_path, receiver.url, tmp_path / "unused.log")
     done = cli(
         "replay",
@@ -164,13 +164,13 @@ def wait_for_text(path: Path, text: str, timeout_secs: float = 15.0) -> str:
 
 
 def test_run_sends_exactly_one_alert_and_stops_on_sigterm(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: ScriptedEndpoint
 ) -> None:
     log = tmp_path / "osqueryd.results.log"
     lines = (DATA / "event.jsonl").read_bytes().splitlines(keepends=True)
     log.write_bytes(lines[0])  # an old reverse-shell row: skipped (start_at end)
     config = write_config(tmp_path, receiver.url, log)
-    receiver.script = [(500, {})]  # the first attempt fails, the retry succeeds
+    receiver.answer(500)  # the first attempt fails, the retry succeeds
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
@@ -189,7 +189,7 @@ def test_run_sends_exactly_one_alert_and_stops_on_sigterm(
                 fh.write(lines[1])  # port 443: no rule
                 fh.write(b"not json\n")
                 fh.write(json.dumps(batch).encode() + b"\n")
-            received = receiver.wait_for(2)
+            receiver.wait_for(2)
             time.sleep(0.3)  # anything else would arrive now
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(RUN_TIMEOUT_SECS) == 0
@@ -198,7 +198,7 @@ def test_run_sends_exactly_one_alert_and_stops_on_sigterm(
                 proc.kill()
                 proc.wait()
     assert len(receiver.requests) == 2
-    first, second = received
+    first, second = receiver.requests
     assert first.body == second.body
     alert = second.json()
     assert alert["rule"] == "irc"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from deliver_support import Answer, ScriptedEndpoint, serve_endpoint
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/alert_service
 REPO_ROOT = HERE.parents[1]
 DATA = HERE / "data"
 TIMEOUT_SECS = 30

@@ -20,23 +20,23 @@ import threading
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
+from alerts_support import Answer, serve_endpoint
+from alerts_support import Request as ScriptedRequest
+from deliver_support import make_alert as shared_alert
 
 from alert_service.config import build_config
 from alert_service.errors import ConfigError, NotifyError
-from alert_service.match import Alert, alert_id
+from alert_service.match import Alert
 from alert_service.notify import (
     DEFAULT_REGISTRY,
     FleetLiveQueryNotifier,
     FleetScriptNotifier,
 )
 from alert_service.notify.fleet import host_identifier_for
-from alert_service.parse import Event
 from alert_service.secret import Secret
 
 TOKEN = "fleet-api-token-123"
@@ -244,78 +244,44 @@ def _query_host(
 def fleet() -> Iterator[FakeFleet]:
     state = FakeFleet()
 
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            parsed = urllib.parse.urlsplit(self.path)
-            length = int(self.headers.get("Content-Length", "0"))
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw
-            req = Request(
-                self.command,
-                parsed.path,
-                urllib.parse.parse_qs(parsed.query),
-                dict(self.headers.items()),
-                body,
-            )
-            with state.lock:
-                state.requests.append(req)
-            status, headers, answer = _route(state, req)
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(request: ScriptedRequest) -> Answer:
+        parsed = urllib.parse.urlsplit(request.path)
+        try:
+            body = json.loads(request.body) if request.body else None
+        except ValueError:
+            body = request.body
+        req = Request(
+            request.method,
+            parsed.path,
+            urllib.parse.parse_qs(parsed.query),
+            request.headers,
+            body,
+        )
+        with state.lock:
+            state.requests.append(req)
+        status, headers, answer = _route(state, req)
+        return Answer.json(status, answer, headers)
 
-        def do_GET(self) -> None:
-            self._handle()
-
-        def do_POST(self) -> None:
-            self._handle()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_endpoint("", respond) as endpoint:
+        state.url = endpoint.base_url
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
     assert state.violations == []
 
 
 def make_alert(decorations: dict[str, str] | None = None, host: str = "web-01") -> Alert:
-    event = Event(
-        name="pack/Global/tracked_connections",
-        pack="Global",
-        query="tracked_connections",
-        host_identifier=host,
-        calendar_time="Tue Sep  2 07:05:09 2025 UTC",
-        unix_time=1756796709,
-        epoch=0,
+    return shared_alert(
+        notify=("fleet",),
+        host=host,
         counter=5,
-        action="added",
-        columns=MappingProxyType(
-            {"pid": 4242, "name": "nc", "remote_address": "198.51.100.7", "remote_port": 4444}
-        ),
-        decorations=MappingProxyType(
+        query_name="pack/Global/tracked_connections",
+        pack="Global",
+        columns={"pid": 4242, "name": "nc", "remote_address": "198.51.100.7", "remote_port": 4444},
+        decorations=(
             {"host_uuid": HOST_UUID, "hostname": "web-01.example.com"}
             if decorations is None
             else decorations
         ),
     )
-    return Alert(alert_id(event), "reverse-shell", ("fleet",), event)
 
 
 def script_action(fleet: FakeFleet, **options: Any) -> FleetScriptNotifier:

@@ -3,8 +3,8 @@
 A first :class:`FileFollower` reads and stops (its :meth:`position` is the checkpoint,
 stored and loaded through the real state database); the files are then rotated,
 compressed, truncated or deleted for real; a second follower resumes from the stored
-checkpoint (alerting-delivery-and-tailing.md §4.2 items 1-3: identity plus head
-fingerprint, finish the rotated file first, never trust an offset past the end).
+checkpoint (docs/design/following-logs.md: identity plus head fingerprint, finish
+the rotated file first, never trust an offset past the end).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from alerts_support import osquery_rotate
 
 from alert_service.source import (
     FINGERPRINT_BYTES,
@@ -88,19 +89,6 @@ def resume(db: sqlite3.Connection, source: str, stats: Stats | None = None) -> F
         stats=stats,
         partial_line_flush_secs=0,
     )
-
-
-def osquery_rotate(log: Path) -> None:
-    n = 2
-    while Path(f"{log}.{n}.zst").exists():
-        n += 1
-    for k in range(n - 1, 1, -1):
-        os.rename(f"{log}.{k}.zst", f"{log}.{k + 1}.zst")
-    first = Path(f"{log}.1")
-    if first.exists():
-        Path(f"{log}.2.zst").write_bytes(zstandard.ZstdCompressor().compress(first.read_bytes()))
-        first.unlink()
-    os.rename(log, first)
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-import zstandard
-from alerts_support import REPO_ROOT, Receiver
+from alerts_support import REPO_ROOT, ScriptedEndpoint, osquery_rotate
 
 LINES = 2400
 ROTATE_EVERY = 300
@@ -60,28 +59,11 @@ def result_line(i: int) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
 
-def rotate(log: Path) -> None:
-    """osquery --logger_rotate: shift .N.zst up, compress .1 to .2.zst, rename log to .1."""
-    n = 2
-    while Path(f"{log}.{n}.zst").exists():
-        n += 1
-    for k in range(n - 1, 1, -1):
-        os.rename(f"{log}.{k}.zst", f"{log}.{k + 1}.zst")
-    first = Path(f"{log}.1")
-    if first.exists():
-        tmp = Path(f"{log}.2.zst.tmp")
-        tmp.write_bytes(zstandard.ZstdCompressor().compress(first.read_bytes()))
-        os.rename(tmp, f"{log}.2.zst")
-        first.unlink()
-    if log.exists():
-        os.rename(log, first)
-
-
 def writer(log: Path, done: threading.Event, rnd: random.Random) -> None:
     for i in range(LINES):
         line = result_line(i)
         if i and i % ROTATE_EVERY == 0:
-            rotate(log)
+            osquery_rotate(log)
         with open(log, "ab") as fh:
             if rnd.random() < 0.1:
                 cut = rnd.randrange(1, len(line) - 1)
@@ -144,7 +126,7 @@ def outbox_ids(db: Path) -> list[str]:
 
 
 def test_kill_9_at_random_points_neither_loses_nor_repeats(
-    tmp_path: Path, receiver: Receiver
+    tmp_path: Path, receiver: ScriptedEndpoint
 ) -> None:
     rnd = random.Random(int(os.environ.get("KILL_TEST_SEED", "0")) or time.time_ns())
     log = tmp_path / "osqueryd.results.log"

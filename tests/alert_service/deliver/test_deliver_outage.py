@@ -25,7 +25,7 @@ from alert_service.match import Alert
 from alert_service.state import enqueue_alerts, open_state
 from alert_service.state.outbox import queue_depths, transaction
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/alert_service
 REPO_ROOT = HERE.parents[1]
 TIME_SCALE = 60.0
 BOTH = ("hook", "digest")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-from types import MappingProxyType
 
 import pytest
-from alerts_support import Receiver
+from alerts_support import Answer, ScriptedEndpoint
+from deliver_support import make_alert as shared_alert
 
 from alert_service.deliver.retry import RetryPolicy, backoff_secs
 from alert_service.errors import NotifyError
-from alert_service.match import Alert, alert_id
+from alert_service.match import Alert
 from alert_service.notify import (
     DEFAULT_REGISTRY,
     WebhookNotifier,
@@ -19,12 +19,11 @@ from alert_service.notify import (
     encode_json,
     parse_retry_after,
 )
-from alert_service.parse import Event
 from alert_service.secret import Secret
 
 
 def make_alert(**columns: str | int | None) -> Alert:
-    cols: dict[str, str | int | None] = {
+    row: dict[str, str | int | None] = {
         "remote_address": "198.51.100.7",
         "remote_port": 4444,
         "name": "nc",
@@ -33,21 +32,7 @@ def make_alert(**columns: str | int | None) -> Alert:
         "pid": 901,
         "uid": None,
     }
-    cols.update(columns)
-    event = Event(
-        name="pack_tracked_connections_tracked_connections",
-        pack="tracked_connections",
-        query="tracked_connections",
-        host_identifier="web-01",
-        calendar_time="Tue Sep  2 07:05:09 2025 UTC",
-        unix_time=1756796709,
-        epoch=0,
-        counter=3,
-        action="added",
-        columns=MappingProxyType(cols),
-        decorations=MappingProxyType({"hostname": "web-01.example.com"}),
-    )
-    return Alert(alert_id(event), "reverse-shell", ("local",), event)
+    return shared_alert(notify=("local",), columns={**row, **columns})
 
 
 def webhook(url: str | Secret, **kw: object) -> WebhookNotifier:
@@ -89,7 +74,7 @@ def test_render_is_pure_and_golden() -> None:
     notifier.close()
 
 
-def test_webhook_200(receiver: Receiver) -> None:
+def test_webhook_200(receiver: ScriptedEndpoint) -> None:
     alert = make_alert()
     notifier = webhook(
         receiver.url, headers={"X-Team": "soc", "Authorization": Secret("Bearer t", "env:T")}
@@ -109,8 +94,8 @@ def test_webhook_200(receiver: Receiver) -> None:
     assert got.json() == alert.as_dict()
 
 
-def test_webhook_500_then_200_resends_the_same_body_and_id(receiver: Receiver) -> None:
-    receiver.script = [(500, {})]
+def test_webhook_500_then_200_resends_the_same_body_and_id(receiver: ScriptedEndpoint) -> None:
+    receiver.answer(500)
     alert = make_alert()
     notifier = webhook(receiver.url)
     try:
@@ -125,8 +110,8 @@ def test_webhook_500_then_200_resends_the_same_body_and_id(receiver: Receiver) -
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == alert.id
 
 
-def test_webhook_400_is_not_retryable(receiver: Receiver) -> None:
-    receiver.script = [(400, {})]
+def test_webhook_400_is_not_retryable(receiver: ScriptedEndpoint) -> None:
+    receiver.answer(400)
     notifier = webhook(receiver.url)
     try:
         with pytest.raises(NotifyError) as info:
@@ -155,7 +140,7 @@ def test_connection_refused_is_retryable_and_does_not_leak_the_url() -> None:
     assert "TOKEN123" not in str(info.value)
 
 
-def test_read_timeout_is_retryable(receiver: Receiver) -> None:
+def test_read_timeout_is_retryable(receiver: ScriptedEndpoint) -> None:
     receiver.delay_secs = 0.5
     notifier = webhook(receiver.url, timeout_secs=0.1)
     try:
@@ -167,8 +152,8 @@ def test_read_timeout_is_retryable(receiver: Receiver) -> None:
     assert info.value.error_type == "timeout"
 
 
-def test_redirect_is_not_followed(receiver: Receiver) -> None:
-    receiver.script = [(302, {"Location": "/elsewhere"})]
+def test_redirect_is_not_followed(receiver: ScriptedEndpoint) -> None:
+    receiver.answer(Answer(302, {"Location": "/elsewhere"}))
     notifier = webhook(receiver.url)
     try:
         with pytest.raises(NotifyError) as info:

@@ -71,8 +71,15 @@ def test_schemas_are_valid_draft_2020_12() -> None:
 def test_every_object_in_the_schema_forbids_unknown_keys() -> None:
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and where != "$defs.notifier":
-                assert node.get("additionalProperties") is False, where
+            # $defs.conditions is shared: each object that references it forbids the rest.
+            shared = where in ("$defs.notifier", "$defs.conditions")
+            if node.get("type") == "object" and "properties" in node and not shared:
+                assert (
+                    node.get("additionalProperties") is False
+                    or node.get("unevaluatedProperties") is False
+                ), where
+            if node.get("$ref") == "#/$defs/conditions":
+                assert node.get("unevaluatedProperties") is False, where
             for key, value in node.items():
                 walk(value, f"{where}.{key}" if where else key)
         elif isinstance(node, list):
