@@ -19,6 +19,7 @@ from alert_service.source.records import FileIdentity, Position
 from alert_service.state.db import StateConnection
 
 __all__ = [
+    "STREAM_KEY_PREFIX",
     "SqliteCheckpoints",
     "StoredCheckpoint",
     "delete_checkpoint",
@@ -112,10 +113,18 @@ def delete_checkpoint(conn: StateConnection, source: str) -> bool:
     return conn.execute("DELETE FROM checkpoints WHERE source = ?", (source,)).rowcount > 0
 
 
+STREAM_KEY_PREFIX = "nats:"
+"""Checkpoint keys of stream sources (``nats:<stream>/<consumer>``)."""
+
+
 def expire_checkpoints(
     conn: StateConnection, keep: Iterable[str], now: float, expiry_secs: float
 ) -> list[str]:
     """Delete checkpoints not in ``keep`` that were last written over ``expiry_secs`` ago.
+
+    Checkpoints of stream sources (keys starting with :data:`STREAM_KEY_PREFIX`) are
+    never expired: an idle partition keeps its place in the stream, which still
+    holds the messages after it.
 
     Args:
         conn: the state database (runs in its own implicit statement; no transaction
@@ -133,7 +142,7 @@ def expire_checkpoints(
         for row in conn.execute(
             "SELECT source FROM checkpoints WHERE updated_at < ?", (now - expiry_secs,)
         )
-        if row[0] not in kept
+        if row[0] not in kept and not row[0].startswith(STREAM_KEY_PREFIX)
     ]
     for source in old:
         conn.execute(

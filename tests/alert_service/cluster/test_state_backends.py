@@ -100,10 +100,16 @@ def test_checkpoints_round_trip_with_unsigned_64_bit_identities(conn: StateConne
         save_checkpoint(conn, "/var/log/a.log", position, NOW)
     stored = load_checkpoint(conn, "/var/log/a.log")
     assert stored is not None and stored.position == position
+    stream = Position("osquery.part.3.*", FileIdentity(0, 0), 9, b"2026-01-01T00:00:00Z", 20)
+    with transaction(conn):
+        save_checkpoint(conn, "nats:RESULTS/alerts-3", stream, NOW)
     store = SqliteCheckpoints(conn, 60)
     assert store.expire([], NOW + 30) == []
     assert store.expire([], NOW + 61) == ["/var/log/a.log"]
     assert load_checkpoint(conn, "/var/log/a.log") is None
+    # an idle partition keeps its place in the stream
+    stored = load_checkpoint(conn, "nats:RESULTS/alerts-3")
+    assert stored is not None and stored.position == stream
 
 
 def test_a_failed_transaction_leaves_nothing_behind(conn: StateConnection) -> None:
