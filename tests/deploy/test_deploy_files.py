@@ -233,6 +233,8 @@ def test_deployment_end_to_end(root: Path) -> None:
     server.listen()
     port = server.getsockname()[1]
     client = socket.create_connection(("127.0.0.1", port))
+    # Our client end, by its socket inode: on a busy host other rows share port numbers.
+    inode = str(os.fstat(client.fileno()).st_ino)
     try:
         with osqd:
             osqd.launch_extension(launcher)
@@ -242,7 +244,7 @@ def test_deployment_end_to_end(root: Path) -> None:
             while time.monotonic() < deadline:
                 osqd.run_scheduled_once()
                 text = osqd.results_log_path.read_text(encoding="utf-8")
-                if f'"remote_port":"{port}"' in text:
+                if f'"socket":"{inode}"' in text:
                     break
                 time.sleep(0.3)
     finally:
@@ -251,8 +253,9 @@ def test_deployment_end_to_end(root: Path) -> None:
     lines = [json.loads(line) for line in text.splitlines()]
     names = {line["name"] for line in lines}
     assert names == {f"pack_{pack_name}_tracked_connections"}
-    mine = [line for line in lines if line["columns"].get("remote_port") == str(port)]
-    assert mine and mine[0]["columns"]["pid"] == str(os.getpid())
+    mine = [line for line in lines if line["columns"].get("socket") == inode]
+    assert mine and mine[0]["columns"]["remote_port"] == str(port)
+    assert mine[0]["columns"]["pid"] == str(os.getpid())
 
     config = alerts_doc()
     config["sources"] = [{"path": str(osqd.results_log_path), "start_at": "beginning"}]

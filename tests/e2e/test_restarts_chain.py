@@ -179,6 +179,9 @@ def _service_caught_up(workdir: Path) -> bool:
     log_size = (workdir / "logs" / "osqueryd.results.log").stat().st_size
     if not (workdir / "alerts" / "state.sqlite3").exists():
         return False
-    with sqlite3.connect(workdir / "alerts" / "state.sqlite3") as db:
-        offsets = [row[0] for row in db.execute("SELECT offset FROM checkpoints")]
+    try:
+        with sqlite3.connect(workdir / "alerts" / "state.sqlite3") as db:
+            offsets = [row[0] for row in db.execute("SELECT offset FROM checkpoints")]
+    except sqlite3.OperationalError:
+        return False  # the service has created the file but not yet its tables
     return offsets == [log_size]

@@ -194,7 +194,13 @@ def test_run_delivers_through_the_outbox_survives_kill_9_and_exports_metrics(
         assert health["status"] == "degraded"
         proc.send_signal(signal.SIGKILL)
         proc.wait(TIMEOUT_SECS)
-
+        # A request the killed process had sent is still answered 503: only once the
+        # endpoint has been quiet for a while does it start to accept. (Accepting a dead
+        # sender's request would make its resend a legitimate duplicate.)
+        seen = -1
+        while seen != len(endpoint.requests):
+            seen = len(endpoint.requests)
+            time.sleep(1.0)
         endpoint.default = Answer(200, body=b"ok")
         proc = start()
         with open(log, "ab") as fh:
