@@ -228,11 +228,13 @@ def open_pg_state(target: PgTarget) -> PgConnection:
     conn = PgConnection(raw, target.claim_secs)
     try:
         schema = sql.Identifier(target.schema)
-        raw.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
-        raw.execute(sql.SQL("SET search_path TO {}").format(schema))
         with raw.transaction():
-            # One instance creates the tables at a time (the lock ends with the transaction).
+            # One instance creates the schema and tables at a time (CREATE ... IF NOT
+            # EXISTS alone is not safe against a concurrent twin); the lock ends with
+            # the transaction.
             raw.execute("SELECT pg_advisory_xact_lock(hashtext('tracked-connections-schema'))")
+            raw.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            raw.execute(sql.SQL("SET search_path TO {}").format(schema))
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     raw.execute(statement.encode())

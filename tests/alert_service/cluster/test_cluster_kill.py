@@ -296,8 +296,10 @@ def test_three_instances_kill_9_and_receiver_outage_lose_nothing(
         done_at = time.monotonic()
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            assert proc.wait(30) == 0
+        for proc, log in zip(procs, logs, strict=True):
+            code = proc.wait(30)
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+            assert code == 0, f"{log.name} exited with {code}:\n{tail}"
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,24 @@ def test_state_section_is_checked(tmp_path: Path) -> None:
     assert "host=db" not in config.state.describe("/unused")
     assert build_config(base, "t.yaml", environ={}).state.target("/d") == "/d/state.sqlite3"
 
+
+
+def test_instances_starting_together_create_the_schema_once(pg_target: PgTarget) -> None:
+    """CREATE SCHEMA IF NOT EXISTS alone fails for the second of two concurrent
+    instances (a unique violation); the schema lock makes them take turns."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            open_state(pg_target).close()
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
