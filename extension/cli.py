@@ -13,14 +13,17 @@ import sys
 
 from extension import __version__
 from extension.collect import select_collector
+from extension.collect.dns_capture import DnsCapture, DnsUnavailableError
 from extension.collect.linux_events import (
     DEFAULT_RING_KIB,
     EventsUnavailableError,
     LinuxEventSource,
 )
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS
+from extension.enrich.names import DEFAULT_TTL_FLOOR_SECS, NameCache
 from extension.enrich.process import ProcessTracker
 from extension.enrich.saved import DEFAULT_STATE_FILE, RowStore
+from extension.memory import tune_allocator
 from extension.sampler import (
     DEFAULT_EVENTS_SAMPLE_INTERVAL_MS,
     DEFAULT_LINGER_SECS,
@@ -104,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"kernel event ring per CPU, KiB (default {DEFAULT_RING_KIB})",
     )
     parser.add_argument(
+        "--dns",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="remote_hostname from the DNS answers this host receives (Linux, CAP_NET_RAW):"
+        " auto reads them where the host allows and says why not otherwise; on refuses to"
+        " start without them; off leaves remote_hostname empty (default auto)",
+    )
+    parser.add_argument(
+        "--dns-ttl-floor-secs",
+        type=_seconds,
+        default=DEFAULT_TTL_FLOOR_SECS,
+        help="shortest time a DNS answer is remembered, whatever its TTL"
+        f" (default {DEFAULT_TTL_FLOOR_SECS:g})",
+    )
+    parser.add_argument(
         "--sample-interval-ms",
         type=_positive_int,
         default=None,
@@ -141,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         exit status: 0 after osqueryd's ``shutdown()`` or SIGTERM; 1 when
         osqueryd could not be reached, refused registration, or went away,
-        or when ``--events on`` and kernel events are unavailable.
+        or when ``--events on`` and kernel events are unavailable, or
+        ``--dns on`` and DNS answers cannot be read.
     """
     args = build_parser().parse_args(argv)
+    tune_allocator()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s tracked_connections[%(process)d] %(levelname)s %(message)s",
@@ -166,6 +186,21 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("kernel events unavailable (--events on): %s", reason)
                 return 1
             log.warning("kernel events unavailable, sampling only: %s", reason)
+    dns = DnsCapture(NameCache(ttl_floor_secs=args.dns_ttl_floor_secs))
+    if args.dns == "off":
+        dns.turn_off("turned off (--dns off)")
+    else:
+        try:
+            dns.start()
+            log.info("DNS answers read in %d network namespace(s)", dns.stats().namespaces)
+        except DnsUnavailableError as err:
+            dns.turn_off(str(err))
+            if args.dns == "on":
+                log.error("DNS answers unavailable (--dns on): %s", err)
+                if events is not None:
+                    events.stop()
+                return 1
+            log.warning("DNS answers unavailable, remote_hostname stays empty: %s", err)
     interval = args.sample_interval_ms or (
         DEFAULT_EVENTS_SAMPLE_INTERVAL_MS if events is not None else DEFAULT_SAMPLE_INTERVAL_MS
     )
@@ -178,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         events_reason=reason,
         attempt_grace_secs=args.attempt_grace_secs,
         store=RowStore(args.state_file or None),
+        dns=dns,
     )
     tables: list[Table] = [TrackedConnectionsTable(sampler), StatsTable(sampler)]
     server = ExtensionServer(

@@ -76,6 +76,20 @@ COLUMNS: Final[tuple[Column, ...]] = (
     Column("local_port", "INTEGER", "Local port"),
     Column("remote_address", "TEXT", "Remote IP address; '' when there is none"),
     Column("remote_port", "INTEGER", "Remote port; 0 when there is none"),
+    Column(
+        "remote_hostname",
+        "TEXT",
+        "The name this host's DNS answers gave for the remote address shortly before the"
+        " connection began (the name asked, before any CNAME), lower-case; NULL when none"
+        " was seen (see docs/extension.md, DNS names)",
+    ),
+    Column(
+        "remote_hostname_source",
+        "TEXT",
+        "Evidence for remote_hostname: process (an answer delivered to this process's own"
+        " DNS socket in its network namespace), namespace (an answer seen in its network"
+        " namespace), host (seen only in another namespace of this host: a guess)",
+    ),
     Column("state", "TEXT", "TCP state (e.g. ESTABLISHED, LISTEN); '' for UDP", stable=False),
     Column("socket", "BIGINT", "Socket inode, where the OS has one (Linux)"),
     Column("net_namespace", "BIGINT", "Network namespace inode (Linux)"),

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from extension.collect import CollectError, Collector
+from extension.collect.dns_capture import DnsCapture, DnsStats
 from extension.collect.linux_events import EventStats
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS, ConnectionTracker, Row
 from extension.enrich.process import ProcessTracker
@@ -46,6 +47,8 @@ EVENTS_WAIT_SECS = 0.05
 """Longest wait for kernel events before reading what the rings hold."""
 SAVE_EVERY_SECS = 5.0
 """Shortest time between two saves of the served rows (when they changed)."""
+TIME_WAIT_EVERY = 8
+"""Samples read TIME_WAIT sockets once in this many (see Sampler._skip_time_wait)."""
 MAX_PENDING_FLOWS = 100_000
 """Flow events kept while the tracker is busy before the reader waits for it."""
 
@@ -97,6 +100,7 @@ class SamplerStats:
         state_file: where served rows are saved, '' when they are not.
         state_error: why they could not be saved or read, '' when fine.
         rows_revived: connections that got back their row after a restart.
+        dns: the DNS answer capture's counters, or None when it was not tried.
     """
 
     samples_taken: int
@@ -118,6 +122,7 @@ class SamplerStats:
     state_file: str = ""
     state_error: str = ""
     rows_revived: int = 0
+    dns: DnsStats | None = None
 
 
 class Sampler:
@@ -138,6 +143,8 @@ class Sampler:
             before its row is served.
         store: where served rows are saved, so that connections living
             through a restart keep their rows; None to save nothing.
+        dns: a started DNS answer capture, whose names the rows get; None
+            for no names.
     """
 
     def __init__(
@@ -152,6 +159,7 @@ class Sampler:
         events_reason: str = "",
         attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
         store: RowStore | None = None,
+        dns: DnsCapture | None = None,
     ) -> None:
         self._collector = collector
         self._store = store
@@ -163,7 +171,9 @@ class Sampler:
             linger_secs=linger_secs,
             attempt_grace_secs=attempt_grace_secs,
             holders=getattr(collector, "holders", None),
+            names=dns.names if dns is not None else None,
         )
+        self._dns = dns
         self._events = events
         self._events_reason = events_reason
         self._events_thread: threading.Thread | None = None
@@ -221,6 +231,8 @@ class Sampler:
             self._events_thread.join(timeout=5)
         if self._events is not None:
             self._events.stop()
+        if self._dns is not None:
+            self._dns.stop()
         self.save(force=True)
 
     def save(self, force: bool = False) -> None:
@@ -294,7 +306,8 @@ class Sampler:
                 raise
             with self._lock:
                 now = self._clock()
-                self._tracker.update(records, now, started=began)
+                unlisted = getattr(self._collector, "time_wait_unlisted", None)
+                self._tracker.update(records, now, started=began, time_wait_unlisted=unlisted)
                 elapsed_ms = (time.perf_counter() - started) * 1000.0
                 self._samples += 1
                 self._last_ms = elapsed_ms
@@ -310,12 +323,28 @@ class Sampler:
         """
         if self._clock() - self._last_good > self.stale_secs:
             self.sample_once()
+        if self._dns is not None:
+            # Answers the kernel holds for us now came before any connection
+            # the rows below show for the first time.
+            self._dns.drain()
         with self._lock:
             return self._tracker.rows(self._clock())
+
+    def encoded_rows(self) -> tuple[list[bytes], int]:
+        """The table for ``generate`` as encoded rows (see ConnectionTracker.encoded_rows).
+
+        Raises:
+            CollectError: no fresh sample could be had.
+        """
+        if self._clock() - self._last_good > self.stale_secs:
+            self.sample_once()
+        with self._lock:
+            return self._tracker.encoded_rows(self._clock())
 
     def stats(self) -> SamplerStats:
         """A consistent snapshot of the sampler's health."""
         events = self._events.stats() if self._events is not None else None
+        dns = self._dns.stats() if self._dns is not None else None
         with self._lock:
             return SamplerStats(
                 samples_taken=self._samples,
@@ -337,25 +366,28 @@ class Sampler:
                 state_file=(self._store.path or "") if self._store is not None else "",
                 state_error=self._store.error if self._store is not None else "",
                 rows_revived=self._tracker.revived,
+                dns=dns,
             )
 
     def _skip_time_wait(self) -> None:
-        """Let the collector leave TIME_WAIT out while events miss nothing.
+        """Let the collector leave TIME_WAIT out of most samples.
 
-        A TIME_WAIT socket is the ownerless remnant of a closed connection.
-        While kernel events run and have lost nothing since the last sample,
-        they reported every such connection, so the remnants add nothing and
-        reading them is wasted work. The first sample, and every sample after
-        a loss, read them all, so a connection whose events were lost is still
-        seen through its remnant.
+        A TIME_WAIT socket is the ownerless remnant of a closed connection,
+        and it stays for 60 s (Linux's TCP_TIMEWAIT_LEN): reading the
+        remnants every TIME_WAIT_EVERY-th sample still finds the remnant of
+        every connection that lived between two samples, a few samples
+        later, and the tracker keeps the remnants' own rows in between. The
+        first sample reads them all, and with kernel events so does every
+        sample after events were lost.
         """
         if not hasattr(self._collector, "skip_time_wait"):
             return
-        skip = False
-        if self._events is not None and self._samples > 0:
-            stats = self._events.stats()
-            skip = stats.running and stats.events_lost == self._events_lost
-            self._events_lost = stats.events_lost
+        skip = self._samples % TIME_WAIT_EVERY != 0
+        if self._events is not None:
+            lost = self._events.stats().events_lost
+            if lost != self._events_lost:
+                skip = False
+            self._events_lost = lost
         self._collector.skip_time_wait = skip
 
     def _run(self) -> None:

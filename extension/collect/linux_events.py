@@ -986,8 +986,19 @@ class LinuxEventSource:
             self._errors.popitem(last=False)
 
     def _sync_clocks(self) -> None:
+        # The wall clock's offset from the monotonic clock, from the closest of
+        # three pairs of readings: a thread switch between two readings would
+        # put every event of this read that much late (and DNS answers, read
+        # on the wall clock, before connections they came after).
+        best_gap, offset_ns = -1, 0
+        for _ in range(3):
+            before = time.monotonic_ns()
+            wall = time.time_ns()
+            after = time.monotonic_ns()
+            if best_gap < 0 or after - before < best_gap:
+                best_gap, offset_ns = after - before, wall - (before + after) // 2
         mono = time.monotonic_ns()
-        self._wall_offset = time.time() - mono / 1e9
+        self._wall_offset = offset_ns / 1e9
         boottime = getattr(time, "CLOCK_BOOTTIME", None)
         boot = time.clock_gettime_ns(boottime) if boottime is not None else mono
         self._boot_offset_ns = boot - mono

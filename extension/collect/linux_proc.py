@@ -293,9 +293,10 @@ class LinuxProcCollector:
         netlink_failures: netlink dumps that failed so far.
         netlink_error: the last netlink failure, '' when none.
         skip_time_wait: leave TIME_WAIT sockets of our own namespace out of
-            the netlink dumps (the kernel filters them). Set it while kernel
-            events report every connection's close, so the ownerless
-            remnants add nothing; the /proc path lists them regardless.
+            the netlink dumps (the kernel filters them); the /proc path
+            lists them regardless. The sampler sets it for most samples.
+        time_wait_unlisted: the namespace whose TIME_WAIT sockets the last
+            call left out (a dump filtered by ``skip_time_wait``), else None.
     """
 
     def __init__(
@@ -321,6 +322,7 @@ class LinuxProcCollector:
         self.netlink_failures = 0
         self.netlink_error = ""
         self.skip_time_wait = False
+        self.time_wait_unlisted: int | None = None
         self.unlisted_namespaces = 0
         self._enter = self._root == "/proc" and sys.platform.startswith("linux")
         self._home_fd: int | None = None
@@ -374,6 +376,7 @@ class LinuxProcCollector:
                 read neither over netlink nor from its files, or a line is
                 malformed. No partial list is returned.
         """
+        self.time_wait_unlisted = None
         pids, namespaces = self._list_namespaces()
         records: list[SocketRecord] = []
         misses: list[_Line] = []
@@ -565,7 +568,10 @@ class LinuxProcCollector:
             used.append(table.name)
             for miss in raw:
                 misses.append(self._diag_line(table, ns, cache, miss))
-            if len(cache) > 2 * count + 512:
+            if states is not None:
+                # The TIME_WAIT entries stay cached for the next full dump.
+                self.time_wait_unlisted = ns
+            elif len(cache) > 2 * count + 512:
                 self._prune_later.append(cache)
         self.netlink_tables = tuple(used)
         return tuple(rest)

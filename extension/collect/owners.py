@@ -21,8 +21,9 @@ Incremental resolution, per :meth:`SocketOwners.update`:
   rescanned); pids that appeared since the last call have their
   ``/proc/<pid>/fd`` scanned (a fork child inherits its parent's sockets);
 * for sockets known to be held by several pids, the chosen owner's fd link
-  is re-read (one readlink each), so a socket whose creator closed its copy
-  moves to the next holder;
+  is re-read (one readlink each), a slice of them per call so that each is
+  read at least every ``2 * SHARED_ROUNDS`` calls: a socket whose creator
+  closed its copy moves to the next holder within that many samples;
 * when a socket inode appears that no known pid holds (and that an earlier
   search did not already find ownerless), a targeted scan looks for it:
   first the pids known to hold a few inet sockets (a server that accepts a
@@ -72,6 +73,10 @@ __all__ = ["SocketOwners"]
 
 _SOCKET_LINK = "socket:["
 _NETNS_LINK = "net:["
+SHARED_SLICE = 256
+"""Least shared sockets whose owner is re-verified per update."""
+SHARED_ROUNDS = 40
+"""A shared socket's owner is re-verified at least every twice this many updates."""
 _HEAVY_HOLDER = 256
 """A pid known to hold more inet sockets than this is read last when looking
 for the holder of a new socket (its fd directory is the costliest)."""
@@ -135,6 +140,7 @@ class SocketOwners:
         self._holdings: dict[int, _Holdings] = {}
         self._holders: dict[int, list[int]] = {}
         self._shared: set[int] = set()
+        self._verify_queue: list[int] = []
         self._ownerless: set[int] = set()
         self._inet_inodes: set[int] = set()
         # pid -> {network namespace inode: fd number} of namespace fds it holds.
@@ -402,9 +408,30 @@ class SocketOwners:
                 self._shared.discard(inode)
 
     def _verify_shared(self, changed: set[int]) -> None:
-        """Re-read the chosen owner's fd link of every shared socket."""
+        """Re-read the chosen owner's fd link of a slice of the shared sockets.
+
+        Each call checks the next ``max(SHARED_SLICE, ceil(len(shared) /
+        SHARED_ROUNDS))`` shared sockets, in turn, so every one is checked
+        within ``2 * SHARED_ROUNDS`` calls of becoming shared (20 s at 10k
+        shared sockets and a 250 ms interval). An owner that exits or is
+        replaced by a reused pid is noticed at once all the same (its start
+        time is read every sample); only an owner that closes its copy while
+        it lives is noticed this much later, which matters only to a row not
+        yet shown (a shown row's owner is fixed).
+        """
+        shared = self._shared
+        if not shared:
+            return
+        if not self._verify_queue:
+            self._verify_queue = list(shared)
+        take = max(SHARED_SLICE, -(-len(shared) // SHARED_ROUNDS))
+        queue = self._verify_queue
+        batch = queue[-take:]
+        del queue[-take:]
         root = self._root
-        for inode in list(self._shared):
+        for inode in batch:
+            if inode not in shared:
+                continue
             expected = f"{_SOCKET_LINK}{inode}]"
             while True:
                 owners = self._holders.get(inode)

@@ -61,9 +61,12 @@ from extension.enrich.flow import (
     Listeners,
     community_id,
     direction_of,
-    listening_endpoints,
+    endpoint_of,
+    is_listening,
 )
+from extension.enrich.names import NameCache
 from extension.enrich.saved import SavedRow
+from extension.enrich.wire import decode_rows, encode_pairs, map_header, tail_bytes
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
 
 __all__ = ["DEFAULT_ATTEMPT_GRACE_SECS", "ConnectionTracker", "Row", "TrackedConnection"]
@@ -82,6 +85,10 @@ _Key = tuple[object, ...]
 _Tuple5 = tuple[int | None, int, int, str, int, str, int]
 _Addr = tuple[int, int, str, int, str, int]
 _WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
+_CHANGING: Final = frozenset({"state", "last_seen"})
+"""The columns that change during a connection's life (the row's tail)."""
+_MAX_TAILS: Final = 4096
+"""Encoded (state, last_seen) tails kept before the table of them starts over."""
 
 
 def _key(record: SocketRecord) -> _Key:
@@ -168,6 +175,10 @@ def _process_of(row: Row) -> ProcessInfo:
     )
 
 
+def _born(conn: TrackedConnection) -> float:
+    return conn.born
+
+
 def _ownerless(record: SocketRecord) -> bool:
     return record.pid is None and not record.socket
 
@@ -198,6 +209,10 @@ class TrackedConnection:
         flow_key: the flow event key linked to it, if any.
         guessed_owner: True when the owner is the listener's, taken for an
             inbound connection no task has touched yet.
+        hostname: (remote_hostname, remote_hostname_source), fixed when the
+            row is first served; None when no name is known.
+        saved_row: the stable columns it had before a restart, until they
+            are encoded; None otherwise.
     """
 
     record: SocketRecord
@@ -216,20 +231,46 @@ class TrackedConnection:
     began: float = 0.0
     flow_key: _Key | None = None
     guessed_owner: bool = False
-    _stable_row: Row | None = None
+    hostname: tuple[str, str] | None = None
+    saved_row: Row | None = None
+    _wire: bytes | None = None
 
     def row(self) -> Row:
         """The table row: ``dict[str, str]`` keyed by column name, unknowns left out.
 
-        The stable columns are rendered once and reused on later calls.
+        The stable columns in column order, then ``state`` and ``last_seen``
+        (the columns that change), as :meth:`wire` and
+        :func:`extension.enrich.wire.tail_bytes` encode them. The reference
+        the encoded rows are tested against.
         """
-        if self._stable_row is None:
-            self._stable_row = self._render_stable()
-        row = dict(self._stable_row)
-        if self.state:
-            row["state"] = self.state
+        if self._wire is not None:
+            (row,) = decode_rows((self._wire, tail_bytes(self.state, self.last_seen)), 1)
+            return row
+        row = self.stable_row()
+        row["state"] = self.state
         row["last_seen"] = str(self.last_seen)
         return row
+
+    def stable_row(self) -> Row:
+        """The stable columns: the row it had before a restart, or rendered now."""
+        if self.saved_row is not None:
+            return {k: v for k, v in self.saved_row.items() if k not in _CHANGING}
+        return self._render_stable()
+
+    def wire(self) -> bytes:
+        """The row's map header and stable entries as TBinaryProtocol bytes.
+
+        Encoded on the first call, which comes when the row is first served
+        (its stable columns are then fixed), and kept: the only copy of the
+        row the tracker holds. :func:`extension.enrich.wire.tail_bytes` gives the
+        rest of the row.
+        """
+        wire = self._wire
+        if wire is None:
+            stable = self.stable_row()
+            wire = self._wire = map_header(len(stable) + 2) + encode_pairs(stable.items())
+            self.saved_row = None  # the bytes are the row now
+        return wire
 
     def final_status(self) -> str:
         """The status to serve: the known outcome, else what the state shows."""
@@ -251,7 +292,6 @@ class TrackedConnection:
             "local_port": record.local_port,
             "remote_address": record.remote_address,
             "remote_port": record.remote_port,
-            "state": "",
             "socket": record.socket or None,
             "net_namespace": record.net_namespace,
             "interface": record.interface,
@@ -269,6 +309,8 @@ class TrackedConnection:
             "start_time": process.start_time,
             "first_seen": self.first_seen,
         }
+        if self.hostname is not None:
+            values["remote_hostname"], values["remote_hostname_source"] = self.hostname
         row = {k: str(v) for k, v in values.items() if v is not None}
         for column, most in MAX_TEXT.items():
             text = row.get(column)
@@ -289,6 +331,9 @@ class ConnectionTracker:
             outcome before it is served.
         holders: socket inode -> every pid holding it (the collector's), for
             telling accepted connections by evidence; None without.
+        names: remembered DNS answers; each row gets its remote address's
+            name when first served, and the tracker tells the cache who owns
+            each DNS client socket (remote port 53). None for no names.
     """
 
     def __init__(
@@ -298,9 +343,12 @@ class ConnectionTracker:
         max_lingering: int = 50_000,
         attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
         holders: Holders | None = None,
+        *,
+        names: NameCache | None = None,
     ) -> None:
         self._lookup = lookup
         self._holders = holders
+        self._names = names
         self.linger_secs = linger_secs
         self.max_lingering = max_lingering
         self.attempt_grace_secs = attempt_grace_secs
@@ -331,6 +379,24 @@ class ConnectionTracker:
         them, since they say who opened it."""
         self.version = 0
         """Grows whenever the set of served rows changes (for saving)."""
+        # (state, last_seen) -> their encoded entries, shared by the rows.
+        self._tails: dict[tuple[str, int], bytes] = {}
+        # The last sample's records by id (kept alive, so an id is never
+        # reused while it is here), the open rows they stand for, a record id
+        # of each key (the others, where several records share a key, aside),
+        # the listeners among them, and the open rows the sampler follows that
+        # no listed record stands for yet.
+        self._listed: dict[int, SocketRecord] = {}
+        self._bound: dict[int, TrackedConnection] = {}
+        self._listed_keys: dict[_Key, int] = {}
+        self._duplicate_keys: dict[_Key, list[int]] = {}
+        # Ids of the listed TIME_WAIT records by namespace: a sample that
+        # leaves them out (time_wait_unlisted) does not make them gone.
+        self._time_wait: dict[int | None, set[int]] = {}
+        self._listeners: Listeners = {}
+        self._unbound: set[TrackedConnection] = set()
+        self._sample_second = 0
+        """Second of the last sample: the last_seen of every open row it listed."""
 
     @property
     def tracked(self) -> int:
@@ -345,7 +411,12 @@ class ConnectionTracker:
     # ---------------------------------------------------------------- samples
 
     def update(
-        self, records: Iterable[SocketRecord], now: float, started: float | None = None
+        self,
+        records: Iterable[SocketRecord],
+        now: float,
+        started: float | None = None,
+        *,
+        time_wait_unlisted: int | None = None,
     ) -> None:
         """Merge one sample.
 
@@ -354,39 +425,95 @@ class ConnectionTracker:
             now: the sample's time, seconds since the Unix epoch.
             started: when the listing began (defaults to ``now``): a flow event
                 older than that whose socket is not in the list has closed.
+            time_wait_unlisted: a network namespace whose TIME_WAIT sockets the
+                sample left out: its TIME_WAIT rows stay as they are.
         """
         records = list(records)
         second = int(now)
         self._now = max(self._now, now)
-        current: dict[_Key, SocketRecord] = {}
-        setdefault = current.setdefault
-        for record in records:
-            # _key, inlined: this loop runs for every socket of every sample.
-            inode = record.socket
-            if inode:
-                setdefault(("inode", record.net_namespace, inode), record)
+        # Records are compared by identity: a collector hands back the very
+        # record of a socket that did not change, and such a socket needs no
+        # work at all. Only records new since the last sample (new sockets,
+        # changed states and owners) and those gone since are looked at.
+        listed, bound, keys = self._listed, self._bound, self._listed_keys
+        ids = dict(zip(map(id, records), records, strict=True))
+        check, self._unbound = self._unbound, set()
+        listeners = self._listeners
+        dups = self._duplicate_keys
+        waiting = self._time_wait
+        gone = listed.keys() - ids.keys()
+        if time_wait_unlisted is not None and time_wait_unlisted in waiting:
+            gone -= waiting[time_wait_unlisted]  # not listed this time, not gone
+        for rid in gone:
+            record = listed.pop(rid)
+            if record.state == "TIME_WAIT":
+                waiting[record.net_namespace].discard(rid)
+            key = _key(record)
+            others = dups.get(key)
+            if others is None:
+                del keys[key]
             else:
-                setdefault(_key(record), record)
+                if keys[key] == rid:
+                    keys[key] = others.pop()
+                else:
+                    others.remove(rid)
+                if not others:
+                    del dups[key]
+            conn = bound.pop(rid, None)
+            if conn is not None:
+                check.add(conn)
+            if is_listening(record):
+                group = listeners.get(endpoint_of(record), [])
+                if record in group:
+                    group.remove(record)
+        current: dict[_Key, SocketRecord] = {}
+        for rid in ids.keys() - listed.keys():
+            record = listed[rid] = ids[rid]
+            key = _key(record)
+            current.setdefault(key, record)
+            if keys.setdefault(key, rid) != rid:
+                dups.setdefault(key, []).append(rid)
+            if record.state == "TIME_WAIT":
+                waiting.setdefault(record.net_namespace, set()).add(rid)
+            if is_listening(record):
+                listeners.setdefault(endpoint_of(record), []).append(record)
         if self._unsampled:
-            self._adopt(current)
+            check |= self._adopt(current)
 
-        for key, conn in self._connections.items():
-            if conn.closed_at is not None or not conn.sampled:
+        listing_began = now if started is None else started
+        for conn in sorted(check, key=_born) if len(check) > 1 else check:
+            key = conn.key
+            if conn.closed_at is not None or not conn.sampled or (
+                    self._connections.get(key) is not conn):  # fmt: skip
                 continue
             seen = current.pop(key, None)
             if seen is None:
+                other = keys.get(key)
+                if other is not None and other not in bound:
+                    seen = listed[other]
+            if seen is None:
+                if conn.began >= listing_began or (
+                    conn.state == "TIME_WAIT"
+                    and time_wait_unlisted is not None
+                    and conn.record.net_namespace == time_wait_unlisted
+                ):
+                    # Began after the listing did (a flow event's socket), or
+                    # left out of it: not listed this time, not gone.
+                    self._unbound.add(conn)
+                    continue
                 self._close(conn, now)
                 continue
+            bound[id(seen)] = conn
             conn.last_seen = second
             conn.state = seen.state
             if not conn.served and conn.record.pid is None and seen.pid is not None:
                 # The owner became known before osqueryd saw the row.
                 conn.record = seen
                 conn.process = self._lookup(seen.pid)
+        self._sample_second = second
         if self._unsampled:
             self._reconcile(records, now, now if started is None else started)
 
-        listeners: Listeners | None = None
         for key, record in current.items():
             if _ownerless(record):
                 tuple5 = _tuple5(record)
@@ -394,8 +521,9 @@ class ConnectionTracker:
                     # The TIME_WAIT (or other ownerless) remnant of a connection
                     # that has already been shown and closed.
                     continue
-            if listeners is None:
-                listeners = listening_endpoints(records)
+            known = self._connections.get(key)
+            if known is not None and known.closed_at is None and known.sampled:
+                continue  # the socket of a row still open, listed twice
             direction = direction_of(record, listeners, self._holders)
             if direction == "listening" and record.protocol == IPPROTO_UDP and self._sent_from(
                 record
@@ -404,6 +532,7 @@ class ConnectionTracker:
             saved = self._restored.pop(key, None) if self._restored else None
             if saved is not None and _same_socket(saved.row, record):
                 self._place(key, self._revive(saved, record, now))
+                bound[id(record)] = self._connections[key]
                 continue
             conn = TrackedConnection(
                 record=record,
@@ -416,12 +545,18 @@ class ConnectionTracker:
                 began=now,
             )
             self._place(key, conn)
+            bound[id(record)] = conn
         # What the first sample did not find closed while no extension ran.
         self._restored.clear()
         self._expire(now)
 
-    def _adopt(self, current: dict[_Key, SocketRecord]) -> None:
-        """Give flow-event rows whose socket the sample lists the socket's key."""
+    def _adopt(self, current: dict[_Key, SocketRecord]) -> set[TrackedConnection]:
+        """Give flow-event rows whose socket the sample lists the socket's key.
+
+        Returns:
+            the rows adopted.
+        """
+        adopted: set[TrackedConnection] = set()
         for key, record in current.items():
             known = self._connections.get(key)
             if known is not None and known.closed_at is None:
@@ -433,6 +568,7 @@ class ConnectionTracker:
             del self._connections[conn.key]
             conn.sampled = conn.settled = True
             self._place(key, conn, index=False)
+            adopted.add(conn)
             if not conn.served:
                 # The socket's holder now (a listener handed to a child, say)
                 # beats the task that made it.
@@ -441,6 +577,7 @@ class ConnectionTracker:
                     conn.process = self._lookup(pid)
                 conn.record = replace(record, pid=pid)
                 conn.guessed_owner = False
+        return adopted
 
     def _reconcile(self, records: list[SocketRecord], now: float, started: float) -> None:
         """Settle flow-event rows the sample could have seen but did not list.
@@ -450,22 +587,25 @@ class ConnectionTracker:
         that is still listed (its 5-tuple is not the socket's): that flow
         stays open, up to ``_UDP_SENDER_SECS`` after its last datagram.
         """
-        unconnected = {
-            (r.net_namespace, r.local_port)
-            for r in records
-            if r.protocol == IPPROTO_UDP and not r.remote_address
-        }
-        unconnected_ports = {port for _, port in unconnected}
+        unconnected: set[tuple[int | None, int]] | None = None
+        unconnected_ports: set[int] = set()
         for conn in list(self._unsampled):
             if conn.began >= started:
                 continue  # began after the listing started
             record = conn.record
-            if record.protocol == IPPROTO_UDP and now - conn.last_seen <= _UDP_SENDER_SECS and (
-                (record.net_namespace, record.local_port) in unconnected
-                or (record.net_namespace is None and record.local_port in unconnected_ports)
-            ):
-                conn.settled = True
-                continue
+            if record.protocol == IPPROTO_UDP and now - conn.last_seen <= _UDP_SENDER_SECS:
+                if unconnected is None:
+                    unconnected = {
+                        (r.net_namespace, r.local_port)
+                        for r in records
+                        if r.protocol == IPPROTO_UDP and not r.remote_address
+                    }
+                    unconnected_ports = {port for _, port in unconnected}
+                if (record.net_namespace, record.local_port) in unconnected or (
+                    record.net_namespace is None and record.local_port in unconnected_ports
+                ):
+                    conn.settled = True
+                    continue
             self._unsampled.discard(conn)
             self._close(conn, started)
 
@@ -560,7 +700,9 @@ class ConnectionTracker:
         )
         self._place(_key(record) if sampled else ("flow", *event.key), conn)
         self._flows[event.key] = conn
-        if not sampled:
+        if sampled:
+            self._unbound.add(conn)  # the next sample lists its socket or closes it
+        else:
             self._unsampled.add(conn)
         return conn
 
@@ -596,6 +738,7 @@ class ConnectionTracker:
     def _learn(self, conn: TrackedConnection, event: FlowEvent) -> None:
         """Take what a flow event knows into a row not yet served."""
         record = event.record
+        conn.began = min(conn.began, event.started)
         if event.status:
             conn.status = event.status
         if event.ended is not None:
@@ -620,6 +763,7 @@ class ConnectionTracker:
             conn.record = replace(conn.record, pid=record.pid, net_namespace=namespace)
             conn.process = event.process or self._lookup(record.pid)
             conn.guessed_owner = False
+            self._note_dns_client(conn)
         elif conn.record.pid is None and event.direction == "inbound":
             self._owner_from_listener(conn)
 
@@ -665,43 +809,101 @@ class ConnectionTracker:
     def rows(self, now: float | None = None) -> list[Row]:
         """Every connection in the table, open or lingering, that may be served.
 
+        The rows of :meth:`encoded_rows`, decoded.
+
         Args:
             now: seconds since the Unix epoch (defaults to the latest merge).
 
         Returns:
             list of rows, each ``dict[str, str]`` keyed by column name.
         """
+        pieces, count = self.encoded_rows(now)
+        return decode_rows(pieces, count)
+
+    def encoded_rows(self, now: float | None = None) -> tuple[list[bytes], int]:
+        """Every row that may be served, as TBinaryProtocol ``map<string, string>`` bytes.
+
+        A row first served now gets its stable columns fixed and encoded
+        (:meth:`TrackedConnection.wire`); every row then costs two list
+        appends: its stable bytes, and the ``state``/``last_seen`` bytes it
+        shares with every row of the same values.
+
+        Args:
+            now: seconds since the Unix epoch (defaults to the latest merge).
+
+        Returns:
+            (pieces, rows): ``pieces[0]`` is ``b""``, left for the caller's
+            header; the rest, joined, are the rows' maps one after another.
+        """
         now = self._now if now is None else now
-        grace = self.attempt_grace_secs
-        through = self.events_through
-        rows = []
+        tails = self._tails
+        if len(tails) > _MAX_TAILS:
+            tails.clear()
+        pieces = [b""]
+        append = pieces.append
+        count = 0
+        listed_at = self._sample_second
         for conn in self._connections.values():
-            if not conn.served:
-                if not conn.settled:
-                    continue
-                if through is not None and conn.flow_key is None and conn.born > through:
-                    continue  # kernel events about it may still be on their way
-                if conn.state == "SYN_SENT" and not conn.status and now - conn.born < grace:
-                    continue
-                conn.served = True
-                self.version += 1
-            rows.append(conn.row())
-        return rows
+            if not conn.served and not self._serve_now(conn, now):
+                continue
+            append(conn._wire or conn.wire())
+            seen = conn.last_seen
+            if seen < listed_at and conn.closed_at is None and conn.sampled:
+                seen = listed_at  # an open row the last sample listed
+            key = (conn.state, seen)
+            tail = tails.get(key)
+            if tail is None:
+                tail = tails[key] = tail_bytes(*key)
+            append(tail)
+            count += 1
+        return pieces, count
+
+    def _serve_now(self, conn: TrackedConnection, now: float) -> bool:
+        """Whether a row not yet served may be served now; marks it served if so."""
+        if not conn.settled:
+            return False
+        through = self.events_through
+        if through is not None and conn.flow_key is None and conn.born > through:
+            return False  # kernel events about it may still be on their way
+        if conn.state == "SYN_SENT" and not conn.status and now - conn.born < (
+                self.attempt_grace_secs):  # fmt: skip
+            return False
+        if self._names is not None:
+            self._name(conn)
+        conn.served = True
+        self.version += 1
+        return True
+
+    def _name(self, conn: TrackedConnection) -> None:
+        """Fix the row's remote_hostname (see extension.enrich.names for the rule)."""
+        record = conn.record
+        if record.remote_address in _WILDCARDS or conn.direction == "listening":
+            return
+        assert self._names is not None
+        conn.hostname = self._names.lookup(
+            record.net_namespace, record.remote_address, record.pid, conn.began
+        )
+
+    def _note_dns_client(self, conn: TrackedConnection) -> None:
+        """Tell the name cache who owns a DNS client socket, since when."""
+        record = conn.record
+        if self._names is not None and record.remote_port == 53 and record.pid is not None:
+            self._names.note_client(
+                record.net_namespace, record.protocol, record.local_port, record.pid, conn.began
+            )
 
     # -------------------------------------------------------------- restarts
 
     def saved_rows(self) -> list[SavedRow]:
         """The rows osqueryd has been shown, open or lingering, for saving."""
+        served = [conn for conn in self._connections.values() if conn.served]
+        blank = tail_bytes("", 0)
+        stable = decode_rows([piece for c in served for piece in (c.wire(), blank)], len(served))
         out = []
-        for conn in self._connections.values():
-            if not conn.served:
-                continue
-            if conn._stable_row is None:
-                conn.row()
-            stable = conn._stable_row
-            assert stable is not None  # rendered once, never changed after
+        for conn, row in zip(served, stable, strict=True):
+            del row["state"], row["last_seen"]
             identity = _key(conn.record) if conn.sampled else None
-            out.append(SavedRow(identity, stable, conn.closed_at, conn.state))
+            out.append(SavedRow(identity, row, conn.closed_at, conn.state))
         return out
 
     def restore(self, saved: Iterable[SavedRow], now: float) -> None:
@@ -744,7 +946,7 @@ class ConnectionTracker:
             born=now,
             began=now,
         )
-        conn._stable_row = dict(row)
+        conn.saved_row = dict(row)
         self.revived += 1
         return conn
 
@@ -758,6 +960,8 @@ class ConnectionTracker:
             self._connections[old.key] = old
         conn.key = key
         self._connections[key] = conn
+        if conn.record.remote_port == 53:
+            self._note_dns_client(conn)
         if index and conn.closed_at is None:
             self._index(conn)
 
@@ -790,6 +994,8 @@ class ConnectionTracker:
             self._index(conn)
 
     def _close(self, conn: TrackedConnection, at: float) -> None:
+        if conn.sampled and conn.last_seen < self._sample_second:
+            conn.last_seen = self._sample_second  # listed by the last sample
         conn.closed_at = at
         conn.settled = True
         self.version += 1

@@ -43,6 +43,12 @@ Holders = Callable[[int], Sequence[int]]
 """Socket inode -> pids of every process holding it."""
 
 
+def endpoint_of(record: SocketRecord) -> Endpoint:
+    """(protocol, local port, local address) of a listener, '' for a wildcard address."""
+    address = "" if record.local_address in _WILDCARDS else record.local_address
+    return (record.protocol, record.local_port, address)
+
+
 def listening_endpoints(records: Iterable[SocketRecord]) -> Listeners:
     """The endpoints that accept connections, for :func:`direction_of`.
 
@@ -53,8 +59,7 @@ def listening_endpoints(records: Iterable[SocketRecord]) -> Listeners:
     endpoints: Listeners = {}
     for record in records:
         if is_listening(record):
-            address = "" if record.local_address in _WILDCARDS else record.local_address
-            endpoints.setdefault((record.protocol, record.local_port, address), []).append(record)
+            endpoints.setdefault(endpoint_of(record), []).append(record)
     return endpoints
 
 

@@ -39,11 +39,11 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
-from osquery.extensions import Extension, ExtensionManager
+from osquery.extensions import ExtensionManager
 from osquery.extensions.ttypes import (
     ExtensionResponse,
     ExtensionStatus,
@@ -56,6 +56,7 @@ from thrift.transport import TSocket, TTransport
 from extension import __version__
 from extension.enrich.connections import Row
 from extension.serve.fastproto import protocol_factory
+from extension.serve.reply import ReplyProcessor, ReplyTransportFactory
 from extension.serve.table import Table
 
 __all__ = ["DEFAULT_STALL_GRACE_SECS", "EXTENSION_NAME", "ExtensionServer", "ServeError"]
@@ -129,7 +130,7 @@ class _Handler:
         if action == "generate":
             try:
                 context = json.loads(request.get("context") or "{}")
-                rows: list[Row] = table.generate(context if isinstance(context, dict) else {})
+                rows: Sequence[Row] = table.generate(context if isinstance(context, dict) else {})
             except Exception as err:
                 # The one boundary where errors become osquery statuses: osqueryd
                 # fails the query with this message instead of logging an empty table.
@@ -239,9 +240,9 @@ class ExtensionServer:
             os.unlink(listen_path)
         handler = _Handler(self._tables, self._shutdown_requested)
         server = TServer.TThreadedServer(
-            Extension.Processor(handler),
+            ReplyProcessor(handler),
             TSocket.TServerSocket(unix_socket=listen_path),
-            TTransport.TBufferedTransportFactory(),
+            ReplyTransportFactory(),
             protocol_factory(),
             daemon=True,
         )

@@ -12,9 +12,11 @@ import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from extension.collect.dns_capture import DnsStats
 from extension.columns import COLUMNS
 from extension.enrich.connections import Row
 from extension.sampler import Sampler
+from extension.serve.reply import EncodedRows
 
 __all__ = [
     "STATS_COLUMNS",
@@ -55,6 +57,14 @@ STATS_COLUMNS: tuple[tuple[str, str], ...] = (
     ("state_file", "TEXT"),
     ("state_error", "TEXT"),
     ("rows_revived", "BIGINT"),
+    ("dns", "TEXT"),
+    ("dns_off_reason", "TEXT"),
+    ("dns_namespaces", "BIGINT"),
+    ("dns_packets_read", "BIGINT"),
+    ("dns_packets_dropped", "BIGINT"),
+    ("dns_answers_parsed", "BIGINT"),
+    ("dns_messages_skipped", "BIGINT"),
+    ("dns_cache_size", "BIGINT"),
 )
 
 
@@ -72,7 +82,7 @@ class Table(Protocol):
         """The column routes for ``{"action": "columns"}``."""
         ...
 
-    def generate(self, context: dict[str, Any]) -> list[Row]:
+    def generate(self, context: dict[str, Any]) -> Sequence[Row]:
         """Rows for ``{"action": "generate"}``; raises to report an error status."""
         ...
 
@@ -93,9 +103,14 @@ class TrackedConnectionsTable:
         """One route per contract column (extension/columns.py), in order."""
         return column_routes([(c.name, c.type) for c in COLUMNS])
 
-    def generate(self, context: dict[str, Any]) -> list[Row]:
-        """Raises extension.collect.CollectError when no fresh sample can be had."""
-        return self._sampler.rows()
+    def generate(self, context: dict[str, Any]) -> EncodedRows:
+        """The rows, encoded (a sequence of dicts to other readers).
+
+        Raises:
+            extension.collect.CollectError: no fresh sample can be had.
+        """
+        pieces, count = self._sampler.encoded_rows()
+        return EncodedRows(pieces, count)
 
 
 class StatsTable:
@@ -117,6 +132,7 @@ class StatsTable:
         'sampling', and then ``events_off_reason`` says why.
         """
         s = self._sampler.stats()
+        dns = s.dns or DnsStats("off", "not configured")
         return [
             {
                 "samples_taken": str(s.samples_taken),
@@ -144,5 +160,13 @@ class StatsTable:
                 "state_file": s.state_file,
                 "state_error": s.state_error,
                 "rows_revived": str(s.rows_revived),
+                "dns": dns.state,
+                "dns_off_reason": dns.reason,
+                "dns_namespaces": str(dns.namespaces),
+                "dns_packets_read": str(dns.packets_read),
+                "dns_packets_dropped": str(dns.packets_dropped),
+                "dns_answers_parsed": str(dns.answers_parsed),
+                "dns_messages_skipped": str(dns.messages_skipped),
+                "dns_cache_size": str(dns.cache_size),
             }
         ]

@@ -53,7 +53,7 @@ def test_routes_follow_the_column_contract() -> None:
     assert all(r["id"] == "column" and r["op"] == "0" for r in routes())
     assert {r["name"]: r["type"] for r in routes()} == COLUMN_TYPES
     assert "state" not in STABLE_COLUMNS and "last_seen" not in STABLE_COLUMNS
-    assert len(COLUMNS) == 25
+    assert len(COLUMNS) == 27
 
 
 def test_own_connection_has_our_pid_name_and_direction(

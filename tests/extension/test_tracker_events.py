@@ -79,6 +79,17 @@ def test_a_flow_that_began_after_the_listing_is_not_closed_by_it() -> None:
     assert tracker.lingering == 0 and tracker.rows(100.6) == []
 
 
+def test_a_flow_with_its_inode_that_began_after_the_listing_is_not_closed_by_it() -> None:
+    tracker = ConnectionTracker(lookups, linger_secs=6)
+    with_inode = replace(OUT, socket=777)
+    tracker.observe([event(with_inode, started=100.45)], now=100.5)
+    tracker.update([], now=100.5, started=100.4)
+    assert tracker.lingering == 0
+    tracker.update([with_inode], now=100.75, started=100.7)
+    (row,) = tracker.rows(100.8)
+    assert row["socket"] == "777" and tracker.lingering == 0
+
+
 def test_an_event_for_a_connection_the_sampler_already_has_adds_no_row() -> None:
     tracker = ConnectionTracker(lookups, linger_secs=6)
     sampled = replace(OUT, socket=777)

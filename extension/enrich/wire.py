@@ -1,0 +1,110 @@
+"""A row's TBinaryProtocol bytes, encoded once when the row is fixed.
+
+osqueryd asks for the whole table every time its query runs (every 2 s with
+the pack), and nearly every row is the same as the last time. So a row's
+stable columns are encoded once, when it is first served, and kept as bytes;
+each reply is those bytes, joined with the few bytes of the columns that
+change (``state``, ``last_seen``), which are shared by every row with the
+same values. tests/extension/test_wire_rows.py proves the bytes are the
+``thrift`` library's own TBinaryProtocol encoding of the same rows.
+
+Layout (Apache Thrift 0.25, lib/py/src/protocol/TBinaryProtocol.py; the
+binary protocol specification,
+https://github.com/apache/thrift/blob/master/doc/specs/thrift-binary-protocol.md):
+a ``map<string, string>`` is the key type byte (11, STRING), the value
+type byte (11), the entry count as a big-endian i32, then each key and value
+as a big-endian i32 byte length and its UTF-8 bytes. osquery's table rows are such maps
+(osquery/extensions/extensions.thrift, ``ExtensionPluginResponse``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from thrift.protocol import TBinaryProtocol
+from thrift.Thrift import TType
+from thrift.transport import TTransport
+
+try:
+    from thrift.protocol import fastbinary
+except ImportError:  # thrift installed without its C extension
+    fastbinary = None
+
+__all__ = ["STRING", "decode_rows", "encode_pairs", "map_header", "tail_bytes"]
+
+STRING: Final = 11
+"""Thrift's type id of ``string`` (TType.STRING)."""
+_MAP_HEADER = struct.Struct("!bbi")
+_LENGTH = struct.Struct("!i")
+_FIELD_HEADER = struct.Struct("!bh")
+_LIST_HEADER = struct.Struct("!bi")
+
+
+def map_header(entries: int) -> bytes:
+    """The header of a ``map<string, string>`` with ``entries`` entries."""
+    return _MAP_HEADER.pack(STRING, STRING, entries)
+
+
+def encode_pairs(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """Keys and values, each as an i32 length and UTF-8 bytes, in order.
+
+    Raises:
+        UnicodeEncodeError: a text holds a lone surrogate (thrift raises too).
+    """
+    pack = _LENGTH.pack
+    out = bytearray()
+    for key, value in pairs:
+        data = key.encode("utf-8")
+        out += pack(len(data))
+        out += data
+        data = value.encode("utf-8")
+        out += pack(len(data))
+        out += data
+    return bytes(out)
+
+
+def tail_bytes(state: str, last_seen: int) -> bytes:
+    """The ``state`` and ``last_seen`` entries that end every row."""
+    return encode_pairs((("state", state), ("last_seen", str(last_seen))))
+
+
+class _Rows:
+    """A struct with one field, ``1: list<map<string, string>> rows``, to decode into."""
+
+    thrift_spec: Final = (
+        None,
+        (1, TType.LIST, "rows", (TType.MAP, (TType.STRING, "UTF8", TType.STRING, "UTF8", False),
+                                 False), None),
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] | None = None
+
+
+def decode_rows(pieces: Sequence[bytes], count: int) -> list[dict[str, str]]:
+    """The rows whose encoded maps, joined, are ``pieces`` (``count`` maps).
+
+    Decoded by thrift itself: its C extension where built, else its
+    pure-Python TBinaryProtocol.
+
+    Raises:
+        EOFError, thrift.transport.TTransport.TTransportException: the bytes
+            hold fewer maps than ``count``.
+    """
+    data = b"".join((_FIELD_HEADER.pack(TType.LIST, 1), _LIST_HEADER.pack(TType.MAP, count),
+                     *pieces, b"\x00"))  # fmt: skip
+    protocol = TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(data))
+    if fastbinary is not None:
+        holder = _Rows()
+        fastbinary.decode_binary(holder, protocol, [_Rows, _Rows.thrift_spec])
+        return holder.rows or []
+    protocol.readStructBegin()
+    protocol.readFieldBegin()
+    _, size = protocol.readListBegin()
+    rows = []
+    for _ in range(size):
+        _, _, entries = protocol.readMapBegin()
+        rows.append({protocol.readString(): protocol.readString() for _ in range(entries)})
+    return rows

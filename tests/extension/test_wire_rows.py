@@ -1,0 +1,182 @@
+"""Encoded rows are thrift's own TBinaryProtocol encoding of the reference rows.
+
+The reference: each connection's row as ``TrackedConnection.row`` renders it
+before it is first served, encoded by the ``thrift`` library (pure-Python
+TBinaryProtocol) inside a ``call`` reply, as the generated
+``Extension.Processor`` writes it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import replace
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from osquery.extensions import Extension
+from osquery.extensions.Extension import call_result
+from osquery.extensions.ttypes import ExtensionResponse, ExtensionStatus
+from thrift.protocol import TBinaryProtocol
+from thrift.Thrift import TMessageType
+from thrift.transport import TTransport
+
+from extension.enrich.connections import ConnectionTracker
+from extension.model import ProcessInfo, SocketRecord
+from extension.serve.reply import EncodedRows, ReplyProcessor, _send_gathered
+
+STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "CLOSE_WAIT", "LISTEN", "")
+texts = st.one_of(st.none(), st.text(max_size=40), st.text(min_size=250, max_size=300))
+
+
+@st.composite
+def records(draw: Any, inode: int) -> SocketRecord:
+    v6 = draw(st.booleans())
+    address = st.ip_addresses(v=6 if v6 else 4).map(str)
+    protocol = draw(st.sampled_from((6, 17)))
+    remote_port = draw(st.integers(0, 65535))
+    return SocketRecord(
+        pid=draw(st.one_of(st.none(), st.integers(1, 2**22))),
+        family=10 if v6 else 2,
+        protocol=protocol,
+        local_address=draw(address),
+        local_port=draw(st.integers(1, 65535)),
+        remote_address=draw(address) if remote_port else "",
+        remote_port=remote_port,
+        state=draw(st.sampled_from(STATES)) if protocol == 6 else "",
+        socket=inode,
+        net_namespace=draw(st.one_of(st.none(), st.integers(1, 2**32))),
+    )
+
+
+processes = st.builds(
+    ProcessInfo,
+    name=texts,
+    path=texts,
+    cmdline=st.one_of(texts, st.text(min_size=4100, max_size=4200)),
+    uid=st.one_of(st.none(), st.integers(0, 2**32)),
+    username=texts,
+    parent=st.one_of(st.none(), st.integers(0, 2**22)),
+    parent_name=texts,
+    parent_path=texts,
+    start_time=st.one_of(st.none(), st.integers(0, 2**40)),
+)
+
+
+@st.composite
+def samples(draw: Any) -> tuple[list[SocketRecord], list[ProcessInfo]]:
+    count = draw(st.integers(0, 12))
+    return (
+        [draw(records(inode)) for inode in range(1, count + 1)],
+        [draw(processes) for _ in range(count)],
+    )
+
+
+def thrift_reply(rows: list[dict[str, str]], seqid: int) -> bytes:
+    """A ``call`` reply with ``rows``, written by thrift's pure-Python TBinaryProtocol."""
+    buffer = TTransport.TMemoryBuffer()
+    protocol = TBinaryProtocol.TBinaryProtocol(buffer)
+    protocol.writeMessageBegin("call", TMessageType.REPLY, seqid)
+    response = ExtensionResponse(status=ExtensionStatus(code=0, message="OK"), response=rows)
+    call_result(success=response).write(protocol)
+    protocol.writeMessageEnd()
+    return bytes(buffer.getvalue())
+
+
+def tracker_for(sample: list[SocketRecord], infos: list[ProcessInfo]) -> ConnectionTracker:
+    by_pid = {r.pid: info for r, info in zip(sample, infos, strict=True)}
+    return ConnectionTracker(lambda pid: by_pid.get(pid) or ProcessInfo(), attempt_grace_secs=0)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(samples(), st.integers(0, 2**31 - 2), st.lists(st.sampled_from(STATES), min_size=12))
+def test_reply_bytes_equal_thrift_encoding_of_the_reference_rows(
+    sample: tuple[list[SocketRecord], list[ProcessInfo]], seqid: int, later: list[str]
+) -> None:
+    records_, infos = sample
+    tracker = tracker_for(records_, infos)
+    tracker.update(records_, now=1000.0)
+    reference = [conn.row() for conn in tracker._connections.values()]
+
+    encoded = EncodedRows(*tracker.encoded_rows(1000.0))
+    assert encoded.reply(seqid) == thrift_reply(reference, seqid)
+    assert list(encoded) == reference
+
+    # States change and time passes: the stable columns stay as first served.
+    changed = [
+        replace(r, state=s) if r.protocol == 6 else r for r, s in zip(records_, later, strict=False)
+    ]
+    tracker.update(changed, now=1007.5)
+    expected = []
+    for row, conn in zip(reference, tracker._connections.values(), strict=True):
+        stable = {k: v for k, v in row.items() if k not in ("state", "last_seen")}
+        expected.append({**stable, "state": conn.state, "last_seen": "1007"})
+    again = EncodedRows(*tracker.encoded_rows(1007.5))
+    assert again.reply(seqid + 1) == thrift_reply(expected, seqid + 1)
+    assert tracker.rows() == expected
+
+    saved = tracker.saved_rows()
+    assert [s.row for s in saved] == [
+        {k: v for k, v in row.items() if k not in ("state", "last_seen")} for row in reference
+    ]
+
+
+class _Handler:
+    def __init__(self, rows: Any) -> None:
+        self.rows = rows
+
+    def call(self, registry: str, item: str, request: dict[str, str]) -> ExtensionResponse:
+        return ExtensionResponse(status=ExtensionStatus(code=0, message="OK"), response=self.rows)
+
+
+def _serve_one(processor: Any, seqid: int) -> bytes:
+    request = TTransport.TMemoryBuffer()
+    client = Extension.Client(TBinaryProtocol.TBinaryProtocol(request))
+    client._seqid = seqid
+    client.send_call("table", "tracked_connections", {"action": "generate"})
+    reply = TTransport.TMemoryBuffer()
+    processor.process(
+        TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(request.getvalue())),
+        TBinaryProtocol.TBinaryProtocol(reply),
+    )
+    return bytes(reply.getvalue())
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(samples(), st.integers(0, 2**31 - 1))
+def test_processor_writes_what_the_generated_processor_writes(
+    sample: tuple[list[SocketRecord], list[ProcessInfo]], seqid: int
+) -> None:
+    tracker = tracker_for(*sample)
+    tracker.update(sample[0], now=50.0)
+    encoded = EncodedRows(*tracker.encoded_rows(50.0))
+    ours = _serve_one(ReplyProcessor(_Handler(encoded)), seqid)
+    stock = _serve_one(Extension.Processor(_Handler(list(encoded))), seqid)
+    assert ours == stock
+    client = Extension.Client(TBinaryProtocol.TBinaryProtocol(TTransport.TMemoryBuffer(ours)))
+    assert client.recv_call().response == list(encoded)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=400), st.integers(1, 6))
+def test_gathered_send_delivers_every_piece_in_order_through_partial_sends(
+    some: list[bytes], times: int
+) -> None:
+    pieces = [*some * times, bytes(range(256)) * 400, *some]  # more than IOV_MAX, and large
+    left, right = socket.socketpair()
+    with left, right:
+        left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        left.settimeout(10.0)  # sends may then stop part way, as the reader lags
+        received = bytearray()
+
+        def drain() -> None:
+            while chunk := right.recv(1500):
+                received.extend(chunk)
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        _send_gathered(left, pieces)
+        left.shutdown(socket.SHUT_WR)
+        reader.join()
+    assert bytes(received) == b"".join(pieces)
