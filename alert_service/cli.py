@@ -13,6 +13,9 @@ Subcommands:
   and exit 1.
 * ``replay --config FILE LOG...`` — read the given results logs whole and print each
   alert that would fire as one JSON line on stdout; nothing is sent.
+* ``status FILE`` — print the live instances, each stream partition's lease and its
+  consumer's lag as one JSON document (:mod:`alert_service.ops.status`); exit 1 when
+  the state cannot be read.
 * ``init DIR [--force]`` — write the packs, configs, systemd unit and docs shipped in
   the package into DIR (see :mod:`alert_service.bundle`); exit 1 when files exist
   and ``--force`` is not given.
@@ -24,6 +27,7 @@ that cannot be opened or metrics port that cannot be bound (``run``); 2 usage er
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sqlite3
@@ -42,6 +46,7 @@ from alert_service.logs import configure_logging, log_event
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.ops.server import OpsServer
+from alert_service.ops.status import cluster_status
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import open_state
 from alert_service.stats import Stats
@@ -53,7 +58,7 @@ _LEVELS = ("debug", "info", "warning", "error")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser (subcommands ``run``, ``check-config``, ``replay``)."""
+    """Return the parser (subcommands ``run``, ``check-config``, ``status``, ``replay``)."""
     parser = argparse.ArgumentParser(
         prog="tracked-connections-alerts",
         description="Follow osquery tracked_connections results and send alerts.",
@@ -87,6 +92,17 @@ def build_parser() -> argparse.ArgumentParser:
         "tracked-connections-alerts check-config /etc/tracked-connections/alerts.yaml",
     )
     _config_arguments(check)
+
+    status = command(
+        "status",
+        "show the partitions, leases and consumer lag of a cluster",
+        "Print one JSON document: the live instances, and per stream partition its\n"
+        "lease (owner, fencing token, expiry) and its consumer's lag (messages not\n"
+        "yet delivered) and unacknowledged messages. Reads the shared state and NATS;\n"
+        "no instance needs to run.",
+        "tracked-connections-alerts status /etc/tracked-connections/alerts.yaml",
+    )
+    _config_arguments(status)
 
     replay = command(
         "replay",
@@ -132,7 +148,7 @@ def _resolve_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -
                 parser.error("replay: give the configuration FILE (or --config FILE) and a LOG")
             args.config, args.logs = args.logs[0], args.logs[1:]
         return
-    if args.command not in ("run", "check-config"):
+    if args.command not in ("run", "check-config", "status"):
         return
     if args.config and args.config_file and args.config != args.config_file:
         parser.error(f"{args.command}: give the configuration once, as FILE or --config FILE")
@@ -171,6 +187,20 @@ def _check_config(args: argparse.Namespace) -> int:
     if _load(args.config) is None:
         return 1
     print("OK")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    try:
+        doc = cluster_status(config)
+    except sqlite3.Error as err:
+        where = config.state.describe(config.state_dir)
+        print(f"{args.config}: cannot read the state ({where}): {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=2))
     return 0
 
 
@@ -283,4 +313,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.command == "replay":
         return _replay(args)
+    if args.command == "status":
+        return _status(args)
     return _run(args)

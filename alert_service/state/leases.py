@@ -29,10 +29,12 @@ from dataclasses import dataclass
 
 from alert_service.state.postgres import PgConnection, PgStateError
 
-__all__ = ["LeaseLostError", "LeaseRow", "PgLeases"]
+__all__ = ["MEMBER_PREFIX", "LeaseLostError", "LeaseRow", "PgLeases", "lease_rows"]
 
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())"
-_MEMBER = "member:"
+MEMBER_PREFIX = "member:"
+"""Lease names of instances' memberships (``member:<instance>``)."""
+_MEMBER = MEMBER_PREFIX
 
 
 class LeaseLostError(PgStateError):
@@ -138,7 +140,12 @@ class PgLeases:
 
     def rows(self) -> list[LeaseRow]:
         """Every lease and member row (``status``)."""
-        cursor = self.conn.execute(
-            f"SELECT name, owner, token, expires_at - {_NOW} FROM leases ORDER BY name"
-        )
-        return [LeaseRow(r[0], r[1], int(r[2]), float(r[3])) for r in cursor]
+        return lease_rows(self.conn)
+
+
+def lease_rows(conn: PgConnection) -> list[LeaseRow]:
+    """Every row of ``leases``, by name, with seconds until each expires."""
+    cursor = conn.execute(
+        f"SELECT name, owner, token, expires_at - {_NOW} FROM leases ORDER BY name"
+    )
+    return [LeaseRow(r[0], r[1], int(r[2]), float(r[3])) for r in cursor]

@@ -9,12 +9,18 @@ character of the host's uuid).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 from test_nats_source import IOC, Stream, result_line, stream_sources
 
@@ -29,6 +35,7 @@ from alert_service.stats import Stats
 from tests.helpers.services import need_nats, need_postgresql, unique_name
 
 PARTITIONS = ["0", "1", "2", "3"]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -49,6 +56,10 @@ def pg_target() -> Iterator[PgTarget]:
 
 
 def make_config(stream: Stream, target: PgTarget, ttl: float = 3.0) -> Config:
+    return build_config(make_doc(stream, target, ttl), "test.yaml", environ={"PG": target.dsn})
+
+
+def make_doc(stream: Stream, target: PgTarget, ttl: float = 3.0) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "state": {"backend": "postgresql", "dsn": {"env": "PG"}, "schema": target.schema},
         "sources": [
@@ -76,7 +87,7 @@ def make_config(stream: Stream, target: PgTarget, ttl: float = 3.0) -> Config:
             }
         ],
     }
-    return build_config(doc, "test.yaml", environ={"PG": target.dsn})
+    return doc
 
 
 def publish(stream: Stream, hosts: int, per_host: int) -> None:
@@ -123,8 +134,22 @@ def poll_until(instances: list[Instance], done: Any, secs: float = 30.0) -> None
     raise AssertionError("condition not reached")
 
 
+def run_status(stream: Stream, target: PgTarget, tmp_path: Path) -> dict[str, Any]:
+    """``tracked-connections-alerts status`` of the test's configuration (a subprocess)."""
+    doc = make_doc(stream, target)
+    path = tmp_path / "alerts.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "PG": target.dsn, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "alert_service", "status", str(path)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return cast(dict[str, Any], json.loads(done.stdout))
+
+
 def test_partitions_are_shared_and_every_message_is_processed_once(
-    stream: Stream, pg_target: PgTarget
+    stream: Stream, pg_target: PgTarget, tmp_path: Path
 ) -> None:
     config = make_config(stream, pg_target)
     publish(stream, hosts=40, per_host=5)
@@ -149,6 +174,14 @@ def test_partitions_are_shared_and_every_message_is_processed_once(
         poll_until(both, lambda: count_outbox(pg_target) == 200)
         for inst in both:
             inst.poll()
+        status = run_status(stream, pg_target, tmp_path)
+        parts = {p["source"]: p for p in status["partitions"]}
+        assert set(parts) == a.owned() | b.owned()
+        assert {p["lease"] for p in parts.values()} == {"held"}
+        assert len({p["owner"] for p in parts.values()}) == 2
+        assert len(status["members"]) == 2
+        assert {p["pending_messages"] for p in parts.values()} == {0}  # no lag left
+        assert status["errors"] == []
     finally:
         a.close()
         if b is not None:
