@@ -28,11 +28,10 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg import sql
-from psycopg.pq import TransactionStatus
+if TYPE_CHECKING:  # the driver is imported when a PostgreSQL state is opened
+    import psycopg
 
 __all__ = [
     "PG_SCHEMA_VERSION",
@@ -162,6 +161,13 @@ class _Cursor:
         return iter(self.fetchall())
 
 
+def _driver_error() -> type[Exception]:
+    """The base class of the driver's errors."""
+    import psycopg  # noqa: PLC0415
+
+    return psycopg.Error
+
+
 class PgConnection:
     """A PostgreSQL connection with the :class:`sqlite3.Connection` methods the state
     modules call (``execute``, ``executemany``, ``in_transaction``, ``close``).
@@ -173,8 +179,12 @@ class PgConnection:
     def __init__(
         self, conn: psycopg.Connection[tuple[Any, ...]], claim_secs: float = 300.0
     ) -> None:
+        from psycopg.pq import TransactionStatus  # noqa: PLC0415 - loaded with the driver
+
         self.raw = conn
         self.claim_secs = claim_secs
+        self._driver_error = _driver_error()
+        self._idle = TransactionStatus.IDLE
         self._sql: dict[str, str] = {}
 
     def _text(self, statement: str) -> str:
@@ -189,7 +199,7 @@ class PgConnection:
             cur = self.raw.execute(text.encode(), tuple(parameters) or None)
             rows = cur.fetchall() if cur.description is not None else []
             return _Cursor(rows, cur.rowcount)
-        except psycopg.Error as err:
+        except self._driver_error as err:
             raise PgStateError(f"{type(err).__name__}: {err}") from err
 
     def executemany(self, statement: str, parameters: Iterable[Sequence[Any]], /) -> _Cursor:
@@ -201,13 +211,13 @@ class PgConnection:
             with self.raw.cursor() as cur:
                 cur.executemany(text.encode(), params)
                 return _Cursor([], cur.rowcount)
-        except psycopg.Error as err:
+        except self._driver_error as err:
             raise PgStateError(f"{type(err).__name__}: {err}") from err
 
     @property
     def in_transaction(self) -> bool:
         """True between ``BEGIN`` and ``COMMIT``/``ROLLBACK``."""
-        return self.raw.info.transaction_status != TransactionStatus.IDLE
+        return self.raw.info.transaction_status != self._idle
 
     def close(self) -> None:
         """Close the connection (an open transaction is rolled back by the server)."""
@@ -221,6 +231,9 @@ def open_pg_state(target: PgTarget) -> PgConnection:
         PgStateError: the server cannot be reached, or the schema is of another
             version than this service knows.
     """
+    import psycopg  # noqa: PLC0415 - only a PostgreSQL state needs the driver
+    from psycopg import sql  # noqa: PLC0415
+
     try:
         raw = psycopg.connect(target.dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as err:
