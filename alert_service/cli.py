@@ -47,6 +47,7 @@ from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.ops.server import OpsServer
 from alert_service.ops.status import cluster_status
+from alert_service.permissions import loose_permissions
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import open_state
 from alert_service.stats import Stats
@@ -184,8 +185,11 @@ def _load(path: str) -> Config | None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    if _load(args.config) is None:
+    config = _load(args.config)
+    if config is None:
         return 1
+    for problem in loose_permissions(config):
+        print(f"WARNING: {problem}", file=sys.stderr)
     print("OK")
     return 0
 
@@ -230,6 +234,8 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(args.log_level or config.log_level)
+    for problem in loose_permissions(config):
+        log_event(_log, logging.WARNING, "file_permissions_loose", reason=problem)
     stop = threading.Event()
     stats = Stats()
     state_path = config.state.target(config.state_dir)

@@ -20,8 +20,10 @@ translated into these classes in one place per stage and always chained with
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
     "AlertServiceError",
@@ -32,7 +34,39 @@ __all__ = [
     "ParseError",
     "RecordError",
     "SourceError",
+    "resource_exhaustion",
 ]
+
+_EXHAUSTION_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOBUFS}
+)
+
+
+def resource_exhaustion(err: BaseException) -> str | None:
+    """Name the exhausted resource when ``err`` (or what it wraps) says the machine ran
+    out of descriptors, memory, processes or threads; None otherwise.
+
+    Such a failure says nothing about the alert or its destination: it passes when the
+    pressure does, so an attempt that met it is retried, never dead-lettered.
+
+    Returns:
+        e.g. ``"EMFILE (Too many open files)"``, ``"MemoryError"``,
+        ``"can't start new thread"``; None for any other error.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, MemoryError):
+            return "MemoryError"
+        if isinstance(current, OSError) and current.errno in _EXHAUSTION_ERRNOS:
+            return f"{errno.errorcode[current.errno]} ({current.strerror})"
+        if isinstance(current, RuntimeError) and "can't start new thread" in str(current):
+            return "can't start new thread"
+        reason = getattr(current, "reason", None)
+        nested = [reason, current.__cause__, current.__context__, *current.args]
+        current = next((n for n in nested if isinstance(n, BaseException)), None)
+    return None
 
 
 class AlertServiceError(Exception):

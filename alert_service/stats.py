@@ -37,7 +37,10 @@ class Stats:
             ``line_fragment_skipped``. Not counted in ``parse_errors``.
         processing_errors: lines skipped because matching them raised an unexpected
             error (a bug; logged as ``line_processing_failed``).
-        lines_skipped_too_long: lines longer than the source's ``max_line_bytes``, skipped.
+        lines_skipped_too_long: lines longer than the source's ``max_line_bytes`` even
+            after their long texts were cut, skipped.
+        lines_cut: lines longer than ``max_line_bytes`` read after their long texts
+            were cut (each ending in ``…[cut N bytes]``); logged as ``source_line_cut``.
         truncations: times a followed file shrank below the read offset or had its head
             replaced (copytruncate), while running or while stopped; reading restarted at 0.
         rotations: times a followed path switched to a new file (new device/inode).
@@ -101,6 +104,7 @@ class Stats:
     malformed_fragments: int = 0
     processing_errors: int = 0
     lines_skipped_too_long: int = 0
+    lines_cut: int = 0
     truncations: int = 0
     rotations: int = 0
     possible_data_loss: int = 0

@@ -21,6 +21,9 @@ or dead endpoint never delays another destination nor the log reading. A worker 
      row. ``notify_retrying`` logs both (``row_backoff_secs``,
      ``destination_pause_secs``) and ``retry_in_secs``, the longer of the two: the
      earliest the row is tried again;
+   * the machine ran out of file descriptors, memory or threads (``EMFILE``,
+     ``ENOMEM``, ...: :func:`~alert_service.errors.resource_exhaustion`) → retried
+     like the above, whatever raised it: it says nothing about the alert;
    * anything else (other 4xx, 410 Gone, a Slack 200 without ``ok``, an unreadable row,
      ``max_attempts`` reached or older than ``max_age_secs``) → ``dead``, logged as
      ``notify_dead_lettered`` and counted.
@@ -48,7 +51,7 @@ from alert_service.deliver.clock import Clock, SystemClock
 from alert_service.deliver.dedup import silence_key
 from alert_service.deliver.retry import RetryPolicy, backoff_secs
 from alert_service.deliver.settings import DestinationSettings
-from alert_service.errors import NotifyError, RecordError
+from alert_service.errors import NotifyError, RecordError, resource_exhaustion
 from alert_service.logs import log_event
 from alert_service.notify.base import Notifier
 from alert_service.ops.metrics import ServiceMetrics
@@ -74,6 +77,15 @@ _log = logging.getLogger(__name__)
 _ERROR_PAUSE_SECS = 1.0
 _Counted = Literal["sent", "failed", "retries", "suppressed", "digests"]
 """The :class:`~alert_service.stats.Stats` fields a worker adds to."""
+
+
+def _exhaustion_error(name: str, err: Exception) -> NotifyError | None:
+    """A retryable error for a failure that only says the machine ran out of file
+    descriptors, memory or threads (:func:`~alert_service.errors.resource_exhaustion`)."""
+    what = resource_exhaustion(err)
+    if what is None:
+        return None
+    return NotifyError(f"{name}: out of resources: {what}", retryable=True, error_type="resources")
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +369,11 @@ class DestinationWorker:
         except NotifyError as err:
             self._failed(conn, items, err)
         except Exception as err:  # a bad row or a notifier bug: stop retrying it
-            self._dead(conn, items, f"internal: {type(err).__name__}: {err}")
+            exhausted = _exhaustion_error(self.name, err)
+            if exhausted is not None:
+                self._failed(conn, items, exhausted)
+            else:
+                self._dead(conn, items, f"internal: {type(err).__name__}: {err}")
         else:
             self._delivered(conn, items, digest=False)
 
@@ -374,14 +390,22 @@ class DestinationWorker:
         try:
             body = self.notifier.render_digest([i.record.alert for i in items])
             if body is None:
-                raise NotifyError(
-                    f"{self.name}: no digest format", retryable=False, error_type="internal"
-                )
+                # These alerts do not fold into one message (too large for the
+                # destination): each goes on its own, none is lost to the digest.
+                for item in items:
+                    if self.stop_event.is_set() or self.paused_until is not None:
+                        break
+                    self._deliver_one(conn, item.row)
+                return
             self._send(body, digest_id)
         except NotifyError as err:
             self._failed(conn, items, err, digest_id=digest_id)
         except Exception as err:  # a bad row or a notifier bug
-            self._dead(conn, items, f"internal: {type(err).__name__}: {err}")
+            exhausted = _exhaustion_error(self.name, err)
+            if exhausted is not None:
+                self._failed(conn, items, exhausted, digest_id=digest_id)
+            else:
+                self._dead(conn, items, f"internal: {type(err).__name__}: {err}")
         else:
             self._delivered(conn, items, digest=True, digest_id=digest_id)
 

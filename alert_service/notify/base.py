@@ -71,6 +71,8 @@ class Notifier(ABC):
 
         Pure like :meth:`render`. The default returns None: the type sends no digests
         and the outbox delivers each alert on its own whatever ``digest_threshold`` says.
+        A type that sends digests returns None too for alerts that do not fit in one
+        message; the outbox then delivers them one by one.
 
         Args:
             alerts: at least two alerts, oldest first.

@@ -26,7 +26,9 @@ counter-0 run into one alert) is refused, not run for its first row only.
 Outcome: exit status 0 is success. Any other status is an error, retried only when
 listed in ``retry_exit_codes`` (default none: a response action that failed half-way
 should not run again blindly); a timeout kills the process group and is not
-retried; a program that cannot be started is not retried.
+retried; a program that cannot be started is not retried, unless the machine was out of
+file descriptors, memory or processes (``EMFILE``, ``ENFILE``, ``ENOMEM``, ``EAGAIN``):
+then it is retried like any temporary failure.
 
 Config (one entry of ``notifiers``; a rule's ``notify`` list names it)::
 
@@ -55,7 +57,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, Self
 
-from alert_service.errors import NotifyError
+from alert_service.errors import NotifyError, resource_exhaustion
 from alert_service.match.alert import Alert
 from alert_service.notify.base import Notifier
 from alert_service.notify.registry import register_notifier
@@ -241,7 +243,7 @@ class CommandNotifier(Notifier):
 
     def _environment(self, idempotency_key: str) -> dict[str, str]:
         env = {"PATH": _SAFE_PATH, "LANG": "C.UTF-8"}
-        env.update({k: reveal(v) for k, v in self.settings.env.items()})
+        env.update({k: reveal(v).replace("\x00", "\\x00") for k, v in self.settings.env.items()})
         env["TRACKED_CONNECTIONS_ALERT_ID"] = idempotency_key
         return env
 
@@ -255,7 +257,9 @@ class CommandNotifier(Notifier):
 
         Raises:
             NotifyError: ``error_type`` ``"internal"`` (a baseline digest; not retryable),
-                ``"spawn"`` (cannot start; not retryable),
+                ``"spawn"`` (cannot start; not retryable), ``"resources"`` (cannot
+                start for lack of descriptors, memory or processes: ``EMFILE``,
+                ``ENOMEM``, ``EAGAIN``; retryable),
                 ``"timeout"`` (killed after ``timeout_secs``; not retryable) or
                 ``"exit_status"`` (non-zero; retryable when listed in
                 ``retry_exit_codes``).
@@ -277,7 +281,10 @@ class CommandNotifier(Notifier):
         )
         try:
             proc = subprocess.Popen(
-                [str(a) for a in argv],
+                # A NUL would end the argument at exec(2): write it as osquery does.
+                # The parser already does so for new lines; rows queued before it did
+                # may still hold one.
+                [str(a).replace("\x00", "\\x00") for a in argv],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -287,10 +294,13 @@ class CommandNotifier(Notifier):
                 start_new_session=True,
             )
         except OSError as err:
+            # Out of descriptors, memory or processes: the program is fine, the
+            # machine is not; try again later.
+            exhausted = resource_exhaustion(err) is not None
             raise NotifyError(
                 f"{self.name}: cannot start {argv[0]}: {err.strerror or err}",
-                retryable=False,
-                error_type="spawn",
+                retryable=exhausted,
+                error_type="resources" if exhausted else "spawn",
             ) from err
         try:
             output, _ = proc.communicate(stdin, timeout=self.settings.timeout_secs)

@@ -6,7 +6,8 @@ fields section, the command line and a context line. Every value taken from the 
 (process name, command line, user, host, decorations) passes through
 :func:`~alert_service.notify.literal.literal` (``slack`` markup; ``slack_code`` in the
 command-line block) and every ``mrkdwn`` object sets ``"verbatim": true``, so no value
-can form a link, a mention (``<!channel>``, ``<@U…>``) or formatting.
+can form a link, a mention (``<!channel>``, ``<@U…>``) or formatting; ``unfurl_links``
+and ``unfurl_media`` are off, so Slack never fetches or previews a URL from a value.
 
 Slack's documented limits hold for any input: a section's text is at most 3000
 characters, a field at most 2000, a section has at most 10 fields, a context block at
@@ -59,6 +60,10 @@ _FIELD_CHARS: Final = 300
 _CMDLINE_CHARS: Final = SECTION_TEXT_MAX - 100
 _DIGEST_LINES: Final = 20
 _DIGEST_LINE_CHARS: Final = 280
+_NO_UNFURL: Final = {"unfurl_links": False, "unfurl_media": False}
+"""Slack must not fetch and preview a URL found in a value (chat.postMessage arguments,
+which incoming webhooks accept): the preview's text and image would be the attacker's,
+and the fetch would tell them the alert was raised."""
 
 
 def _esc(text: str, limit: int = _FIELD_CHARS) -> str:
@@ -151,7 +156,7 @@ class SlackNotifier(HttpNotifier[SlackSettings]):
                 ],
             }
         )
-        return {"text": _esc(summary_line(f), SECTION_TEXT_MAX), "blocks": blocks}
+        return {"text": _esc(summary_line(f), SECTION_TEXT_MAX), "blocks": blocks, **_NO_UNFURL}
 
     def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any]:
         """Return one message listing up to 20 alerts, counts per rule and the rest's number."""
@@ -176,7 +181,7 @@ class SlackNotifier(HttpNotifier[SlackSettings]):
         ]
         if more:
             blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {more} more")]})
-        return {"text": title, "blocks": blocks}
+        return {"text": title, "blocks": blocks, **_NO_UNFURL}
 
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
         """POST ``payload``; a 200 whose body is not ``ok`` is a non-retryable error.

@@ -55,7 +55,7 @@ from alert_service.notify.http import (
     HttpTransport,
     encode_json,
 )
-from alert_service.notify.literal import cap_strings, scaled, shrink_to_fit
+from alert_service.notify.literal import cap_strings, json_bytes, scaled, shrink_to_fit
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret, reveal
 
@@ -207,12 +207,14 @@ class WebhookNotifier(HttpNotifier[WebhookSettings]):
         ``max_body_bytes``."""
         return self._bounded(alert.as_dict())
 
-    def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any]:
+    def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any] | None:
         """Return ``{"type": "digest", "count": N, "alerts": [<as_dict>, ...]}``, texts
-        cut to fit ``max_body_bytes``."""
-        return self._bounded(
+        cut to fit ``max_body_bytes``; None when even cut texts do not fit (the outbox
+        then sends each alert on its own)."""
+        payload = self._bounded(
             {"type": "digest", "count": len(alerts), "alerts": [a.as_dict() for a in alerts]}
         )
+        return payload if json_bytes(payload) <= self.settings.max_body_bytes else None
 
     def headers_for(self, body: bytes, msg_id: str, timestamp: int) -> dict[str, str]:
         """Return the request headers for ``body`` (Standard Webhooks + configured)."""

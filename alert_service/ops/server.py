@@ -8,33 +8,86 @@ Configured by the optional top-level ``metrics`` section; without it nothing lis
 
 ``/metrics`` is the text exposition of :class:`~alert_service.ops.metrics.ServiceMetrics`'s
 registry. ``/health`` answers JSON (:meth:`DeliveryService.health`) with 200 when
-healthy and 503 when not. Other paths get 404, other methods 405. The server runs in a
-daemon thread and logs ``ops_listening`` with the bound address.
+healthy and 503 when not. Other paths get 404, other methods 405. The server logs
+``ops_listening`` with the bound address.
+
+Anyone who can reach the port may connect, so the server is built not to be
+exhausted by idle, slow or oversized requests (a thread per connection, as
+``http.server.ThreadingHTTPServer`` has, lets idle connections take every file
+descriptor; then webhooks and ``command`` actions fail with ``EMFILE``):
+
+* it runs on an asyncio event loop in one thread (epoll: an idle connection costs a
+  descriptor and a few KiB, no thread);
+* at most :data:`MAX_CONNECTIONS` connections are open; a new one closes the oldest
+  still waiting for its request, so a scraper or health check always gets through
+  while someone holds connections open;
+* the request line and headers must arrive within :data:`REQUEST_TIMEOUT_SECS` in
+  total and fit :data:`MAX_HEAD_BYTES` (else the connection is closed; 431 for a head
+  too large), and a request body is never read;
+* one request per connection (``Connection: close``); the answer is built in a small
+  thread pool, so a slow database read never stops the loop.
+
+The libraries at hand were considered: ``ThreadingHTTPServer`` and prometheus-client's
+own server have no limits; waitress has a connection limit and an idle timeout but no
+total deadline for the head and stops accepting when full (a health check then waits
+behind the idle connections). The server speaks only what Prometheus and health
+checkers send: ``GET`` with a path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import json
 import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from alert_service.logs import log_event
 
-__all__ = ["DEFAULT_METRICS_PORT", "MetricsConfig", "OpsServer"]
+__all__ = [
+    "DEFAULT_METRICS_PORT",
+    "MAX_CONNECTIONS",
+    "MAX_HEAD_BYTES",
+    "REQUEST_TIMEOUT_SECS",
+    "MetricsConfig",
+    "OpsServer",
+]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_METRICS_PORT: Final = 9464
 """Default port (the port Prometheus exporters of OpenTelemetry use)."""
 
+MAX_CONNECTIONS: Final = 64
+"""Most connections open at once; a new one closes the oldest waiting for its request."""
+
+REQUEST_TIMEOUT_SECS: Final = 5.0
+"""Time for the request line and headers to arrive, in total, seconds."""
+
+MAX_HEAD_BYTES: Final = 8192
+"""Largest request line plus headers, bytes."""
+
+_WRITE_TIMEOUT_SECS: Final = 10.0
+_ACCEPT_BACKLOG: Final = 16
+_ANSWER_THREADS: Final = 2
+
 HealthProbe = Callable[[], tuple[bool, dict[str, Any]]]
+_Answer = tuple[int, str, bytes]
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    431: "Request Header Fields Too Large",
+    503: "Service Unavailable",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +113,6 @@ class MetricsConfig:
         )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 class OpsServer:
     """Serve ``/metrics`` and ``/health`` until :meth:`stop`.
 
@@ -72,65 +120,71 @@ class OpsServer:
         config: where to listen.
         registry: metrics to expose.
         health: returns ``(healthy, json_document)``.
+        max_connections: connections open at once (default :data:`MAX_CONNECTIONS`).
+        request_timeout_secs: deadline for a request's head, seconds.
+        max_head_bytes: largest request head, bytes.
 
     Raises:
         OSError: from :meth:`start` when the address cannot be bound.
     """
 
     def __init__(
-        self, config: MetricsConfig, registry: CollectorRegistry, health: HealthProbe
+        self,
+        config: MetricsConfig,
+        registry: CollectorRegistry,
+        health: HealthProbe,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        request_timeout_secs: float = REQUEST_TIMEOUT_SECS,
+        max_head_bytes: int = MAX_HEAD_BYTES,
     ) -> None:
         self.config = config
         self.registry = registry
         self.health = health
-        self._server: _Server | None = None
+        self.max_connections = max(1, max_connections)
+        self.request_timeout_secs = request_timeout_secs
+        self.max_head_bytes = max_head_bytes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._port = config.port
+        # Open connections, oldest first: True while waiting for the request head.
+        self._conns: dict[asyncio.StreamWriter, bool] = {}
 
     @property
     def port(self) -> int:
         """The bound port (after :meth:`start`)."""
-        if self._server is None:
-            return self.config.port
-        return int(self._server.server_address[1])
+        return self._port
 
     def start(self) -> int:
         """Bind and serve in a daemon thread; return the bound port."""
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._reply(200, CONTENT_TYPE_LATEST, generate_latest(owner.registry))
-                elif path == "/health":
-                    try:
-                        healthy, doc = owner.health()
-                    except Exception as err:  # the probe must not kill the handler
-                        healthy, doc = False, {"status": "failing", "reason": str(err)}
-                    body = json.dumps(doc, separators=(",", ":"), default=str).encode()
-                    self._reply(200 if healthy else 503, "application/json", body)
-                else:
-                    self._reply(404, "text/plain; charset=utf-8", b"not found\n")
-
-            def do_POST(self) -> None:
-                self._reply(405, "text/plain; charset=utf-8", b"method not allowed\n")
-
-            def _reply(self, status: int, content_type: str, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                del format, args  # access logs stay off the JSON log stream
-
-        family = _family(self.config.listen_address)
-        server_cls = type("_BoundServer", (_Server,), {"address_family": family})
-        self._server = server_cls((self.config.listen_address, self.config.port), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.2,), name="ops-http", daemon=True
+        loop = asyncio.new_event_loop()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            _ANSWER_THREADS, thread_name_prefix="ops-answer"
         )
+        loop.set_default_executor(self._pool)
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(
+                    self._serve,
+                    self.config.listen_address,
+                    self.config.port,
+                    family=_family(self.config.listen_address),
+                    reuse_address=True,
+                    limit=self.max_head_bytes,
+                    # asyncio accepts up to ``backlog`` connections per wake-up before
+                    # any handler runs (and evicts): keep that burst small.
+                    backlog=_ACCEPT_BACKLOG,
+                )
+            )
+        except BaseException:
+            loop.close()
+            self._pool.shutdown(wait=False)
+            raise
+        self._loop = loop
+        self._port = int(self._server.sockets[0].getsockname()[1])
+        self._thread = threading.Thread(target=loop.run_forever, name="ops-http", daemon=True)
         self._thread.start()
         log_event(
             _log,
@@ -139,18 +193,102 @@ class OpsServer:
             listen_address=self.config.listen_address,
             port=self.port,
             paths=["/metrics", "/health"],
+            max_connections=self.max_connections,
         )
         return self.port
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Stop serving, close every connection and the socket."""
+        loop, server = self._loop, self._server
+        if loop is not None and server is not None:
+
+            async def shutdown() -> None:
+                server.close()
+                for writer in list(self._conns):
+                    writer.transport.abort()
+                await server.wait_closed()
+
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
+            loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        if loop is not None:
+            loop.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        self._loop = self._server = None
+
+    # -- one connection ------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns = self._conns
+        conns[writer] = True  # waiting for its request head
+        if len(conns) > self.max_connections:
+            oldest = next((w for w, waiting in conns.items() if waiting and w is not writer), None)
+            if oldest is not None:
+                del conns[oldest]
+                oldest.transport.abort()
+        try:
+            answer = await self._read_request(reader)
+            if writer in conns:
+                conns[writer] = False
+            if answer is not None:
+                await asyncio.wait_for(self._write(writer, *answer), _WRITE_TIMEOUT_SECS)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            writer.transport.abort()
+        finally:
+            conns.pop(writer, None)
+            if not writer.transport.is_closing():
+                writer.transport.abort()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> _Answer | None:
+        """The answer to the request on ``reader``, or None to just close."""
+        try:
+            head = await asyncio.wait_for(
+                reader.readuntil(b"\r\n\r\n"), self.request_timeout_secs
+            )
+        except asyncio.LimitOverrunError:
+            return 431, "text/plain; charset=utf-8", b"request head too large\n"
+        except (TimeoutError, asyncio.IncompleteReadError, OSError):
+            return None
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return 400, "text/plain; charset=utf-8", b"bad request\n"
+        method, target = parts[0], parts[1]
+        if method != "GET":
+            return 405, "text/plain; charset=utf-8", b"method not allowed\n"
+        path = target.split("?", 1)[0]
+        loop = asyncio.get_running_loop()
+        if path == "/metrics":
+            body = await loop.run_in_executor(None, generate_latest, self.registry)
+            return 200, CONTENT_TYPE_LATEST, body
+        if path == "/health":
+            healthy, doc = await loop.run_in_executor(None, self._probe)
+            body = json.dumps(doc, separators=(",", ":"), default=str).encode()
+            return (200 if healthy else 503), "application/json", body
+        return 404, "text/plain; charset=utf-8", b"not found\n"
+
+    def _probe(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            return self.health()
+        except Exception as err:  # the probe must not kill the connection
+            return False, {"status": "failing", "reason": str(err)}
+
+    @staticmethod
+    async def _write(writer: asyncio.StreamWriter, status: int, ctype: str, body: bytes) -> None:
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+            f"Content-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("latin-1")
+        writer.write(head + body)
+        writer.close()  # after the buffered answer is sent
+        await writer.wait_closed()
 
 
 def _family(address: str) -> socket.AddressFamily:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
@@ -71,6 +72,8 @@ _ACTIONS: Final[dict[str, Action]] = {
     "snapshot": "snapshot",
 }
 _orjson_loads: Final = orjson.loads
+_NUL_ESCAPE: Final = "\\u0000"
+_NUL_ESCAPE_BYTES: Final = b"\\u0000"
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 MAX_GLUED_CANDIDATES: Final = 64
@@ -129,14 +132,37 @@ def _load_slow(line: bytes | str) -> object:
     except ValueError as err:  # int() digit limit on a huge JSON number
         raise ParseError(f"invalid JSON: {str(err)[:80]}") from err
     # Text that is not valid Unicode (a lone surrogate, raw or as a \\uD8xx escape)
-    # could be neither stored nor sent as UTF-8 later: refuse it here.
+    # could be neither stored nor sent as UTF-8 later: each lone surrogate becomes
+    # U+FFFD REPLACEMENT CHARACTER here, and the rest of the line is kept.
     try:
         text.encode("utf-8")
         if "\\u" in text:
             json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ParseError("invalid JSON: text with a lone surrogate") from err
+    except UnicodeEncodeError:
+        return _clean_text(doc)
     return doc
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _clean_str(text: str) -> str:
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _clean_text(value: Any) -> Any:
+    """``value`` (a decoded JSON value) with every text, keys included, made safe:
+    NUL written as the four characters ``\\x00`` (osquery's own form for a byte it
+    cannot print) and each lone surrogate as U+FFFD."""
+    if isinstance(value, str):
+        return _clean_str(value)
+    if isinstance(value, dict):
+        return {_clean_str(k): _clean_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_text(v) for v in value]
+    return value
 
 
 def _load(line: bytes | str) -> dict[str, Any]:
@@ -147,6 +173,11 @@ def _load(line: bytes | str) -> dict[str, Any]:
         doc = _orjson_loads(line)
     except orjson.JSONDecodeError:
         doc = _load_slow(line)
+    # A NUL can only come from a \u0000 escape (JSON forbids raw control bytes); osquery
+    # never writes one. It would end a C string downstream (a program's argument, a
+    # path): replaced here, once, for every value.
+    if _NUL_ESCAPE_BYTES in line if isinstance(line, bytes) else _NUL_ESCAPE in line:
+        doc = _clean_text(doc)
     if doc.__class__ is not dict:
         raise ParseError(f"expected a JSON object, got {type(doc).__name__}")
     loaded: dict[str, Any] = doc

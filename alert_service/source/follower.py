@@ -17,7 +17,9 @@ How and why: docs/design/following-logs.md. In short:
 * a path that does not exist (yet, or between rotation steps) is waited for, and so is
   one that cannot be opened (:attr:`FileFollower.open_error` says why, for the owner to
   report); a file deleted and recreated is read to its end, then the new one from 0;
-* lines longer than ``max_line_bytes`` are skipped and counted; the next line is read;
+* lines longer than ``max_line_bytes`` have their long texts cut (``lines_cut``,
+  ``source_line_cut``); one still too long after that is skipped and counted; the
+  next line is read;
 * resuming from a :class:`~alert_service.source.records.Position` (the checkpoint):
   the live file when it is still the checkpointed one (same identity, same head
   fingerprint, not shorter than the offset); otherwise the rotated sibling holding it
@@ -252,7 +254,12 @@ class FileFollower:
     # -- opening ---------------------------------------------------------------
 
     def _new_reader(self, file: ContentFile, *, live: bool, offset: int = 0) -> _Reader | None:
-        splitter = LineSplitter(self.max_line_bytes, self._too_long_callback(file.path), offset)
+        splitter = LineSplitter(
+            self.max_line_bytes,
+            self._too_long_callback(file.path),
+            offset,
+            on_cut=self._cut_callback(file.path),
+        )
         try:
             head = file.head(FINGERPRINT_BYTES)
             reached = file.seek(offset) if offset else 0
@@ -630,6 +637,21 @@ class FileFollower:
             )
 
         return too_long
+
+    def _cut_callback(self, path: str) -> Callable[[int, int], None]:
+        def cut(line_offset: int, line_bytes: int) -> None:
+            self.stats.lines_cut += 1
+            log_event(
+                _log,
+                logging.WARNING,
+                "source_line_cut",
+                path=path,
+                offset=line_offset,
+                bytes=line_bytes,
+                max_line_bytes=self.max_line_bytes,
+            )
+
+        return cut
 
     def _sibling_unreadable(self, path: str) -> None:
         self.stats.possible_data_loss += 1

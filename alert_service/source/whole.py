@@ -35,7 +35,8 @@ def read_whole_file(
     Args:
         path: a results log.
         max_line_bytes: longest accepted line in bytes, newline excluded; longer lines
-            are skipped and counted in ``stats.lines_skipped_too_long``.
+            have their long texts cut (``stats.lines_cut``), and are skipped when still
+            too long (``stats.lines_skipped_too_long``).
         stats: counters to update; may be None.
 
     Yields:
@@ -58,7 +59,19 @@ def read_whole_file(
             max_line_bytes=max_line_bytes,
         )
 
-    splitter = LineSplitter(max_line_bytes, on_too_long=too_long)
+    def cut(offset: int, line_bytes: int) -> None:
+        counters.lines_cut += 1
+        log_event(
+            _log,
+            logging.WARNING,
+            "source_line_cut",
+            path=path,
+            offset=offset,
+            bytes=line_bytes,
+            max_line_bytes=max_line_bytes,
+        )
+
+    splitter = LineSplitter(max_line_bytes, on_too_long=too_long, on_cut=cut)
     try:
         file = ContentFile.open(path, compression_of(path))
     except OSError as err:

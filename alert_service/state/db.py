@@ -18,7 +18,9 @@ a version-1 database is upgraded in place when opened.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -145,7 +147,8 @@ def open_state(path: StateTarget) -> StateConnection:
 
 def _open_sqlite(path: Path) -> sqlite3.Connection:
     """Open the SQLite state file ``path`` (``:memory:`` for a private one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if str(path) != ":memory:":
+        _private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -163,6 +166,27 @@ def _open_sqlite(path: Path) -> sqlite3.Connection:
             f"{path}: state schema version {version}, this service knows {SCHEMA_VERSION}"
         )
     return conn
+
+
+def _private(path: Path) -> None:
+    """Create the state directory 0700 and the database 0600 when they are new, and
+    take group and other access from an existing database we own.
+
+    The outbox holds command lines and the checkpoints name the logs; under systemd
+    ``StateDirectoryMode=0700`` and ``UMask=0077`` already do this, elsewhere the
+    process umask (often 022) would make both readable by every user. SQLite gives its
+    ``-wal`` and ``-shm`` files the mode of the database file (SQLite docs, "Write-Ahead
+    Logging" and os_unix.c ``findCreateFileMode``).
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        st = path.stat()
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+        return
+    os.close(fd)
 
 
 def _statements(script: str) -> list[str]:

@@ -171,10 +171,12 @@ def test_actions_are_paced_deduplicated_and_retried_by_the_outbox(
 
     runs = [json.loads(line) for line in record.read_text().splitlines()]
     assert sorted(r["argv"][1] for r in runs) == ["101", "102", "103"]
-    # 30 per minute, burst 1: at least 2 clock seconds between runs.
+    # 30 per minute, burst 1: 2 clock seconds between runs. The times are taken by the
+    # started programs, so each carries its own start-up delay (up to a tenth of a
+    # second on a busy host); unpaced runs would be a few milliseconds apart.
     times = sorted(r["t"] for r in runs)
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(gap >= 0.9 * 2.0 / FACTOR for gap in gaps), gaps
+    assert all(gap >= 0.5 * 2.0 / FACTOR for gap in gaps), gaps
     assert fleet["runs"] == [{"host_id": 33, "script_id": 42}] * 2
     states = outbox_states(db)
     assert {states[(a.id, "isolate")] for a in isolate} == {"sent"}

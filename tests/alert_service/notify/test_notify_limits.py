@@ -11,6 +11,7 @@ must arrive, cut with a visible marker, and nothing may be dead-lettered.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -87,6 +88,7 @@ DESTINATIONS = {
     "/teams": Destination(28_000, 413),
     "/pagerduty": Destination(512 * 1024, 400, _pagerduty_problems),
     "/webhook": Destination(WEBHOOK_MAX_BODY, 413),
+    "/webhook-small": Destination(4096, 413),
 }
 
 
@@ -155,7 +157,7 @@ HOSTILE: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.parametrize("path", sorted(DESTINATIONS))
+@pytest.mark.parametrize("path", sorted(set(DESTINATIONS) - {"/webhook-small"}))
 def test_hostile_alerts_arrive_within_the_destinations_limits(
     receiver: Verdicts, tmp_path: Path, path: str
 ) -> None:
@@ -237,3 +239,62 @@ def test_digests_stay_within_limits(receiver: Verdicts) -> None:
         notifier.send(body, idempotency_key="digest")
         notifier.close()
         assert receiver.refused == [], path
+
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+@pytest.mark.parametrize("path", sorted(set(DESTINATIONS) - {"/webhook-small"}))
+def test_oversized_alert_matches_golden(path: str) -> None:
+    """What each destination gets for an alert over its limits (reviewed by hand;
+    regenerate with ``UPDATE_GOLDEN=1`` after an intended change)."""
+    notifiers = _notifiers("http://127.0.0.1:9")
+    notifiers["/webhook"] = WebhookNotifier.from_config(
+        "dest", {"url": "http://127.0.0.1:9/webhook", "max_body_bytes": 4096}
+    )
+    alert = make_alert(
+        rule="oversized",
+        cmdline="curl [Verify](https://evil.example/login) " + "&" * 700,
+        name="\\x01" * 2000,
+        path="/tmp/" + "p" * 5000,
+    )
+    payload = notifiers[path].render(alert)
+    golden = GOLDEN / f"oversized_{path.strip('/')}.json"
+    text = json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert json.loads(golden.read_text(encoding="utf-8")) == json.loads(text)
+    assert "chars]" in text
+
+
+def test_a_digest_too_large_for_the_receiver_goes_out_alert_by_alert(
+    receiver: Verdicts, tmp_path: Path
+) -> None:
+    hook = WebhookNotifier.from_config(
+        "dest", {"url": f"{receiver.url}/webhook-small", "max_body_bytes": 4096}
+    )
+    db = str(tmp_path / "state.sqlite3")
+    conn = open_state(db)
+    clock = FakeClock()
+    worker = DestinationWorker(
+        hook,
+        db,
+        RetryPolicy(max_attempts=1, dedup_window_secs=0),
+        DestinationSettings(digest_threshold=2, digest_max_alerts=50),
+        metrics=ServiceMetrics(),
+        clock=clock,
+    )
+    alerts = [make_alert(notify=("dest",), counter=i, cmdline="x" * 3000) for i in range(30)]
+    with transaction(conn):
+        enqueue_alerts(conn, alerts, clock.time())
+    for _ in range(100):
+        if not queue_depths(conn):
+            break
+        clock.advance(worker.step(conn))
+    states = [s for (s,) in conn.execute("SELECT state FROM outbox").fetchall()]
+    conn.close()
+    hook.close()
+    assert receiver.refused == []
+    assert states == ["sent"] * 30
+    got = receiver.accepted["/webhook-small"]
+    assert sorted(doc["id"] for doc in got) == sorted(a.id for a in alerts)

@@ -93,6 +93,8 @@ def test_slack_shows_links_mentions_and_markup_literally(digest: bool) -> None:
         if digest
         else slack.render(hostile_alert())
     )
+    # Slack never fetches or previews a URL found in a value.
+    assert (payload["unfurl_links"], payload["unfurl_media"]) == (False, False)
     objects = [n for n in _walk(payload) if n.get("type") == "mrkdwn"]
     assert objects
     # Automatic linking of URLs and channel names is off on every text object.

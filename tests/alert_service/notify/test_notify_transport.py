@@ -166,7 +166,7 @@ def test_slack_ok_body_is_success_and_other_200_body_is_a_dead_error(
     assert info.value.error_type == "response_body"
     assert "invalid_blocks" in str(info.value)
     body = endpoint.requests[0].json()
-    assert set(body) == {"text", "blocks"}
+    assert set(body) == {"text", "blocks", "unfurl_links", "unfurl_media"}
     assert "&lt;!here&gt;" in body["text"]
     assert "webhook-id" not in endpoint.requests[0].headers
 

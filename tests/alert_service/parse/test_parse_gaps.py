@@ -270,12 +270,13 @@ def test_wellformed_heads_with_random_bodies_never_crash(
         '"cmdline":"a\\udc00"',  # a lone low surrogate escape
     ],
 )
-def test_lone_surrogate_escape_is_a_parse_error(text: str) -> None:
-    # Such text cannot be stored or sent as UTF-8; it used to pass the parser and
-    # fail later, when the alert was written to the outbox.
+def test_lone_surrogate_escape_becomes_a_replacement_character(text: str) -> None:
+    # Such text cannot be stored or sent as UTF-8: the parser replaces it (issue 12
+    # item 8: the line is taken, not dropped).
     line = event_line().replace(b'"remote_port":"443"', text.encode() + b',"remote_port":"443"')
-    with pytest.raises(ParseError, match="surrogate"):
-        parse_line(line)
+    (event,) = parse_line(line)
+    assert "\ufffd" in str(event.columns["cmdline"])
+    str(event.columns["cmdline"]).encode("utf-8")
 
 
 def test_paired_surrogate_escape_is_one_character() -> None:
