@@ -5,17 +5,26 @@ Subcommands:
 * ``run --config FILE`` — follow the configured sources until SIGINT/SIGTERM, then
   exit 0: alerts and source checkpoints are committed together to the outbox in
   ``<state_dir>/state.sqlite3``, the delivery workers send them; JSON log lines go to
-  stderr. Exit 1 when the state database cannot be opened (``state_open_failed``) or
-  the ``metrics`` address cannot be bound, e.g. the port is taken
-  (``ops_listen_failed``).
+  stderr. SIGHUP reads the configuration and IOC lists again
+  (:mod:`alert_service.operate.reload`). Exit 1 when another ``run`` holds the state
+  directory (``state_dir_locked``, naming its pid; :mod:`alert_service.state.lock`),
+  a start-up check fails (``preflight_failed``,
+  :mod:`alert_service.operate.preflight`), the state database cannot be opened
+  (``state_open_failed``) or the ``metrics`` address cannot be bound, e.g. the port
+  is taken (``ops_listen_failed``).
+* ``status``, ``outbox``, ``silence``, ``test-notifier`` — operator commands
+  (:mod:`alert_service.operate.commands`).
 * ``check-config FILE`` (or ``--config FILE``, as for ``run`` and ``replay``) — print
-  ``OK`` and exit 0, or list every problem as ``FILE: $.json.path: message`` on stderr
+  ``OK`` and exit 0 (``--strict``: the host checks of ``run`` too, and the metrics
+  port must be free), or list every problem as ``FILE: $.json.path: message`` on stderr
   and exit 1.
 * ``replay --config FILE LOG...`` — read the given results logs whole and print each
-  alert that would fire as one JSON line on stdout; nothing is sent.
-* ``status FILE`` — print the live instances, each stream partition's lease and its
-  consumer's lag as one JSON document (:mod:`alert_service.ops.status`); exit 1 when
-  the state cannot be read.
+  alert that ``run`` would deliver as one JSON line on stdout (baseline and dedup
+  applied in memory; each suppressed repeat is logged as ``alert_suppressed`` on
+  stderr); nothing is sent.
+* ``cluster-status FILE`` — print the live instances, each stream partition's lease
+  and its consumer's lag as one JSON document (:mod:`alert_service.ops.status`);
+  exit 1 when the state cannot be read.
 * ``init DIR [--force]`` — write the packs, configs, systemd unit and docs shipped in
   the package into DIR (see :mod:`alert_service.bundle`); exit 1 when files exist
   and ``--force`` is not given.
@@ -40,16 +49,21 @@ from types import FrameType
 from alert_service import __version__
 from alert_service.bundle import BundleError, write_bundle
 from alert_service.config import Config, load_config
+from alert_service.console.app import ConsoleApp
 from alert_service.deliver.service import build_delivery_service
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
-from alert_service.ops.server import OpsServer
+from alert_service.operate import commands as operate
+from alert_service.operate.preflight import preflight_problems
+from alert_service.operate.reload import config_for_reload
+from alert_service.ops.server import MetricsConfig, OpsServer
 from alert_service.ops.status import cluster_status
 from alert_service.permissions import loose_permissions
 from alert_service.pipeline import Pipeline, PrintDispatcher
-from alert_service.state.db import open_state
+from alert_service.state.db import StateTarget, open_state
+from alert_service.state.lock import LockedError, acquire_instance_lock
 from alert_service.stats import Stats
 
 __all__ = ["build_parser", "main"]
@@ -93,15 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
         "tracked-connections-alerts check-config /etc/tracked-connections/alerts.yaml",
     )
     _config_arguments(check)
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="also check this host: state_dir writable, sources readable (or their"
+        " directory exists), metrics port free",
+    )
 
     status = command(
-        "status",
+        "cluster-status",
         "show the partitions, leases and consumer lag of a cluster",
         "Print one JSON document: the live instances, and per stream partition its\n"
         "lease (owner, fencing token, expiry) and its consumer's lag (messages not\n"
         "yet delivered) and unacknowledged messages. Reads the shared state and NATS;\n"
         "no instance needs to run.",
-        "tracked-connections-alerts status /etc/tracked-connections/alerts.yaml",
+        "tracked-connections-alerts cluster-status /etc/tracked-connections/alerts.yaml",
     )
     _config_arguments(status)
 
@@ -132,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.add_argument("dir", metavar="DIR", help="directory to write into (created if missing)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    operate.add_commands(sub)
     return parser
 
 
@@ -149,7 +170,7 @@ def _resolve_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -
                 parser.error("replay: give the configuration FILE (or --config FILE) and a LOG")
             args.config, args.logs = args.logs[0], args.logs[1:]
         return
-    if args.command not in ("run", "check-config", "status"):
+    if args.command not in ("run", "check-config", "cluster-status"):
         return
     if args.config and args.config_file and args.config != args.config_file:
         parser.error(f"{args.command}: give the configuration once, as FILE or --config FILE")
@@ -190,6 +211,12 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     for problem in loose_permissions(config):
         print(f"WARNING: {problem}", file=sys.stderr)
+    if args.strict:
+        problems = preflight_problems(config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            return 1
     print("OK")
     return 0
 
@@ -236,9 +263,37 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level or config.log_level)
     for problem in loose_permissions(config):
         log_event(_log, logging.WARNING, "file_permissions_loose", reason=problem)
-    stop = threading.Event()
     stats = Stats()
     state_path = config.state.target(config.state_dir)
+    problems = preflight_problems(config, check_port=False)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        log_event(_log, logging.ERROR, "preflight_failed", problems=problems)
+        return 1
+    if config.state.backend == "postgresql":
+        # Instances of a cluster share the state by design; leases and fencing
+        # keep them apart, not a lock on this host's state_dir.
+        return _run_locked(args, config, stats, state_path)
+    try:
+        lock = acquire_instance_lock(config.state_dir)
+    except LockedError as err:
+        log_event(_log, logging.ERROR, "state_dir_locked", path=err.path, pid=err.pid)
+        print(f"run: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        where = config.state.describe(config.state_dir)
+        log_event(_log, logging.ERROR, "state_open_failed", path=where, reason=str(err))
+        return 1
+    try:
+        return _run_locked(args, config, stats, state_path)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    args: argparse.Namespace, config: Config, stats: Stats, state_path: StateTarget
+) -> int:
     where = config.state.describe(config.state_dir)
     try:
         state = open_state(state_path)
@@ -249,14 +304,21 @@ def _run(args: argparse.Namespace) -> int:
     # delivery workers send the outbox from their own connections.
     delivery = build_delivery_service(config, state_path, stats=stats)
     pipeline = Pipeline(config, stats=stats, state=state)
+    wake = threading.Event()  # set by SIGINT/SIGTERM (stop) and SIGHUP (reload)
+    stopping: list[str] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log_event(_log, logging.INFO, "service_stopping", signal=signal.Signals(signum).name)
-        stop.set()
+        name = signal.Signals(signum).name
+        if signum != signal.SIGHUP:
+            log_event(_log, logging.INFO, "service_stopping", signal=name)
+            stopping.append(name)
+        else:
+            log_event(_log, logging.INFO, "config_reload_requested", signal=name)
+        wake.set()
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, on_signal)
     log_event(
         _log,
@@ -270,13 +332,16 @@ def _run(args: argparse.Namespace) -> int:
         rules=len(config.rules),
     )
     delivery.start()
+    console = ConsoleApp(config) if config.console is not None else None
+    # The console is served on the ops port: 127.0.0.1:9464 unless ``metrics`` says.
+    listen = config.metrics or (MetricsConfig() if console is not None else None)
     ops = (
-        OpsServer(config.metrics, delivery.metrics.registry, delivery.health)
-        if config.metrics is not None
+        OpsServer(listen, delivery.metrics.registry, delivery.health, mount=console)
+        if listen is not None
         else None
     )
     try:
-        if ops is not None:
+        if ops is not None and listen is not None:
             try:
                 ops.start()
             except OSError as err:
@@ -284,12 +349,43 @@ def _run(args: argparse.Namespace) -> int:
                     _log,
                     logging.ERROR,
                     "ops_listen_failed",
-                    listen_address=config.metrics.listen_address if config.metrics else "",
-                    port=config.metrics.port if config.metrics else 0,
+                    listen_address=listen.listen_address,
+                    port=listen.port,
                     reason=str(err),
                 )
                 return 1
-        pipeline.run(stop)
+        while True:
+            pipeline.run(wake)
+            wake.clear()
+            if stopping:
+                break
+            new = config_for_reload(args.config, config)
+            if new is None:
+                continue
+            # Queued alerts are outbox rows: the old workers finish their request in
+            # flight, the new ones send the rest with the same ids.
+            delivery.stop()
+            delivery = build_delivery_service(
+                new, state_path, stats=stats, metrics=delivery.metrics
+            )
+            pipeline = Pipeline(new, stats=stats, state=state)
+            delivery.start()
+            if ops is not None:
+                ops.health = delivery.health
+            if console is not None:
+                console.config = new
+            if not args.log_level:
+                logging.getLogger("alert_service").setLevel(new.log_level.upper())
+            config = new
+            log_event(
+                _log,
+                logging.INFO,
+                "config_reloaded",
+                config=config.file,
+                sources=[s.path for s in config.sources],
+                notifiers=[n.name for n in config.notifiers],
+                rules=len(config.rules),
+            )
     finally:
         if ops is not None:
             ops.stop()
@@ -319,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.command == "replay":
         return _replay(args)
-    if args.command == "status":
+    if args.command == "cluster-status":
         return _status(args)
+    if args.command in operate.COMMANDS:
+        return operate.run_command(args)
     return _run(args)

@@ -39,12 +39,15 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import BinaryIO, Protocol
 
 from alert_service.config import Config
+from alert_service.deliver.dedup import silence_key
 from alert_service.errors import ParseError, SourceError
 from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
+from alert_service.match.columns import ColumnWatch
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.source import (
@@ -154,11 +157,13 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.stats = stats if stats is not None else Stats()
         self.rules = RuleSet(config.rules)
+        self.columns = ColumnWatch(config.rules)
         self.state = state
         self._clock = clock
         self._monotonic = monotonic
         self._max_read = max_read_bytes_per_poll
         self._packs = frozenset(config.known_packs)
+        self._strict = config.strict_queries
         self._modes = config.rule_baseline
         self._baseline = (
             BaselineTracker(state, self._modes, self._matches_as_added, self.stats)
@@ -166,6 +171,7 @@ class Pipeline:
             else None
         )
         self._replay_baseline: BaselineTracker | None = None
+        self._replay_silences: set[str] = set()  # dedup keys "delivered" by replay
         # Each outbox record carries its rule's own dedup window (delivery's default
         # otherwise), so the workers never read the rules.
         self._windows = {
@@ -200,18 +206,25 @@ class Pipeline:
         """
         stats = self.stats
         packs = self._packs
+        strict = self._strict
         match = self.rules.match
+        watch = self.columns
+        observe = watch.observe
+        settled = watch.settled
+        missing = watch.missing
         events_seen = 0
         matches = 0
         for index, raw in enumerate(chunk.lines):
             try:
                 try:
-                    events = parse_line(raw, packs)
+                    events = parse_line(raw, packs, strict)
                 except ParseError as err:
                     if not raw.strip():
                         continue
                     events = self._recover_glued(chunk, index, raw, str(err))
                 for event in events:
+                    if event.name not in settled:
+                        observe(event)
                     alerts = match(event)
                     if alerts:
                         matches += len(alerts)
@@ -228,6 +241,8 @@ class Pipeline:
                     "line_processing_failed", chunk, index, f"{type(err).__name__}: {err}"
                 )
                 _log.debug("line_processing_failed", exc_info=True)
+        if watch.missing is not missing:
+            stats.rule_columns_missing = watch.missing  # replaced whole: /health reads it
         stats.lines_read += len(chunk.lines)
         stats.events += events_seen
         stats.matches += matches
@@ -261,7 +276,7 @@ class Pipeline:
             reason="an unterminated line (a writer stopped mid-line) precedes this line",
         )
         try:
-            return parse_line(raw[cut:], self._packs)
+            return parse_line(raw[cut:], self._packs, self._strict)
         except ParseError as err:
             stats.parse_errors += 1
             self._line_failed("line_parse_failed", chunk, index, str(err), cut)
@@ -324,9 +339,51 @@ class Pipeline:
         alerts: list[Alert] = []
         self._process_chunk(chunk, tracker, alerts)
         alerts += tracker.take_digests()
+        sent = 0
         for alert in alerts:
-            self.dispatcher.dispatch(alert)
-        return len(alerts)
+            destinations = self._replay_dedup(alert)
+            if destinations:
+                self.dispatcher.dispatch(
+                    alert if destinations == alert.notify else replace(alert, notify=destinations)
+                )
+                sent += 1
+        return sent
+
+    def _replay_dedup(self, alert: Alert) -> tuple[str, ...]:
+        """The destinations ``run`` would deliver ``alert`` to, after dedup.
+
+        As the delivery workers do (:mod:`alert_service.deliver.dedup`): a repeat of
+        an alert already delivered to a destination (same dedup key) within the
+        rule's window (``dedup_window_secs``, else the delivery default; 0 = off) is
+        suppressed. ``run`` reading the same log delivers within seconds, inside any
+        window, so within one replay every repeat is suppressed. Each suppression is
+        counted (``suppressed``) and logged as ``alert_suppressed``.
+        """
+        window = self._windows.get(alert.rule, self.config.delivery.dedup_window_secs)
+        if window <= 0:
+            return alert.notify
+        payload = Alert.as_dict(alert)
+        keep: list[str] = []
+        dropped: list[str] = []
+        for destination in alert.notify:
+            key = silence_key(destination, payload)
+            if key in self._replay_silences:
+                dropped.append(destination)
+            else:
+                self._replay_silences.add(key)
+                keep.append(destination)
+        if dropped:
+            self.stats.suppressed += len(dropped)
+            log_event(
+                _log,
+                logging.INFO,
+                "alert_suppressed",
+                id=alert.id,
+                rule=alert.rule,
+                destinations=dropped,
+                reason="repeat within the dedup window",
+            )
+        return tuple(keep)
 
     def replay(self, paths: Iterable[str]) -> list[str]:
         """Read each file whole (``.zst``/``.gz`` decompressed) and process its lines.

@@ -97,6 +97,10 @@ class Stats:
             be read now, ``"missing: no such file"`` or ``"unreadable: Permission
             denied (EACCES)"``; only sources with a problem. ``/health`` shows it. The
             pipeline replaces the dict as a whole, so other threads may read it.
+        rule_columns_missing: ``(query name, column)`` → rules needing that column,
+            for each column the query's rows lack
+            (:class:`~alert_service.match.columns.ColumnWatch`); ``/health`` shows it
+            and the ``rule_column_missing`` gauge counts it. Replaced as a whole.
     """
 
     lines_read: int = 0
@@ -137,6 +141,7 @@ class Stats:
     source_problems: dict[str, str] = field(default_factory=dict)
     source_pending_messages: dict[str, int] = field(default_factory=dict)
     source_leases: dict[str, str] = field(default_factory=dict)
+    rule_columns_missing: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         """Return the int counters and gauges as a new ``{name: value}`` dict."""

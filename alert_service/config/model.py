@@ -28,6 +28,7 @@ sorted by path.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -54,8 +55,15 @@ from alert_service.config.strict import (
     text,
     yaml_problems,
 )
+from alert_service.console.config import ConsoleConfig, is_loopback
 from alert_service.deliver.retry import RetryPolicy
-from alert_service.match import BaselineMode, RuleSpec, check_rule, rule_spec_from_config
+from alert_service.match import (
+    ANY_QUERY,
+    BaselineMode,
+    RuleSpec,
+    check_rule,
+    rule_spec_from_config,
+)
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
@@ -64,6 +72,7 @@ from alert_service.state.config import StateSettings
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EXPIRY_SECS",
+    "DEFAULT_QUERIES",
     "DEFAULT_STATE_DIR",
     "Config",
     "NotifierConfig",
@@ -76,6 +85,8 @@ __all__ = [
 DEFAULT_STATE_DIR = "/var/lib/tracked-connections-alerts"
 """Default ``state_dir``: where ``run`` keeps ``state.sqlite3``."""
 DEFAULT_CHECKPOINT_EXPIRY_SECS = 7 * 24 * 3600.0
+DEFAULT_QUERIES: tuple[str, ...] = ("tracked_connections",)
+"""Default top-level ``queries``: the pack's query (packs/tracked_connections.conf)."""
 """Default ``checkpoint_expiry_secs`` (7 days)."""
 
 
@@ -106,6 +117,10 @@ class Config:
         rules: rules, in order.
         delivery: retry policy for each notification.
         known_packs: pack names for splitting ``pack_<pack>_<query>``.
+        queries: the pack's queries (full logged name or query part; ``*`` = every
+            query): a rule without its own ``queries`` sees only their rows, and only
+            their rows are typed strictly by the column contract. Default
+            ``("tracked_connections",)``.
         log_level: ``debug``, ``info``, ``warning`` or ``error``.
         metrics: where ``/metrics`` and ``/health`` listen; None (no ``metrics``
             section) = off.
@@ -115,6 +130,8 @@ class Config:
             this long after its last update, seconds (default 7 days).
         state: which state backend and where (:class:`StateSettings`; SQLite in
             ``state_dir`` by default).
+        console: the web console (:class:`~alert_service.console.config.ConsoleConfig`),
+            or None when off.
     """
 
     file: str
@@ -123,11 +140,18 @@ class Config:
     rules: tuple[RuleSpec, ...]
     delivery: RetryPolicy = field(default_factory=RetryPolicy)
     known_packs: frozenset[str] = DEFAULT_KNOWN_PACKS
+    queries: tuple[str, ...] = DEFAULT_QUERIES
     log_level: str = "info"
     metrics: MetricsConfig | None = None
+    console: ConsoleConfig | None = None
     state_dir: str = DEFAULT_STATE_DIR
     checkpoint_expiry_secs: float = DEFAULT_CHECKPOINT_EXPIRY_SECS
     state: StateSettings = field(default_factory=StateSettings)
+
+    @property
+    def strict_queries(self) -> frozenset[str]:
+        """Query names whose rows are typed strictly (``queries`` without ``*``)."""
+        return frozenset(q for q in self.queries if q != ANY_QUERY)
 
     @property
     def rule_baseline(self) -> Mapping[str, BaselineMode]:
@@ -239,6 +263,7 @@ def build_config(
             )
         )
 
+    queries = tuple(root.get("queries", DEFAULT_QUERIES))
     rules: list[RuleSpec] = []
     for i, item in rule_items:
         for j, target in enumerate(as_list(item.get("notify"))):
@@ -249,6 +274,8 @@ def build_config(
             where = ("rules", i, *split_where(err.where))
             if not is_bad(where, bad):  # a value of the wrong type, reported already
                 problems.add(where, str(err))
+        if spec.queries is None and ANY_QUERY not in queries:
+            spec = dataclasses.replace(spec, queries=queries)  # the pack's rows only
         rules.append(spec)
 
     state_raw = root.get("state")
@@ -258,6 +285,7 @@ def build_config(
         if state_raw.get("backend") == "postgresql" and "dsn" not in state_raw:
             problems.add(("state",), "backend postgresql needs dsn ({env: NAME})")
 
+    console = _console(root, env, problems)
     problems.raise_if_any()
     return Config(
         file=file,
@@ -266,14 +294,36 @@ def build_config(
         rules=tuple(rules),
         delivery=RetryPolicy.from_config(root.get("delivery", {})),
         known_packs=frozenset(root.get("known_packs", DEFAULT_KNOWN_PACKS)),
+        queries=queries,
         log_level=root.get("log_level", "info"),
         metrics=MetricsConfig.from_config(root.get("metrics")),
         state=StateSettings.from_config(state_settings),
+        console=console,
         state_dir=root.get("state_dir", DEFAULT_STATE_DIR),
         checkpoint_expiry_secs=float(
             root.get("checkpoint_expiry_secs", DEFAULT_CHECKPOINT_EXPIRY_SECS)
         ),
     )
+
+
+def _console(
+    root: Mapping[str, Any], env: Mapping[str, str], problems: Problems
+) -> ConsoleConfig | None:
+    """The ``console`` section; a console without a token must listen on loopback."""
+    raw = root.get("console")
+    if not isinstance(raw, Mapping):
+        return None
+    resolved = resolve_secrets(dict(raw), ("console",), env, problems)
+    console = ConsoleConfig.from_config(resolved)
+    if console is None or console.token is not None or "token" in raw:
+        return console
+    metrics = MetricsConfig.from_config(root.get("metrics")) or MetricsConfig()
+    if not is_loopback(metrics.listen_address):
+        problems.add(
+            ("console", "token"),
+            f"required: the ops port listens on {metrics.listen_address}, not loopback",
+        )
+    return console
 
 
 def _notifier(
@@ -328,4 +378,52 @@ def load_config(
         ConfigError: the file is unreadable, not YAML, or invalid; every problem is
             listed as ``FILE: $.json.path: message``.
     """
-    return build_config(read_yaml(path), path, registry=registry, environ=environ)
+    doc = resolve_relative_paths(read_yaml(path), os.path.dirname(os.path.abspath(path)))
+    return build_config(doc, path, registry=registry, environ=environ)
+
+
+def resolve_relative_paths(doc: object, base: str) -> object:
+    """Make the file paths of a parsed document absolute against ``base`` (the config
+    file's folder), whatever the working directory of the command is.
+
+    Paths resolved: ``state_dir``; ``sources[].path`` and ``sources[].glob``; every
+    ``{file: PATH}`` secret and every ``include_files`` list item, wherever they
+    appear. Absolute paths, and values that are not text, are left as they are.
+
+    Returns:
+        A copy of ``doc`` with those paths absolute (``doc`` itself is not changed).
+    """
+
+    def fix(value: object) -> object:
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            return os.path.normpath(os.path.join(base, value))
+        return value
+
+    def walk(value: object) -> object:
+        if isinstance(value, Mapping):
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                if key == "include_files" and isinstance(item, list):
+                    out[key] = [fix(x) for x in item]
+                elif key == "file" and len(value) == 1:
+                    out[key] = fix(item)
+                else:
+                    out[key] = walk(item)
+            return out
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return value
+
+    if not isinstance(doc, Mapping):
+        return doc
+    root = cast(dict[Any, Any], walk(doc))
+    if "state_dir" in root:
+        root["state_dir"] = fix(root["state_dir"])
+    sources = root.get("sources")
+    if isinstance(sources, list):
+        for item in sources:
+            if isinstance(item, dict):
+                for key in ("path", "glob"):
+                    if key in item:
+                        item[key] = fix(item[key])
+    return root

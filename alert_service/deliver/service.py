@@ -210,13 +210,16 @@ class DeliveryService:
         (:meth:`stalled_secs`) and ``stalled`` (more than the ``delivery`` section's
         ``stalled_after_secs``: pending alerts and no delivery); ``source_problems``
         maps each configured source that cannot be read now to why
-        (``Stats.source_problems``: ``"missing: no such file"``...). ``status`` is
-        ``ok``, ``degraded`` (a destination is failing or stalled, or a source is
-        missing or unreadable) or ``failing`` (a worker is dead); when not ``ok``, ``reason`` says
-        why in one line. Degraded is still healthy (HTTP 200). With stream sources,
-        ``streams`` shows ``partitions_owned``, ``leases`` (consumer → ``"token N"``
-        or ``"local"``) and ``pending_messages`` (consumer → messages not yet
-        delivered to it: the consumer lag).
+        (``Stats.source_problems``: ``"missing: no such file"``...);
+        ``rule_columns_missing`` lists ``{"query", "column", "rules"}`` for each column
+        a query's rows lack that enabled rules need (``Stats.rule_columns_missing``).
+        ``status`` is ``ok``, ``degraded`` (a destination is failing or stalled, a
+        source is missing or unreadable, or a needed column is missing) or ``failing``
+        (a worker is dead); when not ``ok``, ``reason`` says why in one line. Degraded
+        is still healthy (HTTP 200).
+        With stream sources, ``streams`` shows ``partitions_owned``, ``leases``
+        (consumer → ``"token N"`` or ``"local"``) and ``pending_messages`` (consumer →
+        messages not yet delivered to it: the consumer lag).
         """
         try:
             depths = self.queue_depths()
@@ -262,6 +265,11 @@ class DeliveryService:
             if d["alive"] and d["stalled"]
         ]
         reasons += [f"source {path}: {problem}" for path, problem in sorted(sources.items())]
+        columns = self.stats.rule_columns_missing  # replaced whole by the pipeline
+        reasons += [
+            f"query {query}: no {column!r} in its rows, needed by rules {', '.join(rules)}"
+            for (query, column), rules in sorted(columns.items())
+        ]
         alive = all(d["alive"] for d in destinations.values())
         status = "failing" if not alive else "degraded" if reasons else "ok"
         doc: dict[str, Any] = {"status": status}
@@ -269,6 +277,10 @@ class DeliveryService:
             doc["reason"] = "; ".join(reasons)
         doc["destinations"] = destinations
         doc["source_problems"] = sources
+        doc["rule_columns_missing"] = [
+            {"query": query, "column": column, "rules": list(rules)}
+            for (query, column), rules in sorted(columns.items())
+        ]
         leases = dict(self.stats.source_leases)  # replaced whole by the pipeline
         if leases or self.stats.source_pending_messages:
             doc["streams"] = {

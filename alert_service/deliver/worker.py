@@ -7,7 +7,9 @@ or dead endpoint never delays another destination nor the log reading. A worker 
    server's ``Retry-After`` ends);
 2. when more than ``digest_threshold`` rows are due, fold up to ``digest_max_alerts``
    of them into one digest; otherwise take the row due first;
-3. drop rows whose dedup key is silenced (state ``suppressed``);
+3. set aside rows an operator's silence matches (state ``silenced``,
+   :mod:`alert_service.state.silences`) and rows whose dedup key is silenced (state
+   ``suppressed``);
 4. wait for a rate-limit token, render, send;
 5. record the outcome:
 
@@ -64,11 +66,13 @@ from alert_service.state.outbox import (
     mark_dead,
     mark_retry,
     mark_sent,
+    mark_silenced,
     mark_suppressed,
     next_due_at,
     release_claims,
 )
 from alert_service.state.record import OutboxRecord, decode_record
+from alert_service.state.silences import silence_for, silences_in_force
 from alert_service.stats import Stats
 
 __all__ = ["DestinationWorker", "WorkerHealth"]
@@ -302,6 +306,7 @@ class DestinationWorker:
         if unreadable:
             mark_dead(conn, unreadable, "unreadable payload", attempted=False)
             self._count(self.metrics.dead_lettered, "failed", len(unreadable))
+        items = self._drop_silenced(conn, items)
         windowed = [item for item in items if item.window_secs > 0]
         silenced = active_silences(conn, (i.key for i in windowed), self.clock.time())
         keep: list[_Item] = []
@@ -324,6 +329,34 @@ class DestinationWorker:
                 notifier=self.name,
                 alert_ids=[r.alert_id for r in dropped],
             )
+        return keep
+
+    def _drop_silenced(self, conn: StateConnection, items: list[_Item]) -> list[_Item]:
+        """Mark the items an operator's silence matches ``silenced``; return the others."""
+        in_force = silences_in_force(conn, self.clock.time())
+        if not in_force or not items:
+            return items
+        keep: list[_Item] = []
+        silenced: list[tuple[OutboxRow, str]] = []
+        for item in items:
+            silence = silence_for(in_force, item.record.alert.as_dict())
+            if silence is None:
+                keep.append(item)
+            else:
+                silenced.append((item.row, f"silence {silence.id}: {silence.comment}"))
+        if silenced:
+            mark_silenced(conn, silenced)
+            self._count(self.metrics.suppressed, "suppressed", len(silenced))
+            for row, reason in silenced:
+                log_event(
+                    _log,
+                    logging.INFO,
+                    "notify_silenced",
+                    notifier=self.name,
+                    alert_id=row.alert_id,
+                    rule=row.rule,
+                    reason=reason,
+                )
         return keep
 
     def _rate_limit(self) -> bool:

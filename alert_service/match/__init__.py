@@ -19,7 +19,7 @@ Public API:
 from __future__ import annotations
 
 from alert_service.match.addresses import AddressSet, parse_address
-from alert_service.match.alert import Alert, alert_id
+from alert_service.match.alert import Alert, HostNames, alert_id, host_names
 from alert_service.match.conditions import (
     CONDITIONS,
     CompiledConditions,
@@ -33,26 +33,31 @@ from alert_service.match.iocs import IocFiles, IocList, load_ioc_file, parse_ioc
 from alert_service.match.ports import NumberSet, PortSet
 from alert_service.match.rules import CompiledRule, RuleSet, check_rule, compile_rule
 from alert_service.match.spec import (
+    ANY_QUERY,
     BASELINE_MODES,
     DEFAULT_BASELINE_MODE,
     DIRECTIONS,
     HOST_FIELDS,
+    SEVERITIES,
     UNKNOWN,
     AddressSpec,
     BaselineMode,
     Direction,
     ProcessSpec,
+    Severity,
     TextPatternSpec,
     UserSpec,
 )
 from alert_service.match.text import TextMatcher
 
 __all__ = [
+    "ANY_QUERY",
     "BASELINE_MODES",
     "CONDITIONS",
     "DEFAULT_BASELINE_MODE",
     "DIRECTIONS",
     "HOST_FIELDS",
+    "SEVERITIES",
     "UNKNOWN",
     "AddressSet",
     "AddressSpec",
@@ -64,6 +69,7 @@ __all__ = [
     "ConditionsSpec",
     "Direction",
     "EventView",
+    "HostNames",
     "IocFiles",
     "IocList",
     "NumberSet",
@@ -71,12 +77,14 @@ __all__ = [
     "ProcessSpec",
     "RuleSet",
     "RuleSpec",
+    "Severity",
     "TextMatcher",
     "TextPatternSpec",
     "UserSpec",
     "alert_id",
     "check_rule",
     "compile_rule",
+    "host_names",
     "load_ioc_file",
     "parse_address",
     "parse_ioc_lines",

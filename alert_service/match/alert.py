@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
+from alert_service.match.spec import Severity
 from alert_service.parse.event import Event
 
-__all__ = ["Alert", "alert_id"]
+__all__ = ["Alert", "HostNames", "alert_id", "host_names"]
+
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_NAME_DECORATIONS = ("fqdn", "hostname", "computer_name")
+
+
+class HostNames(NamedTuple):
+    """How an alert names its host.
+
+    Attributes:
+        name: what people call it: the ``fqdn`` decoration, else ``hostname``, else
+            ``computer_name`` (osquery ``system_info`` columns, as decorations; Fleet's
+            default decorators add ``hostname`` and ``host_uuid``), else the
+            ``hostIdentifier``.
+        identifier: the line's ``hostIdentifier`` (osquery ``--host_identifier``:
+            the hostname by default, the UUID with ``uuid``, which Fleet's fleetd uses).
+        uuid: the ``host_uuid`` decoration, else the identifier when it is a UUID,
+            else None.
+    """
+
+    name: str
+    identifier: str
+    uuid: str | None
+
+
+def host_names(event: Event) -> HostNames:
+    """Return the :class:`HostNames` of ``event``'s host."""
+    deco = event.decorations
+    identifier = event.host_identifier
+    name = next((deco[k] for k in _NAME_DECORATIONS if deco.get(k)), identifier)
+    uuid = deco.get("host_uuid") or (identifier if _UUID.fullmatch(identifier) else None)
+    return HostNames(name, identifier, uuid)
 
 
 def alert_id(event: Event) -> str:
@@ -36,30 +69,39 @@ class Alert:
         rule: name of the rule that matched.
         notify: names of the notifiers to send it to, in rule order.
         event: the matched event.
+        severity: the rule's severity, None when the rule sets none.
     """
 
     id: str
     rule: str
     notify: tuple[str, ...]
     event: Event
+    severity: Severity | None = field(default=None, kw_only=True)
 
     def as_dict(self) -> dict[str, Any]:
         """Return the generic JSON payload of the alert (a new dict each call).
 
         Shape::
 
-            {"id": str, "rule": str, "host": str, "query": str, "action": str,
+            {"id": str, "rule": str, "severity": str | None, "host": str,
+             "host_name": str, "host_uuid": str | None, "query": str, "action": str,
              "unix_time": int, "epoch": int, "counter": int,
              "connection": {column: int | str | None}, "decorations": {name: str}}
 
-        ``host`` is the host identifier, ``query`` the full logged query name and
+        plus ``"logged": {column: str}`` when osquery's ``\\xNN`` escapes were decoded
+        in some text columns: their text exactly as logged (``connection`` has the
+        decoded text). ``host`` is the host identifier, ``query`` the full logged query name and
         ``unix_time`` seconds since the Unix epoch.
         """
         ev = self.event
-        return {
+        names = host_names(ev)
+        doc: dict[str, Any] = {
             "id": self.id,
             "rule": self.rule,
+            "severity": self.severity,
             "host": ev.host_identifier,
+            "host_name": names.name,
+            "host_uuid": names.uuid,
             "query": ev.name,
             "action": ev.action,
             "unix_time": ev.unix_time,
@@ -68,3 +110,6 @@ class Alert:
             "connection": dict(ev.columns),
             "decorations": dict(ev.decorations),
         }
+        if ev.logged:
+            doc["logged"] = dict(ev.logged)
+        return doc

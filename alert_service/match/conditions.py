@@ -33,6 +33,7 @@ from alert_service.match.addresses import AddressSet, address_number, parse_addr
 from alert_service.match.iocs import IocFiles, IocList, load_ioc_file
 from alert_service.match.ports import MAX_UID, NumberSet, PortSet, parse_number_item
 from alert_service.match.spec import (
+    ANY_QUERY,
     DEFAULT_BASELINE_MODE,
     HOST_FIELDS,
     UNKNOWN,
@@ -40,6 +41,7 @@ from alert_service.match.spec import (
     BaselineMode,
     Direction,
     ProcessSpec,
+    Severity,
     TextPatternSpec,
     UserSpec,
 )
@@ -132,12 +134,15 @@ class Condition:
             ``.remote_port``), so that all problems are reported, not the first.
         compile: ``(spec value, where, iocs)`` → ``(cost, test)`` pairs; tests of all
             conditions run by ascending cost. Raises ``MatchError`` like ``checks``.
+        needs: spec value → the columns it reads (a rule needing a column that a
+            query's rows lack is reported, :mod:`alert_service.match.columns`).
     """
 
     key: str
     build: Callable[[Any], Any]
     checks: Callable[[Any, str], Iterator[_Attempt]]
     compile: Callable[[Any, str, IocFiles], Iterator[tuple[int, Test | In]]]
+    needs: Callable[[Any], tuple[str, ...]] = field(default=lambda value: ())
 
 
 def _text(value: ColumnValue) -> str | None:
@@ -191,7 +196,11 @@ def text_condition(key: str, column: str, cost: int = 70) -> Condition:
     ) -> Iterator[tuple[int, Test | In]]:
         yield cost, _text_test(spec, where, column)
 
-    return Condition(key, _patterns, _regex_checks, compile_)
+    return Condition(key, _patterns, _regex_checks, compile_, _column(column))
+
+
+def _column(column: str) -> Callable[[Any], tuple[str, ...]]:
+    return lambda value: (column,)
 
 
 def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
@@ -203,7 +212,7 @@ def ports_condition(key: str, column: str, cost: int = 20) -> Condition:
         ports = PortSet(items, where)
         yield cost, In(column, ports)
 
-    return Condition(key, tuple, _number_checks, compile_)
+    return Condition(key, tuple, _number_checks, compile_, _column(column))
 
 
 def numbers_condition(
@@ -220,7 +229,7 @@ def numbers_condition(
     ) -> Iterator[tuple[int, Test | In]]:
         yield cost, In(column, NumberSet(items, where, maximum=maximum, what=what))
 
-    return Condition(key, tuple, checks, compile_)
+    return Condition(key, tuple, checks, compile_, _column(column))
 
 
 def address_condition(key: str, column: str, cost: int = 50) -> Condition:
@@ -238,7 +247,7 @@ def address_condition(key: str, column: str, cost: int = 50) -> Condition:
         if test is not None:
             yield cost, test
 
-    return Condition(key, _build_address, _check_address, compile_)
+    return Condition(key, _build_address, _check_address, compile_, _column(column))
 
 
 def values_condition(key: str, column: str, cost: int = 30) -> Condition:
@@ -252,7 +261,7 @@ def values_condition(key: str, column: str, cost: int = 30) -> Condition:
             allowed |= {"", None}  # an empty or missing value
         yield cost, In(column, frozenset(allowed))
 
-    return Condition(key, tuple, _no_checks, compile_)
+    return Condition(key, tuple, _no_checks, compile_, _column(column))
 
 
 # -- conditions of their own kind ------------------------------------------------------
@@ -266,6 +275,8 @@ def _actions(
 
 
 def _queries(names: Sequence[str], where: str, iocs: IocFiles) -> Iterator[tuple[int, Test | In]]:
+    if ANY_QUERY in names:
+        return  # every query
     allowed = frozenset(names)
     yield 10, lambda view: view.event.name in allowed or view.event.query in allowed
 
@@ -404,11 +415,35 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("actions", tuple, _no_checks, _actions),
     Condition("queries", tuple, _no_checks, _queries),
     Condition("host", _patterns, _regex_checks, _host),
-    Condition("process", _build_process, _check_process, _process),
-    Condition("user", _build_user, _check_user, _user),
+    Condition(
+        "process",
+        _build_process,
+        _check_process,
+        _process,
+        lambda spec: tuple(
+            column
+            for column in ("name", "path", "cmdline")
+            if getattr(spec, column) is not None
+        ),
+    ),
+    Condition(
+        "user",
+        _build_user,
+        _check_user,
+        _user,
+        lambda spec: (("username",) if spec.name is not None else ())
+        + (("uid",) if spec.uid is not None else ()),
+    ),
     address_condition("remote_address", "remote_address"),
     ports_condition("remote_port", "remote_port"),
     values_condition("direction", "direction"),
+    address_condition("local_address", "local_address"),
+    ports_condition("local_port", "local_port"),
+    numbers_condition("protocol", "protocol", maximum=65535, what="protocol"),
+    numbers_condition("family", "family", maximum=65535, what="family"),
+    values_condition("state", "state"),
+    text_condition("parent_name", "parent_name", cost=74),
+    text_condition("parent_path", "parent_path", cost=75),
 )
 """Every rule condition, in the order their problems are reported. Each ``key`` is a
 field of :class:`ConditionsSpec` and a property of ``$defs.conditions`` in
@@ -423,7 +458,9 @@ class ConditionsSpec:
 
     Attributes:
         actions: event actions that may match.
-        queries: query names; the event's full name or its query part must be one.
+        queries: query names; the event's full name or its query part must be one
+            (``*``: any query). A rule without it gets the config's top-level
+            ``queries`` (the pack's query by default).
         host: patterns tried on ``hostIdentifier``, then the ``hostname``, ``fqdn`` and
             ``computer_name`` decorations (:data:`~alert_service.match.spec.HOST_FIELDS`);
             any match holds.
@@ -432,6 +469,15 @@ class ConditionsSpec:
         remote_address: CIDR / IOC-file include and exclude lists for ``remote_address``.
         remote_port: ports (``443``) and inclusive ranges (``"6660-6669"``).
         direction: allowed ``direction`` values (``<unknown>`` for an empty one).
+        local_address: CIDR / IOC-file include and exclude lists for ``local_address``.
+        local_port: ports and inclusive ranges for ``local_port``.
+        protocol: IP protocol numbers and ranges (``6`` TCP, ``17`` UDP; a packet
+            socket's Ethernet protocol) for ``protocol``.
+        family: address families (``2`` IPv4, ``10`` IPv6, ``17`` packet) for ``family``.
+        state: allowed TCP ``state`` values (``ESTABLISHED``, ``LISTEN``...;
+            ``<unknown>`` for an empty one, as UDP sockets have).
+        parent_name: patterns for the ``parent_name`` column.
+        parent_path: patterns for the ``parent_path`` column.
     """
 
     actions: tuple[Action, ...] | None = None
@@ -442,6 +488,13 @@ class ConditionsSpec:
     remote_address: AddressSpec | None = None
     remote_port: tuple[int | str, ...] | None = None
     direction: tuple[Direction, ...] | None = None
+    local_address: AddressSpec | None = None
+    local_port: tuple[int | str, ...] | None = None
+    protocol: tuple[int | str, ...] | None = None
+    family: tuple[int | str, ...] | None = None
+    state: tuple[str, ...] | None = None
+    parent_name: TextPatternSpec | None = None
+    parent_path: TextPatternSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +510,9 @@ class RuleSpec(ConditionsSpec):
             ``delivery.dedup_window_secs``; None keeps the global one.
         baseline: what to do with a genuinely new row of a ``counter`` 0 run
             (:data:`~alert_service.match.spec.BaselineMode`; default ``alert``).
+        enabled: False keeps the rule in the config (still checked) but never matches.
+        severity: the rule's :data:`~alert_service.match.spec.Severity`, carried by its
+            alerts to every notifier; None when the rule sets none.
     """
 
     name: str
@@ -465,6 +521,8 @@ class RuleSpec(ConditionsSpec):
     exclude: tuple[ConditionsSpec, ...] = field(default=(), kw_only=True)
     dedup_window_secs: float | None = field(default=None, kw_only=True)
     baseline: BaselineMode = field(default=DEFAULT_BASELINE_MODE, kw_only=True)
+    enabled: bool = field(default=True, kw_only=True)
+    severity: Severity | None = field(default=None, kw_only=True)
 
 
 def conditions_from_config(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -504,6 +562,8 @@ def rule_spec_from_config(raw: Mapping[str, Any]) -> RuleSpec:
         exclude=excludes,
         dedup_window_secs=float(window) if window is not None else None,
         baseline=cast(BaselineMode, raw.get("baseline", DEFAULT_BASELINE_MODE)),
+        enabled=raw.get("enabled", True) is not False,
+        severity=cast("Severity | None", raw.get("severity")),
         **conditions,
     )
 

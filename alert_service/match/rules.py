@@ -124,6 +124,7 @@ class RuleSet:
         self._tests = tuple(
             (rule, rule._conditions.holds, rule.vetoed if rule._excludes else None)
             for rule in rules
+            if rule.spec.enabled
         )
 
     @property
@@ -146,5 +147,5 @@ class RuleSet:
                 if ident is None:
                     ident = alert_id(event)
                 spec = rule.spec
-                alerts.append(Alert(ident, spec.name, spec.notify, event))
+                alerts.append(Alert(ident, spec.name, spec.notify, event, severity=spec.severity))
         return alerts

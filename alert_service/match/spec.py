@@ -11,18 +11,24 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 __all__ = [
+    "ANY_QUERY",
     "BASELINE_MODES",
     "DEFAULT_BASELINE_MODE",
     "DIRECTIONS",
     "HOST_FIELDS",
+    "SEVERITIES",
     "UNKNOWN",
     "AddressSpec",
     "BaselineMode",
     "Direction",
     "ProcessSpec",
+    "Severity",
     "TextPatternSpec",
     "UserSpec",
 ]
+
+ANY_QUERY = "*"
+"""The ``queries`` item that stands for every query."""
 
 UNKNOWN = "<unknown>"
 """Pattern value that matches a missing or empty text column (and only that): an
@@ -40,6 +46,12 @@ Direction = Literal["inbound", "outbound", "listening", "<unknown>"]
 
 DIRECTIONS: tuple[Direction, ...] = ("inbound", "outbound", "listening", "<unknown>")
 
+Severity = Literal["info", "low", "medium", "high", "critical"]
+"""A rule's ``severity``, lowest first (the levels of Sigma rules' ``level``:
+https://github.com/SigmaHQ/sigma-specification, "Level")."""
+
+SEVERITIES: Final[tuple[Severity, ...]] = ("info", "low", "medium", "high", "critical")
+
 
 @dataclass(frozen=True, slots=True)
 class TextPatternSpec:
@@ -49,8 +61,9 @@ class TextPatternSpec:
         exact: values compared as whole strings (case-sensitive).
         glob: shell patterns (``fnmatch`` rules, case-sensitive, ``*`` also crosses
             ``/``) matched against the whole value.
-        regex: Python regular expressions matched against the whole value
-            (``re.fullmatch``): ``443`` never matches ``8443``.
+        regex: regular expressions in RE2 syntax (linear time; no backreferences or
+            lookaround) matched against the whole value: ``443`` never matches
+            ``8443``.
     """
 
     exact: tuple[str, ...] = ()
@@ -102,7 +115,8 @@ class UserSpec:
     uid: tuple[int | str, ...] | None = None
 
 
-HOST_FIELDS: tuple[str, ...] = ("hostIdentifier", "hostname", "fqdn", "computer_name")
+HOST_FIELDS: tuple[str, ...] = ("hostIdentifier", "hostname", "fqdn", "computer_name", "host_uuid")
 """Where ``host`` patterns look, in order: the line's ``hostIdentifier``, then these
 decorations when present (osquery's ``system_info`` columns ``hostname`` /
-``computer_name``, Fleet's ``fqdn``)."""
+``computer_name`` / ``uuid``, as Fleet's default decorators name them: ``hostname``,
+``host_uuid``; ``fqdn`` where a decorator adds it)."""

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from alert_service.match.alert import Alert
+from alert_service.match.alert import Alert, host_names
 from alert_service.parse.event import ColumnValue
 
 __all__ = [
@@ -56,8 +56,13 @@ class AlertFacts:
     Attributes:
         alert_id: the stable alert id.
         rule: rule name.
-        host: ``hostIdentifier``.
-        hostname: the ``hostname`` decoration, or ``""``.
+        host: the host's name as people use it (:func:`~alert_service.match.host_names`:
+            ``fqdn``/``hostname``/``computer_name`` decoration, else ``hostIdentifier``).
+        hostname: the identifiers shown beside the name, those that differ from it:
+            ``"id <hostIdentifier>, uuid <uuid>"``, or ``""``.
+        host_identifier: ``hostIdentifier``.
+        host_uuid: the host's UUID, or ``""``.
+        severity: the rule's severity (``info`` … ``critical``), or ``""``.
         action: ``added``, ``removed`` or ``snapshot``.
         verb: ``opened``, ``closed`` or ``seen``.
         process: process name, or ``<unknown>``.
@@ -78,6 +83,9 @@ class AlertFacts:
     rule: str
     host: str
     hostname: str
+    host_identifier: str
+    host_uuid: str
+    severity: str
     action: str
     verb: str
     process: str
@@ -102,11 +110,21 @@ def facts(alert: Alert) -> AlertFacts:
     username = _text(col("username"))
     uid = col("uid")
     user = username or (f"uid {uid}" if uid is not None else _UNKNOWN)
+    names = host_names(ev)
+    beside: list[str] = []
+    if names.identifier != names.name:
+        kind = "uuid" if names.identifier == names.uuid else "id"
+        beside.append(f"{kind} {names.identifier}")
+    if names.uuid and names.uuid not in (names.name, names.identifier):
+        beside.append(f"uuid {names.uuid}")
     return AlertFacts(
         alert_id=alert.id,
         rule=alert.rule,
-        host=ev.host_identifier,
-        hostname=ev.decorations.get("hostname", ""),
+        host=names.name,
+        hostname=", ".join(beside),
+        host_identifier=names.identifier,
+        host_uuid=names.uuid or "",
+        severity=alert.severity or "",
         action=ev.action,
         verb=_ACTION_WORDS.get(ev.action, ev.action),
         process=_text(col("name")) or _UNKNOWN,
@@ -127,12 +145,14 @@ def facts(alert: Alert) -> AlertFacts:
 
 
 def summary_line(f: AlertFacts) -> str:
-    """One line: ``[rule] host: process (pid N, user) opened tcp connection to remote``.
+    """One line: ``[rule] host: process (pid N, user) opened tcp connection to remote``,
+    led by the severity in capitals (``HIGH [rule] ...``) when the rule has one.
 
     A listener reads ``... started listening on tcp 0.0.0.0:22`` (``stopped`` when
     removed), since it has no remote end.
     """
-    who = f"[{f.rule}] {f.host}: {f.process} (pid {f.pid}, {f.user})"
+    level = f"{f.severity.upper()} " if f.severity else ""
+    who = f"{level}[{f.rule}] {f.host}: {f.process} (pid {f.pid}, {f.user})"
     if f.direction == "listening":
         verb = {"added": "started listening", "removed": "stopped listening"}.get(
             f.action, f"{f.verb} listening"

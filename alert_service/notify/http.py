@@ -186,6 +186,8 @@ class HttpTransport:
         self.total_timeout_secs = (
             DEFAULT_TOTAL_TIMEOUT_SECS if total_timeout_secs is None else total_timeout_secs
         )
+        self.last_status: int | None = None
+        """Status code of the last reply (any status), None before one; ``test-notifier``."""
 
     def post(
         self,
@@ -229,6 +231,7 @@ class HttpTransport:
                 stream=True,
             ) as resp:
                 status = resp.status_code
+                self.last_status = status
                 text = _head_text(resp)
                 if 200 <= status < 300:
                     return HttpReply(status, text, resp.headers)

@@ -32,7 +32,8 @@ Config::
     - name: pagerduty
       type: pagerduty
       routing_key: {env: PAGERDUTY_ROUTING_KEY}   # env or file only
-      severity: error                 # critical | error | warning (default) | info
+      severity: error                 # critical | error | warning (default) | info;
+                                      # for rules without their own severity
       url: https://events.pagerduty.com/v2/enqueue   # default; override for tests/proxies
       timeout_secs: 10
       connect_timeout_secs: 5
@@ -45,13 +46,20 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, Self, cast
 
 from alert_service.match.alert import Alert
+from alert_service.match.spec import Severity as RuleSeverity
 from alert_service.notify.format import facts, iso_time, summary_line
 from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
 from alert_service.notify.literal import cap_strings, fit, scaled, shrink_to_fit
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret
 
-__all__ = ["DEFAULT_EVENTS_URL", "EVENT_MAX_BYTES", "PagerDutyNotifier", "PagerDutySettings"]
+__all__ = [
+    "DEFAULT_EVENTS_URL",
+    "EVENT_MAX_BYTES",
+    "SEVERITY_MAP",
+    "PagerDutyNotifier",
+    "PagerDutySettings",
+]
 
 DEFAULT_EVENTS_URL: Final = "https://events.pagerduty.com/v2/enqueue"
 _MAX_DEDUP_KEY: Final = 255
@@ -64,6 +72,18 @@ _BUDGET_BYTES: Final = EVENT_MAX_BYTES - 4096
 _DETAIL_CHARS: Final = 65_536
 
 Severity = Literal["critical", "error", "warning", "info"]
+"""``payload.severity`` values of the Events API v2 (PagerDuty developer docs,
+"Events API v2 Overview", PD-CEF fields)."""
+
+SEVERITY_MAP: Final[Mapping[RuleSeverity, Severity]] = {
+    "critical": "critical",
+    "high": "error",
+    "medium": "warning",
+    "low": "warning",
+    "info": "info",
+}
+"""A rule's ``severity`` → PagerDuty's; a rule without one gets the notifier's
+``severity`` option."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +140,10 @@ class PagerDutyNotifier(HttpNotifier[PagerDutySettings]):
         details = {
             "alert_id": alert.id,
             "rule": alert.rule,
+            "severity": alert.severity,
+            "host_name": payload["host_name"],
+            "host_identifier": payload["host"],
+            "host_uuid": payload["host_uuid"],
             "action": payload["action"],
             "query": payload["query"],
             "connection": payload["connection"],
@@ -137,7 +161,11 @@ class PagerDutyNotifier(HttpNotifier[PagerDutySettings]):
                 "payload": {
                     "summary": fit(summary_line(f), scaled(_MAX_SUMMARY, scale), "plain"),
                     "source": fit(f.host, short, "plain"),
-                    "severity": self.settings.severity,
+                    "severity": (
+                        SEVERITY_MAP[alert.severity]
+                        if alert.severity is not None
+                        else self.settings.severity
+                    ),
                     "timestamp": iso_time(alert.event.unix_time),
                     "component": fit(f.process, short, "plain"),
                     "group": fit(alert.rule, short, "plain"),

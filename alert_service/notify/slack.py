@@ -76,6 +76,17 @@ def _code(text: str) -> str:
     return "```" + fit(text, _CMDLINE_CHARS, "slack_code") + "```"
 
 
+SEVERITY_EMOJI: Final[dict[str, str]] = {
+    "critical": ":red_circle:",
+    "high": ":large_orange_circle:",
+    "medium": ":large_yellow_circle:",
+    "low": ":large_blue_circle:",
+    "info": ":white_circle:",
+}
+"""A rule's severity → the coloured circle that leads its message (Block Kit has no
+colour of its own; a rule without severity gets ``:rotating_light:``)."""
+
+
 def _mrkdwn(text: str) -> dict[str, Any]:
     """A ``mrkdwn`` text object with Slack's automatic linking turned off."""
     return {"type": "mrkdwn", "text": text, "verbatim": True}
@@ -116,7 +127,7 @@ class SlackNotifier(HttpNotifier[SlackSettings]):
         """Return ``{"text": ..., "blocks": [...]}`` for one alert (values escaped)."""
         f = facts(alert)
         fields = [
-            ("Host", f.host + (f" ({f.hostname})" if f.hostname and f.hostname != f.host else "")),
+            ("Host", f.host + (f" ({f.hostname})" if f.hostname else "")),
             ("Process", f"{f.process} (pid {f.pid})"),
             ("User", f.user),
             ("Remote", f"{f.remote}/{f.protocol}"),
@@ -125,12 +136,15 @@ class SlackNotifier(HttpNotifier[SlackSettings]):
             ("Path", f.path or "<unknown>"),
             ("Time", f.time),
         ]
+        if f.severity:
+            fields.insert(0, ("Severity", f.severity))
+        level = f" *{f.severity.upper()}*" if f.severity else ""
         blocks: list[dict[str, Any]] = [
             {
                 "type": "section",
                 "text": _mrkdwn(
-                    f":rotating_light: *{_esc(f.rule)}*: connection {_esc(f.verb)} on "
-                    f"*{_esc(f.host)}*"
+                    f"{SEVERITY_EMOJI.get(f.severity, ':rotating_light:')}{level} "
+                    f"*{_esc(f.rule)}*: connection {_esc(f.verb)} on *{_esc(f.host)}*"
                 ),
             },
             {

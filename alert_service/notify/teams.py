@@ -87,6 +87,18 @@ class TeamsSettings(HttpSettings):
     card_version: str = "1.4"
 
 
+SEVERITY_COLOURS: Final[dict[str, str]] = {
+    "critical": "Attention",
+    "high": "Attention",
+    "medium": "Warning",
+    "low": "Accent",
+    "info": "Default",
+}
+"""A rule's severity → the Adaptive Card text colour of the title (``Attention`` red,
+``Warning`` amber, ``Accent`` blue: Adaptive Cards schema, ``TextRun.color``); a rule
+without severity keeps ``Attention``."""
+
+
 def _run(text: str, max_chars: int, **style: Any) -> dict[str, Any]:
     """A ``TextRun`` showing ``text`` literally (TextRun renders no Markdown), cut to
     ``max_chars``."""
@@ -157,7 +169,7 @@ class TeamsNotifier(HttpNotifier[TeamsSettings]):
         """Return the envelope (or bare card) for one alert, at most 27,000 bytes."""
         f = facts(alert)
         fact_rows = [
-            ("Host", f.host + (f" ({f.hostname})" if f.hostname and f.hostname != f.host else "")),
+            ("Host", f.host + (f" ({f.hostname})" if f.hostname else "")),
             ("Process", f"{f.process} (pid {f.pid})"),
             ("User", f.user),
             ("Remote", f"{f.remote}/{f.protocol}"),
@@ -167,14 +179,30 @@ class TeamsNotifier(HttpNotifier[TeamsSettings]):
             ("Time", f.time),
             ("Alert id", f.alert_id),
         ]
+        if f.severity:
+            fact_rows.insert(0, ("Severity", f.severity))
+        colour = SEVERITY_COLOURS.get(f.severity, "Attention")
 
         def build(scale: float) -> dict[str, Any]:
             value = scaled(_VALUE_CHARS, scale)
             body: list[dict[str, Any]] = [
                 _rich(
-                    _run(f.rule, value, size="Medium", weight="Bolder", color="Attention"),
+                    *(
+                        [
+                            _run(
+                                f"{f.severity.upper()} ",
+                                16,
+                                size="Medium",
+                                weight="Bolder",
+                                color=colour,
+                            )
+                        ]
+                        if f.severity
+                        else []
+                    ),
+                    _run(f.rule, value, size="Medium", weight="Bolder", color=colour),
                     _run(f": connection {f.verb} on ", 64, size="Medium", weight="Bolder"),
-                    _run(f.host, value, size="Medium", weight="Bolder", color="Attention"),
+                    _run(f.host, value, size="Medium", weight="Bolder", color=colour),
                 ),
                 _rich(_run(summary_line(f), scaled(_CMDLINE_CHARS, scale), isSubtle=True)),
                 *(_fact(title, text, value) for title, text in fact_rows),

@@ -71,6 +71,16 @@ class _ScrapeCollector(Collector):
                     yield CounterMetricFamily(
                         f"{PREFIX}_{name}", f"Stats.{name} since the service started", value=value
                     )
+                elif name == "rule_columns_missing":
+                    missing = GaugeMetricFamily(
+                        f"{PREFIX}_rule_column_missing",
+                        "1 per (query, column) that the query's rows lack and an enabled "
+                        "rule needs",
+                        labels=["query", "column"],
+                    )
+                    for query, column in sorted(value):
+                        missing.add_metric([query, column], 1.0)
+                    yield missing
                 elif isinstance(value, dict) and name.endswith("_time"):
                     gauge = GaugeMetricFamily(
                         f"{PREFIX}_{name}_seconds",

@@ -6,6 +6,10 @@ Configured by the optional top-level ``metrics`` section; without it nothing lis
       listen_address: 127.0.0.1   # default; use 0.0.0.0 / :: only behind a firewall
       port: 9464                  # default (0 = any free port, logged)
 
+A mounted app (the web console, :class:`MountedApp`) answers every path under its
+prefix, GET and POST (a body of at most :data:`MAX_MOUNT_BODY_BYTES`, read within the
+same deadline as the head).
+
 ``/metrics`` is the text exposition of :class:`~alert_service.ops.metrics.ServiceMetrics`'s
 registry. ``/health`` answers JSON (:meth:`DeliveryService.health`) with 200 when
 healthy and 503 when not. Other paths get 404, other methods 405. The server logs
@@ -23,7 +27,7 @@ descriptor; then webhooks and ``command`` actions fail with ``EMFILE``):
   while someone holds connections open;
 * the request line and headers must arrive within :data:`REQUEST_TIMEOUT_SECS` in
   total and fit :data:`MAX_HEAD_BYTES` (else the connection is closed; 431 for a head
-  too large), and a request body is never read;
+  too large), and a request body is read only for the mounted app, bounded;
 * one request per connection (``Connection: close``); the answer is built in a small
   thread pool, so a slow database read never stops the loop.
 
@@ -45,7 +49,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -55,8 +59,10 @@ __all__ = [
     "DEFAULT_METRICS_PORT",
     "MAX_CONNECTIONS",
     "MAX_HEAD_BYTES",
+    "MAX_MOUNT_BODY_BYTES",
     "REQUEST_TIMEOUT_SECS",
     "MetricsConfig",
+    "MountedApp",
     "OpsServer",
 ]
 
@@ -74,20 +80,47 @@ REQUEST_TIMEOUT_SECS: Final = 5.0
 MAX_HEAD_BYTES: Final = 8192
 """Largest request line plus headers, bytes."""
 
+MAX_MOUNT_BODY_BYTES: Final = 64 * 1024
+"""Largest request body handed to a mounted app; a longer one gets 413."""
+
 _WRITE_TIMEOUT_SECS: Final = 10.0
 _ACCEPT_BACKLOG: Final = 16
 _ANSWER_THREADS: Final = 2
 
 HealthProbe = Callable[[], tuple[bool, dict[str, Any]]]
-_Answer = tuple[int, str, bytes]
+_Answer = tuple[int, list[tuple[str, str]], bytes]
 _REASONS: Final = {
     200: "OK",
+    303: "See Other",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    413: "Content Too Large",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
+_TEXT: Final = "text/plain; charset=utf-8"
+
+
+class MountedApp(Protocol):
+    """An app served under a path prefix (the web console, :mod:`alert_service.console`).
+
+    ``serve(method, path, query, headers, body)`` gets the header names in lower case
+    and returns ``(status, [(header, value)], body)``; it runs in the answer thread pool.
+    """
+
+    prefix: str
+
+    def serve(
+        self, method: str, path: str, query: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Answer one request under :attr:`prefix`."""
+        ...
+
+
+def _plain(status: int, text: bytes, ctype: str = _TEXT) -> _Answer:
+    return status, [("Content-Type", ctype)], text
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +156,7 @@ class OpsServer:
         max_connections: connections open at once (default :data:`MAX_CONNECTIONS`).
         request_timeout_secs: deadline for a request's head, seconds.
         max_head_bytes: largest request head, bytes.
+        mount: an app answering every path under its prefix (the web console).
 
     Raises:
         OSError: from :meth:`start` when the address cannot be bound.
@@ -137,6 +171,7 @@ class OpsServer:
         max_connections: int = MAX_CONNECTIONS,
         request_timeout_secs: float = REQUEST_TIMEOUT_SECS,
         max_head_bytes: int = MAX_HEAD_BYTES,
+        mount: MountedApp | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -144,6 +179,7 @@ class OpsServer:
         self.max_connections = max(1, max_connections)
         self.request_timeout_secs = request_timeout_secs
         self.max_head_bytes = max_head_bytes
+        self.mount = mount
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
@@ -192,7 +228,7 @@ class OpsServer:
             "ops_listening",
             listen_address=self.config.listen_address,
             port=self.port,
-            paths=["/metrics", "/health"],
+            paths=["/metrics", "/health", *([self.mount.prefix] if self.mount else [])],
             max_connections=self.max_connections,
         )
         return self.port
@@ -246,31 +282,70 @@ class OpsServer:
 
     async def _read_request(self, reader: asyncio.StreamReader) -> _Answer | None:
         """The answer to the request on ``reader``, or None to just close."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout_secs
         try:
             head = await asyncio.wait_for(
                 reader.readuntil(b"\r\n\r\n"), self.request_timeout_secs
             )
         except asyncio.LimitOverrunError:
-            return 431, "text/plain; charset=utf-8", b"request head too large\n"
+            return _plain(431, b"request head too large\n")
         except (TimeoutError, asyncio.IncompleteReadError, OSError):
             return None
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split(" ")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            return 400, "text/plain; charset=utf-8", b"bad request\n"
+            return _plain(400, b"bad request\n")
         method, target = parts[0], parts[1]
+        path, _, query = target.partition("?")
+        mount = self.mount
+        if mount is not None and (path == mount.prefix or path.startswith(mount.prefix + "/")):
+            return await self._mounted(reader, mount, method, path, query, lines[1:], deadline)
         if method != "GET":
-            return 405, "text/plain; charset=utf-8", b"method not allowed\n"
-        path = target.split("?", 1)[0]
-        loop = asyncio.get_running_loop()
+            return _plain(405, b"method not allowed\n")
         if path == "/metrics":
             body = await loop.run_in_executor(None, generate_latest, self.registry)
-            return 200, CONTENT_TYPE_LATEST, body
+            return _plain(200, body, CONTENT_TYPE_LATEST)
         if path == "/health":
             healthy, doc = await loop.run_in_executor(None, self._probe)
             body = json.dumps(doc, separators=(",", ":"), default=str).encode()
-            return (200 if healthy else 503), "application/json", body
-        return 404, "text/plain; charset=utf-8", b"not found\n"
+            return _plain(200 if healthy else 503, body, "application/json")
+        return _plain(404, b"not found\n")
+
+    async def _mounted(  # noqa: PLR0917 - one request's parts
+        self,
+        reader: asyncio.StreamReader,
+        mount: MountedApp,
+        method: str,
+        path: str,
+        query: str,
+        header_lines: list[str],
+        deadline: float,
+    ) -> _Answer | None:
+        """Read a bounded body within the request deadline and let the mounted app answer."""
+        if method not in ("GET", "POST"):
+            return _plain(405, b"method not allowed\n")
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        try:
+            length = int(headers.get("content-length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_MOUNT_BODY_BYTES:
+            return _plain(413, b"request too large\n")
+        loop = asyncio.get_running_loop()
+        body = b""
+        if length:
+            try:
+                body = await asyncio.wait_for(
+                    reader.readexactly(length), max(0.0, deadline - loop.time())
+                )
+            except (TimeoutError, asyncio.IncompleteReadError, OSError):
+                return None
+        return await loop.run_in_executor(None, mount.serve, method, path, query, headers, body)
 
     def _probe(self) -> tuple[bool, dict[str, Any]]:
         try:
@@ -279,10 +354,17 @@ class OpsServer:
             return False, {"status": "failing", "reason": str(err)}
 
     @staticmethod
-    async def _write(writer: asyncio.StreamWriter, status: int, ctype: str, body: bytes) -> None:
+    async def _write(
+        writer: asyncio.StreamWriter, status: int, headers: list[tuple[str, str]], body: bytes
+    ) -> None:
+        extra = "".join(
+            f"{name}: {value}\r\n"
+            for name, value in headers
+            if name.lower() not in ("content-length", "connection")
+        )
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
-            f"Content-Type: {ctype}\r\n"
+            f"{extra}"
             f"Content-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n"
         ).encode("latin-1")

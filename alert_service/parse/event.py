@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 __all__ = ["Action", "ColumnValue", "Event"]
@@ -48,6 +49,10 @@ class Event:
             present in the line.
         decorations: decoration name → text (``hostname``, ``host_uuid`` …), whether
             logged nested or top level; empty when there are none.
+        logged: column → its text as logged, for the text columns whose osquery
+            ``\\xNN`` escapes were decoded in ``columns``
+            (:func:`alert_service.parse.values.decode_osquery_escapes`); empty when
+            none was.
     """
 
     name: str
@@ -61,6 +66,7 @@ class Event:
     action: Action
     columns: Mapping[str, ColumnValue] = field(hash=False)
     decorations: Mapping[str, str] = field(default_factory=dict, hash=False)
+    logged: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __init__(  # noqa: PLR0917 - the dataclass's positional fields
         self,
@@ -75,8 +81,9 @@ class Event:
         action: Action,
         columns: Mapping[str, ColumnValue],
         decorations: Mapping[str, str] | None = None,
+        logged: Mapping[str, str] | None = None,
     ) -> None:
-        """Store the fields (``decorations`` defaults to a new empty dict)."""
+        """Store the fields (``decorations`` and ``logged`` default to an empty mapping)."""
         _set_name(self, name)
         _set_pack(self, pack)
         _set_query(self, query)
@@ -88,6 +95,7 @@ class Event:
         _set_action(self, action)
         _set_columns(self, columns)
         _set_decorations(self, {} if decorations is None else decorations)
+        _set_logged(self, _NONE if logged is None else logged)
 
     def column(self, name: str) -> ColumnValue:
         """Return the value of column ``name``, or None when the line lacks it."""
@@ -111,3 +119,5 @@ _set_counter = _slot_setter("counter")
 _set_action = _slot_setter("action")
 _set_columns = _slot_setter("columns")
 _set_decorations = _slot_setter("decorations")
+_set_logged = _slot_setter("logged")
+_NONE: Mapping[str, str] = MappingProxyType({})

@@ -32,7 +32,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Final, cast
@@ -165,7 +165,15 @@ def _clean_text(value: Any) -> Any:
     return value
 
 
-def _load(line: bytes | str) -> dict[str, Any]:
+def _load(line: bytes | str) -> tuple[dict[str, Any], bool]:
+    """The line's JSON object, and whether its text may hold osquery ``\\xNN`` escapes.
+
+    A text value holding a backslash is written in JSON with a backslash (``\\\\``,
+    or ``\\u005c``), so a line without any backslash holds no escape to decode; one
+    byte search (``memchr``) decides for the common line. A line read by the slow
+    path (invalid UTF-8 is written as ``\\xNN`` there) is always checked.
+    """
+    escapes = (b"\\" in line) if isinstance(line, bytes) else ("\\" in line)
     try:
         # orjson (a dependency) is about twice as fast as json; it accepts a subset
         # of what json accepts, with the same result (integers beyond 64 bits aside,
@@ -173,6 +181,7 @@ def _load(line: bytes | str) -> dict[str, Any]:
         doc = _orjson_loads(line)
     except orjson.JSONDecodeError:
         doc = _load_slow(line)
+        escapes = True
     # A NUL can only come from a \u0000 escape (JSON forbids raw control bytes); osquery
     # never writes one. It would end a C string downstream (a program's argument, a
     # path): replaced here, once, for every value.
@@ -181,7 +190,7 @@ def _load(line: bytes | str) -> dict[str, Any]:
     if doc.__class__ is not dict:
         raise ParseError(f"expected a JSON object, got {type(doc).__name__}")
     loaded: dict[str, Any] = doc
-    return loaded
+    return loaded, escapes
 
 
 def _decoration_text(value: object) -> str:
@@ -243,8 +252,16 @@ def _split_name(name: str, known_packs: frozenset[str]) -> QueryName:
     return parse_query_name(name, known_packs)
 
 
-def _columns(raw: object, where: str) -> Mapping[str, ColumnValue]:
-    return MappingProxyType(normalise_columns(raw, where))
+def _columns(
+    raw: object, where: str, escapes: bool, strict: bool = True
+) -> tuple[Mapping[str, ColumnValue], Mapping[str, str]]:
+    """The typed columns of one row and, when escapes were decoded, their logged text
+    (``strict``: see :func:`~alert_service.parse.values.normalise_columns`)."""
+    if not escapes:
+        return MappingProxyType(normalise_columns(raw, where, strict=strict)), _EMPTY
+    logged: dict[str, str] = {}
+    columns = MappingProxyType(normalise_columns(raw, where, logged, strict=strict))
+    return columns, (MappingProxyType(logged) if logged else _EMPTY)
 
 
 _Head = tuple[str, str | None, str, str, str, int, int, int]
@@ -252,8 +269,14 @@ _Head = tuple[str, str | None, str, str, str, int, int, int]
 calendarTime, unixTime, epoch, counter — the same for every row of one line."""
 
 
-def _row_events(
-    head: _Head, action: Action, rows: object, where: str, decorations: Mapping[str, str]
+def _row_events(  # noqa: PLR0917 - the line's parts
+    head: _Head,
+    action: Action,
+    rows: object,
+    where: str,
+    decorations: Mapping[str, str],
+    escapes: bool,
+    strict: bool,
 ) -> list[Event]:
     """One event per row of a batch (``diffResults.<kind>``) or ``snapshot`` array.
 
@@ -263,17 +286,25 @@ def _row_events(
         rows: the array as logged (None is no rows).
         where: its path in the line, for messages (``diffResults.added``).
         decorations: the line's decorations.
+        escapes: whether the line may hold osquery ``\\xNN`` escapes to decode.
+        strict: whether the columns are typed strictly (a row of the pack's queries).
 
     Raises:
         ParseError: ``rows`` is not an array, or a row is not a valid columns object.
     """
-    return [
-        Event(*head, action, _columns(row, f"{where}[{i}]"), decorations)
-        for i, row in enumerate(_rows(rows, where))
-    ]
+    events: list[Event] = []
+    for i, row in enumerate(_rows(rows, where)):
+        columns, logged = _columns(row, f"{where}[{i}]", escapes, strict)
+        events.append(Event(*head, action, columns, decorations, logged))
+    return events
 
 
-def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
+def _parse_doc(
+    doc: dict[str, Any],
+    packs: frozenset[str],
+    escapes: bool,
+    strict_queries: Container[str] | None,
+) -> list[Event]:
     get = doc.get
     if "log_type" in doc and doc["log_type"] != "result":
         return []  # a Fleet status (or other non-result) record
@@ -306,6 +337,7 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
     else:
         decorations = _decorations(doc)
     pack, query = parts.pack, parts.query
+    strict = strict_queries is None or query in strict_queries or name in strict_queries
 
     columns = get("columns")
     if columns is not None and "diffResults" not in doc and "snapshot" not in doc:
@@ -314,6 +346,10 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
         action = _ACTIONS.get(logged) if logged.__class__ is str else None
         if action is None:
             raise ParseError(f'"action": expected added, removed or snapshot, got {logged!r:.40}')
+        if escapes or not strict:
+            typed, logged = _columns(columns, "columns", escapes, strict)
+        else:
+            typed, logged = MappingProxyType(normalise_columns(columns, "columns")), _EMPTY
         return [
             Event(
                 name,
@@ -325,8 +361,9 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
                 epoch,
                 counter,
                 action,
-                MappingProxyType(normalise_columns(columns, "columns")),
+                typed,
                 decorations,
+                logged,
             )
         ]
 
@@ -337,21 +374,30 @@ def _parse_doc(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
             raise ParseError(f'"diffResults": expected an object, got {type(diff).__name__}')
         events: list[Event] = []
         for kind in _BATCH_ORDER:
-            events += _row_events(head, kind, diff.get(kind), f"diffResults.{kind}", decorations)
+            events += _row_events(
+                head, kind, diff.get(kind), f"diffResults.{kind}", decorations, escapes, strict
+            )
         return events
 
     if "snapshot" in doc:
         action = get("action")
         if action not in (None, "snapshot"):
             raise ParseError(f'"action": expected "snapshot" with "snapshot" rows, got {action!r}')
-        return _row_events(head, "snapshot", doc["snapshot"], "snapshot", decorations)
+        return _row_events(
+            head, "snapshot", doc["snapshot"], "snapshot", decorations, escapes, strict
+        )
 
     if "columns" in doc:  # "columns": null
         raise ParseError("columns: expected an object, got NoneType")
     raise ParseError('line has none of "columns", "diffResults" or "snapshot"')
 
 
-def _parse_envelope(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
+def _parse_envelope(
+    doc: dict[str, Any],
+    packs: frozenset[str],
+    escapes: bool,
+    strict_queries: Container[str] | None,
+) -> list[Event]:
     """The Fleet/osquery TLS logger body ``{"log_type", "data": [...]}``."""
     if doc.get("log_type") != "result":
         return []
@@ -361,13 +407,17 @@ def _parse_envelope(doc: dict[str, Any], packs: frozenset[str]) -> list[Event]:
         if item.__class__ is not dict:
             raise ParseError(f"data[{i}]: expected a JSON object, got {type(item).__name__}")
         try:
-            events += _parse_doc(cast(dict[str, Any], item), packs)
+            events += _parse_doc(cast(dict[str, Any], item), packs, escapes, strict_queries)
         except ParseError as err:
             raise ParseError(f"data[{i}]: {err}") from err
     return events
 
 
-def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS) -> list[Event]:
+def parse_line(
+    line: bytes | str,
+    known_packs: Iterable[str] = DEFAULT_KNOWN_PACKS,
+    strict_queries: Container[str] | None = None,
+) -> list[Event]:
     """Parse one result-log line.
 
     Args:
@@ -375,6 +425,11 @@ def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PAC
         known_packs: pack names used to split ``pack_<pack>_<query>`` names (see
             :func:`alert_service.parse.names.parse_query_name`); a ``frozenset`` is used
             as is, anything else is copied into one per call.
+        strict_queries: query names (full logged name or query part) whose rows are
+            typed strictly by the column contract (a bad integer is a ParseError);
+            rows of other queries are typed leniently and never fail on a column
+            value (see :func:`~alert_service.parse.values.normalise_columns`). None:
+            every row strictly.
 
     Returns:
         The line's events in log order: one for the event form, one per row for the
@@ -388,11 +443,11 @@ def parse_line(line: bytes | str, known_packs: Iterable[str] = DEFAULT_KNOWN_PAC
             ``action``, or none of ``columns``/``diffResults``/``snapshot``. The message
             names the offending field.
     """
-    doc = _load(line)
+    doc, escapes = _load(line)
     packs = known_packs if isinstance(known_packs, frozenset) else frozenset(known_packs)
     if "data" in doc and "log_type" in doc and "name" not in doc:
-        return _parse_envelope(doc, packs)
-    return _parse_doc(doc, packs)
+        return _parse_envelope(doc, packs, escapes, strict_queries)
+    return _parse_doc(doc, packs, escapes, strict_queries)
 
 
 def glued_line_start(line: bytes) -> int | None:

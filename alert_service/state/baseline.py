@@ -193,6 +193,7 @@ class BaselineTracker:
                     first.event,
                     tuple(a.event for a in members),
                     tuple(a.id for a in members),
+                    severity=first.severity,
                 )
             )
             self.stats.baseline_digests += 1

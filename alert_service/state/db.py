@@ -11,6 +11,8 @@ committed transaction survives a crash or power loss. Tables:
   (:mod:`alert_service.state.baseline`).
 - ``baseline_runs``: the last counter-0 run seen per (host, query).
 - ``silences``: dedup keys and when their silence ends.
+- ``operator_silences``: silences an operator set (``silence add``,
+  :mod:`alert_service.state.silences`); created when missing, old databases included.
 
 Schema history: 1 → 2 added ``checkpoints.fingerprint_bytes`` and ``baseline_runs``;
 a version-1 database is upgraded in place when opened.
@@ -34,6 +36,7 @@ __all__ = [
     "StateCursor",
     "StateTarget",
     "open_state",
+    "open_state_readonly",
 ]
 
 SCHEMA_VERSION = 2
@@ -62,7 +65,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     destination TEXT NOT NULL,      -- notifier name
     payload TEXT NOT NULL,          -- the versioned record (state/record.py)
     created_at REAL NOT NULL,       -- seconds since the Unix epoch
-    state TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | dead | suppressed
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | sent | dead | suppressed | silenced
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,  -- seconds since the Unix epoch
     last_error TEXT NOT NULL DEFAULT '',
@@ -88,6 +91,16 @@ CREATE TABLE IF NOT EXISTS baseline_runs (
 CREATE TABLE IF NOT EXISTS silences (
     key TEXT PRIMARY KEY,
     until REAL NOT NULL             -- seconds since the Unix epoch
+);
+CREATE TABLE IF NOT EXISTS operator_silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,       -- seconds since the Unix epoch
+    ends_at REAL NOT NULL,          -- seconds since the Unix epoch
+    rule TEXT,                      -- NULL = any; the matchers below all must match
+    host TEXT,                      -- hostIdentifier or the hostname decoration
+    process TEXT,                   -- the process name column
+    remote TEXT,                    -- a CIDR holding remote_address
+    comment TEXT NOT NULL
 );
 """
 
@@ -187,6 +200,27 @@ def _private(path: Path) -> None:
             os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
         return
     os.close(fd)
+
+
+def open_state_readonly(path: str | Path) -> sqlite3.Connection:
+    """Open an existing state database for reading only, beside a running service.
+
+    SQLite's WAL mode lets readers see the last committed state while ``run`` writes
+    (https://sqlite.org/wal.html "Concurrency"); the connection cannot write
+    (``mode=ro`` URI, https://sqlite.org/uri.html).
+
+    Raises:
+        FileNotFoundError: there is no database at ``path`` (``run`` has not started yet).
+        sqlite3.Error: the file cannot be read or is not a database.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no state database (has run ever started?)")
+    conn = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=30
+    )
+    conn.execute("PRAGMA query_only=1")
+    return conn
 
 
 def _statements(script: str) -> list[str]:

@@ -18,7 +18,11 @@ a key. States::
     pending ──2xx──► sent
        │  └─retryable error──► pending (attempts+1, next_attempt_at later, last_error)
        ├─other 4xx, bad payload, too old──► dead
-       └─silenced key / repeat in a digest──► suppressed
+       ├─silenced key / repeat in a digest──► suppressed
+       └─an operator's silence in force (state/silences.py)──► silenced
+
+``dead`` and ``silenced`` rows go back to ``pending`` on an operator's retry
+(:func:`alert_service.state.inspect.retry_rows`), keeping their alert id.
 
 All times are Unix seconds.
 """
@@ -44,6 +48,7 @@ __all__ = [
     "mark_dead",
     "mark_retry",
     "mark_sent",
+    "mark_silenced",
     "mark_suppressed",
     "next_due_at",
     "purge",
@@ -245,6 +250,16 @@ def mark_suppressed(conn: StateConnection, rows: Sequence[OutboxRow], reason: st
         )
 
 
+def mark_silenced(conn: StateConnection, rows: Sequence[tuple[OutboxRow, str]]) -> None:
+    """Mark each row ``silenced`` by an operator's silence, with its reason; nothing is sent."""
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE outbox SET state = 'silenced', last_error = ?"
+            " WHERE rowid = ? AND state = 'pending'",
+            [(_clip(reason), row.rowid) for row, reason in rows],
+        )
+
+
 def active_silences(conn: StateConnection, keys: Iterable[str], now: float) -> set[str]:
     """Return the ``keys`` whose silence lasts beyond ``now``."""
     wanted = list(dict.fromkeys(keys))
@@ -276,7 +291,8 @@ def purge(conn: StateConnection, now: float, retention_secs: float) -> tuple[int
     """
     with transaction(conn):
         rows = conn.execute(
-            "DELETE FROM outbox WHERE state IN ('sent', 'dead', 'suppressed') AND created_at < ?",
+            "DELETE FROM outbox WHERE state IN ('sent', 'dead', 'suppressed', 'silenced')"
+            " AND created_at < ?",
             (now - retention_secs,),
         ).rowcount
         silences = conn.execute("DELETE FROM silences WHERE until <= ?", (now,)).rowcount

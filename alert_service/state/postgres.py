@@ -93,6 +93,16 @@ CREATE TABLE IF NOT EXISTS silences (
     key TEXT PRIMARY KEY,
     until DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS operator_silences (
+    id BIGSERIAL PRIMARY KEY,
+    created_at DOUBLE PRECISION NOT NULL,
+    ends_at DOUBLE PRECISION NOT NULL,
+    rule TEXT,
+    host TEXT,
+    process TEXT,
+    remote TEXT,
+    comment TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from alert_service.errors import RecordError
-from alert_service.match import Alert
+from alert_service.match import SEVERITIES, Alert, Severity
 from alert_service.parse.event import Action, ColumnValue, Event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, parse_query_name
 from alert_service.state.baseline import DigestAlert
@@ -79,6 +79,7 @@ class OutboxRecord:
             alert.event,
             rows=tuple(m.event for m in self.members),
             member_ids=tuple(m.id for m in self.members),
+            severity=alert.severity,
         )
 
 
@@ -166,6 +167,7 @@ def _alert(
         raise RecordError(f"stored record: unknown action {action!r}")
     columns = cast(Mapping[str, ColumnValue], doc["connection"])
     decorations = cast(Mapping[str, str], doc.get("decorations") or {})
+    logged = cast(Mapping[str, str], doc.get("logged") or {})
     event = Event(
         name=str(doc["query"]),
         pack=None if pack is None else str(pack),
@@ -178,8 +180,16 @@ def _alert(
         action=cast(Action, action),
         columns=MappingProxyType(dict(columns)),
         decorations=MappingProxyType(dict(decorations)),
+        logged=MappingProxyType(dict(logged)),
     )
-    return Alert(str(doc["id"]), str(doc["rule"]), tuple(notify), event)
+    severity = doc.get("severity")
+    return Alert(
+        str(doc["id"]),
+        str(doc["rule"]),
+        tuple(notify),
+        event,
+        severity=cast(Severity, severity) if severity in SEVERITIES else None,
+    )
 
 
 def _members(first: Alert, rows: object, ids: object) -> tuple[Alert, ...]:
@@ -191,7 +201,9 @@ def _members(first: Alert, rows: object, ids: object) -> tuple[Alert, ...]:
         if not isinstance(row, dict):
             raise RecordError("stored digest: a row is not an object")
         event = replace(first.event, columns=MappingProxyType(dict(row)))
-        members.append(Alert(str(member_id), first.rule, first.notify, event))
+        members.append(
+            Alert(str(member_id), first.rule, first.notify, event, severity=first.severity)
+        )
     return tuple(members)
 
 

@@ -219,6 +219,7 @@ def test_run_sends_exactly_one_alert_and_stops_on_sigterm(
 
 def test_run_reports_a_missing_source_in_health_and_metrics(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "osqueryd.results.log"
+    log.parent.mkdir()  # run refuses a source whose directory does not exist either
     config = write_config(tmp_path, "http://127.0.0.1:9/x", log)
     config.write_text(
         config.read_text(encoding="utf-8") + "metrics: {listen_address: 127.0.0.1, port: 0}\n",
@@ -259,7 +260,6 @@ def test_run_reports_a_missing_source_in_health_and_metrics(tmp_path: Path) -> N
             assert "alert_service_sources_missing 1.0" in metrics
             assert "alert_service_sources_followed 0.0" in metrics
 
-            log.parent.mkdir()
             log.write_bytes(b"")
             wait_for_text(stderr_path, '"source_found"')
             health = json.loads(get(port, "/health")[1])

@@ -135,13 +135,13 @@ def poll_until(instances: list[Instance], done: Any, secs: float = 30.0) -> None
 
 
 def run_status(stream: Stream, target: PgTarget, tmp_path: Path) -> dict[str, Any]:
-    """``tracked-connections-alerts status`` of the test's configuration (a subprocess)."""
+    """``tracked-connections-alerts cluster-status`` of the test's configuration (a subprocess)."""
     doc = make_doc(stream, target)
     path = tmp_path / "alerts.yaml"
     path.write_text(yaml.safe_dump(doc))
     env = {**os.environ, "PG": target.dsn, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "alert_service", "status", str(path)],
+        [sys.executable, "-m", "alert_service", "cluster-status", str(path)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

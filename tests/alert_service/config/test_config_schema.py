@@ -159,7 +159,7 @@ extra_top_level: true
         "$.rules[0].actions[1]: 'moved' is not one of ['added', 'removed', 'snapshot']",
         "$.rules[0].notify[1]: no notifier named 'nobody'",
         "$.rules[0].process.name.regex[0]: invalid regex '(unclosed': "
-        "missing ), unterminated subpattern at position 0",
+        "missing ): (unclosed (RE2 syntax, linear-time: no backreferences or lookaround)",
         "$.rules[0].remote_address.include[0]: invalid CIDR '10.0.0.1/8': "
         "10.0.0.1/8 has host bits set",
         "$.rules[0].remote_address.include[1]: invalid CIDR 'nonsense': "
@@ -347,7 +347,7 @@ def test_one_run_lists_schema_and_semantic_problems_of_the_same_items(tmp_path: 
         "$.rules[0].exclude[1].remote_port[0]: empty port range '9-1': start is above end",
         "$.rules[0].process: unknown key nmae",
         "$.rules[0].process.name.regex[0]: invalid regex '(unclosed': "
-        "missing ), unterminated subpattern at position 0",
+        "missing ): (unclosed (RE2 syntax, linear-time: no backreferences or lookaround)",
         "$.rules[0].remote_port[1]: empty port range '9-1': start is above end",
         "$.rules[0].remote_port[2]: 80.5 is not of type 'integer', 'string'",
         "$.rules[1]: unknown key remote_prot",
@@ -360,7 +360,7 @@ def test_one_run_lists_schema_and_semantic_problems_of_the_same_items(tmp_path: 
         "No such file or directory",
         "$.rules[1].user.name.regex[0]: 7 is not of type 'string'",
         "$.rules[1].user.name.regex[1]: invalid regex '[x': "
-        "unterminated character set at position 0",
+        "missing ]: [x (RE2 syntax, linear-time: no backreferences or lookaround)",
         "$.rules[1].user.uid[0]: True is not of type 'integer', 'string'",
         "$.rules[1].user.uid[1]: empty uid range '9-1': start is above end",
     ]

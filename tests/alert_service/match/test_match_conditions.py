@@ -31,7 +31,7 @@ def rule(**kw: Any) -> RuleSpec:
 
 
 def test_host_fields_order_is_documented() -> None:
-    assert HOST_FIELDS == ("hostIdentifier", "hostname", "fqdn", "computer_name")
+    assert HOST_FIELDS == ("hostIdentifier", "hostname", "fqdn", "computer_name", "host_uuid")
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,8 @@ def test_host_fields_order_is_documented() -> None:
         ("4C4C4544-UUID", {"fqdn": "web-01.corp.example"}, True),
         ("4C4C4544-UUID", {"computer_name": "web-07"}, True),
         ("4C4C4544-UUID", {"hostname": "db-01", "fqdn": "db-01.corp.example"}, False),
-        ("4C4C4544-UUID", {"host_uuid": "web-01"}, False),  # not a host name field
+        ("4C4C4544-UUID", {"host_uuid": "web-01"}, True),  # the UUID counts too
+        ("4C4C4544-UUID", {"host_uuid": "db-01"}, False),
     ],
 )
 def test_host_tries_identifier_then_hostname_fqdn_computer_name(
@@ -258,7 +259,7 @@ def test_config_reports_rule_problems_with_paths() -> None:
         "['inbound', 'outbound', 'listening', '<unknown>']",
         "$.rules[0].exclude[1].remote_port[0]: port out of range 0-65535: '70000'",
         "$.rules[0].process.cmdline.regex[0]: invalid regex '(': "
-        "missing ), unterminated subpattern at position 0",
+        "missing ): ( (RE2 syntax, linear-time: no backreferences or lookaround)",
         "$.rules[0].remote_address.include_files[0]: cannot read IOC file "
         "/nonexistent/ioc.txt: No such file or directory",
         "$.rules[0].user.uid[0]: empty uid range '9-1': start is above end",

@@ -297,7 +297,10 @@ def test_alert_payload_shape() -> None:
     assert payload == {
         "id": alert.id,
         "rule": "any",
+        "severity": None,
         "host": "web-01",
+        "host_name": "web-01.example.com",
+        "host_uuid": None,
         "query": "pack_tracked_connections_tracked_connections",
         "action": "added",
         "unix_time": 1756796709,

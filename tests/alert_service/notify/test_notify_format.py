@@ -9,7 +9,9 @@ from alert_service.notify.format import facts, summary_line
 
 def test_outbound_connection_summary() -> None:
     line = summary_line(facts(make_alert(rule="c2")))
-    assert line == ("[c2] web-01: nc (pid 901, root) opened tcp connection to 198.51.100.7:4444")
+    assert line == (
+        "[c2] web-01.example.com: nc (pid 901, root) opened tcp connection to 198.51.100.7:4444"
+    )
 
 
 def test_listener_summary_names_the_local_endpoint() -> None:
@@ -18,7 +20,8 @@ def test_listener_summary_names_the_local_endpoint() -> None:
         local_port=31337, remote_address="", remote_port=0, community_id="<drop>",
     )  # fmt: skip
     assert summary_line(facts(alert)) == (
-        "[unexpected-listener] web-01: nc (pid 901, root) started listening on tcp 0.0.0.0:31337"
+        "[unexpected-listener] web-01.example.com: nc (pid 901, root) "
+        "started listening on tcp 0.0.0.0:31337"
     )
     closed = make_alert(
         rule="l", action="removed", direction="listening", local_address="::",

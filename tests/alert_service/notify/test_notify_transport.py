@@ -219,7 +219,7 @@ def test_pagerduty_adds_the_routing_key_and_keeps_the_dedup_key(
     assert (
         first["dedup_key"] == second["dedup_key"] == f"tracked-connections/reverse-shell/{alert.id}"
     )
-    assert first["payload"]["source"] == "web-01"
+    assert first["payload"]["source"] == "web-01.example.com"  # the hostname decoration
 
 
 # -- configuration of notifiers and secrets ---------------------------------------

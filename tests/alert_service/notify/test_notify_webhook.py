@@ -52,7 +52,10 @@ def test_render_is_pure_and_golden() -> None:
     assert first == {
         "id": alert.id,
         "rule": "reverse-shell",
+        "severity": None,
         "host": "web-01",
+        "host_name": "web-01.example.com",
+        "host_uuid": None,
         "query": "pack_tracked_connections_tracked_connections",
         "action": "added",
         "unix_time": 1756796709,

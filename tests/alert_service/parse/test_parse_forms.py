@@ -100,21 +100,24 @@ def test_fleet_names_and_decorations() -> None:
     assert "numerics" not in top.decorations
 
 
-def test_escaped_bytes_are_kept_as_logged() -> None:
+def test_escaped_bytes_are_decoded_and_kept_as_logged() -> None:
     control, old_utf8, raw_utf8 = parse_file("escapes.jsonl")
-    assert control.columns["cmdline"] == "sh -c \\x0Aid\\x09x"
-    assert old_utf8.columns["path"] == "/tmp/\\xC3\\xA9t\\xC3\\xA9/nc"
+    assert control.columns["cmdline"] == "sh -c \nid\tx"
+    assert control.logged["cmdline"] == "sh -c \\x0Aid\\x09x"
+    assert old_utf8.columns["path"] == "/tmp/été/nc"
+    assert old_utf8.logged == {"path": "/tmp/\\xC3\\xA9t\\xC3\\xA9/nc"}
     assert raw_utf8.columns["path"] == "/tmp/été/nc"
     assert raw_utf8.columns["username"] == "zoë"
 
 
-def test_invalid_utf8_bytes_become_xnn_text() -> None:
+def test_invalid_utf8_bytes_become_replacement_characters() -> None:
     line = (
         b'{"name":"q","hostIdentifier":"h","unixTime":1,"snapshot":'
         b'[{"path":"/tmp/\xff\xfex","pid":"1"}],"action":"snapshot"}'
     )
     (event,) = parse_line(line)
-    assert event.columns["path"] == "/tmp/\\xFF\\xFEx"
+    assert event.columns["path"] == "/tmp/\ufffd\ufffdx"
+    assert event.logged["path"] == "/tmp/\\xFF\\xFEx"
 
 
 def test_numbers_as_strings_in_common_fields() -> None:

@@ -141,7 +141,8 @@ def test_integral_float_numerics_become_ints() -> None:
 def test_xnn_escapes_and_invalid_utf8_in_one_line() -> None:
     line = event_line(columns={"cmdline": "a\\x0Ab"}).replace(b"a\\\\x0Ab", b"a\\\\x0Ab\xc3(")
     (event,) = parse_line(line)
-    assert event.columns["cmdline"] == "a\\x0Ab\\xC3("
+    assert event.columns["cmdline"] == "a\nb\ufffd("
+    assert event.logged["cmdline"] == "a\\x0Ab\\xC3("
 
 
 def test_every_fixture_line_parses_the_same_as_text_and_bytes() -> None:
