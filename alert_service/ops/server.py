@@ -228,7 +228,7 @@ class OpsServer:
             "ops_listening",
             listen_address=self.config.listen_address,
             port=self.port,
-            paths=["/metrics", "/health", *([self.mount.prefix] if self.mount else [])],
+            paths=["/metrics", "/health", *([self.mount.prefix + "/"] if self.mount else [])],
             max_connections=self.max_connections,
         )
         return self.port

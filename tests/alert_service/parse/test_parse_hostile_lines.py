@@ -95,7 +95,8 @@ def test_a_batch_line_over_the_limit_keeps_every_row(tmp_path: Path) -> None:
     big, ordinary = events
     assert ordinary.columns["name"] == "nc"
     name = str(big.columns["name"])
-    assert name.startswith("\\x01\\x01") and name.endswith(" bytes]")
+    # osquery's \xNN escapes are decoded for matching (the cut keeps whole escapes).
+    assert name.startswith("\x01\x01") and name.endswith(" bytes]")
     assert "…[cut " in name and len(name) < 70_000
     assert stats.lines_cut == 1 and stats.lines_skipped_too_long == 0
     # The checkpoint is the end of the file: the cut line was consumed whole.
@@ -119,7 +120,11 @@ def test_a_line_still_too_long_after_the_cut_is_skipped_alone() -> None:
 
 def test_replay_alerts_on_every_row_of_an_oversized_batch_line(tmp_path: Path) -> None:
     log = tmp_path / "results.log"
-    event = _line(columns=_row(name="n" * 1_200_000, remote_port="4444"), action="added")
+    # Another process than the batch's first row, so dedup (per pid and peer) keeps both.
+    event = _line(
+        columns=_row(name="n" * 1_200_000, remote_port="4444", pid="813"),
+        action="added",
+    )
     log.write_bytes(_batch_with_a_huge_row() + b"\n" + event + b"\n")
     config = tmp_path / "alerts.yaml"
     config.write_text(
@@ -219,7 +224,8 @@ def test_a_nul_never_reaches_a_command(tmp_path: Path) -> None:
     line = _line(columns=_row(cmdline="sh -c x\u0000--evil", name="n\u0000"), action="added")
     assert b"\\u0000" in line
     (event,) = parse_line(line)
-    assert event.columns["cmdline"] == "sh -c x\\x00--evil"
+    # The \u0000 is written as osquery's \x00, which decoding turns into U+FFFD.
+    assert event.columns["cmdline"] == "sh -c x\ufffd--evil"
     assert "\x00" not in str(event.columns["name"])
     out = tmp_path / "argv.json"
     action = CommandNotifier.from_config(
@@ -236,7 +242,7 @@ def test_a_nul_never_reaches_a_command(tmp_path: Path) -> None:
     )
     alert = Alert(alert_id(event), "r", ("cmd",), event)
     action.notify(alert)
-    assert json.loads(out.read_text()) == [str(out), "sh -c x\\x00--evil"]
+    assert json.loads(out.read_text()) == [str(out), "sh -c x\ufffd--evil"]
     # A row queued before the parser did this (a NUL in the stored payload) runs too.
     stored = alert.as_dict()
     stored["connection"]["cmdline"] = "old\x00row"
