@@ -47,6 +47,7 @@ from alert_service.deliver.dedup import silence_key
 from alert_service.errors import ParseError, SourceError
 from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
+from alert_service.match.aggregate import Aggregator
 from alert_service.match.columns import ColumnWatch
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
@@ -66,6 +67,7 @@ from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
 from alert_service.state.db import StateConnection, open_state
 from alert_service.state.outbox import enqueue_alerts
 from alert_service.state.record import upgrade_records
+from alert_service.state.windows import WindowStore
 from alert_service.stats import Stats
 
 __all__ = [
@@ -174,9 +176,14 @@ class Pipeline:
         self._replay_silences: set[str] = set()  # dedup keys "delivered" by replay
         # Each outbox record carries its rule's own dedup window (delivery's default
         # otherwise), so the workers never read the rules.
-        self._windows = {
-            r.name: r.dedup_window_secs for r in config.rules if r.dedup_window_secs is not None
-        }
+        named = [(r.name, r.dedup_window_secs) for r in config.rules]
+        named += [(r.name, r.dedup_window_secs) for r in config.aggregate_rules]
+        self._windows = {name: secs for name, secs in named if secs is not None}
+        # Aggregation rules (match/aggregate.py): windows stored with each batch.
+        self.aggregates = Aggregator(config.aggregate_rules)
+        self._window_store = (
+            WindowStore(state, self.aggregates) if state is not None and self.aggregates else None
+        )
         if state is not None:
             upgrade_records(state, self._packs, self._windows)
         self._sources: list[SourceSet] = build_sources(
@@ -208,6 +215,7 @@ class Pipeline:
         packs = self._packs
         strict = self._strict
         match = self.rules.match
+        aggregate = self.aggregates.observe if self.aggregates else None
         watch = self.columns
         observe = watch.observe
         settled = watch.settled
@@ -232,6 +240,11 @@ class Pipeline:
                         alerts = baseline.apply(event, alerts)
                     if alerts:
                         out += alerts
+                    if aggregate is not None:
+                        crossed = aggregate(event)
+                        if crossed:
+                            stats.aggregate_alerts += len(crossed)
+                            out += crossed
                 events_seen += len(events)
             except sqlite3.Error:
                 raise
@@ -244,6 +257,7 @@ class Pipeline:
         if watch.missing is not missing:
             stats.rule_columns_missing = watch.missing  # replaced whole: /health reads it
         stats.lines_read += len(chunk.lines)
+        stats.aggregate_events_dropped = self.aggregates.dropped
         stats.events += events_seen
         stats.matches += matches
 
@@ -388,8 +402,13 @@ class Pipeline:
     def replay(self, paths: Iterable[str]) -> list[str]:
         """Read each file whole (``.zst``/``.gz`` decompressed) and process its lines.
 
+        With aggregation rules, the files are taken in the order of their first
+        line's ``unixTime`` (rotated logs given in any order are then read oldest
+        first; osquery writes each file in time order), so windows see time move
+        forward.
+
         Args:
-            paths: results logs, processed in order.
+            paths: results logs, processed in order (see above).
 
         Returns:
             The paths that could not be read (each logged); empty on full success.
@@ -397,7 +416,11 @@ class Pipeline:
         files = (s for s in self.config.sources if isinstance(s, SourceConfig))
         max_line = max((s.max_line_bytes for s in files), default=0)
         failed: list[str] = []
-        for path in paths:
+        ordered = list(paths)
+        if self.aggregates:
+            limit = max_line or DEFAULT_MAX_LINE_BYTES
+            ordered.sort(key=lambda path: self._first_time(path, limit))
+        for path in ordered:
             try:
                 for line in read_whole_file(
                     path, max_line_bytes=max_line or DEFAULT_MAX_LINE_BYTES, stats=self.stats
@@ -407,6 +430,20 @@ class Pipeline:
                 failed.append(path)
                 log_event(_log, logging.ERROR, "replay_source_failed", path=path, reason=str(err))
         return failed
+
+    def _first_time(self, path: str, max_line_bytes: int) -> int:
+        """``unixTime`` of the first parsable line of ``path`` (0 when none or unreadable)."""
+        try:
+            for line in read_whole_file(path, max_line_bytes=max_line_bytes, stats=Stats()):
+                try:
+                    events = parse_line(line.line, self._packs)
+                except ParseError:
+                    continue
+                if events:
+                    return events[0].unix_time
+        except SourceError:
+            return 0
+        return 0
 
     # -- run -----------------------------------------------------------------------
 
@@ -444,6 +481,8 @@ class Pipeline:
                     self.stats.transaction_failures += 1
                     if self._baseline is not None:
                         self._baseline.forget()
+                    if self._window_store is not None:
+                        self._window_store.reload()
                     sources.failed(batch, err)
                 else:
                     sources.committed(batch)
@@ -470,6 +509,8 @@ class Pipeline:
                 self._process_chunk(chunk, baseline, alerts)
             if baseline is not None:
                 alerts += baseline.take_digests()
+            if self._window_store is not None:
+                self._window_store.save(wall)
             inserted = enqueue_alerts(conn, alerts, wall, self._windows)
             if position is not None:
                 save_checkpoint(conn, batch.key, position, wall)

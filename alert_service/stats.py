@@ -62,6 +62,10 @@ class Stats:
         baseline_rows_new: matching rows of a ``counter`` 0 run that were not known.
         baseline_rows_suppressed: new baseline rows of rules with ``baseline: none``.
         baseline_digests: digest alerts made for rules with ``baseline: digest``.
+        aggregate_alerts: crossings of aggregation and beacon rules (one per group
+            and window).
+        aggregate_events_dropped: events of a new group dropped because its rule
+            held ``max_groups`` groups whose windows were all still open.
         staleness_warnings: times a source went ``stale_after_secs`` without a line.
         stale_sources: gauge: configured sources currently stale.
         sources_followed: gauge: files currently open and followed (a glob may match
@@ -123,6 +127,8 @@ class Stats:
     baseline_rows_new: int = 0
     baseline_rows_suppressed: int = 0
     baseline_digests: int = 0
+    aggregate_alerts: int = 0
+    aggregate_events_dropped: int = 0
     staleness_warnings: int = 0
     stale_sources: int = 0
     sources_followed: int = 0

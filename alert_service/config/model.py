@@ -64,6 +64,12 @@ from alert_service.match import (
     check_rule,
     rule_spec_from_config,
 )
+from alert_service.match.aggregate import (
+    AggregateRule,
+    aggregate_rule_from_config,
+    check_aggregate_rule,
+    is_aggregate_item,
+)
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
@@ -114,7 +120,9 @@ class Config:
         file: the file it was loaded from (for messages).
         sources: logs to follow, in order.
         notifiers: destinations, in order.
-        rules: rules, in order.
+        rules: row rules, in order.
+        aggregate_rules: aggregation and beacon rules (items of ``rules`` with an
+            ``aggregate`` or ``beacon`` key), in order.
         delivery: retry policy for each notification.
         known_packs: pack names for splitting ``pack_<pack>_<query>``.
         queries: the pack's queries (full logged name or query part; ``*`` = every
@@ -147,6 +155,7 @@ class Config:
     state_dir: str = DEFAULT_STATE_DIR
     checkpoint_expiry_secs: float = DEFAULT_CHECKPOINT_EXPIRY_SECS
     state: StateSettings = field(default_factory=StateSettings)
+    aggregate_rules: tuple[AggregateRule, ...] = ()
 
     @property
     def strict_queries(self) -> frozenset[str]:
@@ -265,10 +274,19 @@ def build_config(
 
     queries = tuple(root.get("queries", DEFAULT_QUERIES))
     rules: list[RuleSpec] = []
+    aggregate_rules: list[AggregateRule] = []
     for i, item in rule_items:
         for j, target in enumerate(as_list(item.get("notify"))):
             if isinstance(target, str) and target not in notifier_names:
                 problems.add(("rules", i, "notify", j), f"no notifier named {target!r}")
+        if is_aggregate_item(item):
+            aggregate = aggregate_rule_from_config(item)
+            for err in check_aggregate_rule(aggregate):
+                where = ("rules", i, *split_where(err.where))
+                if not is_bad(where, bad):
+                    problems.add(where, str(err))
+            aggregate_rules.append(aggregate)
+            continue
         spec = rule_spec_from_config(item)
         for err in check_rule(spec):
             where = ("rules", i, *split_where(err.where))
@@ -292,6 +310,7 @@ def build_config(
         sources=tuple(source_config(item) for _, item in sources),
         notifiers=tuple(notifiers),
         rules=tuple(rules),
+        aggregate_rules=tuple(aggregate_rules),
         delivery=RetryPolicy.from_config(root.get("delivery", {})),
         known_packs=frozenset(root.get("known_packs", DEFAULT_KNOWN_PACKS)),
         queries=queries,

@@ -334,15 +334,18 @@ class FleetClient:
         name = self.notifier
         watch = None
         try:
-            with deadline(self.settings.total_timeout_secs) as watch, self.session.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                timeout=(self.settings.connect_timeout_secs, self.settings.timeout_secs),
-                allow_redirects=False,
-                verify=self.settings.ca_file or True,
-            ) as resp:
+            with (
+                deadline(self.settings.total_timeout_secs) as watch,
+                self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=(self.settings.connect_timeout_secs, self.settings.timeout_secs),
+                    allow_redirects=False,
+                    verify=self.settings.ca_file or True,
+                ) as resp,
+            ):
                 status = resp.status_code
                 text = resp.text
                 retry_after = resp.headers.get("Retry-After")

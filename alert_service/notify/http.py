@@ -222,14 +222,17 @@ class HttpTransport:
         name = self.notifier
         watch = None
         try:
-            with deadline(self.total_timeout_secs) as watch, self.session.post(
-                url,
-                data=body,
-                headers=all_headers,
-                timeout=(connect_timeout_secs, read_timeout_secs),
-                allow_redirects=False,
-                stream=True,
-            ) as resp:
+            with (
+                deadline(self.total_timeout_secs) as watch,
+                self.session.post(
+                    url,
+                    data=body,
+                    headers=all_headers,
+                    timeout=(connect_timeout_secs, read_timeout_secs),
+                    allow_redirects=False,
+                    stream=True,
+                ) as resp,
+            ):
                 status = resp.status_code
                 self.last_status = status
                 text = _head_text(resp)

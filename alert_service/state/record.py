@@ -9,7 +9,8 @@ carries everything delivery needs, so a worker never reaches back to the parse s
      "alert": {Alert.as_dict() of the alert, or of a digest's first row},
      "name": {"pack": str | null, "query": str, "calendar_time": str},
      "dedup_window_secs": float | null,       # the rule's own; null = delivery's
-     "digest": {"rows": [{column: value}], "alert_ids": [str]}}   # baseline digests
+     "digest": {"rows": [{column: value}], "alert_ids": [str]},   # baseline digests
+     "aggregate": {AggregateAlert.aggregate_doc()}}                # aggregation rules
 
 Records written before versioning (no ``"v"``: the bare :meth:`Alert.as_dict`, with
 ``"kind": "baseline_digest"``, ``"rows"`` and ``"alert_ids"`` for a digest) still
@@ -29,6 +30,7 @@ from typing import Any, cast
 
 from alert_service.errors import RecordError
 from alert_service.match import SEVERITIES, Alert, Severity
+from alert_service.match.aggregate import AggregateAlert
 from alert_service.parse.event import Action, ColumnValue, Event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, parse_query_name
 from alert_service.state.baseline import DigestAlert
@@ -97,6 +99,8 @@ def encode_record(alert: Alert, dedup_window_secs: float | None = None) -> str:
         "name": {"pack": event.pack, "query": event.query, "calendar_time": event.calendar_time},
         "dedup_window_secs": dedup_window_secs,
     }
+    if isinstance(alert, AggregateAlert):
+        doc["aggregate"] = alert.aggregate_doc()
     if isinstance(alert, DigestAlert):
         doc["digest"] = {
             "rows": [dict(row.columns) for row in alert.rows],
@@ -136,6 +140,9 @@ def decode_record(
         window = doc["dedup_window_secs"]
         alert = _alert(doc["alert"], notify, name["pack"], name["query"], name["calendar_time"])
         digest = doc.get("digest")
+        aggregate = doc.get("aggregate")
+        if aggregate is not None:
+            alert = _aggregate_alert(alert, aggregate)
         if digest is None:
             return OutboxRecord(alert, (alert,), float(window) if window is not None else None)
         members = _members(alert, digest["rows"], digest["alert_ids"])
@@ -189,6 +196,28 @@ def _alert(
         tuple(notify),
         event,
         severity=cast(Severity, severity) if severity in SEVERITIES else None,
+    )
+
+
+_AGGREGATE_KEYS = ("type", "group", "count", "first_time", "last_time", "sample")
+
+
+def _aggregate_alert(alert: Alert, doc: Mapping[str, Any]) -> AggregateAlert:
+    """The alert of an aggregation rule, from a record's ``aggregate`` part."""
+    detail = {k: v for k, v in doc.items() if k not in _AGGREGATE_KEYS}
+    return AggregateAlert(
+        alert.id,
+        alert.rule,
+        alert.notify,
+        alert.event,
+        severity=alert.severity,
+        kind=str(doc["type"]),
+        group=MappingProxyType(dict(doc["group"])),
+        count=int(doc["count"]),
+        first_time=int(doc["first_time"]),
+        last_time=int(doc["last_time"]),
+        sample=tuple(MappingProxyType(dict(row)) for row in doc["sample"]),
+        detail=MappingProxyType(detail),
     )
 
 

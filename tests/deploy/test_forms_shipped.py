@@ -258,7 +258,12 @@ def test_the_legacy_pack_cannot_unschedule_the_report() -> None:
 
 # -- shipped rules see only the pack's rows ----------------------------------------
 
-RULE_CONFIGS = ["deploy/alerts.yaml", "examples/alerts.example.yaml", "examples/demo-alerts.yaml"]
+RULE_CONFIGS = [
+    "deploy/alerts.yaml",
+    "examples/alerts.example.yaml",
+    "examples/demo-alerts.yaml",
+    "examples/detections.yaml",
+]
 
 
 @pytest.mark.parametrize("relative", RULE_CONFIGS)

@@ -157,7 +157,7 @@ def test_restarts_log_no_change_and_send_no_alert() -> None:
             close_with_reset(clients + accepted)
         assert service.returncode == 0, stderr.decode(errors="replace")
 
-    later = final[len(first):]
+    later = final[len(first) :]
     assert [a for a, _, _ in later if a == "removed"] == [], "nothing was logged removed"
     relogged = [(c, cols) for a, c, cols in later if a == "added"]
     assert all(counter == 0 for counter, _ in relogged), "only the wiped database's re-log"

@@ -1,0 +1,626 @@
+"""Aggregation rules: alerts over many rows (scans, sweeps, lateral movement, beacons).
+
+A row rule judges one event; an aggregation rule counts the events that pass its
+filter (the same conditions as a row rule, :mod:`alert_service.match.conditions`) per
+*group* (the values of its ``group_by`` fields) and alerts once when a group crosses a
+threshold inside a window. Kinds (docs/rules.md, "Aggregation rules"):
+
+* ``event_count``: rows counted; Sigma correlation ``type: event_count``.
+* ``value_count``: distinct values of ``field`` counted; Sigma ``type: value_count``.
+* ``beacon``: connection start times of the group scored for a regular period.
+
+Windows of ``event_count`` / ``value_count`` are *anchored*: a group's window opens
+at its first counted event (time ``t0``, the line's ``unixTime``) and covers
+``[t0, t0 + window_secs)``; the first event at or after its end closes it and opens the
+next window at that event. At most one alert per group and window.
+
+:class:`Aggregator` keeps the groups in memory, bounded by ``max_groups`` per rule
+(events of new groups beyond it are dropped and counted in ``dropped``), and marks
+every changed group dirty so :mod:`alert_service.state.windows` stores it in the
+transaction of the batch that changed it. A group's state is a JSON-able dict
+(:meth:`Group.to_doc` / :meth:`Group.from_doc`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import statistics
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Final, Literal, cast
+
+from alert_service.errors import MatchError
+from alert_service.match.alert import Alert
+from alert_service.match.conditions import EventView, RuleSpec, rule_spec_from_config
+from alert_service.match.rules import CompiledRule, check_rule
+from alert_service.parse.event import ColumnValue, Event
+
+__all__ = [
+    "AGGREGATE_KINDS",
+    "AggregateAlert",
+    "AggregateRule",
+    "AggregateSpec",
+    "Aggregator",
+    "Group",
+    "aggregate_rule_from_config",
+    "check_aggregate_rule",
+    "is_aggregate_item",
+]
+
+AggregateKind = Literal["event_count", "value_count", "beacon"]
+AGGREGATE_KINDS: Final[tuple[AggregateKind, ...]] = ("event_count", "value_count", "beacon")
+
+DEFAULT_MAX_GROUPS: Final = 10_000
+DEFAULT_SAMPLE_ROWS: Final = 10
+HOST: Final = "host"
+"""``group_by`` name of the line's ``hostIdentifier``; other names are columns."""
+
+BEACON_GROUP_BY: Final = (HOST, "pid", "start_time", "remote_address", "remote_port")
+"""Default ``group_by`` of a beacon rule: one process (pid and start time) and peer."""
+
+_ROW_KEY_COLUMNS = ("pid", "socket", "local_address", "local_port", "remote_address",
+                    "remote_port", "first_seen")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSpec:
+    """What an aggregation rule counts (the ``aggregate`` or ``beacon`` mapping).
+
+    Attributes:
+        kind: ``event_count``, ``value_count`` or ``beacon``.
+        group_by: fields whose values form the group: ``host`` or column names.
+        field: the column whose distinct values are counted (``value_count``).
+        threshold: count at or above which the group alerts (Sigma ``gte``).
+        window_secs: window length, seconds.
+        max_groups: groups kept per rule at most.
+        sample_rows: rows carried in the alert at most.
+        min_connections: beacon: connections needed in the window.
+        min_period_secs: beacon: shortest median period that counts, seconds.
+        jitter_secs: beacon: an interval within this of the median is regular, seconds.
+        jitter_ratio: beacon: ... or within this fraction of the median.
+        min_score: beacon: fraction of regular intervals needed (0-1].
+    """
+
+    kind: AggregateKind
+    group_by: tuple[str, ...]
+    window_secs: float
+    threshold: int = 0
+    field: str | None = None
+    max_groups: int = DEFAULT_MAX_GROUPS
+    sample_rows: int = DEFAULT_SAMPLE_ROWS
+    min_connections: int = 0
+    min_period_secs: float = 10.0
+    jitter_secs: float = 2.0
+    jitter_ratio: float = 0.1
+    min_score: float = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateRule:
+    """One aggregation rule: a filter (a row rule's conditions) plus what it counts.
+
+    Attributes:
+        name: unique rule name (shared namespace with row rules).
+        notify: notifier names.
+        filter: the conditions an event must pass to be counted (its ``name`` and
+            ``notify`` are the rule's).
+        spec: what is counted.
+        dedup_window_secs: the rule's own dedup window, or None for delivery's.
+    """
+
+    name: str
+    notify: tuple[str, ...]
+    filter: RuleSpec
+    spec: AggregateSpec
+    dedup_window_secs: float | None = None
+
+
+def is_aggregate_item(raw: Mapping[str, Any]) -> bool:
+    """True when a configured rule is an aggregation rule (has ``aggregate`` or ``beacon``)."""
+    return "aggregate" in raw or "beacon" in raw
+
+
+def aggregate_rule_from_config(raw: Mapping[str, Any]) -> AggregateRule:
+    """Build an :class:`AggregateRule` from a schema-checked rule mapping."""
+    base = {k: v for k, v in raw.items() if k not in ("aggregate", "beacon", "baseline")}
+    filter_spec = rule_spec_from_config(base)
+    if "beacon" in raw:
+        b = raw.get("beacon") or {}
+        spec = AggregateSpec(
+            kind="beacon",
+            group_by=tuple(b.get("group_by", BEACON_GROUP_BY)),
+            window_secs=float(b.get("window_secs", 3600)),
+            max_groups=int(b.get("max_groups", DEFAULT_MAX_GROUPS)),
+            sample_rows=int(b.get("sample_rows", DEFAULT_SAMPLE_ROWS)),
+            min_connections=int(b.get("min_connections", 8)),
+            min_period_secs=float(b.get("min_period_secs", 10)),
+            jitter_secs=float(b.get("jitter_secs", 2)),
+            jitter_ratio=float(b.get("jitter_ratio", 0.1)),
+            min_score=float(b.get("min_score", 0.8)),
+        )
+    else:
+        a = raw.get("aggregate") or {}
+        spec = AggregateSpec(
+            kind=cast(AggregateKind, a.get("type", "event_count")),
+            group_by=tuple(a.get("group_by", ())),
+            field=a.get("field"),
+            threshold=int(a.get("threshold", 1)),
+            window_secs=float(a.get("window_secs", 300)),
+            max_groups=int(a.get("max_groups", DEFAULT_MAX_GROUPS)),
+            sample_rows=int(a.get("sample_rows", DEFAULT_SAMPLE_ROWS)),
+        )
+    window = raw.get("dedup_window_secs")
+    return AggregateRule(
+        name=filter_spec.name,
+        notify=filter_spec.notify,
+        filter=filter_spec,
+        spec=spec,
+        dedup_window_secs=float(window) if window is not None else None,
+    )
+
+
+def check_aggregate_rule(rule: AggregateRule) -> list[MatchError]:
+    """Every problem of ``rule`` (its filter's, then its counting's), located in the rule."""
+    errors = check_rule(rule.filter)
+    spec = rule.spec
+    if spec.kind == "beacon":
+        return errors
+    if spec.kind == "value_count" and not spec.field:
+        errors.append(MatchError("value_count needs 'field'", ".aggregate.field"))
+    if spec.kind == "event_count" and spec.field:
+        errors.append(
+            MatchError(
+                "'field' is only for value_count (event_count counts rows)", ".aggregate.field"
+            )
+        )
+    if spec.field is not None and spec.field in spec.group_by:
+        errors.append(
+            MatchError(f"{spec.field!r} is both counted and grouped by", ".aggregate.field")
+        )
+    return errors
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateAlert(Alert):
+    """An alert of an aggregation rule: one group crossing its threshold in one window.
+
+    ``event`` is the crossing event with its columns replaced by the group's column
+    values (so dedup keys, placeholders and Fleet look-ups see the group).
+
+    Attributes:
+        kind: the rule's kind.
+        group: group field → value.
+        count: events (``event_count``), distinct values (``value_count``) or
+            connections (``beacon``) when the threshold was crossed.
+        first_time: unixTime of the window's first counted event, seconds.
+        last_time: unixTime of the crossing event, seconds.
+        sample: up to ``sample_rows`` of the counted rows, in log order.
+        detail: kind-specific numbers (threshold, window_secs, field; beacon:
+            period_secs, score, jitter_secs).
+    """
+
+    kind: str = "event_count"
+    group: Mapping[str, ColumnValue] = field(default_factory=dict)
+    count: int = 0
+    first_time: int = 0
+    last_time: int = 0
+    sample: tuple[Mapping[str, ColumnValue], ...] = ()
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def aggregate_doc(self) -> dict[str, Any]:
+        """The ``aggregate`` part of the payload (see :meth:`as_dict`)."""
+        return {
+            "type": self.kind,
+            "group": dict(self.group),
+            "count": self.count,
+            "first_time": self.first_time,
+            "last_time": self.last_time,
+            "sample": [dict(row) for row in self.sample],
+            **self.detail,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """:meth:`Alert.as_dict` plus ``"kind": "aggregate"`` and ``"aggregate"``:
+        ``{"type", "group", "count", "first_time", "last_time", "sample": [{column:
+        value}], "threshold", "window_secs", ["field"], [beacon: "period_secs",
+        "score", "tolerance_secs"]}``."""
+        doc = Alert.as_dict(self)
+        doc["kind"] = "aggregate"
+        doc["aggregate"] = self.aggregate_doc()
+        return doc
+
+
+@dataclass(slots=True)
+class Group:
+    """One group's window (JSON-able through :meth:`to_doc`).
+
+    Attributes:
+        start: unixTime the window opened, seconds.
+        last: unixTime of the last counted event.
+        count: events counted (``event_count``; after the crossing too).
+        values: distinct values seen (``value_count``; kept until the crossing).
+        rows: keys of rows counted (so a counter-0 re-log is not counted again; kept
+            until the crossing).
+        times: beacon: (start time, row key) of connections in the window, oldest first.
+        sample: rows for the alert.
+        fired: the window has alerted (beacon: unixTime until which it stays quiet).
+    """
+
+    start: int
+    last: int
+    count: int = 0
+    values: dict[ColumnValue, None] = field(default_factory=dict)
+    rows: dict[tuple[ColumnValue, ...], None] = field(default_factory=dict)
+    times: list[list[Any]] = field(default_factory=list)
+    sample: list[Mapping[str, ColumnValue]] = field(default_factory=list)
+    fired: int = 0
+
+    def to_doc(self) -> dict[str, Any]:
+        """The group as a JSON-able dict."""
+        return {
+            "start": self.start, "last": self.last, "count": self.count,
+            "values": list(self.values), "rows": [list(r) for r in self.rows],
+            "times": self.times,
+            "sample": [dict(r) for r in self.sample], "fired": self.fired,
+        }  # fmt: skip
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Group:
+        """Rebuild a group from :meth:`to_doc`'s dict (raises KeyError/TypeError if bad)."""
+        return cls(
+            int(doc["start"]),
+            int(doc["last"]),
+            int(doc["count"]),
+            dict.fromkeys(doc["values"]),
+            dict.fromkeys(tuple(r) for r in doc["rows"]),
+            [list(t) for t in doc["times"]],
+            [dict(r) for r in doc["sample"]],
+            int(doc["fired"]),
+        )
+
+
+def _row_key(columns: Mapping[str, ColumnValue]) -> tuple[ColumnValue, ...]:
+    """Identity of a connection row across re-logs: owner, socket, 5-tuple, first_seen."""
+    get = columns.get
+    return tuple([get(c) for c in _ROW_KEY_COLUMNS])
+
+
+def _group_values(event: Event, fields: Sequence[str]) -> tuple[ColumnValue, ...]:
+    columns = event.columns
+    return tuple(event.host_identifier if f == HOST else columns.get(f) for f in fields)
+
+
+def _group_getter(fields: Sequence[str]) -> Callable[[Event], tuple[ColumnValue, ...]]:
+    """A fast :func:`_group_values` for ``fields`` (``host`` first or absent: one C call)."""
+    if HOST not in fields:
+        names = tuple(fields)
+        return lambda event: tuple(map(event.columns.get, names))
+    if fields[0] == HOST and HOST not in fields[1:]:
+        rest = tuple(fields[1:])
+        return lambda event: (event.host_identifier, *map(event.columns.get, rest))
+    return lambda event: _group_values(event, fields)
+
+
+def group_key(values: Sequence[ColumnValue]) -> str:
+    """The stored key of a group: its values as compact JSON."""
+    return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
+
+
+def _values_of(key: str) -> tuple[ColumnValue, ...]:
+    """The group values of a stored key (inverse of :func:`group_key`)."""
+    return tuple(json.loads(key))
+
+
+_Key = tuple[ColumnValue, ...]
+
+
+def _alert_id(rule: str, key: str, start: int) -> str:
+    blob = json.dumps([rule, key, start], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class _RuleState:
+    """One rule compiled, with its groups (least recently changed first)."""
+
+    __slots__ = ("compiled", "dirty", "group_of", "groups", "rule", "spec")
+
+    def __init__(self, rule: AggregateRule, compiled: CompiledRule) -> None:
+        self.rule = rule
+        self.spec = rule.spec
+        self.group_of = _group_getter(rule.spec.group_by)
+        self.dirty: set[_Key] = set()
+        self.compiled = compiled
+        self.groups: OrderedDict[_Key, Group] = OrderedDict()
+
+    def expired(self, group: Group, now: int) -> bool:
+        if self.spec.kind == "beacon":
+            return group.last + self.spec.window_secs <= now and group.fired <= now
+        return group.start + self.spec.window_secs <= now
+
+
+class Aggregator:
+    """Count events per rule and group; return an alert per group and window crossing.
+
+    Args:
+        rules: the aggregation rules.
+
+    Attributes:
+        dropped: events of new groups dropped because a rule held ``max_groups``.
+
+    Raises:
+        MatchError: a filter does not compile (the message names the rule).
+    """
+
+    def __init__(self, rules: Iterable[AggregateRule]) -> None:
+        states: list[_RuleState] = []
+        for rule in rules:
+            if not rule.filter.enabled:
+                continue  # ``enabled: false``: checked, never counted
+            try:
+                states.append(_RuleState(rule, CompiledRule(rule.filter)))
+            except MatchError as err:
+                raise MatchError(f"rule {rule.name!r}: {err}", err.where) from err
+        self._rules = tuple(states)
+        # CompiledRule.matches without its per-call checks (as RuleSet.match runs it).
+        self._tests = tuple(
+            (s, s.compiled._conditions.holds, s.compiled.vetoed if s.compiled._excludes else None)
+            for s in states
+        )
+        self._by_name = {s.rule.name: s for s in states}
+        self.dropped = 0
+        self._removed: set[tuple[str, _Key]] = set()
+        self._now = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    @property
+    def rule_names(self) -> tuple[str, ...]:
+        """Names of the rules, in configuration order."""
+        return tuple(s.rule.name for s in self._rules)
+
+    def group_count(self, rule: str) -> int:
+        """Groups held in memory for ``rule``."""
+        return len(self._by_name[rule].groups)
+
+    # -- persistence hooks -------------------------------------------------------
+
+    def load(self, rule: str, key: str, group: Group) -> None:
+        """Put a stored group back (at start); groups of unknown rules are ignored."""
+        state = self._by_name.get(rule)
+        if state is not None:
+            state.groups[_values_of(key)] = group
+            self._now = max(self._now, group.last)
+
+    def clear(self) -> None:
+        """Forget every group (before reloading after a rolled-back transaction)."""
+        for state in self._rules:
+            state.groups.clear()
+        self._removed.clear()
+        for state in self._rules:
+            state.dirty.clear()
+
+    def group(self, rule: str, key: str) -> Group | None:
+        """The group ``key`` of ``rule``, or None."""
+        return self._by_name[rule].groups.get(_values_of(key))
+
+    def take_changes(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """Expire groups past their window; return and reset (changed, dropped) as
+        (rule, stored group key) pairs."""
+        now = self._now
+        for state in self._rules:
+            groups = state.groups
+            while groups:
+                key, group = next(iter(groups.items()))
+                if not state.expired(group, now):
+                    break
+                del groups[key]
+                self._removed.add((state.rule.name, key))
+        dirty = {(s.rule.name, k) for s in self._rules for k in s.dirty} - self._removed
+        removed = self._removed
+        self._removed = set()
+        for state in self._rules:
+            state.dirty = set()
+        return (
+            {(rule, group_key(key)) for rule, key in dirty},
+            {(rule, group_key(key)) for rule, key in removed},
+        )
+
+    # -- counting ----------------------------------------------------------------
+
+    def observe(self, event: Event) -> list[AggregateAlert]:
+        """Count ``event`` in every rule whose filter it passes; return new crossings."""
+        out: list[AggregateAlert] = []
+        now = event.unix_time
+        self._now = max(self._now, now)
+        view = EventView(event)
+        for state, holds, vetoed in self._tests:
+            if holds(view) and (vetoed is None or not vetoed(view)):
+                alert = self._count(state, event)
+                if alert is not None:
+                    out.append(alert)
+        return out
+
+    def _count(self, state: _RuleState, event: Event) -> AggregateAlert | None:
+        spec = state.spec
+        key = values = state.group_of(event)
+        groups = state.groups
+        now = event.unix_time
+        group = groups.get(key)
+        if group is not None and spec.kind != "beacon" and group.start + spec.window_secs <= now:
+            del groups[key]  # the window is over: the next one opens at this event
+            group = None
+        if group is None:
+            if len(groups) >= spec.max_groups:
+                self._evict(state, now)
+                if len(groups) >= spec.max_groups:
+                    self.dropped += 1
+                    return None
+            group = groups[key] = Group(start=now, last=now)
+        else:
+            groups.move_to_end(key)
+        state.dirty.add(key)
+        if spec.kind == "beacon":
+            return self._beacon(state, event, key, values, group)
+        row = _row_key(event.columns) if spec.kind == "event_count" or event.counter == 0 else ()
+        if event.counter == 0 and row in group.rows:
+            return None  # a counter-0 re-log of a row counted already
+        group.last = max(group.last, now)
+        if group.fired:
+            group.count += event.counter != 0
+            return None
+        if spec.kind == "value_count":
+            value = event.columns.get(spec.field or "")
+            if value is None or value == "" or value in group.values:
+                return None
+            group.values[value] = None
+            group.count = len(group.values)
+        else:
+            group.rows[row] = None
+            group.count += 1
+        if len(group.sample) < spec.sample_rows:
+            group.sample.append(event.columns)  # read-only: copied when stored
+        if group.count < spec.threshold:
+            return None
+        group.fired = 1
+        group.values, group.rows = {}, {}  # not needed once the window has alerted
+        detail: dict[str, Any] = {"threshold": spec.threshold, "window_secs": spec.window_secs}
+        if spec.field:
+            detail["field"] = spec.field
+        return self._alert(
+            state,
+            event,
+            key,
+            values=values,
+            group=group,
+            counted=(group.count, group.start),
+            detail=detail,
+        )
+
+    def _beacon(
+        self,
+        state: _RuleState,
+        event: Event,
+        key: _Key,
+        values: tuple[ColumnValue, ...],
+        group: Group,
+    ) -> AggregateAlert | None:
+        spec = state.spec
+        now = event.unix_time
+        columns = event.columns
+        started = columns.get("first_seen")
+        at = started if isinstance(started, int) and started > 0 else now
+        row = list(_row_key(columns))  # as stored (JSON has no tuples)
+        if any(r == row for _, r in group.times):
+            return None  # the same connection logged again
+        times = group.times
+        times.append([at, row])
+        times.sort(key=lambda item: int(item[0]))
+        horizon = max(int(t[0]) for t in times) - spec.window_secs
+        while times and int(times[0][0]) < horizon:
+            times.pop(0)
+        del times[: max(0, len(times) - 4 * spec.min_connections)]
+        group.last = max(group.last, now)
+        group.sample.append(columns)  # read-only: copied when stored
+        if len(group.sample) > spec.sample_rows:
+            del group.sample[0]
+        if len(times) < spec.min_connections or group.fired > now:
+            return None
+        stamps = [int(t[0]) for t in times]
+        score = beacon_score(stamps, spec)
+        if score is None:
+            return None
+        period, regular, tolerance = score
+        if regular < spec.min_score:
+            return None
+        group.fired = int(now + spec.window_secs)
+        detail = {
+            "min_connections": spec.min_connections,
+            "window_secs": spec.window_secs,
+            "period_secs": period,
+            "score": round(regular, 3),
+            "tolerance_secs": tolerance,
+        }
+        return self._alert(
+            state,
+            event,
+            key,
+            values=values,
+            group=group,
+            counted=(len(times), stamps[0]),
+            detail=detail,
+        )
+
+    def _alert(
+        self,
+        state: _RuleState,
+        event: Event,
+        key: _Key,
+        *,
+        values: tuple[ColumnValue, ...],
+        group: Group,
+        counted: tuple[int, int],
+        detail: Mapping[str, Any],
+    ) -> AggregateAlert:
+        count, first = counted
+        spec = state.spec
+        grouped = dict(zip(spec.group_by, values, strict=True))
+        columns = {f: v for f, v in grouped.items() if f != HOST}
+        view = replace(event, columns=MappingProxyType(columns))
+        rule = state.rule
+        return AggregateAlert(
+            _alert_id(rule.name, group_key(key), first),
+            rule.name,
+            rule.notify,
+            view,
+            severity=rule.filter.severity,
+            kind=spec.kind,
+            group=MappingProxyType(grouped),
+            count=count,
+            first_time=first,
+            last_time=event.unix_time,
+            sample=tuple(MappingProxyType(dict(r)) for r in group.sample),
+            detail=MappingProxyType(dict(detail)),
+        )
+
+    def _evict(self, state: _RuleState, now: int) -> None:
+        """Drop the rule's least recently changed groups while their window is over.
+
+        Stops at the first group still open, so a full rule costs O(1) per event
+        (amortised) rather than a scan of every group.
+        """
+        groups = state.groups
+        while groups:
+            key, group = next(iter(groups.items()))
+            if not state.expired(group, now):
+                return
+            del groups[key]
+            self._removed.add((state.rule.name, key))
+
+
+def beacon_score(stamps: Sequence[int], spec: AggregateSpec) -> tuple[float, float, float] | None:
+    """Score connection start times for a regular period.
+
+    Args:
+        stamps: start times, seconds, ascending.
+        spec: the beacon's ``min_period_secs``, ``jitter_secs``, ``jitter_ratio``.
+
+    Returns:
+        ``(median period, fraction of regular intervals, tolerance)``, seconds for
+        the period and tolerance; None when the median period is shorter than
+        ``min_period_secs``. An interval is regular when it is within
+        ``max(jitter_secs, jitter_ratio * median)`` of the median.
+    """
+    intervals = [b - a for a, b in itertools.pairwise(stamps)]
+    if not intervals:
+        return None
+    period = float(statistics.median(intervals))
+    if period < spec.min_period_secs:
+        return None
+    tolerance = max(spec.jitter_secs, spec.jitter_ratio * period)
+    regular = sum(1 for iv in intervals if abs(iv - period) <= tolerance)
+    return period, regular / len(intervals), tolerance
