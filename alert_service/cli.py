@@ -174,9 +174,12 @@ def _resolve_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         return
     if args.config and args.config_file and args.config != args.config_file:
         parser.error(f"{args.command}: give the configuration once, as FILE or --config FILE")
-    args.config = args.config or args.config_file
+    args.config = args.config or args.config_file or os.environ.get(operate.CONFIG_ENV)
     if not args.config:
-        parser.error(f"{args.command}: the configuration FILE (or --config FILE) is required")
+        parser.error(
+            f"{args.command}: the configuration FILE (or --config FILE, or "
+            f"${operate.CONFIG_ENV}) is required"
+        )
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -409,6 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _resolve_config(parser, args)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # The reader went away (``status | head``): no traceback; stdout is gone.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "init":
         return _init(args)
     if args.command == "check-config":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 from alert_service.config import Config
@@ -38,8 +39,16 @@ def _writable_dir(path: Path) -> str | None:
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if not parent.is_dir():
+        return f"{path} cannot be created: {parent} is not a directory"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{path} does not exist and cannot be created: {parent} is not writable"
+    # os.access says yes to root everywhere (/proc included): try it, and tidy up.
+    try:
+        probe = tempfile.mkdtemp(prefix=".tracked-connections-check.", dir=parent)
+    except OSError as err:
+        return f"{path} does not exist and cannot be created in {parent}: {err.strerror}"
+    os.rmdir(probe)
     return None
 
 
