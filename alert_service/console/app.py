@@ -41,6 +41,7 @@ from alert_service.console.security import (
     read_cookies,
 )
 from alert_service.logs import log_event
+from alert_service.operate.commands import safe_text
 from alert_service.operate.timespec import format_time, parse_duration, parse_time
 from alert_service.operate.views import entry_doc, state_path, status_doc
 from alert_service.secret import reveal
@@ -135,9 +136,14 @@ class ConsoleApp:
             autoescape=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Every value shown: control and bidi characters (U+202E reverses how a
+            # name reads) written as \uNNNN, after which autoescape makes it HTML-safe.
+            finalize=lambda v: safe_text(v) if isinstance(v, str) else v,
         )
         self.env.filters["time"] = format_time
-        self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
+        self.env.filters["pretty"] = lambda v: safe_text(
+            json.dumps(v, indent=2, ensure_ascii=False)
+        )
 
     # -- plumbing -----------------------------------------------------------------
 
