@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, PackageLoader
@@ -235,7 +235,7 @@ class ConsoleApp:
         return open_state_readonly(state_path(self.config))
 
     def _write(self) -> sqlite3.Connection:
-        return open_state(state_path(self.config))
+        return cast(sqlite3.Connection, open_state(state_path(self.config)))
 
     # -- pages ----------------------------------------------------------------------
 

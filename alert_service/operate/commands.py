@@ -24,7 +24,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from alert_service.config import Config, load_config
 from alert_service.errors import ConfigError
@@ -224,8 +224,8 @@ def _read(config: Config) -> sqlite3.Connection:
 
 
 def _write(config: Config) -> sqlite3.Connection:
-    try:
-        return open_state(state_path(config))
+    try:  # the operator commands read the SQLite state (state_path)
+        return cast(sqlite3.Connection, open_state(state_path(config)))
     except (OSError, sqlite3.Error) as err:
         raise _CommandError(f"{state_path(config)}: {err}") from err
 

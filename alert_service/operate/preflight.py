@@ -22,6 +22,7 @@ from pathlib import Path
 
 from alert_service.config import Config
 from alert_service.ops.server import MetricsConfig
+from alert_service.source import SourceConfig
 
 __all__ = ["preflight_problems"]
 
@@ -104,6 +105,8 @@ def preflight_problems(config: Config, *, check_port: bool = True) -> list[str]:
 
     add("state_dir", _writable_dir(Path(config.state_dir)))
     for i, source in enumerate(config.sources):
+        if not isinstance(source, SourceConfig):
+            continue  # a stream: nothing on this host to check
         if not source.glob:
             add(f"sources[{i}].path", _readable_source(source.path))
         else:
