@@ -56,13 +56,40 @@ def test_routes_follow_the_column_contract() -> None:
     assert len(COLUMNS) == 27
 
 
+def _own_tcp_rows(
+    rows: list[dict[str, str]], sockets: tuple[socket.socket, ...]
+) -> list[dict[str, str]]:
+    """Rows whose exact endpoints are one of ``sockets``' (psutil gives no inode): on a
+    busy host other rows share the port numbers (another process's closed connection)."""
+    ends = set()
+    for sock in sockets:
+        try:
+            remote = sock.getpeername()
+        except OSError:
+            remote = ("", 0)
+        ends.add((*sock.getsockname()[:2], *remote[:2]))
+    return [
+        r
+        for r in rows
+        if r.get("protocol") == "6"
+        and (
+            r.get("local_address"),
+            int(r.get("local_port", -1)),
+            r.get("remote_address", ""),
+            int(r.get("remote_port", 0)),
+        )
+        in ends
+    ]
+
+
 def test_own_connection_has_our_pid_name_and_direction(
     tcp_pair: tuple[socket.socket, socket.socket, socket.socket],
 ) -> None:
     listener, client, _accepted = tcp_pair
     port = listener.getsockname()[1]
     client_port = client.getsockname()[1]
-    rows = _rows_for_port(_generate(), port)
+    rows = _own_tcp_rows(_generate(), tcp_pair)
+    assert len(rows) == 3
     by_direction = {r["direction"]: r for r in rows}
     assert set(by_direction) == {"listening", "inbound", "outbound"}
     me = psutil.Process()
@@ -91,13 +118,12 @@ def test_own_connection_has_our_pid_name_and_direction(
 def test_first_seen_is_kept_across_samples(
     tcp_pair: tuple[socket.socket, socket.socket, socket.socket],
 ) -> None:
-    listener, _client, _accepted = tcp_pair
-    port = listener.getsockname()[1]
     now = [1_000_000.0]
     sampler = Sampler(PsutilCollector(), clock=lambda: now[0])
-    first = _rows_for_port(_generate(sampler), port)
+    first = _own_tcp_rows(_generate(sampler), tcp_pair)
     now[0] += 5
-    second = _rows_for_port(_generate(sampler), port)
+    second = _own_tcp_rows(_generate(sampler), tcp_pair)
+    assert len(first) == len(second) == 3
     assert {r["first_seen"] for r in first + second} == {"1000000"}
     assert {r["last_seen"] for r in second} == {"1000005"}
 
