@@ -268,6 +268,27 @@ class Group:
             "sample": [dict(r) for r in self.sample], "fired": self.fired,
         }  # fmt: skip
 
+    def to_text(self, rows: dict[int, str]) -> str:
+        """:meth:`to_doc` as compact JSON, without building the dict.
+
+        Args:
+            rows: sample row ``id()`` → its JSON, filled and reused by the caller
+                within one save (one event's row sits in the samples of several
+                rules' groups, and is encoded once).
+        """
+        sample: list[str] = []
+        for row in self.sample:
+            text = rows.get(id(row))
+            if text is None:
+                text = rows[id(row)] = _encode(dict(row))
+            sample.append(text)
+        return (
+            f'{{"start":{int(self.start)},"last":{int(self.last)},"count":{int(self.count)},'
+            f'"values":{_encode(list(self.values))},"rows":{_encode(list(self.rows))},'
+            f'"times":{_encode(self.times)},"sample":[{",".join(sample)}],'
+            f'"fired":{int(self.fired)}}}'
+        )
+
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Group:
         """Rebuild a group from :meth:`to_doc`'s dict (raises KeyError/TypeError if bad)."""
@@ -305,9 +326,14 @@ def _group_getter(fields: Sequence[str]) -> Callable[[Event], tuple[ColumnValue,
     return lambda event: _group_values(event, fields)
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""Compact JSON of a value (one encoder built once: ``json.dumps`` with options builds
+a new one per call)."""
+
+
 def group_key(values: Sequence[ColumnValue]) -> str:
     """The stored key of a group: its values as compact JSON."""
-    return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
+    return _encode(list(values))
 
 
 def _values_of(key: str) -> tuple[ColumnValue, ...]:
@@ -411,7 +437,21 @@ class Aggregator:
     def take_changes(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Expire groups past their window; return and reset (changed, dropped) as
         (rule, stored group key) pairs."""
+        changed, removed = self.take_changed_groups()
+        return {(rule, key) for rule, key, _ in changed}, set(removed)
+
+    def take_changed_groups(
+        self,
+    ) -> tuple[list[tuple[str, str, Group]], list[tuple[str, str]]]:
+        """Expire groups past their window; return and reset the changes.
+
+        Returns:
+            ``([(rule, stored group key, group)], [(rule, stored group key)])``: the
+            groups changed since the last call and still held, then the groups
+            dropped (window over or evicted) and not held again.
+        """
         now = self._now
+        removed_keys = self._removed
         for state in self._rules:
             groups = state.groups
             while groups:
@@ -419,16 +459,19 @@ class Aggregator:
                 if not state.expired(group, now):
                     break
                 del groups[key]
-                self._removed.add((state.rule.name, key))
-        dirty = {(s.rule.name, k) for s in self._rules for k in s.dirty} - self._removed
-        removed = self._removed
-        self._removed = set()
+                removed_keys.add((state.rule.name, key))
+        changed: list[tuple[str, str, Group]] = []
         for state in self._rules:
+            name = state.rule.name
+            groups = state.groups
+            for key in state.dirty:
+                group = groups.get(key)
+                if group is not None:
+                    changed.append((name, group_key(key), group))
+                    removed_keys.discard((name, key))
             state.dirty = set()
-        return (
-            {(rule, group_key(key)) for rule, key in dirty},
-            {(rule, group_key(key)) for rule, key in removed},
-        )
+        self._removed = set()
+        return changed, [(rule, group_key(key)) for rule, key in removed_keys]
 
     # -- counting ----------------------------------------------------------------
 
