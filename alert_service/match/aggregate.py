@@ -465,9 +465,9 @@ class Aggregator:
             name = state.rule.name
             groups = state.groups
             for key in state.dirty:
-                group = groups.get(key)
-                if group is not None:
-                    changed.append((name, group_key(key), group))
+                held = groups.get(key)
+                if held is not None:
+                    changed.append((name, group_key(key), held))
                     removed_keys.discard((name, key))
             state.dirty = set()
         self._removed = set()
