@@ -393,8 +393,7 @@ class Aggregator:
         self._rules = tuple(states)
         # CompiledRule.matches without its per-call checks (as RuleSet.match runs it).
         self._tests = tuple(
-            (s, s.compiled._conditions.holds, s.compiled.vetoed if s.compiled._excludes else None)
-            for s in states
+            (s, s.compiled._conditions.holds, _veto_of(s.compiled)) for s in states
         )
         self._by_name = {s.rule.name: s for s in states}
         self.dropped = 0
@@ -475,12 +474,16 @@ class Aggregator:
 
     # -- counting ----------------------------------------------------------------
 
-    def observe(self, event: Event) -> list[AggregateAlert]:
-        """Count ``event`` in every rule whose filter it passes; return new crossings."""
+    def observe(self, event: Event, view: EventView | None = None) -> list[AggregateAlert]:
+        """Count ``event`` in every rule whose filter it passes; return new crossings.
+
+        ``view``: the event's :class:`EventView` shared with the row rules, or None.
+        """
         out: list[AggregateAlert] = []
         now = event.unix_time
         self._now = max(self._now, now)
-        view = EventView(event)
+        if view is None:
+            view = EventView(event)
         for state, holds, vetoed in self._tests:
             if holds(view) and (vetoed is None or not vetoed(view)):
                 alert = self._count(state, event)
@@ -503,7 +506,7 @@ class Aggregator:
                 if len(groups) >= spec.max_groups:
                     self.dropped += 1
                     return None
-            group = groups[key] = Group(start=now, last=now)
+            group = groups[key] = Group(now, now)
         else:
             groups.move_to_end(key)
         state.dirty.add(key)
@@ -643,6 +646,16 @@ class Aggregator:
                 return
             del groups[key]
             self._removed.add((state.rule.name, key))
+
+
+def _veto_of(compiled: CompiledRule) -> Callable[[EventView], bool] | None:
+    """The rule's ``exclude`` test: None without entries, the entry's own with one."""
+    excludes = compiled._excludes
+    if not excludes:
+        return None
+    if len(excludes) == 1:
+        return excludes[0].holds
+    return compiled.vetoed
 
 
 def beacon_score(stamps: Sequence[int], spec: AggregateSpec) -> tuple[float, float, float] | None:

@@ -136,10 +136,15 @@ class RuleSet:
         """Check the IOC files now (e.g. once per source poll); return how many reloaded."""
         return self.iocs.check()
 
-    def match(self, event: Event) -> list[Alert]:
-        """Return one :class:`~alert_service.match.alert.Alert` per matching rule, in rule order."""
+    def match(self, event: Event, view: EventView | None = None) -> list[Alert]:
+        """Return one :class:`~alert_service.match.alert.Alert` per matching rule, in rule order.
+
+        ``view``: the event's :class:`EventView` when the caller shares one with the
+        aggregation rules (values such as the parsed address are computed once).
+        """
         self.iocs.maybe_check()
-        view = EventView(event)
+        if view is None:
+            view = EventView(event)
         alerts: list[Alert] = []
         ident: str | None = None
         for rule, holds, vetoed in self._tests:
