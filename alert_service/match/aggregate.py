@@ -23,6 +23,7 @@ transaction of the batch that changed it. A group's state is a JSON-able dict
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -304,6 +305,11 @@ class Group:
         )
 
 
+def _start_of(item: list[Any]) -> int:
+    """A beacon time entry's start time, seconds (its sort key)."""
+    return int(item[0])
+
+
 def _row_key(columns: Mapping[str, ColumnValue]) -> tuple[ColumnValue, ...]:
     """Identity of a connection row across re-logs: owner, socket, 5-tuple, first_seen."""
     get = columns.get
@@ -392,9 +398,7 @@ class Aggregator:
                 raise MatchError(f"rule {rule.name!r}: {err}", err.where) from err
         self._rules = tuple(states)
         # CompiledRule.matches without its per-call checks (as RuleSet.match runs it).
-        self._tests = tuple(
-            (s, s.compiled._conditions.holds, _veto_of(s.compiled)) for s in states
-        )
+        self._tests = tuple((s, s.compiled._conditions.holds, _veto_of(s.compiled)) for s in states)
         self._by_name = {s.rule.name: s for s in states}
         self.dropped = 0
         self._removed: set[tuple[str, _Key]] = set()
@@ -561,14 +565,17 @@ class Aggregator:
         started = columns.get("first_seen")
         at = started if isinstance(started, int) and started > 0 else now
         row = list(_row_key(columns))  # as stored (JSON has no tuples)
-        if any(r == row for _, r in group.times):
-            return None  # the same connection logged again
         times = group.times
-        times.append([at, row])
-        times.sort(key=lambda item: int(item[0]))
-        horizon = max(int(t[0]) for t in times) - spec.window_secs
-        while times and int(times[0][0]) < horizon:
-            times.pop(0)
+        if times:
+            if any(r == row for _, r in times):
+                return None  # the same connection logged again
+            # after its equals, as appending then a stable sort would put it
+            bisect.insort_right(times, [at, row], key=_start_of)
+            horizon = int(times[-1][0]) - spec.window_secs
+            while times and int(times[0][0]) < horizon:
+                times.pop(0)
+        else:
+            times.append([at, row])  # a new group: nothing to order or age out
         del times[: max(0, len(times) - 4 * spec.min_connections)]
         group.last = max(group.last, now)
         group.sample.append(columns)  # read-only: copied when stored
