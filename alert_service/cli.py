@@ -22,6 +22,9 @@ Subcommands:
   alert that ``run`` would deliver as one JSON line on stdout (baseline and dedup
   applied in memory; each suppressed repeat is logged as ``alert_suppressed`` on
   stderr); nothing is sent.
+* ``cluster-status FILE`` — print the live instances, each stream partition's lease
+  and its consumer's lag as one JSON document (:mod:`alert_service.ops.status`);
+  exit 1 when the state cannot be read.
 * ``init DIR [--force]`` — write the packs, configs, systemd unit and docs shipped in
   the package into DIR (see :mod:`alert_service.bundle`); exit 1 when files exist
   and ``--force`` is not given.
@@ -33,6 +36,7 @@ that cannot be opened or metrics port that cannot be bound (``run``); 2 usage er
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -50,15 +54,17 @@ from alert_service.console.app import ConsoleApp
 from alert_service.deliver.service import build_delivery_service
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
+from alert_service.match.hostnames import domain_list_warnings
 from alert_service.notify import DEFAULT_REGISTRY
 from alert_service.notify.preview import RenderDispatcher
 from alert_service.operate import commands as operate
 from alert_service.operate.preflight import preflight_problems
 from alert_service.operate.reload import config_for_reload
 from alert_service.ops.server import MetricsConfig, OpsServer
+from alert_service.ops.status import cluster_status
 from alert_service.permissions import loose_permissions
 from alert_service.pipeline import Pipeline, PrintDispatcher
-from alert_service.state.db import STATE_FILE, open_state
+from alert_service.state.db import StateTarget, open_state
 from alert_service.state.lock import LockedError, acquire_instance_lock
 from alert_service.stats import Stats
 
@@ -69,7 +75,7 @@ _LEVELS = ("debug", "info", "warning", "error")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser (subcommands ``run``, ``check-config``, ``replay``)."""
+    """Return the parser (subcommands ``run``, ``check-config``, ``status``, ``replay``)."""
     parser = argparse.ArgumentParser(
         prog="tracked-connections-alerts",
         description="Follow osquery tracked_connections results and send alerts.",
@@ -109,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check this host: state_dir writable, sources readable (or their"
         " directory exists), metrics port free",
     )
+
+    status = command(
+        "cluster-status",
+        "show the partitions, leases and consumer lag of a cluster",
+        "Print one JSON document: the live instances, and per stream partition its\n"
+        "lease (owner, fencing token, expiry) and its consumer's lag (messages not\n"
+        "yet delivered) and unacknowledged messages. Reads the shared state and NATS;\n"
+        "no instance needs to run.",
+        "tracked-connections-alerts cluster-status /etc/tracked-connections/alerts.yaml",
+    )
+    _config_arguments(status)
 
     replay = command(
         "replay",
@@ -155,13 +172,16 @@ def _resolve_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -
                 parser.error("replay: give the configuration FILE (or --config FILE) and a LOG")
             args.config, args.logs = args.logs[0], args.logs[1:]
         return
-    if args.command not in ("run", "check-config"):
+    if args.command not in ("run", "check-config", "cluster-status"):
         return
     if args.config and args.config_file and args.config != args.config_file:
         parser.error(f"{args.command}: give the configuration once, as FILE or --config FILE")
-    args.config = args.config or args.config_file
+    args.config = args.config or args.config_file or os.environ.get(operate.CONFIG_ENV)
     if not args.config:
-        parser.error(f"{args.command}: the configuration FILE (or --config FILE) is required")
+        parser.error(
+            f"{args.command}: the configuration FILE (or --config FILE, or "
+            f"${operate.CONFIG_ENV}) is required"
+        )
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -196,6 +216,9 @@ def _check_config(args: argparse.Namespace) -> int:
         return 1
     for problem in loose_permissions(config):
         print(f"WARNING: {problem}", file=sys.stderr)
+    for i, rule in enumerate(config.rules):  # not problems: the service runs with them
+        for where, message in domain_list_warnings(rule):
+            print(f"WARNING: {args.config}: $.rules[{i}]{where}: {message}", file=sys.stderr)
     if args.strict:
         problems = preflight_problems(config)
         for problem in problems:
@@ -203,6 +226,20 @@ def _check_config(args: argparse.Namespace) -> int:
         if problems:
             return 1
     print("OK")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    try:
+        doc = cluster_status(config)
+    except sqlite3.Error as err:
+        where = config.state.describe(config.state_dir)
+        print(f"{args.config}: cannot read the state ({where}): {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(doc, indent=2))
     return 0
 
 
@@ -235,13 +272,17 @@ def _run(args: argparse.Namespace) -> int:
     for problem in loose_permissions(config):
         log_event(_log, logging.WARNING, "file_permissions_loose", reason=problem)
     stats = Stats()
-    state_path = os.path.join(config.state_dir, STATE_FILE)
+    state_path = config.state.target(config.state_dir)
     problems = preflight_problems(config, check_port=False)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         log_event(_log, logging.ERROR, "preflight_failed", problems=problems)
         return 1
+    if config.state.backend == "postgresql":
+        # Instances of a cluster share the state by design; leases and fencing
+        # keep them apart, not a lock on this host's state_dir.
+        return _run_locked(args, config, stats, state_path)
     try:
         lock = acquire_instance_lock(config.state_dir)
     except LockedError as err:
@@ -249,7 +290,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"run: {err}", file=sys.stderr)
         return 1
     except OSError as err:
-        log_event(_log, logging.ERROR, "state_open_failed", path=state_path, reason=str(err))
+        where = config.state.describe(config.state_dir)
+        log_event(_log, logging.ERROR, "state_open_failed", path=where, reason=str(err))
         return 1
     try:
         return _run_locked(args, config, stats, state_path)
@@ -257,11 +299,14 @@ def _run(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_path: str) -> int:
+def _run_locked(
+    args: argparse.Namespace, config: Config, stats: Stats, state_path: StateTarget
+) -> int:
+    where = config.state.describe(config.state_dir)
     try:
         state = open_state(state_path)
     except (OSError, sqlite3.Error) as err:
-        log_event(_log, logging.ERROR, "state_open_failed", path=state_path, reason=str(err))
+        log_event(_log, logging.ERROR, "state_open_failed", path=where, reason=str(err))
         return 1
     # The pipeline only enqueues alerts (same transaction as the checkpoints); the
     # delivery workers send the outbox from their own connections.
@@ -290,7 +335,7 @@ def _run_locked(args: argparse.Namespace, config: Config, stats: Stats, state_pa
         version=__version__,
         config=config.file,
         sources=[s.path for s in config.sources],
-        state=state_path,
+        state=where,
         notifiers=[n.name for n in config.notifiers],
         rules=len(config.rules),
     )
@@ -372,12 +417,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _resolve_config(parser, args)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # The reader went away (``status | head``): no traceback; stdout is gone.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "init":
         return _init(args)
     if args.command == "check-config":
         return _check_config(args)
     if args.command == "replay":
         return _replay(args)
+    if args.command == "cluster-status":
+        return _status(args)
     if args.command in operate.COMMANDS:
         return operate.run_command(args)
     return _run(args)

@@ -42,7 +42,8 @@ def _walk(value: Any) -> Iterator[Any]:
 
 def config_files(config: Config) -> list[tuple[str, str]]:
     """``(kind, path)`` of every file the configuration trusts: ``config``, each
-    ``{file:}`` secret (``secret``) and each IOC list (``IOC list``), each once."""
+    ``{file:}`` secret (``secret``) and each IOC list, of addresses or of domains
+    (``IOC list``), each once."""
     found: dict[str, str] = {}
     if config.file and not config.file.startswith("<"):
         found[os.path.abspath(config.file)] = "config"
@@ -52,7 +53,7 @@ def config_files(config: Config) -> list[tuple[str, str]]:
                 found.setdefault(value.source.removeprefix("file:"), "secret")
     for rule in config.rules:
         for value in _walk(rule):
-            for name in ("include_files", "exclude_files"):
+            for name in ("include_files", "exclude_files", "domain_files"):
                 paths = getattr(value, name, None)
                 if isinstance(paths, tuple):
                     for path in paths:

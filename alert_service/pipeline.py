@@ -65,7 +65,7 @@ from alert_service.source import (
 from alert_service.source.kinds import build_sources
 from alert_service.state.baseline import BaselineTracker
 from alert_service.state.checkpoints import SqliteCheckpoints, save_checkpoint
-from alert_service.state.db import open_state
+from alert_service.state.db import StateConnection, open_state
 from alert_service.state.outbox import enqueue_alerts
 from alert_service.state.record import upgrade_records
 from alert_service.state.windows import WindowStore
@@ -151,7 +151,7 @@ class Pipeline:
         dispatcher: Dispatcher | None = None,
         stats: Stats | None = None,
         *,
-        state: sqlite3.Connection | None = None,
+        state: StateConnection | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         max_read_bytes_per_poll: int = 8 * 1024 * 1024,
@@ -196,6 +196,7 @@ class Pipeline:
             clock=clock,
             monotonic=monotonic,
             max_read_bytes_per_poll=max_read_bytes_per_poll,
+            state=state,
         )
 
     # -- shared: one line ---------------------------------------------------------
@@ -494,7 +495,7 @@ class Pipeline:
         for sources in self._sources:
             sources.close()
 
-    def _commit(self, conn: sqlite3.Connection, batch: Batch) -> None:
+    def _commit(self, conn: StateConnection, batch: Batch) -> None:
         """Parse and match ``batch`` and store its alerts and position in one transaction.
 
         Raises:
@@ -515,6 +516,8 @@ class Pipeline:
             inserted = enqueue_alerts(conn, alerts, wall, self._windows)
             if position is not None:
                 save_checkpoint(conn, batch.key, position, wall)
+            if batch.fence is not None:
+                batch.fence(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

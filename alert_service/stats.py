@@ -12,7 +12,15 @@ from dataclasses import dataclass, field, fields
 
 __all__ = ["GAUGES", "Stats"]
 
-GAUGES = frozenset({"stale_sources", "sources_followed", "sources_missing", "sources_unreadable"})
+GAUGES = frozenset(
+    {
+        "stale_sources",
+        "sources_followed",
+        "sources_missing",
+        "sources_unreadable",
+        "partitions_owned",
+    }
+)
 """Names of the :class:`Stats` fields that are gauges (may go down); the other int
 fields are counters."""
 
@@ -75,6 +83,20 @@ class Stats:
         source_last_line_time: per configured source (its ``path`` or ``glob``), when it
             last produced a line, seconds since the Unix epoch (0 = never); a gauge
             per source, not included in :meth:`as_dict`.
+        messages_received: messages fetched from stream sources (``nats``), each
+            holding one result line (or several, split at newlines).
+        messages_undecodable: stream messages whose payload could not be decoded
+            (unknown ``Content-Encoding``, corrupt compressed data); acknowledged
+            and logged as ``message_undecodable``.
+        messages_redelivered_skipped: stream messages delivered again after their
+            batch was committed (its acknowledgement was lost); acknowledged without
+            processing them again.
+        partitions_owned: gauge: stream consumers (partitions) this instance reads now.
+        source_leases: per consumer this instance reads, ``"token N"`` (the lease's
+            fencing token) or ``"local"`` (no shared state); ``/health`` shows it.
+        source_pending_messages: per stream source, messages in the stream not yet
+            delivered to its consumer (the consumer lag) as of the last fetch; a gauge
+            per source, not included in :meth:`as_dict`.
         source_problems: configured source (its ``path`` or ``glob``) → why it cannot
             be read now, ``"missing: no such file"`` or ``"unreadable: Permission
             denied (EACCES)"``; only sources with a problem. ``/health`` shows it. The
@@ -117,8 +139,14 @@ class Stats:
     retries: int = 0
     suppressed: int = 0
     digests: int = 0
+    messages_received: int = 0
+    messages_undecodable: int = 0
+    messages_redelivered_skipped: int = 0
+    partitions_owned: int = 0
     source_last_line_time: dict[str, float] = field(default_factory=dict)
     source_problems: dict[str, str] = field(default_factory=dict)
+    source_pending_messages: dict[str, int] = field(default_factory=dict)
+    source_leases: dict[str, str] = field(default_factory=dict)
     rule_columns_missing: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:

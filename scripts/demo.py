@@ -240,6 +240,9 @@ def run(args: argparse.Namespace, state: Path) -> int:
     results_log = logs / "osqueryd.results.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     extension = shlex.split(args.extension_cmd)
+    if "--state-file" not in extension:
+        # The rows a restart gives back live with the demo, not in /var/osquery.
+        extension += ["--state-file", str(state / "tracked_connections.state")]
     wait: float = args.register_timeout_secs
 
     try:
@@ -289,6 +292,9 @@ def run(args: argparse.Namespace, state: Path) -> int:
         say("stopping")
         return 0
     finally:
+        # A second Ctrl-C or SIGTERM must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _, child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

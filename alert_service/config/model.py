@@ -15,7 +15,8 @@ Steps (the generic parts in :mod:`alert_service.config.strict`):
    :class:`~alert_service.source.SourceConfig` (``sources``),
    :class:`~alert_service.match.RuleSpec` (``rules``, the baseline mode included),
    :class:`~alert_service.deliver.retry.RetryPolicy` (``delivery``),
-   :class:`~alert_service.ops.server.MetricsConfig` (``metrics``).
+   :class:`~alert_service.ops.server.MetricsConfig` (``metrics``),
+   :class:`~alert_service.state.config.StateSettings` (``state``).
 
 Every problem is collected — step 3 runs on every key, item and value that passed
 step 2, even when a sibling, an unknown key or another item of the same list failed,
@@ -73,6 +74,7 @@ from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.ops.server import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
 from alert_service.source.kinds import AnySourceConfig, source_config, source_problems
+from alert_service.state.config import StateSettings
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EXPIRY_SECS",
@@ -134,6 +136,8 @@ class Config:
             outbox, active rows); default ``/var/lib/tracked-connections-alerts``.
         checkpoint_expiry_secs: a checkpoint of a file no longer followed is deleted
             this long after its last update, seconds (default 7 days).
+        state: which state backend and where (:class:`StateSettings`; SQLite in
+            ``state_dir`` by default).
         console: the web console (:class:`~alert_service.console.config.ConsoleConfig`),
             or None when off.
     """
@@ -150,6 +154,7 @@ class Config:
     console: ConsoleConfig | None = None
     state_dir: str = DEFAULT_STATE_DIR
     checkpoint_expiry_secs: float = DEFAULT_CHECKPOINT_EXPIRY_SECS
+    state: StateSettings = field(default_factory=StateSettings)
     aggregate_rules: tuple[AggregateRule, ...] = ()
 
     @property
@@ -291,6 +296,13 @@ def build_config(
             spec = dataclasses.replace(spec, queries=queries)  # the pack's rows only
         rules.append(spec)
 
+    state_raw = root.get("state")
+    state_settings: dict[str, Any] = {}
+    if isinstance(state_raw, Mapping):
+        state_settings = resolve_secrets(dict(state_raw), ("state",), env, problems)
+        if state_raw.get("backend") == "postgresql" and "dsn" not in state_raw:
+            problems.add(("state",), "backend postgresql needs dsn ({env: NAME})")
+
     console = _console(root, env, problems)
     problems.raise_if_any()
     return Config(
@@ -304,6 +316,7 @@ def build_config(
         queries=queries,
         log_level=root.get("log_level", "info"),
         metrics=MetricsConfig.from_config(root.get("metrics")),
+        state=StateSettings.from_config(state_settings),
         console=console,
         state_dir=root.get("state_dir", DEFAULT_STATE_DIR),
         checkpoint_expiry_secs=float(

@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, PackageLoader
@@ -41,6 +41,7 @@ from alert_service.console.security import (
     read_cookies,
 )
 from alert_service.logs import log_event
+from alert_service.operate.commands import safe_text
 from alert_service.operate.timespec import format_time, parse_duration, parse_time
 from alert_service.operate.views import entry_doc, state_path, status_doc
 from alert_service.secret import reveal
@@ -135,9 +136,14 @@ class ConsoleApp:
             autoescape=True,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Every value shown: control and bidi characters (U+202E reverses how a
+            # name reads) written as \uNNNN, after which autoescape makes it HTML-safe.
+            finalize=lambda v: safe_text(v) if isinstance(v, str) else v,
         )
         self.env.filters["time"] = format_time
-        self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False)
+        self.env.filters["pretty"] = lambda v: safe_text(
+            json.dumps(v, indent=2, ensure_ascii=False)
+        )
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -229,7 +235,7 @@ class ConsoleApp:
         return open_state_readonly(state_path(self.config))
 
     def _write(self) -> sqlite3.Connection:
-        return open_state(state_path(self.config))
+        return cast(sqlite3.Connection, open_state(state_path(self.config)))
 
     # -- pages ----------------------------------------------------------------------
 

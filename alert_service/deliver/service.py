@@ -26,7 +26,7 @@ from alert_service.logs import log_event
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
 from alert_service.notify.base import Notifier
 from alert_service.ops.metrics import ServiceMetrics
-from alert_service.state.db import open_state
+from alert_service.state.db import StateConnection, StateTarget, open_state
 from alert_service.state.outbox import QueueDepth, purge, queue_depths
 from alert_service.stats import Stats
 
@@ -87,7 +87,7 @@ class DeliveryService:
 
     def __init__(
         self,
-        db_path: str,
+        db_path: StateTarget,
         notifiers: Mapping[str, Notifier],
         settings: Mapping[str, DestinationSettings],
         policy: RetryPolicy,
@@ -120,7 +120,7 @@ class DeliveryService:
             )
             for name, notifier in notifiers.items()
         }
-        self._probe_conn: sqlite3.Connection | None = None
+        self._probe_conn: StateConnection | None = None
         self._probe_lock = threading.Lock()
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -217,6 +217,9 @@ class DeliveryService:
         source is missing or unreadable, or a needed column is missing) or ``failing``
         (a worker is dead); when not ``ok``, ``reason`` says why in one line. Degraded
         is still healthy (HTTP 200).
+        With stream sources, ``streams`` shows ``partitions_owned``, ``leases``
+        (consumer → ``"token N"`` or ``"local"``) and ``pending_messages`` (consumer →
+        messages not yet delivered to it: the consumer lag).
         """
         try:
             depths = self.queue_depths()
@@ -278,10 +281,17 @@ class DeliveryService:
             {"query": query, "column": column, "rules": list(rules)}
             for (query, column), rules in sorted(columns.items())
         ]
+        leases = dict(self.stats.source_leases)  # replaced whole by the pipeline
+        if leases or self.stats.source_pending_messages:
+            doc["streams"] = {
+                "partitions_owned": len(leases),
+                "leases": leases,
+                "pending_messages": dict(self.stats.source_pending_messages),
+            }
         return alive, doc
 
     def _housekeeping(self) -> None:
-        conn: sqlite3.Connection | None = None
+        conn: StateConnection | None = None
         try:
             while not self._stop.is_set():
                 try:
@@ -306,7 +316,7 @@ class DeliveryService:
 
 def build_delivery_service(
     config: DeliveryConfig,
-    db_path: str,
+    db_path: StateTarget,
     *,
     registry: NotifierRegistry = DEFAULT_REGISTRY,
     notifiers: Mapping[str, Notifier] | None = None,

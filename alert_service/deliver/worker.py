@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -58,7 +57,7 @@ from alert_service.errors import NotifyError, RecordError, resource_exhaustion
 from alert_service.logs import log_event
 from alert_service.notify.base import Notifier
 from alert_service.ops.metrics import ServiceMetrics
-from alert_service.state.db import open_state
+from alert_service.state.db import StateConnection, StateTarget, open_state
 from alert_service.state.outbox import (
     OutboxRow,
     active_silences,
@@ -70,6 +69,7 @@ from alert_service.state.outbox import (
     mark_silenced,
     mark_suppressed,
     next_due_at,
+    release_claims,
 )
 from alert_service.state.record import OutboxRecord, decode_record
 from alert_service.state.silences import silence_for, silences_in_force
@@ -145,7 +145,7 @@ class DestinationWorker:
     def __init__(
         self,
         notifier: Notifier,
-        db_path: str,
+        db_path: StateTarget,
         policy: RetryPolicy,
         settings: DestinationSettings,
         *,
@@ -216,7 +216,7 @@ class DestinationWorker:
         An unexpected error (e.g. the database is locked for too long) is logged and
         the loop goes on after a pause; the worker never dies silently.
         """
-        conn: sqlite3.Connection | None = None
+        conn: StateConnection | None = None
         log_event(_log, logging.INFO, "delivery_worker_started", notifier=self.name)
         try:
             while not self.stop_event.is_set():
@@ -245,7 +245,7 @@ class DestinationWorker:
 
     # -- one step ---------------------------------------------------------------
 
-    def step(self, conn: sqlite3.Connection) -> float:
+    def step(self, conn: StateConnection) -> float:
         """Deliver what is due now (one digest or up to ``batch_rows`` rows).
 
         Returns:
@@ -266,15 +266,16 @@ class DestinationWorker:
             nxt = next_due_at(conn, self.name)
             poll = self.policy.poll_interval_secs
             return poll if nxt is None else min(poll, max(0.0, nxt - now))
-        for row in rows:
+        for index, row in enumerate(rows):
             if self.stop_event.is_set() or self.paused_until is not None:
+                release_claims(conn, rows[index:])
                 break
             self._deliver_one(conn, row)
         return 0.0
 
     # -- helpers ----------------------------------------------------------------
 
-    def _prepare(self, conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> list[_Item]:
+    def _prepare(self, conn: StateConnection, rows: Sequence[OutboxRow]) -> list[_Item]:
         """Parse rows; dead-letter unreadable ones, suppress silenced ones."""
         items: list[_Item] = []
         unreadable: list[OutboxRow] = []
@@ -330,7 +331,7 @@ class DestinationWorker:
             )
         return keep
 
-    def _drop_silenced(self, conn: sqlite3.Connection, items: list[_Item]) -> list[_Item]:
+    def _drop_silenced(self, conn: StateConnection, items: list[_Item]) -> list[_Item]:
         """Mark the items an operator's silence matches ``silenced``; return the others."""
         in_force = silences_in_force(conn, self.clock.time())
         if not in_force or not items:
@@ -374,7 +375,7 @@ class DestinationWorker:
         finally:
             self.metrics.duration.labels(self.name).observe(time.monotonic() - started)
 
-    def _deliver_one(self, conn: sqlite3.Connection, row: OutboxRow) -> None:
+    def _deliver_one(self, conn: StateConnection, row: OutboxRow) -> None:
         items = self._prepare(conn, [row])
         if not items:
             return
@@ -409,7 +410,7 @@ class DestinationWorker:
         else:
             self._delivered(conn, items, digest=False)
 
-    def _deliver_digest(self, conn: sqlite3.Connection, rows: Sequence[OutboxRow]) -> None:
+    def _deliver_digest(self, conn: StateConnection, rows: Sequence[OutboxRow]) -> None:
         items = self._prepare(conn, rows)
         if len(items) < 2:
             for item in items:
@@ -444,7 +445,7 @@ class DestinationWorker:
     # -- outcomes ---------------------------------------------------------------
 
     def _delivered(
-        self, conn: sqlite3.Connection, items: Sequence[_Item], *, digest: bool, digest_id: str = ""
+        self, conn: StateConnection, items: Sequence[_Item], *, digest: bool, digest_id: str = ""
     ) -> None:
         now = self.clock.time()
         silences = {i.key: now + i.window_secs for i in items if i.window_secs > 0}
@@ -487,7 +488,7 @@ class DestinationWorker:
         with self.stats_lock:
             setattr(self.stats, counted, getattr(self.stats, counted) + n)
 
-    def _dead(self, conn: sqlite3.Connection, items: Sequence[_Item], reason: str) -> None:
+    def _dead(self, conn: StateConnection, items: Sequence[_Item], reason: str) -> None:
         mark_dead(conn, [i.row for i in items], reason)
         self.last_error = reason
         self._count(self.metrics.dead_lettered, "failed", len(items))
@@ -505,7 +506,7 @@ class DestinationWorker:
 
     def _failed(
         self,
-        conn: sqlite3.Connection,
+        conn: StateConnection,
         items: Sequence[_Item],
         err: NotifyError,
         *,

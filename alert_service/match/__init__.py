@@ -13,7 +13,9 @@ Public API:
 * :class:`Alert`, :func:`alert_id` — the stage's output and its stable id;
 * :class:`AddressSet`, :class:`PortSet`, :class:`NumberSet`, :class:`TextMatcher`,
   :class:`IocList` — the condition matchers (IOC files reloaded when they change);
-* :func:`rule_spec_from_config` — a validated config rule → :class:`RuleSpec`.
+* :func:`rule_spec_from_config` — a validated config rule → :class:`RuleSpec`;
+* :class:`HostnameSpec`, :class:`DomainList`, :func:`normalize_name` — the
+  ``remote_hostname`` condition, domain IOC lists and the compared form of a name.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from alert_service.match.conditions import (
     RuleSpec,
     rule_spec_from_config,
 )
+from alert_service.match.domains import DomainList, normalize_name
+from alert_service.match.hostnames import HostnameSpec
 from alert_service.match.iocs import IocFiles, IocList, load_ioc_file, parse_ioc_lines
 from alert_service.match.ports import NumberSet, PortSet
 from alert_service.match.rules import CompiledRule, RuleSet, check_rule, compile_rule
@@ -68,8 +72,10 @@ __all__ = [
     "Condition",
     "ConditionsSpec",
     "Direction",
+    "DomainList",
     "EventView",
     "HostNames",
+    "HostnameSpec",
     "IocFiles",
     "IocList",
     "NumberSet",
@@ -86,6 +92,7 @@ __all__ = [
     "compile_rule",
     "host_names",
     "load_ioc_file",
+    "normalize_name",
     "parse_address",
     "parse_ioc_lines",
     "rule_spec_from_config",

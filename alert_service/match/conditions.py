@@ -15,7 +15,8 @@ schema/config.schema.json, which both ``rules`` items and ``exclude`` entries
 reference. docs/architecture.md has the recipe for a new condition.
 
 Columns used (docs/columns.md): ``remote_address``, ``remote_port``, ``name``,
-``path``, ``cmdline``, ``username``, ``uid``, ``direction``; decorations ``hostname``,
+``path``, ``cmdline``, ``username``, ``uid``, ``direction``, ``remote_hostname``,
+``remote_hostname_source``; decorations ``hostname``,
 ``fqdn``, ``computer_name`` for ``host``. Every text pattern is anchored
 (:mod:`alert_service.match.text`), every number compared as an integer.
 """
@@ -30,6 +31,12 @@ from typing import Any, NamedTuple, cast
 
 from alert_service.errors import MatchError
 from alert_service.match.addresses import AddressSet, address_number, parse_address, parse_network
+from alert_service.match.hostnames import (
+    HostnameSpec,
+    build_hostname,
+    check_hostname,
+    compile_hostname,
+)
 from alert_service.match.iocs import IocFiles, IocList, load_ioc_file
 from alert_service.match.ports import MAX_UID, NumberSet, PortSet, parse_number_item
 from alert_service.match.spec import (
@@ -264,6 +271,19 @@ def values_condition(key: str, column: str, cost: int = 30) -> Condition:
     return Condition(key, tuple, _no_checks, compile_, _column(column))
 
 
+def hostname_condition(key: str, column: str, source_column: str, cost: int = 55) -> Condition:
+    """Names, domains, globs, regexes and domain lists (:class:`HostnameSpec`) on a DNS
+    name column, with the evidence in ``source_column``
+    (:mod:`alert_service.match.hostnames`)."""
+
+    def compile_(spec: HostnameSpec, where: str, iocs: IocFiles) -> Iterator[tuple[int, Test | In]]:
+        yield cost, compile_hostname(spec, where, iocs, column, source_column)
+
+    # No ``needs``: most rows have no name (listeners, addresses not from DNS), so the
+    # column watch, which counts an empty value as missing, would report it falsely.
+    return Condition(key, build_hostname, check_hostname, compile_)
+
+
 # -- conditions of their own kind ------------------------------------------------------
 
 
@@ -409,6 +429,46 @@ def _address_test(
     return test
 
 
+def _build_any_of(raw: Sequence[Any]) -> tuple[ConditionsSpec, ...]:
+    return tuple(
+        ConditionsSpec(**conditions_from_config(item))
+        if isinstance(item, Mapping)
+        else ConditionsSpec()
+        for item in raw
+    )
+
+
+def _condition_checks(spec: ConditionsSpec, where: str) -> Iterator[_Attempt]:
+    for condition in CONDITIONS:
+        value = getattr(spec, condition.key)
+        if value is not None:
+            yield from condition.checks(value, f"{where}.{condition.key}")
+
+
+def _check_any_of(specs: Sequence[ConditionsSpec], where: str) -> Iterator[_Attempt]:
+    for i, spec in enumerate(specs):
+        yield from _condition_checks(spec, f"{where}[{i}]")
+
+
+def _any_of_needs(specs: Sequence[ConditionsSpec]) -> tuple[str, ...]:
+    out: dict[str, None] = {}
+    for spec in specs:
+        for condition in CONDITIONS:
+            value = getattr(spec, condition.key)
+            if value is not None:
+                out.update(dict.fromkeys(condition.needs(value)))
+    return tuple(out)
+
+
+def _any_of(
+    specs: Sequence[ConditionsSpec], where: str, iocs: IocFiles
+) -> Iterator[tuple[int, Test | In]]:
+    tests = tuple(
+        CompiledConditions(spec, f"{where}[{i}]", iocs).holds for i, spec in enumerate(specs)
+    )
+    yield 90, lambda view: any(test(view) for test in tests)
+
+
 # -- the table -----------------------------------------------------------------------
 
 CONDITIONS: tuple[Condition, ...] = (
@@ -444,6 +504,8 @@ CONDITIONS: tuple[Condition, ...] = (
     values_condition("state", "state"),
     text_condition("parent_name", "parent_name", cost=74),
     text_condition("parent_path", "parent_path", cost=75),
+    hostname_condition("remote_hostname", "remote_hostname", "remote_hostname_source"),
+    Condition("any_of", _build_any_of, _check_any_of, _any_of, _any_of_needs),
 )
 """Every rule condition, in the order their problems are reported. Each ``key`` is a
 field of :class:`ConditionsSpec` and a property of ``$defs.conditions`` in
@@ -478,6 +540,11 @@ class ConditionsSpec:
             ``<unknown>`` for an empty one, as UDP sockets have).
         parent_name: patterns for the ``parent_name`` column.
         parent_path: patterns for the ``parent_path`` column.
+        remote_hostname: names, domains, patterns and domain lists for
+            ``remote_hostname``, and the evidence ``remote_hostname_source`` must give
+            (:mod:`alert_service.match.hostnames`).
+        any_of: condition sets of which at least one must hold (each ANDed inside;
+            ``actions`` default to any): e.g. an address list *or* a domain list.
     """
 
     actions: tuple[Action, ...] | None = None
@@ -495,6 +562,8 @@ class ConditionsSpec:
     state: tuple[str, ...] | None = None
     parent_name: TextPatternSpec | None = None
     parent_path: TextPatternSpec | None = None
+    remote_hostname: HostnameSpec | None = None
+    any_of: tuple[ConditionsSpec, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -638,7 +707,8 @@ class CompiledConditions:
     Attributes:
         holds: ``holds(view)`` is True when every configured condition holds. An
             address condition never holds for an event without a peer address (empty,
-            unparsable, ``0.0.0.0`` or ``::``). A missing text column satisfies a
+            unparsable, ``0.0.0.0`` or ``::``); a ``remote_hostname`` condition never
+            holds for an event without a name. A missing text column satisfies a
             pattern only through the literal ``<unknown>``; a missing ``uid`` never
             satisfies ``uid``.
 

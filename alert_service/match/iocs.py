@@ -30,13 +30,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar, cast
 
 from alert_service.errors import MatchError
 from alert_service.logs import log_event
 from alert_service.match.addresses import IPV6_OFFSET, parse_network
 from alert_service.match.ranges import IntRanges
 
-__all__ = ["IocFiles", "IocList", "IocVersion", "load_ioc_file", "parse_ioc_lines"]
+__all__ = ["IocFiles", "IocList", "IocVersion", "Reloadable", "load_ioc_file", "parse_ioc_lines"]
 
 _log = logging.getLogger(__name__)
 
@@ -236,8 +237,23 @@ class IocList:
         return True
 
 
+class Reloadable(Protocol):
+    """A list loaded from a file that :meth:`IocFiles.check` reloads when it changes
+    (e.g. :class:`~alert_service.match.domains.DomainList`)."""
+
+    def check(self) -> bool:
+        """Reload when the file changed; True when a new version was loaded."""
+        ...
+
+
+_R = TypeVar("_R", bound=Reloadable)
+
+
 class IocFiles:
     """The IOC files of a rule set, each loaded once, checked at most every interval.
+
+    Address lists come from :meth:`get`; lists of other kinds (domain lists) from
+    :meth:`get_other`, checked with them.
 
     Args:
         check_interval_secs: least time between two checks of the files, seconds
@@ -251,6 +267,7 @@ class IocFiles:
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._lists: dict[str, IocList] = {}
+        self._others: dict[tuple[Callable[[str], Reloadable], str], Reloadable] = {}
         self._interval = check_interval_secs
         self._clock = clock if clock is not None else time.monotonic
         self._next_check = self._clock() + check_interval_secs
@@ -267,6 +284,19 @@ class IocFiles:
             found = self._lists[path] = IocList(path)
         return found
 
+    def get_other(self, path: str, load: Callable[[str], _R]) -> _R:
+        """Return the list ``load(path)`` made, loading it the first time (one per
+        ``load`` and path); :meth:`check` checks it with the address lists.
+
+        Raises:
+            MatchError: as ``load`` does.
+        """
+        key = (cast(Callable[[str], Reloadable], load), path)
+        found = self._others.get(key)
+        if found is None:
+            found = self._others[key] = load(path)
+        return cast(_R, found)
+
     def lists(self) -> tuple[IocList, ...]:
         """Every loaded list."""
         return tuple(self._lists.values())
@@ -275,9 +305,10 @@ class IocFiles:
         """Check every file now; return how many were reloaded."""
         with self._lock:
             self._next_check = self._clock() + self._interval
-            return sum(1 for ioc in self._lists.values() if ioc.check())
+            reloaded = sum(1 for ioc in self._lists.values() if ioc.check())
+            return reloaded + sum(1 for other in self._others.values() if other.check())
 
     def maybe_check(self) -> None:
         """Check the files when the interval has passed since the last check."""
-        if self._lists and self._clock() >= self._next_check:
+        if (self._lists or self._others) and self._clock() >= self._next_check:
             self.check()

@@ -22,6 +22,7 @@ __all__ = [
     "endpoint",
     "facts",
     "iso_time",
+    "remote_field",
     "summary_line",
 ]
 
@@ -71,6 +72,9 @@ class AlertFacts:
         cmdline: command line, or ``""``.
         user: user name, else ``uid N``, else ``<unknown>``.
         remote: remote ``address:port``.
+        remote_name: the ``remote_hostname`` column (the DNS name this host resolved
+            for the address), followed by ``, a host-wide guess`` when
+            ``remote_hostname_source`` is ``host``; ``""`` when the row has none.
         local: local ``address:port``.
         protocol: ``tcp``, ``udp``, ... or the number; ``?`` when missing.
         direction: ``inbound``, ``outbound``, ``listening`` or ``<unknown>``.
@@ -100,6 +104,7 @@ class AlertFacts:
     community_id: str
     query: str
     time: str
+    remote_name: str = ""
 
 
 def facts(alert: Alert) -> AlertFacts:
@@ -141,12 +146,32 @@ def facts(alert: Alert) -> AlertFacts:
         community_id=_text(col("community_id")),
         query=ev.name,
         time=iso_time(ev.unix_time),
+        remote_name=_remote_name(col("remote_hostname"), col("remote_hostname_source")),
     )
+
+
+def _remote_name(name: ColumnValue, source: ColumnValue) -> str:
+    text = _text(name)
+    if text and source == "host":
+        return f"{text}, a host-wide guess"
+    return text
+
+
+def _named(remote: str, f: AlertFacts) -> str:
+    return f"{remote} ({f.remote_name})" if f.remote_name else remote
+
+
+def remote_field(f: AlertFacts) -> str:
+    """The remote end as one field: ``198.51.100.7:443/tcp (api.example.com)``; the name
+    part only when the row has one (see :attr:`AlertFacts.remote_name`)."""
+    return _named(f"{f.remote}/{f.protocol}", f)
 
 
 def summary_line(f: AlertFacts) -> str:
     """One line: ``[rule] host: process (pid N, user) opened tcp connection to remote``,
-    led by the severity in capitals (``HIGH [rule] ...``) when the rule has one.
+    led by the severity in capitals (``HIGH [rule] ...``) when the rule has one, the
+    remote followed by its DNS name when the row has one (``… to 203.0.113.7:443
+    (api.example.com)``).
 
     A listener reads ``... started listening on tcp 0.0.0.0:22`` (``stopped`` when
     removed), since it has no remote end.
@@ -159,4 +184,4 @@ def summary_line(f: AlertFacts) -> str:
         )
         return f"{who} {verb} on {f.protocol} {f.local}"
     arrow = "from" if f.direction == "inbound" else "to"
-    return f"{who} {f.verb} {f.protocol} connection {arrow} {f.remote}"
+    return f"{who} {f.verb} {f.protocol} connection {arrow} {_named(f.remote, f)}"

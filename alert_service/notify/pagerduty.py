@@ -25,7 +25,9 @@ an attacker who pads a process name cannot get the event refused.
 ``summary``, ``source``, ``component`` and ``group`` are shown by PagerDuty's pages and
 apps as text; they pass through :func:`~alert_service.notify.literal.literal`
 (``plain``: controls and bidirectional overrides made visible). ``custom_details``
-holds the values themselves (JSON, cut only when too long).
+holds the values themselves (JSON, cut only when too long); when the row has a DNS
+name, ``remote_hostname`` and ``remote_hostname_source`` are details of their own, and
+the summary shows the name beside the address.
 
 Config::
 
@@ -149,6 +151,9 @@ class PagerDutyNotifier(HttpNotifier[PagerDutySettings]):
             "connection": payload["connection"],
             "decorations": payload["decorations"],
         }
+        if f.remote_name:  # the DNS name beside the address, as its own details
+            details["remote_hostname"] = payload["connection"].get("remote_hostname")
+            details["remote_hostname_source"] = payload["connection"].get("remote_hostname_source")
 
         def build(scale: float) -> dict[str, Any]:
             short = scaled(_MAX_SOURCE, scale)

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Final, Self
 
 from alert_service.errors import NotifyError
 from alert_service.match.alert import Alert
-from alert_service.notify.format import facts, summary_line
+from alert_service.notify.format import facts, remote_field, summary_line
 from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
 from alert_service.notify.literal import fit, units
 from alert_service.notify.registry import register_notifier
@@ -130,7 +130,7 @@ class SlackNotifier(HttpNotifier[SlackSettings]):
             ("Host", f.host + (f" ({f.hostname})" if f.hostname else "")),
             ("Process", f"{f.process} (pid {f.pid})"),
             ("User", f.user),
-            ("Remote", f"{f.remote}/{f.protocol}"),
+            ("Remote", remote_field(f)),
             ("Local", f.local),
             ("Direction", f.direction),
             ("Path", f.path or "<unknown>"),

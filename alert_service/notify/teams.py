@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, Self, cast
 
 from alert_service.match.alert import Alert
-from alert_service.notify.format import facts, summary_line
+from alert_service.notify.format import facts, remote_field, summary_line
 from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
 from alert_service.notify.literal import fit, scaled, shrink_to_fit
 from alert_service.notify.registry import register_notifier
@@ -172,7 +172,7 @@ class TeamsNotifier(HttpNotifier[TeamsSettings]):
             ("Host", f.host + (f" ({f.hostname})" if f.hostname else "")),
             ("Process", f"{f.process} (pid {f.pid})"),
             ("User", f.user),
-            ("Remote", f"{f.remote}/{f.protocol}"),
+            ("Remote", remote_field(f)),
             ("Local", f.local),
             ("Direction", f.direction),
             ("Path", f.path or "<unknown>"),

@@ -24,7 +24,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from alert_service.config import Config, load_config
 from alert_service.errors import ConfigError
@@ -40,7 +40,7 @@ from alert_service.state.inspect import (
 )
 from alert_service.state.silences import add_silence, expire_silence, list_silences
 
-__all__ = ["COMMANDS", "DEFAULT_CONFIG", "add_commands", "run_command"]
+__all__ = ["COMMANDS", "CONFIG_ENV", "DEFAULT_CONFIG", "add_commands", "run_command", "safe_text"]
 
 DEFAULT_CONFIG = "/etc/tracked-connections/alerts.yaml"
 CONFIG_ENV = "TRACKED_CONNECTIONS_ALERTS_CONFIG"
@@ -224,13 +224,13 @@ def _read(config: Config) -> sqlite3.Connection:
 
 
 def _write(config: Config) -> sqlite3.Connection:
-    try:
-        return open_state(state_path(config))
+    try:  # the operator commands read the SQLite state (state_path)
+        return cast(sqlite3.Connection, open_state(state_path(config)))
     except (OSError, sqlite3.Error) as err:
         raise _CommandError(f"{state_path(config)}: {err}") from err
 
 
-def _safe(text: str) -> str:
+def safe_text(text: str) -> str:
     """``text`` with control and format characters (ESC, CR, bidi overrides: Unicode
     categories Cc and Cf) written as ``\\xNN`` / ``\\uNNNN``, so a host name or
     command line cannot drive the operator's terminal. Newlines between lines stay."""
@@ -250,7 +250,7 @@ def _print(args: argparse.Namespace, doc: Any, text: Callable[[], str]) -> None:
         # is a \uNNNN escape, never raw in the terminal.
         print(json.dumps(doc, indent=2, ensure_ascii=True, default=str))
     else:
-        print(_safe(text()))
+        print(safe_text(text()))
 
 
 def _status(args: argparse.Namespace) -> int:

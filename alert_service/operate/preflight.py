@@ -17,10 +17,12 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 from alert_service.config import Config
 from alert_service.ops.server import MetricsConfig
+from alert_service.source import SourceConfig
 
 __all__ = ["preflight_problems"]
 
@@ -37,8 +39,16 @@ def _writable_dir(path: Path) -> str | None:
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    if not parent.is_dir():
+        return f"{path} cannot be created: {parent} is not a directory"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"{path} does not exist and cannot be created: {parent} is not writable"
+    # os.access says yes to root everywhere (/proc included): try it, and tidy up.
+    try:
+        probe = tempfile.mkdtemp(prefix=".tracked-connections-check.", dir=parent)
+    except OSError as err:
+        return f"{path} does not exist and cannot be created in {parent}: {err.strerror}"
+    os.rmdir(probe)
     return None
 
 
@@ -95,6 +105,8 @@ def preflight_problems(config: Config, *, check_port: bool = True) -> list[str]:
 
     add("state_dir", _writable_dir(Path(config.state_dir)))
     for i, source in enumerate(config.sources):
+        if not isinstance(source, SourceConfig):
+            continue  # a stream: nothing on this host to check
         if not source.glob:
             add(f"sources[{i}].path", _readable_source(source.path))
         else:

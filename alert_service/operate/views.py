@@ -22,6 +22,7 @@ from alert_service.notify.base import Notifier
 from alert_service.notify.http import HttpNotifier
 from alert_service.parse import Event
 from alert_service.secret import Secret
+from alert_service.source import SourceConfig
 from alert_service.state.db import STATE_FILE
 from alert_service.state.inspect import OutboxEntry, checkpoints, destination_counts
 from alert_service.state.lock import LOCK_FILE
@@ -94,7 +95,7 @@ def status_doc(config: Config, conn: sqlite3.Connection, now: float) -> dict[str
             }
         )
     for source in config.sources:
-        if not source.glob and source.path not in seen:
+        if isinstance(source, SourceConfig) and not source.glob and source.path not in seen:
             sources.append(
                 {
                     "source": source.path,

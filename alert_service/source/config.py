@@ -28,7 +28,8 @@ class SourceConfig:
             ``glob`` true, a pattern naming several live logs (each followed alone).
         glob: True when the entry was given as ``glob:`` instead of ``path:``.
         start_at: ``end`` (default) skips what the file holds when ``run`` starts
-            for the first time (no checkpoint); ``beginning`` reads it. Files
+            for the first time (no checkpoint); ``beginning`` reads it, after
+            every rotated generation of it still on disk (oldest first). Files
             appearing later are always read whole; with a checkpoint, ``run``
             resumes where it stopped.
         max_line_bytes: longest accepted line, bytes (default 1 MiB).

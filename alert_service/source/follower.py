@@ -26,7 +26,9 @@ How and why: docs/design/following-logs.md. In short:
   (same identity and fingerprint, or a compressed/copied file with the same
   fingerprint) is finished first, then every newer sibling, then the live file from 0.
   A checkpointed file found nowhere counts as a possible loss; siblings modified after
-  the checkpoint was written are then read whole.
+  the checkpoint was written are then read whole;
+* no checkpoint and ``start_at="beginning"``: every rotated sibling still on disk,
+  oldest first, then the live file, all from offset 0.
 
 :meth:`FileFollower.poll_chunks` does one non-blocking pass based on ``stat()``; the
 pipeline calls it every ``poll_interval_secs``. Not thread-safe: one thread polls.
@@ -104,7 +106,9 @@ class FileFollower:
         path: path of the live log; it may not exist yet.
         start_at: without a checkpoint, for a file that exists at the first poll:
             ``"end"`` skips its current content (starting after its last complete
-            line) and ``"beginning"`` reads it whole. Files that appear later (created,
+            line) and every rotated sibling; ``"beginning"`` reads every rotated
+            sibling still on disk, oldest first, then the file, all whole (the log may
+            have been rotated before any checkpoint was stored). Files that appear later (created,
             or the new file after a rotation) are always read from offset 0.
         max_line_bytes: longest accepted line in bytes, newline excluded.
         stats: counters to update (``truncations``, ``rotations``, ``possible_data_loss``,
@@ -202,8 +206,10 @@ class FileFollower:
             self._started = True
             if self._checkpoint is not None:
                 self._resume(self._checkpoint)
+            elif self.start_at == "beginning":
+                self._open_from_beginning()
             else:
-                self._open_live(skip_existing=self.start_at == "end")
+                self._open_live(skip_existing=True)
             self.start_position = self.position()
         out: list[LineChunk] = []
         budget = self._max_read
@@ -322,6 +328,57 @@ class FileFollower:
             line_start = size - fd_tail + nl + 1 if nl >= 0 else max(0, size - fd_tail)
             reader.splitter.reset(size, skip_first=True, consumed=line_start)
         return size
+
+    def _open_from_beginning(self) -> None:
+        """No checkpoint and ``start_at: beginning``: every rotated generation, then the log.
+
+        The service may never have stored a checkpoint for this log (first start, or
+        every earlier start was killed before its first commit) while osquery rotated
+        it, any number of times: those lines are only in the rotated siblings. They are
+        queued oldest first (``.N.zst`` … ``.2.zst``, ``.1``), then the live file, all
+        from offset 0. The live file is opened before the siblings are listed, so a
+        rotation in between shows it as a sibling (skipped: it is read as the live
+        file, and its rotation is then handled as usual). A sibling with the same head
+        as the next newer one (``.1`` while its compressed copy ``.2.zst`` is being
+        put in place) or as the live file (a ``copytruncate`` copy not yet truncated)
+        is the same content and is left out.
+        """
+        live = self._open_path()
+        siblings = list_siblings(self.path, self._sibling_unreadable)
+        live_reader = self._new_reader(live, live=True) if live is not None else None
+        live_head = live_reader.head if live_reader is not None else b""
+        used: set[int] = set()
+        for i, sib in enumerate(siblings):
+            if live is not None and sib.identity == live.identity:
+                continue
+            if same_content(sib.head, live_head):
+                continue
+            if i + 1 < len(siblings) and same_content(sib.head, siblings[i + 1].head):
+                continue
+            self._queue_sibling(sib, used)
+        for sib in siblings:
+            if id(sib) not in used:
+                sib.file.close()
+        if used:
+            log_event(
+                _log,
+                logging.INFO,
+                "source_reading_rotated",
+                path=self.path,
+                files=[reader.file.path for reader in self._queue],
+            )
+        if live_reader is not None:
+            self._queue.append(live_reader)
+            identity = live_reader.file.identity
+            log_event(
+                _log,
+                logging.INFO,
+                "source_opened",
+                path=self.path,
+                dev=identity.dev,
+                inode=identity.inode,
+                offset=0,
+            )
 
     def _resume(self, cp: Position) -> None:
         live = self._open_path()

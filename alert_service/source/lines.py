@@ -17,6 +17,7 @@ def max_string_bytes_for(max_line_bytes: int) -> int:
     limit, between 64 bytes and 64 KiB (a cut line keeps up to 16 such texts whole)."""
     return max(64, min(64 * 1024, max_line_bytes // 16))
 
+
 Segment = tuple[int, list[bytes]]
 """``(start_offset, lines)``: consecutive complete lines, the first starting at
 ``start_offset``; each line had a ``\\n`` after it."""
@@ -237,9 +238,7 @@ class LineSplitter:
 
     def _start_cut(self, head: bytes | bytearray) -> None:
         """Go on with the current line through a cutter, ``head`` being its start."""
-        self._cutter = StringCutter(
-            max_string_bytes_for(self.max_line_bytes), self.max_line_bytes
-        )
+        self._cutter = StringCutter(max_string_bytes_for(self.max_line_bytes), self.max_line_bytes)
         self._cutter.feed(head)
 
     def _finish_cut(self, line_offset: int, out: list[Segment]) -> None:

@@ -40,7 +40,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from alert_service.logs import log_event
 from alert_service.source.config import SourceConfig
@@ -80,11 +80,15 @@ class Batch:
             position moved, e.g. past a skipped over-long line).
         position: where the next unread line starts, to be stored with the batch's
             alerts; None when there is nothing to store.
+        fence: called with the state connection inside the batch's transaction,
+            just before it commits; raises (a :class:`sqlite3.Error`) to refuse the
+            commit — a partition whose lease this instance lost. None = no check.
     """
 
     key: str
     chunks: list[LineChunk]
     position: Position | None
+    fence: Callable[[Any], None] | None = None
 
 
 class CheckpointStore(Protocol):

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,6 +39,7 @@ from typing import Any, Final
 from alert_service.logs import log_event
 from alert_service.match import BASELINE_MODES, DEFAULT_BASELINE_MODE, Alert, BaselineMode
 from alert_service.parse.event import Event
+from alert_service.state.db import StateConnection
 from alert_service.stats import Stats
 
 __all__ = [
@@ -123,7 +123,7 @@ class BaselineTracker:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: StateConnection,
         modes: Mapping[str, BaselineMode],
         matches_as_added: Callable[[Event], bool],
         stats: Stats,

@@ -12,13 +12,14 @@ forever.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from alert_service.source.records import FileIdentity, Position
+from alert_service.state.db import StateConnection
 
 __all__ = [
+    "STREAM_KEY_PREFIX",
     "SqliteCheckpoints",
     "StoredCheckpoint",
     "delete_checkpoint",
@@ -65,18 +66,18 @@ def _row(row: tuple[str, str, int, int, int, bytes, int, float]) -> StoredCheckp
     return StoredCheckpoint(source, Position(path, identity, offset, bytes(fp), fp_bytes), updated)
 
 
-def load_checkpoint(conn: sqlite3.Connection, source: str) -> StoredCheckpoint | None:
+def load_checkpoint(conn: StateConnection, source: str) -> StoredCheckpoint | None:
     """Return the checkpoint of ``source``, or None when there is none."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM checkpoints WHERE source = ?", (source,)).fetchone()
     return _row(row) if row is not None else None
 
 
-def load_checkpoints(conn: sqlite3.Connection) -> dict[str, StoredCheckpoint]:
+def load_checkpoints(conn: StateConnection) -> dict[str, StoredCheckpoint]:
     """Return every stored checkpoint by source."""
     return {row[0]: _row(row) for row in conn.execute(f"SELECT {_COLUMNS} FROM checkpoints")}
 
 
-def save_checkpoint(conn: sqlite3.Connection, source: str, position: Position, now: float) -> None:
+def save_checkpoint(conn: StateConnection, source: str, position: Position, now: float) -> None:
     """Insert or replace the checkpoint of ``source``.
 
     Call it inside the transaction that enqueues the alerts of the lines before
@@ -107,15 +108,23 @@ def save_checkpoint(conn: sqlite3.Connection, source: str, position: Position, n
     )
 
 
-def delete_checkpoint(conn: sqlite3.Connection, source: str) -> bool:
+def delete_checkpoint(conn: StateConnection, source: str) -> bool:
     """Delete the checkpoint of ``source``; True when there was one."""
     return conn.execute("DELETE FROM checkpoints WHERE source = ?", (source,)).rowcount > 0
 
 
+STREAM_KEY_PREFIX = "nats:"
+"""Checkpoint keys of stream sources (``nats:<stream>/<consumer>``)."""
+
+
 def expire_checkpoints(
-    conn: sqlite3.Connection, keep: Iterable[str], now: float, expiry_secs: float
+    conn: StateConnection, keep: Iterable[str], now: float, expiry_secs: float
 ) -> list[str]:
     """Delete checkpoints not in ``keep`` that were last written over ``expiry_secs`` ago.
+
+    Checkpoints of stream sources (keys starting with :data:`STREAM_KEY_PREFIX`) are
+    never expired: an idle partition keeps its place in the stream, which still
+    holds the messages after it.
 
     Args:
         conn: the state database (runs in its own implicit statement; no transaction
@@ -133,7 +142,7 @@ def expire_checkpoints(
         for row in conn.execute(
             "SELECT source FROM checkpoints WHERE updated_at < ?", (now - expiry_secs,)
         )
-        if row[0] not in kept
+        if row[0] not in kept and not row[0].startswith(STREAM_KEY_PREFIX)
     ]
     for source in old:
         conn.execute(
@@ -152,7 +161,7 @@ class SqliteCheckpoints:
             followed loses it, seconds (``checkpoint_expiry_secs``).
     """
 
-    def __init__(self, conn: sqlite3.Connection, expiry_secs: float) -> None:
+    def __init__(self, conn: StateConnection, expiry_secs: float) -> None:
         self.conn = conn
         self.expiry_secs = expiry_secs
 

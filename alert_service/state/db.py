@@ -23,9 +23,21 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
-__all__ = ["SCHEMA_VERSION", "STATE_FILE", "open_state", "open_state_readonly"]
+from alert_service.state.postgres import PgTarget, open_pg_state
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATE_FILE",
+    "StateConnection",
+    "StateCursor",
+    "StateTarget",
+    "open_state",
+    "open_state_readonly",
+]
 
 SCHEMA_VERSION = 2
 
@@ -93,7 +105,43 @@ CREATE TABLE IF NOT EXISTS operator_silences (
 """
 
 
-def open_state(path: str | Path) -> sqlite3.Connection:
+class StateCursor(Protocol):
+    """What a statement returns: its rows and how many rows it changed."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class StateConnection(Protocol):
+    """The state database as every stage uses it: the one seam between the stages and
+    the backend (a :class:`sqlite3.Connection`, or a
+    :class:`~alert_service.state.postgres.PgConnection`).
+
+    Statements are written in SQLite's dialect; errors are :class:`sqlite3.Error`
+    for both backends.
+    """
+
+    @property
+    def in_transaction(self) -> bool: ...
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> StateCursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> StateCursor: ...
+
+    def close(self) -> None: ...
+
+
+StateTarget = str | Path | PgTarget
+"""Where the state lives: an SQLite file (or ``:memory:``), or a PostgreSQL schema."""
+
+
+def open_state(path: StateTarget) -> StateConnection:
     """Open (creating if needed) the state database at ``path``.
 
     Returns:
@@ -102,9 +150,16 @@ def open_state(path: str | Path) -> sqlite3.Connection:
 
     Raises:
         sqlite3.Error: the file cannot be opened or is not a state database
-            of a known schema version.
+            of a known schema version (for PostgreSQL:
+            :class:`~alert_service.state.postgres.PgStateError`, a subclass).
     """
-    path = Path(path)
+    if isinstance(path, PgTarget):
+        return open_pg_state(path)
+    return _open_sqlite(Path(path))
+
+
+def _open_sqlite(path: Path) -> sqlite3.Connection:
+    """Open the SQLite state file ``path`` (``:memory:`` for a private one)."""
     if str(path) != ":memory:":
         _private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)

@@ -74,9 +74,10 @@ def acquire_instance_lock(state_dir: str | Path) -> InstanceLock:
         OSError: the directory or file cannot be created or opened.
     """
     directory = Path(state_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    # 0700 like the database beside it (the outbox holds command lines).
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = str(directory / LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -29,12 +29,13 @@ All times are Unix seconds.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from alert_service.match import Alert
+from alert_service.state.db import StateConnection
+from alert_service.state.postgres import PgConnection, claim_due_rows
 from alert_service.state.record import encode_record
 
 __all__ = [
@@ -59,7 +60,7 @@ _ERROR_CHARS = 500
 
 
 def enqueue_alerts(
-    conn: sqlite3.Connection,
+    conn: StateConnection,
     alerts: Iterable[Alert],
     now: float,
     rule_windows: Mapping[str, float] | None = None,
@@ -129,7 +130,7 @@ class QueueDepth:
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def transaction(conn: StateConnection) -> Iterator[None]:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -143,12 +144,17 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 _ROW_COLUMNS = "rowid, alert_id, rule, destination, payload, created_at, attempts, next_attempt_at"
 
 
-def due_rows(conn: sqlite3.Connection, destination: str, now: float, limit: int) -> list[OutboxRow]:
+def due_rows(conn: StateConnection, destination: str, now: float, limit: int) -> list[OutboxRow]:
     """Return up to ``limit`` pending rows of ``destination`` due at ``now``.
 
     Ordered by ``next_attempt_at`` then queue order, so a row that just failed goes
-    behind rows never tried (one bad row does not block the others).
+    behind rows never tried (one bad row does not block the others). On PostgreSQL
+    the rows are claimed for ``state.claim_secs`` (another instance's worker skips
+    them meanwhile); :func:`release_claims` gives back rows not attempted.
     """
+    if isinstance(conn, PgConnection):  # shared by instances: claim the rows
+        claimed = claim_due_rows(conn, destination, now, limit, conn.claim_secs)
+        return [OutboxRow(*r) for r in claimed]
     cursor = conn.execute(
         f"SELECT {_ROW_COLUMNS} FROM outbox WHERE destination = ? AND state = 'pending'"
         " AND next_attempt_at <= ? ORDER BY next_attempt_at, created_at, rowid LIMIT ?",
@@ -157,7 +163,7 @@ def due_rows(conn: sqlite3.Connection, destination: str, now: float, limit: int)
     return [OutboxRow(*row) for row in cursor.fetchall()]
 
 
-def count_due(conn: sqlite3.Connection, destination: str, now: float) -> int:
+def count_due(conn: StateConnection, destination: str, now: float) -> int:
     """Return how many pending rows of ``destination`` are due at ``now``."""
     row = conn.execute(
         "SELECT COUNT(*) FROM outbox WHERE destination = ? AND state = 'pending'"
@@ -167,7 +173,7 @@ def count_due(conn: sqlite3.Connection, destination: str, now: float) -> int:
     return int(row[0])
 
 
-def next_due_at(conn: sqlite3.Connection, destination: str) -> float | None:
+def next_due_at(conn: StateConnection, destination: str) -> float | None:
     """Return the earliest ``next_attempt_at`` of the destination's pending rows, or None."""
     row = conn.execute(
         "SELECT MIN(next_attempt_at) FROM outbox WHERE destination = ? AND state = 'pending'",
@@ -181,7 +187,7 @@ def _clip(error: str) -> str:
 
 
 def mark_sent(
-    conn: sqlite3.Connection,
+    conn: StateConnection,
     rows: Sequence[OutboxRow],
     now: float,
     silences: Mapping[str, float],
@@ -201,19 +207,29 @@ def mark_sent(
 
 
 def mark_retry(
-    conn: sqlite3.Connection, rows: Sequence[OutboxRow], next_attempt_at: float, error: str
+    conn: StateConnection, rows: Sequence[OutboxRow], next_attempt_at: float, error: str
 ) -> None:
     """Count a failed attempt on ``rows`` and schedule the next one."""
+    claim = ", claim_until = 0" if isinstance(conn, PgConnection) else ""
     with transaction(conn):
         conn.executemany(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
-            " WHERE rowid = ? AND state = 'pending'",
+            f"{claim} WHERE rowid = ? AND state = 'pending'",
             [(next_attempt_at, _clip(error), r.rowid) for r in rows],
         )
 
 
+def release_claims(conn: StateConnection, rows: Sequence[OutboxRow]) -> None:
+    """Give back the claims of ``rows`` that were not attempted (PostgreSQL only)."""
+    if isinstance(conn, PgConnection) and rows:
+        conn.executemany(
+            "UPDATE outbox SET claim_until = 0 WHERE rowid = ? AND state = 'pending'",
+            [(r.rowid,) for r in rows],
+        )
+
+
 def mark_dead(
-    conn: sqlite3.Connection, rows: Sequence[OutboxRow], error: str, *, attempted: bool = True
+    conn: StateConnection, rows: Sequence[OutboxRow], error: str, *, attempted: bool = True
 ) -> None:
     """Dead-letter ``rows`` (never retried) with ``error``; ``attempted`` counts an attempt."""
     with transaction(conn):
@@ -224,7 +240,7 @@ def mark_dead(
         )
 
 
-def mark_suppressed(conn: sqlite3.Connection, rows: Sequence[OutboxRow], reason: str) -> None:
+def mark_suppressed(conn: StateConnection, rows: Sequence[OutboxRow], reason: str) -> None:
     """Mark ``rows`` suppressed (a repeat inside the dedup window); nothing is sent."""
     with transaction(conn):
         conn.executemany(
@@ -234,7 +250,7 @@ def mark_suppressed(conn: sqlite3.Connection, rows: Sequence[OutboxRow], reason:
         )
 
 
-def mark_silenced(conn: sqlite3.Connection, rows: Sequence[tuple[OutboxRow, str]]) -> None:
+def mark_silenced(conn: StateConnection, rows: Sequence[tuple[OutboxRow, str]]) -> None:
     """Mark each row ``silenced`` by an operator's silence, with its reason; nothing is sent."""
     with transaction(conn):
         conn.executemany(
@@ -244,7 +260,7 @@ def mark_silenced(conn: sqlite3.Connection, rows: Sequence[tuple[OutboxRow, str]
         )
 
 
-def active_silences(conn: sqlite3.Connection, keys: Iterable[str], now: float) -> set[str]:
+def active_silences(conn: StateConnection, keys: Iterable[str], now: float) -> set[str]:
     """Return the ``keys`` whose silence lasts beyond ``now``."""
     wanted = list(dict.fromkeys(keys))
     found: set[str] = set()
@@ -258,7 +274,7 @@ def active_silences(conn: sqlite3.Connection, keys: Iterable[str], now: float) -
     return found
 
 
-def queue_depths(conn: sqlite3.Connection) -> dict[str, QueueDepth]:
+def queue_depths(conn: StateConnection) -> dict[str, QueueDepth]:
     """Return the pending rows per destination (destinations with none are absent)."""
     cursor = conn.execute(
         "SELECT destination, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending'"
@@ -267,7 +283,7 @@ def queue_depths(conn: sqlite3.Connection) -> dict[str, QueueDepth]:
     return {dest: QueueDepth(int(n), float(oldest)) for dest, n, oldest in cursor}
 
 
-def purge(conn: sqlite3.Connection, now: float, retention_secs: float) -> tuple[int, int]:
+def purge(conn: StateConnection, now: float, retention_secs: float) -> tuple[int, int]:
     """Delete finished rows queued before ``now - retention_secs`` and expired silences.
 
     Returns:

@@ -23,7 +23,6 @@ behaviour.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -35,6 +34,7 @@ from alert_service.match.aggregate import AggregateAlert
 from alert_service.parse.event import Action, ColumnValue, Event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, parse_query_name
 from alert_service.state.baseline import DigestAlert
+from alert_service.state.db import StateConnection
 
 __all__ = [
     "RECORD_VERSION",
@@ -237,7 +237,7 @@ def _members(first: Alert, rows: object, ids: object) -> tuple[Alert, ...]:
 
 
 def upgrade_records(
-    conn: sqlite3.Connection,
+    conn: StateConnection,
     known_packs: Iterable[str],
     rule_windows: Mapping[str, float],
 ) -> int:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from alert_service.match.addresses import parse_address
+from alert_service.state.db import StateConnection
 from alert_service.state.outbox import transaction
 
 __all__ = [
@@ -130,7 +131,7 @@ def add_silence(
     )
 
 
-def list_silences(conn: sqlite3.Connection, now: float, *, all: bool = False) -> list[Silence]:
+def list_silences(conn: StateConnection, now: float, *, all: bool = False) -> list[Silence]:
     """Silences in force at ``now`` (every stored one when ``all``), newest first."""
     where = "" if all else " WHERE ends_at > ?"
     args: tuple[float, ...] = () if all else (now,)
@@ -140,7 +141,7 @@ def list_silences(conn: sqlite3.Connection, now: float, *, all: bool = False) ->
     return [Silence(*row) for row in rows]
 
 
-def silences_in_force(conn: sqlite3.Connection, now: float) -> list[Silence]:
+def silences_in_force(conn: StateConnection, now: float) -> list[Silence]:
     """The silences in force at ``now`` (for the workers: one query per batch)."""
     return list_silences(conn, now)
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 
 from alert_service.logs import log_event
 from alert_service.match.aggregate import Aggregator, Group
+from alert_service.state.db import StateConnection
 
 __all__ = ["WindowStore"]
 
@@ -51,7 +51,7 @@ class WindowStore:
         sqlite3.Error: the table cannot be created or read.
     """
 
-    def __init__(self, conn: sqlite3.Connection, aggregator: Aggregator) -> None:
+    def __init__(self, conn: StateConnection, aggregator: Aggregator) -> None:
         self.conn = conn
         self.aggregator = aggregator
         conn.execute(_TABLE)

@@ -37,6 +37,10 @@ Tracepoints used (their ``format`` files under tracefs give the layouts):
   port. ``sock:sock_send_length`` (Linux 6.3+) filtered to UDP confirms that
   the task really sent: a ``connect()`` that sends nothing (glibc's
   ``getaddrinfo`` does that to sort addresses, RFC 6724) is not a flow.
+  A UDP flow is one socket's: ``sock_send_length`` names the socket
+  (``sk``), and a send from another socket or process on the same 5-tuple
+  (a source port reused by the next DNS client, say) ends the flow and
+  starts a new one.
 * ``sched:sched_process_exec`` and perf's FORK/EXIT/COMM/NAMESPACES task
   records feed a :class:`~extension.collect.tasks.TaskTable`, so a process
   that connected and exited at once is still described.
@@ -64,7 +68,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, TypeVar
 
 from extension.collect.netlink_diag import (
@@ -244,6 +248,8 @@ class _Flow:
     reported: bool = False
     last_ns: int = 0
     process: ProcessInfo | None = field(default=None)
+    sk: int = 0
+    """The kernel socket address that sent (UDP), 0 until a send is seen."""
 
 
 def _layout(fmt: TracepointFormat, spec: list[tuple[str, str]]) -> struct.Struct:
@@ -768,9 +774,22 @@ class LinuxEventSource:
             if sent < 0 or at - waiting[0] > _UDP_PENDING_NS:
                 return
             _, key, flow = waiting
+            if self._udp.get(key) is flow and (
+                flow.sk != sk or flow.pid != pid or flow.ended_ns is not None
+            ):
+                # Another socket on this 5-tuple (another process reusing the
+                # source port, or a new socket at a freed one's address): the
+                # old socket is gone, so its flow ends and this is a new one.
+                del self._udp[key]
+                if flow.ended_ns is None:
+                    flow.ended_ns = at
+                    self._touch(flow)
+                flow = replace(flow, key=(*key, at), ended_ns=None, inode=None,
+                               looked_up=False, reported=False, process=None)  # fmt: skip
             flow.last_ns = at
             if key not in self._udp:
                 flow.pid, flow.snapshot, flow.started_ns = pid, self._who(pid, tid)[0], at
+                flow.sk = sk
                 self._put(self._udp, key, flow)
                 self._touch(flow)
             sockets[sk] = key

@@ -23,10 +23,12 @@ where the kernel event source runs, flow events (:meth:`observe`).
   socket (and inode) or finds it closed; and where kernel events run, a
   socket a sample found waits until the events up to that sample are merged
   (tens of milliseconds), since they say who opened it.
-- **Close and TIME_WAIT.** A connection ends when its socket (its inode, or
-  its owner and 5-tuple) is gone from a sample, or when the kernel reports
-  it closed, whichever comes first: that is when the process closed it (or
-  the peer reset it). The ownerless TIME_WAIT remnant the kernel
+- **Close and TIME_WAIT.** A connection ends on evidence, whichever comes
+  first: the kernel reports it closed; a sample lists its socket's ownerless
+  remnant (TIME_WAIT, or an orphan still closing); or two samples in a row
+  leave its socket (its inode, or its owner and 5-tuple) out, since one
+  listing may skip a socket that moves in the kernel's hash tables meanwhile
+  (it then closed at the first). The ownerless TIME_WAIT remnant the kernel
   keeps for up to 60 s is recognised by its 5-tuple and is not a new
   connection. An ownerless socket with no known connection (it closed before
   any sample saw it, or before the extension started) is a row of its own
@@ -44,8 +46,14 @@ where the kernel event source runs, flow events (:meth:`observe`).
 - **Linger.** A connection that disappeared stays ``linger_secs`` seconds, and
   in any case until it has been served once, so a differential query every
   2 s still sees a connection that lived for a single sample, even when a
-  query runs late. At most ``max_lingering`` closed connections are kept
-  (oldest dropped first), which bounds memory whatever the churn.
+  query runs late; a closed row not shown yet waits aside for a query,
+  without holding back the rows that closed after it. At most
+  ``max_lingering`` closed connections are kept (oldest dropped first),
+  which bounds memory whatever the churn.
+- **One flow, one socket.** A flow event is linked to an open row by its
+  5-tuple only when nothing says the row is another socket (another inode,
+  another flow of the event source, or, for UDP, another owner); an
+  event-only row whose 5-tuple another flow takes has closed.
 """
 
 from __future__ import annotations
@@ -81,10 +89,16 @@ served as ``timed_out``: the kernel resends an unanswered SYN after 1 s and
 UNSERVED_LINGER_SECS: Final = 60.0
 """Seconds a closed connection no query has shown yet is kept for one."""
 _UDP_SENDER_SECS: Final = 60.0
+EVENTS_WAIT_SECS: Final = 2.0
+"""Seconds at most a row a sample found waits for the kernel events that say
+who opened it (they normally come within tens of milliseconds); a stalled
+event reader holds no row longer."""
 _Key = tuple[object, ...]
 _Tuple5 = tuple[int | None, int, int, str, int, str, int]
 _Addr = tuple[int, int, str, int, str, int]
 _WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
+_REMNANT_STATES: Final = frozenset({"TIME_WAIT", "FIN_WAIT1", "FIN_WAIT2", "CLOSING", "LAST_ACK"})
+"""States of a socket with no owner that its process has closed (an orphan)."""
 _CHANGING: Final = frozenset({"state", "last_seen"})
 """The columns that change during a connection's life (the row's tail)."""
 _MAX_TAILS: Final = 4096
@@ -179,6 +193,27 @@ def _born(conn: TrackedConnection) -> float:
     return conn.born
 
 
+def _other_socket(conn: TrackedConnection, event: FlowEvent) -> bool:
+    """Whether the row stands for another socket than the flow event's.
+
+    Evidence: both inodes known and different; a row known only from events
+    that follows another flow (the event source keys a flow by its socket);
+    a UDP row owned by another process (two processes sending from one UDP
+    socket is rare, a source port reused by the next process is common).
+    """
+    record, mine = event.record, conn.record
+    if record.socket and mine.socket and record.socket != mine.socket:
+        return True
+    if not conn.sampled and conn.flow_key is not None and conn.flow_key != event.key:
+        return True
+    return (
+        record.protocol == IPPROTO_UDP
+        and record.pid is not None
+        and mine.pid is not None
+        and record.pid != mine.pid
+    )
+
+
 def _ownerless(record: SocketRecord) -> bool:
     return record.pid is None and not record.socket
 
@@ -213,6 +248,9 @@ class TrackedConnection:
             row is first served; None when no name is known.
         saved_row: the stable columns it had before a restart, until they
             are encoded; None otherwise.
+        missed_at: seconds since the Unix epoch of the sample that did not
+            list its socket when the one before did; None while listed (one
+            listing without it is no evidence that it closed).
     """
 
     record: SocketRecord
@@ -233,6 +271,7 @@ class TrackedConnection:
     guessed_owner: bool = False
     hostname: tuple[str, str] | None = None
     saved_row: Row | None = None
+    missed_at: float | None = None
     _wire: bytes | None = None
 
     def row(self) -> Row:
@@ -366,8 +405,12 @@ class ConnectionTracker:
         self._listening: dict[tuple[int, int], list[TrackedConnection]] = {}
         # (namespace, protocol, local port) of UDP sockets seen sending, with when.
         self._senders: OrderedDict[tuple[int | None, int], float] = OrderedDict()
-        # Closed rows in the order they closed, for linger expiry.
+        # Closed rows in the order they closed, for linger expiry; closed rows
+        # no query has shown yet, set aside in the same order; whether a
+        # closed row has been shown since the last expiry.
         self._closed: deque[TrackedConnection] = deque()
+        self._unshown: deque[TrackedConnection] = deque()
+        self._shown_closed = False
         # Rows saved before a restart, by socket key, until the first sample.
         self._restored: dict[_Key, SavedRow] = {}
         self._now = 0.0
@@ -406,7 +449,7 @@ class ConnectionTracker:
     @property
     def lingering(self) -> int:
         """Closed connections still in the table."""
-        return len(self._closed)
+        return len(self._closed) + len(self._unshown)
 
     # ---------------------------------------------------------------- samples
 
@@ -478,7 +521,7 @@ class ConnectionTracker:
             if is_listening(record):
                 listeners.setdefault(endpoint_of(record), []).append(record)
         if self._unsampled:
-            check |= self._adopt(current)
+            check |= self._adopt(current, now if started is None else started)
 
         listing_began = now if started is None else started
         for conn in sorted(check, key=_born) if len(check) > 1 else check:
@@ -501,8 +544,23 @@ class ConnectionTracker:
                     # left out of it: not listed this time, not gone.
                     self._unbound.add(conn)
                     continue
-                self._close(conn, now)
+                if conn.missed_at is None and conn.state != "TIME_WAIT" and (
+                        ("tuple", None, *_tuple5(conn.record)) not in keys):  # fmt: skip
+                    # A listing walks the kernel's hash tables while sockets
+                    # move, and may skip one: closed only when the next
+                    # listing leaves it out too, or lists its ownerless
+                    # remnant (TIME_WAIT, or an orphan still closing). A
+                    # TIME_WAIT row (a remnant's own) closes at once: TIME_WAIT
+                    # is listed only every few samples, and waiting for a
+                    # second listing kept thousands of them 8 samples longer.
+                    conn.missed_at = now
+                    conn.last_seen = max(conn.last_seen, self._sample_second)  # listed last
+                    self._unbound.add(conn)
+                    continue
+                # Closed since the first listing that left it out.
+                self._close(conn, now if conn.missed_at is None else conn.missed_at)
                 continue
+            conn.missed_at = None
             bound[id(seen)] = conn
             conn.last_seen = second
             conn.state = seen.state
@@ -550,8 +608,12 @@ class ConnectionTracker:
         self._restored.clear()
         self._expire(now)
 
-    def _adopt(self, current: dict[_Key, SocketRecord]) -> set[TrackedConnection]:
+    def _adopt(self, current: dict[_Key, SocketRecord], started: float) -> set[TrackedConnection]:
         """Give flow-event rows whose socket the sample lists the socket's key.
+
+        A listed ownerless remnant (TIME_WAIT, or an orphan still closing) is
+        no socket to follow: it says the row's socket was closed, so the row
+        closes (its close event was lost, or is not merged yet).
 
         Returns:
             the rows adopted.
@@ -564,9 +626,15 @@ class ConnectionTracker:
             conn = self._find(record, sampled=False)
             if conn is None:
                 continue
+            if _ownerless(record) and record.state in _REMNANT_STATES:
+                if conn.began < started:
+                    self._unsampled.discard(conn)
+                    self._close(conn, started)
+                continue
             self._unsampled.discard(conn)
             del self._connections[conn.key]
             conn.sampled = conn.settled = True
+            conn.missed_at = None
             self._place(key, conn, index=False)
             adopted.add(conn)
             if not conn.served:
@@ -606,8 +674,11 @@ class ConnectionTracker:
                 ):
                     conn.settled = True
                     continue
+            if conn.missed_at is None:
+                conn.missed_at = started  # one listing may skip a socket: closed on the next
+                continue
             self._unsampled.discard(conn)
-            self._close(conn, started)
+            self._close(conn, conn.missed_at)
 
     def _sent_from(self, record: SocketRecord) -> bool:
         at = self._senders.get((record.net_namespace, record.local_port))
@@ -653,25 +724,48 @@ class ConnectionTracker:
         record = event.record
         conn = self._connections.get(_key(record)) if record.socket else None
         if conn is None or conn.closed_at is not None:
-            conn = self._find(record, sampled=None)
+            self._end_superseded(event)
+            conn = self._find(record, sampled=None, event=event)
         if conn is None:
             return None
         conn.flow_key = event.key
         self._flows[event.key] = conn
         return conn
 
-    def _find(self, record: SocketRecord, sampled: bool | None) -> TrackedConnection | None:
+    def _end_superseded(self, event: FlowEvent) -> None:
+        """Close the event-only rows on this flow's 5-tuple that stand for another socket.
+
+        Two live sockets do not share a connection's 5-tuple: when the event
+        source reports a new flow on it (another process reusing a UDP source
+        port, say), the socket of the older flow is gone.
+        """
+        record = event.record
+        namespace = record.net_namespace
+        for conn in list(self._open.get(_addr(record), ())):
+            other = conn.record.net_namespace
+            if conn.sampled or (namespace is not None and other is not None and other != namespace):
+                continue
+            if _other_socket(conn, event):
+                self._unsampled.discard(conn)
+                self._close(conn, max(event.started, conn.began))
+
+    def _find(
+        self, record: SocketRecord, sampled: bool | None, event: FlowEvent | None = None
+    ) -> TrackedConnection | None:
         """The one open row with ``record``'s addresses and ports in its namespace.
 
         A namespace that is unknown on either side matches any. ``sampled``
         restricts the search to rows the sampler follows (True), to rows
-        known only from events (False), or not at all (None). None when
-        there is no such row or more than one.
+        known only from events (False), or not at all (None). With ``event``,
+        rows that stand for another socket than the event's flow are left
+        out. None when there is no such row or more than one.
         """
         found: TrackedConnection | None = None
         namespace = record.net_namespace
         for conn in self._open.get(_addr(record), ()):
             if sampled is not None and conn.sampled != sampled:
+                continue
+            if event is not None and _other_socket(conn, event):
                 continue
             other = conn.record.net_namespace
             if namespace is not None and other is not None and other != namespace:
@@ -848,7 +942,8 @@ class ConnectionTracker:
                 continue
             append(conn._wire or conn.wire())
             seen = conn.last_seen
-            if seen < listed_at and conn.closed_at is None and conn.sampled:
+            if seen < listed_at and conn.closed_at is None and conn.sampled and (
+                    conn.missed_at is None):  # fmt: skip
                 seen = listed_at  # an open row the last sample listed
             key = (conn.state, seen)
             tail = tails.get(key)
@@ -863,7 +958,8 @@ class ConnectionTracker:
         if not conn.settled:
             return False
         through = self.events_through
-        if through is not None and conn.flow_key is None and conn.born > through:
+        if through is not None and conn.flow_key is None and conn.born > through and (
+                now - conn.born < EVENTS_WAIT_SECS):  # fmt: skip
             return False  # kernel events about it may still be on their way
         if conn.state == "SYN_SENT" and not conn.status and now - conn.born < (
                 self.attempt_grace_secs):  # fmt: skip
@@ -871,6 +967,8 @@ class ConnectionTracker:
         if self._names is not None:
             self._name(conn)
         conn.served = True
+        if conn.closed_at is not None:
+            self._shown_closed = True
         self.version += 1
         return True
 
@@ -994,7 +1092,7 @@ class ConnectionTracker:
             self._index(conn)
 
     def _close(self, conn: TrackedConnection, at: float) -> None:
-        if conn.sampled and conn.last_seen < self._sample_second:
+        if conn.sampled and conn.missed_at is None and conn.last_seen < self._sample_second:
             conn.last_seen = self._sample_second  # listed by the last sample
         conn.closed_at = at
         conn.settled = True
@@ -1019,22 +1117,45 @@ class ConnectionTracker:
         # little early behind a later one lingers a little longer, never less.
         limit = now - self.linger_secs
         unserved_limit = now - UNSERVED_LINGER_SECS
-        closed = self._closed
+        closed, unshown = self._closed, self._unshown
+        if self._shown_closed:
+            # Rows set aside unshown that a query has shown since: due now,
+            # they linger like the others (at the queue's end: a little
+            # longer, never less).
+            self._shown_closed = False
+            closed.extend(c for c in unshown if c.served)
+            self._unshown = unshown = deque(c for c in unshown if not c.served)
         while closed:
             head = closed[0]
             at = head.closed_at if head.closed_at is not None else now
-            over = len(closed) > self.max_lingering
-            if not over and (
-                at >= limit or (not head.served and at >= unserved_limit)
-            ):  # fmt: skip
-                # Not due; or never shown yet (no query since, or a slow one):
-                # kept, and the rows behind it with it, until it is shown.
-                break
+            over = len(closed) + len(unshown) > self.max_lingering
+            if not over and at >= limit:
+                break  # not due
             closed.popleft()
-            self.version += 1
-            if over or not head.served:
-                self.evicted += 1
-            if self._connections.get(head.key) is head:
-                del self._connections[head.key]
-            if head.flow_key is not None and self._flows.get(head.flow_key) is head:
-                del self._flows[head.flow_key]
+            if not over and not head.served and at >= unserved_limit:
+                # Never shown yet (no query since, or a slow one): set aside
+                # until it is, without holding back the rows behind it.
+                unshown.append(head)
+                continue
+            self._drop(head, counted=over or not head.served)
+        while unshown:
+            head = unshown[0]
+            at = head.closed_at if head.closed_at is not None else now
+            if not head.served and at >= unserved_limit and (
+                    len(closed) + len(unshown) <= self.max_lingering):  # fmt: skip
+                break
+            unshown.popleft()
+            if head.served:
+                closed.append(head)
+            else:
+                self._drop(head, counted=True)
+
+    def _drop(self, head: TrackedConnection, *, counted: bool) -> None:
+        """Take a closed row out of the table (``counted``: in ``evicted``)."""
+        self.version += 1
+        if counted:
+            self.evicted += 1
+        if self._connections.get(head.key) is head:
+            del self._connections[head.key]
+        if head.flow_key is not None and self._flows.get(head.flow_key) is head:
+            del self._flows[head.flow_key]

@@ -153,7 +153,7 @@ class RowStore:
         try:
             fd, temp = tempfile.mkstemp(prefix=".tracked_connections.", dir=directory)
         except OSError as err:
-            self._failed(f"cannot write in {directory}: {err}")
+            self._failed(f"cannot write in {directory}: {err.strerror or err}")
             return False
         try:
             with os.fdopen(fd, "wb") as f:
@@ -164,7 +164,7 @@ class RowStore:
         except OSError as err:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-            self._failed(f"cannot write {self.path}: {err}")
+            self._failed(f"cannot write {self.path}: {err.strerror or err}")
             return False
         if self.error:
             log.info("%s is written again", self.path)

@@ -72,7 +72,9 @@ def test_config_is_required_once(config: Path) -> None:
     assert clash.returncode == 2 and "give the configuration once" in clash.stderr
 
 
-@pytest.mark.parametrize("command", ["run", "check-config", "replay", "init"])
+@pytest.mark.parametrize(
+    "command", ["run", "check-config", "cluster-status", "status", "replay", "init"]
+)
 def test_every_subcommand_help_has_a_description_and_an_example(command: str) -> None:
     shown = _run(command, "--help")
     assert shown.returncode == 0

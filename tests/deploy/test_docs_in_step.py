@@ -45,6 +45,8 @@ def test_every_rule_key_is_documented() -> None:
             assert f"{prefix}.{sub}" in RULES_MD, f"{prefix}.{sub}"
     for sub in schema["$defs"]["address_condition"]["properties"]:
         assert f"{sub}:" in RULES_MD, sub
+    for sub in schema["$defs"]["hostname_condition"]["properties"]:
+        assert f"{sub}:" in RULES_MD, sub
 
 
 def test_every_action_option_is_documented() -> None:

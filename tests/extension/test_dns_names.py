@@ -18,15 +18,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
+from contextlib import contextmanager
 
 from extension.collect.dns_capture import DnsCapture
 from extension.enrich.names import NameCache
 from osqueryd_standin import Standin
-from tests.helpers.dns_server import ROOT, dns_server
+from tests.helpers.dns_server import ROOT, dns_server, namespace_with_dns
 from tests.helpers.osqueryd import short_tmpdir, standin_with_extension
-from tests.helpers.privileges import network_namespace, require
+from tests.helpers.privileges import require
 from tests.helpers.procs import wait_for
 
 # ------------------------------------------------------------- the rule
@@ -287,28 +286,6 @@ sys.stdin.read()
 """
 
 
-@contextmanager
-def _namespace_with_dns(names: dict[str, list[str] | str]) -> Iterator[str]:
-    """A network namespace where 192.0.2.0/24 and 2001:db8::/32 are local, and a DNS server
-    that glibc there asks (``ip netns exec`` puts /etc/netns/<name>/resolv.conf in place)."""
-    require(os.geteuid() == 0, "network namespaces need root")
-    with network_namespace() as netns:
-        run = ["ip", "netns", "exec", netns, "ip"]
-        subprocess.run([*run, "route", "add", "local", "192.0.2.0/24", "dev", "lo"], check=True)
-        subprocess.run([*run, "-6", "route", "add", "local", "2001:db8::/32", "dev", "lo"],
-                       check=True)  # fmt: skip
-        conf = Path("/etc/netns") / netns
-        conf.mkdir(parents=True)
-        try:
-            with dns_server(names, netns=netns) as server:
-                (conf / "resolv.conf").write_text(f"nameserver {server}\n", encoding="utf-8")
-                yield netns
-        finally:
-            shutil.rmtree(conf, ignore_errors=True)
-            with suppress(OSError):
-                Path("/etc/netns").rmdir()  # only if no other namespace has one
-
-
 _Made = tuple[int, int, list[list[object]]]
 """(pid, network namespace inode, [[name, address, socket inode]])."""
 
@@ -364,7 +341,7 @@ def test_names_inside_a_network_namespace_with_getaddrinfo() -> None:
         "alias.ns-test.example": "cname:db.ns-test.example",
     }
     with (
-        _namespace_with_dns(names) as netns,
+        namespace_with_dns(names) as netns,
         short_tmpdir() as workdir,
         standin_with_extension(workdir) as osqd,
     ):
@@ -389,7 +366,7 @@ def test_names_that_share_addresses_are_told_apart_by_recency_and_process() -> N
     }
     plans = [[(f"n{(w * 7 + i) % 20}.share.example", 4) for i in range(25)] for w in range(4)]
     with (
-        _namespace_with_dns(names) as netns,
+        namespace_with_dns(names) as netns,
         short_tmpdir() as workdir,
         standin_with_extension(workdir) as osqd,
     ):
@@ -422,7 +399,7 @@ def test_namespaces_that_cannot_be_entered_leave_the_capture_degraded() -> None:
     # Root without CAP_SYS_ADMIN keeps CAP_NET_RAW but cannot setns(2).
     drop = [setpriv, "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--"]
     with (
-        _namespace_with_dns({"x.example": ["192.0.2.1"]}),
+        namespace_with_dns({"x.example": ["192.0.2.1"]}),
         short_tmpdir() as workdir,
         standin_with_extension(workdir, launcher=drop) as osqd,
     ):

@@ -72,14 +72,15 @@ def test_lingering_rows_linger_on_after_a_restart() -> None:
     before = ConnectionTracker(lambda pid: CURL, linger_secs=6)
     before.update([OUT], now=100.0)
     before.rows(100.1)
-    before.update([], now=101.0)  # closed, lingering until 107
+    before.update([], now=101.0)
+    before.update([], now=101.5)  # closed, lingering until 107.5
     after = ConnectionTracker(lambda pid: NEWER, linger_secs=6)
     after.restore(before.saved_rows(), now=103.0)
     after.update([], now=103.5)
     (row,) = after.rows(103.6)
     assert row["name"] == "curl" and row["first_seen"] == "100"
-    after.update([], now=107.5)
-    assert after.rows(107.6) == []
+    after.update([], now=108.0)
+    assert after.rows(108.1) == []
 
 
 def test_an_event_only_row_comes_back_open() -> None:

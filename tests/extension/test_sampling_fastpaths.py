@@ -155,8 +155,9 @@ class ReferenceTracker(ConnectionTracker):
         current: dict[_Key, SocketRecord] = {}
         for record in records:
             current.setdefault(_key(record), record)
+        listed = set(current)
         if self._unsampled:
-            self._adopt(current)
+            self._adopt(current, now if started is None else started)
         for key, conn in self._connections.items():
             if conn.closed_at is not None or not conn.sampled:
                 continue
@@ -164,8 +165,14 @@ class ReferenceTracker(ConnectionTracker):
             if seen is None:
                 if conn.state == "TIME_WAIT" and conn.record.net_namespace == time_wait_unlisted:
                     continue
+                if conn.missed_at is None and conn.state != "TIME_WAIT" and (
+                    ("tuple", None, *_tuple5(conn.record)) not in listed
+                ):
+                    conn.missed_at = now  # one listing may skip a socket
+                    continue
                 self._close(conn, now)
                 continue
+            conn.missed_at = None
             conn.last_seen = second
             conn.state = seen.state
             if not conn.served and conn.record.pid is None and seen.pid is not None:

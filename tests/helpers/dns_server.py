@@ -7,6 +7,9 @@ answers until its stdin closes. ``JSON`` maps a name to its addresses;
 A and AAAA questions get the addresses of their family, with ``--ttl``;
 a name listed as ``"alias.example": "cname:target.example"`` is a CNAME.
 Every other question gets NXDOMAIN.
+
+:func:`namespace_with_dns` makes a network namespace with such a server that glibc
+there asks (for tests of names in containers).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import dns.message
@@ -28,7 +33,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-__all__ = ["answer", "dns_server"]
+from tests.helpers.privileges import network_namespace, require
+
+__all__ = ["answer", "dns_server", "namespace_with_dns"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,6 +153,28 @@ def dns_server(
         child.stdin.close()
         child.wait(timeout=10)
         child.stdout.close()
+
+
+@contextmanager
+def namespace_with_dns(names: dict[str, list[str] | str]) -> Iterator[str]:
+    """A network namespace where 192.0.2.0/24 and 2001:db8::/32 are local, and a DNS server
+    that glibc there asks (``ip netns exec`` puts /etc/netns/<name>/resolv.conf in place)."""
+    require(os.geteuid() == 0, "network namespaces need root")
+    with network_namespace() as netns:
+        run = ["ip", "netns", "exec", netns, "ip"]
+        subprocess.run([*run, "route", "add", "local", "192.0.2.0/24", "dev", "lo"], check=True)
+        subprocess.run([*run, "-6", "route", "add", "local", "2001:db8::/32", "dev", "lo"],
+                       check=True)  # fmt: skip
+        conf = Path("/etc/netns") / netns
+        conf.mkdir(parents=True)
+        try:
+            with dns_server(names, netns=netns) as server:
+                (conf / "resolv.conf").write_text(f"nameserver {server}\n", encoding="utf-8")
+                yield netns
+        finally:
+            shutil.rmtree(conf, ignore_errors=True)
+            with suppress(OSError):
+                Path("/etc/netns").rmdir()  # only if no other namespace has one
 
 
 if __name__ == "__main__":

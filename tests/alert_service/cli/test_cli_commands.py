@@ -82,6 +82,28 @@ def test_check_config_ok() -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "OK\n", "")
 
 
+def test_check_config_warns_of_bad_lines_in_domain_lists(tmp_path: Path) -> None:
+    domains = tmp_path / "domains.txt"
+    domains.write_text("evil.example\n198.51.100.7\nok.example\nhttp://x.example/\n",
+                       encoding="utf-8")  # fmt: skip
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "sources: [{path: /x}]\n"
+        "notifiers: [{name: local, type: webhook, url: 'http://127.0.0.1:9/'}]\n"
+        "rules: [{name: r, notify: [local], any_of: [{remote_hostname: "
+        f"{{domain_files: ['{domains}']}}}}]}}]\n",
+        encoding="utf-8",
+    )
+    done = cli("check-config", str(config))
+    assert (done.returncode, done.stdout) == (0, "OK\n")  # bad lines are never fatal
+    assert done.stderr.splitlines() == [
+        f"WARNING: {config}: $.rules[0].any_of[0].remote_hostname.domain_files[0]: {domains}: "
+        "2 bad lines skipped (2 used); line 2: '198.51.100.7' is an address, not a domain "
+        "(address lists take it); line 4: 'http://x.example/' is not a domain name (a URL "
+        "or a port?)",
+    ]
+
+
 def test_check_config_lists_every_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

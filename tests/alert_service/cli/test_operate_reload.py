@@ -155,3 +155,51 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
         assert (tmp_path / "var" / "state" / "run.lock").exists()
         strict = cli("check-config", "--strict", str(config))
         assert (strict.returncode, strict.stdout) == (0, "OK\n"), strict.stderr
+
+
+def test_check_config_strict_refuses_a_state_dir_that_cannot_be_created(tmp_path: Path) -> None:
+    """os.access says yes to root everywhere: the check must try, not ask."""
+    a_file = tmp_path / "hostname"
+    a_file.write_text("", encoding="utf-8")
+    for state_dir, why in (
+        (a_file / "state", f"{a_file} is not a directory"),
+        (Path("/proc/tracked-connections-nope/state"), "cannot be created in /proc"),
+    ):
+        config = write_config(tmp_path, "http://127.0.0.1:9/hook")
+        text = config.read_text(encoding="utf-8")
+        config.write_text(
+            text.replace(f"state_dir: {tmp_path / 'state'}\n", f"state_dir: {state_dir}\n", 1),
+            encoding="utf-8",
+        )
+        strict = cli("check-config", "--strict", str(config))
+        assert strict.returncode == 1, strict.stdout
+        assert why in strict.stderr, strict.stderr
+
+
+def test_the_state_directory_and_lock_are_private(tmp_path: Path) -> None:
+    from alert_service.state.lock import LOCK_FILE, acquire_instance_lock  # noqa: PLC0415
+
+    state = tmp_path / "deep" / "state"
+    lock = acquire_instance_lock(state)
+    try:
+        assert state.stat().st_mode & 0o777 == 0o700
+        assert (state / LOCK_FILE).stat().st_mode & 0o777 == 0o600
+    finally:
+        lock.release()
+
+
+def test_check_config_takes_the_config_from_the_environment(tmp_path: Path) -> None:
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.helpers.alert_ops import REPO_ROOT, env  # noqa: PLC0415
+
+    config = write_config(tmp_path, "http://127.0.0.1:9/hook")
+    environ = {**env(), "TRACKED_CONNECTIONS_ALERTS_CONFIG": str(config)}
+    done = subprocess.run(
+        [sys.executable, "-m", "alert_service", "check-config"],
+        cwd=REPO_ROOT, env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "OK\n"), done.stderr
+    assert os.environ.get("TRACKED_CONNECTIONS_ALERTS_CONFIG") is None

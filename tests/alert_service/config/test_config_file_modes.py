@@ -124,3 +124,18 @@ def test_check_config_warns_about_a_directory_others_can_write(tmp_path: Path) -
     done = _check(config)
     assert done.returncode == 0
     assert f"{secret}: its directory {config.parent} is writable" in done.stderr
+
+
+def test_check_config_warns_about_a_domain_list_others_can_change(tmp_path: Path) -> None:
+    config, _, _ = _config(tmp_path)
+    domains = config.parent / "c2-domains.txt"
+    domains.write_text("evil.example\n", encoding="utf-8")
+    domains.chmod(0o666)
+    with open(config, "a", encoding="utf-8") as fh:
+        fh.write(f"    any_of: [{{remote_hostname: {{domain_files: [{domains}]}}}}]\n")
+    done = _check(config)
+    assert done.returncode == 0 and done.stdout.strip() == "OK"
+    assert done.stderr.splitlines() == [
+        f"WARNING: {domains}: IOC list is writable by others (mode 0666); "
+        f"run: chmod go-w {domains}"
+    ]

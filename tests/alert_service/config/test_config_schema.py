@@ -115,6 +115,7 @@ def test_example_config_is_valid() -> None:
         "suspicious-ports",
         "shell-egress",
         "known-bad-network",
+        "known-c2",
         "unattributed-egress",
     ]
     soc = config.notifiers[1].options

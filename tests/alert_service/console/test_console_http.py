@@ -20,7 +20,11 @@ from tests.helpers.alert_ops import (
 )
 from tests.helpers.console_client import ConsoleClient
 
-HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)> \" ' &amp;"
+# Markup, and a right-to-left override that would make "exe.png" read "gnp.exe".
+HOSTILE = (
+    "<script>document.title='pwned'</script><img src=x onerror=alert(1)> \" ' &amp;"
+    " invoice\u202egnp.exe"
+)
 CONSOLE = "metrics: {listen_address: 127.0.0.1, port: 0}\nconsole: {enabled: true}\n"
 
 
@@ -58,11 +62,13 @@ def test_pages_escape_hostile_connection_data(tmp_path: Path) -> None:
                 assert "<script" not in page.text, path
                 assert "<img" not in page.text, path
                 assert "<i>web</i>" not in page.text, path
+                assert "\u202e" not in page.text, path
             detail = pages[f"/console/alerts/{row['id']}"].text
             # The value is shown, escaped (inside JSON in <pre>: quotes stay JSON-escaped).
             assert "&lt;script&gt;document.title=" in detail
             assert "<script>document.title='pwned'</script>" in html.unescape(detail)
             assert "&lt;b&gt;nc&lt;/b&gt;" in detail
+            assert "invoice\\u202egnp.exe" in detail
             assert "&lt;i&gt;web&lt;/i&gt;" in pages["/console/alerts"].text
             filtered = pages["/console/alerts?host=%3Ci%3Eweb%3C%2Fi%3E"].text
             assert f'data-id="{row["id"]}"' in filtered

@@ -35,6 +35,8 @@ NASTY_CMDLINE = 'nc -e /bin/sh <!channel> <@U123> & `id` ```x``` — ünïcode �
 
 
 def nasty_alert(**kw: Any) -> Alert:
+    kw.setdefault("remote_hostname", "api.evil.example")
+    kw.setdefault("remote_hostname_source", "process")
     return make_alert(name=NASTY_NAME, cmdline=NASTY_CMDLINE, **kw)
 
 

@@ -33,6 +33,9 @@ LINK = "[Verify your account](https://evil.example/login)"
 MENTIONS = "<!channel> <!here> <@U123> @everyone <https://evil.example|click>"
 MARKUP = "*bold* _it_ ~strike~ `code` **b** # head\n- item > quote &amp;"
 BIDI = "report\u202eexe.txt"
+# A DNS name as the extension logs it (dnspython's escapes): '<', '*', '_' and '@'
+# are legal octets of a label; a '.' inside a label is written '\.'.
+NAME = "<!channel>.*bold*._it_.@everyone\\.x\\032y.evil.example"
 
 
 def hostile_alert() -> Alert:
@@ -44,6 +47,8 @@ def hostile_alert() -> Alert:
         cmdline=f"sh -c 'curl {LINK}' {MENTIONS} {MARKUP}",
         username=f"{MENTIONS}",
         decorations={"hostname": f"{LINK}.example.com"},
+        remote_hostname=NAME,
+        remote_hostname_source="process",
     )
 
 
@@ -155,3 +160,25 @@ def test_literal_per_markup() -> None:
     # The cut falls before an escape, never inside one, and says how much is missing.
     assert fit("&" * 10, 20, "slack") == "&amp;…[cut 9 chars]"
     assert fit("\U0001f40d" * 10, 19, "plain") == "\U0001f40d\U0001f40d…[cut 8 chars]"
+
+
+def test_the_remote_name_is_shown_beside_the_address_and_escaped_everywhere() -> None:
+    alert = hostile_alert()
+    rendered = {kind: n.render(alert) for kind, n in notifiers().items()}
+    # The JSON destinations get the exact name, in the row and as its own field.
+    assert rendered["webhook"]["connection"]["remote_hostname"] == NAME
+    details = rendered["pagerduty"]["payload"]["custom_details"]
+    assert details["remote_hostname"] == NAME
+    assert details["remote_hostname_source"] == "process"
+    # The texts show it beside the address, escaped for their markup.
+    summary = rendered["pagerduty"]["payload"]["summary"]
+    assert summary.endswith(f"198.51.100.7:4444 ({NAME})")  # plain: printable as is
+    slack = rendered["slack"]
+    (remote,) = [
+        f["text"] for b in slack["blocks"] for f in b.get("fields", ()) if "*Remote*" in f["text"]
+    ]
+    assert remote == "*Remote*\n198.51.100.7:4444/tcp (" + literal(NAME, "slack") + ")"
+    assert "&lt;!channel&gt;" in remote and "<!channel>" not in slack["text"]
+    assert "\u200b*bold\u200b*" in remote
+    runs = [n["text"] for n in _walk(rendered["teams"]) if n.get("type") == "TextRun"]
+    assert f"198.51.100.7:4444/tcp ({NAME})" in runs

@@ -356,3 +356,43 @@ def test_glob_leaves_out_rotated_files(tmp_path: Path) -> None:
         str(tmp_path / "b" / "osquery_result"),
     ]
     assert expand_glob(str(tmp_path / "c.log*")) == [str(tmp_path / "c.log")]
+
+
+def test_beginning_without_checkpoint_reads_rotated_generations_oldest_first(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    for gen in range(4):  # → .3.zst, .2.zst, .1, live
+        append(log, b"gen%d-a\ngen%d-b\n" % (gen, gen))
+        if gen < 3:
+            osquery_rotate(log)
+    zst(f"{log}.4.zst", b"")  # empty: nothing to read
+    with FileFollower(str(log), start_at="beginning") as follower:
+        first = texts(follower.poll())
+        while follower.has_more:
+            first += texts(follower.poll())
+        position = follower.position()
+    assert first == [b"gen%d-%s" % (g, s) for g in range(4) for s in (b"a", b"b")]
+    assert position is not None and position.path == str(log)
+
+
+def test_beginning_skips_a_rotated_copy_of_the_same_content(tmp_path: Path) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    append(log, b"old-1\nold-2\n")
+    osquery_rotate(log)
+    append(log, b"new-1\n")
+    # Mid-rotation: .1 compressed to .2.zst, the plain .1 not yet removed.
+    zst(f"{log}.2.zst", (tmp_path / "osqueryd.results.log.1").read_bytes())
+    with FileFollower(str(log), start_at="beginning") as follower:
+        assert texts(follower.poll()) == [b"old-1", b"old-2", b"new-1"]
+
+
+def test_end_without_checkpoint_still_skips_rotated_generations(tmp_path: Path) -> None:
+    log = tmp_path / "osqueryd.results.log"
+    append(log, b"old\n")
+    osquery_rotate(log)
+    append(log, b"present\n")
+    with FileFollower(str(log), start_at="end") as follower:
+        assert follower.poll() == []
+        append(log, b"after\n")
+        assert texts(follower.poll()) == [b"after"]

@@ -1,0 +1,734 @@
+"""Read result lines from a NATS JetStream stream (Fleet's ``nats`` log destination).
+
+What arrives (fleetdm/fleet ``server/logging/nats.go``, Fleet 4.7x, and osqueryd
+result lines published the same way): one message per result-log line, the JSON
+object as the payload, on a subject Fleet builds from a template over the log (a
+constant such as ``osquery.results`` or ``osquery.results.{log.decorations.host_uuid}``).
+With JetStream on, Fleet publishes into a stream, whose messages this source reads
+with a durable pull consumer. A payload may be compressed, said by its
+``Content-Encoding`` header (``gzip`` or ``zstd``; ``identity`` or no header = plain);
+a payload holding several lines (a publisher that batches) is split at ``\\n``.
+
+Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
+
+* each poll takes up to ``batch_size`` messages of one consumer, in stream order;
+  the next batch is fetched meanwhile (the consumer lets two batches be
+  unacknowledged);
+* the batch's :attr:`~alert_service.source.Batch.position` is the stream sequence of
+  its last message (:func:`stream_position`), stored in the same transaction as the
+  alerts and baseline changes of its lines;
+* :meth:`NatsSources.committed` then acknowledges the batch (one ``AckAll`` on its
+  last message, confirmed by the server); a crash between the commit and the
+  acknowledgement redelivers the messages, which are recognised by their stream
+  sequence (not above the stored one), counted as ``messages_redelivered_skipped``,
+  and acknowledged unprocessed;
+* a failed commit unbinds the consumer; after a pause it is created again from the
+  checkpoint, and the batch is read again;
+* a message that cannot be decoded (unknown ``Content-Encoding``, corrupt gzip/zstd)
+  is counted (``messages_undecodable``), logged, and acknowledged with its batch; a
+  payload that is not a result line is a parse error like a bad line of a file.
+
+A stream deleted and created again restarts its sequences: the stored position
+carries the stream's creation time (:attr:`Position.fingerprint`), and a checkpoint
+of another stream incarnation is ignored (logged as ``stream_recreated``).
+
+nats-py is asyncio based; the source runs one event loop in a daemon thread and
+waits for each call from the pipeline thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import gzip
+import json
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+import zstandard
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from alert_service.logs import log_event
+from alert_service.source.manager import Batch, CheckpointStore
+from alert_service.source.nats_config import NatsSettings
+from alert_service.source.records import FileIdentity, LineChunk, Position
+from alert_service.state.leases import LeaseLostError, PgLeases
+from alert_service.state.postgres import PgConnection
+from alert_service.stats import Stats
+
+__all__ = [
+    "STREAM_IDENTITY",
+    "NatsSettings",
+    "NatsSources",
+    "decode_payload",
+    "partition_leases",
+    "stream_position",
+]
+
+_log = logging.getLogger(__name__)
+
+STREAM_IDENTITY = FileIdentity(0, 0)
+"""The :class:`FileIdentity` of every line and position of a stream source."""
+
+_T = TypeVar("_T")
+_MAX_RETRY_PAUSE_SECS = 30.0
+_CALL_TIMEOUT_SECS = 10.0
+
+
+def stream_position(subject: str, sequence: int, incarnation: bytes) -> Position:
+    """A stream source's checkpoint: every message up to ``sequence`` is stored.
+
+    Args:
+        subject: the consumer's filter subject (for people reading the table).
+        sequence: stream sequence of the last message committed.
+        incarnation: the stream's creation time as text (``StreamInfo.created``), kept
+            in :attr:`Position.fingerprint` to recognise a recreated stream.
+    """
+    return Position(subject, STREAM_IDENTITY, sequence, incarnation, len(incarnation))
+
+
+class PayloadError(ValueError):
+    """A message payload could not be decoded (its text says why)."""
+
+
+_ZSTD = zstandard.ZstdDecompressor()
+_MAX_DECODED_BYTES = 64 * 1024 * 1024
+
+
+def decode_payload(data: bytes, encoding: str | None) -> bytes:
+    """Return the payload's bytes after its ``Content-Encoding``.
+
+    Args:
+        data: the message payload.
+        encoding: the ``Content-Encoding`` header (None, ``identity``, ``gzip``,
+            ``zstd``; case-insensitive).
+
+    Raises:
+        PayloadError: unknown encoding, corrupt data, or more than 64 MiB decoded.
+    """
+    name = (encoding or "identity").strip().lower()
+    try:
+        if name == "identity":
+            return data
+        if name in ("gzip", "x-gzip"):
+            out = gzip.decompress(data)
+        elif name == "zstd":
+            out = _ZSTD.decompressobj().decompress(data)
+        else:
+            raise PayloadError(f"unknown Content-Encoding {encoding!r}")
+    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
+        raise PayloadError(f"corrupt {name} payload: {err}") from err
+    if len(out) > _MAX_DECODED_BYTES:
+        raise PayloadError("decoded payload over 64 MiB")
+    return out
+
+
+class _Loop:
+    """An asyncio event loop in a daemon thread; :meth:`call` waits for a coroutine."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="nats-source", daemon=True
+        )
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, _T], timeout: float = _CALL_TIMEOUT_SECS) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+@dataclass(eq=False, slots=True)
+class _Consumer:
+    """One durable consumer (a source, or one partition of it) and where it stands."""
+
+    settings: NatsSettings
+    poll_interval_secs: float
+    group: _Group
+    sub: JetStreamContext.PullSubscription | None = None
+    incarnation: bytes = b""
+    committed: int = 0  # stream sequence of the last committed message
+    pending: list[Msg] = field(default_factory=list)  # the batch handed out
+    due: float = 0.0
+    failures: int = 0
+    token: int | None = None  # lease (fencing) token of a partition
+    prefetch: concurrent.futures.Future[list[Msg]] | None = None  # the next batch
+
+
+@dataclass(eq=False, slots=True)
+class _Group:
+    """One configured source: its settings and the partitions this instance owns."""
+
+    settings: NatsSettings
+    poll_interval_secs: float
+    owned: dict[str, _Consumer] = field(default_factory=dict)  # partition → consumer
+
+    def partition_settings(self, partition: str) -> NatsSettings:
+        """The settings of one partition's consumer."""
+        s = self.settings
+        return dataclasses.replace(
+            s,
+            durable=f"{s.durable}-{partition}",
+            subject=s.subject.replace("{partition}", partition),
+            partitions=(),
+        )
+
+
+class Leases(Protocol):
+    """Partition ownership (:class:`~alert_service.state.leases.PgLeases`)."""
+
+    ttl_secs: float
+
+    def heartbeat(self) -> int: ...
+
+    def acquire(self, name: str) -> int | None: ...
+
+    def renew(self, name: str, token: int) -> bool: ...
+
+    def release(self, name: str, token: int) -> None: ...
+
+    def leave(self) -> None: ...
+
+    def fence(self, conn: object, name: str, token: int) -> None: ...
+
+    @property
+    def instance(self) -> str: ...
+
+
+def partition_leases(state: object, settings: Sequence[NatsSettings]) -> Leases | None:
+    """The partition leases of this instance: in a PostgreSQL state when a stream
+    source is partitioned; None otherwise (this instance reads every partition)."""
+    partitioned = [s for s in settings if s.partitions]
+    if not partitioned or not isinstance(state, PgConnection):
+        return None
+    ttl = min(s.lease_ttl_secs for s in partitioned)
+    instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return PgLeases(state, instance, ttl)
+
+
+class NatsSources:
+    """Every configured ``nats`` source as the pipeline sees it (a ``SourceSet``).
+
+    A source with ``partitions`` has one durable consumer per partition; this
+    instance reads the partitions whose lease it holds (``leases``; all of them when
+    None: one instance without a shared state), rebalancing every third of the lease
+    time.
+
+    Args:
+        configs: ``(settings, poll_interval_secs)`` per source, in order.
+        checkpoints: where each consumer's stored stream sequence is found when it
+            starts (read again at every takeover of a partition).
+        stats: counters and gauges to update (``messages_*``, ``source_pending_messages``,
+            ``partitions_owned``, ``source_leases``).
+        leases: partition ownership shared by the instances, or None.
+        clock: wall time, seconds since the Unix epoch.
+        monotonic: monotonic time in seconds.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[tuple[NatsSettings, float]],
+        checkpoints: CheckpointStore,
+        stats: Stats,
+        *,
+        leases: Leases | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._groups = [_Group(s, interval) for s, interval in configs]
+        self._checkpoints = checkpoints
+        self.stats = stats
+        self._leases = leases
+        self._clock = clock
+        self._monotonic = monotonic
+        self._loop: _Loop | None = None
+        self._clients: dict[tuple[str, ...], NatsClient] = {}
+        self._by_key: dict[str, _Consumer] = {}
+        self._pause = 0.0
+        self._now = 0.0
+        self._next_rebalance = 0.0
+        self._rebalance_failures = 0
+
+    # -- the pipeline's side -------------------------------------------------------
+
+    def poll(self) -> Iterator[Batch]:
+        """Fetch a batch from each consumer that is due; yield the ones with lines."""
+        now = self._now = self._monotonic()
+        if now >= self._next_rebalance:
+            self._rebalance(now)
+        next_due = min(now + 1.0, self._next_rebalance)
+        consumers = list(self._by_key.values())
+        for consumer in consumers:
+            if now >= consumer.due and consumer.settings.name in self._by_key:
+                batch = self._fetch(consumer, now, len(consumers))
+                if batch is not None:
+                    yield batch
+            next_due = min(next_due, consumer.due)
+        self._pause = max(0.0, next_due - self._monotonic())
+
+    def committed(self, batch: Batch) -> None:
+        """Acknowledge the batch's messages (their alerts and position are stored)."""
+        consumer = self._by_key[batch.key]
+        msgs, consumer.pending = consumer.pending, []
+        if batch.position is not None:
+            consumer.committed = batch.position.offset
+        consumer.failures = 0
+        if msgs:
+            self._ack(consumer, msgs[-1])
+        if batch.chunks:
+            self.stats.source_last_line_time[consumer.group.settings.name] = self._clock()
+
+    def failed(self, batch: Batch, error: Exception) -> None:
+        """Storing failed: have the batch delivered again after a pause (or, when the
+        partition's lease was lost, to its new owner)."""
+        consumer = self._by_key[batch.key]
+        msgs, consumer.pending = consumer.pending, []
+        lost = isinstance(error, LeaseLostError)
+        consumer.failures += 1
+        pause = 0.0 if lost else min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
+        log_event(
+            _log,
+            logging.WARNING if lost else logging.ERROR,
+            "lease_lost" if lost else "state_transaction_failed",
+            source=consumer.settings.name,
+            error=type(error).__name__,
+            reason=str(error),
+            retry_in_secs=pause,
+        )
+        del msgs  # read again: the consumer is created again from the checkpoint
+        if lost:
+            self._drop(consumer)
+        else:
+            self._unbind(consumer)
+            consumer.due = self._now + pause
+
+    def pause(self) -> float:
+        """Seconds until a consumer is due, as of the end of the last :meth:`poll`."""
+        return self._pause
+
+    def close(self) -> None:
+        """Release the leases and close the connections (unacknowledged messages are
+        delivered again later)."""
+        for consumer in list(self._by_key.values()):
+            self._drop(consumer, release=True)
+        if self._leases is not None:
+            try:
+                self._leases.leave()
+            except sqlite3.Error as err:
+                log_event(_log, logging.WARNING, "lease_release_failed", reason=str(err))
+        loop = self._loop
+        for client in self._clients.values():
+            if loop is not None:
+                try:
+                    loop.call(client.close(), 5.0)
+                except Exception as err:
+                    log_event(_log, logging.WARNING, "nats_close_failed", reason=str(err))
+        self._clients.clear()
+        self._next_rebalance = 0.0
+        if loop is not None:
+            loop.stop()
+            self._loop = None
+        self._publish_ownership()
+
+    # -- ownership -------------------------------------------------------------------
+
+    def _rebalance(self, now: float) -> None:
+        """Own the non-partitioned sources, and this instance's share of partitions."""
+        leases = self._leases
+        interval = leases.ttl_secs / 3 if leases is not None else 5.0
+        self._next_rebalance = now + interval
+        for group in self._groups:
+            if not group.settings.partitions and not group.owned:
+                self._own(group, "", None)
+        partitioned = [g for g in self._groups if g.settings.partitions]
+        if not partitioned:
+            return
+        if leases is None:
+            for group in partitioned:
+                for partition in group.settings.partitions:
+                    if partition not in group.owned:
+                        self._own(group, partition, None)
+            self._publish_ownership()
+            return
+        try:
+            members = leases.heartbeat()
+            for group in partitioned:
+                self._rebalance_group(group, leases, members)
+            self._rebalance_failures = 0
+        except sqlite3.Error as err:
+            self._rebalance_failures += 1
+            log_event(_log, logging.ERROR, "lease_update_failed", reason=str(err))
+            self._next_rebalance = now + min(interval, 1.0)
+        self._publish_ownership()
+
+    def _rebalance_group(self, group: _Group, leases: Leases, members: int) -> None:
+        partitions = group.settings.partitions
+        for consumer in list(group.owned.values()):
+            assert consumer.token is not None
+            if not leases.renew(consumer.settings.name, consumer.token):
+                log_event(
+                    _log,
+                    logging.WARNING,
+                    "lease_lost",
+                    source=consumer.settings.name,
+                    token=consumer.token,
+                    reason="not renewed in time; another instance may own it now",
+                )
+                self._drop(consumer)
+        share = -(-len(partitions) // members)  # ceil
+        extra = len(group.owned) - share
+        for partition in sorted(group.owned)[:max(0, extra)]:
+            consumer = group.owned[partition]
+            log_event(
+                _log,
+                logging.INFO,
+                "partition_released",
+                source=consumer.settings.name,
+                members=members,
+                share=share,
+            )
+            self._drop(consumer, release=True)
+        if len(group.owned) >= share:
+            return
+        # Start looking at a place of our own, so instances do not all race for the
+        # same partition.
+        start = zlib.crc32(leases.instance.encode()) % len(partitions)
+        for partition in partitions[start:] + partitions[:start]:
+            if len(group.owned) >= share:
+                break
+            if partition in group.owned:
+                continue
+            name = group.partition_settings(partition).name
+            token = leases.acquire(name)
+            if token is not None:
+                self._own(group, partition, token)
+
+    def _own(self, group: _Group, partition: str, token: int | None) -> None:
+        settings = group.partition_settings(partition) if partition else group.settings
+        consumer = _Consumer(settings, group.poll_interval_secs, group, token=token)
+        group.owned[partition] = consumer
+        self._by_key[settings.name] = consumer
+        if token is not None:
+            log_event(
+                _log, logging.INFO, "partition_acquired", source=settings.name, token=token
+            )
+
+    def _drop(self, consumer: _Consumer, *, release: bool = False) -> None:
+        """Stop reading ``consumer`` (its partition goes to another instance)."""
+        name = consumer.settings.name
+        self._by_key.pop(name, None)
+        for partition, owned in list(consumer.group.owned.items()):
+            if owned is consumer:
+                del consumer.group.owned[partition]
+        self._unbind(consumer)
+        if release and consumer.token is not None and self._leases is not None:
+            try:
+                self._leases.release(name, consumer.token)
+            except sqlite3.Error as err:
+                log_event(_log, logging.WARNING, "lease_release_failed", reason=str(err))
+        pending = self.stats.source_pending_messages
+        if name in pending:
+            self.stats.source_pending_messages = {k: v for k, v in pending.items() if k != name}
+        self._publish_ownership()
+
+    def _unbind(self, consumer: _Consumer) -> None:
+        """Stop the consumer's subscription and its fetch ahead; the next fetch binds
+        again (creating the consumer again from the checkpoint)."""
+        sub, consumer.sub = consumer.sub, None
+        ahead, consumer.prefetch = consumer.prefetch, None
+        consumer.pending = []
+        if ahead is not None:
+            ahead.cancel()
+        loop = self._loop
+        if sub is not None and loop is not None:
+            try:
+                loop.call(sub.unsubscribe(), 5.0)
+            except Exception as err:
+                log_event(_log, logging.WARNING, "nats_unsubscribe_failed", reason=str(err))
+
+    def _publish_ownership(self) -> None:
+        owned = {
+            c.settings.name: ("local" if c.token is None else f"token {c.token}")
+            for c in self._by_key.values()
+            if c.settings.name != c.group.settings.name or c.token is not None
+        }
+        self.stats.partitions_owned = len(owned)
+        self.stats.source_leases = owned  # replaced whole: /health reads it from a thread
+
+    # -- consumers -----------------------------------------------------------------
+
+    def _fetch(self, consumer: _Consumer, now: float, consumers: int) -> Batch | None:
+        settings = consumer.settings
+        try:
+            if consumer.sub is None:
+                self._connect(consumer)
+            assert consumer.sub is not None
+            loop = self._loop
+            assert loop is not None
+            timeout = max(0.01, min(consumer.poll_interval_secs, 1.0) / consumers)
+            ahead, consumer.prefetch = consumer.prefetch, None
+            if ahead is not None:
+                msgs = ahead.result(timeout + _CALL_TIMEOUT_SECS)
+            else:
+                fetch = _fetch(consumer.sub, settings.batch_size, timeout)
+                msgs = loop.call(fetch, timeout + _CALL_TIMEOUT_SECS)
+        except Exception as err:  # NATS down, or a client error: retried after a pause
+            self._unreachable(consumer, now, err)
+            return None
+        if not msgs:
+            consumer.due = now + consumer.poll_interval_secs
+            return None
+        # Fetch the next batch while this one is processed and committed (the
+        # consumer allows two batches unacknowledged).
+        consumer.prefetch = asyncio.run_coroutine_threadsafe(
+            _fetch(consumer.sub, settings.batch_size, timeout), loop.loop
+        )
+        consumer.due = now
+        self._clear_problem(consumer.group.settings.name)
+        return self._batch(consumer, msgs)
+
+    def _batch(self, consumer: _Consumer, msgs: list[Msg]) -> Batch:
+        settings = consumer.settings
+        stats = self.stats
+        chunks: list[LineChunk] = []
+        skipped = 0
+        last = consumer.committed
+        first = msgs[0].metadata.sequence.stream
+        tail = msgs[-1].metadata
+        # Only redeliveries come before newer messages: when the first one is new,
+        # all are, and their stream sequences need not be read one by one.
+        check = first <= consumer.committed
+        last = max(last, tail.sequence.stream)
+        for msg in msgs:
+            if check:
+                seq = msg.metadata.sequence.stream
+                if seq <= consumer.committed:
+                    skipped += 1  # redelivered after its batch was committed
+                    continue
+            else:
+                seq = 0
+            headers = msg.headers
+            try:
+                data = decode_payload(
+                    msg.data, headers.get("Content-Encoding") if headers else None
+                )
+            except PayloadError as err:
+                stats.messages_undecodable += 1
+                log_event(
+                    _log,
+                    logging.WARNING,
+                    "message_undecodable",
+                    source=settings.name,
+                    subject=msg.subject,
+                    stream_sequence=seq or msg.metadata.sequence.stream,
+                    reason=str(err),
+                )
+                continue
+            lines = data.split(b"\n") if b"\n" in data else [data]
+            if lines and not lines[-1]:
+                lines.pop()
+            if lines:
+                chunks.append(LineChunk(STREAM_IDENTITY, msg.subject, seq, lines))
+        stats.messages_received += len(msgs)
+        stats.messages_redelivered_skipped += skipped
+        stats.source_pending_messages = {  # replaced whole: /health reads it
+            **stats.source_pending_messages,
+            settings.name: msgs[-1].metadata.num_pending,
+        }
+        consumer.pending = msgs
+        position = (
+            stream_position(settings.subject, last, consumer.incarnation)
+            if last > consumer.committed
+            else None
+        )
+        fence: Callable[[Any], None] | None = None
+        leases, token = self._leases, consumer.token
+        if leases is not None and token is not None:
+            name = settings.name
+
+            def fence(conn: Any) -> None:
+                leases.fence(conn, name, token)
+
+        return Batch(settings.name, chunks, position, fence)
+
+    def _ack(self, consumer: _Consumer, last: Msg) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call(last.ack_sync(timeout=5.0))  # the server confirms it
+        except Exception as err:  # redelivered later and skipped by sequence
+            log_event(
+                _log,
+                logging.WARNING,
+                "nats_ack_failed",
+                source=consumer.settings.name,
+                reason=str(err),
+            )
+
+    def _connect(self, consumer: _Consumer) -> None:
+        """Connect, check the stream, create or bind the durable consumer."""
+        if self._loop is None:
+            self._loop = _Loop()
+        loop = self._loop
+        settings = consumer.settings
+        client = self._clients.get(settings.servers)
+        if client is None or client.is_closed:
+            client = loop.call(
+                nats.connect(
+                    servers=list(settings.servers),
+                    name=f"tracked-connections-alerts {settings.durable}",
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    connect_timeout=5,
+                )
+            )
+            self._clients[settings.servers] = client
+        js = client.jetstream()
+        info = loop.call(js.stream_info(settings.stream))
+        consumer.incarnation = info.created.encode() if isinstance(info.created, str) else b""
+        self._load_checkpoint(consumer)
+        # A partition's consumer is named after the lease token, so an instance that
+        # lost the lease (it stalled) can no longer pull from its successor's consumer.
+        durable = settings.durable if consumer.token is None else (
+            f"{settings.durable}-t{consumer.token}"
+        )
+        if consumer.committed:
+            policy, start = DeliverPolicy.BY_START_SEQUENCE, consumer.committed + 1
+        else:
+            policy = DeliverPolicy.ALL if settings.deliver_all else DeliverPolicy.NEW
+            start = None
+        config = ConsumerConfig(
+            durable_name=durable,
+            ack_policy=AckPolicy.ALL,
+            ack_wait=settings.ack_wait_secs,
+            max_ack_pending=2 * settings.batch_size,  # a batch, and the one fetched ahead
+            deliver_policy=policy,
+            opt_start_seq=start,
+            filter_subject=settings.subject or None,
+        )
+        stale = f"{settings.durable}-t" if consumer.token is not None else durable
+        loop.call(_replace_consumer(client, settings.stream, config, stale))
+        consumer.sub = loop.call(js.pull_subscribe_bind(durable, stream=settings.stream))
+        log_event(
+            _log,
+            logging.INFO,
+            "nats_consumer_bound",
+            source=settings.name,
+            consumer=durable,
+            subject=settings.subject,
+            committed_sequence=consumer.committed,
+        )
+
+    def _load_checkpoint(self, consumer: _Consumer) -> None:
+        stored = self._checkpoints.load(consumer.settings.name)
+        if stored is None:
+            consumer.committed = 0
+            return
+        position = stored[0]
+        if position.fingerprint != consumer.incarnation:
+            log_event(
+                _log,
+                logging.WARNING,
+                "stream_recreated",
+                source=consumer.settings.name,
+                stored_sequence=position.offset,
+                reason="the stream was created again since the checkpoint; reading it anew",
+            )
+            consumer.committed = 0
+            return
+        consumer.committed = position.offset
+
+    def _unreachable(self, consumer: _Consumer, now: float, err: BaseException) -> None:
+        consumer.failures += 1
+        pause = min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
+        consumer.due = now + pause
+        self._unbind(consumer)
+        name = consumer.group.settings.name
+        reason = f"{type(err).__name__}: {err}"
+        problems = dict(self.stats.source_problems)
+        problems[name] = f"unreachable: {reason}"
+        self.stats.source_problems = problems
+        log_event(
+            _log,
+            logging.WARNING,
+            "source_unreachable",
+            source=consumer.settings.name,
+            reason=reason,
+            retry_in_secs=pause,
+        )
+
+    def _clear_problem(self, name: str) -> None:
+        if name in self.stats.source_problems:
+            problems = dict(self.stats.source_problems)
+            del problems[name]
+            self.stats.source_problems = problems
+            log_event(_log, logging.INFO, "source_found", source=name)
+
+
+async def _fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    try:
+        return await sub.fetch(batch, timeout=timeout)
+    except (TimeoutError, nats.errors.TimeoutError):
+        return []  # nothing to read within the timeout
+
+
+async def _consumer_names(client: NatsClient, stream: str) -> list[str]:
+    """The names of the stream's consumers (JetStream API ``CONSUMER.NAMES``, which
+    lists names only: a consumer deleted meanwhile cannot break the listing)."""
+    names: list[str] = []
+    while True:
+        reply = await client.request(
+            f"$JS.API.CONSUMER.NAMES.{stream}",
+            json.dumps({"offset": len(names)}).encode(),
+            timeout=_CALL_TIMEOUT_SECS,
+        )
+        doc = json.loads(reply.data)
+        if "error" in doc:
+            raise nats.js.errors.APIError.from_error(doc["error"])
+        page = [str(n) for n in doc.get("consumers") or []]
+        names += page
+        if not page or len(names) >= int(doc.get("total", 0)):
+            return names
+
+
+async def _replace_consumer(
+    client: NatsClient, stream: str, config: ConsumerConfig, stale: str
+) -> None:
+    """Delete the consumers named ``stale`` (or starting with it, for ``...-t``) and
+    create ``config``'s, which starts just after the stored checkpoint.
+
+    Starting each binding from the checkpoint keeps a partition's lines in stream
+    order: messages a previous consumer handed to an instance that died or stalled
+    are not waiting for redelivery behind newer ones, and none is acknowledged by a
+    later ``AckAll`` without having been processed.
+    """
+    js = client.jetstream()
+    names = await _consumer_names(client, stream)
+    for name in names:
+        if name == stale or (stale.endswith("-t") and name.startswith(stale)):
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # deleted already
+                await js.delete_consumer(stream, name)
+    await js.add_consumer(stream, config)
