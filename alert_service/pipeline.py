@@ -48,6 +48,7 @@ from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
 from alert_service.match.aggregate import Aggregator
 from alert_service.match.columns import ColumnWatch
+from alert_service.match.conditions import EventView
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.source import (
@@ -233,7 +234,8 @@ class Pipeline:
                 for event in events:
                     if event.name not in settled:
                         observe(event)
-                    alerts = match(event)
+                    view = EventView(event)
+                    alerts = match(event, view)
                     if alerts:
                         matches += len(alerts)
                     if baseline is not None:
@@ -241,7 +243,7 @@ class Pipeline:
                     if alerts:
                         out += alerts
                     if aggregate is not None:
-                        crossed = aggregate(event)
+                        crossed = aggregate(event, view)
                         if crossed:
                             stats.aggregate_alerts += len(crossed)
                             out += crossed

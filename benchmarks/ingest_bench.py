@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/ingest_bench.py                # about 30 s
+    python benchmarks/ingest_bench.py                 # about 30 s
     python benchmarks/ingest_bench.py --lines 500000 --naive-lines 300
 
 Every baseline is measured in the same run, on the same machine, one core (one
@@ -90,9 +90,20 @@ def make_rules(rnd: random.Random, cidrs: int, ports: int) -> tuple[list[str], l
 
 
 def make_lines(
-    rnd: random.Random, count: int, hosts: int, nets: list[str], ports: list[int]
+    rnd: random.Random,
+    count: int,
+    hosts: int,
+    nets: list[str],
+    ports: list[int],
+    *,
+    pids_per_host: int = 0,
 ) -> list[bytes]:
-    """Return ``count`` event lines (with their newline); about 1% match a rule."""
+    """Return ``count`` event lines (with their newline); about 1% match a rule.
+
+    ``pids_per_host`` 0 gives every line a new random pid and start time (the worst
+    case for rules grouped by process: nearly every line opens a group); N > 0 draws
+    each host's connections from N processes, as real hosts' logs repeat them.
+    """
     parsed = [ipaddress.ip_network(n) for n in nets]
     port_pool = [443, 80, 53, 22, 8443, 5432, 3306, 9200]
     lines: list[bytes] = []
@@ -112,6 +123,10 @@ def make_lines(
         port = rnd.choice(ports) if hit and rnd.random() >= 0.5 else rnd.choice(port_pool)
         name, path, cmdline = rnd.choice(PROCESSES)
         pid = rnd.randint(300, 99999)
+        started = t0 - rnd.randint(0, 86400)
+        if pids_per_host:
+            pid = 300 + (i % hosts) * pids_per_host + pid % pids_per_host
+            started = t0 - pid * 7919 % 86400
         columns = {
             "cmdline": cmdline,
             "community_id": "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
@@ -131,7 +146,7 @@ def make_lines(
             "remote_address": remote,
             "remote_port": str(port),
             "socket": str(rnd.randint(10000, 9999999)),
-            "start_time": str(t0 - rnd.randint(0, 86400)),
+            "start_time": str(started),
             "uid": "1000",
             "username": "alice",
         }
@@ -304,7 +319,9 @@ def with_aggregation_rules(config: Config) -> Config:
     )
 
 
-def aggregation_section(config: Config, path: str, state_dir: str, runs: int) -> None:
+def aggregation_section(
+    config: Config, path: str, state_dir: str, runs: int, case: str = ""
+) -> None:
     """Throughput with 10 aggregation rules beside the row rules alone, same run.
 
     Both configurations are timed alternately (best of ``runs`` each) through the
@@ -322,7 +339,7 @@ def aggregation_section(config: Config, path: str, state_dir: str, runs: int) ->
                 crossings = alerts
     ratio = best["rows"] / best["aggregation"]
     print(
-        f"  aggregation, pipeline: row rules only {lines / best['rows']:>10,.0f} lines/s;"
+        f"  aggregation{case}, pipeline: row rules only {lines / best['rows']:>10,.0f} lines/s;"
         f" + {len(AGGREGATION_RULES)} aggregation rules {lines / best['aggregation']:>10,.0f}"
         f" lines/s ({crossings} alerts incl. crossings) = {ratio:.0%}"
         f" (target >= 70 %: {'met' if ratio >= 0.7 else 'NOT met'})"
@@ -331,7 +348,7 @@ def aggregation_section(config: Config, path: str, state_dir: str, runs: int) ->
     agg_s, agg_lines, rows = run_durable(aggregated, path, state_dir)
     ratio = (agg_lines / agg_s) / (row_lines / row_s)
     print(
-        f"  aggregation, durable: row rules only {row_lines / row_s:>10,.0f} lines/s;"
+        f"  aggregation{case}, durable: row rules only {row_lines / row_s:>10,.0f} lines/s;"
         f" + aggregation rules {agg_lines / agg_s:>10,.0f} lines/s ({rows} outbox rows)"
         f" = {ratio:.0%} (target >= 70 %: {'met' if ratio >= 0.7 else 'NOT met'})"
     )
@@ -346,7 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=500)
     parser.add_argument("--runs", type=int, default=3, help="pipeline runs (best is kept)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--pids-per-host",
+        type=int,
+        default=20,
+        help="processes per host in the second aggregation input (0: skip it)",
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    parser.add_argument(
+        "--aggregation-only", action="store_true", help="time only the aggregation section"
+    )
     args = parser.parse_args(argv)
 
     rnd = random.Random(args.seed)
@@ -354,15 +380,34 @@ def main(argv: list[str] | None = None) -> int:
     lines = make_lines(rnd, args.lines, args.hosts, nets, ports)
     size = sum(len(line) for line in lines)
     print(
-        f"ingest_bench: {args.lines} lines ({size / args.lines:.0f} bytes/line avg), "
+        f"alert_bench: {args.lines} lines ({size / args.lines:.0f} bytes/line avg), "
         f"{len(nets)} CIDRs, {len(ports)} ports, {args.hosts} hosts, python "
         f"{sys.version.split()[0]}"
     )
-    with tempfile.TemporaryDirectory(prefix="ingest_bench.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="alert_bench.") as tmp:
         path = os.path.join(tmp, "osqueryd.results.log")
         with open(path, "wb") as fh:
             fh.writelines(lines)
         config = make_config(nets, ports, tmp)
+        repeated = os.path.join(tmp, "repeated.results.log")
+        if args.pids_per_host:
+            again = random.Random(args.seed + 1)
+            with open(repeated, "wb") as fh:
+                fh.writelines(
+                    make_lines(
+                        again, args.lines, args.hosts, nets, ports, pids_per_host=args.pids_per_host
+                    )
+                )
+
+        def aggregation() -> None:
+            aggregation_section(config, path, tmp, args.runs, " (a new pid per line)")
+            if args.pids_per_host:
+                label = f" ({args.pids_per_host} pids per host)"
+                aggregation_section(config, repeated, tmp, args.runs, label)
+
+        if args.aggregation_only:
+            aggregation()
+            return 0
 
         best = float("inf")
         alerts = read = 0
@@ -383,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  ({durable_s * 1e6 / durable_lines:.2f} µs/line, {rows} outbox rows)"
         )
 
-        aggregation_section(config, path, tmp, args.runs)
+        aggregation()
 
         sample = lines[: args.naive_lines]
         naive_s, naive_hits = run_naive(sample, nets, ports)

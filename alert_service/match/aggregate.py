@@ -23,6 +23,7 @@ transaction of the batch that changed it. A group's state is a JSON-able dict
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -268,6 +269,27 @@ class Group:
             "sample": [dict(r) for r in self.sample], "fired": self.fired,
         }  # fmt: skip
 
+    def to_text(self, rows: dict[int, str]) -> str:
+        """:meth:`to_doc` as compact JSON, without building the dict.
+
+        Args:
+            rows: sample row ``id()`` → its JSON, filled and reused by the caller
+                within one save (one event's row sits in the samples of several
+                rules' groups, and is encoded once).
+        """
+        sample: list[str] = []
+        for row in self.sample:
+            text = rows.get(id(row))
+            if text is None:
+                text = rows[id(row)] = _encode(dict(row))
+            sample.append(text)
+        return (
+            f'{{"start":{int(self.start)},"last":{int(self.last)},"count":{int(self.count)},'
+            f'"values":{_encode(list(self.values))},"rows":{_encode(list(self.rows))},'
+            f'"times":{_encode(self.times)},"sample":[{",".join(sample)}],'
+            f'"fired":{int(self.fired)}}}'
+        )
+
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Group:
         """Rebuild a group from :meth:`to_doc`'s dict (raises KeyError/TypeError if bad)."""
@@ -281,6 +303,11 @@ class Group:
             [dict(r) for r in doc["sample"]],
             int(doc["fired"]),
         )
+
+
+def _start_of(item: list[Any]) -> int:
+    """A beacon time entry's start time, seconds (its sort key)."""
+    return int(item[0])
 
 
 def _row_key(columns: Mapping[str, ColumnValue]) -> tuple[ColumnValue, ...]:
@@ -305,9 +332,14 @@ def _group_getter(fields: Sequence[str]) -> Callable[[Event], tuple[ColumnValue,
     return lambda event: _group_values(event, fields)
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""Compact JSON of a value (one encoder built once: ``json.dumps`` with options builds
+a new one per call)."""
+
+
 def group_key(values: Sequence[ColumnValue]) -> str:
     """The stored key of a group: its values as compact JSON."""
-    return json.dumps(list(values), ensure_ascii=False, separators=(",", ":"))
+    return _encode(list(values))
 
 
 def _values_of(key: str) -> tuple[ColumnValue, ...]:
@@ -366,10 +398,7 @@ class Aggregator:
                 raise MatchError(f"rule {rule.name!r}: {err}", err.where) from err
         self._rules = tuple(states)
         # CompiledRule.matches without its per-call checks (as RuleSet.match runs it).
-        self._tests = tuple(
-            (s, s.compiled._conditions.holds, s.compiled.vetoed if s.compiled._excludes else None)
-            for s in states
-        )
+        self._tests = tuple((s, s.compiled._conditions.holds, _veto_of(s.compiled)) for s in states)
         self._by_name = {s.rule.name: s for s in states}
         self.dropped = 0
         self._removed: set[tuple[str, _Key]] = set()
@@ -411,7 +440,21 @@ class Aggregator:
     def take_changes(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Expire groups past their window; return and reset (changed, dropped) as
         (rule, stored group key) pairs."""
+        changed, removed = self.take_changed_groups()
+        return {(rule, key) for rule, key, _ in changed}, set(removed)
+
+    def take_changed_groups(
+        self,
+    ) -> tuple[list[tuple[str, str, Group]], list[tuple[str, str]]]:
+        """Expire groups past their window; return and reset the changes.
+
+        Returns:
+            ``([(rule, stored group key, group)], [(rule, stored group key)])``: the
+            groups changed since the last call and still held, then the groups
+            dropped (window over or evicted) and not held again.
+        """
         now = self._now
+        removed_keys = self._removed
         for state in self._rules:
             groups = state.groups
             while groups:
@@ -419,25 +462,32 @@ class Aggregator:
                 if not state.expired(group, now):
                     break
                 del groups[key]
-                self._removed.add((state.rule.name, key))
-        dirty = {(s.rule.name, k) for s in self._rules for k in s.dirty} - self._removed
-        removed = self._removed
-        self._removed = set()
+                removed_keys.add((state.rule.name, key))
+        changed: list[tuple[str, str, Group]] = []
         for state in self._rules:
+            name = state.rule.name
+            groups = state.groups
+            for key in state.dirty:
+                held = groups.get(key)
+                if held is not None:
+                    changed.append((name, group_key(key), held))
+                    removed_keys.discard((name, key))
             state.dirty = set()
-        return (
-            {(rule, group_key(key)) for rule, key in dirty},
-            {(rule, group_key(key)) for rule, key in removed},
-        )
+        self._removed = set()
+        return changed, [(rule, group_key(key)) for rule, key in removed_keys]
 
     # -- counting ----------------------------------------------------------------
 
-    def observe(self, event: Event) -> list[AggregateAlert]:
-        """Count ``event`` in every rule whose filter it passes; return new crossings."""
+    def observe(self, event: Event, view: EventView | None = None) -> list[AggregateAlert]:
+        """Count ``event`` in every rule whose filter it passes; return new crossings.
+
+        ``view``: the event's :class:`EventView` shared with the row rules, or None.
+        """
         out: list[AggregateAlert] = []
         now = event.unix_time
         self._now = max(self._now, now)
-        view = EventView(event)
+        if view is None:
+            view = EventView(event)
         for state, holds, vetoed in self._tests:
             if holds(view) and (vetoed is None or not vetoed(view)):
                 alert = self._count(state, event)
@@ -460,7 +510,7 @@ class Aggregator:
                 if len(groups) >= spec.max_groups:
                     self.dropped += 1
                     return None
-            group = groups[key] = Group(start=now, last=now)
+            group = groups[key] = Group(now, now)
         else:
             groups.move_to_end(key)
         state.dirty.add(key)
@@ -515,14 +565,17 @@ class Aggregator:
         started = columns.get("first_seen")
         at = started if isinstance(started, int) and started > 0 else now
         row = list(_row_key(columns))  # as stored (JSON has no tuples)
-        if any(r == row for _, r in group.times):
-            return None  # the same connection logged again
         times = group.times
-        times.append([at, row])
-        times.sort(key=lambda item: int(item[0]))
-        horizon = max(int(t[0]) for t in times) - spec.window_secs
-        while times and int(times[0][0]) < horizon:
-            times.pop(0)
+        if times:
+            if any(r == row for _, r in times):
+                return None  # the same connection logged again
+            # after its equals, as appending then a stable sort would put it
+            bisect.insort_right(times, [at, row], key=_start_of)
+            horizon = int(times[-1][0]) - spec.window_secs
+            while times and int(times[0][0]) < horizon:
+                times.pop(0)
+        else:
+            times.append([at, row])  # a new group: nothing to order or age out
         del times[: max(0, len(times) - 4 * spec.min_connections)]
         group.last = max(group.last, now)
         group.sample.append(columns)  # read-only: copied when stored
@@ -600,6 +653,16 @@ class Aggregator:
                 return
             del groups[key]
             self._removed.add((state.rule.name, key))
+
+
+def _veto_of(compiled: CompiledRule) -> Callable[[EventView], bool] | None:
+    """The rule's ``exclude`` test: None without entries, the entry's own with one."""
+    excludes = compiled._excludes
+    if not excludes:
+        return None
+    if len(excludes) == 1:
+        return excludes[0].holds
+    return compiled.vetoed
 
 
 def beacon_score(stamps: Sequence[int], spec: AggregateSpec) -> tuple[float, float, float] | None:

@@ -158,11 +158,17 @@ class RuleSet:
     def _reindex(self) -> None:
         self._index = RuleIndex([rule.keys for rule, _, _ in self._tests])
 
-    def match(self, event: Event) -> list[Alert]:
-        """Return one :class:`~alert_service.match.alert.Alert` per matching rule, in rule order."""
+    def match(self, event: Event, view: EventView | None = None) -> list[Alert]:
+        """Return one :class:`~alert_service.match.alert.Alert` per matching rule, in rule order.
+
+        ``view``: the event's :class:`EventView` when the caller shares one with the
+        aggregation rules (values such as the parsed address are computed once).
+        """
         if self.iocs.maybe_check():
             self._reindex()
-        view = self._last = EventView(event)
+        if view is None:
+            view = EventView(event)
+        self._last = view
         mask = self._index.candidates(view)
         if not mask:
             return []

@@ -85,23 +85,17 @@ class WindowStore:
         Args:
             now: wall time, seconds since the Unix epoch (``updated_at``).
         """
-        aggregator = self.aggregator
-        dirty, removed = aggregator.take_changes()
+        changed, removed = self.aggregator.take_changed_groups()
         conn = self.conn
         if removed:
             conn.executemany(
-                "DELETE FROM aggregate_windows WHERE rule = ? AND group_key = ?", list(removed)
+                "DELETE FROM aggregate_windows WHERE rule = ? AND group_key = ?", removed
             )
-        rows: list[tuple[str, str, str, float]] = []
-        for rule, key in dirty:
-            group = aggregator.group(rule, key)
-            if group is not None:
-                text = json.dumps(group.to_doc(), ensure_ascii=False, separators=(",", ":"))
-                rows.append((rule, key, text, now))
-        if rows:
+        if changed:
+            encoded: dict[int, str] = {}  # a row shared by several groups: encoded once
             conn.executemany(
                 "INSERT INTO aggregate_windows (rule, group_key, state, updated_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (rule, group_key) DO UPDATE SET"
                 " state = excluded.state, updated_at = excluded.updated_at",
-                rows,
+                [(rule, key, group.to_text(encoded), now) for rule, key, group in changed],
             )

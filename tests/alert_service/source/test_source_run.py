@@ -21,6 +21,7 @@ from alerts_support import FakeClock
 
 from alert_service.config import Config, build_config
 from alert_service.match import Alert, RuleSet
+from alert_service.match.conditions import EventView
 from alert_service.parse import Event
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.source import FileIdentity, Position, fingerprint, list_siblings
@@ -247,10 +248,10 @@ def test_an_unexpected_error_skips_only_that_line(
     tmp_path: Path, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
     class Exploding(RuleSet):
-        def match(self, event: Event) -> list[Alert]:
+        def match(self, event: Event, view: EventView | None = None) -> list[Alert]:
             if event.host_identifier == "boom":
                 raise RuntimeError("bug")
-            return super().match(event)
+            return super().match(event, view)
 
     log = tmp_path / "osqueryd.results.log"
     log.write_bytes(
