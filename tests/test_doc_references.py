@@ -19,10 +19,6 @@ _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+")
 
 # A test that writes a document itself, in its tmp_path: (file, name).
 _MADE_BY_TESTS = {("tests/deploy/test_forms_validator.py", "x.md")}
-# TODO(issue 17): alert_service/ and tests/alert_service/ still cite notes that are
-# not in the repository; their citations are being rewritten with the stage
-# restructuring of issue 17. Drop this skip once that lands.
-_PENDING = ("alert_service/", "tests/alert_service/")
 
 
 def _files() -> list[str]:
@@ -60,7 +56,7 @@ def missing_documents(root: Path, files: list[str]) -> list[str]:
 
 
 def test_every_named_document_is_in_the_repository() -> None:
-    files = [f for f in _files() if not f.startswith(_PENDING)]
+    files = _files()
     problems = missing_documents(ROOT, files)
     # this file's own examples are names that must not resolve
     assert [p for p in problems if not p.startswith("tests/test_doc_references.py:")] == []

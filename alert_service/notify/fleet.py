@@ -8,20 +8,22 @@ then act on it:
 
 * host lookup — ``GET /api/v1/fleet/hosts/identifier/{identifier}?exclude_software=true``
   → ``{"host": {"id": N, ...}}``; the identifier is the host's ``hostname``, ``uuid`` or
-  ``hardware_serial`` (Fleet docs/REST API/rest-api.md "Get host by identifier");
+  ``hardware_serial`` (Fleet REST API docs,
+  https://github.com/fleetdm/fleet/blob/main/docs/REST%20API/rest-api.md, "Get host by identifier");
 * ``fleet_script`` — ``POST /api/v1/fleet/scripts/run`` with ``{"host_id": N,
   "script_id": S}`` or ``{"host_id": N, "script_name": "x.sh", "team_id": T}`` → 202
   ``{"host_id", "execution_id"}``: Fleet queues a saved script for the host's fleetd
-  (rest-api.md "Run script"; fleetdm/fleet server/fleet/scripts.go
+  (the same docs, "Run script"; fleetdm/fleet server/fleet/scripts.go
   ``HostScriptRequestPayload``; by name requires Fleet Premium);
 * ``fleet_live_query`` — ``POST /api/v1/fleet/queries/{id}/run`` with ``{"host_ids":
   [N]}`` → ``{"query_id", "targeted_host_count", "responded_host_count", "results":
   [{"host_id", "rows", "error"}]}``: runs a *saved* query on the host and waits up to
   Fleet's ``FLEET_LIVE_QUERY_REST_PERIOD`` (25 s) for the answer (Fleet ≥ 4.43;
-  docs/REST API/queries.md "Run live query"). The rows are written to
+  https://github.com/fleetdm/fleet/blob/main/docs/REST%20API/queries.md,
+  "Run live query"). The rows are written to
   ``evidence_dir/<alert id>.<notifier>.json`` when configured, and counted in the log.
 
-Authentication is ``Authorization: Bearer <API token>`` (rest-api.md "Authentication";
+Authentication is ``Authorization: Bearer <API token>`` (the REST API docs, "Authentication";
 use an API-only user with the least role that can run scripts or queries). The token
 is a secret that cannot be written inline: ``api_token: {env: NAME}`` or
 ``api_token: {file: /path}`` (systemd ``LoadCredential=`` fits the latter).

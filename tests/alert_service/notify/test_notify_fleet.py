@@ -1,8 +1,10 @@
 """Response actions ``fleet_script`` and ``fleet_live_query`` against a local Fleet API.
 
 The server below implements the Fleet REST endpoints the actions use, as documented
-(fleetdm/fleet docs/REST API/rest-api.md "Get host by identifier", "Run script";
-docs/REST API/queries.md "Run live query"; server/fleet/scripts.go
+(fleetdm/fleet https://github.com/fleetdm/fleet/blob/main/docs/REST%20API/rest-api.md
+"Get host by identifier", "Run script";
+https://github.com/fleetdm/fleet/blob/main/docs/REST%20API/queries.md "Run live query";
+server/fleet/scripts.go
 ``HostScriptRequestPayload.ValidateParams``; server/service/live_queries.go
 ``runLiveQueryOnHostByIDEndpoint`` for ``POST /api/v1/fleet/hosts/{id}/query``), and
 records every request. It stands in for each host's osquery too: a query on one host is
