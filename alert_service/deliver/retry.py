@@ -38,6 +38,10 @@ class RetryPolicy:
             seconds.
         retention_secs: sent, dead and suppressed rows are deleted this long after they
             were queued, seconds (default 7 days).
+        stalled_after_secs: a destination that has pending rows and has delivered
+            nothing for this long (since its last success, its start, or its oldest
+            pending row was queued, whichever is latest) is reported stalled, seconds
+            (default 5 minutes).
     """
 
     max_attempts: int = 0
@@ -48,6 +52,7 @@ class RetryPolicy:
     dedup_window_secs: float = 3600.0
     poll_interval_secs: float = 0.25
     retention_secs: float = 604800.0
+    stalled_after_secs: float = 300.0
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> RetryPolicy:

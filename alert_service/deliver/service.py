@@ -96,6 +96,7 @@ class DeliveryService:
         self._stop = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self.metrics.watch_queue(self.queue_depths, self.workers, self.clock.time)
+        self.metrics.watch_stalls(self.stalled_secs, policy.stalled_after_secs)
 
     def start(self) -> None:
         """Start every worker and the housekeeping thread; warn about orphaned rows."""
@@ -141,16 +142,48 @@ class DeliveryService:
                 self._probe_conn = open_state(self.db_path)
             return queue_depths(self._probe_conn)
 
+    def stalled_secs(
+        self, depths: Mapping[str, QueueDepth] | None = None, now: float | None = None
+    ) -> dict[str, float]:
+        """Seconds each destination has had pending rows and delivered nothing.
+
+        Per destination: 0 when nothing is pending, else ``now`` less the latest of its
+        last success, its worker's start and its oldest pending row's ``created_at``
+        (a row queued a moment ago has not waited, however old the last success).
+
+        Args:
+            depths: queue depths (read now when None).
+            now: clock time (the delivery clock when None).
+        """
+        depths = self.queue_depths() if depths is None else depths
+        now = self.clock.time() if now is None else now
+        out: dict[str, float] = {}
+        for name, worker in self.workers.items():
+            depth = depths.get(name, QueueDepth(0, None))
+            h = worker.health()
+            if not depth.pending:
+                out[name] = 0.0
+                continue
+            since = max(
+                h.last_success_at if h.last_success_at is not None else h.started_at,
+                h.started_at,
+                depth.oldest_created_at if depth.oldest_created_at is not None else h.started_at,
+            )
+            out[name] = max(0.0, now - since)
+        return out
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Return ``(healthy, document)`` for ``/health``.
 
         Healthy means every worker thread runs. The document lists, per destination,
         ``alive``, ``pending``, ``oldest_pending_age_seconds``, ``consecutive_failures``,
-        ``paused_until``, ``last_success_at`` and ``last_error``; ``source_problems``
+        ``paused_until``, ``last_success_at``, ``last_error``, ``stalled_seconds``
+        (:meth:`stalled_secs`) and ``stalled`` (more than the ``delivery`` section's
+        ``stalled_after_secs``: pending alerts and no delivery); ``source_problems``
         maps each configured source that cannot be read now to why
         (``Stats.source_problems``: ``"missing: no such file"``...). ``status`` is
-        ``ok``, ``degraded`` (a destination is failing, or a source is missing or
-        unreadable) or ``failing`` (a worker is dead); when not ``ok``, ``reason`` says
+        ``ok``, ``degraded`` (a destination is failing or stalled, or a source is
+        missing or unreadable) or ``failing`` (a worker is dead); when not ``ok``, ``reason`` says
         why in one line. Degraded is still healthy (HTTP 200).
         """
         try:
@@ -158,6 +191,8 @@ class DeliveryService:
         except sqlite3.Error as err:
             return False, {"status": "failing", "reason": f"state database: {err}"}
         now = self.clock.time()
+        stalled = self.stalled_secs(depths, now)
+        limit = self.policy.stalled_after_secs
         destinations: dict[str, Any] = {}
         for name, worker in sorted(self.workers.items()):
             h = worker.health()
@@ -174,6 +209,8 @@ class DeliveryService:
                 "paused_until": h.paused_until,
                 "last_success_at": h.last_success_at,
                 "last_error": h.last_error,
+                "stalled_seconds": round(stalled[name], 3),
+                "stalled": stalled[name] > limit,
             }
         sources = dict(self.stats.source_problems)  # replaced whole by the pipeline
         reasons = [
@@ -185,6 +222,12 @@ class DeliveryService:
             f"destination {name}: {d['consecutive_failures']} consecutive failures"
             for name, d in destinations.items()
             if d["alive"] and d["consecutive_failures"]
+        ]
+        reasons += [
+            f"destination {name}: {d['pending']} pending, nothing delivered for "
+            f"{d['stalled_seconds']:.0f} s"
+            for name, d in destinations.items()
+            if d["alive"] and d["stalled"]
         ]
         reasons += [f"source {path}: {problem}" for path, problem in sorted(sources.items())]
         alive = all(d["alive"] for d in destinations.values())

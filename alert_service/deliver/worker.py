@@ -1,8 +1,7 @@
 """One delivery worker: a thread that drains one destination's outbox rows.
 
 Each destination has its own worker thread and its own SQLite connection, so a slow
-or dead endpoint never delays another destination nor the log reading
-(alerting-delivery-and-tailing.md §2.7). A worker loops:
+or dead endpoint never delays another destination nor the log reading. A worker loops:
 
 1. wait while the destination is paused (after a failure, until its backoff or the
    server's ``Retry-After`` ends);
@@ -88,6 +87,7 @@ class WorkerHealth:
         paused_until: Unix seconds until which the destination waits, or None.
         last_error: the last failure's message (no secrets), or ``""``.
         last_success_at: Unix seconds of the last delivery, or None.
+        started_at: Unix seconds when the worker was made (clock time).
     """
 
     destination: str
@@ -96,6 +96,7 @@ class WorkerHealth:
     paused_until: float | None
     last_error: str
     last_success_at: float | None
+    started_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -160,6 +161,7 @@ class DestinationWorker:
         self.paused_until: float | None = None
         self.last_error = ""
         self.last_success_at: float | None = None
+        self.started_at = self.clock.time()
         self._thread: threading.Thread | None = None
 
     # -- thread control ---------------------------------------------------------
@@ -189,6 +191,7 @@ class DestinationWorker:
             paused_until=self.paused_until,
             last_error=self.last_error,
             last_success_at=self.last_success_at,
+            started_at=self.started_at,
         )
 
     def run(self) -> None:

@@ -72,7 +72,9 @@ Config::
       confirm: process                     # process | connection | none
       timeout_secs: 30                     # read timeout (default 30)
       connect_timeout_secs: 5
-      ca_file: /etc/ssl/certs/fleet-ca.pem # optional; default: system CAs
+      ca_file: /etc/ssl/certs/fleet-ca.pem # optional; default: the bundled CAs
+      total_timeout_secs: 60               # one whole request (default max(60, 2 x read))
+      proxy_url: http://proxy.example:3128 # optional; the environment's proxies are not used
     - name: fleet-evidence
       type: fleet_live_query
       url: https://fleet.example.com
@@ -108,6 +110,7 @@ from alert_service.notify.http import (
     transport_error,
 )
 from alert_service.notify.registry import register_notifier
+from alert_service.notify.session import deadline, exact_session
 from alert_service.secret import Secret, reveal
 
 __all__ = [
@@ -148,7 +151,6 @@ _COMMON_PROPERTIES: Final[Mapping[str, Any]] = {
     "api_token": _SECRET_REF,
     "identifier": {"enum": ["auto", "host_uuid", "hostname", "host_identifier"]},
     **HTTP_TIMEOUT_PROPERTIES,
-    "ca_file": {"type": "string", "pattern": "^/"},
 }
 
 
@@ -253,7 +255,9 @@ class FleetSettings:
             module docs); ``fleet_live_query`` ignores it.
         timeout_secs: read timeout, seconds.
         connect_timeout_secs: connect timeout, seconds.
-        ca_file: CA bundle for TLS verification; None for the system CAs.
+        ca_file: CA bundle for TLS verification; None for the default bundle.
+        total_timeout_secs: deadline of one whole request, seconds.
+        proxy_url: proxy to use, or None for none (the environment is never read).
     """
 
     url: str | Secret
@@ -263,6 +267,8 @@ class FleetSettings:
     timeout_secs: float = 30.0
     connect_timeout_secs: float = 5.0
     ca_file: str | None = None
+    total_timeout_secs: float = 60.0
+    proxy_url: str | None = None
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], default_timeout_secs: float) -> Self:
@@ -275,6 +281,10 @@ class FleetSettings:
             timeout_secs=float(options.get("timeout_secs", default_timeout_secs)),
             connect_timeout_secs=float(options.get("connect_timeout_secs", 5.0)),
             ca_file=options.get("ca_file"),
+            total_timeout_secs=float(
+                options.get("total_timeout_secs", max(60.0, 2 * default_timeout_secs))
+            ),
+            proxy_url=options.get("proxy_url"),
         )
 
 
@@ -292,7 +302,9 @@ class FleetClient:
     ) -> None:
         self.notifier = notifier
         self.settings = settings
-        self.session = session if session is not None else requests.Session()
+        self.session = (
+            session if session is not None else exact_session(settings.proxy_url, settings.ca_file)
+        )
 
     def request(
         self, method: str, path: str, *, body: Mapping[str, Any] | None = None, what: str
@@ -320,8 +332,9 @@ class FleetClient:
             headers["Content-Type"] = "application/json; charset=utf-8"
             data = encode_json(body)
         name = self.notifier
+        watch = None
         try:
-            with self.session.request(
+            with deadline(self.settings.total_timeout_secs) as watch, self.session.request(
                 method,
                 url,
                 data=data,
@@ -335,6 +348,12 @@ class FleetClient:
                 retry_after = resp.headers.get("Retry-After")
                 reason = resp.reason or ""
         except requests.RequestException as err:
+            if watch is not None and watch.fired:
+                raise NotifyError(
+                    f"{name}: {what}: timed out (total {self.settings.total_timeout_secs:g} s)",
+                    retryable=True,
+                    error_type="timeout",
+                ) from err
             raise transport_error(f"{name}: {what}", err) from err
         if not 200 <= status < 300:
             retryable = status in _RETRYABLE_STATUS or 500 <= status < 600

@@ -2,8 +2,9 @@
 
 Everything here is derived from an :class:`~alert_service.match.alert.Alert` without
 I/O. Untrusted values (process names, command lines, user names, decorations) come
-through unchanged; each notifier escapes them for its own markup (Slack:
-:func:`slack_escape`).
+through unchanged; each notifier shows them through
+:func:`alert_service.notify.literal.literal` with its own markup, and cuts them with
+:func:`alert_service.notify.literal.fit`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ __all__ = [
     "endpoint",
     "facts",
     "iso_time",
-    "slack_escape",
     "summary_line",
-    "truncate",
 ]
 
 PROTOCOL_NAMES: Final[dict[int, str]] = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
@@ -31,20 +30,6 @@ PROTOCOL_NAMES: Final[dict[int, str]] = {1: "icmp", 6: "tcp", 17: "udp", 58: "ic
 
 _ACTION_WORDS: Final = {"added": "opened", "removed": "closed", "snapshot": "seen"}
 _UNKNOWN: Final = "<unknown>"
-
-
-def truncate(text: str, max_chars: int) -> str:
-    """Return ``text`` cut to at most ``max_chars`` characters, ending in ``…`` when cut."""
-    if len(text) <= max_chars:
-        return text
-    return text[: max(0, max_chars - 1)] + "…"
-
-
-def slack_escape(text: str) -> str:
-    """Escape ``&``, ``<`` and ``>`` for Slack ``mrkdwn`` and ``text`` (Slack's control
-    characters; nothing else is escaped there), so untrusted text cannot form links or
-    mentions (alerting-delivery-and-tailing.md §2.2)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def iso_time(unix_time: int) -> str:

@@ -14,6 +14,9 @@ and ``close`` — so a notifier type declares only its own options, payload and 
 * timeouts, connection errors and any failure once the request is on its way (a reply
   cut short, an undecodable body) → retryable (:func:`transport_error`); the message
   names the cause — ``ECONNREFUSED``, name resolution, proxy, TLS;
+* an attempt that outlasts ``total_timeout_secs`` (default 30 s) in all — connect,
+  TLS, sending, headers and the body read — is cut (:mod:`alert_service.notify.session`)
+  and retryable: a server trickling one byte at a time cannot hold a worker;
 * redirects (not followed: a POST must not silently turn into a GET) and other 4xx
   (400, 404, 410 Gone, ...) → not retryable: the outbox dead-letters them; so is a
   request that cannot be made at all (an invalid header value or URL).
@@ -22,6 +25,10 @@ Only the first KiB of a response body is read (for Slack's ``ok`` and for messag
 
 Messages carry the notifier name and status, never the URL or headers (they may hold
 tokens).
+
+Requests carry exactly what the config says: nothing from ``~/.netrc`` and no proxy or
+CA bundle from the environment; the ``proxy_url`` and ``ca_file`` options set them
+(:func:`~alert_service.notify.session.exact_session`).
 """
 
 from __future__ import annotations
@@ -42,10 +49,12 @@ from urllib3.exceptions import NameResolutionError
 from alert_service import __version__
 from alert_service.errors import NotifyError
 from alert_service.notify.base import Notifier
+from alert_service.notify.session import deadline, exact_session
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_SECS",
     "DEFAULT_TIMEOUT_SECS",
+    "DEFAULT_TOTAL_TIMEOUT_SECS",
     "HTTP_TIMEOUT_PROPERTIES",
     "USER_AGENT",
     "HttpNotifier",
@@ -156,12 +165,27 @@ class HttpTransport:
 
     Args:
         notifier: notifier name, used in error messages.
-        session: session to use (a new one when None); closed by :meth:`close`.
+        session: session to use (a new :func:`exact_session` when None); closed by
+            :meth:`close`.
+        total_timeout_secs: deadline of one whole attempt, seconds.
+        proxy_url: proxy of a new session (``proxy_url`` option), or None.
+        ca_file: CA bundle of a new session (``ca_file`` option), or None.
     """
 
-    def __init__(self, notifier: str, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        notifier: str,
+        session: requests.Session | None = None,
+        *,
+        total_timeout_secs: float | None = None,
+        proxy_url: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.notifier = notifier
-        self.session = session if session is not None else requests.Session()
+        self.session = session if session is not None else exact_session(proxy_url, ca_file)
+        self.total_timeout_secs = (
+            DEFAULT_TOTAL_TIMEOUT_SECS if total_timeout_secs is None else total_timeout_secs
+        )
 
     def post(
         self,
@@ -194,8 +218,9 @@ class HttpTransport:
             **headers,
         }
         name = self.notifier
+        watch = None
         try:
-            with self.session.post(
+            with deadline(self.total_timeout_secs) as watch, self.session.post(
                 url,
                 data=body,
                 headers=all_headers,
@@ -219,6 +244,12 @@ class HttpTransport:
                     error_type="http_status",
                 )
         except requests.RequestException as err:
+            if watch is not None and watch.fired:
+                raise NotifyError(
+                    f"{name}: timed out (total {self.total_timeout_secs:g} s)",
+                    retryable=True,
+                    error_type="timeout",
+                ) from err
             raise transport_error(name, err) from err
 
     def close(self) -> None:
@@ -327,21 +358,32 @@ DEFAULT_TIMEOUT_SECS: Final = 10.0
 DEFAULT_CONNECT_TIMEOUT_SECS: Final = 5.0
 """Connect timeout of an HTTP notifier whose entry sets no ``connect_timeout_secs``, seconds."""
 
+DEFAULT_TOTAL_TIMEOUT_SECS: Final = 30.0
+"""Deadline of one whole attempt when the entry sets no ``total_timeout_secs``, seconds."""
+
 HTTP_TIMEOUT_PROPERTIES: Final[Mapping[str, Any]] = {
     "timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
     "connect_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+    "total_timeout_secs": {"type": "number", "exclusiveMinimum": 0, "maximum": 600},
+    "proxy_url": {"type": "string", "pattern": "^(https?|socks5h?)://[^\\s]+$"},
+    "ca_file": {"type": "string", "pattern": "^/"},
 }
-"""JSON Schema ``properties`` of the two timeout options (seconds, above 0, at most 300),
-shared by every notifier that makes HTTP requests (:meth:`HttpNotifier.options_schema`
-appends them; a schema that lays its keys out itself splices them in)."""
+"""JSON Schema ``properties`` of the connection options every notifier that makes
+HTTP requests takes: the timeouts (seconds, above 0; ``total_timeout_secs`` bounds a
+whole attempt), ``proxy_url`` and ``ca_file`` (an absolute path to a PEM bundle).
+:meth:`HttpNotifier.options_schema` appends them; a schema that lays its keys out
+itself splices them in."""
 
 
 class HttpTimeouts(TypedDict):
-    """The timeout keywords of :class:`HttpSettings`, as :meth:`HttpSettings.timeouts`
+    """The connection keywords of :class:`HttpSettings`, as :meth:`HttpSettings.timeouts`
     returns them."""
 
     timeout_secs: float
     connect_timeout_secs: float
+    total_timeout_secs: float
+    proxy_url: str | None
+    ca_file: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -354,10 +396,16 @@ class HttpSettings:
     Attributes:
         timeout_secs: read timeout (between bytes of the response), seconds.
         connect_timeout_secs: TCP connect timeout, seconds.
+        total_timeout_secs: deadline of one whole attempt, seconds.
+        proxy_url: the proxy to use, or None for none (the environment is never read).
+        ca_file: CA bundle to verify TLS with, or None for the default bundle.
     """
 
     timeout_secs: float = DEFAULT_TIMEOUT_SECS
     connect_timeout_secs: float = DEFAULT_CONNECT_TIMEOUT_SECS
+    total_timeout_secs: float = DEFAULT_TOTAL_TIMEOUT_SECS
+    proxy_url: str | None = None
+    ca_file: str | None = None
 
     @staticmethod
     def timeouts(options: Mapping[str, Any]) -> HttpTimeouts:
@@ -369,13 +417,20 @@ class HttpSettings:
             options: the entry's options, valid against :data:`HTTP_TIMEOUT_PROPERTIES`.
 
         Returns:
-            ``timeout_secs`` (default 10) and ``connect_timeout_secs`` (default 5), seconds.
+            ``timeout_secs`` (default 10), ``connect_timeout_secs`` (default 5) and
+            ``total_timeout_secs`` (default 30), seconds; ``proxy_url`` and ``ca_file``
+            (default None).
         """
         return {
             "timeout_secs": float(options.get("timeout_secs", DEFAULT_TIMEOUT_SECS)),
             "connect_timeout_secs": float(
                 options.get("connect_timeout_secs", DEFAULT_CONNECT_TIMEOUT_SECS)
             ),
+            "total_timeout_secs": float(
+                options.get("total_timeout_secs", DEFAULT_TOTAL_TIMEOUT_SECS)
+            ),
+            "proxy_url": options.get("proxy_url"),
+            "ca_file": options.get("ca_file"),
         }
 
 
@@ -401,7 +456,16 @@ class HttpNotifier(Notifier, Generic[SettingsT]):
     ) -> None:
         super().__init__(name)
         self.settings = settings
-        self.transport = transport if transport is not None else HttpTransport(name)
+        self.transport = (
+            transport
+            if transport is not None
+            else HttpTransport(
+                name,
+                total_timeout_secs=settings.total_timeout_secs,
+                proxy_url=settings.proxy_url,
+                ca_file=settings.ca_file,
+            )
+        )
 
     @staticmethod
     def options_schema(properties: Mapping[str, Any], required: Sequence[str]) -> dict[str, Any]:

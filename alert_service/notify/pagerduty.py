@@ -1,7 +1,6 @@
 """PagerDuty Events API v2 notifier (``trigger`` events).
 
-Body (alerting-delivery-and-tailing.md §2.5, PagerDuty developer-docs
-``docs/events-API-v2/02-Trigger-Events.md``)::
+Body (PagerDuty developer docs, Events API v2, "Send an Alert Event")::
 
     {"routing_key": <secret>, "event_action": "trigger",
      "dedup_key": "tracked-connections/<rule>/<alert id>",      # <= 255 chars
@@ -16,6 +15,17 @@ retries and restarts, so a repeated trigger merges into the same PagerDuty alert
 PagerDuty answers 202; 429 is retried (about 120 events/minute per integration key,
 hence the default rate limit); 400 (invalid event) is dead-lettered. No digests: each
 alert is one PagerDuty event and PagerDuty groups them itself.
+
+Sizes: PagerDuty refuses an event larger than 512 KB (Events API v2 overview, "Event
+size limits") and limits ``summary`` to 1024 characters and ``dedup_key`` to 255.
+:meth:`render` keeps the body under :data:`EVENT_MAX_BYTES` less room for the routing
+key: texts are cut (``…[cut N chars]``), shorter and shorter until the body fits, so
+an attacker who pads a process name cannot get the event refused.
+
+``summary``, ``source``, ``component`` and ``group`` are shown by PagerDuty's pages and
+apps as text; they pass through :func:`~alert_service.notify.literal.literal`
+(``plain``: controls and bidirectional overrides made visible). ``custom_details``
+holds the values themselves (JSON, cut only when too long).
 
 Config::
 
@@ -35,17 +45,23 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, Self, cast
 
 from alert_service.match.alert import Alert
-from alert_service.notify.format import facts, iso_time, summary_line, truncate
+from alert_service.notify.format import facts, iso_time, summary_line
 from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
+from alert_service.notify.literal import cap_strings, fit, scaled, shrink_to_fit
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret
 
-__all__ = ["DEFAULT_EVENTS_URL", "PagerDutyNotifier", "PagerDutySettings"]
+__all__ = ["DEFAULT_EVENTS_URL", "EVENT_MAX_BYTES", "PagerDutyNotifier", "PagerDutySettings"]
 
 DEFAULT_EVENTS_URL: Final = "https://events.pagerduty.com/v2/enqueue"
 _MAX_DEDUP_KEY: Final = 255
 _MAX_SUMMARY: Final = 1024
 _MAX_SOURCE: Final = 255
+EVENT_MAX_BYTES: Final = 512 * 1024
+"""PagerDuty's limit on one event's body, bytes."""
+_BUDGET_BYTES: Final = EVENT_MAX_BYTES - 4096
+"""What :meth:`PagerDutyNotifier.render` may take: the limit less room for the routing key."""
+_DETAIL_CHARS: Final = 65_536
 
 Severity = Literal["critical", "error", "warning", "info"]
 
@@ -101,28 +117,36 @@ class PagerDutyNotifier(HttpNotifier[PagerDutySettings]):
         """Return the trigger event without ``routing_key`` (added by :meth:`send`)."""
         f = facts(alert)
         payload = alert.as_dict()
-        return {
-            "event_action": "trigger",
-            "dedup_key": truncate(f"tracked-connections/{alert.rule}/{alert.id}", _MAX_DEDUP_KEY),
-            "client": "tracked-connections",
-            "payload": {
-                "summary": truncate(summary_line(f), _MAX_SUMMARY),
-                "source": truncate(f.host, _MAX_SOURCE),
-                "severity": self.settings.severity,
-                "timestamp": iso_time(alert.event.unix_time),
-                "component": f.process,
-                "group": alert.rule,
-                "class": "network-connection",
-                "custom_details": {
-                    "alert_id": alert.id,
-                    "rule": alert.rule,
-                    "action": payload["action"],
-                    "query": payload["query"],
-                    "connection": payload["connection"],
-                    "decorations": payload["decorations"],
-                },
-            },
+        details = {
+            "alert_id": alert.id,
+            "rule": alert.rule,
+            "action": payload["action"],
+            "query": payload["query"],
+            "connection": payload["connection"],
+            "decorations": payload["decorations"],
         }
+
+        def build(scale: float) -> dict[str, Any]:
+            short = scaled(_MAX_SOURCE, scale)
+            return {
+                "event_action": "trigger",
+                "dedup_key": fit(
+                    f"tracked-connections/{alert.rule}/{alert.id}", _MAX_DEDUP_KEY, "json"
+                ),
+                "client": "tracked-connections",
+                "payload": {
+                    "summary": fit(summary_line(f), scaled(_MAX_SUMMARY, scale), "plain"),
+                    "source": fit(f.host, short, "plain"),
+                    "severity": self.settings.severity,
+                    "timestamp": iso_time(alert.event.unix_time),
+                    "component": fit(f.process, short, "plain"),
+                    "group": fit(alert.rule, short, "plain"),
+                    "class": "network-connection",
+                    "custom_details": cap_strings(details, scaled(_DETAIL_CHARS, scale)),
+                },
+            }
+
+        return shrink_to_fit(build, _BUDGET_BYTES)
 
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
         """POST ``payload`` with the routing key added; raises ``NotifyError``."""

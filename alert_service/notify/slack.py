@@ -1,11 +1,18 @@
 """Slack incoming-webhook notifier: ``text`` plus Block Kit ``blocks``.
 
-Payload (alerting-delivery-and-tailing.md §2.2): ``text`` is the notification
-fallback, ``blocks`` a header section, a fields section, the command line and a
-context line. Every value taken from the event (process name, command line, user,
-host, decorations) is escaped for Slack (``&`` ``<`` ``>``, :func:`slack_escape`), so it
-cannot form links or ``<!channel>`` mentions; long values are cut (Slack limits a
-section text to 3000 characters and a field to 2000).
+Payload (Slack API docs, "Sending messages using incoming webhooks" and the Block Kit
+reference): ``text`` is the notification fallback, ``blocks`` a header section, a
+fields section, the command line and a context line. Every value taken from the event
+(process name, command line, user, host, decorations) passes through
+:func:`~alert_service.notify.literal.literal` (``slack`` markup; ``slack_code`` in the
+command-line block) and every ``mrkdwn`` object sets ``"verbatim": true``, so no value
+can form a link, a mention (``<!channel>``, ``<@U…>``) or formatting.
+
+Slack's documented limits hold for any input: a section's text is at most 3000
+characters, a field at most 2000, a section has at most 10 fields, a context block at
+most 10 elements, a message at most 50 blocks. Values are cut *after* escaping (an
+``&`` becomes five characters), each cut ending in ``…[cut N chars]``; the digest
+lists as many alerts as fit and counts the rest.
 
 Success is HTTP 200 with the body ``ok``; any other 200 body is an error that is
 not retried (Alertmanager's practice, notify/slack/slack.go). Slack allows about
@@ -30,26 +37,43 @@ from typing import Any, ClassVar, Final, Self
 
 from alert_service.errors import NotifyError
 from alert_service.match.alert import Alert
-from alert_service.notify.format import facts, slack_escape, summary_line, truncate
+from alert_service.notify.format import facts, summary_line
 from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
+from alert_service.notify.literal import fit, units
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret
 
 __all__ = ["SlackNotifier", "SlackSettings"]
 
+SECTION_TEXT_MAX: Final = 3000
+"""Most characters of a section's ``text`` (Slack Block Kit reference, "Section block")."""
+FIELD_TEXT_MAX: Final = 2000
+"""Most characters of one of a section's ``fields`` (same page)."""
+FIELDS_MAX: Final = 10
+"""Most ``fields`` of one section (same page)."""
+CONTEXT_ELEMENTS_MAX: Final = 10
+"""Most ``elements`` of a context block (Block Kit reference, "Context block")."""
+BLOCKS_MAX: Final = 50
+"""Most blocks of one message (Block Kit reference, "Blocks")."""
 _FIELD_CHARS: Final = 300
-_CMDLINE_CHARS: Final = 1500
-_TEXT_CHARS: Final = 3000
+_CMDLINE_CHARS: Final = SECTION_TEXT_MAX - 100
 _DIGEST_LINES: Final = 20
+_DIGEST_LINE_CHARS: Final = 280
 
 
 def _esc(text: str, limit: int = _FIELD_CHARS) -> str:
-    return slack_escape(truncate(text, limit))
+    """``text`` shown literally in ``mrkdwn``, cut to ``limit`` characters after escaping."""
+    return fit(text, limit, "slack")
 
 
 def _code(text: str) -> str:
-    """A ``` block; a ``` inside the text gets a zero-width space so it cannot close it."""
-    return "```" + _esc(text, _CMDLINE_CHARS).replace("```", "`\u200b``") + "```"
+    """A ``` block holding ``text`` literally (see :func:`literal`, ``slack_code``)."""
+    return "```" + fit(text, _CMDLINE_CHARS, "slack_code") + "```"
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    """A ``mrkdwn`` text object with Slack's automatic linking turned off."""
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,61 +123,59 @@ class SlackNotifier(HttpNotifier[SlackSettings]):
         blocks: list[dict[str, Any]] = [
             {
                 "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": f":rotating_light: *{_esc(f.rule)}*: connection {f.verb} on "
-                    f"*{_esc(f.host)}*",
-                },
+                "text": _mrkdwn(
+                    f":rotating_light: *{_esc(f.rule)}*: connection {_esc(f.verb)} on "
+                    f"*{_esc(f.host)}*"
+                ),
             },
             {
                 "type": "section",
-                "fields": [
-                    {"type": "mrkdwn", "text": f"*{label}*\n{_esc(value)}"}
-                    for label, value in fields
-                ],
+                "fields": [_mrkdwn(f"*{label}*\n{_esc(value)}") for label, value in fields],
             },
         ]
         if f.cmdline:
             blocks.append(
                 {
                     "type": "section",
-                    "text": {"type": "mrkdwn", "text": "*Command line*\n" + _code(f.cmdline)},
+                    "text": _mrkdwn("*Command line*\n" + _code(f.cmdline)),
                 }
             )
         blocks.append(
             {
                 "type": "context",
                 "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": f"alert {f.alert_id} · query {_esc(f.query)}"
-                        + (f" · community_id {_esc(f.community_id)}" if f.community_id else ""),
-                    }
+                    _mrkdwn(
+                        f"alert {_esc(f.alert_id)} · query {_esc(f.query)}"
+                        + (f" · community_id {_esc(f.community_id)}" if f.community_id else "")
+                    )
                 ],
             }
         )
-        return {"text": _esc(summary_line(f), _TEXT_CHARS), "blocks": blocks}
+        return {"text": _esc(summary_line(f), SECTION_TEXT_MAX), "blocks": blocks}
 
     def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any]:
         """Return one message listing up to 20 alerts, counts per rule and the rest's number."""
         all_facts = [facts(a) for a in alerts]
         per_rule = Counter(f.rule for f in all_facts)
-        shown = all_facts[:_DIGEST_LINES]
-        lines = "\n".join("• " + _esc(summary_line(f)) for f in shown)
-        more = len(all_facts) - len(shown)
-        rules = ", ".join(f"{_esc(rule)}: {n}" for rule, n in sorted(per_rule.items()))
-        title = f"{len(all_facts)} alerts folded into one digest ({rules})"
+        lines: list[str] = []
+        used = 0
+        for f in all_facts[:_DIGEST_LINES]:
+            line = "• " + _esc(summary_line(f), _DIGEST_LINE_CHARS)
+            if used + units(line) + 1 > SECTION_TEXT_MAX:
+                break
+            lines.append(line)
+            used += units(line) + 1
+        more = len(all_facts) - len(lines)
+        rules = ", ".join(f"{rule}: {n}" for rule, n in sorted(per_rule.items()))
+        title = _esc(
+            f"{len(all_facts)} alerts folded into one digest ({rules})", SECTION_TEXT_MAX - 40
+        )
         blocks: list[dict[str, Any]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f":rotating_light: *{title}*"}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(lines, _TEXT_CHARS)}},
+            {"type": "section", "text": _mrkdwn(f":rotating_light: *{title}*")},
+            {"type": "section", "text": _mrkdwn("\n".join(lines))},
         ]
         if more:
-            blocks.append(
-                {
-                    "type": "context",
-                    "elements": [{"type": "mrkdwn", "text": f"… and {more} more"}],
-                }
-            )
+            blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {more} more")]})
         return {"text": title, "blocks": blocks}
 
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:

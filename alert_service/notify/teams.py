@@ -1,7 +1,8 @@
 """Microsoft Teams notifier for Workflows ("When a Teams webhook request is received").
 
 Office 365 connectors (MessageCard) are retired; Workflows accept Adaptive Cards only
-(alerting-delivery-and-tailing.md §2.3). The default body is the message envelope::
+(Microsoft Teams platform docs, "Create incoming webhooks with Workflows"). The default
+body is the message envelope::
 
     {"type": "message",
      "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive",
@@ -9,8 +10,19 @@ Office 365 connectors (MessageCard) are retired; Workflows accept Adaptive Cards
                       "content": {<AdaptiveCard>}}]}
 
 ``envelope: card`` sends the bare card instead, for flows built to expect it. The card
-(version ``card_version``, default 1.4) has a title, a summary line, a FactSet and the
-command line in monospace. Values are JSON-encoded, never templated into JSON text.
+(version ``card_version``, default 1.4) has a title, a summary line, one line per
+fact and the command line in monospace.
+
+Every value is shown literally: the card is built of ``RichTextBlock`` / ``TextRun``
+elements (Adaptive Cards 1.2), which render no Markdown — unlike ``TextBlock`` and
+``FactSet``, whose text Teams reads as Markdown (links, emphasis, lists) — and every
+untrusted value passes through :func:`~alert_service.notify.literal.literal`
+(``teams`` markup: controls and bidirectional overrides made visible). Values are
+JSON-encoded, never templated into JSON text.
+
+The encoded body stays under Teams's message limit of about 28 KB
+(:data:`MESSAGE_MAX_BYTES`): values are cut (``…[cut N chars]``) and, if the card is
+still too large, cut shorter until it fits.
 Workflows answer 202 Accepted; any 2xx is success.
 
 Config::
@@ -32,17 +44,29 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, Self, cast
 
 from alert_service.match.alert import Alert
-from alert_service.notify.format import facts, summary_line, truncate
+from alert_service.notify.format import facts, summary_line
 from alert_service.notify.http import HttpNotifier, HttpSettings, encode_json
+from alert_service.notify.literal import fit, scaled, shrink_to_fit
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret
 
-__all__ = ["ADAPTIVE_CARD_CONTENT_TYPE", "TeamsNotifier", "TeamsSettings"]
+__all__ = [
+    "ADAPTIVE_CARD_CONTENT_TYPE",
+    "MESSAGE_MAX_BYTES",
+    "TeamsNotifier",
+    "TeamsSettings",
+]
 
 ADAPTIVE_CARD_CONTENT_TYPE: Final = "application/vnd.microsoft.card.adaptive"
 _CARD_SCHEMA: Final = "http://adaptivecards.io/schemas/adaptive-card.json"
-_VALUE_CHARS: Final = 300
-_CMDLINE_CHARS: Final = 1500
+MESSAGE_MAX_BYTES: Final = 28_000
+"""Teams refuses a message larger than about 28 KB (Microsoft Teams platform docs,
+"Create Incoming Webhooks", "Send messages using cURL and PowerShell": "the message size
+limit is 28 KB"). 28,000 bytes, the smaller reading of "28 KB"."""
+_BUDGET_BYTES: Final = MESSAGE_MAX_BYTES - 1_000
+"""What a rendered card may take: the limit less room for what the flow adds."""
+_VALUE_CHARS: Final = 1000
+_CMDLINE_CHARS: Final = 8000
 _DIGEST_LINES: Final = 20
 
 Envelope = Literal["message", "card"]
@@ -63,8 +87,20 @@ class TeamsSettings(HttpSettings):
     card_version: str = "1.4"
 
 
-def _text_block(text: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "TextBlock", "text": text, "wrap": True, **extra}
+def _run(text: str, max_chars: int, **style: Any) -> dict[str, Any]:
+    """A ``TextRun`` showing ``text`` literally (TextRun renders no Markdown), cut to
+    ``max_chars``."""
+    return {"type": "TextRun", "text": fit(text, max_chars, "teams"), **style}
+
+
+def _rich(*runs: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A ``RichTextBlock`` of ``runs`` (Adaptive Cards 1.2)."""
+    return {"type": "RichTextBlock", "inlines": list(runs), **extra}
+
+
+def _fact(label: str, value: str, max_chars: int) -> dict[str, Any]:
+    """One "label: value" line; the label is ours, the value untrusted."""
+    return _rich(_run(f"{label}: ", 64, weight="Bolder"), _run(value, max_chars), spacing="None")
 
 
 @register_notifier("teams")
@@ -118,7 +154,7 @@ class TeamsNotifier(HttpNotifier[TeamsSettings]):
         }
 
     def render(self, alert: Alert) -> dict[str, Any]:
-        """Return the envelope (or bare card) for one alert."""
+        """Return the envelope (or bare card) for one alert, at most 27,000 bytes."""
         f = facts(alert)
         fact_rows = [
             ("Host", f.host + (f" ({f.hostname})" if f.hostname and f.hostname != f.host else "")),
@@ -131,26 +167,25 @@ class TeamsNotifier(HttpNotifier[TeamsSettings]):
             ("Time", f.time),
             ("Alert id", f.alert_id),
         ]
-        body: list[dict[str, Any]] = [
-            _text_block(
-                f"{truncate(f.rule, _VALUE_CHARS)}: connection {f.verb} on "
-                f"{truncate(f.host, _VALUE_CHARS)}",
-                size="Medium",
-                weight="Bolder",
-                color="Attention",
-            ),
-            _text_block(truncate(summary_line(f), _CMDLINE_CHARS), isSubtle=True),
-            {
-                "type": "FactSet",
-                "facts": [
-                    {"title": title, "value": truncate(value, _VALUE_CHARS)}
-                    for title, value in fact_rows
-                ],
-            },
-        ]
-        if f.cmdline:
-            body.append(_text_block(truncate(f.cmdline, _CMDLINE_CHARS), fontType="Monospace"))
-        return self._wrap(body)
+
+        def build(scale: float) -> dict[str, Any]:
+            value = scaled(_VALUE_CHARS, scale)
+            body: list[dict[str, Any]] = [
+                _rich(
+                    _run(f.rule, value, size="Medium", weight="Bolder", color="Attention"),
+                    _run(f": connection {f.verb} on ", 64, size="Medium", weight="Bolder"),
+                    _run(f.host, value, size="Medium", weight="Bolder", color="Attention"),
+                ),
+                _rich(_run(summary_line(f), scaled(_CMDLINE_CHARS, scale), isSubtle=True)),
+                *(_fact(title, text, value) for title, text in fact_rows),
+            ]
+            if f.cmdline:
+                body.append(
+                    _rich(_run(f.cmdline, scaled(_CMDLINE_CHARS, scale), fontType="Monospace"))
+                )
+            return self._wrap(body)
+
+        return shrink_to_fit(build, _BUDGET_BYTES)
 
     def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any]:
         """Return one card listing up to 20 alerts, counts per rule and the rest's number."""
@@ -158,26 +193,28 @@ class TeamsNotifier(HttpNotifier[TeamsSettings]):
         per_rule = Counter(f.rule for f in all_facts)
         shown = all_facts[:_DIGEST_LINES]
         rules = ", ".join(f"{rule}: {n}" for rule, n in sorted(per_rule.items()))
-        body: list[dict[str, Any]] = [
-            _text_block(
-                f"{len(all_facts)} alerts folded into one digest",
-                size="Medium",
-                weight="Bolder",
-                color="Attention",
-            ),
-            _text_block(truncate(rules, _CMDLINE_CHARS), isSubtle=True),
-            {
-                "type": "FactSet",
-                "facts": [
-                    {"title": f.time, "value": truncate(summary_line(f), _VALUE_CHARS)}
-                    for f in shown
-                ],
-            },
-        ]
         more = len(all_facts) - len(shown)
-        if more:
-            body.append(_text_block(f"… and {more} more", isSubtle=True))
-        return self._wrap(body)
+
+        def build(scale: float) -> dict[str, Any]:
+            value = scaled(_VALUE_CHARS, scale)
+            body: list[dict[str, Any]] = [
+                _rich(
+                    _run(
+                        f"{len(all_facts)} alerts folded into one digest",
+                        64,
+                        size="Medium",
+                        weight="Bolder",
+                        color="Attention",
+                    )
+                ),
+                _rich(_run(rules, scaled(_CMDLINE_CHARS, scale), isSubtle=True)),
+                *(_fact(f.time, summary_line(f), value) for f in shown),
+            ]
+            if more:
+                body.append(_rich(_run(f"… and {more} more", 64, isSubtle=True)))
+            return self._wrap(body)
+
+        return shrink_to_fit(build, _BUDGET_BYTES)
 
     def send(self, payload: Mapping[str, Any], *, idempotency_key: str) -> None:
         """POST ``payload`` once; raises ``NotifyError`` (see :mod:`alert_service.notify.http`)."""

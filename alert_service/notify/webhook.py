@@ -2,8 +2,16 @@
 
 Body: :meth:`alert_service.match.alert.Alert.as_dict` as compact UTF-8 JSON
 (``Content-Type: application/json; charset=utf-8``); a digest is
-``{"type": "digest", "count": N, "alerts": [<as_dict>, ...]}``. Headers
-(alerting-delivery-and-tailing.md §2.1, standard-webhooks ``spec/standard-webhooks.md``):
+``{"type": "digest", "count": N, "alerts": [<as_dict>, ...]}``. Values are sent as
+they are (JSON encoding is their escape; see :mod:`alert_service.notify.literal`), so a
+receiver must treat every text as untrusted.
+
+The body is at most ``max_body_bytes`` (default 1 MiB): when the alert is larger, every
+text longer than a cap is cut and ends in ``…[cut N chars]``, with caps halved until
+the body fits, so a padded command line cannot get the alert refused by a receiver's
+size limit.
+
+Headers (Standard Webhooks specification, ``spec/standard-webhooks.md``):
 
 * ``webhook-id``: the stable alert id, the same on every attempt and after a restart
   (the receiver's idempotency key);
@@ -23,6 +31,7 @@ Config (one entry of ``notifiers``)::
       signing_secret: {env: SOC_WEBHOOK_SECRET}   # whsec_...; env or file only
       timeout_secs: 10                       # read timeout, seconds (default 10)
       connect_timeout_secs: 5                # connect timeout, seconds (default 5)
+      max_body_bytes: 1048576                # largest body sent, bytes (default 1 MiB)
       headers:                               # optional; values may be secrets
         Authorization: {env: ALERT_WEBHOOK_TOKEN}
 """
@@ -46,14 +55,24 @@ from alert_service.notify.http import (
     HttpTransport,
     encode_json,
 )
+from alert_service.notify.literal import cap_strings, scaled, shrink_to_fit
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret, reveal
 
-__all__ = ["WebhookNotifier", "WebhookSettings", "decode_signing_secret", "sign"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "WebhookNotifier",
+    "WebhookSettings",
+    "decode_signing_secret",
+    "sign",
+]
 
 _SECRET = {"$ref": "#/$defs/secret_string"}
 _SECRET_REF = {"$ref": "#/$defs/secret_ref"}
 _PREFIX = "whsec_"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+"""Largest body a webhook notifier sends when its entry sets no ``max_body_bytes``."""
+_VALUE_CHARS = 65_536
 
 
 def decode_signing_secret(text: str) -> bytes:
@@ -97,11 +116,13 @@ class WebhookSettings(HttpSettings):
         headers: extra request headers; values may be secrets.
         signing_secret: Standard Webhooks secret ``whsec_<base64>``, or None to send
             unsigned requests.
+        max_body_bytes: largest body sent, bytes; longer texts are cut to fit.
     """
 
     url: str | Secret
     headers: Mapping[str, str | Secret] = field(default_factory=dict)
     signing_secret: Secret | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @register_notifier("webhook")
@@ -121,6 +142,7 @@ class WebhookNotifier(HttpNotifier[WebhookSettings]):
             "url": {**_SECRET, "pattern": "^https?://[^\\s]+$"},
             "signing_secret": _SECRET_REF,
             **HTTP_TIMEOUT_PROPERTIES,
+            "max_body_bytes": {"type": "integer", "minimum": 4096, "maximum": 67108864},
             "headers": {
                 "type": "object",
                 "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
@@ -157,6 +179,7 @@ class WebhookNotifier(HttpNotifier[WebhookSettings]):
             url=options["url"],
             headers=dict(options.get("headers", {})),
             signing_secret=options.get("signing_secret"),
+            max_body_bytes=int(options.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)),
             **WebhookSettings.timeouts(options),
         )
         return cls(name, settings)
@@ -173,13 +196,23 @@ class WebhookNotifier(HttpNotifier[WebhookSettings]):
                 problems.append((("signing_secret",), f"{err} ({secret.source})"))
         return problems
 
+    def _bounded(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return shrink_to_fit(
+            lambda scale: cap_strings(payload, scaled(_VALUE_CHARS, scale)),
+            self.settings.max_body_bytes,
+        )
+
     def render(self, alert: Alert) -> dict[str, Any]:
-        """Return the generic alert payload (:meth:`Alert.as_dict`)."""
-        return alert.as_dict()
+        """Return the generic alert payload (:meth:`Alert.as_dict`), texts cut to fit
+        ``max_body_bytes``."""
+        return self._bounded(alert.as_dict())
 
     def render_digest(self, alerts: Sequence[Alert]) -> dict[str, Any]:
-        """Return ``{"type": "digest", "count": N, "alerts": [<as_dict>, ...]}``."""
-        return {"type": "digest", "count": len(alerts), "alerts": [a.as_dict() for a in alerts]}
+        """Return ``{"type": "digest", "count": N, "alerts": [<as_dict>, ...]}``, texts
+        cut to fit ``max_body_bytes``."""
+        return self._bounded(
+            {"type": "digest", "count": len(alerts), "alerts": [a.as_dict() for a in alerts]}
+        )
 
     def headers_for(self, body: bytes, msg_id: str, timestamp: int) -> dict[str, str]:
         """Return the request headers for ``body`` (Standard Webhooks + configured)."""

@@ -2,7 +2,7 @@
 
 Exported (names per Prometheus practice: ``*_total`` counters, ``*_seconds``; the only
 label is ``destination``, the notifier name — never a host, address or user, which
-would make cardinality unbounded, alerting-delivery-and-tailing.md §3 "Metrics")::
+would make cardinality unbounded)::
 
     alert_service_<counter>_total                  pipeline counters of Stats, e.g.
                                                    lines_read, parse_errors, events,
@@ -18,6 +18,11 @@ would make cardinality unbounded, alerting-delivery-and-tailing.md §3 "Metrics"
     alert_service_notification_duration_seconds{destination}   histogram, per request
     alert_service_outbox_pending{destination}                  gauge: queue depth
     alert_service_outbox_oldest_pending_age_seconds{destination}  gauge (0 when empty)
+    alert_service_destination_stalled_seconds{destination}  gauge: pending alerts and
+                                                   no delivery for this long (0 when
+                                                   nothing is pending)
+    alert_service_destination_stalled{destination}  1 when that exceeds the delivery
+                                                   section's stalled_after_secs, else 0
 
 Pipeline counters and queue gauges are read when scraped (a custom collector), so the
 pipeline thread keeps incrementing plain ints.
@@ -44,6 +49,7 @@ DELIVERY_STATS_FIELDS = frozenset({"sent", "failed", "retries", "suppressed", "d
 """Stats fields exported with a ``destination`` label instead (the counters below)."""
 
 QueueProbe = Callable[[], Mapping[str, QueueDepth]]
+StallProbe = Callable[[], Mapping[str, float]]
 
 
 class _ScrapeCollector(Collector):
@@ -94,6 +100,24 @@ class _ScrapeCollector(Collector):
             oldest.add_metric([dest], max(0.0, age))
         yield pending
         yield oldest
+        if owner.stall_probe is None:
+            return
+        stalls = owner.stall_probe()
+        seconds = GaugeMetricFamily(
+            f"{PREFIX}_destination_stalled_seconds",
+            "Seconds a destination has had pending alerts and delivered nothing (0 when none)",
+            labels=["destination"],
+        )
+        flag = GaugeMetricFamily(
+            f"{PREFIX}_destination_stalled",
+            "1 when destination_stalled_seconds exceeds delivery.stalled_after_secs",
+            labels=["destination"],
+        )
+        for dest in sorted(stalls):
+            seconds.add_metric([dest], stalls[dest])
+            flag.add_metric([dest], 1.0 if stalls[dest] > owner.stalled_after_secs else 0.0)
+        yield seconds
+        yield flag
 
 
 class ServiceMetrics:
@@ -120,6 +144,8 @@ class ServiceMetrics:
         self.stats = stats
         self.stats_lock = stats_lock if stats_lock is not None else threading.Lock()
         self.queue_probe: QueueProbe | None = None
+        self.stall_probe: StallProbe | None = None
+        self.stalled_after_secs = 300.0
         self.clock: Callable[[], float] = time.time
         self.destinations: tuple[str, ...] = ()
         label = ["destination"]
@@ -159,6 +185,12 @@ class ServiceMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
         )
         reg.register(_ScrapeCollector(self))
+
+    def watch_stalls(self, probe: StallProbe, stalled_after_secs: float) -> None:
+        """Export how long each destination has been stalled (``probe``, called per
+        scrape: destination → seconds) and whether that exceeds ``stalled_after_secs``."""
+        self.stall_probe = probe
+        self.stalled_after_secs = stalled_after_secs
 
     def watch_queue(
         self, probe: QueueProbe, destinations: Iterable[str], clock: Callable[[], float]

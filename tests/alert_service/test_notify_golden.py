@@ -26,7 +26,7 @@ from alert_service.notify import (
     WebhookNotifier,
     encode_json,
 )
-from alert_service.notify.format import slack_escape, truncate
+from alert_service.notify.literal import fit, literal
 from alert_service.secret import Secret
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -141,7 +141,7 @@ def test_pagerduty_limits() -> None:
     payload = pd.render(make_alert(rule=long_rule, cmdline="x" * 5000, name="y" * 3000))
     assert len(payload["dedup_key"]) <= 255
     assert len(payload["payload"]["summary"]) <= 1024
-    assert payload["payload"]["summary"].endswith("…")
+    assert payload["payload"]["summary"].endswith(" chars]")
     assert payload["event_action"] == "trigger"
     assert payload["payload"]["severity"] == "error"
 
@@ -169,9 +169,9 @@ def test_unknown_process_is_rendered_explicitly() -> None:
 
 
 def test_helpers() -> None:
-    assert slack_escape("a<b>&c") == "a&lt;b&gt;&amp;c"
-    assert truncate("abcdef", 4) == "abc…"
-    assert truncate("abc", 4) == "abc"
+    assert literal("a<b>&c", "slack") == "a&lt;b&gt;&amp;c"
+    assert fit("abcdef" * 10, 20, "plain") == "abcde…[cut 55 chars]"
+    assert fit("abc", 4, "plain") == "abc"
 
 
 def test_every_registered_http_notifier_has_a_golden_file() -> None:
