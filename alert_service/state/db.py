@@ -190,6 +190,12 @@ def _private(path: Path) -> None:
     process umask (often 022) would make both readable by every user. SQLite gives its
     ``-wal`` and ``-shm`` files the mode of the database file (SQLite docs, "Write-Ahead
     Logging" and os_unix.c ``findCreateFileMode``).
+
+    Root creating a new database in a directory another user owns (an operator
+    command such as ``silence add`` run with sudo before the service first ran) gives
+    it to the directory's owner and group, as the service's user could not open a
+    root-owned database; SQLite, running as root, gives the ``-wal`` and ``-shm``
+    files the database file's owner (os_unix.c ``robust_open``).
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -199,7 +205,12 @@ def _private(path: Path) -> None:
         if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
             os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
         return
-    os.close(fd)
+    try:
+        parent = path.parent.stat()
+        if os.geteuid() == 0 and parent.st_uid != 0:
+            os.fchown(fd, parent.st_uid, parent.st_gid)
+    finally:
+        os.close(fd)
 
 
 def open_state_readonly(path: str | Path) -> sqlite3.Connection:

@@ -9,11 +9,15 @@ IOC list (and a world-readable secret), and still exits 0.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from alerts_support import REPO_ROOT
 
 from alert_service.state import open_state
@@ -46,6 +50,52 @@ def test_an_existing_open_database_is_made_private(tmp_path: Path) -> None:
     path.chmod(0o644)
     open_state(path).close()
     assert _mode(path) == 0o600
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory under /tmp whose parents another user can pass through (pytest's
+    own folders are root's 0700)."""
+    top = Path(tempfile.mkdtemp(prefix="tc-owner-", dir="/tmp"))
+    top.chmod(0o755)
+    try:
+        yield top
+    finally:
+        shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can create files for another user")
+def test_root_creates_the_database_for_the_state_directory_owner(open_dir: Path) -> None:
+    """An operator command run as root before the service ever ran (``silence add``)
+    must not leave a root-owned database the service's user cannot open."""
+    state = open_dir / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)  # the service's user, e.g. systemd's StateDirectory=
+    conn = open_state(state / "state.sqlite3")
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+    conn.execute("COMMIT")
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in state.iterdir()}
+    conn.close()
+    assert owners["state.sqlite3"] == (65534, 65534)
+    for extra in ("state.sqlite3-wal", "state.sqlite3-shm"):  # SQLite follows the database
+        assert owners.get(extra, (65534, 65534)) == (65534, 65534), extra
+    # ... and the service's user can open and write it (modules imported while root:
+    # this interpreter may live in root's home).
+    script = (
+        "import os; from alert_service.state import open_state;"
+        "os.setgid(65534); os.setuid(65534);"
+        f"c = open_state({str(state / 'state.sqlite3')!r});"
+        "c.execute('BEGIN IMMEDIATE'); c.execute('INSERT INTO probe VALUES (1)');"
+        "c.execute('COMMIT')"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT)
+
+
+def test_root_keeps_its_own_database_in_its_own_directory(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "state.sqlite3"
+    open_state(path).close()
+    assert path.stat().st_uid == os.geteuid()
 
 
 def _config(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -136,6 +186,5 @@ def test_check_config_warns_about_a_domain_list_others_can_change(tmp_path: Path
     done = _check(config)
     assert done.returncode == 0 and done.stdout.strip() == "OK"
     assert done.stderr.splitlines() == [
-        f"WARNING: {domains}: IOC list is writable by others (mode 0666); "
-        f"run: chmod go-w {domains}"
+        f"WARNING: {domains}: IOC list is writable by others (mode 0666); run: chmod go-w {domains}"
     ]
