@@ -220,7 +220,15 @@ class _RotatingFile:
     def _compress(self, source: Path, dest: Path) -> None:
         assert self._zstd is not None
         data = source.read_bytes()
-        dest.write_bytes(self._zstd.ZstdCompressor().compress(data))
+        # Created with the log's own mode: a compressed generation holds the same
+        # command lines and is never more readable than the live file.
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.mode)
+        try:
+            os.fchmod(fd, self.mode)
+            with os.fdopen(fd, "wb", closefd=False) as out:
+                out.write(self._zstd.ZstdCompressor().compress(data))
+        finally:
+            os.close(fd)
         source.unlink()
 
     def _maybe_rotate(self) -> None:

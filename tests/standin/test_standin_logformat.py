@@ -151,3 +151,22 @@ def test_rotation(tmp_path: Path) -> None:
     # logger_rotate_max_files rotated files are kept: .1, .2.zst, .3.zst.
     assert Path(f"{log}.3.zst").exists()
     assert not Path(f"{log}.4.zst").exists()
+
+
+def test_rotated_files_keep_the_logger_mode(tmp_path: Path) -> None:
+    """Rotated and compressed logs hold the same command lines as the live one: they are
+    never more readable than ``--logger_mode``, whatever the umask."""
+    old = os.umask(0o022)
+    try:
+        writer = ResultsLogWriter(tmp_path, rotate=True, rotate_size=10, rotate_max_files=3)
+        writer.start()
+        for i in range(5):
+            writer.write_results([f"line-{i}-xxxxx"])
+    finally:
+        os.umask(old)
+    log = writer.results_path
+    modes = {
+        p.name: stat.S_IMODE(p.stat().st_mode)
+        for p in (log, Path(f"{log}.1"), Path(f"{log}.2.zst"), Path(f"{log}.3.zst"))
+    }
+    assert modes == dict.fromkeys(modes, 0o640)
