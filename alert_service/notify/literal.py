@@ -5,10 +5,11 @@ identifiers, decorations, query and rule names) are controlled by whoever runs c
 there. Every notifier shows them through :func:`literal`, with the markup of its
 destination, so that no value can form a link, a mention, formatting or fake lines:
 
-* every markup first makes invisible and layout-changing characters visible as text:
-  C0 and C1 controls (newline and tab included), DEL, the Unicode bidirectional
-  controls (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069), the line and paragraph
-  separators (U+2028/9) and U+FEFF become ``\\xNN`` / ``\\uNNNN``, so a value cannot
+* every markup first makes invisible and layout-changing characters visible as text
+  (:func:`visible`): the controls (Unicode category Cc: C0 with newline and tab, DEL,
+  C1), the format characters (Cf: bidirectional controls such as U+202E, zero-width
+  characters, U+FEFF, tag characters) and the line and paragraph separators (Zl, Zp:
+  U+2028/9) become ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN``, so a value cannot hide,
   reorder or break the lines around it;
 * ``slack`` (``mrkdwn`` text): ``&``, ``<`` and ``>`` become ``&amp;``, ``&lt;`` and
   ``&gt;``, the only characters Slack reads as control sequences (links, ``<!channel>``
@@ -52,6 +53,7 @@ __all__ = [
     "scaled",
     "shrink_to_fit",
     "units",
+    "visible",
 ]
 
 Markup = Literal["slack", "slack_code", "teams", "plain", "json"]
@@ -59,9 +61,17 @@ Markup = Literal["slack", "slack_code", "teams", "plain", "json"]
 CUT_MARKER: Final = "…[cut {n} chars]"
 """Ends a value that was cut; ``{n}`` is how many characters of the value were left out."""
 
-_INVISIBLE: Final = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"
+# Unicode categories Cc, Cf, Zl and Zp, as of Unicode 15.1 (Python 3.13's unicodedata;
+# Python 3.11 has 14.0, a subset). A test proves the set covers every such character of
+# the running Python; an unassigned code point of an older version may be in it.
+_HIDDEN_EXCEPT_C0: Final = (
+    "\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    "\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
 )
+_INVISIBLE: Final = re.compile(f"[\x00-\x1f{_HIDDEN_EXCEPT_C0}]")
+_INVISIBLE_BUT_NEWLINE: Final = re.compile(f"[\x00-\x09\x0b-\x1f{_HIDDEN_EXCEPT_C0}]")
 _SLACK_SPECIAL: Final = re.compile(r"[&<>*_~`]")
 _SLACK_CODE_SPECIAL: Final = re.compile(r"[&<>]")
 _SLACK_ENTITIES: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -70,7 +80,22 @@ _ZWSP: Final = "\u200b"
 
 def _visible(match: re.Match[str]) -> str:
     code = ord(match.group())
-    return f"\\x{code:02X}" if code < 0x100 else f"\\u{code:04X}"
+    if code < 0x100:
+        return f"\\x{code:02X}"
+    return f"\\u{code:04X}" if code < 0x10000 else f"\\U{code:08X}"
+
+
+def visible(text: str, *, keep_newlines: bool = False) -> str:
+    """Return ``text`` with its invisible and layout-changing characters (see module
+    docs) written as escapes, e.g. ESC as ``\\x1B`` and U+202E as ``\\u202E``.
+
+    Args:
+        text: an untrusted value.
+        keep_newlines: leave ``\\n`` as it is (a whole report for a terminal or a
+            page, whose lines are ours); every other control is still escaped.
+    """
+    pattern = _INVISIBLE_BUT_NEWLINE if keep_newlines else _INVISIBLE
+    return pattern.sub(_visible, text)
 
 
 def _slack(match: re.Match[str]) -> str:
@@ -90,7 +115,7 @@ def literal(text: str, markup: Markup) -> str:
     """
     if markup == "json":
         return text
-    out = _INVISIBLE.sub(_visible, text)
+    out = visible(text)
     if markup == "slack":
         return _SLACK_SPECIAL.sub(_slack, out)
     if markup == "slack_code":

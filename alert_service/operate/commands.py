@@ -22,12 +22,12 @@ import os
 import sqlite3
 import sys
 import time
-import unicodedata
 from collections.abc import Callable
 from typing import Any, cast
 
 from alert_service.config import Config, load_config
 from alert_service.errors import ConfigError
+from alert_service.notify.literal import visible
 from alert_service.operate.timespec import format_time, parse_duration, parse_time
 from alert_service.operate.views import entry_doc, state_path, status_doc, test_notification
 from alert_service.state.db import open_state, open_state_readonly
@@ -231,17 +231,9 @@ def _write(config: Config) -> sqlite3.Connection:
 
 
 def safe_text(text: str) -> str:
-    """``text`` with control and format characters (ESC, CR, bidi overrides: Unicode
-    categories Cc and Cf) written as ``\\xNN`` / ``\\uNNNN``, so a host name or
-    command line cannot drive the operator's terminal. Newlines between lines stay."""
-    out = []
-    for char in text:
-        if char != "\n" and unicodedata.category(char) in ("Cc", "Cf"):
-            code = ord(char)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)
+    """``text`` for an operator's terminal or page: a host name or command line cannot
+    drive it (:func:`~alert_service.notify.literal.visible`); lines stay lines."""
+    return visible(text, keep_newlines=True)
 
 
 def _print(args: argparse.Namespace, doc: Any, text: Callable[[], str]) -> None:

@@ -328,7 +328,7 @@ def test_hostile_host_names_and_command_lines_never_reach_the_terminal_raw(
             assert done.returncode == 0, done.stderr
             for raw in ("\x1b", "\x07", "\r", "\u202e"):
                 assert raw not in done.stdout, (done.args, raw)
-        assert "web\\x1b]0;owned\\x07\\x1b[2J\\u202eevil" in outputs[0].stdout
+        assert "web\\x1B]0;owned\\x07\\x1B[2J\\u202Eevil" in outputs[0].stdout
         (row,) = json.loads(outputs[1].stdout)
         assert row["host"] == host
         assert json.loads(outputs[3].stdout)["alert"]["connection"]["cmdline"] == cmdline

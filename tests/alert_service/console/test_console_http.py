@@ -68,7 +68,7 @@ def test_pages_escape_hostile_connection_data(tmp_path: Path) -> None:
             assert "&lt;script&gt;document.title=" in detail
             assert "<script>document.title='pwned'</script>" in html.unescape(detail)
             assert "&lt;b&gt;nc&lt;/b&gt;" in detail
-            assert "invoice\\u202egnp.exe" in detail
+            assert "invoice\\u202Egnp.exe" in detail
             assert "&lt;i&gt;web&lt;/i&gt;" in pages["/console/alerts"].text
             filtered = pages["/console/alerts?host=%3Ci%3Eweb%3C%2Fi%3E"].text
             assert f'data-id="{row["id"]}"' in filtered

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from alert_service.notify import (
     TeamsNotifier,
     WebhookNotifier,
 )
-from alert_service.notify.literal import fit, literal
+from alert_service.notify.literal import fit, literal, visible
 from alert_service.secret import Secret
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -182,3 +184,23 @@ def test_the_remote_name_is_shown_beside_the_address_and_escaped_everywhere() ->
     assert "\u200b*bold\u200b*" in remote
     runs = [n["text"] for n in _walk(rendered["teams"]) if n.get("type") == "TextRun"]
     assert f"198.51.100.7:4444/tcp ({NAME})" in runs
+
+
+def test_visible_covers_every_control_format_and_separator_character() -> None:
+    """The escape's fixed set holds every Cc, Cf, Zl and Zp character of this Python's
+    Unicode database, and nothing visible (only those or unassigned code points)."""
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        category = unicodedata.category(char)
+        hidden = category in ("Cc", "Cf", "Zl", "Zp")
+        shown = visible(char)
+        if hidden:
+            assert shown != char and shown.startswith("\\"), f"U+{code:04X} {category}"
+        else:
+            assert shown == char or category == "Cn", f"U+{code:04X} {category}"
+
+
+def test_visible_keeps_newlines_only_when_asked() -> None:
+    text = "a\nb\r\x1b\U000e0041\u2066"
+    assert visible(text) == "a\\x0Ab\\x0D\\x1B\\U000E0041\\u2066"
+    assert visible(text, keep_newlines=True) == "a\nb\\x0D\\x1B\\U000E0041\\u2066"
