@@ -57,6 +57,7 @@ from alert_service.errors import NotifyError, RecordError, resource_exhaustion
 from alert_service.logs import log_event
 from alert_service.notify.base import Notifier
 from alert_service.ops.metrics import ServiceMetrics
+from alert_service.state.buckets import SharedTokenBucket
 from alert_service.state.db import StateConnection, StateTarget, open_state
 from alert_service.state.outbox import (
     OutboxRow,
@@ -71,6 +72,7 @@ from alert_service.state.outbox import (
     next_due_at,
     release_claims,
 )
+from alert_service.state.postgres import PgConnection, PgTarget
 from alert_service.state.record import OutboxRecord, decode_record
 from alert_service.state.silences import silence_for, silences_in_force
 from alert_service.stats import Stats
@@ -167,11 +169,11 @@ class DestinationWorker:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.rng = rng
         self.batch_rows = max(1, batch_rows)
-        self.bucket = (
-            TokenBucket(settings.rate_limit_per_minute, settings.rate_limit_burst, self.clock.time)
-            if settings.rate_limit_per_minute
-            else None
-        )
+        rate, burst = settings.rate_limit_per_minute, settings.rate_limit_burst
+        shared = isinstance(db_path, PgTarget)  # instances share the outbox: and the limit
+        self.bucket = TokenBucket(rate, burst, self.clock.time) if rate and not shared else None
+        self.shared_bucket = SharedTokenBucket(self.name, rate, burst) if rate and shared else None
+        self._token_held = False
         self.stop_event = threading.Event()
         self.consecutive_failures = 0
         self.paused_until: float | None = None
@@ -256,6 +258,8 @@ class DestinationWorker:
             if now < self.paused_until:
                 return self.paused_until - now
             self.paused_until = None
+        if self.shared_bucket is not None:
+            return self._step_shared_limit(conn, self.shared_bucket, now)
         threshold = self.settings.digest_threshold
         if threshold > 0 and count_due(conn, self.name, now) > threshold:
             rows = due_rows(conn, self.name, now, self.settings.digest_max_alerts)
@@ -263,14 +267,52 @@ class DestinationWorker:
             return 0.0
         rows = due_rows(conn, self.name, now, self.batch_rows)
         if not rows:
-            nxt = next_due_at(conn, self.name)
-            poll = self.policy.poll_interval_secs
-            return poll if nxt is None else min(poll, max(0.0, nxt - now))
+            return self._idle_secs(conn, now)
         for index, row in enumerate(rows):
             if self.stop_event.is_set() or self.paused_until is not None:
                 release_claims(conn, rows[index:])
                 break
             self._deliver_one(conn, row)
+        return 0.0
+
+    def _idle_secs(self, conn: StateConnection, now: float) -> float:
+        """Nothing due: clock seconds until the next row is due, at most one poll."""
+        nxt = next_due_at(conn, self.name, now)
+        poll = self.policy.poll_interval_secs
+        return poll if nxt is None else min(poll, max(0.0, nxt - now))
+
+    def _step_shared_limit(
+        self, conn: StateConnection, bucket: SharedTokenBucket, now: float
+    ) -> float:
+        """One step under a rate limit shared by the instances (PostgreSQL).
+
+        The token comes first and the rows after, one row (or one digest) per token:
+        a claim is held only while its send lasts, never while waiting for tokens
+        that the other instances' workers take too (a claim outliving
+        ``claim_secs`` would let another worker send the row again).
+        """
+        assert isinstance(conn, PgConnection)
+        due = count_due(conn, self.name, now)
+        if due == 0:
+            return self._idle_secs(conn, now)
+        wait = bucket.take(conn)
+        if wait > 0:
+            return wait
+        self._token_held = True
+        try:
+            threshold = self.settings.digest_threshold
+            if threshold > 0 and due > threshold:
+                rows = due_rows(conn, self.name, now, self.settings.digest_max_alerts)
+                if rows:
+                    self._deliver_digest(conn, rows)
+            else:
+                rows = due_rows(conn, self.name, now, 1)
+                if rows:
+                    self._deliver_one(conn, rows[0])
+        finally:
+            if self._token_held:  # nothing was sent: taken by another worker, or held back
+                self._token_held = False
+                bucket.give_back(conn)
         return 0.0
 
     # -- helpers ----------------------------------------------------------------
@@ -359,8 +401,17 @@ class DestinationWorker:
                 )
         return keep
 
-    def _rate_limit(self) -> bool:
+    def _rate_limit(self, conn: StateConnection) -> bool:
         """Wait for a token; return False when stopping."""
+        if self._token_held:  # taken by this step before its rows were claimed
+            self._token_held = False
+            return True
+        if self.shared_bucket is not None:
+            assert isinstance(conn, PgConnection)
+            while (wait := self.shared_bucket.take(conn)) > 0:
+                if self.stop_event.wait(wait):  # the server's clock: real seconds
+                    return False
+            return True
         if self.bucket is None:
             return True
         while not self.bucket.take():
@@ -380,7 +431,7 @@ class DestinationWorker:
         if not items:
             return
         (item,) = items
-        if not self._rate_limit():
+        if not self._rate_limit(conn):
             return
         try:
             members = item.record.members
@@ -416,7 +467,7 @@ class DestinationWorker:
             for item in items:
                 self._deliver_one(conn, item.row)
             return
-        if not self._rate_limit():
+        if not self._rate_limit(conn):
             return
         ids = sorted(f"{i.row.alert_id}/{i.row.rule}" for i in items)
         digest_id = "digest-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
