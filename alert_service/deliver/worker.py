@@ -81,6 +81,8 @@ __all__ = ["DestinationWorker", "WorkerHealth"]
 
 _log = logging.getLogger(__name__)
 _ERROR_PAUSE_SECS = 1.0
+_RECORD_AFTER_SECS = 1.0
+"""Longest time a delivered row of a batch waits for its ``sent`` record, seconds."""
 _Counted = Literal["sent", "failed", "retries", "suppressed", "digests"]
 """The :class:`~alert_service.stats.Stats` fields a worker adds to."""
 
@@ -268,11 +270,7 @@ class DestinationWorker:
         rows = due_rows(conn, self.name, now, self.batch_rows)
         if not rows:
             return self._idle_secs(conn, now)
-        for index, row in enumerate(rows):
-            if self.stop_event.is_set() or self.paused_until is not None:
-                release_claims(conn, rows[index:])
-                break
-            self._deliver_one(conn, row)
+        self._deliver_batch(conn, rows)
         return 0.0
 
     def _idle_secs(self, conn: StateConnection, now: float) -> float:
@@ -317,8 +315,16 @@ class DestinationWorker:
 
     # -- helpers ----------------------------------------------------------------
 
-    def _prepare(self, conn: StateConnection, rows: Sequence[OutboxRow]) -> list[_Item]:
-        """Parse rows; dead-letter unreadable ones, suppress silenced ones."""
+    def _prepare(
+        self, conn: StateConnection, rows: Sequence[OutboxRow], *, defer_repeats: bool = False
+    ) -> list[_Item]:
+        """Parse rows; dead-letter unreadable ones, suppress silenced ones.
+
+        A row whose dedup key an earlier row of ``rows`` has is suppressed (a digest
+        folds them) or, with ``defer_repeats``, left pending for the next step (rows
+        sent one by one: the earlier row may still fail, and only a confirmed
+        delivery silences its key); its claim is given back.
+        """
         items: list[_Item] = []
         unreadable: list[OutboxRow] = []
         for row in rows:
@@ -354,13 +360,18 @@ class DestinationWorker:
         keep: list[_Item] = []
         seen: set[str] = set()
         dropped: list[OutboxRow] = []
+        deferred: list[OutboxRow] = []
         for item in items:
+            if defer_repeats and item.window_secs > 0 and item.key in seen:
+                deferred.append(item.row)
+                continue
             if item.window_secs > 0 and (item.key in silenced or item.key in seen):
                 dropped.append(item.row)
                 continue
             if item.window_secs > 0:
                 seen.add(item.key)
             keep.append(item)
+        release_claims(conn, deferred)
         if dropped:
             mark_suppressed(conn, dropped, "repeat within the dedup window")
             self._count(self.metrics.suppressed, "suppressed", len(dropped))
@@ -426,6 +437,39 @@ class DestinationWorker:
         finally:
             self.metrics.duration.labels(self.name).observe(time.monotonic() - started)
 
+    def _deliver_batch(self, conn: StateConnection, rows: Sequence[OutboxRow]) -> None:
+        """Send ``rows`` one request each; record the sent ones together.
+
+        Two queries check the whole batch against silences and dedup keys, and the
+        ``sent`` states (with their silences) are committed in one transaction at
+        the end of the batch — or earlier, before waiting for a rate-limit token and
+        once the oldest unrecorded send is :data:`_RECORD_AFTER_SECS` old — instead of
+        one transaction per row. A failure is recorded at once (its own
+        transaction). A crash between a send and its record sends the row again later
+        with the same ``webhook-id``, as for one row before.
+        """
+        items = self._prepare(conn, rows, defer_repeats=True)
+        sent: list[_Item] = []
+        oldest = 0.0
+        try:
+            for index, item in enumerate(items):
+                if self.stop_event.is_set() or self.paused_until is not None:
+                    release_claims(conn, [i.row for i in items[index:]])
+                    break
+                waiting = self.bucket is not None and self.bucket.wait_secs() > 0
+                if sent and (waiting or time.monotonic() - oldest > _RECORD_AFTER_SECS):
+                    self._delivered(conn, sent, digest=False)
+                    sent = []
+                if not self._rate_limit(conn):
+                    release_claims(conn, [i.row for i in items[index:]])
+                    break
+                if self._attempt(conn, item):
+                    oldest = oldest if sent else time.monotonic()
+                    sent.append(item)
+        finally:
+            if sent:
+                self._delivered(conn, sent, digest=False)
+
     def _deliver_one(self, conn: StateConnection, row: OutboxRow) -> None:
         items = self._prepare(conn, [row])
         if not items:
@@ -433,6 +477,13 @@ class DestinationWorker:
         (item,) = items
         if not self._rate_limit(conn):
             return
+        if self._attempt(conn, item):
+            self._delivered(conn, items, digest=False)
+
+    def _attempt(self, conn: StateConnection, item: _Item) -> bool:
+        """Send one row; True when it was delivered (not yet recorded), else its
+        failure is recorded (retry or dead letter) and False returned."""
+        items = [item]
         try:
             members = item.record.members
             if len(members) == 1:
@@ -459,7 +510,8 @@ class DestinationWorker:
             else:
                 self._dead(conn, items, f"internal: {type(err).__name__}: {err}")
         else:
-            self._delivered(conn, items, digest=False)
+            return True
+        return False
 
     def _deliver_digest(self, conn: StateConnection, rows: Sequence[OutboxRow]) -> None:
         items = self._prepare(conn, rows)
@@ -515,16 +567,16 @@ class DestinationWorker:
                 alerts=len(items),
             )
         else:
-            (item,) = items
-            log_event(
-                _log,
-                logging.INFO,
-                "notify_sent",
-                notifier=self.name,
-                alert_id=item.row.alert_id,
-                rule=item.row.rule,
-                attempts=item.row.attempts + 1,
-            )
+            for item in items:
+                log_event(
+                    _log,
+                    logging.INFO,
+                    "notify_sent",
+                    notifier=self.name,
+                    alert_id=item.row.alert_id,
+                    rule=item.row.rule,
+                    attempts=item.row.attempts + 1,
+                )
 
     def _count(self, metric: Counter, counted: _Counted, n: int) -> None:
         """Add ``n`` to this destination's ``metric`` and to ``stats.<counted>``.
