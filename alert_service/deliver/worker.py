@@ -6,11 +6,14 @@ or dead endpoint never delays another destination nor the log reading. A worker 
 1. wait while the destination is paused (after a failure, until its backoff or the
    server's ``Retry-After`` ends);
 2. when more than ``digest_threshold`` rows are due, fold up to ``digest_max_alerts``
-   of them into one digest; otherwise take the row due first;
+   of them into one digest; otherwise take up to ``batch_rows`` rows due first
+   (on PostgreSQL: claimed, :func:`~alert_service.state.outbox.due_rows`);
 3. set aside rows an operator's silence matches (state ``silenced``,
    :mod:`alert_service.state.silences`) and rows whose dedup key is silenced (state
    ``suppressed``);
-4. wait for a rate-limit token, render, send;
+4. wait for a rate-limit token (in memory; on PostgreSQL a bucket row shared by the
+   instances, :mod:`alert_service.state.buckets`, taken before the row is claimed),
+   render, send;
 5. record the outcome:
 
    * 2xx → ``sent`` and, in the same transaction, the silence of its dedup key
@@ -32,7 +35,10 @@ or dead endpoint never delays another destination nor the log reading. A worker 
 
 A row is marked only after the request returns, so a row being sent when the process
 is killed is still ``pending`` and is sent again after a restart (at least once);
-the stable ``webhook-id`` / ``dedup_key`` lets receivers drop the repeat.
+the stable ``webhook-id`` / ``dedup_key`` lets receivers drop the repeat. The ``sent``
+states of a batch are recorded in one transaction (before a rate-limit wait, and
+within :data:`_RECORD_AFTER_SECS`), so a kill may repeat the rows sent since the
+last record, each with its own ``webhook-id``.
 """
 
 from __future__ import annotations
