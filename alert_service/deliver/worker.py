@@ -327,9 +327,8 @@ class DestinationWorker:
         """Parse rows; dead-letter unreadable ones, suppress silenced ones.
 
         A row whose dedup key an earlier row of ``rows`` has is suppressed (a digest
-        folds them) or, with ``defer_repeats``, left pending for the next step (rows
-        sent one by one: the earlier row may still fail, and only a confirmed
-        delivery silences its key); its claim is given back.
+        folds them) or, with ``defer_repeats``, left pending with every row after it
+        for the next step (:meth:`_cut_at_repeat`).
         """
         items: list[_Item] = []
         unreadable: list[OutboxRow] = []
@@ -360,24 +359,21 @@ class DestinationWorker:
         if unreadable:
             mark_dead(conn, unreadable, "unreadable payload", attempted=False)
             self._count(self.metrics.dead_lettered, "failed", len(unreadable))
+        if defer_repeats:
+            items = self._cut_at_repeat(conn, items)
         items = self._drop_silenced(conn, items)
         windowed = [item for item in items if item.window_secs > 0]
         silenced = active_silences(conn, (i.key for i in windowed), self.clock.time())
         keep: list[_Item] = []
         seen: set[str] = set()
         dropped: list[OutboxRow] = []
-        deferred: list[OutboxRow] = []
         for item in items:
-            if defer_repeats and item.window_secs > 0 and item.key in seen:
-                deferred.append(item.row)
-                continue
             if item.window_secs > 0 and (item.key in silenced or item.key in seen):
                 dropped.append(item.row)
                 continue
             if item.window_secs > 0:
                 seen.add(item.key)
             keep.append(item)
-        release_claims(conn, deferred)
         if dropped:
             mark_suppressed(conn, dropped, "repeat within the dedup window")
             self._count(self.metrics.suppressed, "suppressed", len(dropped))
@@ -389,6 +385,25 @@ class DestinationWorker:
                 alert_ids=[r.alert_id for r in dropped],
             )
         return keep
+
+    def _cut_at_repeat(self, conn: StateConnection, items: list[_Item]) -> list[_Item]:
+        """The items before the first one whose dedup key an earlier one has; the
+        claims of the rest are given back.
+
+        Rows sent one by one: whether the repeat is suppressed depends on whether the
+        earlier row is delivered, which is known only after its send. Cutting there
+        (rather than setting the repeat aside and going on) keeps the rows in the
+        order they are sent row by row.
+        """
+        keys: set[str] = set()
+        for index, item in enumerate(items):
+            if item.window_secs <= 0:
+                continue
+            if item.key in keys:
+                release_claims(conn, [i.row for i in items[index:]])
+                return items[:index]
+            keys.add(item.key)
+        return items
 
     def _drop_silenced(self, conn: StateConnection, items: list[_Item]) -> list[_Item]:
         """Mark the items an operator's silence matches ``silenced``; return the others."""
@@ -457,24 +472,30 @@ class DestinationWorker:
         items = self._prepare(conn, rows, defer_repeats=True)
         sent: list[_Item] = []
         oldest = 0.0
+
+        def record() -> None:
+            if sent:
+                self._delivered(conn, sent, digest=False)
+                sent.clear()
+
         try:
             for index, item in enumerate(items):
                 if self.stop_event.is_set() or self.paused_until is not None:
                     release_claims(conn, [i.row for i in items[index:]])
                     break
                 waiting = self.bucket is not None and self.bucket.wait_secs() > 0
-                if sent and (waiting or time.monotonic() - oldest > _RECORD_AFTER_SECS):
-                    self._delivered(conn, sent, digest=False)
-                    sent = []
+                if waiting or time.monotonic() - oldest > _RECORD_AFTER_SECS:
+                    record()
                 if not self._rate_limit(conn):
                     release_claims(conn, [i.row for i in items[index:]])
                     break
-                if self._attempt(conn, item):
+                # A failure is handled after the earlier successes are recorded, as it
+                # would be row by row (the backoff counts failures since a success).
+                if self._attempt(conn, item, before_failure=record):
                     oldest = oldest if sent else time.monotonic()
                     sent.append(item)
         finally:
-            if sent:
-                self._delivered(conn, sent, digest=False)
+            record()
 
     def _deliver_one(self, conn: StateConnection, row: OutboxRow) -> None:
         items = self._prepare(conn, [row])
@@ -486,9 +507,12 @@ class DestinationWorker:
         if self._attempt(conn, item):
             self._delivered(conn, items, digest=False)
 
-    def _attempt(self, conn: StateConnection, item: _Item) -> bool:
+    def _attempt(
+        self, conn: StateConnection, item: _Item, before_failure: Callable[[], None] | None = None
+    ) -> bool:
         """Send one row; True when it was delivered (not yet recorded), else its
-        failure is recorded (retry or dead letter) and False returned."""
+        failure is recorded (retry or dead letter; ``before_failure`` called first)
+        and False returned."""
         items = [item]
         try:
             members = item.record.members
@@ -508,8 +532,12 @@ class DestinationWorker:
                 for member in members:
                     self._send(self.notifier.render(member), member.id)
         except NotifyError as err:
+            if before_failure is not None:
+                before_failure()
             self._failed(conn, items, err)
         except Exception as err:  # a bad row or a notifier bug: stop retrying it
+            if before_failure is not None:
+                before_failure()
             exhausted = _exhaustion_error(self.name, err)
             if exhausted is not None:
                 self._failed(conn, items, exhausted)
