@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from jinja2 import Environment, PackageLoader
@@ -43,9 +43,9 @@ from alert_service.console.security import (
 from alert_service.logs import log_event
 from alert_service.operate.commands import safe_text
 from alert_service.operate.timespec import format_time, parse_duration, parse_time
-from alert_service.operate.views import entry_doc, state_path, status_doc
+from alert_service.operate.views import entry_doc, state_target, status_doc
 from alert_service.secret import reveal
-from alert_service.state.db import open_state, open_state_readonly
+from alert_service.state.db import StateConnection, open_state, open_state_reader
 from alert_service.state.inspect import OUTBOX_STATES, get_entry, list_entries, retry_rows
 from alert_service.state.silences import add_silence, expire_silence, list_silences
 
@@ -231,11 +231,11 @@ class ConsoleApp:
         )
         return Response(status, headers, body.encode("utf-8"))
 
-    def _read(self) -> sqlite3.Connection:
-        return open_state_readonly(state_path(self.config))
+    def _read(self) -> StateConnection:
+        return open_state_reader(state_target(self.config))
 
-    def _write(self) -> sqlite3.Connection:
-        return cast(sqlite3.Connection, open_state(state_path(self.config)))
+    def _write(self) -> StateConnection:
+        return open_state(state_target(self.config))
 
     # -- pages ----------------------------------------------------------------------
 

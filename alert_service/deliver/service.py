@@ -83,6 +83,8 @@ class DeliveryService:
         stats_lock: lock guarding ``stats`` against the worker threads.
         clock: time and sleeps (default the wall clock).
         rng: jitter source.
+        batch_rows: rows each worker claims, sends and records together (default 20;
+            1 = a claim and a commit per row).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class DeliveryService:
         stats_lock: threading.Lock | None = None,
         clock: Clock | None = None,
         rng: Callable[[], float] = random.random,
+        batch_rows: int = 20,
     ) -> None:
         self.db_path = db_path
         self.policy = policy
@@ -117,6 +120,7 @@ class DeliveryService:
                 stats_lock=self.stats_lock,
                 clock=self.clock,
                 rng=rng,
+                batch_rows=batch_rows,
             )
             for name, notifier in notifiers.items()
         }

@@ -6,11 +6,14 @@ or dead endpoint never delays another destination nor the log reading. A worker 
 1. wait while the destination is paused (after a failure, until its backoff or the
    server's ``Retry-After`` ends);
 2. when more than ``digest_threshold`` rows are due, fold up to ``digest_max_alerts``
-   of them into one digest; otherwise take the row due first;
+   of them into one digest; otherwise take up to ``batch_rows`` rows due first
+   (on PostgreSQL: claimed, :func:`~alert_service.state.outbox.due_rows`);
 3. set aside rows an operator's silence matches (state ``silenced``,
    :mod:`alert_service.state.silences`) and rows whose dedup key is silenced (state
    ``suppressed``);
-4. wait for a rate-limit token, render, send;
+4. wait for a rate-limit token (in memory; on PostgreSQL a bucket row shared by the
+   instances, :mod:`alert_service.state.buckets`, taken before the row is claimed),
+   render, send;
 5. record the outcome:
 
    * 2xx → ``sent`` and, in the same transaction, the silence of its dedup key
@@ -32,7 +35,10 @@ or dead endpoint never delays another destination nor the log reading. A worker 
 
 A row is marked only after the request returns, so a row being sent when the process
 is killed is still ``pending`` and is sent again after a restart (at least once);
-the stable ``webhook-id`` / ``dedup_key`` lets receivers drop the repeat.
+the stable ``webhook-id`` / ``dedup_key`` lets receivers drop the repeat. The ``sent``
+states of a batch are recorded in one transaction (before a rate-limit wait, and
+within :data:`_RECORD_AFTER_SECS`), so a kill may repeat the rows sent since the
+last record, each with its own ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ from alert_service.errors import NotifyError, RecordError, resource_exhaustion
 from alert_service.logs import log_event
 from alert_service.notify.base import Notifier
 from alert_service.ops.metrics import ServiceMetrics
+from alert_service.state.buckets import SharedTokenBucket
 from alert_service.state.db import StateConnection, StateTarget, open_state
 from alert_service.state.outbox import (
     OutboxRow,
@@ -71,6 +78,7 @@ from alert_service.state.outbox import (
     next_due_at,
     release_claims,
 )
+from alert_service.state.postgres import PgConnection, PgTarget
 from alert_service.state.record import OutboxRecord, decode_record
 from alert_service.state.silences import silence_for, silences_in_force
 from alert_service.stats import Stats
@@ -79,6 +87,8 @@ __all__ = ["DestinationWorker", "WorkerHealth"]
 
 _log = logging.getLogger(__name__)
 _ERROR_PAUSE_SECS = 1.0
+_RECORD_AFTER_SECS = 1.0
+"""Longest time a delivered row of a batch waits for its ``sent`` record, seconds."""
 _Counted = Literal["sent", "failed", "retries", "suppressed", "digests"]
 """The :class:`~alert_service.stats.Stats` fields a worker adds to."""
 
@@ -167,11 +177,11 @@ class DestinationWorker:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.rng = rng
         self.batch_rows = max(1, batch_rows)
-        self.bucket = (
-            TokenBucket(settings.rate_limit_per_minute, settings.rate_limit_burst, self.clock.time)
-            if settings.rate_limit_per_minute
-            else None
-        )
+        rate, burst = settings.rate_limit_per_minute, settings.rate_limit_burst
+        shared = isinstance(db_path, PgTarget)  # instances share the outbox: and the limit
+        self.bucket = TokenBucket(rate, burst, self.clock.time) if rate and not shared else None
+        self.shared_bucket = SharedTokenBucket(self.name, rate, burst) if rate and shared else None
+        self._token_held = False
         self.stop_event = threading.Event()
         self.consecutive_failures = 0
         self.paused_until: float | None = None
@@ -256,6 +266,8 @@ class DestinationWorker:
             if now < self.paused_until:
                 return self.paused_until - now
             self.paused_until = None
+        if self.shared_bucket is not None:
+            return self._step_shared_limit(conn, self.shared_bucket, now)
         threshold = self.settings.digest_threshold
         if threshold > 0 and count_due(conn, self.name, now) > threshold:
             rows = due_rows(conn, self.name, now, self.settings.digest_max_alerts)
@@ -263,20 +275,61 @@ class DestinationWorker:
             return 0.0
         rows = due_rows(conn, self.name, now, self.batch_rows)
         if not rows:
-            nxt = next_due_at(conn, self.name)
-            poll = self.policy.poll_interval_secs
-            return poll if nxt is None else min(poll, max(0.0, nxt - now))
-        for index, row in enumerate(rows):
-            if self.stop_event.is_set() or self.paused_until is not None:
-                release_claims(conn, rows[index:])
-                break
-            self._deliver_one(conn, row)
+            return self._idle_secs(conn, now)
+        self._deliver_batch(conn, rows)
+        return 0.0
+
+    def _idle_secs(self, conn: StateConnection, now: float) -> float:
+        """Nothing due: clock seconds until the next row is due, at most one poll."""
+        nxt = next_due_at(conn, self.name, now)
+        poll = self.policy.poll_interval_secs
+        return poll if nxt is None else min(poll, max(0.0, nxt - now))
+
+    def _step_shared_limit(
+        self, conn: StateConnection, bucket: SharedTokenBucket, now: float
+    ) -> float:
+        """One step under a rate limit shared by the instances (PostgreSQL).
+
+        The token comes first and the rows after, one row (or one digest) per token:
+        a claim is held only while its send lasts, never while waiting for tokens
+        that the other instances' workers take too (a claim outliving
+        ``claim_secs`` would let another worker send the row again).
+        """
+        assert isinstance(conn, PgConnection)
+        due = count_due(conn, self.name, now)
+        if due == 0:
+            return self._idle_secs(conn, now)
+        wait = bucket.take(conn)
+        if wait > 0:
+            return wait
+        self._token_held = True
+        try:
+            threshold = self.settings.digest_threshold
+            if threshold > 0 and due > threshold:
+                rows = due_rows(conn, self.name, now, self.settings.digest_max_alerts)
+                if rows:
+                    self._deliver_digest(conn, rows)
+            else:
+                rows = due_rows(conn, self.name, now, 1)
+                if rows:
+                    self._deliver_one(conn, rows[0])
+        finally:
+            if self._token_held:  # nothing was sent: taken by another worker, or held back
+                self._token_held = False
+                bucket.give_back(conn)
         return 0.0
 
     # -- helpers ----------------------------------------------------------------
 
-    def _prepare(self, conn: StateConnection, rows: Sequence[OutboxRow]) -> list[_Item]:
-        """Parse rows; dead-letter unreadable ones, suppress silenced ones."""
+    def _prepare(
+        self, conn: StateConnection, rows: Sequence[OutboxRow], *, defer_repeats: bool = False
+    ) -> list[_Item]:
+        """Parse rows; dead-letter unreadable ones, suppress silenced ones.
+
+        A row whose dedup key an earlier row of ``rows`` has is suppressed (a digest
+        folds them) or, with ``defer_repeats``, left pending with every row after it
+        for the next step (:meth:`_cut_at_repeat`).
+        """
         items: list[_Item] = []
         unreadable: list[OutboxRow] = []
         for row in rows:
@@ -306,6 +359,8 @@ class DestinationWorker:
         if unreadable:
             mark_dead(conn, unreadable, "unreadable payload", attempted=False)
             self._count(self.metrics.dead_lettered, "failed", len(unreadable))
+        if defer_repeats:
+            items = self._cut_at_repeat(conn, items)
         items = self._drop_silenced(conn, items)
         windowed = [item for item in items if item.window_secs > 0]
         silenced = active_silences(conn, (i.key for i in windowed), self.clock.time())
@@ -330,6 +385,25 @@ class DestinationWorker:
                 alert_ids=[r.alert_id for r in dropped],
             )
         return keep
+
+    def _cut_at_repeat(self, conn: StateConnection, items: list[_Item]) -> list[_Item]:
+        """The items before the first one whose dedup key an earlier one has; the
+        claims of the rest are given back.
+
+        Rows sent one by one: whether the repeat is suppressed depends on whether the
+        earlier row is delivered, which is known only after its send. Cutting there
+        (rather than setting the repeat aside and going on) keeps the rows in the
+        order they are sent row by row.
+        """
+        keys: set[str] = set()
+        for index, item in enumerate(items):
+            if item.window_secs <= 0:
+                continue
+            if item.key in keys:
+                release_claims(conn, [i.row for i in items[index:]])
+                return items[:index]
+            keys.add(item.key)
+        return items
 
     def _drop_silenced(self, conn: StateConnection, items: list[_Item]) -> list[_Item]:
         """Mark the items an operator's silence matches ``silenced``; return the others."""
@@ -359,8 +433,17 @@ class DestinationWorker:
                 )
         return keep
 
-    def _rate_limit(self) -> bool:
+    def _rate_limit(self, conn: StateConnection) -> bool:
         """Wait for a token; return False when stopping."""
+        if self._token_held:  # taken by this step before its rows were claimed
+            self._token_held = False
+            return True
+        if self.shared_bucket is not None:
+            assert isinstance(conn, PgConnection)
+            while (wait := self.shared_bucket.take(conn)) > 0:
+                if self.stop_event.wait(wait):  # the server's clock: real seconds
+                    return False
+            return True
         if self.bucket is None:
             return True
         while not self.bucket.take():
@@ -375,13 +458,62 @@ class DestinationWorker:
         finally:
             self.metrics.duration.labels(self.name).observe(time.monotonic() - started)
 
+    def _deliver_batch(self, conn: StateConnection, rows: Sequence[OutboxRow]) -> None:
+        """Send ``rows`` one request each; record the sent ones together.
+
+        Two queries check the whole batch against silences and dedup keys, and the
+        ``sent`` states (with their silences) are committed in one transaction at
+        the end of the batch — or earlier, before waiting for a rate-limit token and
+        once the oldest unrecorded send is :data:`_RECORD_AFTER_SECS` old — instead of
+        one transaction per row. A failure is recorded at once (its own
+        transaction). A crash between a send and its record sends the row again later
+        with the same ``webhook-id``, as for one row before.
+        """
+        items = self._prepare(conn, rows, defer_repeats=True)
+        sent: list[_Item] = []
+        oldest = 0.0
+
+        def record() -> None:
+            if sent:
+                self._delivered(conn, sent, digest=False)
+                sent.clear()
+
+        try:
+            for index, item in enumerate(items):
+                if self.stop_event.is_set() or self.paused_until is not None:
+                    release_claims(conn, [i.row for i in items[index:]])
+                    break
+                waiting = self.bucket is not None and self.bucket.wait_secs() > 0
+                if waiting or time.monotonic() - oldest > _RECORD_AFTER_SECS:
+                    record()
+                if not self._rate_limit(conn):
+                    release_claims(conn, [i.row for i in items[index:]])
+                    break
+                # A failure is handled after the earlier successes are recorded, as it
+                # would be row by row (the backoff counts failures since a success).
+                if self._attempt(conn, item, before_failure=record):
+                    oldest = oldest if sent else time.monotonic()
+                    sent.append(item)
+        finally:
+            record()
+
     def _deliver_one(self, conn: StateConnection, row: OutboxRow) -> None:
         items = self._prepare(conn, [row])
         if not items:
             return
         (item,) = items
-        if not self._rate_limit():
+        if not self._rate_limit(conn):
             return
+        if self._attempt(conn, item):
+            self._delivered(conn, items, digest=False)
+
+    def _attempt(
+        self, conn: StateConnection, item: _Item, before_failure: Callable[[], None] | None = None
+    ) -> bool:
+        """Send one row; True when it was delivered (not yet recorded), else its
+        failure is recorded (retry or dead letter; ``before_failure`` called first)
+        and False returned."""
+        items = [item]
         try:
             members = item.record.members
             if len(members) == 1:
@@ -400,15 +532,20 @@ class DestinationWorker:
                 for member in members:
                     self._send(self.notifier.render(member), member.id)
         except NotifyError as err:
+            if before_failure is not None:
+                before_failure()
             self._failed(conn, items, err)
         except Exception as err:  # a bad row or a notifier bug: stop retrying it
+            if before_failure is not None:
+                before_failure()
             exhausted = _exhaustion_error(self.name, err)
             if exhausted is not None:
                 self._failed(conn, items, exhausted)
             else:
                 self._dead(conn, items, f"internal: {type(err).__name__}: {err}")
         else:
-            self._delivered(conn, items, digest=False)
+            return True
+        return False
 
     def _deliver_digest(self, conn: StateConnection, rows: Sequence[OutboxRow]) -> None:
         items = self._prepare(conn, rows)
@@ -416,7 +553,7 @@ class DestinationWorker:
             for item in items:
                 self._deliver_one(conn, item.row)
             return
-        if not self._rate_limit():
+        if not self._rate_limit(conn):
             return
         ids = sorted(f"{i.row.alert_id}/{i.row.rule}" for i in items)
         digest_id = "digest-" + hashlib.sha256("\n".join(ids).encode()).hexdigest()[:32]
@@ -464,16 +601,16 @@ class DestinationWorker:
                 alerts=len(items),
             )
         else:
-            (item,) = items
-            log_event(
-                _log,
-                logging.INFO,
-                "notify_sent",
-                notifier=self.name,
-                alert_id=item.row.alert_id,
-                rule=item.row.rule,
-                attempts=item.row.attempts + 1,
-            )
+            for item in items:
+                log_event(
+                    _log,
+                    logging.INFO,
+                    "notify_sent",
+                    notifier=self.name,
+                    alert_id=item.row.alert_id,
+                    rule=item.row.rule,
+                    attempts=item.row.attempts + 1,
+                )
 
     def _count(self, metric: Counter, counted: _Counted, n: int) -> None:
         """Add ``n`` to this destination's ``metric`` and to ``stats.<counted>``.

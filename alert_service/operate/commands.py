@@ -6,9 +6,12 @@
 for the state directory and the notifiers, prints text (or one JSON document with
 ``--json``) on stdout, and errors on stderr.
 
-They are safe while ``run`` runs: reads use a read-only connection to the WAL-mode
-state database; writes (retry, purge, silences) are short transactions that the
-service's own wait for (30 s busy timeout).
+They work on either state backend (``state.backend``: the SQLite file in
+``state_dir``, or the PostgreSQL schema every instance of a cluster shares) and are
+safe while ``run`` runs: reads use a read-only connection (WAL-mode SQLite, or
+read-only PostgreSQL transactions); writes (retry, purge, silences) are short
+transactions that the service's own wait for (SQLite: 30 s busy timeout; PostgreSQL:
+row locks).
 
 Exit codes: 0 done; 1 a problem (invalid config, no state database, unknown row,
 silence or notifier, a test notification not accepted); 2 usage error.
@@ -23,14 +26,20 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from alert_service.config import Config, load_config
 from alert_service.errors import ConfigError
 from alert_service.notify.literal import visible
 from alert_service.operate.timespec import format_time, parse_duration, parse_time
-from alert_service.operate.views import entry_doc, state_path, status_doc, test_notification
-from alert_service.state.db import open_state, open_state_readonly
+from alert_service.operate.views import (
+    entry_doc,
+    state_path,
+    state_target,
+    status_doc,
+    test_notification,
+)
+from alert_service.state.db import StateConnection, open_state, open_state_reader
 from alert_service.state.inspect import (
     OUTBOX_STATES,
     get_entry,
@@ -216,16 +225,16 @@ def _config(args: argparse.Namespace) -> Config:
         raise _CommandError("\n".join(str(p) for p in err.problems)) from err
 
 
-def _read(config: Config) -> sqlite3.Connection:
+def _read(config: Config) -> StateConnection:
     try:
-        return open_state_readonly(state_path(config))
+        return open_state_reader(state_target(config))
     except (OSError, sqlite3.Error) as err:
         raise _CommandError(str(err)) from err
 
 
-def _write(config: Config) -> sqlite3.Connection:
-    try:  # the operator commands read the SQLite state (state_path)
-        return cast(sqlite3.Connection, open_state(state_path(config)))
+def _write(config: Config) -> StateConnection:
+    try:
+        return open_state(state_target(config))
     except (OSError, sqlite3.Error) as err:
         raise _CommandError(f"{state_path(config)}: {err}") from err
 
@@ -269,6 +278,14 @@ def _status(args: argparse.Namespace) -> int:
                 lines.append(f"    last error {d['last_error']} (alert {d['last_error_alert_id']})")
         lines.append("silences in force:" if doc["silences"] else "silences in force: none")
         lines += [_silence_line(s) for s in doc["silences"]]
+        if "leases" in doc:  # the PostgreSQL state of a cluster
+            lines.append("leases:" if doc["leases"] else "leases: none")
+            lines += [
+                f"  {r['name']}  owner {r['owner']}  token {r['token']}"
+                f"  {'expires in' if r['expires_in_secs'] > 0 else 'expired'}"
+                f" {abs(r['expires_in_secs']):.1f} s"
+                for r in doc["leases"]
+            ]
         return "\n".join(lines)
 
     _print(args, doc, text)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -23,13 +22,22 @@ from alert_service.notify.http import HttpNotifier
 from alert_service.parse import Event
 from alert_service.secret import Secret
 from alert_service.source import SourceConfig
-from alert_service.state.db import STATE_FILE
+from alert_service.state.db import StateConnection, StateTarget
 from alert_service.state.inspect import OutboxEntry, checkpoints, destination_counts
+from alert_service.state.leases import lease_rows
 from alert_service.state.lock import LOCK_FILE
+from alert_service.state.postgres import PgConnection
 from alert_service.state.record import decode_record
 from alert_service.state.silences import list_silences
 
-__all__ = ["entry_doc", "running_pid", "state_path", "status_doc", "test_notification"]
+__all__ = [
+    "entry_doc",
+    "running_pid",
+    "state_path",
+    "state_target",
+    "status_doc",
+    "test_notification",
+]
 
 TEST_RULE = "test-notifier"
 """Rule name of a synthetic test alert."""
@@ -37,9 +45,15 @@ TEST_HOST = "tracked-connections-test"
 """Host identifier of a synthetic test alert."""
 
 
+def state_target(config: Config) -> StateTarget:
+    """The state of ``config``: the SQLite file, or the PostgreSQL schema (``state``)."""
+    return config.state.target(config.state_dir)
+
+
 def state_path(config: Config) -> str:
-    """The state database of ``config``."""
-    return os.path.join(config.state_dir, STATE_FILE)
+    """Where the state of ``config`` is, for people: the SQLite file, or the
+    PostgreSQL schema (never the DSN, which may hold a password)."""
+    return config.state.describe(config.state_dir)
 
 
 def running_pid(config: Config) -> int | None:
@@ -60,7 +74,7 @@ def running_pid(config: Config) -> int | None:
     return pid
 
 
-def status_doc(config: Config, conn: sqlite3.Connection, now: float) -> dict[str, Any]:
+def status_doc(config: Config, conn: StateConnection, now: float) -> dict[str, Any]:
     """The status: sources, destinations, silences in force, the running pid.
 
     Shape::
@@ -69,11 +83,16 @@ def status_doc(config: Config, conn: sqlite3.Connection, now: float) -> dict[str
          "sources": [{"source", "path", "offset", "size", "lag_bytes", "last_line_at"}],
          "destinations": {name: {"pending", "sent", "dead", "suppressed", "silenced",
                                  "last_success_at", "last_error", "last_error_alert_id"}},
-         "silences": [Silence.as_dict()]}
+         "silences": [Silence.as_dict()],
+         "leases": [{"name", "owner", "token", "expires_in_secs"}]}  # PostgreSQL only
 
     ``size`` and ``lag_bytes`` (bytes written but not yet read) are null when the file
-    cannot be stat'ed; a configured source without a checkpoint is listed with
-    ``offset`` null (nothing read yet).
+    cannot be stat'ed (a stream partition's checkpoint names a subject, not a file);
+    a configured source without a checkpoint is listed with ``offset`` null (nothing
+    read yet). On the PostgreSQL state, ``state`` names the schema, ``running_pid`` is
+    this host's ``run`` when it holds a lock file (cluster instances take none: null)
+    and ``leases`` lists the instances' memberships (``member:<instance>``) and the
+    partitions' leases (:mod:`alert_service.state.leases`).
     """
     sources: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -116,7 +135,7 @@ def status_doc(config: Config, conn: sqlite3.Connection, now: float) -> dict[str
         }
         for name, c in counts.items()
     }
-    return {
+    doc: dict[str, Any] = {
         "state": state_path(config),
         "running_pid": running_pid(config),
         "now": now,
@@ -124,6 +143,13 @@ def status_doc(config: Config, conn: sqlite3.Connection, now: float) -> dict[str
         "destinations": destinations,
         "silences": [s.as_dict() for s in list_silences(conn, now)],
     }
+    if isinstance(conn, PgConnection):
+        doc["leases"] = [
+            {"name": r.name, "owner": r.owner, "token": r.token,
+             "expires_in_secs": round(r.expires_in_secs, 3)}
+            for r in lease_rows(conn)
+        ]  # fmt: skip
+    return doc
 
 
 def _secrets(value: Any) -> Iterator[str]:

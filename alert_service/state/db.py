@@ -36,6 +36,7 @@ __all__ = [
     "StateCursor",
     "StateTarget",
     "open_state",
+    "open_state_reader",
     "open_state_readonly",
 ]
 
@@ -232,6 +233,30 @@ def open_state_readonly(path: str | Path) -> sqlite3.Connection:
     )
     conn.execute("PRAGMA query_only=1")
     return conn
+
+
+def open_state_reader(target: StateTarget) -> StateConnection:
+    """Open the state at ``target`` for an operator's reads, beside running instances.
+
+    SQLite: :func:`open_state_readonly`. PostgreSQL: a connection whose transactions
+    are all read-only (``default_transaction_read_only``,
+    https://www.postgresql.org/docs/current/runtime-config-client.html); the schema
+    is created when missing, as :func:`open_state` does.
+
+    Raises:
+        FileNotFoundError: no SQLite database at ``target``.
+        sqlite3.Error: the state cannot be opened or read
+            (:class:`~alert_service.state.postgres.PgStateError` for PostgreSQL).
+    """
+    if isinstance(target, PgTarget):
+        conn = open_pg_state(target)
+        try:
+            conn.execute("SET default_transaction_read_only = on")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    return open_state_readonly(target)
 
 
 def _statements(script: str) -> list[str]:

@@ -1,11 +1,13 @@
 """What an operator reads and changes in the state: outbox rows, counts, retries, purges.
 
 These functions are the state side of ``status`` and ``outbox ...`` (and of the web
-console); a second state backend implements the same functions. Reads work on a
-read-only connection (:func:`~alert_service.state.db.open_state_readonly`) beside a
-running service; writes use their own short transaction.
+console), on either backend: the same SQL runs on SQLite and on PostgreSQL
+(:mod:`alert_service.state.postgres`). Reads work on a read-only connection
+(:func:`~alert_service.state.db.open_state_reader`) beside running instances;
+writes use their own short transaction.
 
-Row ids are the outbox's SQLite ``rowid`` (stable for a row's life). The alert id
+Row ids are the outbox's ``rowid`` (SQLite's rowid, a ``BIGSERIAL`` column on
+PostgreSQL; stable for a row's life). The alert id
 (``webhook-id``) of a row never changes, so a retried row is sent with the same id
 and receivers drop a repeat.
 """
@@ -13,12 +15,13 @@ and receivers drop a repeat.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from alert_service.state.db import StateConnection
 from alert_service.state.outbox import transaction
+from alert_service.state.postgres import PgConnection
 
 __all__ = [
     "OUTBOX_STATES",
@@ -147,7 +150,7 @@ def _entry(row: Sequence[Any]) -> OutboxEntry:
 
 
 def list_entries(
-    conn: sqlite3.Connection,
+    conn: StateConnection,
     *,
     state: str | None = None,
     rule: str | None = None,
@@ -191,14 +194,14 @@ def list_entries(
     return out
 
 
-def get_entry(conn: sqlite3.Connection, row_id: int) -> OutboxEntry | None:
+def get_entry(conn: StateConnection, row_id: int) -> OutboxEntry | None:
     """The row with id ``row_id``, or None."""
     row = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM outbox WHERE rowid = ?", (row_id,)).fetchone()
     return None if row is None else _entry(row)
 
 
 def destination_counts(
-    conn: sqlite3.Connection, destinations: Iterable[str] = ()
+    conn: StateConnection, destinations: Iterable[str] = ()
 ) -> dict[str, DestinationCounts]:
     """Counts per state and last outcomes of every destination with rows, and of
     ``destinations`` (all zero when they have none)."""
@@ -229,7 +232,7 @@ def destination_counts(
     return out
 
 
-def checkpoints(conn: sqlite3.Connection) -> list[CheckpointInfo]:
+def checkpoints(conn: StateConnection) -> list[CheckpointInfo]:
     """Every source checkpoint, by source."""
     rows = conn.execute(
         "SELECT source, path, offset, updated_at FROM checkpoints ORDER BY source"
@@ -238,7 +241,7 @@ def checkpoints(conn: sqlite3.Connection) -> list[CheckpointInfo]:
 
 
 def retry_rows(
-    conn: sqlite3.Connection,
+    conn: StateConnection,
     now: float,
     *,
     row_ids: Sequence[int] = (),
@@ -282,15 +285,18 @@ def retry_rows(
     with transaction(conn):
         found = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM outbox WHERE {clause}", args)
         rows = [_entry(r) for r in found]
+        # On PostgreSQL the row keeps the claim of the worker that dead-lettered it:
+        # given back, or no worker could take the row before the claim ran out.
+        claim = ", claim_until = 0" if isinstance(conn, PgConnection) else ""
         conn.executemany(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-            " last_error = '' WHERE rowid = ?",
+            f" last_error = ''{claim} WHERE rowid = ?",
             [(now, r.id) for r in rows],
         )
     return rows
 
 
-def purge_sent(conn: sqlite3.Connection, before: float) -> int:
+def purge_sent(conn: StateConnection, before: float) -> int:
     """Delete ``sent`` rows delivered before ``before`` (Unix seconds); return how many."""
     with transaction(conn):
         return int(

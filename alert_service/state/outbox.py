@@ -163,21 +163,34 @@ def due_rows(conn: StateConnection, destination: str, now: float, limit: int) ->
     return [OutboxRow(*row) for row in cursor.fetchall()]
 
 
+def _unclaimed(conn: StateConnection) -> str:
+    """The condition leaving out rows another worker has claimed (PostgreSQL)."""
+    return " AND claim_until <= ?" if isinstance(conn, PgConnection) else ""
+
+
 def count_due(conn: StateConnection, destination: str, now: float) -> int:
-    """Return how many pending rows of ``destination`` are due at ``now``."""
+    """Return how many pending rows of ``destination`` are due at ``now`` (on
+    PostgreSQL: and not claimed by a worker, so a digest counts only what it can take)."""
+    claimed = (now,) if isinstance(conn, PgConnection) else ()
     row = conn.execute(
         "SELECT COUNT(*) FROM outbox WHERE destination = ? AND state = 'pending'"
-        " AND next_attempt_at <= ?",
-        (destination, now),
+        f" AND next_attempt_at <= ?{_unclaimed(conn)}",
+        (destination, now, *claimed),
     ).fetchone()
     return int(row[0])
 
 
-def next_due_at(conn: StateConnection, destination: str) -> float | None:
-    """Return the earliest ``next_attempt_at`` of the destination's pending rows, or None."""
+def next_due_at(conn: StateConnection, destination: str, now: float = 0.0) -> float | None:
+    """Return the earliest ``next_attempt_at`` of the destination's pending rows, or None.
+
+    On PostgreSQL rows claimed at ``now`` by a worker are left out: a worker whose
+    rows are all claimed by others waits a poll instead of asking again at once.
+    """
+    claimed = (now,) if isinstance(conn, PgConnection) else ()
     row = conn.execute(
-        "SELECT MIN(next_attempt_at) FROM outbox WHERE destination = ? AND state = 'pending'",
-        (destination,),
+        "SELECT MIN(next_attempt_at) FROM outbox WHERE destination = ? AND state = 'pending'"
+        f"{_unclaimed(conn)}",
+        (destination, *claimed),
     ).fetchone()
     return None if row[0] is None else float(row[0])
 

@@ -2,10 +2,14 @@
 
 Same tables and the same SQL as the SQLite state (:mod:`alert_service.state.db`):
 checkpoints (one per source partition), outbox, active rows and baseline runs,
-silences. :class:`PgConnection` gives the state modules the few methods of
-:class:`sqlite3.Connection` they use and rewrites the few SQLite spellings once per
-statement (``?`` placeholders, ``BEGIN IMMEDIATE``, ``INSERT OR IGNORE``, two-argument
-``MAX``, the column named ``offset``); the outbox's ``rowid`` is a real column here.
+silences, aggregation windows (:mod:`alert_service.state.windows`), plus the tables
+only a cluster needs: ``leases`` (:mod:`alert_service.state.leases`) and
+``rate_buckets`` (:mod:`alert_service.state.buckets`). :class:`PgConnection` gives
+the state modules the few methods of :class:`sqlite3.Connection` they use and
+rewrites the few SQLite spellings once per statement (``?`` placeholders,
+``BEGIN IMMEDIATE``, ``INSERT OR IGNORE``, two-argument ``MAX``, the column named
+``offset``); the ``rowid`` of the outbox and of the aggregation windows is a real
+column here (``BIGSERIAL``, in insertion order).
 
 Errors: every driver error is raised as :class:`PgStateError`, a subclass of
 :class:`sqlite3.OperationalError`, so the pipeline and the delivery workers handle a
@@ -41,7 +45,9 @@ __all__ = [
     "open_pg_state",
 ]
 
-PG_SCHEMA_VERSION = 1
+PG_SCHEMA_VERSION = 2
+"""Version 2 added ``aggregate_windows`` (with a ``rowid``) and ``rate_buckets``; a
+version-1 schema is upgraded in place when opened."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -109,7 +115,27 @@ CREATE TABLE IF NOT EXISTS leases (
     token BIGINT NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS aggregate_windows (
+    rowid BIGSERIAL UNIQUE,
+    rule TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (rule, group_key)
+);
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    destination TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
 """
+
+_UPGRADE_1_TO_2 = (
+    # A version-1 schema may hold an aggregate_windows table made by
+    # state/windows.py's SQLite definition: no rowid, a 4-byte REAL time.
+    "ALTER TABLE aggregate_windows ADD COLUMN IF NOT EXISTS rowid BIGSERIAL UNIQUE",
+    "ALTER TABLE aggregate_windows ALTER COLUMN updated_at TYPE DOUBLE PRECISION",
+)
 
 
 class PgStateError(sqlite3.OperationalError):
@@ -265,6 +291,13 @@ def open_pg_state(target: PgTarget) -> PgConnection:
             if row is None:
                 raw.execute(
                     "INSERT INTO meta (key, value) VALUES ('schema_version', %s)",
+                    (str(PG_SCHEMA_VERSION),),
+                )
+            elif int(row[0]) == 1:
+                for statement in _UPGRADE_1_TO_2:
+                    raw.execute(statement.encode())
+                raw.execute(
+                    "UPDATE meta SET value = %s WHERE key = 'schema_version'",
                     (str(PG_SCHEMA_VERSION),),
                 )
             elif int(row[0]) != PG_SCHEMA_VERSION:

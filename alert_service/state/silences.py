@@ -96,7 +96,7 @@ _COLUMNS = "id, created_at, ends_at, rule, host, process, remote, comment"
 
 
 def add_silence(
-    conn: sqlite3.Connection,
+    conn: StateConnection,
     *,
     now: float,
     duration_secs: float,
@@ -120,14 +120,18 @@ def add_silence(
         raise ValueError("the duration must be above 0")
     if remote is not None:
         remote = str(ipaddress.ip_network(remote, strict=False))
+    insert = (
+        "INSERT INTO operator_silences (created_at, ends_at, rule, host, process, remote,"
+        " comment) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+    values = (now, now + duration_secs, rule, host, process, remote, comment)
     with transaction(conn):
-        cursor = conn.execute(
-            "INSERT INTO operator_silences (created_at, ends_at, rule, host, process, remote,"
-            " comment) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (now, now + duration_secs, rule, host, process, remote, comment),
-        )
+        if isinstance(conn, sqlite3.Connection):
+            silence_id = conn.execute(insert, values).lastrowid
+        else:  # PostgreSQL: no lastrowid, the id comes back with the row
+            silence_id = conn.execute(insert + " RETURNING id", values).fetchone()[0]
     return Silence(
-        int(cursor.lastrowid or 0), now, now + duration_secs, rule, host, process, remote, comment
+        int(silence_id or 0), now, now + duration_secs, rule, host, process, remote, comment
     )
 
 
@@ -146,7 +150,7 @@ def silences_in_force(conn: StateConnection, now: float) -> list[Silence]:
     return list_silences(conn, now)
 
 
-def expire_silence(conn: sqlite3.Connection, silence_id: int, now: float) -> bool:
+def expire_silence(conn: StateConnection, silence_id: int, now: float) -> bool:
     """End silence ``silence_id`` at ``now``; False when no such silence is in force."""
     with transaction(conn):
         cursor = conn.execute(
