@@ -1,11 +1,12 @@
 """The aggregator equals a plain reference on random event streams (property test).
 
 The reference below restates the semantics of docs/rules.md ("Aggregation rules") for
-``event_count`` and ``value_count`` with plain dicts, one event at a time. The
-optimised :class:`~alert_service.match.aggregate.Aggregator` must give the same
-alerts (rule, group, count, first and last time, sample), and so must one whose
-groups are stored as text and loaded back every few events (a restart) on streams
-in time order.
+``event_count`` and ``value_count`` with plain dicts, one event at a time, and tries
+every rule's filter on every event (:meth:`CompiledRule.matches`, no rule index). The
+optimised :class:`~alert_service.match.aggregate.Aggregator` (a rule index over the
+filters, one counting closure per kind) must give the same alerts (rule, group,
+count, first and last time, sample), and so must one whose groups are stored as text
+and loaded back every few events (a restart) on streams in time order.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alert_service.match.aggregate import AggregateRule, Aggregator, Group
+from alert_service.match.rules import CompiledRule
 from alert_service.parse.event import Event
 from tests.alert_service.aggregate.aggregate_support import config, event
 
@@ -29,15 +31,13 @@ class Reference:
 
     def __init__(self, rules: tuple[AggregateRule, ...]) -> None:
         self.rules = rules
+        self.filters = {rule.name: CompiledRule(rule.filter) for rule in rules}
         self.groups: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
 
     def observe(self, ev: Event) -> list[_Alert]:
         out: list[_Alert] = []
         for rule in self.rules:
-            f = rule.filter
-            if f.actions is not None and ev.action not in f.actions:
-                continue
-            if f.direction and ev.columns.get("direction") not in f.direction:
+            if not self.filters[rule.name].matches(ev):
                 continue
             spec = rule.spec
             values = tuple(
@@ -91,9 +91,22 @@ class Reference:
         return out
 
 
-def _rules(tmp: Path, kinds: list[tuple[str, int, int]]) -> tuple[AggregateRule, ...]:
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"direction": ["outbound"]},
+    {"remote_port": [1, 2]},
+    {"remote_address": {"include": ["10.0.0.0/8"]}},
+    {"direction": ["outbound"], "remote_address": {"exclude": ["10.0.0.0/8"]}},
+    {"exclude": [{"remote_port": [3]}]},
+    {"process": {"name": {"exact": ["scanner"]}}, "remote_port": [0, 3, 4]},
+]
+"""Filters of the shapes the shipped rules use: exact values, port lists, CIDRs, an
+``exclude`` entry, a process name; the rule index looks them up."""
+
+
+def _rules(tmp: Path, kinds: list[tuple[str, int, int, int]]) -> tuple[AggregateRule, ...]:
     raw = []
-    for i, (kind, threshold, window) in enumerate(kinds):
+    for i, (kind, threshold, window, filtered) in enumerate(kinds):
         agg: dict[str, Any] = {
             "type": kind,
             "threshold": threshold,
@@ -104,8 +117,7 @@ def _rules(tmp: Path, kinds: list[tuple[str, int, int]]) -> tuple[AggregateRule,
         if kind == "value_count":
             agg["field"] = "remote_port"
         item: dict[str, Any] = {"name": f"r{i}", "notify": ["hook"], "aggregate": agg}
-        if i % 3 == 1:
-            item["direction"] = ["outbound"]
+        item.update(FILTERS[filtered])
         raw.append(item)
     return config(tmp, *raw).aggregate_rules
 
@@ -132,22 +144,30 @@ _EVENTS = st.lists(
         st.integers(0, 3),  # local_port: the row's identity
         st.sampled_from([0, 1]),  # counter (0: re-logged after an osquery restart)
         st.sampled_from(["outbound", "inbound"]),
+        st.sampled_from(["10.0.0.9", "8.8.8.8", ""]),  # remote_address ("": none)
+        st.sampled_from(["scanner", "curl"]),  # process name
     ),
     max_size=60,
 )
 _KINDS = st.lists(
     st.tuples(
-        st.sampled_from(["event_count", "value_count"]), st.integers(1, 4), st.integers(3, 20)
+        st.sampled_from(["event_count", "value_count"]),
+        st.integers(1, 4),
+        st.integers(3, 20),
+        st.integers(0, len(FILTERS) - 1),
     ),
     min_size=1,
     max_size=4,
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(kinds=_KINDS, items=_EVENTS, restart_every=st.integers(1, 9))
 def test_aggregator_equals_reference(
-    tmp_path_factory: Any, kinds: list[tuple[str, int, int]], items: list[Any], restart_every: int
+    tmp_path_factory: Any,
+    kinds: list[tuple[str, int, int, int]],
+    items: list[Any],
+    restart_every: int,
 ) -> None:
     rules = _rules(tmp_path_factory.mktemp("agg"), kinds)
     reference, fast, restarted = Reference(rules), Aggregator(rules), Aggregator(rules)
@@ -157,10 +177,17 @@ def test_aggregator_equals_reference(
     # takes streams in time order only (the plain one takes older lines too).
     in_order = all(item[0] >= 0 for item in items)
     t = 1000
-    for n, (step, pid, port, local, counter, direction) in enumerate(items):
+    for n, (step, pid, port, local, counter, direction, remote, name) in enumerate(items):
         t += step
         ev = event(
-            t, counter=counter, pid=pid, remote_port=port, local_port=local, direction=direction
+            t,
+            counter=counter,
+            pid=pid,
+            remote_port=port,
+            local_port=local,
+            direction=direction,
+            remote_address=remote,
+            name=name,
         )
         want = reference.observe(ev)
         assert _key(fast.observe(ev)) == want
