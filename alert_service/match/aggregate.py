@@ -526,6 +526,17 @@ class Aggregator:
             groups changed since the last call and still held, then the groups
             dropped (window over or evicted) and not held again.
         """
+        changed, removed = self.take_changed_keys()
+        return (
+            [(rule, group_key(key), group) for rule, key, group in changed],
+            [(rule, group_key(key)) for rule, key in removed],
+        )
+
+    def take_changed_keys(
+        self,
+    ) -> tuple[list[tuple[str, _Key, Group]], list[tuple[str, _Key]]]:
+        """:meth:`take_changed_groups` with each group's values as a tuple, not its
+        stored key (the caller encodes them in bulk)."""
         now = self._now
         removed_keys = self._removed
         for state in self._rules:
@@ -536,18 +547,35 @@ class Aggregator:
                     break
                 del groups[key]
                 removed_keys.add((state.rule.name, key))
-        changed: list[tuple[str, str, Group]] = []
+        changed: list[tuple[str, _Key, Group]] = []
         for state in self._rules:
             name = state.rule.name
-            groups = state.groups
+            get = state.groups.get
             for key in state.dirty:
-                held = groups.get(key)
+                held = get(key)
                 if held is not None:
-                    changed.append((name, group_key(key), held))
+                    changed.append((name, key, held))
                     removed_keys.discard((name, key))
             state.dirty.clear()  # in place: the counting closures hold its ``add``
         self._removed = set()
-        return changed, [(rule, group_key(key)) for rule, key in removed_keys]
+        return changed, list(removed_keys)
+
+    def held(self, rule: str, key: _Key) -> Group | None:
+        """The group of ``rule`` whose values are ``key``, or None (also for an unknown
+        rule)."""
+        state = self._by_name.get(rule)
+        return None if state is None else state.groups.get(key)
+
+    def put(self, rule: str, key: _Key, group: Group | None) -> None:
+        """Replay one stored change: ``group`` becomes the newest of its rule (None: the
+        group is dropped). Changes of unknown rules are ignored."""
+        state = self._by_name.get(rule)
+        if state is None:
+            return
+        state.groups.pop(key, None)
+        if group is not None:
+            state.groups[key] = group
+            self._now = max(self._now, group.last)
 
     # -- counting ----------------------------------------------------------------
 
