@@ -511,20 +511,23 @@ class Aggregator:
         return self._by_name[rule].groups.get(_values_of(key))
 
     def take_changes(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-        """Expire groups past their window; return and reset (changed, dropped) as
-        (rule, stored group key) pairs."""
+        """Return and reset (changed, dropped) as (rule, stored group key) pairs."""
         changed, removed = self.take_changed_groups()
         return {(rule, key) for rule, key, _ in changed}, set(removed)
 
     def take_changed_groups(
         self,
     ) -> tuple[list[tuple[str, str, Group]], list[tuple[str, str]]]:
-        """Expire groups past their window; return and reset the changes.
+        """Return and reset the changes since the last call.
+
+        A group whose window is over is kept (a late line still counts in it, as
+        docs/rules.md says) until a new group of its rule needs the room
+        (``max_groups``): the stored groups are exactly those held in memory.
 
         Returns:
             ``([(rule, stored group key, group)], [(rule, stored group key)])``: the
             groups changed since the last call and still held, then the groups
-            dropped (window over or evicted) and not held again.
+            dropped to make room and not held again.
         """
         changed, removed = self.take_changed_keys()
         return (
@@ -537,16 +540,7 @@ class Aggregator:
     ) -> tuple[list[tuple[str, _Key, Group]], list[tuple[str, _Key]]]:
         """:meth:`take_changed_groups` with each group's values as a tuple, not its
         stored key (the caller encodes them in bulk)."""
-        now = self._now
         removed_keys = self._removed
-        for state in self._rules:
-            groups = state.groups
-            while groups:
-                key, group = next(iter(groups.items()))
-                if not state.expired(group, now):
-                    break
-                del groups[key]
-                removed_keys.add((state.rule.name, key))
         changed: list[tuple[str, _Key, Group]] = []
         for state in self._rules:
             name = state.rule.name

@@ -5,8 +5,9 @@ The reference below restates the semantics of docs/rules.md ("Aggregation rules"
 every rule's filter on every event (:meth:`CompiledRule.matches`, no rule index). The
 optimised :class:`~alert_service.match.aggregate.Aggregator` (a rule index over the
 filters, one counting closure per kind) must give the same alerts (rule, group,
-count, first and last time, sample), and so must one whose groups are stored as text
-and loaded back every few events (a restart) on streams in time order.
+count, first and last time, sample), and so must one whose groups are stored in the
+state database (:mod:`alert_service.state.windows`) and loaded back every few
+batches (a restart).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alert_service.match.aggregate import AggregateRule, Aggregator, Group
+from alert_service.match.aggregate import AggregateRule, Aggregator
 from alert_service.match.rules import CompiledRule
 from alert_service.parse.event import Event
+from alert_service.state.db import open_state
+from alert_service.state.windows import WindowStore
 from tests.alert_service.aggregate.aggregate_support import config, event
 
 _Alert = tuple[str, tuple[Any, ...], int, int, int, tuple[Any, ...]]
@@ -162,21 +165,29 @@ _KINDS = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(kinds=_KINDS, items=_EVENTS, restart_every=st.integers(1, 9))
+@given(
+    kinds=_KINDS,
+    items=_EVENTS,
+    storage=st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 4)),
+)
 def test_aggregator_equals_reference(
     tmp_path_factory: Any,
     kinds: list[tuple[str, int, int, int]],
     items: list[Any],
-    restart_every: int,
+    storage: tuple[int, int, int],
 ) -> None:
-    rules = _rules(tmp_path_factory.mktemp("agg"), kinds)
-    reference, fast, restarted = Reference(rules), Aggregator(rules), Aggregator(rules)
-    stored: dict[tuple[str, str], str] = {}
-    # Groups are expired by the newest time seen when stored (each batch), so a line
-    # older than an expired window re-opens one; the restart comparison therefore
-    # takes streams in time order only (the plain one takes older lines too).
-    in_order = all(item[0] >= 0 for item in items)
+    """The aggregator, and one whose groups go through the state database every
+    ``batch`` events (a change row per batch, folded every ``compact_after``) and are
+    loaded into a new aggregator every ``restart_every`` batches, equal the reference
+    on streams with older lines among them."""
+    batch, restart_every, compact_after = storage
+    tmp = tmp_path_factory.mktemp("agg")
+    rules = _rules(tmp, kinds)
+    reference, fast = Reference(rules), Aggregator(rules)
+    conn = open_state(tmp / "state.sqlite3")
+    stored = WindowStore(conn, Aggregator(rules), compact_after)
     t = 1000
+    batches = 0
     for n, (step, pid, port, local, counter, direction, remote, name) in enumerate(items):
         t += step
         ev = event(
@@ -191,16 +202,12 @@ def test_aggregator_equals_reference(
         )
         want = reference.observe(ev)
         assert _key(fast.observe(ev)) == want
-        if not in_order:
-            continue
-        assert _key(restarted.observe(ev)) == want
-        changed, removed = restarted.take_changed_groups()
-        for rule, key in removed:
-            stored.pop((rule, key), None)
-        encoded: dict[int, str] = {}
-        for rule, key, group in changed:
-            stored[(rule, key)] = group.to_text(encoded)
-        if n % restart_every == 0:  # a restart: only what was stored survives
-            restarted = Aggregator(rules)
-            for (rule, key), text in stored.items():
-                restarted.load(rule, key, Group.from_doc(json.loads(text)))
+        assert _key(stored.aggregator.observe(ev)) == want
+        if n % batch == 0:  # the pipeline's transaction of one batch
+            conn.execute("BEGIN IMMEDIATE")
+            stored.save(float(n))
+            conn.execute("COMMIT")
+            batches += 1
+            if batches % restart_every == 0:  # a restart: only what was stored survives
+                stored = WindowStore(conn, Aggregator(rules), compact_after)
+    conn.close()
