@@ -27,6 +27,7 @@ import bisect
 import hashlib
 import itertools
 import json
+import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -357,9 +358,20 @@ def _group_getter(fields: Sequence[str]) -> _GroupOf:
     return lambda event, columns: _group_values(event, columns, fields)
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-"""Compact JSON of a value (one encoder built once: ``json.dumps`` with options builds
-a new one per call)."""
+_encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encode(value: object) -> str:
+    """Compact JSON of a value (encoders built once: ``json.dumps`` with options builds
+    a new one per call). UTF-8 text, except that text holding a lone surrogate (left
+    by an osquery ``\\xNN`` escape) is written as ASCII with escapes: the database
+    stores only valid UTF-8."""
+    text = _encode_utf8(value)
+    if not text.isascii() and _SURROGATE.search(text):
+        return _encode_ascii(value)
+    return text
 
 
 def group_key(values: Sequence[ColumnValue]) -> str:
@@ -553,6 +565,11 @@ class Aggregator:
             state.dirty.clear()  # in place: the counting closures hold its ``add``
         self._removed = set()
         return changed, list(removed_keys)
+
+    def held_groups(self, rule: str) -> dict[_Key, Group]:
+        """The groups of ``rule`` held now (a copy of the mapping; values by group
+        values), oldest first."""
+        return dict(self._by_name[rule].groups)
 
     def held(self, rule: str, key: _Key) -> Group | None:
         """The group of ``rule`` whose values are ``key``, or None (also for an unknown

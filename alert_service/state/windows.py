@@ -16,10 +16,10 @@ A batch changes many groups a little (one count more, one value more); most grou
 of a scan rule are new and never seen again. Writing each changed group as its own
 row cost more than reading and matching the batch, so :meth:`WindowStore.save` writes
 *one* ``aggregate_window_changes`` row per batch, encoded in one call
-(:func:`encode_changes`). Every :data:`COMPACT_AFTER` batches it folds them into
-``aggregate_windows`` instead: the groups changed since the last fold are written
-(or deleted) one row each and the change rows are deleted, so a restart reads at
-most that many change rows.
+(:func:`encode_changes`). Every :data:`COMPACT_AFTER` batches (or once
+:data:`FOLD_GROUPS` groups changed) it folds them into ``aggregate_windows`` instead:
+the groups changed since the last fold are written (or deleted) one row each and the
+change rows are deleted, so a restart reads at most that many change rows.
 
 Both writes run inside the pipeline's transaction (the one holding the alerts and the
 source checkpoint), so after ``kill -9`` the stored windows are exactly those of the
@@ -53,12 +53,16 @@ from alert_service.match.aggregate import Aggregator, Group, group_key
 from alert_service.parse.event import ColumnValue
 from alert_service.state.db import StateConnection
 
-__all__ = ["COMPACT_AFTER", "WindowStore", "decode_changes", "encode_changes"]
+__all__ = ["COMPACT_AFTER", "FOLD_GROUPS", "WindowStore", "decode_changes", "encode_changes"]
 
 _log = logging.getLogger(__name__)
 
 COMPACT_AFTER: Final = 16
 """Change rows (batches) after which they are folded into ``aggregate_windows``."""
+
+FOLD_GROUPS: Final = 100_000
+"""Groups changed since the last fold after which the next batch folds (bounds the
+memory of the list of them, and the work of one fold)."""
 
 _TABLES = (
     """
@@ -83,14 +87,17 @@ _Key = tuple[ColumnValue, ...]
 _Changed = list[tuple[str, _Key, Group]]
 _Removed = list[tuple[str, _Key]]
 
-_stdlib_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_stdlib_encode = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+"""The fallback: ASCII JSON, so a lone surrogate is written as a ``\\udcXX`` escape
+(text that is not UTF-8 cannot be stored)."""
 
 
 def encode_changes(changed: _Changed, removed: _Removed) -> str:
     """One batch's changes as the JSON text of a change row (format: module doc).
 
     Encoded by orjson in one call; a value orjson refuses (an integer beyond 64
-    bits, text with a lone surrogate) falls back to the standard library's encoder.
+    bits, text with a lone surrogate) falls back to the standard library's encoder
+    (ASCII JSON).
     """
     rows: list[Mapping[str, ColumnValue]] = []
     index: dict[int, int] = {}  # id(sample row) → its place in rows
@@ -122,7 +129,10 @@ def decode_changes(
     Raises:
         ValueError, KeyError, TypeError, IndexError: the text is not a change row.
     """
-    rows, entries, removed = orjson.loads(text)
+    try:
+        rows, entries, removed = orjson.loads(text)
+    except orjson.JSONDecodeError:  # the fallback's escapes (a lone surrogate)
+        rows, entries, removed = json.loads(text)
     changed: list[tuple[str, _Key, Group]] = []
     for rule, key, start, last, count, values, counted, times, refs, fired in entries:
         group = Group(
@@ -161,6 +171,7 @@ class WindowStore:
         self._seq = 0  # the last change row's seq
         self._rows = 0  # change rows since the last fold
         self._unfolded: dict[tuple[str, _Key], None] = {}  # groups changed since then
+        self._folded: set[tuple[str, _Key]] = set()  # groups in aggregate_windows
         for table in _TABLES:
             conn.execute(table)
         names = aggregator.rule_names
@@ -185,6 +196,12 @@ class WindowStore:
                 continue
             aggregator.load(rule, key, group)
             loaded += 1
+        self._folded = set()
+        for rule, key, _ in rows:
+            try:
+                self._folded.add((rule, tuple(json.loads(key))))
+            except (ValueError, TypeError):
+                continue  # a key not written by group_key(): never deleted by a fold
         self._seq = self._rows = 0
         self._unfolded = {}
         changes = self.conn.execute(
@@ -227,7 +244,7 @@ class WindowStore:
             unfolded[(rule, key)] = None
         for rule, key, _ in changed:
             unfolded[(rule, key)] = None
-        if self._rows + 1 >= self.compact_after:
+        if self._rows + 1 >= self.compact_after or len(unfolded) >= FOLD_GROUPS:
             self._fold(now)
             return
         self._seq += 1
@@ -238,19 +255,23 @@ class WindowStore:
         )
 
     def _fold(self, now: float) -> None:
-        """Write every group changed since the last fold as its own row; drop the change
-        rows."""
+        """Write every group changed since the last fold as its own row (delete the
+        dropped ones that had a row); drop the change rows."""
         conn = self.conn
         group_of = self.aggregator.held
+        folded = self._folded
         upsert: list[tuple[str, str, str, float]] = []
         delete: list[tuple[str, str]] = []
         encoded: dict[int, str] = {}  # a row shared by several groups: encoded once
-        for rule, key in self._unfolded:
+        for item in self._unfolded:
+            rule, key = item
             group = group_of(rule, key)
-            if group is None:
-                delete.append((rule, group_key(key)))
-            else:
+            if group is not None:
                 upsert.append((rule, group_key(key), group.to_text(encoded), now))
+                folded.add(item)
+            elif item in folded:
+                delete.append((rule, group_key(key)))
+                folded.discard(item)
         if delete:
             conn.executemany(
                 "DELETE FROM aggregate_windows WHERE rule = ? AND group_key = ?", delete
