@@ -30,6 +30,11 @@ taken against the floor of that run. Times are medians of ``--runs`` runs.
 
 Targets (issue 18): ``replay`` with 1 rule within 3x the floor; 100 rules at most 2x
 1 rule. The script prints whether each is met.
+
+Aggregation rules (issue 15): ``--aggregation`` prints instead the throughput with 10
+aggregation rules beside the row rules alone, measured in the same rounds (the
+section lives in benchmarks/ingest_bench.py, ``--aggregation-only``; this flag runs
+it with ``--lines`` and ``--runs``). Target: >= 70 % of the row-only figure.
 """
 
 from __future__ import annotations
@@ -272,7 +277,19 @@ def main(argv: list[str] | None = None) -> int:
         help="also replay with the alert_service package found in DIR (e.g. an export of"
         " an earlier commit), in the same rounds",
     )
+    parser.add_argument(
+        "--aggregation",
+        action="store_true",
+        help="print the aggregation-rule throughput (ingest_bench.py --aggregation-only)",
+    )
     args = parser.parse_args(argv)
+    if args.aggregation:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from ingest_bench import main as ingest_main  # noqa: PLC0415 - only for this flag
+
+        return ingest_main(
+            ["--aggregation-only", "--lines", str(args.lines), "--runs", str(args.runs)]
+        )
 
     rnd = random.Random(args.seed)
     iocs = make_iocs(rnd, args.iocs)

@@ -27,16 +27,18 @@ import bisect
 import hashlib
 import itertools
 import json
+import re
 import statistics
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
 from alert_service.errors import MatchError
 from alert_service.match.alert import Alert
 from alert_service.match.conditions import EventView, RuleSpec, rule_spec_from_config
+from alert_service.match.index import RuleIndex
 from alert_service.match.rules import CompiledRule, check_rule
 from alert_service.parse.event import ColumnValue, Event
 
@@ -235,9 +237,11 @@ class AggregateAlert(Alert):
         return doc
 
 
-@dataclass(slots=True)
 class Group:
     """One group's window (JSON-able through :meth:`to_doc`).
+
+    A plain class with ``__slots__`` (not a dataclass: one is built per new group, on
+    the hot path). Containers left out are created empty.
 
     Attributes:
         start: unixTime the window opened, seconds.
@@ -251,14 +255,38 @@ class Group:
         fired: the window has alerted (beacon: unixTime until which it stays quiet).
     """
 
-    start: int
-    last: int
-    count: int = 0
-    values: dict[ColumnValue, None] = field(default_factory=dict)
-    rows: dict[tuple[ColumnValue, ...], None] = field(default_factory=dict)
-    times: list[list[Any]] = field(default_factory=list)
-    sample: list[Mapping[str, ColumnValue]] = field(default_factory=list)
-    fired: int = 0
+    __slots__ = ("count", "fired", "last", "rows", "sample", "start", "times", "values")
+
+    def __init__(
+        self,
+        start: int,
+        last: int,
+        *,
+        count: int = 0,
+        values: dict[ColumnValue, None] | None = None,
+        rows: dict[tuple[ColumnValue, ...], None] | None = None,
+        times: list[list[Any]] | None = None,
+        sample: list[Mapping[str, ColumnValue]] | None = None,
+        fired: int = 0,
+    ) -> None:
+        self.start = start
+        self.last = last
+        self.count = count
+        self.values: dict[ColumnValue, None] = {} if values is None else values
+        self.rows: dict[tuple[ColumnValue, ...], None] = {} if rows is None else rows
+        self.times: list[list[Any]] = [] if times is None else times
+        self.sample: list[Mapping[str, ColumnValue]] = [] if sample is None else sample
+        self.fired = fired
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Group):
+            return NotImplemented
+        return self.to_doc() == other.to_doc()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Group({self.to_doc()!r})"
 
     def to_doc(self) -> dict[str, Any]:
         """The group as a JSON-able dict."""
@@ -281,7 +309,7 @@ class Group:
         for row in self.sample:
             text = rows.get(id(row))
             if text is None:
-                text = rows[id(row)] = _encode(dict(row))
+                text = rows[id(row)] = _encode(row if row.__class__ is dict else dict(row))
             sample.append(text)
         return (
             f'{{"start":{int(self.start)},"last":{int(self.last)},"count":{int(self.count)},'
@@ -296,12 +324,12 @@ class Group:
         return cls(
             int(doc["start"]),
             int(doc["last"]),
-            int(doc["count"]),
-            dict.fromkeys(doc["values"]),
-            dict.fromkeys(tuple(r) for r in doc["rows"]),
-            [list(t) for t in doc["times"]],
-            [dict(r) for r in doc["sample"]],
-            int(doc["fired"]),
+            count=int(doc["count"]),
+            values=dict.fromkeys(doc["values"]),
+            rows=dict.fromkeys(tuple(r) for r in doc["rows"]),
+            times=[list(t) for t in doc["times"]],
+            sample=[dict(r) for r in doc["sample"]],
+            fired=int(doc["fired"]),
         )
 
 
@@ -310,31 +338,40 @@ def _start_of(item: list[Any]) -> int:
     return int(item[0])
 
 
-def _row_key(columns: Mapping[str, ColumnValue]) -> tuple[ColumnValue, ...]:
-    """Identity of a connection row across re-logs: owner, socket, 5-tuple, first_seen."""
-    get = columns.get
-    return tuple([get(c) for c in _ROW_KEY_COLUMNS])
-
-
-def _group_values(event: Event, fields: Sequence[str]) -> tuple[ColumnValue, ...]:
-    columns = event.columns
+def _group_values(
+    event: Event, columns: Mapping[str, ColumnValue], fields: Sequence[str]
+) -> tuple[ColumnValue, ...]:
     return tuple(event.host_identifier if f == HOST else columns.get(f) for f in fields)
 
 
-def _group_getter(fields: Sequence[str]) -> Callable[[Event], tuple[ColumnValue, ...]]:
+_GroupOf = Callable[[Event, Mapping[str, ColumnValue]], tuple[ColumnValue, ...]]
+
+
+def _group_getter(fields: Sequence[str]) -> _GroupOf:
     """A fast :func:`_group_values` for ``fields`` (``host`` first or absent: one C call)."""
     if HOST not in fields:
         names = tuple(fields)
-        return lambda event: tuple(map(event.columns.get, names))
+        return lambda event, columns: tuple(map(columns.get, names))
     if fields[0] == HOST and HOST not in fields[1:]:
         rest = tuple(fields[1:])
-        return lambda event: (event.host_identifier, *map(event.columns.get, rest))
-    return lambda event: _group_values(event, fields)
+        return lambda event, columns: (event.host_identifier, *map(columns.get, rest))
+    return lambda event, columns: _group_values(event, columns, fields)
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-"""Compact JSON of a value (one encoder built once: ``json.dumps`` with options builds
-a new one per call)."""
+_encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encode(value: object) -> str:
+    """Compact JSON of a value (encoders built once: ``json.dumps`` with options builds
+    a new one per call). UTF-8 text, except that text holding a lone surrogate (left
+    by an osquery ``\\xNN`` escape) is written as ASCII with escapes: the database
+    stores only valid UTF-8."""
+    text = _encode_utf8(value)
+    if not text.isascii() and _SURROGATE.search(text):
+        return _encode_ascii(value)
+    return text
 
 
 def group_key(values: Sequence[ColumnValue]) -> str:
@@ -355,10 +392,31 @@ def _alert_id(rule: str, key: str, start: int) -> str:
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-class _RuleState:
-    """One rule compiled, with its groups (least recently changed first)."""
+_Counter = Callable[[Event, Mapping[str, ColumnValue], int], "AggregateAlert | None"]
+"""Counts one event that passed a rule's filter: ``(event, typed columns, unixTime)``."""
 
-    __slots__ = ("compiled", "dirty", "group_of", "groups", "rule", "spec")
+
+def _typed(columns: Mapping[str, ColumnValue]) -> Mapping[str, ColumnValue]:
+    """``columns`` as a plain mapping read by C ``get`` calls.
+
+    The parse stage may hand a row that types each value when it is read
+    (:class:`~alert_service.parse.row.Row`); the aggregation rules read up to a dozen
+    of its columns per event, so they take its whole typed row once (``typed()``,
+    built once per row and shared with whoever else asks).
+    """
+    typed = getattr(columns, "typed", None)
+    return columns if typed is None else cast(Mapping[str, ColumnValue], typed())
+
+
+class _RuleState:
+    """One rule compiled, with its groups and its counting function.
+
+    ``groups`` is a plain dict in the order the windows opened (``event_count`` and
+    ``value_count``: a new window is put at the end) or were last changed
+    (``beacon``): its front holds the groups to expire first.
+    """
+
+    __slots__ = ("compiled", "count", "dirty", "group_of", "groups", "rule", "spec")
 
     def __init__(self, rule: AggregateRule, compiled: CompiledRule) -> None:
         self.rule = rule
@@ -366,7 +424,8 @@ class _RuleState:
         self.group_of = _group_getter(rule.spec.group_by)
         self.dirty: set[_Key] = set()
         self.compiled = compiled
-        self.groups: OrderedDict[_Key, Group] = OrderedDict()
+        self.groups: dict[_Key, Group] = {}
+        self.count: _Counter = _no_count
 
     def expired(self, group: Group, now: int) -> bool:
         if self.spec.kind == "beacon":
@@ -374,8 +433,29 @@ class _RuleState:
         return group.start + self.spec.window_secs <= now
 
 
+_UNUSED_VALUES: Final[dict[ColumnValue, None]] = {}
+_UNUSED_ROWS: Final[dict[tuple[ColumnValue, ...], None]] = {}
+_UNUSED_TIMES: Final[list[list[Any]]] = []
+"""Shared empty containers for the parts of a :class:`Group` its kind never fills (a
+group is built per new window: three containers fewer). Never changed: the counting
+code writes ``values`` only for ``value_count``, ``rows`` only for ``event_count``
+before the crossing, ``times`` only for ``beacon``."""
+
+
+def _no_count(event: Event, columns: Mapping[str, ColumnValue], now: int) -> None:
+    return None
+
+
 class Aggregator:
     """Count events per rule and group; return an alert per group and window crossing.
+
+    An event is tried only on the rules its values can match: a
+    :class:`~alert_service.match.index.RuleIndex` of the rules' filters looks each
+    kind of condition up once per event (shared by every rule that has it), then the
+    candidates' filters are tested in full. The counting of each rule is a closure
+    specialised for its kind (``_counter``); :class:`Reference` in
+    tests/alert_service/aggregate proves the result equal to the plain semantics of
+    docs/rules.md on random streams.
 
     Args:
         rules: the aggregation rules.
@@ -397,8 +477,13 @@ class Aggregator:
             except MatchError as err:
                 raise MatchError(f"rule {rule.name!r}: {err}", err.where) from err
         self._rules = tuple(states)
+        for state in states:
+            state.count = self._counter(state)
         # CompiledRule.matches without its per-call checks (as RuleSet.match runs it).
-        self._tests = tuple((s, s.compiled._conditions.holds, _veto_of(s.compiled)) for s in states)
+        self._tests = tuple(
+            (s, s.compiled._conditions.holds, _veto_of(s.compiled), s.count) for s in states
+        )
+        self._index = RuleIndex([s.compiled.keys for s in states])
         self._by_name = {s.rule.name: s for s in states}
         self.dropped = 0
         self._removed: set[tuple[str, _Key]] = set()
@@ -438,43 +523,70 @@ class Aggregator:
         return self._by_name[rule].groups.get(_values_of(key))
 
     def take_changes(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
-        """Expire groups past their window; return and reset (changed, dropped) as
-        (rule, stored group key) pairs."""
+        """Return and reset (changed, dropped) as (rule, stored group key) pairs."""
         changed, removed = self.take_changed_groups()
         return {(rule, key) for rule, key, _ in changed}, set(removed)
 
     def take_changed_groups(
         self,
     ) -> tuple[list[tuple[str, str, Group]], list[tuple[str, str]]]:
-        """Expire groups past their window; return and reset the changes.
+        """Return and reset the changes since the last call.
+
+        A group whose window is over is kept (a late line still counts in it, as
+        docs/rules.md says) until a new group of its rule needs the room
+        (``max_groups``): the stored groups are exactly those held in memory.
 
         Returns:
             ``([(rule, stored group key, group)], [(rule, stored group key)])``: the
             groups changed since the last call and still held, then the groups
-            dropped (window over or evicted) and not held again.
+            dropped to make room and not held again.
         """
-        now = self._now
+        changed, removed = self.take_changed_keys()
+        return (
+            [(rule, group_key(key), group) for rule, key, group in changed],
+            [(rule, group_key(key)) for rule, key in removed],
+        )
+
+    def take_changed_keys(
+        self,
+    ) -> tuple[list[tuple[str, _Key, Group]], list[tuple[str, _Key]]]:
+        """:meth:`take_changed_groups` with each group's values as a tuple, not its
+        stored key (the caller encodes them in bulk)."""
         removed_keys = self._removed
-        for state in self._rules:
-            groups = state.groups
-            while groups:
-                key, group = next(iter(groups.items()))
-                if not state.expired(group, now):
-                    break
-                del groups[key]
-                removed_keys.add((state.rule.name, key))
-        changed: list[tuple[str, str, Group]] = []
+        changed: list[tuple[str, _Key, Group]] = []
         for state in self._rules:
             name = state.rule.name
-            groups = state.groups
+            get = state.groups.get
             for key in state.dirty:
-                held = groups.get(key)
+                held = get(key)
                 if held is not None:
-                    changed.append((name, group_key(key), held))
+                    changed.append((name, key, held))
                     removed_keys.discard((name, key))
-            state.dirty = set()
+            state.dirty.clear()  # in place: the counting closures hold its ``add``
         self._removed = set()
-        return changed, [(rule, group_key(key)) for rule, key in removed_keys]
+        return changed, list(removed_keys)
+
+    def held_groups(self, rule: str) -> dict[_Key, Group]:
+        """The groups of ``rule`` held now (a copy of the mapping; values by group
+        values), oldest first."""
+        return dict(self._by_name[rule].groups)
+
+    def held(self, rule: str, key: _Key) -> Group | None:
+        """The group of ``rule`` whose values are ``key``, or None (also for an unknown
+        rule)."""
+        state = self._by_name.get(rule)
+        return None if state is None else state.groups.get(key)
+
+    def put(self, rule: str, key: _Key, group: Group | None) -> None:
+        """Replay one stored change: ``group`` becomes the newest of its rule (None: the
+        group is dropped). Changes of unknown rules are ignored."""
+        state = self._by_name.get(rule)
+        if state is None:
+            return
+        state.groups.pop(key, None)
+        if group is not None:
+            state.groups[key] = group
+            self._now = max(self._now, group.last)
 
     # -- counting ----------------------------------------------------------------
 
@@ -483,88 +595,135 @@ class Aggregator:
 
         ``view``: the event's :class:`EventView` shared with the row rules, or None.
         """
-        out: list[AggregateAlert] = []
-        now = event.unix_time
-        self._now = max(self._now, now)
         if view is None:
             view = EventView(event)
-        for state, holds, vetoed in self._tests:
+        now = event.unix_time
+        self._now = max(self._now, now)
+        mask = self._index.candidates(view)
+        out: list[AggregateAlert] = []
+        if not mask:
+            return out
+        columns: Mapping[str, ColumnValue] | None = None
+        tests = self._tests
+        while mask:
+            low = mask & -mask
+            mask ^= low
+            _, holds, vetoed, count = tests[low.bit_length() - 1]
             if holds(view) and (vetoed is None or not vetoed(view)):
-                alert = self._count(state, event)
+                if columns is None:
+                    columns = _typed(event.columns)
+                alert = count(event, columns, now)
                 if alert is not None:
                     out.append(alert)
         return out
 
-    def _count(self, state: _RuleState, event: Event) -> AggregateAlert | None:
-        spec = state.spec
-        key = values = state.group_of(event)
+    def _open(self, state: _RuleState, key: _Key, now: int) -> Group | None:
+        """A new group ``key`` opening at ``now``, or None when the rule is full."""
         groups = state.groups
-        now = event.unix_time
-        group = groups.get(key)
-        if group is not None and spec.kind != "beacon" and group.start + spec.window_secs <= now:
-            del groups[key]  # the window is over: the next one opens at this event
-            group = None
-        if group is None:
-            if len(groups) >= spec.max_groups:
-                self._evict(state, now)
-                if len(groups) >= spec.max_groups:
-                    self.dropped += 1
-                    return None
-            group = groups[key] = Group(now, now)
-        else:
-            groups.move_to_end(key)
-        state.dirty.add(key)
-        if spec.kind == "beacon":
-            return self._beacon(state, event, key, values, group)
-        row = _row_key(event.columns) if spec.kind == "event_count" or event.counter == 0 else ()
-        if event.counter == 0 and row in group.rows:
-            return None  # a counter-0 re-log of a row counted already
-        group.last = max(group.last, now)
-        if group.fired:
-            group.count += event.counter != 0
-            return None
-        if spec.kind == "value_count":
-            value = event.columns.get(spec.field or "")
-            if value is None or value == "" or value in group.values:
+        if len(groups) >= state.spec.max_groups:
+            self._evict(state, now)
+            if len(groups) >= state.spec.max_groups:
+                self.dropped += 1
                 return None
-            group.values[value] = None
-            group.count = len(group.values)
-        else:
-            group.rows[row] = None
-            group.count += 1
-        if len(group.sample) < spec.sample_rows:
-            group.sample.append(event.columns)  # read-only: copied when stored
-        if group.count < spec.threshold:
-            return None
-        group.fired = 1
-        group.values, group.rows = {}, {}  # not needed once the window has alerted
+        kind = state.spec.kind
+        group = groups[key] = Group(
+            now,
+            now,
+            values={} if kind == "value_count" else _UNUSED_VALUES,
+            rows={} if kind == "event_count" else _UNUSED_ROWS,
+            times=[] if kind == "beacon" else _UNUSED_TIMES,
+        )
+        return group
+
+    def _counter(self, state: _RuleState) -> _Counter:
+        """The counting function of ``state``'s rule, specialised for its kind."""
+        spec = state.spec
+        if spec.kind == "beacon":
+            return partial(self._beacon, state)
+        groups = state.groups
+        dirty_add = state.dirty.add
+        group_of = state.group_of
+        window = spec.window_secs
+        threshold = spec.threshold
+        sample_rows = spec.sample_rows
+        field_name = spec.field or ""
+        distinct = spec.kind == "value_count"
+        open_group = self._open
+        alert = self._alert
         detail: dict[str, Any] = {"threshold": spec.threshold, "window_secs": spec.window_secs}
         if spec.field:
             detail["field"] = spec.field
-        return self._alert(
-            state,
-            event,
-            key,
-            values=values,
-            group=group,
-            counted=(group.count, group.start),
-            detail=detail,
-        )
+
+        def count(
+            event: Event, columns: Mapping[str, ColumnValue], now: int
+        ) -> AggregateAlert | None:
+            key = group_of(event, columns)
+            group = groups.get(key)
+            if group is None or group.start + window <= now:
+                if group is not None:
+                    del groups[key]  # the window is over: the next one opens at this event
+                group = open_group(state, key, now)
+                if group is None:
+                    return None
+            dirty_add(key)
+            if distinct:
+                group.last = max(group.last, now)
+                if group.fired:
+                    group.count += event.counter != 0
+                    return None
+                value = columns.get(field_name)
+                values = group.values
+                if value is None or value == "" or value in values:
+                    return None
+                values[value] = None
+                group.count = len(values)
+            else:
+                row = tuple(map(columns.get, _ROW_KEY_COLUMNS))
+                if event.counter == 0 and row in group.rows:
+                    return None  # a counter-0 re-log of a row counted already
+                group.last = max(group.last, now)
+                if group.fired:
+                    group.count += event.counter != 0
+                    return None
+                group.rows[row] = None
+                group.count += 1
+            sample = group.sample
+            if len(sample) < sample_rows:
+                sample.append(columns)  # read-only: copied when stored
+            if group.count < threshold:
+                return None
+            group.fired = 1
+            # not needed once the window has alerted
+            group.values, group.rows = _UNUSED_VALUES, _UNUSED_ROWS
+            return alert(
+                state,
+                event,
+                key,
+                values=key,
+                group=group,
+                counted=(group.count, group.start),
+                detail=detail,
+            )
+
+        return count
 
     def _beacon(
-        self,
-        state: _RuleState,
-        event: Event,
-        key: _Key,
-        values: tuple[ColumnValue, ...],
-        group: Group,
+        self, state: _RuleState, event: Event, columns: Mapping[str, ColumnValue], now: int
     ) -> AggregateAlert | None:
         spec = state.spec
-        now = event.unix_time
-        columns = event.columns
+        groups = state.groups
+        key = values = state.group_of(event, columns)
+        group = groups.pop(key, None)
+        if group is None:
+            group = self._open(state, key, now)
+            if group is None:
+                return None
+        else:
+            groups[key] = group  # to the end: the groups stay in order of their last change
+        state.dirty.add(key)
         started = columns.get("first_seen")
         at = started if isinstance(started, int) and started > 0 else now
-        row = list(_row_key(columns))  # as stored (JSON has no tuples)
+        row = list(map(columns.get, _ROW_KEY_COLUMNS))  # as stored (JSON has no tuples)
         times = group.times
         if times:
             if any(r == row for _, r in times):
@@ -641,7 +800,7 @@ class Aggregator:
         )
 
     def _evict(self, state: _RuleState, now: int) -> None:
-        """Drop the rule's least recently changed groups while their window is over.
+        """Drop the rule's oldest groups while their window is over.
 
         Stops at the first group still open, so a full rule costs O(1) per event
         (amortised) rather than a scan of every group.

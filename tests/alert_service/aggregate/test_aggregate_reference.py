@@ -1,11 +1,13 @@
 """The aggregator equals a plain reference on random event streams (property test).
 
 The reference below restates the semantics of docs/rules.md ("Aggregation rules") for
-``event_count`` and ``value_count`` with plain dicts, one event at a time. The
-optimised :class:`~alert_service.match.aggregate.Aggregator` must give the same
-alerts (rule, group, count, first and last time, sample), and so must one whose
-groups are stored as text and loaded back every few events (a restart) on streams
-in time order.
+``event_count`` and ``value_count`` with plain dicts, one event at a time, and tries
+every rule's filter on every event (:meth:`CompiledRule.matches`, no rule index). The
+optimised :class:`~alert_service.match.aggregate.Aggregator` (a rule index over the
+filters, one counting closure per kind) must give the same alerts (rule, group,
+count, first and last time, sample), and so must one whose groups are stored in the
+state database (:mod:`alert_service.state.windows`) and loaded back every few
+batches (a restart).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alert_service.match.aggregate import AggregateRule, Aggregator, Group
+from alert_service.match.aggregate import AggregateRule, Aggregator
+from alert_service.match.rules import CompiledRule
 from alert_service.parse.event import Event
+from alert_service.state.db import open_state
+from alert_service.state.windows import WindowStore
 from tests.alert_service.aggregate.aggregate_support import config, event
 
 _Alert = tuple[str, tuple[Any, ...], int, int, int, tuple[Any, ...]]
@@ -29,15 +34,13 @@ class Reference:
 
     def __init__(self, rules: tuple[AggregateRule, ...]) -> None:
         self.rules = rules
+        self.filters = {rule.name: CompiledRule(rule.filter) for rule in rules}
         self.groups: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
 
     def observe(self, ev: Event) -> list[_Alert]:
         out: list[_Alert] = []
         for rule in self.rules:
-            f = rule.filter
-            if f.actions is not None and ev.action not in f.actions:
-                continue
-            if f.direction and ev.columns.get("direction") not in f.direction:
+            if not self.filters[rule.name].matches(ev):
                 continue
             spec = rule.spec
             values = tuple(
@@ -91,9 +94,22 @@ class Reference:
         return out
 
 
-def _rules(tmp: Path, kinds: list[tuple[str, int, int]]) -> tuple[AggregateRule, ...]:
+FILTERS: list[dict[str, Any]] = [
+    {},
+    {"direction": ["outbound"]},
+    {"remote_port": [1, 2]},
+    {"remote_address": {"include": ["10.0.0.0/8"]}},
+    {"direction": ["outbound"], "remote_address": {"exclude": ["10.0.0.0/8"]}},
+    {"exclude": [{"remote_port": [3]}]},
+    {"process": {"name": {"exact": ["scanner"]}}, "remote_port": [0, 3, 4]},
+]
+"""Filters of the shapes the shipped rules use: exact values, port lists, CIDRs, an
+``exclude`` entry, a process name; the rule index looks them up."""
+
+
+def _rules(tmp: Path, kinds: list[tuple[str, int, int, int]]) -> tuple[AggregateRule, ...]:
     raw = []
-    for i, (kind, threshold, window) in enumerate(kinds):
+    for i, (kind, threshold, window, filtered) in enumerate(kinds):
         agg: dict[str, Any] = {
             "type": kind,
             "threshold": threshold,
@@ -104,8 +120,7 @@ def _rules(tmp: Path, kinds: list[tuple[str, int, int]]) -> tuple[AggregateRule,
         if kind == "value_count":
             agg["field"] = "remote_port"
         item: dict[str, Any] = {"name": f"r{i}", "notify": ["hook"], "aggregate": agg}
-        if i % 3 == 1:
-            item["direction"] = ["outbound"]
+        item.update(FILTERS[filtered])
         raw.append(item)
     return config(tmp, *raw).aggregate_rules
 
@@ -132,48 +147,67 @@ _EVENTS = st.lists(
         st.integers(0, 3),  # local_port: the row's identity
         st.sampled_from([0, 1]),  # counter (0: re-logged after an osquery restart)
         st.sampled_from(["outbound", "inbound"]),
+        st.sampled_from(["10.0.0.9", "8.8.8.8", ""]),  # remote_address ("": none)
+        st.sampled_from(["scanner", "curl"]),  # process name
     ),
     max_size=60,
 )
 _KINDS = st.lists(
     st.tuples(
-        st.sampled_from(["event_count", "value_count"]), st.integers(1, 4), st.integers(3, 20)
+        st.sampled_from(["event_count", "value_count"]),
+        st.integers(1, 4),
+        st.integers(3, 20),
+        st.integers(0, len(FILTERS) - 1),
     ),
     min_size=1,
     max_size=4,
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(kinds=_KINDS, items=_EVENTS, restart_every=st.integers(1, 9))
+@settings(max_examples=300, deadline=None)
+@given(
+    kinds=_KINDS,
+    items=_EVENTS,
+    storage=st.tuples(st.integers(1, 5), st.integers(1, 4), st.integers(1, 4)),
+)
 def test_aggregator_equals_reference(
-    tmp_path_factory: Any, kinds: list[tuple[str, int, int]], items: list[Any], restart_every: int
+    tmp_path_factory: Any,
+    kinds: list[tuple[str, int, int, int]],
+    items: list[Any],
+    storage: tuple[int, int, int],
 ) -> None:
-    rules = _rules(tmp_path_factory.mktemp("agg"), kinds)
-    reference, fast, restarted = Reference(rules), Aggregator(rules), Aggregator(rules)
-    stored: dict[tuple[str, str], str] = {}
-    # Groups are expired by the newest time seen when stored (each batch), so a line
-    # older than an expired window re-opens one; the restart comparison therefore
-    # takes streams in time order only (the plain one takes older lines too).
-    in_order = all(item[0] >= 0 for item in items)
+    """The aggregator, and one whose groups go through the state database every
+    ``batch`` events (a change row per batch, folded every ``compact_after``) and are
+    loaded into a new aggregator every ``restart_every`` batches, equal the reference
+    on streams with older lines among them."""
+    batch, restart_every, compact_after = storage
+    tmp = tmp_path_factory.mktemp("agg")
+    rules = _rules(tmp, kinds)
+    reference, fast = Reference(rules), Aggregator(rules)
+    conn = open_state(tmp / "state.sqlite3")
+    stored = WindowStore(conn, Aggregator(rules), compact_after)
     t = 1000
-    for n, (step, pid, port, local, counter, direction) in enumerate(items):
+    batches = 0
+    for n, (step, pid, port, local, counter, direction, remote, name) in enumerate(items):
         t += step
         ev = event(
-            t, counter=counter, pid=pid, remote_port=port, local_port=local, direction=direction
+            t,
+            counter=counter,
+            pid=pid,
+            remote_port=port,
+            local_port=local,
+            direction=direction,
+            remote_address=remote,
+            name=name,
         )
         want = reference.observe(ev)
         assert _key(fast.observe(ev)) == want
-        if not in_order:
-            continue
-        assert _key(restarted.observe(ev)) == want
-        changed, removed = restarted.take_changed_groups()
-        for rule, key in removed:
-            stored.pop((rule, key), None)
-        encoded: dict[int, str] = {}
-        for rule, key, group in changed:
-            stored[(rule, key)] = group.to_text(encoded)
-        if n % restart_every == 0:  # a restart: only what was stored survives
-            restarted = Aggregator(rules)
-            for (rule, key), text in stored.items():
-                restarted.load(rule, key, Group.from_doc(json.loads(text)))
+        assert _key(stored.aggregator.observe(ev)) == want
+        if n % batch == 0:  # the pipeline's transaction of one batch
+            conn.execute("BEGIN IMMEDIATE")
+            stored.save(float(n))
+            conn.execute("COMMIT")
+            batches += 1
+            if batches % restart_every == 0:  # a restart: only what was stored survives
+                stored = WindowStore(conn, Aggregator(rules), compact_after)
+    conn.close()

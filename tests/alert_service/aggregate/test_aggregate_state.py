@@ -94,6 +94,32 @@ def test_windows_survive_a_restart_and_count_once(tmp_path: Path) -> None:
     assert second.stats.aggregate_alerts == 1
 
 
+def test_a_late_line_counts_in_its_window_after_a_restart(tmp_path: Path) -> None:
+    """A line older than the newest one seen (another host's file, a rotated file read
+    late) belongs to a window that already alerted: it must not open a second window
+    and alert again, neither within one run nor after a restart from the stored state
+    (the in-memory loop keeps the group; the stored one must too)."""
+    log = tmp_path / "results.log"
+    cfg = config(tmp_path, scan_rule(threshold=3, window_secs=10), log=log)
+    db = tmp_path / "state" / "state.sqlite3"
+    scan = [line(100, remote_port=p, local_port=p) for p in (1, 2, 3)]
+    write(log, [*scan, line(200, pid=7, remote_port=1, local_port=9)])
+    conn = open_state(db)
+    first = Pipeline(cfg, state=conn)
+    first.poll_once()  # one batch: the crossing at 100, then time moves to 200
+    first.close()
+    conn.close()
+
+    write(log, [line(105, remote_port=p, local_port=p) for p in (4, 5, 6)])
+    conn = open_state(db)
+    second = Pipeline(cfg, state=conn)
+    second.poll_once()
+    second.close()
+    assert [(r["aggregate"]["first_time"], r["aggregate"]["count"]) for r in outbox(conn)] == [
+        (100, 3)
+    ]
+
+
 def test_rolled_back_batch_is_counted_once_when_read_again(tmp_path: Path) -> None:
     log = tmp_path / "results.log"
     cfg = config(tmp_path, scan_rule(threshold=3, window_secs=100), log=log)

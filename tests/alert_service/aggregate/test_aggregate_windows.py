@@ -140,14 +140,20 @@ def test_cap_drops_new_groups_and_counts(tmp_path: Path) -> None:
     assert agg.group_count("port-scan") <= 2
 
 
-def test_window_ends_are_removed_for_storage(tmp_path: Path) -> None:
-    agg = aggregator(tmp_path)
+def test_ended_windows_are_kept_until_the_cap_needs_room(tmp_path: Path) -> None:
+    agg = aggregator(tmp_path, max_groups=2)
     agg.observe(event(1, pid=1))
     dirty, removed = agg.take_changes()
     assert len(dirty) == 1 and not removed
     agg.observe(event(30, pid=2))
     dirty, removed = agg.take_changes()
-    assert len(dirty) == 1 and len(removed) == 1  # pid 1's window ended at 11
+    # pid 1's window ended at 11, but a late line may still count in it: kept
+    assert len(dirty) == 1 and not removed
+    assert agg.group_count("port-scan") == 2
+    agg.observe(event(31, pid=3))  # a third group: pid 1's ended window makes room
+    dirty, removed = agg.take_changes()
+    assert len(dirty) == 1 and len(removed) == 1
+    assert agg.group_count("port-scan") == 2
 
 
 BEACONS = [

@@ -1,0 +1,131 @@
+"""The state database holds exactly the groups held in memory after each batch.
+
+Random streams over rules with a small ``max_groups`` (so groups are dropped to make
+room), stored through :class:`~alert_service.state.windows.WindowStore` every few
+events in a real SQLite transaction (a change row per batch, folded into
+``aggregate_windows`` every few batches): after each commit, a new store loading the
+same database must hold the same groups, each with the same state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alert_service.match.aggregate import Aggregator
+from alert_service.state.db import open_state
+from alert_service.state.windows import WindowStore, decode_changes, encode_changes
+from tests.alert_service.aggregate.aggregate_support import config, event
+
+
+def _held(agg: Aggregator) -> dict[str, dict[Any, Any]]:
+    return {
+        rule: {key: group.to_doc() for key, group in agg.held_groups(rule).items()}
+        for rule in agg.rule_names
+    }
+
+
+def _rules(tmp: Path, max_groups: int) -> Any:
+    scan = {
+        "name": "scan",
+        "notify": ["hook"],
+        "aggregate": {"type": "value_count", "field": "remote_port", "threshold": 3,
+                      "window_secs": 5, "group_by": ["host", "pid"], "max_groups": max_groups},
+    }  # fmt: skip
+    rows = {
+        "name": "rows",
+        "notify": ["hook"],
+        "direction": ["outbound"],
+        "aggregate": {"type": "event_count", "threshold": 4, "window_secs": 8,
+                      "group_by": ["remote_port"], "max_groups": max_groups},
+    }  # fmt: skip
+    beacon = {
+        "name": "beacon",
+        "notify": ["hook"],
+        "beacon": {"min_connections": 3, "window_secs": 30, "min_period_secs": 1,
+                   "max_groups": max_groups},
+    }  # fmt: skip
+    return config(tmp, scan, rows, beacon).aggregate_rules
+
+
+_EVENTS = st.lists(
+    st.tuples(
+        st.integers(-2, 6),  # time step
+        st.integers(1, 4),  # pid
+        st.integers(0, 4),  # remote_port
+        st.integers(0, 3),  # local_port
+        st.sampled_from([0, 1]),  # counter
+        st.sampled_from(["outbound", "inbound"]),
+    ),
+    max_size=50,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    items=_EVENTS,
+    max_groups=st.integers(1, 3),
+    storage=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+)
+def test_stored_groups_equal_the_held_ones(
+    tmp_path_factory: Any, items: list[Any], max_groups: int, storage: tuple[int, int]
+) -> None:
+    batch, compact_after = storage
+    tmp = tmp_path_factory.mktemp("store")
+    rules = _rules(tmp, max_groups)
+    conn = open_state(tmp / "state.sqlite3")
+    store = WindowStore(conn, Aggregator(rules), compact_after)
+    t = 1000
+    for n, (step, pid, port, local, counter, direction) in enumerate(items):
+        t += step
+        ev = event(
+            t,
+            counter=counter,
+            pid=pid,
+            remote_port=port,
+            local_port=local,
+            direction=direction,
+            first_seen=t,
+        )
+        store.aggregator.observe(ev)
+        if n % batch == 0:
+            conn.execute("BEGIN IMMEDIATE")
+            store.save(float(n))
+            conn.execute("COMMIT")
+            again = WindowStore(conn, Aggregator(rules), compact_after)
+            assert _held(again.aggregator) == _held(store.aggregator)
+    conn.close()
+
+
+def test_change_rows_round_trip_values_orjson_refuses(tmp_path: Path) -> None:
+    """An integer beyond 64 bits or a lone surrogate falls back to the standard encoder."""
+    (rule,) = [r for r in _rules(tmp_path, 5) if r.name == "scan"]
+    agg = Aggregator([rule])
+    agg.observe(event(1, pid=1, remote_port=1, name="bad\udc80name", socket=2**70))
+    changed, removed = agg.take_changed_keys()
+    again, gone = decode_changes(encode_changes(changed, removed))
+    assert [(r, k, g.to_doc()) for r, k, g in again] == [
+        (r, k, g.to_doc()) for r, k, g in changed
+    ]
+    assert gone == removed
+
+
+def test_a_surrogate_in_a_group_is_stored_and_loaded(tmp_path: Path) -> None:
+    """osquery's ``\\xNN`` escapes can leave a lone surrogate in a value; the change row
+    and the folded row both store it (as an escape) and give it back."""
+    rules = _rules(tmp_path, 5)
+    conn = open_state(tmp_path / "state.sqlite3")
+    for compact_after in (2, 1):  # a change row, then a fold
+        store = WindowStore(conn, Aggregator(rules), compact_after)
+        store.aggregator.observe(event(1, pid=1, remote_port=1, name="bad\udc80name"))
+        conn.execute("BEGIN IMMEDIATE")
+        store.save(1.0)
+        conn.execute("COMMIT")
+        again = WindowStore(conn, Aggregator(rules), compact_after)
+        assert _held(again.aggregator) == _held(store.aggregator)
+        (group,) = again.aggregator.held_groups("scan").values()
+        assert group.sample[0]["name"] == "bad\udc80name"
+    conn.close()
