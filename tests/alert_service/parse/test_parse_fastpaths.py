@@ -22,7 +22,7 @@ from deliver_support import make_event as shared_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alert_service.errors import ParseError
+from alert_service.errors import MatchError, ParseError
 from alert_service.match import (
     AddressSet,
     AddressSpec,
@@ -34,7 +34,12 @@ from alert_service.match import (
     RuleSpec,
     parse_address,
 )
-from alert_service.match.addresses import IPV6_OFFSET, address_number
+from alert_service.match.addresses import (
+    IPV6_OFFSET,
+    address_number,
+    network_span,
+    parse_network,
+)
 from alert_service.parse import ColumnValue, Event, normalise_columns, parse_line
 from alert_service.parse import values as values_module
 from alert_service.parse.values import (
@@ -135,6 +140,57 @@ def test_address_number_agrees_on_random_addresses(value: int, v6: bool, small: 
 @given(text=st.text(alphabet="0123456789abcdefABCDEF:.%/ x\x00", max_size=45))
 def test_address_number_agrees_on_random_text(text: str) -> None:
     assert address_number(text) == reference_number(text)
+
+
+def reference_span(text: str) -> tuple[int, int, int] | str:
+    """The span of a network by way of :func:`parse_network`, or its error message."""
+    try:
+        net = parse_network(text)
+    except MatchError as err:
+        return str(err)
+    return net.version, int(net.network_address), int(net.broadcast_address)
+
+
+def fast_span(text: str) -> tuple[int, int, int] | str:
+    try:
+        return network_span(text)
+    except MatchError as err:
+        return str(err)
+
+
+def network_texts(value: int, v6: bool, prefix: int) -> list[str]:
+    """Network and address texts around one value: canonical, host bits set, odd forms."""
+    bits = 128 if v6 else 32
+    prefix %= bits + 1
+    value &= (1 << bits) - 1
+    first = value & ~((1 << (bits - prefix)) - 1)
+    addr = str(ipaddress.ip_address(first if v6 else first & 0xFFFFFFFF))
+    return [
+        f"{addr}/{prefix}",
+        f"{ipaddress.ip_address(value)}/{prefix}",  # host bits set, mostly
+        addr,
+        f"{addr}/0{prefix}",
+        f"{addr}/",
+        f"{addr}/{prefix + bits}",
+        f"{addr.upper()}/{prefix}",
+        f"::ffff:{ipaddress.IPv4Address(value & 0xFFFFFFFF)}/{96 + prefix % 33}",
+        f"::ffff:{ipaddress.IPv4Address(first & 0xFFFFFFFF)}",
+        f"{addr}%eth0/{prefix}",
+        f"{addr}/255.255.0.0",
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.integers(0, 2**128 - 1), v6=st.booleans(), prefix=st.integers(0, 200))
+def test_network_span_agrees_with_parse_network(value: int, v6: bool, prefix: int) -> None:
+    for text in network_texts(value, v6, prefix):
+        assert fast_span(text) == reference_span(text), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="0123456789abcdefABCDEF:./ %x\x00", max_size=45))
+def test_network_span_agrees_on_random_text(text: str) -> None:
+    assert fast_span(text) == reference_span(text)
 
 
 NETWORKS = [
