@@ -34,13 +34,14 @@ import json
 import re
 from collections.abc import Container, Iterable, Mapping
 from functools import lru_cache
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Final, cast
 
 import orjson
 
 from alert_service.errors import ParseError
-from alert_service.parse.event import Action, ColumnValue, Event
+from alert_service.parse.event import Action, ColumnValue, Event, new_event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, QueryName, parse_query_name
 from alert_service.parse.row import lazy_columns
 from alert_service.parse.values import normalise_columns, to_int
@@ -396,6 +397,84 @@ def _parse_doc(
     raise ParseError('line has none of "columns", "diffResults" or "snapshot"')
 
 
+_EVENT_KEYS: Final = frozenset(
+    {
+        "name",
+        "hostIdentifier",
+        "calendarTime",
+        "unixTime",
+        "epoch",
+        "counter",
+        "numerics",
+        "columns",
+        "action",
+    }
+)
+_DECORATED_KEYS: Final = _EVENT_KEYS | {"decorations"}
+_event_fields: Final = itemgetter(
+    "name", "hostIdentifier", "calendarTime", "unixTime", "epoch", "counter", "columns", "action"
+)
+_EVENT_TYPES: Final = (str, str, str, int, int, int, dict, str)
+
+
+def _event_form(
+    doc: dict[str, Any], packs: frozenset[str], strict_queries: Container[str] | None
+) -> list[Event] | None:
+    """The event of an event-form line as osquery writes it, or None to take the general
+    path (:func:`_parse_doc`), which gives the same event or the error.
+
+    Taken only when ``doc`` has exactly the members osquery writes (``decorations``
+    optional: an object of text values), each of its usual JSON type, a known action
+    and a non-empty name, and the line holds no backslash: no escape to decode. One
+    key-set comparison and one type tuple replace the per-member tests; the property
+    test in tests/alert_service/parse/test_parse_fastpaths.py checks that it equals
+    :func:`_parse_doc` on random documents.
+    """
+    keys = doc.keys()
+    if keys == _EVENT_KEYS:
+        decorations = _EMPTY
+    elif keys == _DECORATED_KEYS:
+        nested = doc["decorations"]
+        if nested.__class__ is not dict or not nested:
+            return None
+        try:
+            "".join(nested.values())  # every value is text, or TypeError
+        except TypeError:
+            return None
+        decorations = MappingProxyType(nested)
+    else:
+        return None
+    fields = _event_fields(doc)
+    if tuple(map(type, fields)) != _EVENT_TYPES:
+        return None
+    name, host, calendar, unix_time, epoch, counter, columns, logged_action = fields
+    action = _ACTIONS.get(logged_action)
+    if action is None or not name:
+        return None
+    parts = _split_name(name, packs)
+    query = parts.query
+    strict = strict_queries is None or query in strict_queries or name in strict_queries
+    row: Mapping[str, ColumnValue] | None = lazy_columns(columns)
+    if row is None:
+        row = MappingProxyType(normalise_columns(columns, "columns", strict=strict))
+    return [
+        new_event(
+            name,
+            parts.pack,
+            query,
+            host,
+            calendar,
+            unix_time,
+            epoch,
+            counter,
+            action,
+            row,
+            decorations,
+            _EMPTY,
+        )
+    ]
+
+
 def _parse_envelope(
     doc: dict[str, Any],
     packs: frozenset[str],
@@ -447,8 +526,23 @@ def parse_line(
             ``action``, or none of ``columns``/``diffResults``/``snapshot``. The message
             names the offending field.
     """
-    doc, escapes = _load(line)
     packs = known_packs if isinstance(known_packs, frozenset) else frozenset(known_packs)
+    if line.__class__ is bytes and b"\\" not in line:
+        # The common line: no escape of any kind (no \\xNN, no \\u0000), so one orjson
+        # call and, for the plain event form, :func:`_event_form`.
+        try:
+            loaded = _orjson_loads(line)
+        except orjson.JSONDecodeError:
+            doc, escapes = _load(line)  # the errors (or the \\xNN text) of the slow path
+        else:
+            if loaded.__class__ is not dict:
+                raise ParseError(f"expected a JSON object, got {type(loaded).__name__}")
+            doc, escapes = loaded, False
+            events = _event_form(doc, packs, strict_queries)
+            if events is not None:
+                return events
+    else:
+        doc, escapes = _load(line)
     if "data" in doc and "log_type" in doc and "name" not in doc:
         return _parse_envelope(doc, packs, escapes, strict_queries)
     return _parse_doc(doc, packs, escapes, strict_queries)

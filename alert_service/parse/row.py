@@ -13,6 +13,7 @@ non-decimal numbers, an empty numeric column only) is typed eagerly by
 
 from __future__ import annotations
 
+import re
 from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Final, cast
 
@@ -24,6 +25,11 @@ __all__ = ["Row", "lazy_columns"]
 _MISSING: Final = object()
 
 _NUMERIC: Final = tuple(sorted(NUMERIC_COLUMNS))
+_ABSENT: Final = ("",) * len(_NUMERIC)
+_DIGITS: Final = f"[0-9]{{0,{MAX_INT_DIGITS}}}"
+_NUMBERS: Final = re.compile(f"(?:{_DIGITS} ){{{len(_NUMERIC) - 1}}}{_DIGITS}").fullmatch
+"""``len(_NUMERIC)`` texts, each empty or plain ASCII decimal of at most ``MAX_INT_DIGITS``
+digits, joined by single spaces (a text holding a space adds one too many)."""
 
 
 class Row(Mapping[str, ColumnValue]):
@@ -103,8 +109,8 @@ def lazy_columns(raw: object) -> Row | None:
 
     The check: ``raw`` is a ``dict`` whose values are all ``str`` and whose
     INTEGER/BIGINT values (:data:`~alert_service.parse.values.NUMERIC_COLUMNS`) are
-    empty or plain ASCII decimal digits, at most ``MAX_INT_DIGITS`` each, at least
-    one of them non-empty. ``raw`` is kept by the row: the caller must not change it.
+    empty or plain ASCII decimal digits, at most ``MAX_INT_DIGITS`` each (one regex
+    over them, joined). ``raw`` is kept by the row: the caller must not change it.
     """
     if raw.__class__ is not dict:
         return None
@@ -113,10 +119,7 @@ def lazy_columns(raw: object) -> Row | None:
         "".join(row.values())  # every value is text, or TypeError
     except TypeError:
         return None
-    values = tuple(filter(None, map(row.get, _NUMERIC)))  # the non-empty numeric values
-    numbers = "".join(values)
-    if not (numbers.isdigit() and numbers.isascii()):
-        return None
-    if len(numbers) > MAX_INT_DIGITS and max(map(len, values)) > MAX_INT_DIGITS:
+    # The numeric values (absent ones as ""), space-separated, checked by one regex.
+    if _NUMBERS(" ".join(map(row.get, _NUMERIC, _ABSENT))) is None:
         return None
     return Row(row)

@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import inspect
 import ipaddress
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -42,6 +43,8 @@ from alert_service.match.addresses import (
 )
 from alert_service.parse import ColumnValue, Event, normalise_columns, parse_line
 from alert_service.parse import values as values_module
+from alert_service.parse.event import new_event
+from alert_service.parse.line import _event_form, _load, _parse_doc
 from alert_service.parse.values import (
     INT_CACHE_ENTRIES,
     MAX_INT_DIGITS,
@@ -410,6 +413,126 @@ def test_parse_line_types_a_full_row() -> None:
     (event,) = parse_line(line)
     assert event.columns == reference_columns(cols)
     assert event.columns["pid"] is None and event.columns["socket"] == 12
+
+
+# -- the event form's fast path ---------------------------------------------------------
+
+PACKS = frozenset({"tracked_connections"})
+TEXTS = st.one_of(st.sampled_from(["", "h1", "Tue Sep  2 07:05:09 2025 UTC"]), st.text(max_size=4))
+NUMBERS = st.sampled_from([0, 1, 1756796709, -3, "17", "x", 1.0, 1.5, True, None, [1]])
+
+
+@st.composite
+def event_docs(draw: st.DrawFn) -> dict[str, object]:
+    """Event-form documents: mostly as osquery writes them, each member sometimes of
+    another type, missing, or joined by an unknown member."""
+    doc: dict[str, object] = {
+        "name": draw(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        "pack_tracked_connections_tracked_connections",
+                        "pack/Global/tracked_connections",
+                        "other",
+                        "",
+                    ]
+                ),
+                NUMBERS,
+            )
+        ),
+        "hostIdentifier": draw(st.one_of(TEXTS, NUMBERS)),
+        "calendarTime": draw(st.one_of(TEXTS, NUMBERS)),
+        "unixTime": draw(NUMBERS),
+        "epoch": draw(NUMBERS),
+        "counter": draw(NUMBERS),
+        "numerics": draw(st.sampled_from([False, True, "x", None])),
+        "columns": draw(
+            st.one_of(
+                st.dictionaries(KEYS, VALUES, max_size=8),
+                st.sampled_from([None, [], "x", {}]),
+            )
+        ),
+        "action": draw(st.sampled_from(["added", "removed", "snapshot", "bogus", "", 1, None])),
+    }
+    if draw(st.booleans()):
+        doc["decorations"] = draw(
+            st.one_of(
+                st.dictionaries(
+                    st.sampled_from(["hostname", "host_uuid"]),
+                    st.one_of(TEXTS, st.integers(), st.none()),
+                    max_size=2,
+                ),
+                st.sampled_from([None, [], "x"]),
+            )
+        )
+    for key in draw(st.lists(st.sampled_from(sorted(doc)), max_size=2)):
+        doc.pop(key, None)
+    if draw(st.integers(0, 9)) == 0:
+        doc[draw(st.sampled_from(["snapshot", "diffResults", "log_type", "hostname"]))] = "x"
+    return doc
+
+
+def reference_parse(line: bytes, strict: frozenset[str] | None) -> list[Event]:
+    """The general path: :func:`_load` and :func:`_parse_doc`, no event-form shortcut."""
+    doc, escapes = _load(line)
+    return _parse_doc(doc, PACKS, escapes, strict)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(doc=event_docs(), strict=st.sampled_from([None, frozenset({"tracked_connections"}), PACKS]))
+def test_event_form_fast_path_equals_the_general_path(
+    doc: dict[str, object], strict: frozenset[str] | None
+) -> None:
+    line = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        expected: list[Event] | str = reference_parse(line, strict)
+    except ParseError as err:
+        expected = str(err)
+    try:
+        got: list[Event] | str = parse_line(line, PACKS, strict)
+    except ParseError as err:
+        got = str(err)
+    assert got == expected
+    if isinstance(got, list) and isinstance(expected, list):
+        for a, b in zip(got, expected, strict=True):
+            assert [type(v) for v in a.columns.values()] == [
+                type(v) for v in b.columns.values()
+            ]
+            assert dict(a.decorations) == dict(b.decorations)
+            assert type(a) is Event
+
+
+def test_event_form_fast_path_is_taken_for_osquery_lines() -> None:
+    for decorations in ({}, {"decorations": {"hostname": "h", "host_uuid": "u"}}):
+        doc = {
+            "name": "pack_tracked_connections_tracked_connections",
+            "hostIdentifier": "h",
+            "calendarTime": "Tue Sep  2 07:05:09 2025 UTC",
+            "unixTime": 1756796709,
+            "epoch": 0,
+            "counter": 3,
+            "numerics": False,
+            "columns": {"pid": "12", "name": "curl", "remote_port": ""},
+            "action": "removed",
+            **decorations,
+        }
+        events = _event_form(doc, PACKS, None)
+        assert events is not None
+        assert events == reference_parse(json.dumps(doc).encode(), None)
+        assert events[0].columns["pid"] == 12 and events[0].columns["remote_port"] is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=event_docs())
+def test_new_event_equals_the_dataclass_constructor(doc: dict[str, object]) -> None:
+    fields = [f.name for f in dataclasses.fields(Event)]
+    values = [doc.get(f, f) for f in fields[:-2]] + [{"hostname": "h"}, {}]
+    built = new_event(*values)  # type: ignore[arg-type]
+    assert type(built) is Event
+    assert built == Event(*values)  # type: ignore[arg-type]
+    assert [getattr(built, f) for f in fields] == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.name = "x"  # type: ignore[misc]
 
 
 # -- Event -----------------------------------------------------------------------------
