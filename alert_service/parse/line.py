@@ -34,16 +34,16 @@ import json
 import re
 from collections.abc import Container, Iterable, Mapping
 from functools import lru_cache
-from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Final, cast
 
+import msgspec
 import orjson
 
 from alert_service.errors import ParseError
 from alert_service.parse.event import Action, ColumnValue, Event, new_event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, QueryName, parse_query_name
-from alert_service.parse.row import lazy_columns
+from alert_service.parse.row import lazy_columns, text_row
 from alert_service.parse.values import normalise_columns, to_int
 
 __all__ = ["MAX_GLUED_CANDIDATES", "decode_line", "glued_line_start", "parse_line"]
@@ -397,79 +397,70 @@ def _parse_doc(
     raise ParseError('line has none of "columns", "diffResults" or "snapshot"')
 
 
-_EVENT_KEYS: Final = frozenset(
-    {
-        "name",
-        "hostIdentifier",
-        "calendarTime",
-        "unixTime",
-        "epoch",
-        "counter",
-        "numerics",
-        "columns",
-        "action",
-    }
-)
-_DECORATED_KEYS: Final = _EVENT_KEYS | {"decorations"}
-_event_fields: Final = itemgetter(
-    "name", "hostIdentifier", "calendarTime", "unixTime", "epoch", "counter", "columns", "action"
-)
-_EVENT_TYPES: Final = (str, str, str, int, int, int, dict, str)
+class _EventLine(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
+    """An event-form line as osquery writes it, decoded and type-checked by msgspec.
+
+    Exactly the members osquery writes (``numerics`` and ``decorations`` optional, the
+    latter of text values), each of its usual JSON type; any other line fails to
+    decode and takes the general path."""
+
+    name: str
+    host_identifier: str
+    unix_time: int
+    columns: dict[str, str]
+    action: str
+    calendar_time: str = ""
+    epoch: int = 0
+    counter: int = 0
+    numerics: object = None  # any JSON value: not read, as on the general path
+    decorations: dict[str, str] | None = None
+
+
+_decode_event_line: Final = msgspec.json.Decoder(_EventLine).decode
 
 
 def _event_form(
-    doc: dict[str, Any], packs: frozenset[str], strict_queries: Container[str] | None
+    line: bytes, packs: frozenset[str], strict_queries: Container[str] | None
 ) -> list[Event] | None:
     """The event of an event-form line as osquery writes it, or None to take the general
-    path (:func:`_parse_doc`), which gives the same event or the error.
+    path (:func:`_load` and :func:`_parse_doc`), which gives the same event or the error.
 
-    Taken only when ``doc`` has exactly the members osquery writes (``decorations``
-    optional: an object of text values), each of its usual JSON type, a known action
-    and a non-empty name, and the line holds no backslash: no escape to decode. One
-    key-set comparison and one type tuple replace the per-member tests; the property
-    test in tests/alert_service/parse/test_parse_fastpaths.py checks that it equals
-    :func:`_parse_doc` on random documents.
+    For a line without a backslash (no escape to decode) that msgspec decodes as an
+    :class:`_EventLine` with a known action and a non-empty name: one C call checks
+    every member's type and that every column value is text, which the general path
+    does member by member after ``orjson.loads``. The property tests in
+    tests/alert_service/parse/test_parse_fastpaths.py check that it equals the general
+    path on random documents and on corrupted lines.
     """
-    keys = doc.keys()
-    if keys == _EVENT_KEYS:
-        decorations = _EMPTY
-    elif keys == _DECORATED_KEYS:
-        nested = doc["decorations"]
-        if nested.__class__ is not dict or not nested:
-            return None
-        try:
-            "".join(nested.values())  # every value is text, or TypeError
-        except TypeError:
-            return None
-        decorations = MappingProxyType(nested)
-    else:
+    try:
+        head = _decode_event_line(line)
+    except msgspec.DecodeError:  # not this shape (or not JSON): the general path decides
         return None
-    fields = _event_fields(doc)
-    if tuple(map(type, fields)) != _EVENT_TYPES:
-        return None
-    name, host, calendar, unix_time, epoch, counter, columns, logged_action = fields
-    action = _ACTIONS.get(logged_action)
+    name = head.name
+    action = _ACTIONS.get(head.action)
     if action is None or not name:
         return None
     parts = _split_name(name, packs)
     query = parts.query
-    strict = strict_queries is None or query in strict_queries or name in strict_queries
-    row: Mapping[str, ColumnValue] | None = lazy_columns(columns)
+    columns = head.columns
+    row: Mapping[str, ColumnValue] | None = text_row(columns)
     if row is None:
+        strict = strict_queries is None or query in strict_queries or name in strict_queries
         row = MappingProxyType(normalise_columns(columns, "columns", strict=strict))
+    decorations = head.decorations
     return [
         new_event(
             name,
             parts.pack,
             query,
-            host,
-            calendar,
-            unix_time,
-            epoch,
-            counter,
+            head.host_identifier,
+            head.calendar_time,
+            head.unix_time,
+            head.epoch,
+            head.counter,
             action,
             row,
-            decorations,
+            MappingProxyType(decorations) if decorations else _EMPTY,
             _EMPTY,
         )
     ]
@@ -528,21 +519,12 @@ def parse_line(
     """
     packs = known_packs if isinstance(known_packs, frozenset) else frozenset(known_packs)
     if line.__class__ is bytes and b"\\" not in line:
-        # The common line: no escape of any kind (no \\xNN, no \\u0000), so one orjson
-        # call and, for the plain event form, :func:`_event_form`.
-        try:
-            loaded = _orjson_loads(line)
-        except orjson.JSONDecodeError:
-            doc, escapes = _load(line)  # the errors (or the \\xNN text) of the slow path
-        else:
-            if loaded.__class__ is not dict:
-                raise ParseError(f"expected a JSON object, got {type(loaded).__name__}")
-            doc, escapes = loaded, False
-            events = _event_form(doc, packs, strict_queries)
-            if events is not None:
-                return events
-    else:
-        doc, escapes = _load(line)
+        # The common line: no escape of any kind (no \\xNN, no \\u0000), in the event
+        # form as osquery writes it.
+        events = _event_form(line, packs, strict_queries)
+        if events is not None:
+            return events
+    doc, escapes = _load(line)
     if "data" in doc and "log_type" in doc and "name" not in doc:
         return _parse_envelope(doc, packs, escapes, strict_queries)
     return _parse_doc(doc, packs, escapes, strict_queries)

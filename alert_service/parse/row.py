@@ -20,7 +20,7 @@ from typing import Final, cast
 from alert_service.parse.event import ColumnValue
 from alert_service.parse.values import MAX_INT_DIGITS, NUMERIC_COLUMNS
 
-__all__ = ["Row", "lazy_columns"]
+__all__ = ["Row", "lazy_columns", "text_row"]
 
 _MISSING: Final = object()
 
@@ -119,7 +119,12 @@ def lazy_columns(raw: object) -> Row | None:
         "".join(row.values())  # every value is text, or TypeError
     except TypeError:
         return None
+    return text_row(row)
+
+
+def text_row(raw: dict[str, str]) -> Row | None:
+    """:func:`lazy_columns` of a dict already known to hold only text values."""
     # The numeric values (absent ones as ""), space-separated, checked by one regex.
-    if _NUMBERS(" ".join(map(row.get, _NUMERIC, _ABSENT))) is None:
+    if _NUMBERS(" ".join(map(raw.get, _NUMERIC, _ABSENT))) is None:
         return None
-    return Row(row)
+    return Row(raw)

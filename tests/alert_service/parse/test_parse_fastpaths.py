@@ -516,10 +516,70 @@ def test_event_form_fast_path_is_taken_for_osquery_lines() -> None:
             "action": "removed",
             **decorations,
         }
-        events = _event_form(doc, PACKS, None)
+        line = json.dumps(doc).encode()
+        events = _event_form(line, PACKS, None)
         assert events is not None
-        assert events == reference_parse(json.dumps(doc).encode(), None)
+        assert events == reference_parse(line, None)
         assert events[0].columns["pid"] == 12 and events[0].columns["remote_port"] is None
+
+
+LINE = (
+    b'{"name":"pack_tracked_connections_tracked_connections","hostIdentifier":"h",'
+    b'"calendarTime":"Tue Sep  2 07:05:09 2025 UTC","unixTime":1756796709,"epoch":0,'
+    b'"counter":3,"numerics":false,"columns":{"pid":"12","name":"curl","remote_port":"",'
+    b'"uid":"1000"},"action":"added","decorations":{"hostname":"h"}}'
+)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b',"name":"pack_tracked_connections_other"',  # a member twice: the last one counts
+        b',"columns":{"pid":"x"}',
+        b',"unixTime":"17"',
+        b',"decorations":{"hostname":7}',
+        b',"numerics":{"x":[1]}',
+        b',"hostname":"top-level decoration"',
+    ],
+)
+def test_event_form_fast_path_on_repeated_and_odd_members(extra: bytes) -> None:
+    line = LINE[:-1] + extra + b"}"
+    try:
+        expected: list[Event] | str = reference_parse(line, None)
+    except ParseError as err:
+        expected = str(err)
+    try:
+        got: list[Event] | str = parse_line(line, PACKS)
+    except ParseError as err:
+        got = str(err)
+    assert got == expected
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    cuts=st.lists(
+        st.tuples(st.integers(0, len(LINE)), st.integers(0, 3), st.binary(max_size=3)),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_event_form_fast_path_equals_the_general_path_on_corrupted_lines(
+    cuts: list[tuple[int, int, bytes]],
+) -> None:
+    """Bytes cut out of and put into an osquery line (invalid JSON, invalid UTF-8,
+    other types, duplicate or unknown members): the same events or the same error."""
+    line = LINE
+    for at, drop, insert in cuts:
+        line = line[:at] + insert + line[at + drop :]
+    try:
+        expected: list[Event] | str = reference_parse(line, None)
+    except ParseError as err:
+        expected = str(err)
+    try:
+        got: list[Event] | str = parse_line(line, PACKS)
+    except ParseError as err:
+        got = str(err)
+    assert got == expected
 
 
 @settings(max_examples=200, deadline=None)
