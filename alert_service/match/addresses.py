@@ -27,9 +27,11 @@ from alert_service.errors import MatchError
 from alert_service.match.ranges import IntRanges
 
 __all__ = [
+    "ADDRESS_CACHE_ENTRIES",
     "IPV6_OFFSET",
     "AddressSet",
     "address_number",
+    "cached_address_number",
     "network_span",
     "parse_address",
     "parse_network",
@@ -97,6 +99,33 @@ def address_number(text: object) -> int | None:
             return value + IPV6_OFFSET if value else None
         value &= 0xFFFFFFFF
     return value if value else None
+
+
+ADDRESS_CACHE_ENTRIES: Final = 65536
+"""Most address texts :func:`cached_address_number` keeps; emptied when full."""
+
+_NUMBER_CACHE: dict[str, int | None] = {}
+_MISSING: Final = -1  # not an address number (those are > 0) nor None
+
+
+def cached_address_number(text: object) -> int | None:
+    """:func:`address_number`, remembered for the last texts seen (at most
+    :data:`ADDRESS_CACHE_ENTRIES`).
+
+    The peers of one host repeat, and a ``removed`` row repeats the address of its
+    ``added`` row: a dict lookup instead of ``inet_pton``, ``inet_ntop`` and
+    ``int.from_bytes``. Only text is remembered; the same value either way
+    (tests/alert_service/parse/test_parse_fastpaths.py).
+    """
+    if text.__class__ is not str:
+        return address_number(text)
+    number = _NUMBER_CACHE.get(text, _MISSING)
+    if number == _MISSING:
+        number = address_number(text)
+        if len(_NUMBER_CACHE) >= ADDRESS_CACHE_ENTRIES:
+            _NUMBER_CACHE.clear()
+        _NUMBER_CACHE[text] = number
+    return number
 
 
 def parse_network(text: str, where: str = "") -> IPNetwork:

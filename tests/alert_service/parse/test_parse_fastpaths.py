@@ -35,9 +35,12 @@ from alert_service.match import (
     RuleSpec,
     parse_address,
 )
+from alert_service.match import addresses as addresses_module
 from alert_service.match.addresses import (
+    ADDRESS_CACHE_ENTRIES,
     IPV6_OFFSET,
     address_number,
+    cached_address_number,
     network_span,
     parse_network,
 )
@@ -143,6 +146,28 @@ def test_address_number_agrees_on_random_addresses(value: int, v6: bool, small: 
 @given(text=st.text(alphabet="0123456789abcdefABCDEF:.%/ x\x00", max_size=45))
 def test_address_number_agrees_on_random_text(text: str) -> None:
     assert address_number(text) == reference_number(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(
+        st.one_of(
+            st.text(alphabet="0123456789abcdefABCDEF:.%/ x\x00", max_size=45),
+            st.sampled_from(EDGE_ADDRESSES),
+        ),
+        max_size=6,
+    )
+)
+def test_cached_address_number_equals_address_number(texts: list[object]) -> None:
+    for text in texts * 2:  # the second time from the cache
+        assert cached_address_number(text) == reference_number(text)
+
+
+def test_address_cache_is_bounded() -> None:
+    for value in range(1, ADDRESS_CACHE_ENTRIES + 10):
+        text = str(ipaddress.IPv4Address(value))
+        assert cached_address_number(text) == value
+    assert len(addresses_module._NUMBER_CACHE) <= ADDRESS_CACHE_ENTRIES
 
 
 def reference_span(text: str) -> tuple[int, int, int] | str:
