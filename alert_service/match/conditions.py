@@ -67,6 +67,7 @@ from alert_service.match.text import (
     compile_regex,
 )
 from alert_service.parse.event import Action, ColumnValue, Event
+from alert_service.parse.row import Row
 
 __all__ = [
     "CONDITIONS",
@@ -128,7 +129,13 @@ class EventView:
         """
         number = self._number
         if number == _NOT_YET:
-            number = self._number = cached_address_number(self.columns.get("remote_address"))
+            columns = self.columns
+            text = (
+                columns.text("remote_address")  # a TEXT column: its logged text
+                if columns.__class__ is Row
+                else columns.get("remote_address")
+            )
+            number = self._number = cached_address_number(text)
         return number
 
     def hosts(self) -> tuple[str | None, ...]:

@@ -216,7 +216,9 @@ class RuleIndex:
 
     def candidates(self, view: EventView) -> int:
         """The bit mask of the rules that may match ``view`` (a superset of the matches)."""
-        mask = self._action_mask(view.action)
+        mask = self._actions.get(view.action)
+        if mask is None:
+            mask = self._action_mask(view.action)
         for dimension in self._dimensions:
             if mask & dimension.keyed:
                 mask &= dimension.lookup(view)

@@ -14,7 +14,7 @@ non-decimal numbers, an empty numeric column only) is typed eagerly by
 from __future__ import annotations
 
 import re
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Final, cast
 
 from alert_service.parse.event import ColumnValue
@@ -44,11 +44,14 @@ class Row(Mapping[str, ColumnValue]):
             :func:`lazy_columns` checked); kept, not copied.
     """
 
-    __slots__ = ("_raw", "_typed")
+    __slots__ = ("_raw", "_typed", "text")
 
     def __init__(self, raw: dict[str, str]) -> None:
         self._raw = raw
         self._typed: dict[str, ColumnValue] | None = None
+        self.text: Callable[[str], str | None] = raw.get
+        """The text of a column as logged (None when the row lacks it): what ``get``
+        gives for a TEXT column, without a Python call."""
 
     def get(self, key: str, default: ColumnValue = None) -> ColumnValue:  # type: ignore[override]
         """The typed value of column ``key``, ``default`` when the row lacks it."""
