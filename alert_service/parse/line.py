@@ -434,8 +434,8 @@ def _event_form(
     """
     try:
         head = _decode_event_line(line)
-    except msgspec.DecodeError:  # not this shape (or not JSON): the general path decides
-        return None
+    except (msgspec.DecodeError, RecursionError):
+        return None  # not this shape, not JSON or nested too deeply: the general path decides
     name = head.name
     action = _ACTIONS.get(head.action)
     if action is None or not name:

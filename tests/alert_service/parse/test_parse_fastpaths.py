@@ -565,6 +565,8 @@ LINE = (
         b',"decorations":{"hostname":7}',
         b',"numerics":{"x":[1]}',
         b',"hostname":"top-level decoration"',
+        b',"numerics":' + b"[" * 3000 + b"]" * 3000,  # deeper than the decoders go
+        b',"numerics":' + b"[" * 200_000 + b"]" * 200_000,
     ],
 )
 def test_event_form_fast_path_on_repeated_and_odd_members(extra: bytes) -> None:
