@@ -50,8 +50,6 @@ from types import FrameType
 from alert_service import __version__
 from alert_service.bundle import BundleError, write_bundle
 from alert_service.config import Config, load_config
-from alert_service.console.app import ConsoleApp
-from alert_service.deliver.service import build_delivery_service
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
 from alert_service.match.hostnames import domain_list_warnings
@@ -60,8 +58,6 @@ from alert_service.notify.preview import RenderDispatcher
 from alert_service.operate import commands as operate
 from alert_service.operate.preflight import preflight_problems
 from alert_service.operate.reload import config_for_reload
-from alert_service.ops.server import MetricsConfig, OpsServer
-from alert_service.ops.status import cluster_status
 from alert_service.permissions import loose_permissions
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import StateTarget, open_state
@@ -233,6 +229,8 @@ def _status(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    from alert_service.ops.status import cluster_status  # noqa: PLC0415 - only this command
+
     try:
         doc = cluster_status(config)
     except sqlite3.Error as err:
@@ -302,6 +300,13 @@ def _run(args: argparse.Namespace) -> int:
 def _run_locked(
     args: argparse.Namespace, config: Config, stats: Stats, state_path: StateTarget
 ) -> int:
+    # What only ``run`` uses (the delivery workers and their HTTP clients, the web
+    # console, the metrics server) is imported here, so the other commands start
+    # without it.
+    from alert_service.console.app import ConsoleApp  # noqa: PLC0415
+    from alert_service.deliver.service import build_delivery_service  # noqa: PLC0415
+    from alert_service.ops.server import MetricsConfig, OpsServer  # noqa: PLC0415
+
     where = config.state.describe(config.state_dir)
     try:
         state = open_state(state_path)

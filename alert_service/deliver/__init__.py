@@ -15,17 +15,36 @@ Public API:
 
 The pipeline only inserts rows (:func:`alert_service.state.outbox.enqueue_alerts`) in
 the transaction that advances its checkpoint; see docs/alert-service.md "Delivery".
+
+The workers, the service and the destination settings (and the notifiers and HTTP
+clients they import) are imported on first use of their names here, so a command
+that never delivers (``replay``, ``check-config``) does not pay for them at start-up:
+the configuration only needs :class:`RetryPolicy`.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 from alert_service.deliver.bucket import TokenBucket
 from alert_service.deliver.clock import Clock, ScaledClock, SystemClock
 from alert_service.deliver.dedup import CONNECTION_KEY_COLUMNS, connection_key, silence_key
 from alert_service.deliver.retry import RetryPolicy, backoff_secs
-from alert_service.deliver.service import DeliveryService, build_delivery_service
-from alert_service.deliver.settings import COMMON_NOTIFIER_OPTIONS, DestinationSettings
-from alert_service.deliver.worker import DestinationWorker, WorkerHealth
+
+if TYPE_CHECKING:
+    from alert_service.deliver.service import DeliveryService, build_delivery_service
+    from alert_service.deliver.settings import COMMON_NOTIFIER_OPTIONS, DestinationSettings
+    from alert_service.deliver.worker import DestinationWorker, WorkerHealth
+
+_LAZY = {
+    "DeliveryService": "alert_service.deliver.service",
+    "build_delivery_service": "alert_service.deliver.service",
+    "COMMON_NOTIFIER_OPTIONS": "alert_service.deliver.settings",
+    "DestinationSettings": "alert_service.deliver.settings",
+    "DestinationWorker": "alert_service.deliver.worker",
+    "WorkerHealth": "alert_service.deliver.worker",
+}
 
 __all__ = [
     "COMMON_NOTIFIER_OPTIONS",
@@ -44,3 +63,13 @@ __all__ = [
     "connection_key",
     "silence_key",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import the module of a name listed in ``_LAZY`` on its first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

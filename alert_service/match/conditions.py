@@ -28,10 +28,17 @@ import ipaddress
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter
 from typing import Any, NamedTuple, cast
 
 from alert_service.errors import MatchError
-from alert_service.match.addresses import AddressSet, address_number, parse_address, parse_network
+from alert_service.match.addresses import (
+    AddressSet,
+    address_number,
+    cached_address_number,
+    parse_address,
+    parse_network,
+)
 from alert_service.match.hostnames import (
     HostnameSpec,
     build_hostname,
@@ -60,6 +67,7 @@ from alert_service.match.text import (
     compile_regex,
 )
 from alert_service.parse.event import Action, ColumnValue, Event
+from alert_service.parse.row import Row
 
 __all__ = [
     "CONDITIONS",
@@ -121,7 +129,13 @@ class EventView:
         """
         number = self._number
         if number == _NOT_YET:
-            number = self._number = address_number(self.event.columns.get("remote_address"))
+            columns = self.columns
+            text = (
+                columns.text("remote_address")  # a TEXT column: its logged text
+                if columns.__class__ is Row
+                else columns.get("remote_address")
+            )
+            number = self._number = cached_address_number(text)
         return number
 
     def hosts(self) -> tuple[str | None, ...]:
@@ -565,8 +579,7 @@ def _check_address(spec: AddressSpec, where: str) -> Iterator[_Attempt]:
             yield partial(_check_ioc_file, path, f"{where}.{key}_files[{i}]")
 
 
-def _remote_number(view: EventView) -> int | None:
-    return view.remote_number
+_remote_number: Callable[[EventView], int | None] = attrgetter("remote_number")
 
 
 def _address_test(

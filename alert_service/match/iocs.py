@@ -34,7 +34,7 @@ from typing import Protocol, TypeVar, cast
 
 from alert_service.errors import MatchError
 from alert_service.logs import log_event
-from alert_service.match.addresses import IPV6_OFFSET, parse_network
+from alert_service.match.addresses import IPV6_OFFSET, network_span
 from alert_service.match.ranges import IntRanges
 
 __all__ = ["IocFiles", "IocList", "IocVersion", "Reloadable", "load_ioc_file", "parse_ioc_lines"]
@@ -93,11 +93,10 @@ def parse_ioc_lines(
         if not text:
             continue
         try:
-            net = parse_network(text)
+            version, first, last = network_span(text)
         except MatchError as err:
             raise MatchError(f"{source}: line {number}: {err}") from err
-        span = (int(net.network_address), int(net.broadcast_address))
-        (v4 if net.version == 4 else v6).append(span)
+        (v4 if version == 4 else v6).append((first, last))
         entries += 1
     return IntRanges(v4), IntRanges(v6), entries
 

@@ -117,7 +117,7 @@ class RuleSet:
         MatchError: a rule does not compile (the message names the rule).
     """
 
-    __slots__ = ("_index", "_last", "_rules", "_tests", "iocs")
+    __slots__ = ("_as_added", "_index", "_last", "_rules", "_tests", "iocs")
 
     def __init__(
         self,
@@ -142,6 +142,8 @@ class RuleSet:
         )
         self._index = RuleIndex([rule.keys for rule, _, _ in self._tests])
         self._last: EventView | None = None
+        # The last removed event matched, and its candidates as ``added``.
+        self._as_added: tuple[Event | None, int] = (None, 0)
 
     @property
     def rules(self) -> tuple[CompiledRule, ...]:
@@ -157,6 +159,7 @@ class RuleSet:
 
     def _reindex(self) -> None:
         self._index = RuleIndex([rule.keys for rule, _, _ in self._tests])
+        self._as_added = (None, 0)
 
     def match(self, event: Event, view: EventView | None = None) -> list[Alert]:
         """Return one :class:`~alert_service.match.alert.Alert` per matching rule, in rule order.
@@ -169,7 +172,13 @@ class RuleSet:
         if view is None:
             view = EventView(event)
         self._last = view
-        mask = self._index.candidates(view)
+        if view.action == "removed":
+            # The baseline will ask whether the row matched as ``added``: both sets of
+            # candidates come from one lookup per dimension.
+            mask, added = self._index.candidates_pair(view, "added")
+            self._as_added = (event, added)
+        else:
+            mask = self._index.candidates(view)
         if not mask:
             return []
         alerts: list[Alert] = []
@@ -191,13 +200,20 @@ class RuleSet:
 
         The baseline asks this of ``removed`` rows (would the row have matched when it
         was ``added``?). The event is not copied; values already computed for it by
-        the last :meth:`match` (its parsed peer address) are reused.
+        the last :meth:`match` (its parsed peer address) are reused, and when that
+        :meth:`match` was of this ``removed`` event it has already found the
+        candidates as ``added`` (:meth:`RuleIndex.candidates_pair`): only those are
+        tested, usually none.
         """
+        cached, added = self._as_added
+        known = action == "added" and cached is event
+        if known and not added:
+            return False  # the common answer, from match()'s lookups
         view = EventView(event, action)
         last = self._last
         if last is not None and last.event is event:
             view.reuse(last)
-        mask = self._index.candidates(view)
+        mask = added if known else self._index.candidates(view)
         tests = self._tests
         while mask:
             low = mask & -mask

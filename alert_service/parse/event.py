@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-__all__ = ["Action", "ColumnValue", "Event"]
+__all__ = ["Action", "ColumnValue", "Event", "new_event"]
 
 Action = Literal["added", "removed", "snapshot"]
 """What happened to a row: osquery's differential ``added``/``removed``, or a row of a
@@ -123,3 +123,67 @@ _set_columns = _slot_setter("columns")
 _set_decorations = _slot_setter("decorations")
 _set_logged = _slot_setter("logged")
 _NONE: Mapping[str, str] = MappingProxyType({})
+
+
+class _EventBuilder:
+    """An :class:`Event` under construction: the same slots, in the same order.
+
+    Its ``__init__`` stores each field with a plain slot assignment and then makes the
+    object an :class:`Event` (``__class__`` assignment; the layouts are the same), which
+    costs about 0.3 µs instead of 0.7 for :class:`Event`'s own constructor.
+    """
+
+    __slots__ = Event.__slots__
+
+    def __init__(  # noqa: PLR0917 - the dataclass's positional fields
+        self,
+        name: str,
+        pack: str | None,
+        query: str,
+        host_identifier: str,
+        calendar_time: str,
+        unix_time: int,
+        epoch: int,
+        counter: int,
+        action: Action,
+        columns: Mapping[str, ColumnValue],
+        decorations: Mapping[str, str],
+        logged: Mapping[str, str],
+    ) -> None:
+        self.name = name
+        self.pack = pack
+        self.query = query
+        self.host_identifier = host_identifier
+        self.calendar_time = calendar_time
+        self.unix_time = unix_time
+        self.epoch = epoch
+        self.counter = counter
+        self.action = action
+        self.columns = columns
+        self.decorations = decorations
+        self.logged = logged
+        self.__class__ = Event  # type: ignore[assignment]
+
+
+new_event = cast(
+    Callable[
+        [
+            str,
+            str | None,
+            str,
+            str,
+            str,
+            int,
+            int,
+            int,
+            Action,
+            Mapping[str, ColumnValue],
+            Mapping[str, str],
+            Mapping[str, str],
+        ],
+        Event,
+    ],
+    _EventBuilder,
+)
+"""Build an :class:`Event` from all twelve fields, by position (the parser's hot path;
+equal to ``Event(...)`` with the same arguments, tests/alert_service/parse)."""

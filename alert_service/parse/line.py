@@ -37,12 +37,13 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, Final, cast
 
+import msgspec
 import orjson
 
 from alert_service.errors import ParseError
-from alert_service.parse.event import Action, ColumnValue, Event
+from alert_service.parse.event import Action, ColumnValue, Event, new_event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, QueryName, parse_query_name
-from alert_service.parse.row import lazy_columns
+from alert_service.parse.row import lazy_columns, text_row
 from alert_service.parse.values import normalise_columns, to_int
 
 __all__ = ["MAX_GLUED_CANDIDATES", "decode_line", "glued_line_start", "parse_line"]
@@ -396,6 +397,75 @@ def _parse_doc(
     raise ParseError('line has none of "columns", "diffResults" or "snapshot"')
 
 
+class _EventLine(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
+    """An event-form line as osquery writes it, decoded and type-checked by msgspec.
+
+    Exactly the members osquery writes (``numerics`` and ``decorations`` optional, the
+    latter of text values), each of its usual JSON type; any other line fails to
+    decode and takes the general path."""
+
+    name: str
+    host_identifier: str
+    unix_time: int
+    columns: dict[str, str]
+    action: str
+    calendar_time: str = ""
+    epoch: int = 0
+    counter: int = 0
+    numerics: object = None  # any JSON value: not read, as on the general path
+    decorations: dict[str, str] | None = None
+
+
+_decode_event_line: Final = msgspec.json.Decoder(_EventLine).decode
+
+
+def _event_form(
+    line: bytes, packs: frozenset[str], strict_queries: Container[str] | None
+) -> list[Event] | None:
+    """The event of an event-form line as osquery writes it, or None to take the general
+    path (:func:`_load` and :func:`_parse_doc`), which gives the same event or the error.
+
+    For a line without a backslash (no escape to decode) that msgspec decodes as an
+    :class:`_EventLine` with a known action and a non-empty name: one C call checks
+    every member's type and that every column value is text, which the general path
+    does member by member after ``orjson.loads``. The property tests in
+    tests/alert_service/parse/test_parse_fastpaths.py check that it equals the general
+    path on random documents and on corrupted lines.
+    """
+    try:
+        head = _decode_event_line(line)
+    except (msgspec.DecodeError, RecursionError):
+        return None  # not this shape, not JSON or nested too deeply: the general path decides
+    name = head.name
+    action = _ACTIONS.get(head.action)
+    if action is None or not name:
+        return None
+    parts = _split_name(name, packs)
+    query = parts.query
+    columns = head.columns
+    row: Mapping[str, ColumnValue] | None = text_row(columns)
+    if row is None:
+        strict = strict_queries is None or query in strict_queries or name in strict_queries
+        row = MappingProxyType(normalise_columns(columns, "columns", strict=strict))
+    decorations = head.decorations
+    return [
+        new_event(
+            name,
+            parts.pack,
+            query,
+            head.host_identifier,
+            head.calendar_time,
+            head.unix_time,
+            head.epoch,
+            head.counter,
+            action,
+            row,
+            MappingProxyType(decorations) if decorations else _EMPTY,
+            _EMPTY,
+        )
+    ]
+
+
 def _parse_envelope(
     doc: dict[str, Any],
     packs: frozenset[str],
@@ -447,8 +517,14 @@ def parse_line(
             ``action``, or none of ``columns``/``diffResults``/``snapshot``. The message
             names the offending field.
     """
-    doc, escapes = _load(line)
     packs = known_packs if isinstance(known_packs, frozenset) else frozenset(known_packs)
+    if line.__class__ is bytes and b"\\" not in line:
+        # The common line: no escape of any kind (no \\xNN, no \\u0000), in the event
+        # form as osquery writes it.
+        events = _event_form(line, packs, strict_queries)
+        if events is not None:
+            return events
+    doc, escapes = _load(line)
     if "data" in doc and "log_type" in doc and "name" not in doc:
         return _parse_envelope(doc, packs, escapes, strict_queries)
     return _parse_doc(doc, packs, escapes, strict_queries)

@@ -13,17 +13,23 @@ non-decimal numbers, an empty numeric column only) is typed eagerly by
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
+import re
+from collections.abc import Callable, ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Final, cast
 
 from alert_service.parse.event import ColumnValue
 from alert_service.parse.values import MAX_INT_DIGITS, NUMERIC_COLUMNS
 
-__all__ = ["Row", "lazy_columns"]
+__all__ = ["Row", "lazy_columns", "text_row"]
 
 _MISSING: Final = object()
 
 _NUMERIC: Final = tuple(sorted(NUMERIC_COLUMNS))
+_ABSENT: Final = ("",) * len(_NUMERIC)
+_DIGITS: Final = f"[0-9]{{0,{MAX_INT_DIGITS}}}"
+_NUMBERS: Final = re.compile(f"(?:{_DIGITS} ){{{len(_NUMERIC) - 1}}}{_DIGITS}").fullmatch
+"""``len(_NUMERIC)`` texts, each empty or plain ASCII decimal of at most ``MAX_INT_DIGITS``
+digits, joined by single spaces (a text holding a space adds one too many)."""
 
 
 class Row(Mapping[str, ColumnValue]):
@@ -38,11 +44,14 @@ class Row(Mapping[str, ColumnValue]):
             :func:`lazy_columns` checked); kept, not copied.
     """
 
-    __slots__ = ("_raw", "_typed")
+    __slots__ = ("_raw", "_typed", "text")
 
     def __init__(self, raw: dict[str, str]) -> None:
         self._raw = raw
         self._typed: dict[str, ColumnValue] | None = None
+        self.text: Callable[[str], str | None] = raw.get
+        """The text of a column as logged (None when the row lacks it): what ``get``
+        gives for a TEXT column, without a Python call."""
 
     def get(self, key: str, default: ColumnValue = None) -> ColumnValue:  # type: ignore[override]
         """The typed value of column ``key``, ``default`` when the row lacks it."""
@@ -103,8 +112,8 @@ def lazy_columns(raw: object) -> Row | None:
 
     The check: ``raw`` is a ``dict`` whose values are all ``str`` and whose
     INTEGER/BIGINT values (:data:`~alert_service.parse.values.NUMERIC_COLUMNS`) are
-    empty or plain ASCII decimal digits, at most ``MAX_INT_DIGITS`` each, at least
-    one of them non-empty. ``raw`` is kept by the row: the caller must not change it.
+    empty or plain ASCII decimal digits, at most ``MAX_INT_DIGITS`` each (one regex
+    over them, joined). ``raw`` is kept by the row: the caller must not change it.
     """
     if raw.__class__ is not dict:
         return None
@@ -113,10 +122,12 @@ def lazy_columns(raw: object) -> Row | None:
         "".join(row.values())  # every value is text, or TypeError
     except TypeError:
         return None
-    values = tuple(filter(None, map(row.get, _NUMERIC)))  # the non-empty numeric values
-    numbers = "".join(values)
-    if not (numbers.isdigit() and numbers.isascii()):
+    return text_row(row)
+
+
+def text_row(raw: dict[str, str]) -> Row | None:
+    """:func:`lazy_columns` of a dict already known to hold only text values."""
+    # The numeric values (absent ones as ""), space-separated, checked by one regex.
+    if _NUMBERS(" ".join(map(raw.get, _NUMERIC, _ABSENT))) is None:
         return None
-    if len(numbers) > MAX_INT_DIGITS and max(map(len, values)) > MAX_INT_DIGITS:
-        return None
-    return Row(row)
+    return Row(raw)

@@ -205,6 +205,27 @@ def test_indexed_rule_set_equals_the_reference(rules: list[RuleSpec], batch: lis
         assert rule_set.matches_as(event, "added") is as_added
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rules=rule_sets(),
+    batch=st.lists(events(), min_size=2, max_size=6),
+    order=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["match", "added", "removed"]))),
+)
+def test_matches_as_equals_the_reference_in_any_order(
+    rules: list[RuleSpec], batch: list[Event], order: list[tuple[int, str]]
+) -> None:
+    """``matches_as`` after ``match`` of the same event uses the candidates found
+    there; asked of another event, or after other events, it must not."""
+    rule_set = RuleSet(rules)
+    for index, what in order:
+        event = batch[index % len(batch)]
+        if what == "match":
+            assert [a.rule for a in rule_set.match(event)] == matching_rules(rules, event)
+        else:
+            expected = bool(matching_rules(rules, event, what))  # type: ignore[arg-type]
+            assert rule_set.matches_as(event, what) is expected  # type: ignore[arg-type]
+
+
 def test_an_event_meets_only_the_rules_its_values_can_match() -> None:
     rules = [
         RuleSpec(name=f"port-{port}", notify=("n",), remote_port=(port,)) for port in range(1, 101)

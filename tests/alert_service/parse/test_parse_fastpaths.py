@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import inspect
 import ipaddress
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -22,7 +23,7 @@ from deliver_support import make_event as shared_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alert_service.errors import ParseError
+from alert_service.errors import MatchError, ParseError
 from alert_service.match import (
     AddressSet,
     AddressSpec,
@@ -34,9 +35,19 @@ from alert_service.match import (
     RuleSpec,
     parse_address,
 )
-from alert_service.match.addresses import IPV6_OFFSET, address_number
+from alert_service.match import addresses as addresses_module
+from alert_service.match.addresses import (
+    ADDRESS_CACHE_ENTRIES,
+    IPV6_OFFSET,
+    address_number,
+    cached_address_number,
+    network_span,
+    parse_network,
+)
 from alert_service.parse import ColumnValue, Event, normalise_columns, parse_line
 from alert_service.parse import values as values_module
+from alert_service.parse.event import new_event
+from alert_service.parse.line import _event_form, _load, _parse_doc
 from alert_service.parse.values import (
     INT_CACHE_ENTRIES,
     MAX_INT_DIGITS,
@@ -135,6 +146,79 @@ def test_address_number_agrees_on_random_addresses(value: int, v6: bool, small: 
 @given(text=st.text(alphabet="0123456789abcdefABCDEF:.%/ x\x00", max_size=45))
 def test_address_number_agrees_on_random_text(text: str) -> None:
     assert address_number(text) == reference_number(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(
+        st.one_of(
+            st.text(alphabet="0123456789abcdefABCDEF:.%/ x\x00", max_size=45),
+            st.sampled_from(EDGE_ADDRESSES),
+        ),
+        max_size=6,
+    )
+)
+def test_cached_address_number_equals_address_number(texts: list[object]) -> None:
+    for text in texts * 2:  # the second time from the cache
+        assert cached_address_number(text) == reference_number(text)
+
+
+def test_address_cache_is_bounded() -> None:
+    for value in range(1, ADDRESS_CACHE_ENTRIES + 10):
+        text = str(ipaddress.IPv4Address(value))
+        assert cached_address_number(text) == value
+    assert len(addresses_module._NUMBER_CACHE) <= ADDRESS_CACHE_ENTRIES
+
+
+def reference_span(text: str) -> tuple[int, int, int] | str:
+    """The span of a network by way of :func:`parse_network`, or its error message."""
+    try:
+        net = parse_network(text)
+    except MatchError as err:
+        return str(err)
+    return net.version, int(net.network_address), int(net.broadcast_address)
+
+
+def fast_span(text: str) -> tuple[int, int, int] | str:
+    try:
+        return network_span(text)
+    except MatchError as err:
+        return str(err)
+
+
+def network_texts(value: int, v6: bool, prefix: int) -> list[str]:
+    """Network and address texts around one value: canonical, host bits set, odd forms."""
+    bits = 128 if v6 else 32
+    prefix %= bits + 1
+    value &= (1 << bits) - 1
+    first = value & ~((1 << (bits - prefix)) - 1)
+    addr = str(ipaddress.ip_address(first if v6 else first & 0xFFFFFFFF))
+    return [
+        f"{addr}/{prefix}",
+        f"{ipaddress.ip_address(value)}/{prefix}",  # host bits set, mostly
+        addr,
+        f"{addr}/0{prefix}",
+        f"{addr}/",
+        f"{addr}/{prefix + bits}",
+        f"{addr.upper()}/{prefix}",
+        f"::ffff:{ipaddress.IPv4Address(value & 0xFFFFFFFF)}/{96 + prefix % 33}",
+        f"::ffff:{ipaddress.IPv4Address(first & 0xFFFFFFFF)}",
+        f"{addr}%eth0/{prefix}",
+        f"{addr}/255.255.0.0",
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.integers(0, 2**128 - 1), v6=st.booleans(), prefix=st.integers(0, 200))
+def test_network_span_agrees_with_parse_network(value: int, v6: bool, prefix: int) -> None:
+    for text in network_texts(value, v6, prefix):
+        assert fast_span(text) == reference_span(text), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="0123456789abcdefABCDEF:./ %x\x00", max_size=45))
+def test_network_span_agrees_on_random_text(text: str) -> None:
+    assert fast_span(text) == reference_span(text)
 
 
 NETWORKS = [
@@ -354,6 +438,188 @@ def test_parse_line_types_a_full_row() -> None:
     (event,) = parse_line(line)
     assert event.columns == reference_columns(cols)
     assert event.columns["pid"] is None and event.columns["socket"] == 12
+
+
+# -- the event form's fast path ---------------------------------------------------------
+
+PACKS = frozenset({"tracked_connections"})
+TEXTS = st.one_of(st.sampled_from(["", "h1", "Tue Sep  2 07:05:09 2025 UTC"]), st.text(max_size=4))
+NUMBERS = st.sampled_from([0, 1, 1756796709, -3, "17", "x", 1.0, 1.5, True, None, [1]])
+
+
+@st.composite
+def event_docs(draw: st.DrawFn) -> dict[str, object]:
+    """Event-form documents: mostly as osquery writes them, each member sometimes of
+    another type, missing, or joined by an unknown member."""
+    doc: dict[str, object] = {
+        "name": draw(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        "pack_tracked_connections_tracked_connections",
+                        "pack/Global/tracked_connections",
+                        "other",
+                        "",
+                    ]
+                ),
+                NUMBERS,
+            )
+        ),
+        "hostIdentifier": draw(st.one_of(TEXTS, NUMBERS)),
+        "calendarTime": draw(st.one_of(TEXTS, NUMBERS)),
+        "unixTime": draw(NUMBERS),
+        "epoch": draw(NUMBERS),
+        "counter": draw(NUMBERS),
+        "numerics": draw(st.sampled_from([False, True, "x", None])),
+        "columns": draw(
+            st.one_of(
+                st.dictionaries(KEYS, VALUES, max_size=8),
+                st.sampled_from([None, [], "x", {}]),
+            )
+        ),
+        "action": draw(st.sampled_from(["added", "removed", "snapshot", "bogus", "", 1, None])),
+    }
+    if draw(st.booleans()):
+        doc["decorations"] = draw(
+            st.one_of(
+                st.dictionaries(
+                    st.sampled_from(["hostname", "host_uuid"]),
+                    st.one_of(TEXTS, st.integers(), st.none()),
+                    max_size=2,
+                ),
+                st.sampled_from([None, [], "x"]),
+            )
+        )
+    for key in draw(st.lists(st.sampled_from(sorted(doc)), max_size=2)):
+        doc.pop(key, None)
+    if draw(st.integers(0, 9)) == 0:
+        doc[draw(st.sampled_from(["snapshot", "diffResults", "log_type", "hostname"]))] = "x"
+    return doc
+
+
+def reference_parse(line: bytes, strict: frozenset[str] | None) -> list[Event]:
+    """The general path: :func:`_load` and :func:`_parse_doc`, no event-form shortcut."""
+    doc, escapes = _load(line)
+    return _parse_doc(doc, PACKS, escapes, strict)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(doc=event_docs(), strict=st.sampled_from([None, frozenset({"tracked_connections"}), PACKS]))
+def test_event_form_fast_path_equals_the_general_path(
+    doc: dict[str, object], strict: frozenset[str] | None
+) -> None:
+    line = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        expected: list[Event] | str = reference_parse(line, strict)
+    except ParseError as err:
+        expected = str(err)
+    try:
+        got: list[Event] | str = parse_line(line, PACKS, strict)
+    except ParseError as err:
+        got = str(err)
+    assert got == expected
+    if isinstance(got, list) and isinstance(expected, list):
+        for a, b in zip(got, expected, strict=True):
+            assert [type(v) for v in a.columns.values()] == [
+                type(v) for v in b.columns.values()
+            ]
+            assert dict(a.decorations) == dict(b.decorations)
+            assert type(a) is Event
+
+
+def test_event_form_fast_path_is_taken_for_osquery_lines() -> None:
+    for decorations in ({}, {"decorations": {"hostname": "h", "host_uuid": "u"}}):
+        doc = {
+            "name": "pack_tracked_connections_tracked_connections",
+            "hostIdentifier": "h",
+            "calendarTime": "Tue Sep  2 07:05:09 2025 UTC",
+            "unixTime": 1756796709,
+            "epoch": 0,
+            "counter": 3,
+            "numerics": False,
+            "columns": {"pid": "12", "name": "curl", "remote_port": ""},
+            "action": "removed",
+            **decorations,
+        }
+        line = json.dumps(doc).encode()
+        events = _event_form(line, PACKS, None)
+        assert events is not None
+        assert events == reference_parse(line, None)
+        assert events[0].columns["pid"] == 12 and events[0].columns["remote_port"] is None
+
+
+LINE = (
+    b'{"name":"pack_tracked_connections_tracked_connections","hostIdentifier":"h",'
+    b'"calendarTime":"Tue Sep  2 07:05:09 2025 UTC","unixTime":1756796709,"epoch":0,'
+    b'"counter":3,"numerics":false,"columns":{"pid":"12","name":"curl","remote_port":"",'
+    b'"uid":"1000"},"action":"added","decorations":{"hostname":"h"}}'
+)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b',"name":"pack_tracked_connections_other"',  # a member twice: the last one counts
+        b',"columns":{"pid":"x"}',
+        b',"unixTime":"17"',
+        b',"decorations":{"hostname":7}',
+        b',"numerics":{"x":[1]}',
+        b',"hostname":"top-level decoration"',
+        b',"numerics":' + b"[" * 3000 + b"]" * 3000,  # deeper than the decoders go
+        b',"numerics":' + b"[" * 200_000 + b"]" * 200_000,
+    ],
+)
+def test_event_form_fast_path_on_repeated_and_odd_members(extra: bytes) -> None:
+    line = LINE[:-1] + extra + b"}"
+    try:
+        expected: list[Event] | str = reference_parse(line, None)
+    except ParseError as err:
+        expected = str(err)
+    try:
+        got: list[Event] | str = parse_line(line, PACKS)
+    except ParseError as err:
+        got = str(err)
+    assert got == expected
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    cuts=st.lists(
+        st.tuples(st.integers(0, len(LINE)), st.integers(0, 3), st.binary(max_size=3)),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_event_form_fast_path_equals_the_general_path_on_corrupted_lines(
+    cuts: list[tuple[int, int, bytes]],
+) -> None:
+    """Bytes cut out of and put into an osquery line (invalid JSON, invalid UTF-8,
+    other types, duplicate or unknown members): the same events or the same error."""
+    line = LINE
+    for at, drop, insert in cuts:
+        line = line[:at] + insert + line[at + drop :]
+    try:
+        expected: list[Event] | str = reference_parse(line, None)
+    except ParseError as err:
+        expected = str(err)
+    try:
+        got: list[Event] | str = parse_line(line, PACKS)
+    except ParseError as err:
+        got = str(err)
+    assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=event_docs())
+def test_new_event_equals_the_dataclass_constructor(doc: dict[str, object]) -> None:
+    fields = [f.name for f in dataclasses.fields(Event)]
+    values = [doc.get(f, f) for f in fields[:-2]] + [{"hostname": "h"}, {}]
+    built = new_event(*values)  # type: ignore[arg-type]
+    assert type(built) is Event
+    assert built == Event(*values)  # type: ignore[arg-type]
+    assert [getattr(built, f) for f in fields] == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.name = "x"  # type: ignore[misc]
 
 
 # -- Event -----------------------------------------------------------------------------

@@ -11,7 +11,18 @@ from alert_service.parse import normalise_columns, parse_line
 from alert_service.parse.row import Row, lazy_columns
 from alert_service.parse.values import NUMERIC_COLUMNS
 
-COLUMNS = ["remote_port", "uid", "pid", "socket", "name", "cmdline", "remote_address", "state"]
+COLUMNS = [
+    "remote_port",
+    "uid",
+    "pid",
+    "socket",
+    "family",
+    "start_time",
+    "name",
+    "cmdline",
+    "remote_address",
+    "state",
+]
 VALUES = st.one_of(
     st.sampled_from(
         [
@@ -27,6 +38,9 @@ VALUES = st.one_of(
             "9" * 41,
             "9" * 40,
             "a\\x41b",
+            "1 2",
+            " ",
+            "12 ",
             "\\x0A",
         ]
     ),
