@@ -39,7 +39,6 @@ waits for each call from the pipeline thread.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import gzip
@@ -63,11 +62,11 @@ import zstandard
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.client import JetStreamContext
 
 from alert_service.logs import log_event
 from alert_service.source.manager import Batch, CheckpointStore
 from alert_service.source.nats_config import NatsSettings
+from alert_service.source.nats_pull import PullConsumer
 from alert_service.source.records import FileIdentity, LineChunk, Position
 from alert_service.state.leases import LeaseLostError, PgLeases
 from alert_service.state.postgres import PgConnection
@@ -90,6 +89,7 @@ STREAM_IDENTITY = FileIdentity(0, 0)
 _T = TypeVar("_T")
 _MAX_RETRY_PAUSE_SECS = 30.0
 _CALL_TIMEOUT_SECS = 10.0
+_REQUEST_EXPIRES_SECS = 5.0  # a pull request's life on an idle stream
 
 
 def stream_position(subject: str, sequence: int, incarnation: bytes) -> Position:
@@ -167,14 +167,13 @@ class _Consumer:
     settings: NatsSettings
     poll_interval_secs: float
     group: _Group
-    sub: JetStreamContext.PullSubscription | None = None
+    sub: PullConsumer | None = None
     incarnation: bytes = b""
     committed: int = 0  # stream sequence of the last committed message
     pending: list[Msg] = field(default_factory=list)  # the batch handed out
     due: float = 0.0
     failures: int = 0
     token: int | None = None  # lease (fencing) token of a partition
-    prefetch: concurrent.futures.Future[list[Msg]] | None = None  # the next batch
 
 
 @dataclass(eq=False, slots=True)
@@ -457,14 +456,11 @@ class NatsSources:
         """Stop the consumer's subscription and its fetch ahead; the next fetch binds
         again (creating the consumer again from the checkpoint)."""
         sub, consumer.sub = consumer.sub, None
-        ahead, consumer.prefetch = consumer.prefetch, None
         consumer.pending = []
-        if ahead is not None:
-            ahead.cancel()
         loop = self._loop
         if sub is not None and loop is not None:
             try:
-                loop.call(sub.unsubscribe(), 5.0)
+                loop.call(sub.stop(), 5.0)
             except Exception as err:
                 log_event(_log, logging.WARNING, "nats_unsubscribe_failed", reason=str(err))
 
@@ -480,7 +476,6 @@ class NatsSources:
     # -- consumers -----------------------------------------------------------------
 
     def _fetch(self, consumer: _Consumer, now: float, consumers: int) -> Batch | None:
-        settings = consumer.settings
         try:
             if consumer.sub is None:
                 self._connect(consumer)
@@ -488,23 +483,15 @@ class NatsSources:
             loop = self._loop
             assert loop is not None
             timeout = max(0.01, min(consumer.poll_interval_secs, 1.0) / consumers)
-            ahead, consumer.prefetch = consumer.prefetch, None
-            if ahead is not None:
-                msgs = ahead.result(timeout + _CALL_TIMEOUT_SECS)
-            else:
-                fetch = _fetch(consumer.sub, settings.batch_size, timeout)
-                msgs = loop.call(fetch, timeout + _CALL_TIMEOUT_SECS)
+            # The next batch is requested and delivered while this one is processed
+            # and committed (the consumer allows two batches unacknowledged).
+            msgs = loop.call(consumer.sub.take(timeout), timeout + _CALL_TIMEOUT_SECS)
         except Exception as err:  # NATS down, or a client error: retried after a pause
             self._unreachable(consumer, now, err)
             return None
         if not msgs:
             consumer.due = now + consumer.poll_interval_secs
             return None
-        # Fetch the next batch while this one is processed and committed (the
-        # consumer allows two batches unacknowledged).
-        consumer.prefetch = asyncio.run_coroutine_threadsafe(
-            _fetch(consumer.sub, settings.batch_size, timeout), loop.loop
-        )
         consumer.due = now
         self._clear_problem(consumer.group.settings.name)
         return self._batch(consumer, msgs)
@@ -631,7 +618,11 @@ class NatsSources:
         )
         stale = f"{settings.durable}-t" if consumer.token is not None else durable
         loop.call(_replace_consumer(client, settings.stream, config, stale))
-        consumer.sub = loop.call(js.pull_subscribe_bind(durable, stream=settings.stream))
+        puller = PullConsumer(
+            client, settings.stream, durable, settings.batch_size, _REQUEST_EXPIRES_SECS
+        )
+        loop.call(puller.start())
+        consumer.sub = puller
         log_event(
             _log,
             logging.INFO,
@@ -686,13 +677,6 @@ class NatsSources:
             del problems[name]
             self.stats.source_problems = problems
             log_event(_log, logging.INFO, "source_found", source=name)
-
-
-async def _fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
-    try:
-        return await sub.fetch(batch, timeout=timeout)
-    except (TimeoutError, nats.errors.TimeoutError):
-        return []  # nothing to read within the timeout
 
 
 async def _consumer_names(client: NatsClient, stream: str) -> list[str]:
