@@ -118,11 +118,15 @@ def config(sources: list[dict[str, Any]], state_dir: str, **extra: Any) -> Confi
 
 
 def drain(pipeline: Pipeline, stats: Stats, lines: int) -> float:
-    """Poll until ``lines`` lines are read; return the seconds it took."""
+    """Poll until ``lines`` lines are read; return lines per second, timed from the
+    end of the first poll that read any (connecting and starting are not throughput)."""
+    while stats.lines_read == 0:
+        pipeline.poll_once()
+    first = stats.lines_read
     start = time.perf_counter()
     while stats.lines_read < lines:
         pipeline.poll_once()
-    return time.perf_counter() - start
+    return (stats.lines_read - first) / (time.perf_counter() - start)
 
 
 def run_file(lines: list[tuple[str, bytes]], tmp: str) -> float:
@@ -134,7 +138,7 @@ def run_file(lines: list[tuple[str, bytes]], tmp: str) -> float:
     stats = Stats()
     pipeline = Pipeline(cfg, stats=stats, state=state)
     try:
-        return len(lines) / drain(pipeline, stats, len(lines))
+        return drain(pipeline, stats, len(lines))
     finally:
         pipeline.close()
         state.close()
@@ -195,7 +199,7 @@ def run_nats(  # noqa: PLR0917
         stats = Stats()
         pipeline = Pipeline(cfg, stats=stats, state=conn)
         try:
-            return len(lines) / drain(pipeline, stats, len(lines))
+            return drain(pipeline, stats, len(lines))
         finally:
             pipeline.close()
             conn.close()

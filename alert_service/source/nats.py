@@ -447,7 +447,7 @@ class NatsSources:
             timeout = max(0.01, min(consumer.poll_interval_secs, 1.0) / consumers)
             # The next batch is requested and delivered while this one is processed
             # and committed (the consumer allows two batches unacknowledged).
-            taken = self._reader.take(consumer.settings.name, timeout, consumer.committed)
+            taken = self._reader.take(consumer.settings.name, timeout)
         except Exception as err:  # NATS down, or a client error: retried after a pause
             self._unreachable(consumer, now, err)
             return None
@@ -497,7 +497,7 @@ class NatsSources:
 
     def _ack(self, consumer: _Consumer, reply: str) -> None:
         try:
-            self._reader.ack(consumer.settings.name, reply)  # the server confirms it
+            self._reader.ack(consumer.settings.name, reply)
         except ReaderError as err:  # redelivered later and skipped by sequence
             log_event(
                 _log,
@@ -557,6 +557,7 @@ class NatsSources:
             durable,
             settings.batch_size,
             _REQUEST_EXPIRES_SECS,
+            consumer.committed,
         )
         consumer.bound = True
         log_event(

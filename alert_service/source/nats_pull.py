@@ -78,6 +78,7 @@ class PullConsumer:
     _owed: int = 0  # messages the outstanding request may still deliver
     _deadline: float = 0.0  # monotonic time after which the request counts as lost
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    full: asyncio.Event = field(default_factory=asyncio.Event)  # a whole batch waits
     _error: BaseException | None = None
     requests: int = 0  # pull requests sent (for tests and logs)
 
@@ -119,6 +120,8 @@ class PullConsumer:
             raise error
         msgs = self._ready[: self.batch]
         del self._ready[: self.batch]
+        if len(self._ready) < self.batch:
+            self.full.clear()
         await self._request()
         return msgs
 
@@ -159,6 +162,8 @@ class PullConsumer:
         self._owed -= 1
         if len(self._ready) == 1:
             self._arrived.set()
+        if len(self._ready) == self.batch:
+            self.full.set()
         if self._owed <= 0:
             self._owed = 0
             await self._request()
