@@ -385,8 +385,11 @@ async def _serve(read_fd: int, write_fd: int) -> None:
                 continue
             data = len(answer).to_bytes(4, "big") + answer
             view = memoryview(data)
-            while view:  # the parent is waiting for this answer: it reads at once
-                view = view[os.write(write_fd, view) :]
+            try:
+                while view:  # the parent is waiting for this answer: it reads at once
+                    view = view[os.write(write_fd, view) :]
+            except BrokenPipeError:
+                return  # the parent is gone
     finally:
         await child.close()
 
