@@ -11,16 +11,19 @@ a payload holding several lines (a publisher that batches) is split at ``\\n``.
 
 Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
 
-* each poll takes up to ``batch_size`` messages of one consumer, in stream order;
-  the next batch is fetched meanwhile (the consumer lets two batches be
+* each poll takes up to ``batch_size`` messages of one consumer, in stream order,
+  from the reader process (:mod:`~alert_service.source.nats_reader`), which pulls
+  and packs the next batch meanwhile (the consumer lets two batches be
   unacknowledged);
 * the batch's :attr:`~alert_service.source.Batch.position` is the stream sequence of
   its last message (:func:`stream_position`), stored in the same transaction as the
   alerts and baseline changes of its lines;
-* :meth:`NatsSources.committed` then acknowledges the batch (one ``AckAll`` on its
-  last message, confirmed by the server); a crash between the commit and the
-  acknowledgement redelivers the messages, which are recognised by their stream
-  sequence (not above the stored one), counted as ``messages_redelivered_skipped``,
+* :meth:`NatsSources.committed` then has the batch acknowledged (one ``AckAll`` on
+  its last message, sent by the reader, which waits for the server's confirmation
+  and logs ``nats_ack_failed`` without it); a crash between the commit and the
+  acknowledgement, or a lost acknowledgement, redelivers the messages, which are
+  recognised by their stream sequence (not above the stored one, nor above the
+  last one handed out by this binding), counted as ``messages_redelivered_skipped``,
   and acknowledged unprocessed;
 * a failed commit unbinds the consumer; after a pause it is created again from the
   checkpoint, and the batch is read again;
@@ -32,8 +35,11 @@ A stream deleted and created again restarts its sequences: the stored position
 carries the stream's creation time (:attr:`Position.fingerprint`), and a checkpoint
 of another stream incarnation is ignored (logged as ``stream_recreated``).
 
-nats-py is asyncio based; the source runs one event loop in a daemon thread and
-waits for each call from the pipeline thread.
+nats-py is asyncio based. Pulling, decoding and acknowledging run in the reader
+process (one per instance, for all its consumers; see that module for why); the
+stream and consumer management (stream info, creating and deleting consumers) runs
+on an event loop in a daemon thread of this process, and the pipeline's thread
+waits for each such call.
 """
 
 from __future__ import annotations

@@ -357,6 +357,8 @@ class _Child:
             await feed.stop()
 
     async def close(self) -> None:
+        if self._acks:  # acknowledgements on their way are sent before closing
+            await asyncio.wait(set(self._acks), timeout=5.0)
         for key in list(self._feeds):
             await self._unbind(key)
         for client in self._clients.values():
