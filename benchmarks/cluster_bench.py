@@ -586,8 +586,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"1 instance, cpu 0  {one:10.0f} lines/s   (baseline)   to 95 %;"
                   f" all acknowledged after {one_all:.1f} s")
             two, two_all = run_pinned(bus, pinned, args.pg, [0, 1], tmp, args.batch)
-            print(f"2 instances, 0+1   {two:10.0f} lines/s   {two / one:.2f} x 1 instance   to 95 %;"
-                  f" all acknowledged after {two_all:.1f} s   {load()}")
+            print(f"2 instances, 0+1   {two:10.0f} lines/s   {two / one:.2f} x 1 instance"
+                  f"   to 95 %; all acknowledged after {two_all:.1f} s   {load()}")
             if args.lag_secs > 0:
                 target = 0.8 * one
                 print(f"lag: publishing at 80 % of 1 instance on cpu 0 ({target:.0f} lines/s)"
