@@ -78,8 +78,10 @@ def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
 
     Args:
         msgs: the messages in delivery order.
-        after: the stream sequence already committed; messages not above it are
-            redeliveries, counted as ``skipped`` and left out.
+        after: the highest stream sequence already committed or handed out; a message
+            not above it, nor above every earlier message of ``msgs``, is a
+            redelivery (a stream delivers new messages in increasing sequence),
+            counted as ``skipped`` and left out.
     """
     lines: list[bytes] = []
     seqs = array("q")
@@ -89,15 +91,13 @@ def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
     reply = ""
     if msgs:
         reply = msgs[-1][1]
-        last, pending = ack_fields(reply)
-        # Only redeliveries come before newer messages: when the first one is new,
-        # all are.
-        check = ack_fields(msgs[0][1])[0] <= after
+        pending = ack_fields(reply)[1]
         for subject, msg_reply, data, encoding in msgs:
             seq = ack_fields(msg_reply)[0]
-            if check and seq <= after:
+            if seq <= after:
                 skipped += 1
                 continue
+            after = seq
             if encoding is None and b"\n" not in data:
                 if data:
                     lines.append(data)
@@ -110,6 +110,7 @@ def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
                 continue
             lines += got
             seqs.extend([seq] * len(got))
+        last = after
     header = json.dumps(
         {
             "messages": len(msgs),
@@ -131,7 +132,7 @@ class Taken:
     Attributes:
         messages: messages delivered (redeliveries included).
         skipped: redeliveries left out (not above the committed sequence).
-        last: stream sequence of the last message delivered; 0 when none.
+        last: the highest stream sequence delivered; 0 when none.
         pending: messages left in the consumer after the last one.
         reply: the last message's reply subject (``AckAll`` goes there); empty when none.
         undecodable: ``(stream sequence, subject, reason)`` per message left out.

@@ -261,7 +261,7 @@ class _Feed:
             for m in msgs
         ]
         self._packed = pack_batch(items, self._after)
-        self._after = max(self._after, ack_fields(msgs[-1].reply)[0])
+        self._after = max(self._after, *(ack_fields(m.reply)[0] for m in msgs))
 
     async def _run(self) -> None:
         puller = self.puller
