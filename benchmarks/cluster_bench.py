@@ -568,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             file_rate, file_cpu, _ = median_of(runs["file"])
             print(f"median of {args.repeat} runs each; {load()}")
             print(f"file+sqlite        {file_rate:10.0f} lines/s   (baseline)"
-                  f"         cpu {file_cpu:5.1f} us/line")
+                  f"         cpu {file_cpu:5.1f} us/line"
+                  f"   (all runs: {', '.join(f'{r[0]:.0f}' for r in runs['file'])})")
             for key, label in (("sqlite", "nats+sqlite"), ("pg", "nats+postgresql")):
                 rate, pipe, reader = median_of(runs[key])
                 print(f"{label:18} {rate:10.0f} lines/s   {rate / file_rate:.2f} x file"
