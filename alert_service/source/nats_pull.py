@@ -171,7 +171,10 @@ class PullConsumer:
 
 def _request_again(status: str, description: str) -> bool:
     """Whether a request that ended with this status is simply sent again: a 409 for
-    a passing cause (a new stream leader, too many waiting requests); every other 409
-    (consumer deleted, a request limit exceeded) and other status is an error."""
+    a passing cause (a new stream leader, a server shutting down, too many waiting
+    requests); every other 409 (consumer deleted, a request over the consumer's
+    ``max_ack_pending`` or ``max_batch``) and other status is an error."""
     text = description.lower()
-    return status == "409" and ("leadership" in text or "maxwaiting" in text)
+    return status == "409" and any(
+        cause in text for cause in ("leadership", "shutdown", "maxwaiting")
+    )

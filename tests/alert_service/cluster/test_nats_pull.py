@@ -18,7 +18,7 @@ from nats.js.api import StreamConfig
 
 from alert_service.pipeline import Pipeline
 from alert_service.source.nats_batch import ack_fields
-from alert_service.source.nats_pull import ConsumerGoneError, PullConsumer
+from alert_service.source.nats_pull import ConsumerGoneError, PullConsumer, _request_again
 from alert_service.state import open_state
 from alert_service.stats import Stats
 from tests.alert_service.cluster.test_nats_source import (
@@ -183,3 +183,20 @@ def test_undecodable_messages_are_counted_once(tmp_path: Path, stream: Stream) -
     assert [a["host"] for a in outbox(state)] == ["h2"]
     assert stream.consumer("alerts").ack_floor.stream_seq == last
     state.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "description", "again"),
+    [
+        ("409", "Leadership Change", True),
+        ("409", "Server Shutdown", True),
+        ("409", "Exceeded MaxWaiting", True),
+        ("409", "Consumer Deleted", False),
+        ("409", "Exceeded MaxRequestBatch of 10", False),
+        ("409", "Exceeded MaxAckPending", False),
+        ("400", "Bad Request - invalid json", False),
+        ("503", "No Responders", False),
+    ],
+)
+def test_which_ended_requests_are_sent_again(status: str, description: str, again: bool) -> None:
+    assert _request_again(status, description) is again
