@@ -32,9 +32,7 @@ from tests.alert_service.cluster.test_nats_source import (
 from tests.helpers.services import need_nats, unique_name
 
 
-def on_stream(
-    body: Callable[[Any, str, str], Awaitable[None]], **consumer: Any
-) -> None:
+def on_stream(body: Callable[[Any, str, str], Awaitable[None]], **consumer: Any) -> None:
     """Run ``body(client, stream, subject prefix)`` with a fresh stream and a durable
     pull consumer ``c`` (AckAll, and ``consumer``'s settings by their JetStream API
     names), deleted afterwards."""
