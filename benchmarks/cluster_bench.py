@@ -26,6 +26,28 @@ of one instance (one pipeline thread), state commits included.
    process) polls. Printed: seconds until B owns every partition, and until B has
    processed a line published right after the kill, beside the lease time (the
    issue's target is within 2 x the lease time).
+6. ``pinned``: ``run`` subprocesses on a source of 2 partitions with a PostgreSQL
+   state, the lines published beforehand: 1 instance pinned to CPU 0 (baseline),
+   then 2 instances, one pinned to CPU 0 and one to CPU 1 (``os.sched_setaffinity``;
+   an instance's NATS reader process inherits its CPU). Rate: lines acknowledged
+   per second (the consumers' acknowledgement floors, read every 0.2 s; the
+   acknowledgement follows the commit), from when every partition is bound (and,
+   with 2 instances, shared out) until 95 % are acknowledged; the time until all
+   are is printed beside it.
+7. ``lag``: one ``run`` subprocess configured and pinned as the 1-instance
+   baseline of 6, while this process publishes result lines at 80 % of that
+   baseline's rate for ``--lag-secs`` seconds (default 600, the issue's 10
+   minutes); the consumers' lag (messages published and not yet acknowledged) is
+   sampled every second. Printed: median, 95th
+   percentile and largest lag, in messages and in seconds of input, and the lag
+   when publishing ended. ``--lag-secs 0`` skips it.
+
+Throughput figures (2-4) are run ``--repeat`` times (default 3) and the median is
+printed; ``cpu`` is the CPU time per line of the instance: the pipeline's process
+(``pipe``) and the NATS reader process (``reader``), in microseconds. The load
+average of the machine is printed with each figure: on a machine shared with other
+work, wall-clock rates of the two-process ``nats`` source fall more than the file
+source's, and the CPU times are the steadier figure.
 """
 
 from __future__ import annotations
@@ -35,12 +57,16 @@ import asyncio
 import json
 import os
 import random
+import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,26 +144,61 @@ def config(sources: list[dict[str, Any]], state_dir: str, **extra: Any) -> Confi
 
 
 def drain(pipeline: Pipeline, stats: Stats, lines: int) -> float:
-    """Poll until ``lines`` lines are read; return the seconds it took."""
+    """Poll until ``lines`` lines are read; return lines per second, timed from the
+    end of the first poll that read any (connecting and starting are not throughput)."""
+    while stats.lines_read == 0:
+        pipeline.poll_once()
+    first = stats.lines_read
     start = time.perf_counter()
     while stats.lines_read < lines:
         pipeline.poll_once()
-    return time.perf_counter() - start
+    return (stats.lines_read - first) / (time.perf_counter() - start)
 
 
-def run_file(lines: list[tuple[str, bytes]], tmp: str) -> float:
+def load() -> str:
+    """The machine's load average (1, 5, 15 minutes) as text."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+class Cpu:
+    """CPU seconds of this process and of its waited-for children over a span."""
+
+    def __init__(self) -> None:
+        self.own = self.children = 0.0
+        self._start = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+    def stop(self) -> None:
+        own, kids = self._now()
+        self.own, self.children = own - self._start[0], kids - self._start[1]
+
+
+Result = tuple[float, float, float]  # lines/s, pipeline CPU us/line, reader CPU us/line
+
+
+def run_file(lines: list[tuple[str, bytes]], tmp: str) -> Result:
     path = os.path.join(tmp, "results.log")
     with open(path, "wb") as fh:
         fh.write(b"".join(line + b"\n" for _, line in lines))
-    cfg = config([{"path": path, "start_at": "beginning"}], os.path.join(tmp, "file-state"))
-    state = open_state(os.path.join(tmp, "file-state", "state.sqlite3"))
+    state_dir = os.path.join(tmp, f"file-state-{uuid.uuid4().hex[:6]}")
+    cfg = config([{"path": path, "start_at": "beginning"}], state_dir)
+    state = open_state(os.path.join(state_dir, "state.sqlite3"))
     stats = Stats()
+    cpu = Cpu()
     pipeline = Pipeline(cfg, stats=stats, state=state)
     try:
-        return len(lines) / drain(pipeline, stats, len(lines))
+        rate = drain(pipeline, stats, len(lines))
     finally:
         pipeline.close()
         state.close()
+    cpu.stop()
+    return rate, cpu.own / len(lines) * 1e6, 0.0
 
 
 class Nats:
@@ -175,7 +236,7 @@ def run_nats(  # noqa: PLR0917
     state_cfg: dict[str, Any],
     tmp: str,
     batch: int,
-) -> float:
+) -> Result:
     name = f"BENCH_{uuid.uuid4().hex[:10].upper()}"
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     bus.stream(name, [f"{prefix}.>"])
@@ -193,12 +254,15 @@ def run_nats(  # noqa: PLR0917
         cfg = config([source], os.path.join(tmp, "nats-state"), **state_cfg)
         conn = open_state(state)
         stats = Stats()
+        cpu = Cpu()
         pipeline = Pipeline(cfg, stats=stats, state=conn)
         try:
-            return len(lines) / drain(pipeline, stats, len(lines))
+            rate = drain(pipeline, stats, len(lines))
         finally:
             pipeline.close()
             conn.close()
+        cpu.stop()
+        return rate, cpu.own / len(lines) * 1e6, cpu.children / len(lines) * 1e6
     finally:
         bus.delete(name)
 
@@ -288,6 +352,185 @@ def run_takeover(bus: Nats, dsn: str, partitions: int, ttl: float, tmp: str) -> 
         drop_schema(dsn, schema)
 
 
+def remaining(bus: Nats, stream: str, durable: str) -> tuple[int, int]:
+    """``(consumers, messages)``: how many of the stream's consumers are named
+    ``durable...``, and their messages not yet acknowledged (pending plus
+    delivered-unacknowledged)."""
+
+    async def go() -> tuple[int, int]:
+        infos = await bus.js.consumers_info(stream)
+        ours = [i for i in infos if (i.name or "").startswith(durable)]
+        return len(ours), sum((i.num_pending or 0) + (i.num_ack_pending or 0) for i in ours)
+
+    return bus.loop.run_until_complete(go())
+
+
+def start_instance(doc: dict[str, Any], path: Path, cpu: int | None) -> subprocess.Popen[bytes]:
+    """``run`` a configuration in a subprocess, pinned to ``cpu`` when given."""
+    path.write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    pin: Callable[[], None] | None = None
+    if cpu is not None:
+        core = cpu
+
+        def pin() -> None:
+            os.sched_setaffinity(0, {core})
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "alert_service", "run", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=pin,  # noqa: PLW1509 (affinity only; no threads started yet)
+    )
+
+
+def cluster_doc(  # noqa: PLR0917
+    url: str, stream: str, prefix: str, durable: str, dsn: str, schema: str, batch: int
+) -> dict[str, Any]:
+    """A ``run`` configuration: 2 partitions (subjects ``<prefix>.<0|1>.<host>``),
+    PostgreSQL state in ``schema``."""
+    os.environ["TC_BENCH_DSN"] = dsn
+    return {
+        "sources": [
+            {
+                "nats": {
+                    "servers": [url],
+                    "stream": stream,
+                    "subject": f"{prefix}.{{partition}}.*",
+                    "durable": durable,
+                    "partitions": 2,
+                    "lease_ttl_secs": 3.0,
+                    "batch_size": batch,
+                },
+                "poll_interval_secs": 0.05,
+            }
+        ],
+        "notifiers": NOTIFIERS,
+        "rules": RULES,
+        "known_packs": ["tracked_connections"],
+        "log_level": "warning",
+        "state": {"backend": "postgresql", "dsn": {"env": "TC_BENCH_DSN"}, "schema": schema},
+    }
+
+
+def run_pinned(  # noqa: PLR0917
+    bus: Nats, lines: list[tuple[str, bytes]], dsn: str, cpus: list[int], tmp: str, batch: int
+) -> tuple[float, float]:
+    """Lines acknowledged per second by ``len(cpus)`` instances on 2 partitions until
+    95 % are, and the seconds until all are."""
+    name = f"BENCH_{uuid.uuid4().hex[:10].upper()}"
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    durable = "bench-pinned"
+    bus.stream(name, [f"{prefix}.>"])
+    bus.publish([(f"{prefix}.{zlib.crc32(h.encode()) % 2}.{h}", line) for h, line in lines])
+    doc = cluster_doc(bus.url, name, prefix, durable, dsn, schema, batch)
+    procs = [start_instance(doc, Path(tmp) / f"pinned{n}.yaml", cpu) for n, cpu in enumerate(cpus)]
+    target = PgTarget(dsn, schema)
+    try:
+        deadline = time.monotonic() + 120
+        # From when the partitions are shared out: 2 owners for 2 instances.
+        while len(set(leases_of(target).values())) < len(cpus) or len(leases_of(target)) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the instances did not share the partitions out")
+            time.sleep(0.05)
+        bound, left = remaining(bus, name, durable)
+        while bound < 2:
+            time.sleep(0.02)
+            bound, left = remaining(bus, name, durable)
+        start, first = time.monotonic(), left
+        bulk = 0.0
+        while left:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the instances did not finish in time")
+            time.sleep(0.05)
+            bound, left = remaining(bus, name, durable)
+            left = left if bound == 2 else 1
+            if not bulk and left <= 0.05 * first:
+                bulk = 0.95 * first / (time.monotonic() - start)
+        return bulk, time.monotonic() - start
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        bus.delete(name)
+        drop_schema(dsn, schema)
+
+
+def run_lag(  # noqa: PLR0917
+    bus: Nats, dsn: str, rate: float, secs: float, tmp: str, batch: int
+) -> str:
+    """Publish at ``rate`` lines/s for ``secs`` to one instance pinned to CPU 0 (the
+    configuration of the ``pinned`` baseline); the lag, as text."""
+    name = f"BENCH_{uuid.uuid4().hex[:10].upper()}"
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    durable = "bench-lag"
+    bus.stream(name, [f"{prefix}.>"])
+    doc = cluster_doc(bus.url, name, prefix, durable, dsn, schema, batch)
+    proc = start_instance(doc, Path(tmp) / "lag.yaml", 0)
+    pool = [
+        (f"{prefix}.{zlib.crc32(h.encode()) % 2}.{h}", line)
+        for h, line in make_lines(50_000, 1_000, 3)
+    ]
+    samples: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while remaining(bus, name, durable)[0] < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the instance did not bind its consumer")
+            time.sleep(0.1)
+
+        async def publish_and_sample() -> int:
+            client = bus.client
+            sent = 0
+            start = time.monotonic()
+            next_sample = start + 1.0
+            while (now := time.monotonic()) < start + secs:
+                due = int((now - start) * rate)
+                while sent < due:
+                    subject, data = pool[sent % len(pool)]
+                    await client.publish(subject, data)
+                    sent += 1
+                await client.flush()
+                if now >= next_sample:
+                    next_sample += 1.0
+                    infos = await bus.js.consumers_info(name)
+                    samples.append(
+                        sum((i.num_pending or 0) + (i.num_ack_pending or 0) for i in infos)
+                    )
+                await asyncio.sleep(0.01)
+            return sent
+
+        sent = bus.loop.run_until_complete(publish_and_sample())
+        end_lag = remaining(bus, name, durable)[1]
+        ended = time.monotonic()
+        while remaining(bus, name, durable)[1] > 0 and time.monotonic() - ended < 120:
+            time.sleep(0.1)
+        drained = time.monotonic() - ended
+        alive = proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+        bus.delete(name)
+        drop_schema(dsn, schema)
+    ordered = sorted(samples) or [0]
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    med = statistics.median(ordered)
+    return (
+        f"{sent} lines in {secs:.0f} s ({sent / secs:.0f}/s), {len(samples)} samples:"
+        f" lag median {med:.0f} msgs ({med / rate:.2f} s), p95 {p95} ({p95 / rate:.2f} s),"
+        f" max {ordered[-1]} ({ordered[-1] / rate:.2f} s); at the end {end_lag},"
+        f" drained in {drained:.2f} s{'' if alive else '; THE INSTANCE EXITED'}"
+    )
+
+
+def median_of(runs: list[Result]) -> Result:
+    """The run with the median rate."""
+    return sorted(runs)[len(runs) // 2]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--lines", type=int, default=100_000)
@@ -298,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
     parser.add_argument("--pg", default="host=127.0.0.1 port=5432 dbname=test user=postgres")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per throughput figure")
+    parser.add_argument("--pinned-lines", type=int, default=300_000)
+    parser.add_argument("--lag-secs", type=float, default=600.0, help="0 skips the lag run")
     args = parser.parse_args(argv)
 
     lines = make_lines(args.lines, args.hosts, args.seed)
@@ -307,24 +553,48 @@ def main(argv: list[str] | None = None) -> int:
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            file_rate = run_file(lines, tmp)
-            print(f"file+sqlite        {file_rate:10.0f} lines/s   (baseline)")
-            sqlite_path = os.path.join(tmp, "nats-sqlite.sqlite3")
-            nats_rate = run_nats(bus, lines, sqlite_path, {}, tmp, args.batch)
-            ratio = nats_rate / file_rate
-            print(f"nats+sqlite        {nats_rate:10.0f} lines/s   {ratio:.2f} x file")
             os.environ["TC_BENCH_DSN"] = args.pg
             pg_cfg = {"state": {"backend": "postgresql", "dsn": {"env": "TC_BENCH_DSN"},
                                 "schema": schema}}
-            pg_rate = run_nats(bus, lines, PgTarget(args.pg, schema), pg_cfg, tmp, args.batch)
-            ratio = pg_rate / file_rate
-            print(f"nats+postgresql    {pg_rate:10.0f} lines/s   {ratio:.2f} x file")
+            runs: dict[str, list[Result]] = {"file": [], "sqlite": [], "pg": []}
+            for n in range(args.repeat):
+                runs["file"].append(run_file(lines, tmp))
+                sqlite_path = os.path.join(tmp, f"nats-sqlite-{n}.sqlite3")
+                runs["sqlite"].append(run_nats(bus, lines, sqlite_path, {}, tmp, args.batch))
+                drop_schema(args.pg, schema)
+                runs["pg"].append(
+                    run_nats(bus, lines, PgTarget(args.pg, schema), pg_cfg, tmp, args.batch)
+                )
+            file_rate, file_cpu, _ = median_of(runs["file"])
+            print(f"median of {args.repeat} runs each; {load()}")
+            print(f"file+sqlite        {file_rate:10.0f} lines/s   (baseline)"
+                  f"         cpu {file_cpu:5.1f} us/line"
+                  f"   (all runs: {', '.join(f'{r[0]:.0f}' for r in runs['file'])})")
+            for key, label in (("sqlite", "nats+sqlite"), ("pg", "nats+postgresql")):
+                rate, pipe, reader = median_of(runs[key])
+                print(f"{label:18} {rate:10.0f} lines/s   {rate / file_rate:.2f} x file"
+                      f"   cpu pipe {pipe:5.1f} + reader {reader:5.1f} us/line"
+                      f"   (all runs: {', '.join(f'{r[0]:.0f}' for r in runs[key])})")
             owned, processed = run_takeover(bus, args.pg, args.partitions, args.lease_ttl, tmp)
             print(
                 f"takeover           {owned:10.2f} s to own all {args.partitions} partitions,"
                 f" {processed:.2f} s to the first lines"
                 f"   lease {args.lease_ttl:.1f} s: {owned / args.lease_ttl:.2f} x lease"
             )
+            pinned = make_lines(args.pinned_lines, args.hosts, args.seed + 1)
+            print(f"pinned: {len(pinned)} lines on 2 partitions, postgresql state; {load()}")
+            one, one_all = run_pinned(bus, pinned, args.pg, [0], tmp, args.batch)
+            print(f"1 instance, cpu 0  {one:10.0f} lines/s   (baseline)   to 95 %;"
+                  f" all acknowledged after {one_all:.1f} s")
+            two, two_all = run_pinned(bus, pinned, args.pg, [0, 1], tmp, args.batch)
+            print(f"2 instances, 0+1   {two:10.0f} lines/s   {two / one:.2f} x 1 instance"
+                  f"   to 95 %; all acknowledged after {two_all:.1f} s   {load()}")
+            if args.lag_secs > 0:
+                target = 0.8 * one
+                print(f"lag: publishing at 80 % of 1 instance on cpu 0 ({target:.0f} lines/s)"
+                      f" for {args.lag_secs:.0f} s; {load()}")
+                lag = run_lag(bus, args.pg, target, args.lag_secs, tmp, args.batch)
+                print(f"lag                {lag}   {load()}")
     finally:
         drop_schema(args.pg, schema)
         bus.close()

@@ -11,16 +11,19 @@ a payload holding several lines (a publisher that batches) is split at ``\\n``.
 
 Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
 
-* each poll takes up to ``batch_size`` messages of one consumer, in stream order;
-  the next batch is fetched meanwhile (the consumer lets two batches be
+* each poll takes up to ``batch_size`` messages of one consumer, in stream order,
+  from the reader process (:mod:`~alert_service.source.nats_reader`), which pulls
+  and packs the next batch meanwhile (the consumer lets two batches be
   unacknowledged);
 * the batch's :attr:`~alert_service.source.Batch.position` is the stream sequence of
   its last message (:func:`stream_position`), stored in the same transaction as the
   alerts and baseline changes of its lines;
-* :meth:`NatsSources.committed` then acknowledges the batch (one ``AckAll`` on its
-  last message, confirmed by the server); a crash between the commit and the
-  acknowledgement redelivers the messages, which are recognised by their stream
-  sequence (not above the stored one), counted as ``messages_redelivered_skipped``,
+* :meth:`NatsSources.committed` then has the batch acknowledged (one ``AckAll`` on
+  its last message, sent by the reader, which waits for the server's confirmation
+  and logs ``nats_ack_failed`` without it); a crash between the commit and the
+  acknowledgement, or a lost acknowledgement, redelivers the messages, which are
+  recognised by their stream sequence (not above the stored one, nor above the
+  last one handed out by this binding), counted as ``messages_redelivered_skipped``,
   and acknowledged unprocessed;
 * a failed commit unbinds the consumer; after a pause it is created again from the
   checkpoint, and the batch is read again;
@@ -32,17 +35,18 @@ A stream deleted and created again restarts its sequences: the stored position
 carries the stream's creation time (:attr:`Position.fingerprint`), and a checkpoint
 of another stream incarnation is ignored (logged as ``stream_recreated``).
 
-nats-py is asyncio based; the source runs one event loop in a daemon thread and
-waits for each call from the pipeline thread.
+nats-py is asyncio based. Pulling, decoding and acknowledging run in the reader
+process (one per instance, for all its consumers; see that module for why); the
+stream and consumer management (stream info, creating and deleting consumers) runs
+on an event loop in a daemon thread of this process, and the pipeline's thread
+waits for each such call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
-import gzip
 import json
 import logging
 import os
@@ -59,16 +63,16 @@ from typing import Any, Protocol, TypeVar
 import nats
 import nats.errors
 import nats.js.errors
-import zstandard
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.client import JetStreamContext
 
 from alert_service.logs import log_event
 from alert_service.source.manager import Batch, CheckpointStore
+from alert_service.source.nats_batch import Taken, stream_chunk
 from alert_service.source.nats_config import NatsSettings
-from alert_service.source.records import FileIdentity, LineChunk, Position
+from alert_service.source.nats_payload import PayloadError, decode_payload
+from alert_service.source.nats_reader import ReaderError, ReaderProcess
+from alert_service.source.records import FileIdentity, Position
 from alert_service.state.leases import LeaseLostError, PgLeases
 from alert_service.state.postgres import PgConnection
 from alert_service.stats import Stats
@@ -77,6 +81,7 @@ __all__ = [
     "STREAM_IDENTITY",
     "NatsSettings",
     "NatsSources",
+    "PayloadError",
     "decode_payload",
     "partition_leases",
     "stream_position",
@@ -90,6 +95,7 @@ STREAM_IDENTITY = FileIdentity(0, 0)
 _T = TypeVar("_T")
 _MAX_RETRY_PAUSE_SECS = 30.0
 _CALL_TIMEOUT_SECS = 10.0
+_REQUEST_EXPIRES_SECS = 5.0  # a pull request's life on an idle stream
 
 
 def stream_position(subject: str, sequence: int, incarnation: bytes) -> Position:
@@ -102,42 +108,6 @@ def stream_position(subject: str, sequence: int, incarnation: bytes) -> Position
             in :attr:`Position.fingerprint` to recognise a recreated stream.
     """
     return Position(subject, STREAM_IDENTITY, sequence, incarnation, len(incarnation))
-
-
-class PayloadError(ValueError):
-    """A message payload could not be decoded (its text says why)."""
-
-
-_ZSTD = zstandard.ZstdDecompressor()
-_MAX_DECODED_BYTES = 64 * 1024 * 1024
-
-
-def decode_payload(data: bytes, encoding: str | None) -> bytes:
-    """Return the payload's bytes after its ``Content-Encoding``.
-
-    Args:
-        data: the message payload.
-        encoding: the ``Content-Encoding`` header (None, ``identity``, ``gzip``,
-            ``zstd``; case-insensitive).
-
-    Raises:
-        PayloadError: unknown encoding, corrupt data, or more than 64 MiB decoded.
-    """
-    name = (encoding or "identity").strip().lower()
-    try:
-        if name == "identity":
-            return data
-        if name in ("gzip", "x-gzip"):
-            out = gzip.decompress(data)
-        elif name == "zstd":
-            out = _ZSTD.decompressobj().decompress(data)
-        else:
-            raise PayloadError(f"unknown Content-Encoding {encoding!r}")
-    except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
-        raise PayloadError(f"corrupt {name} payload: {err}") from err
-    if len(out) > _MAX_DECODED_BYTES:
-        raise PayloadError("decoded payload over 64 MiB")
-    return out
 
 
 class _Loop:
@@ -167,14 +137,13 @@ class _Consumer:
     settings: NatsSettings
     poll_interval_secs: float
     group: _Group
-    sub: JetStreamContext.PullSubscription | None = None
+    bound: bool = False  # the reader process reads it
     incarnation: bytes = b""
     committed: int = 0  # stream sequence of the last committed message
-    pending: list[Msg] = field(default_factory=list)  # the batch handed out
+    pending: str = ""  # reply subject of the last message of the batch handed out
     due: float = 0.0
     failures: int = 0
     token: int | None = None  # lease (fencing) token of a partition
-    prefetch: concurrent.futures.Future[list[Msg]] | None = None  # the next batch
 
 
 @dataclass(eq=False, slots=True)
@@ -264,6 +233,7 @@ class NatsSources:
         self._clock = clock
         self._monotonic = monotonic
         self._loop: _Loop | None = None
+        self._reader = ReaderProcess()
         self._clients: dict[tuple[str, ...], NatsClient] = {}
         self._by_key: dict[str, _Consumer] = {}
         self._pause = 0.0
@@ -291,12 +261,12 @@ class NatsSources:
     def committed(self, batch: Batch) -> None:
         """Acknowledge the batch's messages (their alerts and position are stored)."""
         consumer = self._by_key[batch.key]
-        msgs, consumer.pending = consumer.pending, []
+        reply, consumer.pending = consumer.pending, ""
         if batch.position is not None:
             consumer.committed = batch.position.offset
         consumer.failures = 0
-        if msgs:
-            self._ack(consumer, msgs[-1])
+        if reply:
+            self._ack(consumer, reply)
         if batch.chunks:
             self.stats.source_last_line_time[consumer.group.settings.name] = self._clock()
 
@@ -304,7 +274,7 @@ class NatsSources:
         """Storing failed: have the batch delivered again after a pause (or, when the
         partition's lease was lost, to its new owner)."""
         consumer = self._by_key[batch.key]
-        msgs, consumer.pending = consumer.pending, []
+        consumer.pending = ""
         lost = isinstance(error, LeaseLostError)
         consumer.failures += 1
         pause = 0.0 if lost else min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(consumer.failures, 10))
@@ -317,7 +287,7 @@ class NatsSources:
             reason=str(error),
             retry_in_secs=pause,
         )
-        del msgs  # read again: the consumer is created again from the checkpoint
+        # Read again: the consumer is created again from the checkpoint.
         if lost:
             self._drop(consumer)
         else:
@@ -346,6 +316,7 @@ class NatsSources:
                 except Exception as err:
                     log_event(_log, logging.WARNING, "nats_close_failed", reason=str(err))
         self._clients.clear()
+        self._reader.close()
         self._next_rebalance = 0.0
         if loop is not None:
             loop.stop()
@@ -456,16 +427,12 @@ class NatsSources:
     def _unbind(self, consumer: _Consumer) -> None:
         """Stop the consumer's subscription and its fetch ahead; the next fetch binds
         again (creating the consumer again from the checkpoint)."""
-        sub, consumer.sub = consumer.sub, None
-        ahead, consumer.prefetch = consumer.prefetch, None
-        consumer.pending = []
-        if ahead is not None:
-            ahead.cancel()
-        loop = self._loop
-        if sub is not None and loop is not None:
+        bound, consumer.bound = consumer.bound, False
+        consumer.pending = ""
+        if bound:
             try:
-                loop.call(sub.unsubscribe(), 5.0)
-            except Exception as err:
+                self._reader.unbind(consumer.settings.name)
+            except ReaderError as err:
                 log_event(_log, logging.WARNING, "nats_unsubscribe_failed", reason=str(err))
 
     def _publish_ownership(self) -> None:
@@ -480,87 +447,48 @@ class NatsSources:
     # -- consumers -----------------------------------------------------------------
 
     def _fetch(self, consumer: _Consumer, now: float, consumers: int) -> Batch | None:
-        settings = consumer.settings
         try:
-            if consumer.sub is None:
+            if not consumer.bound:
                 self._connect(consumer)
-            assert consumer.sub is not None
-            loop = self._loop
-            assert loop is not None
             timeout = max(0.01, min(consumer.poll_interval_secs, 1.0) / consumers)
-            ahead, consumer.prefetch = consumer.prefetch, None
-            if ahead is not None:
-                msgs = ahead.result(timeout + _CALL_TIMEOUT_SECS)
-            else:
-                fetch = _fetch(consumer.sub, settings.batch_size, timeout)
-                msgs = loop.call(fetch, timeout + _CALL_TIMEOUT_SECS)
+            # The next batch is requested and delivered while this one is processed
+            # and committed (the consumer allows two batches unacknowledged).
+            taken = self._reader.take(consumer.settings.name, timeout)
         except Exception as err:  # NATS down, or a client error: retried after a pause
             self._unreachable(consumer, now, err)
             return None
-        if not msgs:
+        if not taken.messages:
             consumer.due = now + consumer.poll_interval_secs
             return None
-        # Fetch the next batch while this one is processed and committed (the
-        # consumer allows two batches unacknowledged).
-        consumer.prefetch = asyncio.run_coroutine_threadsafe(
-            _fetch(consumer.sub, settings.batch_size, timeout), loop.loop
-        )
         consumer.due = now
         self._clear_problem(consumer.group.settings.name)
-        return self._batch(consumer, msgs)
+        return self._batch(consumer, taken)
 
-    def _batch(self, consumer: _Consumer, msgs: list[Msg]) -> Batch:
+    def _batch(self, consumer: _Consumer, taken: Taken) -> Batch:
         settings = consumer.settings
         stats = self.stats
-        chunks: list[LineChunk] = []
-        skipped = 0
-        last = consumer.committed
-        first = msgs[0].metadata.sequence.stream
-        tail = msgs[-1].metadata
-        # Only redeliveries come before newer messages: when the first one is new,
-        # all are, and their stream sequences need not be read one by one.
-        check = first <= consumer.committed
-        last = max(last, tail.sequence.stream)
-        for msg in msgs:
-            if check:
-                seq = msg.metadata.sequence.stream
-                if seq <= consumer.committed:
-                    skipped += 1  # redelivered after its batch was committed
-                    continue
-            else:
-                seq = 0
-            headers = msg.headers
-            try:
-                data = decode_payload(
-                    msg.data, headers.get("Content-Encoding") if headers else None
-                )
-            except PayloadError as err:
-                stats.messages_undecodable += 1
-                log_event(
-                    _log,
-                    logging.WARNING,
-                    "message_undecodable",
-                    source=settings.name,
-                    subject=msg.subject,
-                    stream_sequence=seq or msg.metadata.sequence.stream,
-                    reason=str(err),
-                )
-                continue
-            lines = data.split(b"\n") if b"\n" in data else [data]
-            if lines and not lines[-1]:
-                lines.pop()
-            if lines:
-                chunks.append(LineChunk(STREAM_IDENTITY, msg.subject, seq, lines))
-        stats.messages_received += len(msgs)
-        stats.messages_redelivered_skipped += skipped
+        for seq, subject, reason in taken.undecodable:
+            stats.messages_undecodable += 1
+            log_event(
+                _log,
+                logging.WARNING,
+                "message_undecodable",
+                source=settings.name,
+                subject=subject,
+                stream_sequence=seq,
+                reason=reason,
+            )
+        chunk = stream_chunk(STREAM_IDENTITY, settings.subject or settings.name, taken)
+        stats.messages_received += taken.messages
+        stats.messages_redelivered_skipped += taken.skipped
         stats.source_pending_messages = {  # replaced whole: /health reads it
             **stats.source_pending_messages,
-            settings.name: msgs[-1].metadata.num_pending,
+            settings.name: taken.pending,
         }
-        consumer.pending = msgs
+        consumer.pending = taken.reply
         position = (
-            stream_position(settings.subject, last, consumer.incarnation)
-            if last > consumer.committed
+            stream_position(settings.subject, taken.last, consumer.incarnation)
+            if taken.last > consumer.committed
             else None
         )
         fence: Callable[[Any], None] | None = None
@@ -571,15 +499,12 @@ class NatsSources:
             def fence(conn: Any) -> None:
                 leases.fence(conn, name, token)
 
-        return Batch(settings.name, chunks, position, fence)
+        return Batch(settings.name, [chunk] if chunk is not None else [], position, fence)
 
-    def _ack(self, consumer: _Consumer, last: Msg) -> None:
-        loop = self._loop
-        if loop is None:
-            return
+    def _ack(self, consumer: _Consumer, reply: str) -> None:
         try:
-            loop.call(last.ack_sync(timeout=5.0))  # the server confirms it
-        except Exception as err:  # redelivered later and skipped by sequence
+            self._reader.ack(consumer.settings.name, reply)
+        except ReaderError as err:  # redelivered later and skipped by sequence
             log_event(
                 _log,
                 logging.WARNING,
@@ -631,7 +556,16 @@ class NatsSources:
         )
         stale = f"{settings.durable}-t" if consumer.token is not None else durable
         loop.call(_replace_consumer(client, settings.stream, config, stale))
-        consumer.sub = loop.call(js.pull_subscribe_bind(durable, stream=settings.stream))
+        self._reader.bind(
+            settings.name,
+            settings.servers,
+            settings.stream,
+            durable,
+            settings.batch_size,
+            _REQUEST_EXPIRES_SECS,
+            consumer.committed,
+        )
+        consumer.bound = True
         log_event(
             _log,
             logging.INFO,
@@ -686,13 +620,6 @@ class NatsSources:
             del problems[name]
             self.stats.source_problems = problems
             log_event(_log, logging.INFO, "source_found", source=name)
-
-
-async def _fetch(sub: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
-    try:
-        return await sub.fetch(batch, timeout=timeout)
-    except (TimeoutError, nats.errors.TimeoutError):
-        return []  # nothing to read within the timeout
 
 
 async def _consumer_names(client: NatsClient, stream: str) -> list[str]:

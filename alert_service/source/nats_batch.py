@@ -1,0 +1,203 @@
+"""A batch of stream messages as one byte string, and back (the reader process's reply).
+
+The reader process (:mod:`alert_service.source.nats_reader`) decodes the messages it
+pulled and sends the pipeline one byte string per batch, so that the pipeline's
+thread spends no time per message: it splits one buffer into lines
+(:func:`unpack_batch`). Layout of :func:`pack_batch`'s result:
+
+* 4 bytes, big-endian: the length H of the header;
+* H bytes: the header, JSON (``messages``, ``skipped``, ``last``, ``pending``,
+  ``reply``, ``undecodable``, ``lines``);
+* 8 bytes per line: the stream sequence of the message each line came from
+  (signed 64-bit, native byte order: both ends are this machine);
+* the lines, joined by ``\\n``.
+
+:func:`message_lines` is the simple reference: what each message contributes, one
+message at a time (the property test checks the two agree).
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from alert_service.source.nats_payload import PayloadError, decode_payload
+from alert_service.source.records import FileIdentity, LineChunk
+
+__all__ = [
+    "Message",
+    "StreamChunk",
+    "Taken",
+    "ack_fields",
+    "message_lines",
+    "pack_batch",
+    "unpack_batch",
+]
+
+Message = tuple[str, str, bytes, "str | None"]
+"""One delivered message: ``(subject, reply subject, payload, Content-Encoding)``."""
+
+
+def ack_fields(reply: str) -> tuple[int, int]:
+    """``(stream sequence, messages pending)`` from a JetStream message's reply subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.
+    <pending>`` (9 tokens), or with domain and account hash after ``$JS.ACK`` and a
+    random token at the end (12 tokens; nats-server ``server/jetstream.go``
+    ``jsAckPre``/``ackReplyT`` v2.10, nats-py ``Msg.Metadata._get_metadata_fields``).
+
+    Raises:
+        ValueError: not a JetStream acknowledgement subject.
+    """
+    tokens = reply.split(".")
+    if len(tokens) == 9 and tokens[1] == "ACK":
+        return int(tokens[5]), int(tokens[8])
+    if len(tokens) >= 11 and tokens[1] == "ACK":
+        return int(tokens[7]), int(tokens[10])
+    raise ValueError(f"not a JetStream ack subject: {reply!r}")
+
+
+def message_lines(data: bytes, encoding: str | None) -> list[bytes]:
+    """The result lines of one payload: decoded, split at ``\\n``, without a final
+    empty line.
+
+    Raises:
+        PayloadError: the payload cannot be decoded.
+    """
+    data = decode_payload(data, encoding)
+    lines = data.split(b"\n") if b"\n" in data else [data]
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
+    """Pack delivered messages for the pipeline.
+
+    Args:
+        msgs: the messages in delivery order.
+        after: the highest stream sequence already committed or handed out; a message
+            not above it, nor above every earlier message of ``msgs``, is a
+            redelivery (a stream delivers new messages in increasing sequence),
+            counted as ``skipped`` and left out.
+    """
+    lines: list[bytes] = []
+    seqs = array("q")
+    undecodable: list[tuple[int, str, str]] = []
+    skipped = 0
+    last = pending = 0
+    reply = ""
+    if msgs:
+        reply = msgs[-1][1]
+        pending = ack_fields(reply)[1]
+        for subject, msg_reply, data, encoding in msgs:
+            seq = ack_fields(msg_reply)[0]
+            if seq <= after:
+                skipped += 1
+                continue
+            after = seq
+            if encoding is None and b"\n" not in data:
+                if data:
+                    lines.append(data)
+                    seqs.append(seq)
+                continue
+            try:
+                got = message_lines(data, encoding)
+            except PayloadError as err:
+                undecodable.append((seq, subject, str(err)))
+                continue
+            lines += got
+            seqs.extend([seq] * len(got))
+        last = after
+    header = json.dumps(
+        {
+            "messages": len(msgs),
+            "skipped": skipped,
+            "last": last,
+            "pending": pending,
+            "reply": reply,
+            "undecodable": undecodable,
+            "lines": len(lines),
+        }
+    ).encode()
+    return b"".join([len(header).to_bytes(4, "big"), header, seqs.tobytes(), b"\n".join(lines)])
+
+
+@dataclass(slots=True)
+class Taken:
+    """A batch as the pipeline receives it (:func:`unpack_batch`).
+
+    Attributes:
+        messages: messages delivered (redeliveries included).
+        skipped: redeliveries left out (not above the committed sequence).
+        last: the highest stream sequence delivered; 0 when none.
+        pending: messages left in the consumer after the last one.
+        reply: the last message's reply subject (``AckAll`` goes there); empty when none.
+        undecodable: ``(stream sequence, subject, reason)`` per message left out.
+        lines: the result lines, in stream order.
+        sequences: the stream sequence of each line's message (``array('q')`` bytes).
+    """
+
+    messages: int = 0
+    skipped: int = 0
+    last: int = 0
+    pending: int = 0
+    reply: str = ""
+    undecodable: list[tuple[int, str, str]] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    sequences: bytes = b""
+
+
+def unpack_batch(payload: bytes) -> Taken:
+    """The inverse of :func:`pack_batch`.
+
+    Raises:
+        ValueError: the payload is not a packed batch.
+    """
+    size = int.from_bytes(payload[:4], "big")
+    head = json.loads(payload[4 : 4 + size])
+    count = int(head["lines"])
+    body = 4 + size + 8 * count
+    lines = payload[body:].split(b"\n") if count else []
+    if len(lines) != count:
+        raise ValueError(f"packed batch: {len(lines)} lines, header says {count}")
+    return Taken(
+        messages=int(head["messages"]),
+        skipped=int(head["skipped"]),
+        last=int(head["last"]),
+        pending=int(head["pending"]),
+        reply=str(head["reply"]),
+        undecodable=[(int(s), str(subj), str(r)) for s, subj, r in head["undecodable"]],
+        lines=lines,
+        sequences=payload[4 + size : body],
+    )
+
+
+@dataclass(slots=True)
+class StreamChunk(LineChunk):
+    """Lines of a stream source: :attr:`start` and the offsets in log messages are
+    stream sequences (of each line's message), not byte offsets.
+
+    Attributes:
+        sequences: ``array('q')`` bytes, one stream sequence per line.
+    """
+
+    sequences: bytes = b""
+
+    def ends(self) -> list[int]:
+        """Per line, the value the pipeline's log messages take for the *next* line's
+        offset: the next line's stream sequence (the last one's plus one)."""
+        seqs = array("q")
+        seqs.frombytes(self.sequences)
+        return [*seqs[1:], seqs[-1] + 1] if seqs else []
+
+
+def stream_chunk(identity: FileIdentity, path: str, taken: Taken) -> StreamChunk | None:
+    """One chunk of all of ``taken``'s lines; None when it has none."""
+    if not taken.lines:
+        return None
+    seqs = array("q")
+    seqs.frombytes(taken.sequences[:8])
+    return StreamChunk(identity, path, seqs[0], taken.lines, sequences=taken.sequences)

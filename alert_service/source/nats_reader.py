@@ -1,0 +1,409 @@
+"""The process that pulls messages from NATS for one alert-service instance.
+
+Why a process: the pipeline is CPU bound in one thread, and nats-py (pure Python
+on asyncio) spends several microseconds of CPU per message in its protocol parser,
+message objects and subscription queue. In the same process both share one
+interpreter lock, and a stream source reached about a third of the file source's
+throughput (``benchmarks/cluster_bench.py``). In a child process the NATS work runs
+on another core; the pipeline's thread receives one byte string per batch
+(:mod:`alert_service.source.nats_batch`) and splits it into lines.
+
+The pipeline's side, :class:`ReaderProcess`, starts ``python -m
+alert_service.source.nats_reader`` and sends it commands, one at a time, each
+answered before the next is sent; every frame both ways is a 4-byte big-endian
+length and that many bytes. A command is JSON with ``op``:
+
+* ``bind`` (``key``, ``servers``, ``stream``, ``consumer``, ``batch``,
+  ``expires_secs``, ``after``): read this durable consumer from now on (pull
+  requests sent by :class:`~alert_service.source.nats_pull.PullConsumer`); the next
+  batch is requested, delivered and packed while the pipeline works on this one;
+  messages not above stream sequence ``after`` (the checkpoint) or already handed
+  out are redeliveries, counted and left out; answer ``{}``;
+* ``take`` (``key``, ``timeout_secs``): the next packed batch, waiting at most the
+  timeout; answer: a packed batch (no messages when none came);
+* ``ack`` (``key``, ``reply``): acknowledge (``AckAll``) up to the message of this
+  reply subject; no answer (the reader waits for the server's confirmation and
+  logs ``nats_ack_failed`` when it does not come);
+* ``unbind`` (``key``): stop reading; answer ``{}``.
+
+An answer to a command that failed is JSON ``{"error": text}`` instead. The child
+exits when its standard input closes (the parent stopped or died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import time
+from typing import Any
+
+from alert_service.logs import configure_logging, log_event
+from alert_service.source.nats_batch import Taken, ack_fields, pack_batch, unpack_batch
+
+__all__ = ["ReaderError", "ReaderProcess"]
+
+_STOP_WAIT_SECS = 5.0
+_log = logging.getLogger(__name__)
+
+
+class ReaderError(RuntimeError):
+    """A command to the reader process failed (its text says why), or the process
+    died or stopped answering."""
+
+
+class ReaderProcess:
+    """The pipeline's handle on the reader process (started on first use).
+
+    Not thread-safe: one thread (the pipeline's) sends the commands.
+    """
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buf = bytearray()
+
+    def bind(  # noqa: PLR0917 (one command's fields)
+        self,
+        key: str,
+        servers: tuple[str, ...],
+        stream: str,
+        consumer: str,
+        batch: int,
+        expires_secs: float,
+        after: int,
+    ) -> None:
+        """Start reading ``consumer`` of ``stream`` under ``key``; ``after`` is the
+        stream sequence already committed (messages up to it are left out).
+
+        Raises:
+            ReaderError: connecting or subscribing failed.
+        """
+        self._command(
+            {
+                "op": "bind",
+                "key": key,
+                "servers": list(servers),
+                "stream": stream,
+                "consumer": consumer,
+                "batch": batch,
+                "expires_secs": expires_secs,
+                "after": after,
+            },
+            30.0,
+        )
+
+    def take(self, key: str, timeout_secs: float) -> Taken:
+        """The next batch of ``key`` (empty when nothing arrived within the timeout);
+        redelivered messages are counted and left out.
+
+        Raises:
+            ReaderError: the consumer is gone, or the reader failed.
+        """
+        return unpack_batch(
+            self._command(
+                {"op": "take", "key": key, "timeout_secs": timeout_secs},
+                timeout_secs + 10.0,
+            )
+        )
+
+    def ack(self, key: str, reply: str) -> None:
+        """Have every message of ``key`` up to the one of ``reply`` acknowledged; does
+        not wait (the reader waits for the server's confirmation and logs
+        ``nats_ack_failed`` when it does not come: the messages are then delivered
+        again and left out as redeliveries).
+
+        Raises:
+            ReaderError: the reader process is gone.
+        """
+        proc = self._proc
+        if proc is None or proc.poll() is not None or proc.stdin is None:
+            raise ReaderError("nats reader: the process exited")
+        body = json.dumps({"op": "ack", "key": key, "reply": reply}).encode()
+        try:
+            proc.stdin.write(len(body).to_bytes(4, "big") + body)
+            proc.stdin.flush()
+        except OSError as err:
+            self.close()
+            raise ReaderError(f"nats reader: {err}") from err
+
+    def unbind(self, key: str) -> None:
+        """Stop reading ``key`` (a dead reader is left dead: it has nothing to stop)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._command({"op": "unbind", "key": key}, 10.0)
+
+    def close(self) -> None:
+        """Stop the process (its subscriptions end; unacknowledged messages are
+        delivered again later)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(_STOP_WAIT_SECS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    # -- framing -----------------------------------------------------------------
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            return proc
+        self.close()
+        self._buf = bytearray()
+        level = logging.getLevelName(logging.getLogger("alert_service").getEffectiveLevel()).lower()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "alert_service.source.nats_reader", level],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": _package_root()},
+        )
+        self._proc = proc
+        return proc
+
+    def _command(self, command: dict[str, Any], timeout_secs: float) -> bytes:
+        proc = self._start()
+        assert proc.stdin is not None and proc.stdout is not None
+        body = json.dumps(command).encode()
+        try:
+            proc.stdin.write(len(body).to_bytes(4, "big") + body)
+            proc.stdin.flush()
+            answer = self._read(proc.stdout.fileno(), time.monotonic() + timeout_secs)
+        except (OSError, ReaderError) as err:
+            self.close()  # its state is unknown: the next command starts a new one
+            raise ReaderError(f"nats reader: {err}") from err
+        if answer[:1] == b"{" and answer.startswith(b'{"error"'):
+            raise ReaderError(str(json.loads(answer)["error"]))
+        return answer
+
+    def _read(self, fd: int, deadline: float) -> bytes:
+        buf = self._buf
+        need = 4
+        size = -1
+        while True:
+            if size < 0 and len(buf) >= 4:
+                size = int.from_bytes(buf[:4], "big")
+                need = 4 + size
+            if size >= 0 and len(buf) >= need:
+                out = bytes(buf[4:need])
+                del buf[:need]
+                return out
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise ReaderError("no answer in time")
+            data = os.read(fd, max(1 << 20, need - len(buf)))
+            if not data:
+                raise ReaderError("the process exited")
+            buf += data
+
+
+def _package_root() -> str:
+    """The directory holding the ``alert_service`` package, first on the child's path."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    rest = os.environ.get("PYTHONPATH", "")
+    return f"{root}{os.pathsep}{rest}" if rest else root
+
+
+# -- the child -----------------------------------------------------------------------
+
+
+class _Feed:
+    """One consumer's messages, a whole batch packed ahead of the pipeline.
+
+    When a whole batch of messages has arrived it is packed at once, while the
+    pipeline works on the previous one, so that the next ``take`` is answered
+    without waiting; a ``take`` that finds nothing packed packs what has arrived
+    (waiting for the first message). A message whose stream sequence is not above
+    both the checkpoint (given at ``bind``) and the last message handed out by this
+    binding is a redelivery and left out: a message handed out is either committed,
+    or its batch fails and the consumer is bound again from the checkpoint.
+    """
+
+    def __init__(self, puller: Any, after: int) -> None:
+        self.puller = puller
+        self._after = after
+        self._packed: bytes | None = None
+        self._error: BaseException | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def take(self, timeout_secs: float) -> bytes:
+        async with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self._packed is None:
+                self._pack(await self.puller.take(timeout_secs))
+            packed, self._packed = self._packed, None
+        self._wake.set()
+        return packed if packed is not None else pack_batch([], 0)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self.puller.stop()
+
+    def _pack(self, msgs: list[Any]) -> None:
+        if not msgs:
+            return
+        items = [
+            (m.subject, m.reply, m.data, m.headers.get("Content-Encoding") if m.headers else None)
+            for m in msgs
+        ]
+        self._packed = pack_batch(items, self._after)
+        self._after = max(self._after, *(ack_fields(m.reply)[0] for m in msgs))
+
+    async def _run(self) -> None:
+        puller = self.puller
+        while True:
+            await puller.full.wait()
+            async with self._lock:
+                if self._packed is None and puller.full.is_set():
+                    try:
+                        self._pack(await puller.take(0.0))
+                    except Exception as err:  # handed to the next take
+                        self._error = err
+                        return
+            self._wake.clear()
+            if self._packed is not None:
+                await self._wake.wait()
+
+
+class _Child:
+    """The reader process's state: one client per server list, one feed per key."""
+
+    def __init__(self) -> None:
+        from nats.aio.client import Client  # noqa: PLC0415 (the child only)
+
+        from alert_service.source.nats_pull import PullConsumer  # noqa: PLC0415
+
+        self._clients: dict[tuple[str, ...], Client] = {}
+        self._feeds: dict[str, _Feed] = {}
+        self._acks: set[asyncio.Task[None]] = set()
+        self._puller_class = PullConsumer
+
+    async def handle(self, command: dict[str, Any]) -> bytes | None:
+        """Carry out one command; its answer (None for ``ack``, which has none)."""
+        op = command["op"]
+        key = str(command["key"])
+        if op == "take":
+            return await self._feeds[key].take(float(command["timeout_secs"]))
+        if op == "ack":
+            feed = self._feeds.get(key)
+            if feed is not None:
+                task = asyncio.get_running_loop().create_task(self._ack(feed, command["reply"]))
+                self._acks.add(task)
+                task.add_done_callback(self._acks.discard)
+            return None
+        if op == "bind":
+            await self._unbind(key)
+            client = await self._client(tuple(command["servers"]))
+            puller = self._puller_class(
+                client,
+                str(command["stream"]),
+                str(command["consumer"]),
+                int(command["batch"]),
+                float(command["expires_secs"]),
+            )
+            await puller.start()
+            self._feeds[key] = _Feed(puller, int(command["after"]))
+        elif op == "unbind":
+            await self._unbind(key)
+        else:
+            raise ValueError(f"unknown op {op!r}")
+        return b"{}"
+
+    @staticmethod
+    async def _ack(feed: _Feed, reply: str) -> None:
+        try:
+            await feed.puller.client.request(reply, b"+ACK", timeout=5.0)
+        except Exception as err:  # redelivered later and left out by sequence
+            log_event(
+                _log,
+                logging.WARNING,
+                "nats_ack_failed",
+                consumer=feed.puller.consumer,
+                reason=f"{type(err).__name__}: {err}",
+            )
+
+    async def _client(self, servers: tuple[str, ...]) -> Any:
+        import nats  # noqa: PLC0415
+
+        client = self._clients.get(servers)
+        if client is None or client.is_closed:
+            client = await nats.connect(
+                servers=list(servers),
+                name="tracked-connections-alerts reader",
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                connect_timeout=5,
+            )
+            self._clients[servers] = client
+        return client
+
+    async def _unbind(self, key: str) -> None:
+        feed = self._feeds.pop(key, None)
+        if feed is not None:
+            await feed.stop()
+
+    async def close(self) -> None:
+        if self._acks:  # acknowledgements on their way are sent before closing
+            await asyncio.wait(set(self._acks), timeout=5.0)
+        for key in list(self._feeds):
+            await self._unbind(key)
+        for client in self._clients.values():
+            await client.close()
+
+
+async def _serve(read_fd: int, write_fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+    )
+    child = _Child()
+    try:
+        while True:
+            try:
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                command = json.loads(await reader.readexactly(size))
+            except asyncio.IncompleteReadError:
+                return  # the parent closed our input
+            try:
+                answer = await child.handle(command)
+            except Exception as err:  # answered; the parent decides
+                answer = json.dumps({"error": f"{type(err).__name__}: {err}"}).encode()
+            if answer is None:
+                continue
+            data = len(answer).to_bytes(4, "big") + answer
+            view = memoryview(data)
+            try:
+                while view:  # the parent is waiting for this answer: it reads at once
+                    view = view[os.write(write_fd, view) :]
+            except BrokenPipeError:
+                return  # the parent is gone
+    finally:
+        await child.close()
+
+
+def main() -> None:
+    """Serve commands on standard input, answers on standard output; the log level
+    is the first argument (logs go to standard error)."""
+    configure_logging(sys.argv[1] if len(sys.argv) > 1 else "info", sys.stderr)
+    write_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed goes to standard error, not into the answers
+    asyncio.run(_serve(0, write_fd))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The packed batch (the reader process's answer) against the one-message reference."""
+
+from __future__ import annotations
+
+import gzip
+from array import array
+
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alert_service.source.nats_batch import (
+    Message,
+    ack_fields,
+    message_lines,
+    pack_batch,
+    stream_chunk,
+    unpack_batch,
+)
+from alert_service.source.nats_payload import PayloadError
+from alert_service.source.records import FileIdentity
+
+
+def reply(seq: int, pending: int = 0) -> str:
+    return f"$JS.ACK.S.C.1.{seq}.{seq}.1756796709000000000.{pending}"
+
+
+def reference(msgs: list[Message], after: int) -> tuple[list[bytes], list[int], int, list[int]]:
+    """One message at a time: lines, their sequences, skipped, undecodable sequences."""
+    lines: list[bytes] = []
+    seqs: list[int] = []
+    undecodable: list[int] = []
+    skipped = 0
+    highest = after
+    for _subject, msg_reply, data, encoding in msgs:
+        seq = ack_fields(msg_reply)[0]
+        if seq <= highest:  # committed, handed out, or earlier in this batch
+            skipped += 1
+            continue
+        highest = seq
+        try:
+            got = message_lines(data, encoding)
+        except PayloadError:
+            undecodable.append(seq)
+            continue
+        lines += got
+        seqs += [seq] * len(got)
+    return lines, seqs, skipped, undecodable
+
+
+payloads = st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max_size=4).map(
+    b"\n".join
+) | st.binary(max_size=40)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[list[Message], int]:
+    count = draw(st.integers(0, 12))
+    first = draw(st.integers(1, 50))
+    msgs: list[Message] = []
+    seqs = [first + n for n in range(count)]
+    # a redelivery may come among newer messages (its ack_wait ran out meanwhile)
+    for _ in range(draw(st.integers(0, 3)) if count else 0):
+        seqs.insert(draw(st.integers(0, len(seqs))), draw(st.integers(1, first + count)))
+    for n, seq in enumerate(seqs):
+        data = draw(payloads)
+        encoding = draw(st.sampled_from([None, None, "identity", "gzip", "zstd", "br"]))
+        if encoding == "gzip" and draw(st.booleans()):
+            data = gzip.compress(data)
+        elif encoding == "zstd" and draw(st.booleans()):
+            data = zstandard.ZstdCompressor().compress(data)
+        msgs.append((f"osquery.results.h{n}", reply(seq, len(seqs) - n - 1), data, encoding))
+    # redeliveries come first: the committed sequence may cover some of the batch
+    after = draw(st.integers(0, first + count))
+    return msgs, after
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches())
+def test_a_packed_batch_holds_what_each_message_gives_one_by_one(
+    batch: tuple[list[Message], int],
+) -> None:
+    msgs, after = batch
+    lines, seqs, skipped, undecodable = reference(msgs, after)
+    taken = unpack_batch(pack_batch(msgs, after))
+    assert taken.lines == lines
+    got = array("q")
+    got.frombytes(taken.sequences)
+    assert list(got) == seqs
+    assert taken.skipped == skipped
+    assert [u[0] for u in taken.undecodable] == undecodable
+    assert taken.messages == len(msgs)
+    if msgs:
+        assert taken.last == max(after, *(ack_fields(m[1])[0] for m in msgs))
+        assert (taken.pending, taken.reply) == (ack_fields(msgs[-1][1])[1], msgs[-1][1])
+    chunk = stream_chunk(FileIdentity(0, 0), "s", taken)
+    if lines:
+        assert chunk is not None and chunk.start == seqs[0]
+        # log offsets of lines 1.. are their messages' stream sequences
+        assert chunk.ends()[:-1] == seqs[1:]
+    else:
+        assert chunk is None
+
+
+def test_ack_subjects_with_and_without_domain() -> None:
+    assert ack_fields("$JS.ACK.ORDERS.c1.1.120.7.1756796709000000000.33") == (120, 33)
+    assert ack_fields("$JS.ACK.hub.ACCHASH.ORDERS.c1.1.120.7.1756796709000000000.33.x1") == (
+        120,
+        33,
+    )
+    with pytest.raises(ValueError, match="not a JetStream ack subject"):
+        ack_fields("_INBOX.abc")
