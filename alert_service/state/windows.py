@@ -5,12 +5,16 @@ Two tables (created here when missing)::
     aggregate_windows:            -- the groups as of the last compaction
         rule TEXT, group_key TEXT,    -- the rule name and the group's values as JSON
         state TEXT,                   -- Group.to_doc() as JSON (match/aggregate.py)
-        updated_at REAL,              -- seconds since the Unix epoch
+        updated_at DOUBLE PRECISION,  -- seconds since the Unix epoch
         PRIMARY KEY (rule, group_key)
     aggregate_window_changes:     -- one row per batch since then
         seq BIGINT PRIMARY KEY,       -- 1, 2, ... in the order the batches committed
         changes TEXT,                 -- the batch's changes as JSON (see below)
-        updated_at REAL
+        updated_at DOUBLE PRECISION
+
+``DOUBLE PRECISION`` is an 8-byte float on PostgreSQL (its ``REAL`` has 4 bytes, too few
+for seconds since the epoch) and a ``REAL`` column on SQLite (affinity rules,
+https://sqlite.org/datatype3.html section 3.1).
 
 A batch changes many groups a little (one count more, one value more); most groups
 of a scan rule are new and never seen again. Writing each changed group as its own
@@ -70,7 +74,7 @@ CREATE TABLE IF NOT EXISTS aggregate_windows (
     rule TEXT NOT NULL,
     group_key TEXT NOT NULL,
     state TEXT NOT NULL,
-    updated_at REAL NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (rule, group_key)
 )
 """,
@@ -78,7 +82,7 @@ CREATE TABLE IF NOT EXISTS aggregate_windows (
 CREATE TABLE IF NOT EXISTS aggregate_window_changes (
     seq BIGINT NOT NULL PRIMARY KEY,
     changes TEXT NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at DOUBLE PRECISION NOT NULL
 )
 """,
 )
