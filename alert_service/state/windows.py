@@ -185,7 +185,8 @@ class WindowStore:
         aggregator.clear()
         loaded = 0
         rows = self.conn.execute(
-            "SELECT rule, group_key, state FROM aggregate_windows ORDER BY updated_at, rowid"
+            "SELECT rule, group_key, state FROM aggregate_windows"
+            " ORDER BY updated_at, rule, group_key"  # no rowid on PostgreSQL
         ).fetchall()
         for rule, key, text in rows:
             try:
