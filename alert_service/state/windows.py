@@ -4,7 +4,7 @@ Two tables (created here when missing)::
 
     aggregate_windows:            -- the groups as of the last compaction
         rule TEXT, group_key TEXT,    -- the rule name and the group's values as JSON
-        state TEXT,                   -- Group.to_doc() as JSON (match/aggregate.py)
+        state TEXT,                   -- Group.to_doc() as JSON (match/groups.py)
         updated_at DOUBLE PRECISION,  -- seconds since the Unix epoch
         PRIMARY KEY (rule, group_key)
     aggregate_window_changes:     -- one row per batch since then
@@ -53,7 +53,8 @@ from typing import Any, Final
 import orjson
 
 from alert_service.logs import log_event
-from alert_service.match.aggregate import Aggregator, Group, group_key
+from alert_service.match.aggregate import Aggregator
+from alert_service.match.groups import Group, group_key
 from alert_service.parse.event import ColumnValue
 from alert_service.state.db import StateConnection
 
@@ -189,7 +190,8 @@ class WindowStore:
         aggregator.clear()
         loaded = 0
         rows = self.conn.execute(
-            "SELECT rule, group_key, state FROM aggregate_windows ORDER BY updated_at, rowid"
+            "SELECT rule, group_key, state FROM aggregate_windows"
+            " ORDER BY updated_at, rule, group_key"  # columns every backend has
         ).fetchall()
         for rule, key, text in rows:
             try:

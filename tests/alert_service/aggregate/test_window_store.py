@@ -9,16 +9,20 @@ same database must hold the same groups, each with the same state.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alert_service.match.aggregate import Aggregator
-from alert_service.state.db import open_state
+from alert_service.state.db import StateTarget, open_state
+from alert_service.state.postgres import PgTarget
 from alert_service.state.windows import WindowStore, decode_changes, encode_changes
 from tests.alert_service.aggregate.aggregate_support import config, event
+from tests.helpers.services import need_postgresql, unique_name
 
 
 def _held(agg: Aggregator) -> dict[str, dict[Any, Any]]:
@@ -129,3 +133,43 @@ def test_a_surrogate_in_a_group_is_stored_and_loaded(tmp_path: Path) -> None:
         (group,) = again.aggregator.held_groups("scan").values()
         assert group.sample[0]["name"] == "bad\udc80name"
     conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateTarget]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "state.sqlite3")
+        return
+    import psycopg  # noqa: PLC0415 - only with PostgreSQL
+    from psycopg import sql  # noqa: PLC0415
+
+    dsn = need_postgresql()
+    pg = PgTarget(dsn, unique_name("tc"))
+    yield pg
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(pg.schema)))
+
+
+def test_change_rows_and_folds_on_each_backend(tmp_path: Path, target: StateTarget) -> None:
+    """Change rows, a fold and a reload keep the groups (and a late line's window) on
+    SQLite and on PostgreSQL alike."""
+    rules = _rules(tmp_path, 5)
+    conn = open_state(target)
+    try:
+        store = WindowStore(conn, Aggregator(rules), compact_after=3)
+        stream = [(100, 1, p) for p in (1, 2, 3)] + [(200, 2, 1), (201, 3, 1), (103, 1, 4)]
+        crossings = []
+        for t, pid, port in stream:  # one batch per line: two change rows, then a fold
+            crossings += store.aggregator.observe(event(t, pid=pid, remote_port=port))
+            conn.execute("BEGIN IMMEDIATE")
+            store.save(float(t))
+            conn.execute("COMMIT")
+            again = WindowStore(conn, Aggregator(rules), compact_after=3)
+            assert _held(again.aggregator) == _held(store.aggregator)
+            store = again
+        # pid 1 crossed once (window 100-105); its late line at 103 joined that window
+        assert [(a.rule, a.group["pid"], a.first_time) for a in crossings] == [("scan", 1, 100)]
+        scan = store.aggregator.held_groups("scan")
+        assert scan[("web-01", 1)].start == 100
+    finally:
+        conn.close()
