@@ -26,7 +26,7 @@ _MISSING: Final = object()
 
 _NUMERIC: Final = tuple(sorted(NUMERIC_COLUMNS))
 _ABSENT: Final = ("",) * len(_NUMERIC)
-_DIGITS: Final = f"[0-9]{{0,{MAX_INT_DIGITS}}}"
+_DIGITS: Final = f"[0-9]{{0,{MAX_INT_DIGITS}}}+"  # possessive: digits never give back
 _NUMBERS: Final = re.compile(f"(?:{_DIGITS} ){{{len(_NUMERIC) - 1}}}{_DIGITS}").fullmatch
 """``len(_NUMERIC)`` texts, each empty or plain ASCII decimal of at most ``MAX_INT_DIGITS``
 digits, joined by single spaces (a text holding a space adds one too many)."""
