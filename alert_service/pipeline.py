@@ -181,7 +181,7 @@ class Pipeline:
         named += [(r.name, r.dedup_window_secs) for r in config.aggregate_rules]
         self._windows = {name: secs for name, secs in named if secs is not None}
         # Aggregation rules (match/aggregate.py): windows stored with each batch.
-        self.aggregates = Aggregator(config.aggregate_rules)
+        self.aggregates = Aggregator(config.aggregate_rules, self.rules.iocs)
         self._window_store = (
             WindowStore(state, self.aggregates) if state is not None and self.aggregates else None
         )

@@ -40,6 +40,7 @@ from alert_service.match.alert import Alert
 from alert_service.match.conditions import EventView, RuleSpec, rule_spec_from_config
 from alert_service.match.groups import Group, group_key, values_of
 from alert_service.match.index import RuleIndex
+from alert_service.match.iocs import IocFiles
 from alert_service.match.rules import CompiledRule, check_rule
 from alert_service.parse.event import ColumnValue, Event
 
@@ -338,6 +339,11 @@ class Aggregator:
 
     Args:
         rules: the aggregation rules.
+        iocs: the IOC files of the row rules (:attr:`RuleSet.iocs
+            <alert_service.match.rules.RuleSet.iocs>`), so that a list is loaded once
+            and a new version counts for both kinds of rule; the owner checks them
+            (:meth:`RuleSet.match` does). None: files of its own, checked here at most
+            every second.
 
     Attributes:
         dropped: events of new groups dropped because a rule held ``max_groups``.
@@ -346,13 +352,16 @@ class Aggregator:
         MatchError: a filter does not compile (the message names the rule).
     """
 
-    def __init__(self, rules: Iterable[AggregateRule]) -> None:
+    def __init__(self, rules: Iterable[AggregateRule], iocs: IocFiles | None = None) -> None:
+        self._iocs = iocs if iocs is not None else IocFiles()
+        self._own_iocs = iocs is None
+        self._generation = self._iocs.generation
         states: list[_RuleState] = []
         for rule in rules:
             if not rule.filter.enabled:
                 continue  # ``enabled: false``: checked, never counted
             try:
-                states.append(_RuleState(rule, CompiledRule(rule.filter)))
+                states.append(_RuleState(rule, CompiledRule(rule.filter, self._iocs)))
             except MatchError as err:
                 raise MatchError(f"rule {rule.name!r}: {err}", err.where) from err
         self._rules = tuple(states)
@@ -476,6 +485,11 @@ class Aggregator:
         """
         if view is None:
             view = EventView(event)
+        if self._own_iocs:
+            self._iocs.maybe_check()
+        if self._iocs.generation != self._generation:  # a list changed: its ranges too
+            self._generation = self._iocs.generation
+            self._index = RuleIndex([s.compiled.keys for s in self._rules])
         now = event.unix_time
         self._now = max(self._now, now)
         mask = self._index.candidates(view)

@@ -279,6 +279,9 @@ class IocFiles:
         self._clock = clock if clock is not None else time.monotonic
         self._next_check = self._clock() + check_interval_secs
         self._lock = threading.Lock()
+        self.generation = 0
+        """Raised by one each time a check loads a new version of any file: whoever
+        built an index from the lists rebuilds it when the number it saw is old."""
 
     def get(self, path: str) -> IocList:
         """Return the list of ``path``, loading it the first time.
@@ -313,7 +316,10 @@ class IocFiles:
         with self._lock:
             self._next_check = self._clock() + self._interval
             reloaded = sum(1 for ioc in self._lists.values() if ioc.check())
-            return reloaded + sum(1 for other in self._others.values() if other.check())
+            reloaded += sum(1 for other in self._others.values() if other.check())
+            if reloaded:
+                self.generation += 1
+            return reloaded
 
     def maybe_check(self) -> int:
         """Check the files when the interval has passed since the last check; return

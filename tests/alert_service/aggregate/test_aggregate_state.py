@@ -184,3 +184,32 @@ def test_severity_and_enabled_apply_as_for_row_rules(tmp_path: Path) -> None:
     assert alert.severity == "high"
     assert alert.as_dict()["severity"] == "high"
     assert decode_record(encode_record(alert), ("hook",)).alert.severity == "high"
+
+
+def test_an_ioc_file_in_a_filter_is_reloaded_like_a_row_rules(tmp_path: Path) -> None:
+    """A new version of an IOC file renamed into place counts for the aggregation
+    rules too (they kept the list of the start, so a newly listed scanner was missed)."""
+    iocs = tmp_path / "scan-targets.txt"
+    iocs.write_text("192.0.2.1\n", encoding="utf-8")
+    log = tmp_path / "results.log"
+    rule = scan_rule(threshold=3, window_secs=100)
+    rule["remote_address"] = {"include_files": [str(iocs)]}
+    cfg = config(tmp_path, rule, log=log)
+    conn = open_state(tmp_path / "state" / "state.sqlite3")
+    pipeline = Pipeline(cfg, state=conn)
+    write(log, [line(t, remote_port=t, local_port=t) for t in (1, 2, 3)])  # to 10.0.0.9
+    while pipeline.stats.events < 3:
+        pipeline.poll_once()
+    assert outbox(conn) == []  # not listed yet
+
+    new = tmp_path / "scan-targets.txt.new"
+    new.write_text("192.0.2.1\n10.0.0.0/24\n", encoding="utf-8")
+    new.replace(iocs)
+    assert pipeline.rules.refresh() == 1
+    write(log, [line(t, remote_port=t, local_port=t) for t in (4, 5, 6)])
+    while pipeline.stats.events < 6:
+        pipeline.poll_once()
+    pipeline.close()
+    queued = outbox(conn)
+    conn.close()
+    assert [(q["aggregate"]["count"], q["aggregate"]["first_time"]) for q in queued] == [(3, 4)]
