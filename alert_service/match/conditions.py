@@ -57,6 +57,7 @@ from alert_service.match.spec import (
     Direction,
     ProcessSpec,
     Severity,
+    Status,
     TextPatternSpec,
     UserSpec,
 )
@@ -676,6 +677,7 @@ CONDITIONS: tuple[Condition, ...] = (
     numbers_condition("protocol", "protocol", maximum=65535, what="protocol"),
     numbers_condition("family", "family", maximum=65535, what="family"),
     values_condition("state", "state"),
+    values_condition("status", "status"),
     text_condition("parent_name", "parent_name", cost=74),
     text_condition("parent_path", "parent_path", cost=75),
     hostname_condition("remote_hostname", "remote_hostname", "remote_hostname_source"),
@@ -712,6 +714,8 @@ class ConditionsSpec:
         family: address families (``2`` IPv4, ``10`` IPv6, ``17`` packet) for ``family``.
         state: allowed TCP ``state`` values (``ESTABLISHED``, ``LISTEN``...;
             ``<unknown>`` for an empty one, as UDP sockets have).
+        status: allowed ``status`` values, how a TCP attempt ended (``connected``,
+            ``refused``, ``unreachable``, ``timed_out``; ``<unknown>`` for an empty one).
         parent_name: patterns for the ``parent_name`` column.
         parent_path: patterns for the ``parent_path`` column.
         remote_hostname: names, domains, patterns and domain lists for
@@ -734,6 +738,7 @@ class ConditionsSpec:
     protocol: tuple[int | str, ...] | None = None
     family: tuple[int | str, ...] | None = None
     state: tuple[str, ...] | None = None
+    status: tuple[Status, ...] | None = None
     parent_name: TextPatternSpec | None = None
     parent_path: TextPatternSpec | None = None
     remote_hostname: HostnameSpec | None = None

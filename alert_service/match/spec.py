@@ -23,6 +23,7 @@ __all__ = [
     "Direction",
     "ProcessSpec",
     "Severity",
+    "Status",
     "TextPatternSpec",
     "UserSpec",
 ]
@@ -45,6 +46,11 @@ Direction = Literal["inbound", "outbound", "listening", "<unknown>"]
 """Values of a rule's ``direction`` list; ``<unknown>`` stands for an empty ``direction``."""
 
 DIRECTIONS: tuple[Direction, ...] = ("inbound", "outbound", "listening", "<unknown>")
+
+Status = Literal["connected", "refused", "unreachable", "timed_out", "<unknown>"]
+"""Values of a rule's ``status`` list: how a TCP connection attempt ended (the
+extension's ``status`` column); ``<unknown>`` stands for an empty one (listeners, UDP,
+rows from the sampler alone)."""
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 """A rule's ``severity``, lowest first (the levels of Sigma rules' ``level``:

@@ -34,6 +34,12 @@ def config(rule: dict[str, Any], **top: Any) -> dict[str, Any]:
         ({"protocol": [17]}, {"protocol": 17}, {"protocol": 6}),
         ({"family": [10]}, {"family": 10}, {"family": 2}),
         ({"state": ["ESTABLISHED"]}, {"state": "ESTABLISHED"}, {"state": "SYN_SENT"}),
+        (  # failed attempts only, as scan detections count them
+            {"status": ["refused", "timed_out", "unreachable"]},
+            {"status": "refused"},
+            {"status": "connected"},
+        ),
+        ({"status": ["<unknown>"]}, {"status": ""}, {"status": "timed_out"}),  # UDP, listeners
         (
             {"parent_name": {"exact": ["sshd"]}},
             {"parent_name": "sshd"},
@@ -105,3 +111,12 @@ def test_severity_is_null_unless_the_rule_sets_it_and_is_checked() -> None:
     assert alert.as_dict()["severity"] is None
     with pytest.raises(ConfigError, match=r"rules\[0\].severity"):
         build_config(config({"severity": "urgent"}))
+
+
+def test_a_status_outside_the_columns_values_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config(config({"status": ["refused", "closed"]}))
+    assert [str(p) for p in caught.value.problems] == [
+        "<config>: $.rules[0].status[1]: 'closed' is not one of "
+        "['connected', 'refused', 'unreachable', 'timed_out', '<unknown>']"
+    ]
