@@ -130,6 +130,8 @@ def test_kill_9_neither_loses_nor_repeats_a_crossing(tmp_path: Path, pg_target: 
                 "backend": "postgresql",
                 "dsn": {"env": "TC_STATE_DSN"},
                 "schema": pg_target.schema,
+                # a killed instance's claims on outbox rows end after this (default 300)
+                "claim_secs": 2,
             },
             "sources": [{"path": str(log), "start_at": "beginning", "poll_interval_secs": 0.05}],
             "notifiers": [{"name": "hook", "type": "webhook", "url": receiver.url}],
