@@ -87,9 +87,7 @@ def test_a_version_1_schema_with_an_sqlite_shaped_window_table_is_upgraded(
     pipeline = Pipeline(cfg, state=conn)
     pipeline.poll_once()
     pipeline.close()
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
-        "2",
-    )
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
     stamp = conn.execute("SELECT updated_at FROM aggregate_windows").fetchone()[0]
     assert abs(stamp - time.time()) < 3600  # 8-byte seconds, not a 4-byte float's
     conn.close()
@@ -100,13 +98,14 @@ def _caught_up(dsn: str, schema: str, log: Path) -> bool:
         conn.execute(f'SET search_path TO "{schema}"')
         try:
             row = conn.execute('SELECT "offset" FROM checkpoints').fetchone()
-            pending = conn.execute(
-                "SELECT COUNT(*) FROM outbox WHERE state = 'pending'"
-            ).fetchone()
+            pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()
         except psycopg.errors.UndefinedTable:
             return False
-    return row is not None and pending is not None and row[0] == log.stat().st_size and (
-        pending[0] == 0
+    return (
+        row is not None
+        and pending is not None
+        and row[0] == log.stat().st_size
+        and (pending[0] == 0)
     )
 
 
