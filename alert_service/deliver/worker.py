@@ -70,6 +70,7 @@ from alert_service.state.outbox import (
     active_silences,
     count_due,
     due_rows,
+    lock_keys,
     mark_dead,
     mark_retry,
     mark_sent,
@@ -77,6 +78,7 @@ from alert_service.state.outbox import (
     mark_suppressed,
     next_due_at,
     release_claims,
+    unlock_keys,
 )
 from alert_service.state.postgres import PgConnection, PgTarget
 from alert_service.state.record import OutboxRecord, decode_record
@@ -182,6 +184,7 @@ class DestinationWorker:
         self.bucket = TokenBucket(rate, burst, self.clock.time) if rate and not shared else None
         self.shared_bucket = SharedTokenBucket(self.name, rate, burst) if rate and shared else None
         self._token_held = False
+        self._keys_locked = False  # dedup keys locked for this step (PostgreSQL)
         self.stop_event = threading.Event()
         self.consecutive_failures = 0
         self.paused_until: float | None = None
@@ -266,6 +269,14 @@ class DestinationWorker:
             if now < self.paused_until:
                 return self.paused_until - now
             self.paused_until = None
+        try:
+            return self._step(conn, now)
+        finally:
+            if self._keys_locked:
+                self._keys_locked = False
+                unlock_keys(conn)
+
+    def _step(self, conn: StateConnection, now: float) -> float:
         if self.shared_bucket is not None:
             return self._step_shared_limit(conn, self.shared_bucket, now)
         threshold = self.settings.digest_threshold
@@ -361,6 +372,8 @@ class DestinationWorker:
             self._count(self.metrics.dead_lettered, "failed", len(unreadable))
         if defer_repeats:
             items = self._cut_at_repeat(conn, items)
+        if isinstance(conn, PgConnection):
+            items = self._lock_keys(conn, items)
         items = self._drop_silenced(conn, items)
         windowed = [item for item in items if item.window_secs > 0]
         silenced = active_silences(conn, (i.key for i in windowed), self.clock.time())
@@ -404,6 +417,23 @@ class DestinationWorker:
                 return items[:index]
             keys.add(item.key)
         return items
+
+    def _lock_keys(self, conn: PgConnection, items: list[_Item]) -> list[_Item]:
+        """Lock the dedup keys of ``items`` for this step; the items whose key another
+        instance's worker holds (it is sending that key now) are given back.
+
+        Checked before the silences are read, and held until the step's sends are
+        recorded: another instance sees the key either locked or silenced, never
+        neither, so it sends no repeat (:func:`~alert_service.state.outbox.lock_keys`).
+        """
+        keys = {item.key for item in items if item.window_secs > 0}
+        if not keys:
+            return items
+        self._keys_locked = True
+        locked = lock_keys(conn, keys)
+        keep = [i for i in items if i.window_secs <= 0 or i.key in locked]
+        release_claims(conn, [i.row for i in items if i.window_secs > 0 and i.key not in locked])
+        return keep
 
     def _drop_silenced(self, conn: StateConnection, items: list[_Item]) -> list[_Item]:
         """Mark the items an operator's silence matches ``silenced``; return the others."""

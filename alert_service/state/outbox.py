@@ -45,6 +45,7 @@ __all__ = [
     "count_due",
     "due_rows",
     "enqueue_alerts",
+    "lock_keys",
     "mark_dead",
     "mark_retry",
     "mark_sent",
@@ -54,6 +55,7 @@ __all__ = [
     "purge",
     "queue_depths",
     "transaction",
+    "unlock_keys",
 ]
 
 _ERROR_CHARS = 500
@@ -239,6 +241,31 @@ def release_claims(conn: StateConnection, rows: Sequence[OutboxRow]) -> None:
             "UPDATE outbox SET claim_until = 0 WHERE rowid = ? AND state = 'pending'",
             [(r.rowid,) for r in rows],
         )
+
+
+def lock_keys(conn: PgConnection, keys: Iterable[str]) -> set[str]:
+    """Take the session advisory lock of each dedup key that no other session holds;
+    return the keys locked (PostgreSQL only).
+
+    A key (32 hex digits, :func:`~alert_service.deliver.dedup.silence_key`) is locked
+    by its first 64 bits (https://www.postgresql.org/docs/current/functions-admin.html
+    ``pg_try_advisory_lock``). A worker that dies loses its locks with its session.
+    """
+    wanted = sorted(set(keys))
+    if not wanted:
+        return set()
+    cursor = conn.execute(
+        "SELECT k FROM unnest(CAST(? AS TEXT[])) AS k"
+        " WHERE pg_try_advisory_lock(CAST(CAST('x' || left(k, 16) AS BIT(64)) AS BIGINT))",
+        (wanted,),
+    )
+    return {str(row[0]) for row in cursor}
+
+
+def unlock_keys(conn: StateConnection) -> None:
+    """Release every advisory lock of this session (:func:`lock_keys`)."""
+    if isinstance(conn, PgConnection):
+        conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 def mark_dead(

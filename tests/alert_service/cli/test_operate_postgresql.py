@@ -23,6 +23,7 @@ from tests.helpers.alert_ops import (
     service,
     write_config,
 )
+from tests.helpers.console_client import ConsoleClient
 from tests.helpers.pgstate import pg_target
 
 __all__ = ["pg_target"]  # the fixture, used by name
@@ -137,3 +138,40 @@ def test_an_unreachable_server_is_one_line_on_stderr(
         assert done.returncode == 1
         assert "cannot connect to the PostgreSQL state" in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_the_console_reads_and_changes_the_shared_state(
+    tmp_path: Path, pg_target: PgTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with receiver() as rx:
+        config = _config(tmp_path, rx.base + "/hoook", pg_target, monkeypatch)
+        with config.open("a", encoding="utf-8") as f:
+            f.write("metrics: {listen_address: 127.0.0.1, port: 0}\nconsole: {enabled: true}\n")
+        c = ("--config", str(config))
+        append_lines(tmp_path / "results.log", [result_line(1)])
+        with service(config, tmp_path / "run.log") as svc:
+            svc.wait_event("notify_dead_lettered")
+            (listening,) = svc.wait_event("ops_listening")
+            base = f"http://127.0.0.1:{listening['port']}"
+            client = ConsoleClient(base)
+            status = client.request("/console/")
+            assert status.status == 200, status.text
+            assert f"postgresql schema {pg_target.schema}" in status.text
+            (row,) = cli_json("outbox", "list", "--state", "dead", *c)
+            dead = client.request("/console/dead")
+            assert f'data-id="{row["id"]}"' in dead.text
+            csrf = client.request("/console/silences").csrf()
+            done = client.request(
+                "/console/silences",
+                {"duration": "1h", "rule": "r", "comment": "from the console", "csrf": csrf},
+                {"Origin": base},
+            )
+            assert done.status == 303, done.text
+            assert [s["comment"] for s in cli_json("silence", "list", *c)] == ["from the console"]
+            done = client.request(
+                "/console/retry", {"all_dead": "1", "csrf": csrf}, {"Origin": base}
+            )
+            assert done.headers["Location"] == "/console/dead?done=queued+again%3A+1"
+            svc.wait_event("notify_dead_lettered", 2)  # sent again: 404 again
+        assert [r["state"] for r in cli_json("outbox", "list", *c)] == ["dead"]
+        assert rx.count(404) == 2

@@ -144,3 +144,37 @@ def teardown_module() -> None:
 
     for target in _SCHEMA:
         drop_schema(target.dsn, target.schema)
+
+
+def test_repeats_claimed_by_two_instances_at_once_are_sent_once(pg_target: PgTarget) -> None:
+    """Forty alerts of one dedup key (one connection, forty logged runs): the two
+    instances claim twenty each and check the key at the same moment; one sends."""
+    conn = open_state(pg_target)
+    alerts = [make_alert(rule="r", counter=10 + n) for n in range(40)]
+    assert len({a.id for a in alerts}) == 40
+    with transaction(conn):  # queued now: the services' housekeeping keeps finished rows
+        enqueue_alerts(conn, alerts, time.time())
+    with serve_endpoint() as endpoint:
+        endpoint.delay_secs = 0.3  # each send lasts: the other instance checks meanwhile
+        doc: dict[str, Any] = {
+            "sources": [{"path": "/nonexistent.log"}],
+            "notifiers": [{"name": "hook", "type": "webhook", "url": endpoint.url}],
+            "rules": [{"name": "r", "notify": ["hook"], "remote_port": [4444]}],
+            "delivery": {"poll_interval_secs": 0.05},
+        }
+        config = build_config(doc, "test.yaml", environ={})
+        services = [build_delivery_service(config, pg_target) for _ in range(2)]
+        for service in services:
+            service.start()
+        try:
+            deadline = time.monotonic() + 60
+            while queue_depths(conn).get("hook") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            for service in services:
+                service.stop()
+        sent = len(endpoint.accepted())
+    states = conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+    conn.close()
+    assert sent == 1
+    assert sorted(states) == [("sent", 1), ("suppressed", 39)]

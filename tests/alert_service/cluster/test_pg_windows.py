@@ -111,13 +111,14 @@ def _caught_up(dsn: str, schema: str, log: Path) -> bool:
         conn.execute(f'SET search_path TO "{schema}"')
         try:
             row = conn.execute('SELECT "offset" FROM checkpoints').fetchone()
-            pending = conn.execute(
-                "SELECT COUNT(*) FROM outbox WHERE state = 'pending'"
-            ).fetchone()
+            pending = conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()
         except psycopg.errors.UndefinedTable:
             return False
-    return row is not None and pending is not None and row[0] == log.stat().st_size and (
-        pending[0] == 0
+    return (
+        row is not None
+        and pending is not None
+        and row[0] == log.stat().st_size
+        and (pending[0] == 0)
     )
 
 
@@ -141,6 +142,8 @@ def test_kill_9_neither_loses_nor_repeats_a_crossing(tmp_path: Path, pg_target: 
                 "backend": "postgresql",
                 "dsn": {"env": "TC_STATE_DSN"},
                 "schema": pg_target.schema,
+                # a killed instance's claims on outbox rows end after this (default 300)
+                "claim_secs": 2,
             },
             "sources": [{"path": str(log), "start_at": "beginning", "poll_interval_secs": 0.05}],
             "notifiers": [{"name": "hook", "type": "webhook", "url": receiver.url}],
