@@ -118,6 +118,9 @@ def serve_endpoint(
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Replies go out at once: with keep-alive, Nagle and the client's delayed ACK
+        # would hold each small reply about 40 ms.
+        disable_nagle_algorithm = True
 
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))

@@ -65,6 +65,7 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # keep-alive replies without a 40 ms wait
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -289,6 +290,13 @@ def test_three_instances_kill_9_and_receiver_outage_lose_nothing(
         receiver.start()
         time.sleep(3)
         procs[index] = start_instance(config, pg_target, logs[index])  # it comes back
+        restarted = logs[index]
+        # Up before the end: a SIGTERM while Python still imports ends it by the signal.
+        wait_until(
+            "the restarted instance up",
+            lambda: restarted.read_text(errors="replace").count('"service_started"') >= 2,
+            120,
+        )
 
         wait_until("every alert queued", lambda: outbox() == expected, 600)
         queued_at = time.monotonic()
