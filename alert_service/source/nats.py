@@ -27,6 +27,14 @@ Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
   and acknowledged unprocessed;
 * a failed commit unbinds the consumer; after a pause it is created again from the
   checkpoint, and the batch is read again;
+* the reader process failing — it exited, stopped answering within a ``take``'s
+  own wait plus :data:`~alert_service.source.nats_reader.ANSWER_SLACK_SECS`, or
+  sent a garbled frame — is logged as ``nats_reader_failed``, counted as
+  ``nats_reader_restarts`` and shown in ``source_problems`` until a new reader
+  answers; the process is killed, and after a pause (0.5 s, doubling while new
+  readers fail within 10 s of their start, at most 30 s) every consumer is created
+  again from its checkpoint and read by a new reader: what the old one held but
+  the pipeline had not committed is read again, what was committed is not;
 * a message that cannot be decoded (unknown ``Content-Encoding``, corrupt gzip/zstd)
   is counted (``messages_undecodable``), logged, and acknowledged with its batch; a
   payload that is not a result line is a parse error like a bad line of a file.

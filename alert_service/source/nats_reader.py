@@ -162,7 +162,7 @@ class ReaderProcess:
         """
         proc = self._proc
         if proc is None:
-            raise ReaderFailedError(0, "not running")
+            return  # its reader failed already; its consumers are read again anyway
         if proc.poll() is not None:
             raise self._fail(_exit_reason(proc))
         assert proc.stdin is not None
