@@ -91,6 +91,10 @@ class Stats:
         messages_redelivered_skipped: stream messages delivered again after their
             batch was committed (its acknowledgement was lost); acknowledged without
             processing them again.
+        nats_reader_restarts: times the NATS reader process
+            (:mod:`~alert_service.source.nats_reader`) failed — exited, stopped
+            answering, or sent a garbled frame — and was killed to be replaced; each
+            is logged as ``nats_reader_failed``.
         partitions_owned: gauge: stream consumers (partitions) this instance reads now.
         source_leases: per consumer this instance reads, ``"token N"`` (the lease's
             fencing token) or ``"local"`` (no shared state); ``/health`` shows it.
@@ -142,6 +146,7 @@ class Stats:
     messages_received: int = 0
     messages_undecodable: int = 0
     messages_redelivered_skipped: int = 0
+    nats_reader_restarts: int = 0
     partitions_owned: int = 0
     source_last_line_time: dict[str, float] = field(default_factory=dict)
     source_problems: dict[str, str] = field(default_factory=dict)

@@ -27,6 +27,14 @@ Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
   and acknowledged unprocessed;
 * a failed commit unbinds the consumer; after a pause it is created again from the
   checkpoint, and the batch is read again;
+* the reader process failing — it exited, stopped answering within a ``take``'s
+  own wait plus :data:`~alert_service.source.nats_reader.ANSWER_SLACK_SECS`, or
+  sent a garbled frame — is logged as ``nats_reader_failed``, counted as
+  ``nats_reader_restarts`` and shown in ``source_problems`` until a new reader
+  answers; the process is killed, and after a pause (0.5 s, doubling while new
+  readers fail within 10 s of their start, at most 30 s) every consumer is created
+  again from its checkpoint and read by a new reader: what the old one held but
+  the pipeline had not committed is read again, what was committed is not;
 * a message that cannot be decoded (unknown ``Content-Encoding``, corrupt gzip/zstd)
   is counted (``messages_undecodable``), logged, and acknowledged with its batch; a
   payload that is not a result line is a parse error like a bad line of a file.
@@ -71,7 +79,7 @@ from alert_service.source.manager import Batch, CheckpointStore
 from alert_service.source.nats_batch import Taken, stream_chunk
 from alert_service.source.nats_config import NatsSettings
 from alert_service.source.nats_payload import PayloadError, decode_payload
-from alert_service.source.nats_reader import ReaderError, ReaderProcess
+from alert_service.source.nats_reader import ReaderError, ReaderFailedError, ReaderProcess
 from alert_service.source.records import FileIdentity, Position
 from alert_service.state.leases import LeaseLostError, PgLeases
 from alert_service.state.postgres import PgConnection
@@ -96,6 +104,7 @@ _T = TypeVar("_T")
 _MAX_RETRY_PAUSE_SECS = 30.0
 _CALL_TIMEOUT_SECS = 10.0
 _REQUEST_EXPIRES_SECS = 5.0  # a pull request's life on an idle stream
+_READER_STABLE_SECS = 10.0  # a reader that failed sooner after its start backs off more
 
 
 def stream_position(subject: str, sequence: int, incarnation: bytes) -> Position:
@@ -240,6 +249,7 @@ class NatsSources:
         self._now = 0.0
         self._next_rebalance = 0.0
         self._rebalance_failures = 0
+        self._reader_failures = 0  # in a row, each soon after the reader's start
 
     # -- the pipeline's side -------------------------------------------------------
 
@@ -432,8 +442,37 @@ class NatsSources:
         if bound:
             try:
                 self._reader.unbind(consumer.settings.name)
+            except ReaderFailedError as err:
+                self._reader_failed(err)
             except ReaderError as err:
                 log_event(_log, logging.WARNING, "nats_unsubscribe_failed", reason=str(err))
+
+    def _reader_failed(self, err: ReaderFailedError) -> None:
+        """The reader process failed and was killed: every consumer it read is bound
+        again (from its checkpoint, by a new reader) after a pause that doubles while
+        new readers keep failing within ``_READER_STABLE_SECS`` of their start."""
+        self._reader_failures += 1
+        pause = min(_MAX_RETRY_PAUSE_SECS, 0.5 * 2 ** min(self._reader_failures - 1, 10))
+        due = self._monotonic() + pause
+        for consumer in self._by_key.values():
+            consumer.bound = False  # its feed died with the reader
+            consumer.pending = ""
+            consumer.due = max(consumer.due, due)
+        self.stats.nats_reader_restarts += 1
+        text = f"nats reader failed: {err.reason}; restarting in {pause} s"
+        problems = dict(self.stats.source_problems)
+        for group in self._groups:
+            problems[group.settings.name] = text
+        self.stats.source_problems = problems  # replaced whole: /health reads it
+        log_event(
+            _log,
+            logging.ERROR,
+            "nats_reader_failed",
+            pid=err.pid,
+            reason=err.reason,
+            restart_in_secs=pause,
+            consumers=len(self._by_key),
+        )
 
     def _publish_ownership(self) -> None:
         owned = {
@@ -454,14 +493,19 @@ class NatsSources:
             # The next batch is requested and delivered while this one is processed
             # and committed (the consumer allows two batches unacknowledged).
             taken = self._reader.take(consumer.settings.name, timeout)
+        except ReaderFailedError as err:
+            self._reader_failed(err)
+            return None
         except Exception as err:  # NATS down, or a client error: retried after a pause
             self._unreachable(consumer, now, err)
             return None
+        self._clear_problem(consumer.group.settings.name)
+        if self._monotonic() - self._reader.started_at >= _READER_STABLE_SECS:
+            self._reader_failures = 0
         if not taken.messages:
             consumer.due = now + consumer.poll_interval_secs
             return None
         consumer.due = now
-        self._clear_problem(consumer.group.settings.name)
         return self._batch(consumer, taken)
 
     def _batch(self, consumer: _Consumer, taken: Taken) -> Batch:
@@ -504,14 +548,8 @@ class NatsSources:
     def _ack(self, consumer: _Consumer, reply: str) -> None:
         try:
             self._reader.ack(consumer.settings.name, reply)
-        except ReaderError as err:  # redelivered later and skipped by sequence
-            log_event(
-                _log,
-                logging.WARNING,
-                "nats_ack_failed",
-                source=consumer.settings.name,
-                reason=str(err),
-            )
+        except ReaderFailedError as err:  # read again from the checkpoint: not doubled
+            self._reader_failed(err)
 
     def _connect(self, consumer: _Consumer) -> None:
         """Connect, check the stream, create or bind the durable consumer."""

@@ -26,8 +26,16 @@ length and that many bytes. A command is JSON with ``op``:
   logs ``nats_ack_failed`` when it does not come);
 * ``unbind`` (``key``): stop reading; answer ``{}``.
 
-An answer to a command that failed is JSON ``{"error": text}`` instead. The child
-exits when its standard input closes (the parent stopped or died).
+An answer to a command that failed is JSON ``{"error": text}`` instead (raised as
+:class:`ReaderError`; the reader is fine). The child exits when its standard input
+closes (the parent stopped or died).
+
+The process itself failing is :class:`ReaderFailedError`, translated in one place
+(:meth:`ReaderProcess._command`): it exited (its exit status or signal), it did not
+answer within the command's own wait plus :data:`ANSWER_SLACK_SECS` (hung or
+stopped), or it sent a garbled frame (a length over :data:`MAX_FRAME_BYTES`, or an
+answer that is not what the command answers). The process is then killed at once
+(its state is unknown) and the next command starts a new one.
 """
 
 from __future__ import annotations
@@ -46,26 +54,56 @@ from typing import Any
 from alert_service.logs import configure_logging, log_event
 from alert_service.source.nats_batch import Taken, ack_fields, pack_batch, unpack_batch
 
-__all__ = ["ReaderError", "ReaderProcess"]
+__all__ = [
+    "ANSWER_SLACK_SECS",
+    "MAX_FRAME_BYTES",
+    "ReaderError",
+    "ReaderFailedError",
+    "ReaderProcess",
+]
 
+ANSWER_SLACK_SECS = 5.0
+"""How much longer than a command's own wait (a ``take``'s timeout) an answer may
+take before the reader counts as hung, seconds."""
+MAX_FRAME_BYTES = 1 << 30
+"""The largest answer accepted, bytes; a longer length prefix is a garbled frame."""
 _STOP_WAIT_SECS = 5.0
 _log = logging.getLogger(__name__)
 
 
 class ReaderError(RuntimeError):
-    """A command to the reader process failed (its text says why), or the process
-    died or stopped answering."""
+    """A command to the reader process failed; its text says why (the reader's own
+    error answer, e.g. NATS unreachable or the consumer deleted)."""
+
+
+class ReaderFailedError(ReaderError):
+    """The reader process itself failed; it has been killed.
+
+    Attributes:
+        pid: the failed process's id.
+        reason: ``exited (code N)``, ``exited (signal N)``, ``no answer within S s``,
+            ``garbled frame: ...``, or the OS error writing to it.
+    """
+
+    def __init__(self, pid: int, reason: str) -> None:
+        super().__init__(f"nats reader {pid}: {reason}")
+        self.pid = pid
+        self.reason = reason
 
 
 class ReaderProcess:
     """The pipeline's handle on the reader process (started on first use).
 
     Not thread-safe: one thread (the pipeline's) sends the commands.
+
+    Attributes:
+        started_at: monotonic time the current process started (0 before the first).
     """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._buf = bytearray()
+        self.started_at = 0.0
 
     def bind(  # noqa: PLR0917 (one command's fields)
         self,
@@ -82,8 +120,9 @@ class ReaderProcess:
 
         Raises:
             ReaderError: connecting or subscribing failed.
+            ReaderFailedError: the process failed (and was killed).
         """
-        self._command(
+        self._command_ok(
             {
                 "op": "bind",
                 "key": key,
@@ -102,14 +141,15 @@ class ReaderProcess:
         redelivered messages are counted and left out.
 
         Raises:
-            ReaderError: the consumer is gone, or the reader failed.
+            ReaderError: the consumer is gone, or NATS failed.
+            ReaderFailedError: the process failed (and was killed).
         """
-        return unpack_batch(
-            self._command(
-                {"op": "take", "key": key, "timeout_secs": timeout_secs},
-                timeout_secs + 10.0,
-            )
-        )
+        answer = self._command({"op": "take", "key": key, "timeout_secs": timeout_secs},
+                               timeout_secs)
+        try:
+            return unpack_batch(answer)
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise self._fail(f"garbled frame: not a packed batch ({err})") from err
 
     def ack(self, key: str, reply: str) -> None:
         """Have every message of ``key`` up to the one of ``reply`` acknowledged; does
@@ -118,27 +158,40 @@ class ReaderProcess:
         again and left out as redeliveries).
 
         Raises:
-            ReaderError: the reader process is gone.
+            ReaderFailedError: the reader process is gone (and the ack with it).
         """
         proc = self._proc
-        if proc is None or proc.poll() is not None or proc.stdin is None:
-            raise ReaderError("nats reader: the process exited")
+        if proc is None:
+            return  # its reader failed already; its consumers are read again anyway
+        if proc.poll() is not None:
+            raise self._fail(_exit_reason(proc))
+        assert proc.stdin is not None
         body = json.dumps({"op": "ack", "key": key, "reply": reply}).encode()
         try:
             proc.stdin.write(len(body).to_bytes(4, "big") + body)
             proc.stdin.flush()
         except OSError as err:
-            self.close()
-            raise ReaderError(f"nats reader: {err}") from err
+            raise self._fail(_exit_reason(proc) if proc.poll() is not None else str(err)) from err
+
+    @property
+    def pid(self) -> int | None:
+        """The running reader's process id; None when none runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     def unbind(self, key: str) -> None:
-        """Stop reading ``key`` (a dead reader is left dead: it has nothing to stop)."""
+        """Stop reading ``key`` (a dead reader is left dead: it has nothing to stop).
+
+        Raises:
+            ReaderError: the reader could not stop it.
+            ReaderFailedError: the process failed (and was killed).
+        """
         if self._proc is not None and self._proc.poll() is None:
-            self._command({"op": "unbind", "key": key}, 10.0)
+            self._command_ok({"op": "unbind", "key": key}, 5.0)
 
     def close(self) -> None:
-        """Stop the process (its subscriptions end; unacknowledged messages are
-        delivered again later)."""
+        """Stop the process, letting it send the acknowledgements it holds (its
+        subscriptions end; unacknowledged messages are delivered again later)."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -155,10 +208,17 @@ class ReaderProcess:
     # -- framing -----------------------------------------------------------------
 
     def _start(self) -> subprocess.Popen[bytes]:
+        """The running process, or a new one when none runs.
+
+        Raises:
+            ReaderFailedError: the process exited since the last command (its
+                consumers went with it: they must be bound again).
+        """
         proc = self._proc
-        if proc is not None and proc.poll() is None:
+        if proc is not None:
+            if proc.poll() is not None:
+                raise self._fail(_exit_reason(proc))
             return proc
-        self.close()
         self._buf = bytearray()
         level = logging.getLevelName(logging.getLogger("alert_service").getEffectiveLevel()).lower()
         proc = subprocess.Popen(
@@ -168,30 +228,62 @@ class ReaderProcess:
             env={**os.environ, "PYTHONPATH": _package_root()},
         )
         self._proc = proc
+        self.started_at = time.monotonic()
+        log_event(_log, logging.INFO, "nats_reader_started", pid=proc.pid)
         return proc
 
-    def _command(self, command: dict[str, Any], timeout_secs: float) -> bytes:
+    def _command_ok(self, command: dict[str, Any], wait_secs: float) -> None:
+        """:meth:`_command` for a command answered ``{}``."""
+        answer = self._command(command, wait_secs)
+        if answer != b"{}":
+            raise self._fail(f"garbled frame: {answer[:40]!r} is not an answer to {command['op']}")
+
+    def _command(self, command: dict[str, Any], wait_secs: float) -> bytes:
+        """Send one command and return its answer; the one place where the process's
+        failures become :class:`ReaderFailedError`.
+
+        Args:
+            command: the command (JSON).
+            wait_secs: how long the reader may take by its own rules (a ``take``'s
+                timeout); it counts as hung :data:`ANSWER_SLACK_SECS` later.
+
+        Raises:
+            ReaderError: the reader's error answer.
+            ReaderFailedError: the process exited, hung or garbled its answer.
+        """
         proc = self._start()
         assert proc.stdin is not None and proc.stdout is not None
         body = json.dumps(command).encode()
         try:
             proc.stdin.write(len(body).to_bytes(4, "big") + body)
             proc.stdin.flush()
-            answer = self._read(proc.stdout.fileno(), time.monotonic() + timeout_secs)
-        except (OSError, ReaderError) as err:
-            self.close()  # its state is unknown: the next command starts a new one
-            raise ReaderError(f"nats reader: {err}") from err
-        if answer[:1] == b"{" and answer.startswith(b'{"error"'):
-            raise ReaderError(str(json.loads(answer)["error"]))
+            answer = self._read(proc, proc.stdout.fileno(), wait_secs + ANSWER_SLACK_SECS)
+        except OSError as err:  # its input closed: it exited
+            raise self._fail(_exit_reason(proc) if proc.poll() is not None else str(err)) from err
+        if answer.startswith(b'{"error"'):
+            try:
+                text = str(json.loads(answer)["error"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise self._fail(f"garbled frame: {answer[:40]!r}") from err
+            raise ReaderError(text)
         return answer
 
-    def _read(self, fd: int, deadline: float) -> bytes:
+    def _read(self, proc: subprocess.Popen[bytes], fd: int, wait_secs: float) -> bytes:
+        """One answer frame from ``fd`` within ``wait_secs``.
+
+        Raises:
+            ReaderFailedError: it exited, did not answer in time, or the length
+                prefix is over :data:`MAX_FRAME_BYTES`.
+        """
+        deadline = time.monotonic() + wait_secs
         buf = self._buf
         need = 4
         size = -1
         while True:
             if size < 0 and len(buf) >= 4:
                 size = int.from_bytes(buf[:4], "big")
+                if size > MAX_FRAME_BYTES:
+                    raise self._fail(f"garbled frame: length {size} over the limit")
                 need = 4 + size
             if size >= 0 and len(buf) >= need:
                 out = bytes(buf[4:need])
@@ -199,11 +291,38 @@ class ReaderProcess:
                 return out
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise ReaderError("no answer in time")
+                raise self._fail(f"no answer within {wait_secs:g} s")
             data = os.read(fd, max(1 << 20, need - len(buf)))
-            if not data:
-                raise ReaderError("the process exited")
+            if not data:  # its output closed: it is exiting
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(1.0)
+                raise self._fail(_exit_reason(proc))
             buf += data
+
+    def _fail(self, reason: str) -> ReaderFailedError:
+        """Kill the process at once (its state is unknown; what it held is read again
+        from the checkpoints) and return the error to raise."""
+        proc, self._proc = self._proc, None
+        self._buf = bytearray()
+        pid = 0
+        if proc is not None:
+            pid = proc.pid
+            if proc.poll() is None:
+                proc.kill()  # SIGKILL ends a stopped process too
+                proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        return ReaderFailedError(pid, reason)
+
+
+def _exit_reason(proc: subprocess.Popen[bytes]) -> str:
+    """``exited (code N)`` or ``exited (signal N)`` of an ended process."""
+    code = proc.poll()
+    if code is None:
+        return "closed its output"
+    return f"exited (signal {-code})" if code < 0 else f"exited (code {code})"
 
 
 def _package_root() -> str:
