@@ -1,0 +1,93 @@
+"""Run the extension with its kernel-event reader timed (for events_loss_bench.py).
+
+Usage (as the osqueryd stand-in launches an extension)::
+
+    python benchmarks/events_reader_probe.py PROBE_FILE [extension options...]
+
+Runs ``extension.cli.main`` with the rest of the arguments, after wrapping
+:meth:`extension.collect.linux_events.LinuxEventSource.read` and
+:meth:`extension.collect.perf.Ring.read`. Once a second it rewrites
+``PROBE_FILE`` with one JSON object: ``reads`` (calls), ``max_gap_ms`` (the
+longest time between two drains of the same ring, the time it went
+undrained), ``gaps_over_ms`` (how many such gaps exceeded 100, 250, 500 and
+1000 ms),
+``max_read_ms`` (the longest read, decode included), ``read_ms`` (all reads),
+``bytes`` (ring bytes read, all CPUs) and ``max_ring_bytes`` (the most one
+ring held at one read). Figures since the start; the bench takes differences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from extension.cli import main
+from extension.collect import linux_events, perf
+from extension.model import FlowEvent
+
+_THRESHOLDS_MS = (100, 250, 500, 1000)
+
+
+def install(path: str) -> None:
+    """Wrap the reader and the ring, and start the thread writing ``path``."""
+    figures: dict[str, Any] = {
+        "reads": 0,
+        "max_gap_ms": 0.0,
+        "gaps_over_ms": {str(t): 0 for t in _THRESHOLDS_MS},
+        "max_read_ms": 0.0,
+        "read_ms": 0.0,
+        "bytes": 0,
+        "max_ring_bytes": 0,
+    }
+    last: dict[int, float] = {}
+    source_read = linux_events.LinuxEventSource.read
+    ring_read = perf.Ring.read
+
+    def timed_read(self: linux_events.LinuxEventSource) -> list[FlowEvent]:
+        started = time.monotonic()
+        result = source_read(self)
+        spent_ms = (time.monotonic() - started) * 1000.0
+        figures["reads"] += 1
+        figures["read_ms"] += spent_ms
+        figures["max_read_ms"] = max(figures["max_read_ms"], spent_ms)
+        return result
+
+    def counted_read(self: perf.Ring) -> bytes:
+        now = time.monotonic()
+        previous = last.get(id(self))
+        last[id(self)] = now
+        if previous is not None:
+            gap_ms = (now - previous) * 1000.0
+            figures["max_gap_ms"] = max(figures["max_gap_ms"], gap_ms)
+            for t in _THRESHOLDS_MS:
+                if gap_ms > t:
+                    figures["gaps_over_ms"][str(t)] += 1
+        data = ring_read(self)
+        figures["bytes"] += len(data)
+        figures["max_ring_bytes"] = max(figures["max_ring_bytes"], len(data))
+        return data
+
+    linux_events.LinuxEventSource.read = timed_read  # type: ignore[method-assign]
+    perf.Ring.read = counted_read  # type: ignore[method-assign]
+
+    def write() -> None:
+        while True:
+            time.sleep(1.0)
+            tmp = f"{path}.tmp"
+            Path(tmp).write_text(json.dumps(figures))
+            os.replace(tmp, path)
+
+    threading.Thread(target=write, name="probe", daemon=True).start()
+
+
+if __name__ == "__main__":
+    install(sys.argv[1])
+    sys.argv = [sys.argv[0], *sys.argv[2:]]
+    sys.exit(main())
