@@ -92,6 +92,15 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def _delta(before: dict[str, Any], after: dict[str, Any], *keys: str) -> float:
+    def get(figures: Any) -> float:
+        for key in keys:
+            figures = figures.get(key, {}) if isinstance(figures, dict) else 0
+        return float(figures) if isinstance(figures, (int, float)) else 0.0
+
+    return get(after) - get(before)
+
+
 def start(variant: Variant) -> None:
     osqd = Standin(
         str(variant.workdir / "osquery.em"),
@@ -173,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                     "max_read_ms": probe1.get("max_read_ms", 0.0),
                     "kib_s_cpu": nbytes / wall / 1024 / (psutil.cpu_count() or 1),
                     "max_ring_kib": probe1.get("max_ring_bytes", 0) / 1024,
+                    "gap_sample": _delta(probe0, probe1, "long_gaps", "sample"),
+                    "gap_generate": _delta(probe0, probe1, "long_gaps", "generate"),
+                    "gap_neither": _delta(probe0, probe1, "long_gaps", "neither"),
+                    "gap_ms": _delta(probe0, probe1, "long_gap_ms"),
+                    "gap_cpu_ms": _delta(probe0, probe1, "long_gap_reader_cpu_ms"),
                     "cpu": cpu,
                     "rss": rss_mib(v.pid),
                 }
@@ -184,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                     f" lost {figures['lost']:.0f} ({lost_pct:.2f} %);"
                     f" ring undrained up to {figures['max_gap_ms']:.0f} ms (since start),"
                     f" gaps >250 ms {figures['over_250']:.0f}, >1 s {figures['over_1000']:.0f};"
+                    f" of those >250 ms: {figures['gap_sample']:.0f} during a sample,"
+                    f" {figures['gap_generate']:.0f} during a generate,"
+                    f" {figures['gap_neither']:.0f} neither, reader CPU in them"
+                    f" {figures['gap_cpu_ms'] / max(figures['gap_ms'], 1) * 100:.1f} %;"
                     f" longest read {figures['max_read_ms']:.0f} ms;"
                     f" {figures['kib_s_cpu']:.0f} KiB/s per CPU, most held"
                     f" {figures['max_ring_kib']:.0f} KiB; CPU {figures['cpu']:.1f} %,"

@@ -12,8 +12,12 @@ longest time between two drains of the same ring, the time it went
 undrained), ``gaps_over_ms`` (how many such gaps exceeded 100, 250, 500 and
 1000 ms),
 ``max_read_ms`` (the longest read, decode included), ``read_ms`` (all reads),
-``bytes`` (ring bytes read, all CPUs) and ``max_ring_bytes`` (the most one
-ring held at one read). Figures since the start; the bench takes differences.
+``bytes`` (ring bytes read, all CPUs), ``max_ring_bytes`` (the most one
+ring held at one read), and for the gaps over 250 ms: ``long_gaps`` (how
+many overlapped a sample, else a ``generate``, else neither),
+``long_gap_ms`` (their total) and ``long_gap_reader_cpu_ms`` (the reader
+thread's CPU time within them: the rest it spent waiting for the GIL or a
+CPU). Figures since the start; the bench takes differences.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from extension import sampler as sampler_module
 from extension.cli import main
 from extension.collect import linux_events, perf
 from extension.model import FlowEvent
@@ -45,8 +50,30 @@ def install(path: str) -> None:
         "read_ms": 0.0,
         "bytes": 0,
         "max_ring_bytes": 0,
+        "long_gaps": {"sample": 0, "generate": 0, "neither": 0},
+        "long_gap_ms": 0.0,
+        "long_gap_reader_cpu_ms": 0.0,
     }
-    last: dict[int, float] = {}
+    last: dict[int, tuple[float, float, int, int]] = {}
+    # [samples begun, samples running, generates begun, generates running]
+    busy = [0, 0, 0, 0]
+
+    def counted(method: Any, index: int) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            busy[index] += 1
+            busy[index + 1] += 1
+            try:
+                return method(*args, **kwargs)
+            finally:
+                busy[index + 1] -= 1
+
+        return wrapper
+
+    sampler_module.Sampler.sample_once = counted(  # type: ignore[method-assign]
+        sampler_module.Sampler.sample_once, 0
+    )
+    for name in ("rows", "encoded_rows"):
+        setattr(sampler_module.Sampler, name, counted(getattr(sampler_module.Sampler, name), 2))
     source_read = linux_events.LinuxEventSource.read
     ring_read = perf.Ring.read
 
@@ -60,11 +87,20 @@ def install(path: str) -> None:
         return result
 
     def counted_read(self: perf.Ring) -> bytes:
-        now = time.monotonic()
+        now, cpu = time.monotonic(), time.thread_time()
         previous = last.get(id(self))
-        last[id(self)] = now
+        last[id(self)] = (now, cpu, busy[0] + busy[1], busy[2] + busy[3])
         if previous is not None:
-            gap_ms = (now - previous) * 1000.0
+            gap_ms = (now - previous[0]) * 1000.0
+            if gap_ms > 250:
+                figures["long_gap_ms"] += gap_ms
+                figures["long_gap_reader_cpu_ms"] += (cpu - previous[1]) * 1000.0
+                if busy[0] + busy[1] != previous[2]:
+                    figures["long_gaps"]["sample"] += 1
+                elif busy[2] + busy[3] != previous[3]:
+                    figures["long_gaps"]["generate"] += 1
+                else:
+                    figures["long_gaps"]["neither"] += 1
             figures["max_gap_ms"] = max(figures["max_gap_ms"], gap_ms)
             for t in _THRESHOLDS_MS:
                 if gap_ms > t:
