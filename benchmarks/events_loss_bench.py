@@ -19,7 +19,8 @@ is the baseline. In each of ``--rounds`` rounds a child process opens
 the reader figures from the probe (longest time a ring went undrained, gaps
 over 250 ms and 1 s, the longest read with decode, ring bytes per second
 per CPU, the most one ring held at one read), the extension's CPU (% of one
-core over the round) and its RSS after the round, and the load average.
+core over the round) and its RSS after the round (and the rings' share of it), and the load
+average.
 The last lines give the median over the rounds of each.
 Sources: perf_event_open(2) (ring, PERF_RECORD_LOST), proc(5) (stat, status).
 """
@@ -90,6 +91,19 @@ class Variant:
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def ring_rss_mib(pid: int) -> float:
+    """Resident MiB of ``pid``'s perf ring mappings (proc(5) smaps)."""
+    total_kib, in_ring = 0, False
+    with open(f"/proc/{pid}/smaps", encoding="ascii", errors="replace") as f:
+        for line in f:
+            first = line.split(" ", 1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line
+                in_ring = "perf_event" in line
+            elif in_ring and line.startswith("Rss:"):
+                total_kib += int(line.split()[1])
+    return total_kib / 1024
 
 
 def _delta(before: dict[str, Any], after: dict[str, Any], *keys: str) -> float:
@@ -189,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                     "gap_cpu_ms": _delta(probe0, probe1, "long_gap_reader_cpu_ms"),
                     "cpu": cpu,
                     "rss": rss_mib(v.pid),
+                    "ring_rss": ring_rss_mib(v.pid),
                 }
                 results[v.name].append(figures)
                 lost_pct = figures["lost"] / max(figures["read"] + figures["lost"], 1) * 100
@@ -205,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                     f" longest read {figures['max_read_ms']:.0f} ms;"
                     f" {figures['kib_s_cpu']:.0f} KiB/s per CPU, most held"
                     f" {figures['max_ring_kib']:.0f} KiB; CPU {figures['cpu']:.1f} %,"
-                    f" RSS {figures['rss']:.1f} MiB; load average {load}",
+                    f" RSS {figures['rss']:.1f} MiB (rings {figures['ring_rss']:.1f});"
+                    f" load average {load}",
                     flush=True,
                 )
         print("medians over the rounds:")
@@ -215,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {v.name:8s}: lost {med['lost']:.0f} of {med['read'] + med['lost']:.0f};"
                 f" gaps >250 ms {med['over_250']:.0f}; CPU {med['cpu']:.1f} %,"
-                f" RSS {med['rss']:.1f} MiB",
+                f" RSS {med['rss']:.1f} MiB (rings {med['ring_rss']:.1f})",
                 flush=True,
             )
     finally:
