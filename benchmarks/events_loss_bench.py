@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                     "max_ring_kib": probe1.get("max_ring_bytes", 0) / 1024,
                     "gap_sample": _delta(probe0, probe1, "long_gaps", "sample"),
                     "gap_generate": _delta(probe0, probe1, "long_gaps", "generate"),
+                    "gap_gc": _delta(probe0, probe1, "long_gaps", "gc"),
                     "gap_neither": _delta(probe0, probe1, "long_gaps", "neither"),
+                    "max_gc2_ms": probe1.get("max_gc_ms", {}).get("2", 0.0),
                     "gap_ms": _delta(probe0, probe1, "long_gap_ms"),
                     "gap_cpu_ms": _delta(probe0, probe1, "long_gap_reader_cpu_ms"),
                     "cpu": cpu,
@@ -215,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                     f" gaps >250 ms {figures['over_250']:.0f}, >1 s {figures['over_1000']:.0f};"
                     f" of those >250 ms: {figures['gap_sample']:.0f} during a sample,"
                     f" {figures['gap_generate']:.0f} during a generate,"
-                    f" {figures['gap_neither']:.0f} neither, reader CPU in them"
+                    f" {figures['gap_gc']:.0f} during a collection,"
+                    f" {figures['gap_neither']:.0f} none, reader CPU in them"
                     f" {figures['gap_cpu_ms'] / max(figures['gap_ms'], 1) * 100:.1f} %;"
-                    f" longest read {figures['max_read_ms']:.0f} ms;"
+                    f" longest read {figures['max_read_ms']:.0f} ms, longest gen-2"
+                    f" collection {figures['max_gc2_ms']:.0f} ms;"
                     f" {figures['kib_s_cpu']:.0f} KiB/s per CPU, most held"
                     f" {figures['max_ring_kib']:.0f} KiB; CPU {figures['cpu']:.1f} %,"
                     f" RSS {figures['rss']:.1f} MiB (rings {figures['ring_rss']:.1f});"

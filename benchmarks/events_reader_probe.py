@@ -14,7 +14,9 @@ undrained), ``gaps_over_ms`` (how many such gaps exceeded 100, 250, 500 and
 ``max_read_ms`` (the longest read, decode included), ``read_ms`` (all reads),
 ``bytes`` (ring bytes read, all CPUs), ``max_ring_bytes`` (the most one
 ring held at one read), and for the gaps over 250 ms: ``long_gaps`` (how
-many overlapped a sample, else a ``generate``, else neither),
+many overlapped a sample, else a ``generate`` call with its reply, else a
+garbage collection, else none of these), ``max_gc_ms`` (the longest
+collection of each generation),
 ``long_gap_ms`` (their total) and ``long_gap_reader_cpu_ms`` (the reader
 thread's CPU time within them: the rest it spent waiting for the GIL or a
 CPU). Figures since the start; the bench takes differences.
@@ -22,6 +24,7 @@ CPU). Figures since the start; the bench takes differences.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -36,6 +39,7 @@ from extension import sampler as sampler_module
 from extension.cli import main
 from extension.collect import linux_events, perf
 from extension.model import FlowEvent
+from extension.serve import reply
 
 _THRESHOLDS_MS = (100, 250, 500, 1000)
 
@@ -50,13 +54,28 @@ def install(path: str) -> None:
         "read_ms": 0.0,
         "bytes": 0,
         "max_ring_bytes": 0,
-        "long_gaps": {"sample": 0, "generate": 0, "neither": 0},
+        "long_gaps": {"sample": 0, "generate": 0, "gc": 0, "neither": 0},
+        "max_gc_ms": {"0": 0.0, "1": 0.0, "2": 0.0},
         "long_gap_ms": 0.0,
         "long_gap_reader_cpu_ms": 0.0,
     }
-    last: dict[int, tuple[float, float, int, int]] = {}
-    # [samples begun, samples running, generates begun, generates running]
-    busy = [0, 0, 0, 0]
+    last: dict[int, tuple[float, float, int, int, int]] = {}
+    # begun and running: samples, generates (the call and its reply), collections
+    busy = [0, 0, 0, 0, 0, 0]
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            busy[4] += 1
+            busy[5] += 1
+            gc_started[0] = time.monotonic()
+        else:
+            busy[5] -= 1
+            key = str(info["generation"])
+            spent_ms = (time.monotonic() - gc_started[0]) * 1000.0
+            figures["max_gc_ms"][key] = max(figures["max_gc_ms"][key], spent_ms)
+
+    gc.callbacks.append(on_gc)
 
     def counted(method: Any, index: int) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -74,6 +93,9 @@ def install(path: str) -> None:
     )
     for name in ("rows", "encoded_rows"):
         setattr(sampler_module.Sampler, name, counted(getattr(sampler_module.Sampler, name), 2))
+    reply.ReplyProcessor._process_call = counted(  # type: ignore[method-assign]
+        reply.ReplyProcessor._process_call, 2
+    )
     source_read = linux_events.LinuxEventSource.read
     ring_read = perf.Ring.read
 
@@ -89,7 +111,7 @@ def install(path: str) -> None:
     def counted_read(self: perf.Ring) -> bytes:
         now, cpu = time.monotonic(), time.thread_time()
         previous = last.get(id(self))
-        last[id(self)] = (now, cpu, busy[0] + busy[1], busy[2] + busy[3])
+        last[id(self)] = (now, cpu, busy[0] + busy[1], busy[2] + busy[3], busy[4] + busy[5])
         if previous is not None:
             gap_ms = (now - previous[0]) * 1000.0
             if gap_ms > 250:
@@ -99,6 +121,8 @@ def install(path: str) -> None:
                     figures["long_gaps"]["sample"] += 1
                 elif busy[2] + busy[3] != previous[3]:
                     figures["long_gaps"]["generate"] += 1
+                elif busy[4] + busy[5] != previous[4]:
+                    figures["long_gaps"]["gc"] += 1
                 else:
                     figures["long_gaps"]["neither"] += 1
             figures["max_gap_ms"] = max(figures["max_gap_ms"], gap_ms)
