@@ -119,15 +119,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RING_KIB: Final = 2048
+DEFAULT_RING_KIB: Final = 4096
 """Ring size per CPU by default, KiB (see :func:`default_ring_kib`). A
 loopback connection (both ends on this host, closed at once) was measured at
 about 5 records of about 110 bytes: at 1,000 new connections/s, about 280
 KiB/s per CPU on 2 CPUs on average, more on the CPU where the busiest
 process runs. With a query pack over 30,000 rows every 2 s on a loaded host
-the reader thread went up to 1.3 s without draining a ring, and the old
-512 KiB default lost records; 2 MiB holds about 7 s at that average rate
-(benchmarks/events_loss_bench.py, docs/design/extension-performance.md)."""
+(load average 7-9 on 2 cores) the reader thread went up to 2.8 s without
+draining a ring and one ring held up to 966 KiB at a read; the old 512 KiB
+default lost up to 5 % of the records in a 30 s round. 4 MiB holds about
+four times the most seen (benchmarks/events_loss_bench.py,
+docs/design/extension-performance.md)."""
 MIN_RING_KIB: Final = 512
 """The smallest default ring per CPU, KiB, however many CPUs there are."""
 MAX_RINGS_KIB: Final = 32768
@@ -1083,7 +1085,7 @@ def default_ring_kib(cpus: int) -> int:
 
     DEFAULT_RING_KIB while ``cpus`` such rings fit in MAX_RINGS_KIB, else
     the largest power of two that fits, but never below MIN_RING_KIB (so
-    from 64 CPUs on the total grows past MAX_RINGS_KIB, 512 KiB each).
+    beyond 64 CPUs the total grows past MAX_RINGS_KIB, 512 KiB each).
     """
     share = MAX_RINGS_KIB // max(cpus, 1)
     if share >= DEFAULT_RING_KIB:

@@ -27,10 +27,11 @@ from tests.helpers.privileges import require
 
 
 def test_default_ring_by_cpu_count() -> None:
-    assert [default_ring_kib(n) for n in (1, 2, 8, 16)] == [2048] * 4
+    assert [default_ring_kib(n) for n in (1, 2, 8)] == [4096] * 3
+    assert [default_ring_kib(n) for n in (9, 16)] == [2048] * 2
     assert [default_ring_kib(n) for n in (17, 24, 32)] == [1024] * 3
     assert [default_ring_kib(n) for n in (33, 64, 256, 4096)] == [512] * 4
-    assert default_ring_kib(0) == 2048
+    assert default_ring_kib(0) == 4096
 
 
 @given(st.integers(min_value=1, max_value=8192))
