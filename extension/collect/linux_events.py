@@ -126,7 +126,7 @@ about 5 records of about 110 bytes: at 1,000 new connections/s, about 280
 KiB/s per CPU on 2 CPUs on average, more on the CPU where the busiest
 process runs. With a query pack over 30,000 rows every 2 s on a loaded host
 (load average 7-9 on 2 cores) the reader thread went up to 2.8 s without
-draining a ring and one ring held up to 1,258 KiB at a read; the old 512 KiB
+draining a ring and one ring held up to 1,330 KiB at a read; the old 512 KiB
 default lost up to 5 % of the records in a 30 s round. 4 MiB holds about
 three times the most seen (benchmarks/events_loss_bench.py,
 docs/design/extension-performance.md)."""
