@@ -16,6 +16,8 @@ from extension.collect import select_collector
 from extension.collect.dns_capture import DnsCapture, DnsUnavailableError
 from extension.collect.linux_events import (
     DEFAULT_RING_KIB,
+    MAX_RINGS_KIB,
+    MIN_RING_KIB,
     EventsUnavailableError,
     LinuxEventSource,
 )
@@ -103,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--events-ring-kib",
         type=_positive_int,
-        default=DEFAULT_RING_KIB,
-        help=f"kernel event ring per CPU, KiB (default {DEFAULT_RING_KIB})",
+        default=None,
+        help=f"kernel event ring per CPU, KiB (default {DEFAULT_RING_KIB}, smaller when"
+        f" that many CPUs' rings would exceed {MAX_RINGS_KIB} KiB in all, at least"
+        f" {MIN_RING_KIB})",
     )
     parser.add_argument(
         "--dns",

@@ -108,18 +108,35 @@ from extension.model import (
 
 __all__ = [
     "DEFAULT_RING_KIB",
+    "MAX_RINGS_KIB",
+    "MIN_RING_KIB",
     "EventStats",
     "EventsUnavailableError",
     "LinuxEventSource",
     "ProcessLookup",
+    "default_ring_kib",
 ]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RING_KIB: Final = 512
-"""Ring size per CPU, KiB. A loopback connection costs about 8 records of
-about 100 bytes; 512 KiB holds a burst of several thousand connections
-between two reads."""
+DEFAULT_RING_KIB: Final = 4096
+"""Ring size per CPU by default, KiB (see :func:`default_ring_kib`). A
+loopback connection (both ends on this host, closed at once) was measured at
+about 5 records of about 110 bytes: at 1,000 new connections/s, about 280
+KiB/s per CPU on 2 CPUs on average, more on the CPU where the busiest
+process runs. With a query pack over 30,000 rows every 2 s on a loaded host
+(load average 7-9 on 2 cores) the reader thread went up to 2.8 s without
+draining a ring and one ring held up to 1,330 KiB at a read; the old 512 KiB
+default lost up to 5 % of the records in a 30 s round. 4 MiB holds about
+three times the most seen (benchmarks/events_loss_bench.py,
+docs/design/extension-performance.md)."""
+MIN_RING_KIB: Final = 512
+"""The smallest default ring per CPU, KiB, however many CPUs there are."""
+MAX_RINGS_KIB: Final = 32768
+"""Bound on the default rings' total across CPUs, KiB: each CPU's ring is
+memory the kernel allocates and the extension maps (it shows in its RSS once
+read through; root is exempt from ``perf_event_mlock_kb``), so many CPUs get
+smaller rings, down to MIN_RING_KIB."""
 _MARGIN_NS: Final = 2_000_000
 """Records younger than this when a read starts wait for the next read, so
 that the CPUs' rings are merged in time order."""
@@ -281,7 +298,8 @@ class LinuxEventSource:
     Args:
         processes: details of running processes (the sampler's
             ProcessTracker), used while the process lives.
-        ring_kib: ring size per CPU, KiB (rounded up to a power of two pages).
+        ring_kib: ring size per CPU, KiB (rounded up to a power of two
+            pages); None for :func:`default_ring_kib` of the online CPUs.
         proc_root: procfs mount point.
         mount_tracefs: mount tracefs when it is not mounted (needs root).
     """
@@ -290,12 +308,14 @@ class LinuxEventSource:
         self,
         processes: ProcessLookup | None = None,
         *,
-        ring_kib: int = DEFAULT_RING_KIB,
+        ring_kib: int | None = None,
         proc_root: str = "/proc",
         mount_tracefs: bool = True,
     ) -> None:
         self._processes = processes
         self._ring_kib = ring_kib
+        self.ring_kib = 0
+        """Each CPU's ring as mapped, KiB (0 before :meth:`start`)."""
         self._root = proc_root
         self._mount = mount_tracefs
         self._events: list[PerfEvent] = []
@@ -401,7 +421,9 @@ class LinuxEventSource:
                 " are seen by sampling only"
             )
         cpus = online_cpus()
-        pages = _ring_pages(self._ring_kib)
+        ring_kib = self._ring_kib or default_ring_kib(len(cpus))
+        self.ring_kib = _ring_pages(ring_kib) * os.sysconf("SC_PAGE_SIZE") // 1024
+        pages = _ring_pages(ring_kib)
         watermark = max(pages * os.sysconf("SC_PAGE_SIZE") // 4, 4096)
         poller = select.poll()
         for cpu in cpus:
@@ -718,9 +740,7 @@ class LinuxEventSource:
         ports = _layout(fmt, [("sport", "H"), ("dport", "H")])
         return self._decoder_fib(AF_INET6, layout, ports)
 
-    def _decoder_fib(
-        self, family: int, addresses: struct.Struct, ports: struct.Struct
-    ) -> _Decode:
+    def _decoder_fib(self, family: int, addresses: struct.Struct, ports: struct.Struct) -> _Decode:
         unpack_addresses, unpack_ports = addresses.unpack_from, ports.unpack_from
         pending = self._udp_pending
 
@@ -919,15 +939,19 @@ class LinuxEventSource:
             if cached is not None and now - cached[0] < _DESCRIBE_TTL_SECS:
                 return cached[1]
         task = self._tasks.get(pid)
-        same = task is not None and snapshot is not None and (
-            task.start_ticks == snapshot[1] and task.execs == snapshot[2]
+        same = (
+            task is not None
+            and snapshot is not None
+            and (task.start_ticks == snapshot[1] and task.execs == snapshot[2])
         )
         info: ProcessInfo | None = None
         if same and task is not None and task.exited is None and self._processes is not None:
             live = self._processes.lookup(pid)
             start = task.start_time(self._tasks.boot)
-            if live.name is not None and live.start_time is not None and (
-                abs(live.start_time - start) <= 1
+            if (
+                live.name is not None
+                and live.start_time is not None
+                and (abs(live.start_time - start) <= 1)
             ):
                 info = live
                 task.cmdline, task.uid = live.cmdline, live.uid
@@ -1054,6 +1078,19 @@ def _real_path(path: str | None) -> str | None:
         return os.path.realpath(path, strict=True)
     except OSError:
         return path
+
+
+def default_ring_kib(cpus: int) -> int:
+    """The default ring per CPU for ``cpus`` CPUs, KiB: a power of two.
+
+    DEFAULT_RING_KIB while ``cpus`` such rings fit in MAX_RINGS_KIB, else
+    the largest power of two that fits, but never below MIN_RING_KIB (so
+    beyond 64 CPUs the total grows past MAX_RINGS_KIB, 512 KiB each).
+    """
+    share = MAX_RINGS_KIB // max(cpus, 1)
+    if share >= DEFAULT_RING_KIB:
+        return DEFAULT_RING_KIB
+    return max(MIN_RING_KIB, 1 << (share.bit_length() - 1) if share else 0)
 
 
 def _ring_pages(kib: int) -> int:
