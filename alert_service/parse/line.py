@@ -43,10 +43,17 @@ import orjson
 from alert_service.errors import ParseError
 from alert_service.parse.event import Action, ColumnValue, Event, new_event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, QueryName, parse_query_name
-from alert_service.parse.row import lazy_columns, text_row
+from alert_service.parse.row import Row, lazy_columns, text_row
 from alert_service.parse.values import normalise_columns, to_int
 
-__all__ = ["MAX_GLUED_CANDIDATES", "decode_line", "glued_line_start", "parse_line"]
+__all__ = [
+    "MAX_GLUED_CANDIDATES",
+    "EventLine",
+    "decode_line",
+    "event_form_row",
+    "glued_line_start",
+    "parse_line",
+]
 
 _ESCAPE_ERRORS: Final = "alert_service.osquery_escape"
 _KNOWN_KEYS: Final = frozenset(
@@ -417,6 +424,38 @@ class _EventLine(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=
 
 
 _decode_event_line: Final = msgspec.json.Decoder(_EventLine).decode
+EventLine = _EventLine
+"""The decoded event-form line :func:`event_form_row` gives (read its members only)."""
+
+
+def event_form_row(line: bytes) -> tuple[_EventLine, Action, Row] | None:
+    """The members of a common event-form line without building its event, or None.
+
+    Not None exactly when :func:`parse_line` would take its fast path for ``line``
+    (no backslash, decoded as an :class:`EventLine` with a known action and a
+    non-empty name) *and* the row passes :func:`~alert_service.parse.row.text_row`'s
+    check: then ``parse_line(line, packs, strict_queries)`` returns, for any
+    ``packs`` and ``strict_queries``, exactly one event whose ``name``,
+    ``host_identifier``, ``unix_time``, ``epoch`` and ``counter`` are the decoded
+    line's, whose ``action`` is the second item and whose columns equal the
+    :class:`~alert_service.parse.row.Row` (the third). None: call ``parse_line``,
+    which decides (including every error). The pipeline uses it to pass over rows no
+    rule can match (alert_service/pipeline.py); tests/alert_service/parse proves the
+    claim above on random lines.
+    """
+    if b"\\" in line:
+        return None
+    try:
+        head = _decode_event_line(line)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    action = _ACTIONS.get(head.action)
+    if action is None or not head.name:
+        return None
+    row = text_row(head.columns)
+    if row is None:
+        return None
+    return head, action, row
 
 
 def _event_form(
