@@ -51,7 +51,7 @@ from alert_service.match.columns import ColumnWatch
 from alert_service.match.conditions import EventView
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
-from alert_service.parse.line import event_form_row
+from alert_service.parse.line import event_form_row, event_of_row
 from alert_service.source import (
     DEFAULT_MAX_LINE_BYTES,
     Batch,
@@ -236,28 +236,29 @@ class Pipeline:
         unmatched = baseline.unmatched if baseline is not None else None
         for index, raw in enumerate(chunk.lines):
             try:
-                if quick is not None:
-                    found = quick(raw)
-                    if found is not None:
-                        head, action, row = found
-                        if head.name in settled and cannot_match(of_row(row, action)):
-                            events_seen += 1
-                            if unmatched is not None:
-                                unmatched(
-                                    head.host_identifier,
-                                    head.name,
-                                    action,
-                                    head.counter,
-                                    head.epoch,
-                                    head.unix_time,
-                                )
-                            continue
-                try:
-                    events = parse_line(raw, packs, strict)
-                except ParseError as err:
-                    if not raw.strip():
+                found = quick(raw) if quick is not None else None
+                if found is not None:
+                    head, action, row = found
+                    if head.name in settled and cannot_match(of_row(row, action)):
+                        events_seen += 1
+                        if unmatched is not None:
+                            unmatched(
+                                head.host_identifier,
+                                head.name,
+                                action,
+                                head.counter,
+                                head.epoch,
+                                head.unix_time,
+                            )
                         continue
-                    events = self._recover_glued(chunk, index, raw, str(err))
+                    events = [event_of_row(head, action, row, packs)]  # decoded once
+                else:
+                    try:
+                        events = parse_line(raw, packs, strict)
+                    except ParseError as err:
+                        if not raw.strip():
+                            continue
+                        events = self._recover_glued(chunk, index, raw, str(err))
                 for event in events:
                     if event.name not in settled:
                         observe(event)

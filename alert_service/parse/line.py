@@ -51,6 +51,7 @@ __all__ = [
     "EventLine",
     "decode_line",
     "event_form_row",
+    "event_of_row",
     "glued_line_start",
     "parse_line",
 ]
@@ -479,30 +480,38 @@ def _event_form(
     action = _ACTIONS.get(head.action)
     if action is None or not name:
         return None
-    parts = _split_name(name, packs)
-    query = parts.query
     columns = head.columns
     row: Mapping[str, ColumnValue] | None = text_row(columns)
     if row is None:
+        query = _split_name(name, packs).query
         strict = strict_queries is None or query in strict_queries or name in strict_queries
         row = MappingProxyType(normalise_columns(columns, "columns", strict=strict))
+    return [event_of_row(head, action, row, packs)]
+
+
+def event_of_row(
+    head: _EventLine, action: Action, row: Mapping[str, ColumnValue], packs: frozenset[str]
+) -> Event:
+    """The event of a decoded event-form line whose row is typed: with ``head``,
+    ``action`` and ``row`` from :func:`event_form_row`, the one event ``parse_line``
+    gives for that line with ``packs`` as its ``known_packs``."""
+    name = head.name
+    parts = _split_name(name, packs)
     decorations = head.decorations
-    return [
-        new_event(
-            name,
-            parts.pack,
-            query,
-            head.host_identifier,
-            head.calendar_time,
-            head.unix_time,
-            head.epoch,
-            head.counter,
-            action,
-            row,
-            MappingProxyType(decorations) if decorations else _EMPTY,
-            _EMPTY,
-        )
-    ]
+    return new_event(
+        name,
+        parts.pack,
+        parts.query,
+        head.host_identifier,
+        head.calendar_time,
+        head.unix_time,
+        head.epoch,
+        head.counter,
+        action,
+        row,
+        MappingProxyType(decorations) if decorations else _EMPTY,
+        _EMPTY,
+    )
 
 
 def _parse_envelope(

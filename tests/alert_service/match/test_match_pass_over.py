@@ -24,7 +24,7 @@ from alert_service.config import Config
 from alert_service.match import Alert, RuleSpec
 from alert_service.match.conditions import EventView
 from alert_service.parse import Event, parse_line
-from alert_service.parse.line import event_form_row
+from alert_service.parse.line import event_form_row, event_of_row
 from alert_service.pipeline import Pipeline
 from alert_service.source.records import FileIdentity, LineChunk
 from alert_service.state.baseline import BaselineTracker
@@ -187,6 +187,13 @@ def test_event_form_row_is_the_single_event_parse_line_gives(line: bytes) -> Non
     assert event.action == action
     assert dict(event.columns.items()) == dict(row.items())
     assert parse_line(line) == [event]  # strict everywhere: the row passed the check
+    rebuilt = event_of_row(head, action, row, frozenset({"tracked_connections"}))
+    assert rebuilt == event
+    assert (rebuilt.pack, rebuilt.query, rebuilt.decorations) == (
+        event.pack,
+        event.query,
+        event.decorations,
+    )
 
 
 def test_a_view_of_a_row_reads_what_the_index_reads() -> None:
