@@ -441,8 +441,9 @@ def event_form_row(line: bytes) -> tuple[_EventLine, Action, Row] | None:
     line's, whose ``action`` is the second item and whose columns equal the
     :class:`~alert_service.parse.row.Row` (the third). None: call ``parse_line``,
     which decides (including every error). The pipeline uses it to pass over rows no
-    rule can match (alert_service/pipeline.py); tests/alert_service/parse proves the
-    claim above on random lines.
+    rule can match (alert_service/pipeline.py);
+    tests/alert_service/match/test_match_pass_over.py proves the claim above on random
+    lines.
     """
     if b"\\" in line:
         return None
