@@ -51,6 +51,7 @@ from alert_service.match.columns import ColumnWatch
 from alert_service.match.conditions import EventView
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
+from alert_service.parse.line import event_form_row, event_of_row
 from alert_service.source import (
     DEFAULT_MAX_LINE_BYTES,
     Batch,
@@ -174,6 +175,9 @@ class Pipeline:
             else None
         )
         self._replay_baseline: BaselineTracker | None = None
+        self.pass_over_unmatched = True
+        """Pass over rows no rule can match without building their event (the same
+        alerts, counters and baseline either way; False: the reference path, for tests)."""
         self._replay_silences: set[str] = set()  # dedup keys "delivered" by replay
         # Each outbox record carries its rule's own dedup window (delivery's default
         # otherwise), so the workers never read the rules.
@@ -223,14 +227,38 @@ class Pipeline:
         missing = watch.missing
         events_seen = 0
         matches = 0
+        # Rows no rule can match are passed over without building their event
+        # (docs/design/alert-matching.md, "Passing over rows"): not with aggregation
+        # rules (every event feeds their windows).
+        quick = event_form_row if aggregate is None and self.pass_over_unmatched else None
+        cannot_match = self.rules.cannot_match
+        of_row = EventView.of_row
+        unmatched = baseline.unmatched if baseline is not None else None
         for index, raw in enumerate(chunk.lines):
             try:
-                try:
-                    events = parse_line(raw, packs, strict)
-                except ParseError as err:
-                    if not raw.strip():
+                found = quick(raw) if quick is not None else None
+                if found is not None:
+                    head, action, row = found
+                    if head.name in settled and cannot_match(of_row(row, action)):
+                        events_seen += 1
+                        if unmatched is not None:
+                            unmatched(
+                                head.host_identifier,
+                                head.name,
+                                action,
+                                head.counter,
+                                head.epoch,
+                                head.unix_time,
+                            )
                         continue
-                    events = self._recover_glued(chunk, index, raw, str(err))
+                    events = [event_of_row(head, action, row, packs)]  # decoded once
+                else:
+                    try:
+                        events = parse_line(raw, packs, strict)
+                    except ParseError as err:
+                        if not raw.strip():
+                            continue
+                        events = self._recover_glued(chunk, index, raw, str(err))
                 for event in events:
                     if event.name not in settled:
                         observe(event)

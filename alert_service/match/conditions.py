@@ -108,6 +108,21 @@ class EventView:
         self._number: int | None = _NOT_YET
         # _addr is set by the first remote_address call.
 
+    @classmethod
+    def of_row(cls, columns: Mapping[str, ColumnValue], action: Action) -> EventView:
+        """A view of a row not built into an event yet, for the rule index only.
+
+        It has ``action``, ``columns`` and the peer's number (:attr:`remote_number`),
+        which is all the index's dimensions read (:class:`Keys` ``get``: the action, a
+        column, an address number); ``event``, :attr:`remote_address` and
+        :meth:`hosts` are not available (AttributeError).
+        """
+        view = cls.__new__(cls)
+        view.columns = columns
+        view.action = action
+        view._number = _NOT_YET
+        return view
+
     def reuse(self, other: EventView) -> None:
         """Take the values ``other`` (a view of the same event) has computed already."""
         self._number = other._number

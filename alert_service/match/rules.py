@@ -195,6 +195,23 @@ class RuleSet:
                 alerts.append(Alert(ident, spec.name, spec.notify, event, severity=spec.severity))
         return alerts
 
+    def cannot_match(self, view: EventView) -> bool:
+        """True when no rule can match the viewed row: :meth:`match` would return no
+        alert and, for a ``removed`` row, ``matches_as(event, "added")`` would be False.
+
+        Only the index is consulted (its lookups read the action, columns and peer
+        number, so ``view`` may be :meth:`EventView.of_row`); False means "maybe", and
+        the caller builds the event and calls :meth:`match`. The IOC files are checked
+        as :meth:`match` checks them. tests/alert_service/match/test_match_pass_over.py
+        proves the claim on random rules and lines.
+        """
+        if self.iocs.maybe_check():
+            self._reindex()
+        if view.action == "removed":
+            own, added = self._index.candidates_pair(view, "added")
+            return not (own | added)
+        return not self._index.candidates(view)
+
     def matches_as(self, event: Event, action: Action) -> bool:
         """Return True when some rule would match ``event`` were its action ``action``.
 

@@ -43,10 +43,18 @@ import orjson
 from alert_service.errors import ParseError
 from alert_service.parse.event import Action, ColumnValue, Event, new_event
 from alert_service.parse.names import DEFAULT_KNOWN_PACKS, QueryName, parse_query_name
-from alert_service.parse.row import lazy_columns, text_row
+from alert_service.parse.row import Row, lazy_columns, text_row
 from alert_service.parse.values import normalise_columns, to_int
 
-__all__ = ["MAX_GLUED_CANDIDATES", "decode_line", "glued_line_start", "parse_line"]
+__all__ = [
+    "MAX_GLUED_CANDIDATES",
+    "EventLine",
+    "decode_line",
+    "event_form_row",
+    "event_of_row",
+    "glued_line_start",
+    "parse_line",
+]
 
 _ESCAPE_ERRORS: Final = "alert_service.osquery_escape"
 _KNOWN_KEYS: Final = frozenset(
@@ -417,6 +425,39 @@ class _EventLine(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=
 
 
 _decode_event_line: Final = msgspec.json.Decoder(_EventLine).decode
+EventLine = _EventLine
+"""The decoded event-form line :func:`event_form_row` gives (read its members only)."""
+
+
+def event_form_row(line: bytes) -> tuple[_EventLine, Action, Row] | None:
+    """The members of a common event-form line without building its event, or None.
+
+    Not None exactly when :func:`parse_line` would take its fast path for ``line``
+    (no backslash, decoded as an :class:`EventLine` with a known action and a
+    non-empty name) *and* the row passes :func:`~alert_service.parse.row.text_row`'s
+    check: then ``parse_line(line, packs, strict_queries)`` returns, for any
+    ``packs`` and ``strict_queries``, exactly one event whose ``name``,
+    ``host_identifier``, ``unix_time``, ``epoch`` and ``counter`` are the decoded
+    line's, whose ``action`` is the second item and whose columns equal the
+    :class:`~alert_service.parse.row.Row` (the third). None: call ``parse_line``,
+    which decides (including every error). The pipeline uses it to pass over rows no
+    rule can match (alert_service/pipeline.py);
+    tests/alert_service/match/test_match_pass_over.py proves the claim above on random
+    lines.
+    """
+    if b"\\" in line:
+        return None
+    try:
+        head = _decode_event_line(line)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    action = _ACTIONS.get(head.action)
+    if action is None or not head.name:
+        return None
+    row = text_row(head.columns)
+    if row is None:
+        return None
+    return head, action, row
 
 
 def _event_form(
@@ -440,30 +481,38 @@ def _event_form(
     action = _ACTIONS.get(head.action)
     if action is None or not name:
         return None
-    parts = _split_name(name, packs)
-    query = parts.query
     columns = head.columns
     row: Mapping[str, ColumnValue] | None = text_row(columns)
     if row is None:
+        query = _split_name(name, packs).query
         strict = strict_queries is None or query in strict_queries or name in strict_queries
         row = MappingProxyType(normalise_columns(columns, "columns", strict=strict))
+    return [event_of_row(head, action, row, packs)]
+
+
+def event_of_row(
+    head: _EventLine, action: Action, row: Mapping[str, ColumnValue], packs: frozenset[str]
+) -> Event:
+    """The event of a decoded event-form line whose row is typed: with ``head``,
+    ``action`` and ``row`` from :func:`event_form_row`, the one event ``parse_line``
+    gives for that line with ``packs`` as its ``known_packs``."""
+    name = head.name
+    parts = _split_name(name, packs)
     decorations = head.decorations
-    return [
-        new_event(
-            name,
-            parts.pack,
-            query,
-            head.host_identifier,
-            head.calendar_time,
-            head.unix_time,
-            head.epoch,
-            head.counter,
-            action,
-            row,
-            MappingProxyType(decorations) if decorations else _EMPTY,
-            _EMPTY,
-        )
-    ]
+    return new_event(
+        name,
+        parts.pack,
+        parts.query,
+        head.host_identifier,
+        head.calendar_time,
+        head.unix_time,
+        head.epoch,
+        head.counter,
+        action,
+        row,
+        MappingProxyType(decorations) if decorations else _EMPTY,
+        _EMPTY,
+    )
 
 
 def _parse_envelope(

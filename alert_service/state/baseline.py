@@ -168,6 +168,27 @@ class BaselineTracker:
             )
         return alerts
 
+    def unmatched(  # noqa: PLR0917 - the event's fields
+        self, host: str, name: str, action: str, counter: int, epoch: int, unix_time: int
+    ) -> None:
+        """:meth:`apply` of an event that matched no rule (and, ``removed``, would not
+        have matched as ``added``), from its fields alone: the run bookkeeping only.
+
+        Equal to ``apply(event, [])`` for such an event
+        (tests/alert_service/match/test_match_pass_over.py).
+        """
+        if action == "snapshot":
+            return
+        key = (host, name)
+        if counter == 0 and action == "added":
+            self._enter_run(key, epoch, unix_time)
+            return
+        run = self._runs.get(key, _MISSING)
+        if run is _MISSING:
+            run = self._load_run(key)
+        if run is not None and run.open:
+            self._close_run(key, run)
+
     def take_digests(self) -> list[Alert]:
         """Return one :class:`DigestAlert` per (host, query, run, rule) held so far.
 
