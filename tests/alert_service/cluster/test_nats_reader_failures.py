@@ -38,7 +38,12 @@ from alert_service.pipeline import Pipeline
 from alert_service.state import open_state
 from alert_service.state.record import decode_record
 from alert_service.stats import Stats
-from tests.alert_service.cluster.test_cluster_kill import Receiver, host_uuid
+from tests.alert_service.cluster.test_cluster_kill import (
+    ALERT_EVERY,
+    Receiver,
+    host_uuid,
+    result_line,
+)
 from tests.alert_service.cluster.test_nats_source import (
     IOC,
     Stream,
@@ -52,7 +57,6 @@ from tests.helpers.services import need_nats
 ROOT = Path(__file__).resolve().parents[3]
 PARTITIONS = list("0123")
 HOSTS = 20
-ALERT_EVERY = 25  # one line in 25 goes to port 4444 and alerts
 READER_MODULE = b"alert_service.source.nats_reader"
 
 
@@ -68,30 +72,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.stop()
-
-
-def result_line(host: int, seq: int) -> bytes:
-    """Line ``seq`` of ``host``: a new connection, local port ``10000 + seq``."""
-    uid = host_uuid(host)
-    doc = {
-        "name": "pack/Global/tracked_connections",
-        "hostIdentifier": uid,
-        "calendarTime": "Tue Sep  2 07:05:09 2025 UTC",
-        "unixTime": 1756796709 + seq,
-        "epoch": 0,
-        "counter": seq + 1,
-        "numerics": False,
-        "decorations": {"host_uuid": uid, "hostname": f"host-{host:04d}"},
-        "columns": {
-            "local_port": str(10000 + seq),
-            "name": "curl",
-            "pid": str(100 + seq),
-            "remote_address": "203.0.113.9",
-            "remote_port": "4444" if seq % ALERT_EVERY == 0 else "443",
-        },
-        "action": "added",
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def publish(stream: Stream, seqs: range) -> set[tuple[str, int]]:
