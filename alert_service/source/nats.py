@@ -79,6 +79,7 @@ from alert_service.source.manager import Batch, CheckpointStore
 from alert_service.source.nats_batch import Taken, stream_chunk
 from alert_service.source.nats_config import NatsSettings
 from alert_service.source.nats_payload import PayloadError, decode_payload
+from alert_service.source.nats_pull import client_error
 from alert_service.source.nats_reader import ReaderError, ReaderFailedError, ReaderProcess
 from alert_service.source.records import FileIdentity, Position
 from alert_service.state.leases import LeaseLostError, PgLeases
@@ -130,9 +131,24 @@ class _Loop:
         self._thread.start()
 
     def call(self, coro: Coroutine[Any, Any, _T], timeout: float = _CALL_TIMEOUT_SECS) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            # It must not go on in the loop: a connect to a server that is down
+            # retries for ever, and the next attempt would start another.
+            future.cancel()
+            raise
 
     def stop(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):  # what is left is dropped with the loop
+            asyncio.run_coroutine_threadsafe(cancel_all(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():
@@ -566,6 +582,7 @@ class NatsSources:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     connect_timeout=5,
+                    error_cb=client_error,
                 )
             )
             self._clients[settings.servers] = client

@@ -34,12 +34,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from alert_service.logs import log_event
 
 __all__ = ["ConsumerGoneError", "PullConsumer"]
 
@@ -178,3 +181,17 @@ def _request_again(status: str, description: str) -> bool:
     return status == "409" and any(
         cause in text for cause in ("leadership", "shutdown", "maxwaiting")
     )
+
+
+_client_log = logging.getLogger("alert_service.source.nats")
+
+
+async def client_error(err: Exception) -> None:
+    """``error_cb`` for ``nats.connect``: one structured debug event per client error.
+
+    nats-py's default callback logs every failed connection attempt with a traceback
+    (nats-py ``nats/aio/client.py``, ``_default_error_callback``); the outage itself
+    reaches the operator as ``source_unreachable`` and in ``/health``.
+    """
+    reason = f"{type(err).__name__}: {err}"
+    log_event(_client_log, logging.DEBUG, "nats_client_error", reason=reason)

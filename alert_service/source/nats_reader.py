@@ -458,6 +458,8 @@ class _Child:
     async def _client(self, servers: tuple[str, ...]) -> Any:
         import nats  # noqa: PLC0415
 
+        from alert_service.source.nats_pull import client_error  # noqa: PLC0415
+
         client = self._clients.get(servers)
         if client is None or client.is_closed:
             client = await nats.connect(
@@ -466,6 +468,7 @@ class _Child:
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 connect_timeout=5,
+                error_cb=client_error,
             )
             self._clients[servers] = client
         return client
