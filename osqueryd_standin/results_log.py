@@ -220,15 +220,9 @@ class _RotatingFile:
     def _compress(self, source: Path, dest: Path) -> None:
         assert self._zstd is not None
         data = source.read_bytes()
-        # Created with the log's own mode: a compressed generation holds the same
-        # command lines and is never more readable than the live file.
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.mode)
-        try:
-            os.fchmod(fd, self.mode)
-            with os.fdopen(fd, "wb", closefd=False) as out:
-                out.write(self._zstd.ZstdCompressor().compress(data))
-        finally:
-            os.close(fd)
+        # With the log's own mode: a compressed generation holds the same command
+        # lines and is never more readable than the live file.
+        self._write_all(dest, os.O_TRUNC, self._zstd.ZstdCompressor().compress(data))
         source.unlink()
 
     def _maybe_rotate(self) -> None:
@@ -257,15 +251,20 @@ class _RotatingFile:
         with self.lock:
             if self.rotate:
                 self._maybe_rotate()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, self.mode)
-            try:
-                os.fchmod(fd, self.mode)
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            finally:
-                os.close(fd)
+            self._write_all(self.path, os.O_APPEND, data)
+
+    def _write_all(self, path: Path, flags: int, data: bytes) -> None:
+        """Write ``data`` to ``path`` (created if missing, ``flags`` added), after a
+        chmod to ``--logger_mode``; one ``write(2)`` unless the kernel takes less."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, self.mode)
+        try:
+            os.fchmod(fd, self.mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        finally:
+            os.close(fd)
 
 
 class ResultsLogWriter:
