@@ -153,11 +153,7 @@ class BaselineTracker:
         key = (event.host_identifier, event.name)
         if event.counter == 0 and action == "added":
             return self._baseline_row(key, event, alerts)
-        run = self._runs.get(key, _MISSING)
-        if run is _MISSING:
-            run = self._load_run(key)
-        if run is not None and run.open:
-            self._close_run(key, run)
+        self._leave_run(key)
         if action == "added":
             if alerts:
                 self._upsert(key, event)
@@ -183,11 +179,7 @@ class BaselineTracker:
         if counter == 0 and action == "added":
             self._enter_run(key, epoch, unix_time)
             return
-        run = self._runs.get(key, _MISSING)
-        if run is _MISSING:
-            run = self._load_run(key)
-        if run is not None and run.open:
-            self._close_run(key, run)
+        self._leave_run(key)
 
     def take_digests(self) -> list[Alert]:
         """Return one :class:`DigestAlert` per (host, query, run, rule) held so far.
@@ -288,10 +280,19 @@ class BaselineTracker:
         self._runs[key] = run
         return run
 
-    def _enter_run(self, key: tuple[str, str], epoch: int, unix_time: int) -> None:
+    def _run_of(self, key: tuple[str, str]) -> _Run | None:
+        """The run of (host, query): remembered, else read from the database."""
         run = self._runs.get(key, _MISSING)
-        if run is _MISSING:
-            run = self._load_run(key)
+        return self._load_run(key) if run is _MISSING else run
+
+    def _leave_run(self, key: tuple[str, str]) -> None:
+        """A line outside any counter-0 run: the open run of (host, query) has ended."""
+        run = self._run_of(key)
+        if run is not None and run.open:
+            self._close_run(key, run)
+
+    def _enter_run(self, key: tuple[str, str], epoch: int, unix_time: int) -> None:
+        run = self._run_of(key)
         if run is not None and run.epoch == epoch and run.unix_time == unix_time:
             return
         if run is not None and run.open:
