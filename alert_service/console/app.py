@@ -43,7 +43,7 @@ from alert_service.console.security import (
 from alert_service.logs import log_event
 from alert_service.operate.commands import safe_text
 from alert_service.operate.timespec import format_time, parse_duration, parse_time
-from alert_service.operate.views import entry_doc, state_target, status_doc
+from alert_service.operate.views import entry_doc, run_text, state_target, status_doc
 from alert_service.secret import reveal
 from alert_service.state.db import StateConnection, open_state, open_state_reader
 from alert_service.state.inspect import OUTBOX_STATES, get_entry, list_entries, retry_rows
@@ -248,7 +248,11 @@ class ConsoleApp:
                 doc = status_doc(self.config, conn, now)
             finally:
                 conn.close()
-            return self._page(request, "status.html", {"status": doc, "states": OUTBOX_STATES})
+            return self._page(
+                request,
+                "status.html",
+                {"status": doc, "run": run_text(doc), "states": OUTBOX_STATES},
+            )
         if sub in ("/alerts", "/dead"):
             filters = {
                 name: _first(query, name) for name in ("rule", "host", "notifier", "state", "since")

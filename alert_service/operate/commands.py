@@ -34,6 +34,7 @@ from alert_service.notify.literal import visible
 from alert_service.operate.timespec import format_time, parse_duration, parse_time
 from alert_service.operate.views import (
     entry_doc,
+    run_text,
     state_path,
     state_target,
     status_doc,
@@ -263,8 +264,7 @@ def _status(args: argparse.Namespace) -> int:
         conn.close()
 
     def text() -> str:
-        pid = doc["running_pid"]
-        lines = [f"state: {doc['state']}", f"run: {'pid ' + str(pid) if pid else 'not running'}"]
+        lines = [f"state: {doc['state']}", f"run: {run_text(doc)}"]
         lines.append("sources:")
         for s in doc["sources"]:
             lag = "-" if s["lag_bytes"] is None else f"{s['lag_bytes']} bytes"

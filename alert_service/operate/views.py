@@ -24,7 +24,7 @@ from alert_service.secret import Secret
 from alert_service.source import SourceConfig
 from alert_service.state.db import StateConnection, StateTarget
 from alert_service.state.inspect import OutboxEntry, checkpoints, destination_counts
-from alert_service.state.leases import lease_rows
+from alert_service.state.leases import MEMBER_PREFIX, lease_rows
 from alert_service.state.lock import LOCK_FILE
 from alert_service.state.postgres import PgConnection
 from alert_service.state.record import decode_record
@@ -32,6 +32,7 @@ from alert_service.state.silences import list_silences
 
 __all__ = [
     "entry_doc",
+    "run_text",
     "running_pid",
     "state_path",
     "state_target",
@@ -74,6 +75,23 @@ def running_pid(config: Config) -> int | None:
     return pid
 
 
+def run_text(doc: Mapping[str, Any]) -> str:
+    """What runs, for the ``run:`` line of a :func:`status_doc` document.
+
+    SQLite: ``pid N`` or ``not running`` (the state directory's lock). PostgreSQL: the
+    live members, ``2 live instances: a, b`` or ``no live cluster member`` (instances
+    take no lock file there; one that reads only files holds no membership either).
+    """
+    if "instances" in doc:
+        names = doc["instances"]
+        if not names:
+            return "no live cluster member"
+        noun = "instance" if len(names) == 1 else "instances"
+        return f"{len(names)} live {noun}: {', '.join(names)}"
+    pid = doc["running_pid"]
+    return f"pid {pid}" if pid else "not running"
+
+
 def status_doc(config: Config, conn: StateConnection, now: float) -> dict[str, Any]:
     """The status: sources, destinations, silences in force, the running pid.
 
@@ -84,15 +102,18 @@ def status_doc(config: Config, conn: StateConnection, now: float) -> dict[str, A
          "destinations": {name: {"pending", "sent", "dead", "suppressed", "silenced",
                                  "last_success_at", "last_error", "last_error_alert_id"}},
          "silences": [Silence.as_dict()],
+         "instances": [str],                                          # PostgreSQL only
          "leases": [{"name", "owner", "token", "expires_in_secs"}]}  # PostgreSQL only
 
     ``size`` and ``lag_bytes`` (bytes written but not yet read) are null when the file
     cannot be stat'ed (a stream partition's checkpoint names a subject, not a file);
     a configured source without a checkpoint is listed with ``offset`` null (nothing
     read yet). On the PostgreSQL state, ``state`` names the schema, ``running_pid`` is
-    this host's ``run`` when it holds a lock file (cluster instances take none: null)
-    and ``leases`` lists the instances' memberships (``member:<instance>``) and the
-    partitions' leases (:mod:`alert_service.state.leases`).
+    this host's ``run`` when it holds a lock file (cluster instances take none: null),
+    ``instances`` names the instances whose membership is live (sorted; an instance
+    holds one while it reads a ``nats`` source with partitions), and ``leases`` lists
+    the memberships (``member:<instance>``) and the partitions' leases
+    (:mod:`alert_service.state.leases`).
     """
     sources: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -144,10 +165,14 @@ def status_doc(config: Config, conn: StateConnection, now: float) -> dict[str, A
         "silences": [s.as_dict() for s in list_silences(conn, now)],
     }
     if isinstance(conn, PgConnection):
+        rows = lease_rows(conn)
+        doc["instances"] = sorted(
+            r.owner for r in rows if r.name.startswith(MEMBER_PREFIX) and r.expires_in_secs > 0
+        )
         doc["leases"] = [
             {"name": r.name, "owner": r.owner, "token": r.token,
              "expires_in_secs": round(r.expires_in_secs, 3)}
-            for r in lease_rows(conn)
+            for r in rows
         ]  # fmt: skip
     return doc
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from alert_service.state.db import open_state
-from alert_service.state.postgres import PgTarget
+from alert_service.state.leases import PgLeases
+from alert_service.state.postgres import PgConnection, PgTarget
 from tests.helpers.alert_ops import (
     append_lines,
     cli,
@@ -81,6 +82,35 @@ def test_dead_letters_listed_shown_retried_and_purged(
             N_ALERTS
         )
         assert cli_json("outbox", "list", *c) == []
+
+
+def test_status_names_the_live_instances_not_a_local_pid(
+    tmp_path: Path, pg_target: PgTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cluster instances take no lock file (they share the state by design), so the
+    # state directory's pid says nothing about them: "run:" comes from the live
+    # memberships, as each instance's heartbeat writes them.
+    config = _config(tmp_path, "http://127.0.0.1:9/hook", pg_target, monkeypatch)
+    c = ("--config", str(config))
+    text = cli("status", *c)
+    assert text.returncode == 0, text.stderr
+    assert "run: no live cluster member" in text.stdout
+    assert cli_json("status", *c)["instances"] == []
+    conn = open_state(pg_target)
+    assert isinstance(conn, PgConnection)
+    try:
+        PgLeases(conn, "host-a-101-x", 60).heartbeat()
+        PgLeases(conn, "host-b-202-y", 60).heartbeat()
+        gone = PgLeases(conn, "host-c-303-z", 60)
+        gone.heartbeat()
+        gone.leave()  # a clean stop ends its membership
+    finally:
+        conn.close()
+    text = cli("status", *c)
+    assert text.returncode == 0, text.stderr
+    assert "run: 2 live instances: host-a-101-x, host-b-202-y\n" in text.stdout
+    assert "not running" not in text.stdout
+    assert cli_json("status", *c)["instances"] == ["host-a-101-x", "host-b-202-y"]
 
 
 def test_silences_are_stored_in_the_shared_state(
@@ -157,6 +187,7 @@ def test_the_console_reads_and_changes_the_shared_state(
             status = client.request("/console/")
             assert status.status == 200, status.text
             assert f"postgresql schema {pg_target.schema}" in status.text
+            assert "run: no live cluster member" in status.text  # a file source: no lease
             (row,) = cli_json("outbox", "list", "--state", "dead", *c)
             dead = client.request("/console/dead")
             assert f'data-id="{row["id"]}"' in dead.text
