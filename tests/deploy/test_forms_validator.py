@@ -342,3 +342,20 @@ def test_spans_and_boundaries() -> None:
     ]
     with pytest.raises(ValueError):
         Span.parse("4.82")
+
+
+def test_an_alert_service_fragment_is_read_as_the_service_reads_yaml(tmp_path: Path) -> None:
+    # The service refuses a duplicate key (check-config: "found duplicate key"), which
+    # PyYAML's safe_load takes silently, keeping the last value: a fragment a user
+    # copies into alerts.yaml must not hold one.
+    def problems(text: str) -> list[str]:
+        snippet = Snippet(tmp_path / "x.md", 7, "yaml", {"form": "alert-service-fragment"}, text)
+        return snippet_problems(snippet, tmp_path)
+
+    assert problems("log_level: info\nstate_dir: /a\n") == []
+    (problem,) = problems("state_dir: /a\nlog_level: info\nstate_dir: /b\n")
+    assert "x.md:7 (alert-service-fragment)" in problem
+    assert "found duplicate key 'state_dir'" in problem
+    (problem,) = problems("remote_port: [0443]\n")
+    assert "leading zero" in problem
+    assert list(tmp_path.iterdir()) == []  # no scratch file left behind

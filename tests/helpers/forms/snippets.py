@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from alert_service.config import load_config
+from alert_service.config.strict import Problems, read_yaml, yaml_problems
 from alert_service.errors import ConfigError
 from tests.helpers.forms.agent_options import agent_options_problems
 from tests.helpers.forms.apply import apply_problems
@@ -127,8 +128,25 @@ def _alert_config(snippet: Snippet, base: Path) -> list[str]:
 
 
 def _alert_fragment(snippet: Snippet, base: Path) -> list[str]:
-    doc = _yaml(snippet)
-    return [] if isinstance(doc, (dict, list)) else ["expected a YAML mapping or list"]
+    # Read as the service reads a configuration (duplicate keys refused, leading zeros
+    # and keys that are not text reported), not with safe_load, which takes them.
+    path = base / f".snippet-{snippet.line}.yaml"
+    path.write_text(snippet.text, encoding="utf-8")
+    try:
+        doc = read_yaml(str(path))
+    except ConfigError as err:
+        return [f"alert service refuses it: {err}"]
+    finally:
+        path.unlink()
+    if not isinstance(doc, (dict, list)):
+        return ["expected a YAML mapping or list"]
+    problems = Problems(str(path))
+    yaml_problems(doc, (), problems)
+    try:
+        problems.raise_if_any()
+    except ConfigError as err:
+        return [f"alert service refuses it: {err}"]
+    return []
 
 
 def _output(snippet: Snippet, base: Path) -> list[str]:
