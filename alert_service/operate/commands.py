@@ -120,7 +120,9 @@ def add_commands(sub: Any) -> None:
     olist.add_argument("--state", choices=OUTBOX_STATES, help="only rows in this state")
     olist.add_argument("--rule", metavar="R", help="only rows of this rule")
     olist.add_argument("--notifier", metavar="N", help="only rows for this notifier")
-    olist.add_argument("--host", metavar="H", help="only rows of this host identifier")
+    olist.add_argument(
+        "--host", metavar="H", help="only rows of this host (identifier or hostname decoration)"
+    )
     olist.add_argument(
         "--since", metavar="T", help="only rows queued since T (2h = two hours ago, or ISO 8601)"
     )
@@ -182,7 +184,7 @@ def add_commands(sub: Any) -> None:
     _common(sadd)
     sadd.add_argument("--for", dest="duration", required=True, metavar="DURATION", help="2h, 30m")
     sadd.add_argument("--rule", metavar="R")
-    sadd.add_argument("--host", metavar="H")
+    sadd.add_argument("--host", metavar="H", help="host identifier or hostname decoration")
     sadd.add_argument("--process", metavar="P")
     sadd.add_argument("--remote", metavar="CIDR")
     sadd.add_argument("--comment", required=True, metavar="TEXT", help="who and why")

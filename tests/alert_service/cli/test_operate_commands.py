@@ -332,3 +332,32 @@ def test_hostile_host_names_and_command_lines_never_reach_the_terminal_raw(
         (row,) = json.loads(outputs[1].stdout)
         assert row["host"] == host
         assert json.loads(outputs[3].stdout)["alert"]["connection"]["cmdline"] == cmdline
+
+
+def test_outbox_list_finds_a_host_by_its_hostname_as_a_silence_does(tmp_path: Path) -> None:
+    # On Fleet the host identifier is a UUID; the on-call person knows the name. The
+    # --host filter takes what silence add --host takes: the identifier or the
+    # hostname decoration, exactly.
+    uuid = "ABD57954-4C16-5A0F-AE82-0F209075ADEC"
+    named = {"host_uuid": uuid, "hostname": "web-03.example.com"}
+    with receiver() as rx:
+        config = write_config(tmp_path, rx.url)
+        c = ("--config", str(config))
+        append_lines(
+            tmp_path / "results.log",
+            [
+                result_line(1, host=uuid, decorations=named),
+                result_line(2, host="web-03.example"),
+                result_line(3, host="other", decorations={"hostname": "web-03"}),
+            ],
+        )
+        with service(config, tmp_path / "run.log") as svc:
+            svc.wait_event("notify_sent", 3)
+        by_name = cli_json("outbox", "list", "--host", "web-03.example.com", *c)
+        assert [r["host"] for r in by_name] == [uuid]
+        assert cli_json("outbox", "list", "--host", uuid, *c) == by_name
+        assert [r["host"] for r in cli_json("outbox", "list", "--host", "web-03", *c)] == ["other"]
+        assert cli_json("outbox", "list", "--host", "web-03.example.co", *c) == []
+        text = cli("outbox", "list", "--host", "web-03.example.com", *c)
+        assert text.returncode == 0, text.stderr
+        assert uuid in text.stdout
