@@ -40,8 +40,9 @@ Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
   payload that is not a result line is a parse error like a bad line of a file.
 
 A stream deleted and created again restarts its sequences: the stored position
-carries the stream's creation time (:attr:`Position.fingerprint`), and a checkpoint
-of another stream incarnation is ignored (logged as ``stream_recreated``).
+carries the stream's creation time (:attr:`Position.fingerprint`,
+:func:`stream_incarnation`), and a checkpoint of another stream incarnation is
+ignored (logged as ``stream_recreated``); one stored without it (empty) is used.
 
 nats-py is asyncio based. Pulling, decoding and acknowledging run in the reader
 process (one per instance, for all its consumers; see that module for why); the
@@ -55,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -93,6 +95,7 @@ __all__ = [
     "PayloadError",
     "decode_payload",
     "partition_leases",
+    "stream_incarnation",
     "stream_position",
 ]
 
@@ -106,6 +109,27 @@ _MAX_RETRY_PAUSE_SECS = 30.0
 _CALL_TIMEOUT_SECS = 10.0
 _REQUEST_EXPIRES_SECS = 5.0  # a pull request's life on an idle stream
 _READER_STABLE_SECS = 10.0  # a reader that failed sooner after its start backs off more
+
+
+def stream_incarnation(created: object) -> bytes:
+    """The stream's creation time (``StreamInfo.created``) as the text kept in a
+    checkpoint's fingerprint: UTC ISO 8601 with microseconds, ``b""`` when unknown.
+
+    nats-py 2.16 gives a ``datetime`` (microseconds; the server's RFC 3339 text has
+    nanoseconds, nats-py ``nats/js/api.py`` ``_parse_utc_iso``); text is read the same
+    way, so instances on different nats-py versions store the same value.
+    """
+    when = created
+    if isinstance(created, str):
+        try:
+            when = datetime.datetime.fromisoformat(created)  # 3.11: "Z", 9 digits
+        except ValueError:
+            return created.encode()
+    if not isinstance(when, datetime.datetime):
+        return b""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return when.astimezone(datetime.UTC).isoformat(timespec="microseconds").encode()
 
 
 def stream_position(subject: str, sequence: int, incarnation: bytes) -> Position:
@@ -588,7 +612,7 @@ class NatsSources:
             self._clients[settings.servers] = client
         js = client.jetstream()
         info = loop.call(js.stream_info(settings.stream))
-        consumer.incarnation = info.created.encode() if isinstance(info.created, str) else b""
+        consumer.incarnation = stream_incarnation(info.created)
         self._load_checkpoint(consumer)
         # A partition's consumer is named after the lease token, so an instance that
         # lost the lease (it stalled) can no longer pull from its successor's consumer.
@@ -637,7 +661,9 @@ class NatsSources:
             consumer.committed = 0
             return
         position = stored[0]
-        if position.fingerprint != consumer.incarnation:
+        # An empty fingerprint tells nothing about the incarnation (a checkpoint of an
+        # earlier version, which stored none): it is used as it is.
+        if position.fingerprint and position.fingerprint != consumer.incarnation:
             log_event(
                 _log,
                 logging.WARNING,

@@ -9,6 +9,7 @@ Each test uses its own stream and subjects and deletes the stream afterwards.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gzip
 import json
 import sqlite3
@@ -25,7 +26,7 @@ from nats.js.api import StreamConfig
 from alert_service.config import Config, build_config
 from alert_service.errors import ConfigError
 from alert_service.pipeline import Pipeline
-from alert_service.source.nats import NatsSources
+from alert_service.source.nats import NatsSources, stream_incarnation
 from alert_service.state import open_state
 from alert_service.state.checkpoints import load_checkpoints
 from alert_service.state.record import decode_record
@@ -79,6 +80,14 @@ class Stream:
             self.js.publish(f"{self.prefix}.{host}", payload, headers=headers)
         )
         return int(ack.seq)
+
+    def recreate(self) -> None:
+        """Delete the stream and create it again (same name and subjects): its
+        sequences start again at 1."""
+        self.loop.run_until_complete(self.js.delete_stream(self.name))
+        self.loop.run_until_complete(
+            self.js.add_stream(StreamConfig(name=self.name, subjects=[f"{self.prefix}.>"]))
+        )
 
     def consumer(self, durable: str) -> Any:
         return self.loop.run_until_complete(self.js.consumer_info(self.name, durable))
@@ -280,6 +289,84 @@ def test_a_failed_commit_gets_the_batch_delivered_again(
         pipeline.close()
     assert sorted(a["host"] for a in outbox(state)) == [f"h{i}" for i in range(5)]
     assert stream.consumer("alerts").ack_floor.stream_seq == 5
+
+
+def test_a_stream_created_again_is_read_from_its_start(
+    tmp_path: Path, stream: Stream, state: sqlite3.Connection
+) -> None:
+    """The checkpoint of the deleted stream (sequence 6) is ignored: the new stream's
+    sequences start at 1, and its first messages must not be skipped."""
+    for i in range(6):
+        stream.publish(f"h{i}", result_line(f"h{i}", IOC, 443, local=i))
+    config = make_config(tmp_path, stream)
+    stats = Stats()
+    first = Pipeline(config, stats=stats, state=state)
+    try:
+        drain(first, stats, 6)
+    finally:
+        first.close()
+    key = f"nats:{stream.name}/alerts"
+    old = load_checkpoints(state)[key].position
+    assert old.offset == 6
+    assert old.fingerprint  # the stream's creation time, to recognise another one
+
+    stream.recreate()
+    for i in range(3):
+        stream.publish(f"n{i}", result_line(f"n{i}", IOC, 443, local=100 + i))
+    stats = Stats()
+    second = Pipeline(config, stats=stats, state=state)
+    try:
+        drain(second, stats, 3)
+    finally:
+        second.close()
+    assert sorted(a["host"] for a in outbox(state) if a["host"].startswith("n")) == [
+        "n0", "n1", "n2",
+    ]  # fmt: skip
+    new = load_checkpoints(state)[key].position
+    assert new.offset == 3
+    assert new.fingerprint and new.fingerprint != old.fingerprint
+
+
+def test_the_stream_creation_time_is_one_text_whatever_nats_py_gives() -> None:
+    # The server's JSON has nanoseconds; nats-py 2.16 gives a datetime (microseconds).
+    server = "2026-12-05T21:42:00.296611234Z"
+    parsed = datetime.datetime(2026, 12, 5, 21, 42, 0, 296611, tzinfo=datetime.UTC)
+    assert stream_incarnation(parsed) == b"2026-12-05T21:42:00.296611+00:00"
+    assert stream_incarnation(server) == stream_incarnation(parsed)
+    assert stream_incarnation(parsed.replace(tzinfo=None)) == stream_incarnation(parsed)
+    later = parsed + datetime.timedelta(microseconds=1)
+    assert stream_incarnation(later) != stream_incarnation(parsed)
+    assert stream_incarnation(None) == b""
+    assert stream_incarnation("not a time") == b"not a time"
+
+
+def test_a_checkpoint_without_the_stream_creation_time_is_kept(
+    tmp_path: Path, stream: Stream, state: sqlite3.Connection
+) -> None:
+    """A checkpoint stored without the creation time (an empty fingerprint: how the
+    service stored them while it could not read the time nats-py gives as a datetime)
+    says nothing about the stream's incarnation: it is used, not read anew."""
+    for i in range(4):
+        stream.publish(f"h{i}", result_line(f"h{i}", IOC, 443, local=i))
+    config = make_config(tmp_path, stream)
+    stats = Stats()
+    first = Pipeline(config, stats=stats, state=state)
+    try:
+        drain(first, stats, 4)
+    finally:
+        first.close()
+    state.execute("UPDATE checkpoints SET fingerprint = X'', fingerprint_bytes = 0")
+    stream.publish("late", result_line("late", IOC, 443, local=50))
+    stats = Stats()
+    second = Pipeline(config, stats=stats, state=state)
+    try:
+        drain(second, stats, 1)
+    finally:
+        second.close()
+    assert stats.lines_read == 1  # only the new message
+    assert len(outbox(state)) == 5
+    stored = load_checkpoints(state)[f"nats:{stream.name}/alerts"].position
+    assert (stored.offset, bool(stored.fingerprint)) == (5, True)
 
 
 def test_a_nats_source_with_a_path_is_refused(tmp_path: Path) -> None:
