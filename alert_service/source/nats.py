@@ -42,7 +42,8 @@ Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
 A stream deleted and created again restarts its sequences: the stored position
 carries the stream's creation time (:attr:`Position.fingerprint`,
 :func:`stream_incarnation`), and a checkpoint of another stream incarnation is
-ignored (logged as ``stream_recreated``); one stored without it (empty) is used.
+ignored (logged as ``stream_recreated``), as is one whose sequence is above the
+stream's last (which also catches a checkpoint stored without the creation time).
 
 nats-py is asyncio based. Pulling, decoding and acknowledging run in the reader
 process (one per instance, for all its consumers; see that module for why); the
@@ -613,7 +614,7 @@ class NatsSources:
         js = client.jetstream()
         info = loop.call(js.stream_info(settings.stream))
         consumer.incarnation = stream_incarnation(info.created)
-        self._load_checkpoint(consumer)
+        self._load_checkpoint(consumer, int(info.state.last_seq or 0))
         # A partition's consumer is named after the lease token, so an instance that
         # lost the lease (it stalled) can no longer pull from its successor's consumer.
         durable = settings.durable if consumer.token is None else (
@@ -655,21 +656,26 @@ class NatsSources:
             committed_sequence=consumer.committed,
         )
 
-    def _load_checkpoint(self, consumer: _Consumer) -> None:
+    def _load_checkpoint(self, consumer: _Consumer, last_sequence: int) -> None:
+        """Set ``consumer.committed`` from its checkpoint; 0 (read the stream anew)
+        when the checkpoint is of another stream incarnation: its creation time
+        differs, or its sequence is above the stream's ``last_sequence`` (a stream's
+        last sequence never goes down; this also catches a checkpoint stored without
+        the creation time, an empty fingerprint, which is otherwise used as it is)."""
         stored = self._checkpoints.load(consumer.settings.name)
         if stored is None:
             consumer.committed = 0
             return
         position = stored[0]
-        # An empty fingerprint tells nothing about the incarnation (a checkpoint of an
-        # earlier version, which stored none): it is used as it is.
-        if position.fingerprint and position.fingerprint != consumer.incarnation:
+        other_time = bool(position.fingerprint) and position.fingerprint != consumer.incarnation
+        if other_time or position.offset > last_sequence:
             log_event(
                 _log,
                 logging.WARNING,
                 "stream_recreated",
                 source=consumer.settings.name,
                 stored_sequence=position.offset,
+                last_sequence=last_sequence,
                 reason="the stream was created again since the checkpoint; reading it anew",
             )
             consumer.committed = 0

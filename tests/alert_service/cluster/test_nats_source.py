@@ -327,6 +327,37 @@ def test_a_stream_created_again_is_read_from_its_start(
     assert new.fingerprint and new.fingerprint != old.fingerprint
 
 
+def test_a_checkpoint_beyond_the_stream_s_last_message_is_of_another_stream(
+    tmp_path: Path, stream: Stream, state: sqlite3.Connection
+) -> None:
+    """Without a stored creation time (a checkpoint of an earlier version), a stored
+    sequence above the stream's last one still shows a new stream: a stream's last
+    sequence never goes down (limits and purges drop messages, not sequences)."""
+    for i in range(6):
+        stream.publish(f"h{i}", result_line(f"h{i}", IOC, 443, local=i))
+    config = make_config(tmp_path, stream)
+    stats = Stats()
+    first = Pipeline(config, stats=stats, state=state)
+    try:
+        drain(first, stats, 6)
+    finally:
+        first.close()
+    state.execute("UPDATE checkpoints SET fingerprint = X'', fingerprint_bytes = 0")
+    stream.recreate()
+    for i in range(3):
+        stream.publish(f"n{i}", result_line(f"n{i}", IOC, 443, local=100 + i))
+    stats = Stats()
+    second = Pipeline(config, stats=stats, state=state)
+    try:
+        drain(second, stats, 3)
+    finally:
+        second.close()
+    assert sorted(a["host"] for a in outbox(state) if a["host"].startswith("n")) == [
+        "n0", "n1", "n2",
+    ]  # fmt: skip
+    assert load_checkpoints(state)[f"nats:{stream.name}/alerts"].position.offset == 3
+
+
 def test_the_stream_creation_time_is_one_text_whatever_nats_py_gives() -> None:
     # The server's JSON has nanoseconds; nats-py 2.16 gives a datetime (microseconds).
     server = "2026-12-05T21:42:00.296611234Z"
