@@ -233,7 +233,7 @@ def _status(args: argparse.Namespace) -> int:
 
     try:
         doc = cluster_status(config)
-    except sqlite3.Error as err:
+    except (OSError, sqlite3.Error) as err:
         where = config.state.describe(config.state_dir)
         print(f"{args.config}: cannot read the state ({where}): {err}", file=sys.stderr)
         return 1

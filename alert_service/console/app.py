@@ -45,7 +45,7 @@ from alert_service.operate.commands import safe_text
 from alert_service.operate.timespec import format_time, parse_duration, parse_time
 from alert_service.operate.views import entry_doc, run_text, state_target, status_doc
 from alert_service.secret import reveal
-from alert_service.state.db import StateConnection, open_state, open_state_reader
+from alert_service.state.db import StateConnection, open_state_reader, open_state_writer
 from alert_service.state.inspect import OUTBOX_STATES, get_entry, list_entries, retry_rows
 from alert_service.state.silences import add_silence, expire_silence, list_silences
 
@@ -235,7 +235,7 @@ class ConsoleApp:
         return open_state_reader(state_target(self.config))
 
     def _write(self) -> StateConnection:
-        return open_state(state_target(self.config))
+        return open_state_writer(state_target(self.config))
 
     # -- pages ----------------------------------------------------------------------
 

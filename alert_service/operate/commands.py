@@ -13,6 +13,11 @@ read-only PostgreSQL transactions); writes (retry, purge, silences) are short
 transactions that the service's own wait for (SQLite: 30 s busy timeout; PostgreSQL:
 row locks).
 
+They never create or upgrade a PostgreSQL schema (``run`` does): a missing schema or
+table is exit 1, naming the schema; a schema of an older version is used as it is,
+with a note on stderr. On SQLite the writes create a missing state database (a
+silence may be set before the first run); the reads say it is missing.
+
 Exit codes: 0 done; 1 a problem (invalid config, no state database, unknown row,
 silence or notifier, a test notification not accepted); 2 usage error.
 """
@@ -40,7 +45,7 @@ from alert_service.operate.views import (
     status_doc,
     test_notification,
 )
-from alert_service.state.db import StateConnection, open_state, open_state_reader
+from alert_service.state.db import StateConnection, open_state_reader, open_state_writer
 from alert_service.state.inspect import (
     OUTBOX_STATES,
     get_entry,
@@ -48,6 +53,7 @@ from alert_service.state.inspect import (
     purge_sent,
     retry_rows,
 )
+from alert_service.state.postgres import PG_SCHEMA_VERSION, PgConnection
 from alert_service.state.silences import add_silence, expire_silence, list_silences
 
 __all__ = ["COMMANDS", "CONFIG_ENV", "DEFAULT_CONFIG", "add_commands", "run_command", "safe_text"]
@@ -230,16 +236,32 @@ def _config(args: argparse.Namespace) -> Config:
 
 def _read(config: Config) -> StateConnection:
     try:
-        return open_state_reader(state_target(config))
+        conn = open_state_reader(state_target(config))
     except (OSError, sqlite3.Error) as err:
         raise _CommandError(str(err)) from err
+    _older_schema_note(config, conn)
+    return conn
 
 
 def _write(config: Config) -> StateConnection:
     try:
-        return open_state(state_target(config))
+        conn = open_state_writer(state_target(config))
     except (OSError, sqlite3.Error) as err:
         raise _CommandError(f"{state_path(config)}: {err}") from err
+    _older_schema_note(config, conn)
+    return conn
+
+
+def _older_schema_note(config: Config, conn: StateConnection) -> None:
+    """Say on stderr that a PostgreSQL schema of an older version is used as it is."""
+    if isinstance(conn, PgConnection) and conn.schema_version < PG_SCHEMA_VERSION:
+        print(
+            f"note: state schema {config.state.schema} is version {conn.schema_version},"
+            f" this command knows {PG_SCHEMA_VERSION}: used as it is, not upgraded"
+            " (instances of the older version may still run on it; run of this version"
+            " upgrades it when it starts)",
+            file=sys.stderr,
+        )
 
 
 def safe_text(text: str) -> str:

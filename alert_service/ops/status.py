@@ -25,7 +25,7 @@ from typing import Any
 
 from alert_service.config import Config
 from alert_service.source.nats_config import NatsSourceConfig
-from alert_service.state.db import open_state
+from alert_service.state.db import open_state_reader
 from alert_service.state.leases import MEMBER_PREFIX, lease_rows
 from alert_service.state.postgres import PgConnection
 
@@ -35,10 +35,14 @@ __all__ = ["cluster_status"]
 def cluster_status(config: Config) -> dict[str, Any]:
     """Return the status document of ``config``'s cluster (see the module docs).
 
+    The state is only read: a missing SQLite file or PostgreSQL schema is an error,
+    not created (:func:`~alert_service.state.db.open_state_reader`).
+
     Raises:
+        FileNotFoundError: no SQLite state database.
         sqlite3.Error: the state database cannot be opened or read.
     """
-    conn = open_state(config.state.target(config.state_dir))
+    conn = open_state_reader(config.state.target(config.state_dir))
     try:
         rows = lease_rows(conn) if isinstance(conn, PgConnection) else []
     finally:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from alert_service.state.postgres import PgTarget, open_pg_state
+from alert_service.state.postgres import PgTarget, open_pg_existing, open_pg_state
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -38,6 +38,7 @@ __all__ = [
     "open_state",
     "open_state_reader",
     "open_state_readonly",
+    "open_state_writer",
 ]
 
 SCHEMA_VERSION = 2
@@ -240,16 +241,19 @@ def open_state_reader(target: StateTarget) -> StateConnection:
 
     SQLite: :func:`open_state_readonly`. PostgreSQL: a connection whose transactions
     are all read-only (``default_transaction_read_only``,
-    https://www.postgresql.org/docs/current/runtime-config-client.html); the schema
-    is created when missing, as :func:`open_state` does.
+    https://www.postgresql.org/docs/current/runtime-config-client.html) to the
+    existing schema, neither created nor upgraded
+    (:func:`~alert_service.state.postgres.open_pg_existing`).
 
     Raises:
         FileNotFoundError: no SQLite database at ``target``.
         sqlite3.Error: the state cannot be opened or read
-            (:class:`~alert_service.state.postgres.PgStateError` for PostgreSQL).
+            (:class:`~alert_service.state.postgres.PgStateError` for PostgreSQL;
+            :class:`~alert_service.state.postgres.PgStateMissingError` when the schema
+            or its tables do not exist).
     """
     if isinstance(target, PgTarget):
-        conn = open_pg_state(target)
+        conn = open_pg_existing(target)
         try:
             conn.execute("SET default_transaction_read_only = on")
         except BaseException:
@@ -257,6 +261,23 @@ def open_state_reader(target: StateTarget) -> StateConnection:
             raise
         return conn
     return open_state_readonly(target)
+
+
+def open_state_writer(target: StateTarget) -> StateConnection:
+    """Open the state at ``target`` for an operator's short writes (retry, purge,
+    silences), beside running instances.
+
+    SQLite: :func:`open_state` (a silence may be set before the service first runs).
+    PostgreSQL: the existing schema, neither created nor upgraded
+    (:func:`~alert_service.state.postgres.open_pg_existing`): on a shared server a
+    mistyped schema would otherwise take a silence that no instance ever reads.
+
+    Raises:
+        sqlite3.Error: as :func:`open_state_reader`.
+    """
+    if isinstance(target, PgTarget):
+        return open_pg_existing(target)
+    return open_state(target)
 
 
 def _statements(script: str) -> list[str]:

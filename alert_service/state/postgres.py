@@ -42,6 +42,7 @@ __all__ = [
     "PgConnection",
     "PgStateError",
     "PgTarget",
+    "open_pg_existing",
     "open_pg_state",
 ]
 
@@ -138,8 +139,19 @@ _UPGRADE_1_TO_2 = (
 )
 
 
+OPERATOR_TABLES = ("meta", "checkpoints", "outbox", "silences", "operator_silences", "leases")
+"""The tables the operator commands and the console read and change: the same in
+schema versions 1 and 2 (:func:`open_pg_existing` works on either). A version that
+changes them must make :func:`open_pg_existing` refuse the older versions."""
+
+
 class PgStateError(sqlite3.OperationalError):
     """A PostgreSQL error of the state database (the driver's error is ``__cause__``)."""
+
+
+class PgStateMissingError(PgStateError):
+    """The state schema, or one of its tables, does not exist (no instance of ``run``
+    has started on it: often a mistyped ``state.schema``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +161,8 @@ class PgTarget:
     Attributes:
         dsn: a libpq connection string or URI
             (https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-CONNSTRING).
-        schema: the schema holding the tables (created when missing).
+        schema: the schema holding the tables (``run`` creates it when missing;
+            the operator commands never do).
         claim_secs: how long a delivery worker's claim on outbox rows lasts,
             seconds: longer than a batch of sends can take, since a claim only
             expires when its worker died mid-batch (and the rows are then sent again).
@@ -222,6 +235,9 @@ class PgConnection:
         self._driver_error = _driver_error()
         self._idle = TransactionStatus.IDLE
         self._sql: dict[str, str] = {}
+        self.schema_version = PG_SCHEMA_VERSION
+        """The version of the schema as stored: older than :data:`PG_SCHEMA_VERSION`
+        only on a connection of :func:`open_pg_existing` (which upgrades nothing)."""
 
     def _text(self, statement: str) -> str:
         text = self._sql.get(statement)
@@ -308,6 +324,73 @@ def open_pg_state(target: PgTarget) -> PgConnection:
     except psycopg.Error as err:
         raw.close()
         raise PgStateError(f"cannot prepare the PostgreSQL state: {err}") from err
+    except BaseException:
+        raw.close()
+        raise
+    return conn
+
+
+def open_pg_existing(target: PgTarget) -> PgConnection:
+    """Connect to ``target``'s existing schema, for the operator commands: nothing is
+    created and nothing is upgraded.
+
+    Creating is ``run``'s job (a mistyped schema must not look like an empty state,
+    nor leave a schema no instance reads); upgrading too (instances of the older
+    version may still run on the schema: they would meet tables they do not know).
+    A schema of an older version is used as it is (:data:`OPERATOR_TABLES` are the
+    same in every known version); :attr:`PgConnection.schema_version` says which.
+
+    Raises:
+        PgStateMissingError: the schema, or one of :data:`OPERATOR_TABLES`, does not
+            exist (the message names the schema, never the DSN).
+        PgStateError: the server cannot be reached, or the schema is of a newer version
+            than this service knows, or has no version.
+    """
+    import psycopg  # noqa: PLC0415 - only a PostgreSQL state needs the driver
+    from psycopg import sql  # noqa: PLC0415
+
+    try:
+        raw = psycopg.connect(target.dsn, autocommit=True, connect_timeout=10)
+    except psycopg.Error as err:
+        raise PgStateError(f"cannot connect to the PostgreSQL state: {err}") from err
+    conn = PgConnection(raw, target.claim_secs)
+    where = f"state schema {target.schema}"
+    try:
+        found = raw.execute(
+            "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (target.schema,)
+        ).fetchone()
+        if found is None:
+            raise PgStateMissingError(
+                f"{where} does not exist (has run ever started on it? check state.schema;"
+                " this command does not create it)"
+            )
+        tables = {
+            str(r[0])
+            for r in raw.execute(
+                "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = %s",
+                (target.schema,),
+            )
+        }
+        missing = [t for t in OPERATOR_TABLES if t not in tables]
+        if missing:
+            raise PgStateMissingError(
+                f"{where} has no table {', '.join(missing)}: not a tracked-connections"
+                " state (has run ever started on it? this command does not create it)"
+            )
+        raw.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(target.schema)))
+        row = raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or not str(row[0]).isdigit():
+            raise PgStateError(f"{where} has no schema version: not a tracked-connections state")
+        version = int(row[0])
+        if version > PG_SCHEMA_VERSION:
+            raise PgStateError(
+                f"{where}: version {version}, this service knows {PG_SCHEMA_VERSION}"
+                " (use the command of the version the instances run)"
+            )
+        conn.schema_version = version
+    except psycopg.Error as err:
+        raw.close()
+        raise PgStateError(f"cannot read the PostgreSQL state: {err}") from err
     except BaseException:
         raw.close()
         raise

@@ -92,6 +92,7 @@ def test_status_names_the_live_instances_not_a_local_pid(
     # memberships, as each instance's heartbeat writes them.
     config = _config(tmp_path, "http://127.0.0.1:9/hook", pg_target, monkeypatch)
     c = ("--config", str(config))
+    open_state(pg_target).close()  # as the cluster's first run does
     text = cli("status", *c)
     assert text.returncode == 0, text.stderr
     assert "run: no live cluster member" in text.stdout
@@ -119,6 +120,7 @@ def test_silences_are_stored_in_the_shared_state(
     with receiver() as rx:
         config = _config(tmp_path, rx.url, pg_target, monkeypatch)
         c = ("--config", str(config))
+        open_state(pg_target).close()  # as the cluster's first run does
         first = cli_json("silence", "add", "--for", "2h", "--host", "web-09", "--comment", "a", *c)
         added = cli_json(
             "silence", "add", "--for", "2h", "--host", "web-02", "--remote", "198.51.100.0/24",
