@@ -310,6 +310,7 @@ def _status(args: argparse.Namespace) -> int:
                 f" {abs(r['expires_in_secs']):.1f} s"
                 for r in doc["leases"]
             ]
+            lines.append(f"members ended in the last hour: {doc['expired_members']}")
         return "\n".join(lines)
 
     _print(args, doc, text)

@@ -24,7 +24,7 @@ from alert_service.secret import Secret
 from alert_service.source import SourceConfig
 from alert_service.state.db import StateConnection, StateTarget
 from alert_service.state.inspect import OutboxEntry, checkpoints, destination_counts
-from alert_service.state.leases import MEMBER_PREFIX, lease_rows
+from alert_service.state.leases import MEMBER_PREFIX, MEMBER_PRUNE_AFTER_SECS, lease_rows
 from alert_service.state.lock import LOCK_FILE
 from alert_service.state.postgres import PgConnection
 from alert_service.state.record import decode_record
@@ -103,7 +103,8 @@ def status_doc(config: Config, conn: StateConnection, now: float) -> dict[str, A
                                  "last_success_at", "last_error", "last_error_alert_id"}},
          "silences": [Silence.as_dict()],
          "instances": [str],                                          # PostgreSQL only
-         "leases": [{"name", "owner", "token", "expires_in_secs"}]}  # PostgreSQL only
+         "leases": [{"name", "owner", "token", "expires_in_secs"}],  # PostgreSQL only
+         "expired_members": int}                                      # PostgreSQL only
 
     ``size`` and ``lag_bytes`` (bytes written but not yet read) are null when the file
     cannot be stat'ed (a stream partition's checkpoint names a subject, not a file);
@@ -111,9 +112,12 @@ def status_doc(config: Config, conn: StateConnection, now: float) -> dict[str, A
     read yet). On the PostgreSQL state, ``state`` names the schema, ``running_pid`` is
     this host's ``run`` when it holds a lock file (cluster instances take none: null),
     ``instances`` names the instances whose membership is live (sorted; an instance
-    holds one while it reads a ``nats`` source with partitions), and ``leases`` lists
-    the memberships (``member:<instance>``) and the partitions' leases
-    (:mod:`alert_service.state.leases`).
+    holds one while it reads a ``nats`` source with partitions), ``leases`` lists
+    the live memberships (``member:<instance>``) and every partition's lease
+    (:mod:`alert_service.state.leases`), and ``expired_members`` counts the
+    memberships that ended (expired, or left at a clean stop) within the last
+    :data:`~alert_service.state.leases.MEMBER_PRUNE_AFTER_SECS` (older ones are
+    deleted at the next heartbeat of an instance, and not counted).
     """
     sources: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -166,14 +170,17 @@ def status_doc(config: Config, conn: StateConnection, now: float) -> dict[str, A
     }
     if isinstance(conn, PgConnection):
         rows = lease_rows(conn)
-        doc["instances"] = sorted(
-            r.owner for r in rows if r.name.startswith(MEMBER_PREFIX) and r.expires_in_secs > 0
-        )
+        ended = [r for r in rows if r.name.startswith(MEMBER_PREFIX) and r.expires_in_secs <= 0]
+        shown = [r for r in rows if r not in ended]
+        doc["instances"] = sorted(r.owner for r in shown if r.name.startswith(MEMBER_PREFIX))
         doc["leases"] = [
             {"name": r.name, "owner": r.owner, "token": r.token,
              "expires_in_secs": round(r.expires_in_secs, 3)}
-            for r in rows
+            for r in shown
         ]  # fmt: skip
+        doc["expired_members"] = sum(
+            1 for r in ended if r.expires_in_secs > -MEMBER_PRUNE_AFTER_SECS
+        )
     return doc
 
 

@@ -7,7 +7,10 @@ Times are the database server's clock (``clock_timestamp()``), so the instances'
 clocks never have to agree.
 
 * An instance announces itself (:meth:`PgLeases.heartbeat`) and counts the live
-  members; it wants ``ceil(partitions / members)`` partitions.
+  members; it wants ``ceil(partitions / members)`` partitions. Each start of ``run``
+  is a new instance name, so the same statement also deletes the memberships that
+  ended more than :data:`MEMBER_PRUNE_AFTER_SECS` ago (partition leases are never
+  deleted: their token must keep going up).
 * It takes a free or expired partition (:meth:`PgLeases.acquire`): the token goes up
   by one at every change of owner — the fencing token.
 * It renews what it owns every third of the lease time (:meth:`PgLeases.renew`); a
@@ -29,12 +32,25 @@ from dataclasses import dataclass
 
 from alert_service.state.postgres import PgConnection, PgStateError
 
-__all__ = ["MEMBER_PREFIX", "LeaseLostError", "LeaseRow", "PgLeases", "lease_rows"]
+__all__ = [
+    "MEMBER_PREFIX",
+    "MEMBER_PRUNE_AFTER_SECS",
+    "LeaseLostError",
+    "LeaseRow",
+    "PgLeases",
+    "lease_rows",
+]
 
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())"
 MEMBER_PREFIX = "member:"
 """Lease names of instances' memberships (``member:<instance>``)."""
 _MEMBER = MEMBER_PREFIX
+MEMBER_PRUNE_AFTER_SECS = 3600.0
+"""A membership that ended (expired, or left at a clean stop) more than this many
+seconds ago is deleted at the next heartbeat of any instance; until then ``status``
+counts it as recently ended. An hour: far longer than any lease time, so an instance
+that only stalled is never pruned while it could still come back, and short enough
+that ``status`` shows the restarts of the last hour, not the cluster's history."""
 
 
 class LeaseLostError(PgStateError):
@@ -74,7 +90,12 @@ class PgLeases:
         self.ttl_secs = ttl_secs
 
     def heartbeat(self) -> int:
-        """Renew this instance's membership; return the number of live members (>= 1)."""
+        """Renew this instance's membership, delete the memberships that ended more than
+        :data:`MEMBER_PRUNE_AFTER_SECS` ago; return the number of live members (>= 1)."""
+        self.conn.execute(
+            f"DELETE FROM leases WHERE left(name, 7) = ? AND expires_at < {_NOW} - ?",
+            (_MEMBER, MEMBER_PRUNE_AFTER_SECS),
+        )
         self.conn.execute(
             "INSERT INTO leases (name, owner, token, expires_at)"
             f" VALUES (?, ?, 0, {_NOW} + ?) ON CONFLICT (name) DO UPDATE"
@@ -89,9 +110,9 @@ class PgLeases:
         return max(1, int(row[0]))
 
     def leave(self) -> None:
-        """End this instance's membership and leases (a clean stop)."""
+        """End this instance's membership and leases now (a clean stop)."""
         self.conn.execute(
-            "UPDATE leases SET expires_at = 0 WHERE owner = ?",
+            f"UPDATE leases SET expires_at = LEAST(expires_at, {_NOW}) WHERE owner = ?",
             (self.instance,),
         )
 
