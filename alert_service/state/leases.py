@@ -92,8 +92,10 @@ class PgLeases:
     def heartbeat(self) -> int:
         """Renew this instance's membership, delete the memberships that ended more than
         :data:`MEMBER_PRUNE_AFTER_SECS` ago; return the number of live members (>= 1)."""
+        # SKIP LOCKED: instances pruning at the same time never wait for each other.
         self.conn.execute(
-            f"DELETE FROM leases WHERE left(name, 7) = ? AND expires_at < {_NOW} - ?",
+            "DELETE FROM leases WHERE name IN (SELECT name FROM leases"
+            f" WHERE left(name, 7) = ? AND expires_at < {_NOW} - ? FOR UPDATE SKIP LOCKED)",
             (_MEMBER, MEMBER_PRUNE_AFTER_SECS),
         )
         self.conn.execute(
