@@ -33,7 +33,11 @@ from collections.abc import Callable, Sequence
 from alert_service.match.conditions import EventView, Keys
 from alert_service.match.text import combine_patterns, combine_regexes
 
-__all__ = ["RuleIndex"]
+__all__ = ["PATTERN_CACHE_ENTRIES", "RuleIndex"]
+
+PATTERN_CACHE_ENTRIES = 4096
+"""Most values one dimension with patterns remembers the rules of (see
+:meth:`_Dimension._remembered`)."""
 
 _ACTION = "action"
 _ACTION_VALUES = ("added", "removed", "snapshot")
@@ -103,8 +107,7 @@ class _Dimension:
         matches equal the reference's."""
         get, free, exact, starts, masks = self.get, self.free, self.exact, self.starts, self.masks
         if self.pattern is not None or self.regex is not None:
-            lookup_value = self.lookup_value
-            return lambda view: lookup_value(get(view))
+            return self._remembered()
         if not starts:
             exact_get = exact.get
             return lambda view: free | exact_get(get(view), 0)
@@ -121,6 +124,29 @@ class _Dimension:
             return free
 
         return spans_only
+
+    def _remembered(self) -> Callable[[EventView], int]:
+        """:meth:`lookup_value` after ``get``, remembered per value: a dimension with
+        patterns runs a regex (RE2 behind a Python wrapper: about a microsecond) where a
+        dict lookup does for a value seen before, and the texts patterns read (process
+        names, paths, command lines, host names) repeat from row to row. At most
+        :data:`PATTERN_CACHE_ENTRIES` values are kept (emptied when full); the index,
+        and so the cache, is built anew when an IOC file reloads."""
+        get, lookup_value = self.get, self.lookup_value
+        cache: dict[object, int] = {}
+        cached = cache.get
+
+        def remembered(view: EventView) -> int:
+            value = get(view)
+            mask = cached(value)
+            if mask is None:
+                mask = lookup_value(value)
+                if len(cache) >= PATTERN_CACHE_ENTRIES:
+                    cache.clear()
+                cache[value] = mask
+            return mask
+
+        return remembered
 
     def lookup_value(self, value: object) -> int:
         """The rules that pass this dimension for the value ``value`` (``get``'s)."""
@@ -180,7 +206,7 @@ class RuleIndex:
             by the first.
     """
 
-    __slots__ = ("_action", "_actions", "_all", "_dimensions")
+    __slots__ = ("_action", "_actions", "_all", "_dimensions", "_own_or_added")
 
     def __init__(self, keys: Sequence[Sequence[Keys]]) -> None:
         self._all = (1 << len(keys)) - 1
@@ -201,6 +227,12 @@ class RuleIndex:
             {a: action.lookup_value(a) for a in _ACTION_VALUES} if action is not None else {}
         )
         self._dimensions = tuple(d for d in dimensions if d is not action)
+        # The rules a row may match as its own action or, ``removed``, as ``added``
+        # (what the baseline asks of it): the first mask of :meth:`none_possible`.
+        self._own_or_added: dict[object, int] = {
+            a: self._action_mask(a) | (self._action_mask("added") if a == "removed" else 0)
+            for a in _ACTION_VALUES
+        }
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -225,6 +257,19 @@ class RuleIndex:
                 if not mask:
                     return 0
         return mask
+
+    def none_possible(self, view: EventView) -> bool:
+        """True when no rule can match ``view`` and, for a ``removed`` view, none can
+        match it as ``added`` either: ``candidates_pair(view, "added") == (0, 0)`` for a
+        ``removed`` view, ``candidates(view) == 0`` otherwise, from one pass over the
+        dimensions."""
+        mask = self._own_or_added[view.action]
+        for dimension in self._dimensions:
+            if mask & dimension.keyed:
+                mask &= dimension.lookup(view)
+                if not mask:
+                    return True
+        return not mask
 
     def candidates_pair(self, view: EventView, other: object) -> tuple[int, int]:
         """The candidates of ``view`` as its own action and as the action ``other``.

@@ -207,10 +207,7 @@ class RuleSet:
         """
         if self.iocs.maybe_check():
             self._reindex()
-        if view.action == "removed":
-            own, added = self._index.candidates_pair(view, "added")
-            return not (own | added)
-        return not self._index.candidates(view)
+        return self._index.none_possible(view)
 
     def matches_as(self, event: Event, action: Action) -> bool:
         """Return True when some rule would match ``event`` were its action ``action``.
