@@ -69,6 +69,7 @@ from alert_service.match.text import (
 )
 from alert_service.parse.event import Action, ColumnValue, Event
 from alert_service.parse.row import Row
+from alert_service.parse.skim import SkimColumns
 
 __all__ = [
     "CONDITIONS",
@@ -103,19 +104,21 @@ class EventView:
 
     def __init__(self, event: Event, action: Action | None = None) -> None:
         self.event = event
-        self.columns = event.columns
+        self.columns: Mapping[str, ColumnValue] | SkimColumns = event.columns
         self.action: Action = event.action if action is None else action
         self._number: int | None = _NOT_YET
         # _addr is set by the first remote_address call.
 
     @classmethod
-    def of_row(cls, columns: Mapping[str, ColumnValue], action: Action) -> EventView:
+    def of_row(cls, columns: Mapping[str, ColumnValue] | SkimColumns, action: Action) -> EventView:
         """A view of a row not built into an event yet, for the rule index only.
 
         It has ``action``, ``columns`` and the peer's number (:attr:`remote_number`),
         which is all the index's dimensions read (:class:`Keys` ``get``: the action, a
         column, an address number); ``event``, :attr:`remote_address` and
-        :meth:`hosts` are not available (AttributeError).
+        :meth:`hosts` are not available (AttributeError). ``columns`` may be a
+        skimmed line's :class:`~alert_service.parse.skim.SkimColumns`: the index
+        reads columns through ``get`` only.
         """
         view = cls.__new__(cls)
         view.columns = columns
@@ -146,11 +149,14 @@ class EventView:
         number = self._number
         if number == _NOT_YET:
             columns = self.columns
-            text = (
-                columns.text("remote_address")  # a TEXT column: its logged text
-                if columns.__class__ is Row
-                else columns.get("remote_address")
-            )
+            kind = columns.__class__
+            text: object
+            if kind is SkimColumns:  # a skimmed line: the field
+                text = cast(SkimColumns, columns).remote_address
+            elif kind is Row:  # a TEXT column: its logged text
+                text = cast(Row, columns).text("remote_address")
+            else:
+                text = columns.get("remote_address")
             number = self._number = cached_address_number(text)
         return number
 

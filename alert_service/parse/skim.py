@@ -1,0 +1,142 @@
+"""Skim an event-form line: what the rule index and the baseline read, and the checks.
+
+Most lines match no rule (docs/design/alert-matching.md, "Passing over rows"). For
+them the pipeline needs the line's head (``name``, ``hostIdentifier``, ``action``,
+``unixTime``, ``epoch``, ``counter``), the few columns the rule index reads, and the
+certainty that ``parse_line`` would accept the line — nothing it builds. :func:`skim_line`
+gives exactly that, from one msgspec decode into fixed structs:
+
+* the columns are a :class:`SkimColumns`, one field per column of the
+  ``tracked_connections`` contract (extension/columns.py): msgspec matches the member
+  names to fields without building a key string or a dict, and a line with any other
+  column, a number column that is not JSON text, or a text column that is neither
+  text nor ``null``, fails to decode (``None``: the caller takes the full path, which
+  decides);
+* the INTEGER/BIGINT values are checked as :func:`~alert_service.parse.row.text_row`
+  checks them (empty or plain ASCII decimal, one regex over them joined), so a line
+  skimmed is a line whose numbers ``parse_line`` accepts in strict mode too;
+* :meth:`SkimColumns.get` reads a column as the event's columns give it (typed),
+  which is all :meth:`~alert_service.match.RuleSet.cannot_match` reads.
+
+A line the index keeps as a candidate is decoded again in full
+(:func:`~alert_service.parse.line.event_form_row`, else ``parse_line``): about one in
+a hundred. tests/alert_service/parse/test_parse_skim.py proves, on random and on
+corrupted lines, that a skimmed line is one ``parse_line`` turns into one event with
+the same head and the same typed column values, and that every line of the
+contract's columns ``event_form_row`` takes is skimmed.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from alert_service.parse.event import ColumnValue
+from alert_service.parse.row import NUMERIC_TEXTS
+from alert_service.parse.values import NUMERIC_COLUMNS
+
+__all__ = ["SkimColumns", "SkimLine", "skim_line"]
+
+
+class SkimColumns(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """The columns of one ``tracked_connections`` row as logged.
+
+    One field per column of extension/columns.py ``COLUMNS``, in its order (a test
+    keeps them equal). An INTEGER/BIGINT column is text (``""`` when the row lacks
+    it, which reads as None, as an empty one does: the index cannot tell them apart,
+    and a line it keeps is decoded again in full). A TEXT column is text or None
+    (JSON ``null``, or the row lacks it), as the event's column reads.
+    """
+
+    pid: str = ""
+    family: str = ""
+    protocol: str = ""
+    local_address: str | None = None
+    local_port: str = ""
+    remote_address: str | None = None
+    remote_port: str = ""
+    remote_hostname: str | None = None
+    remote_hostname_source: str | None = None
+    state: str | None = None
+    socket: str = ""
+    net_namespace: str = ""
+    interface: str | None = None
+    direction: str | None = None
+    status: str | None = None
+    community_id: str | None = None
+    name: str | None = None
+    path: str | None = None
+    cmdline: str | None = None
+    uid: str = ""
+    username: str | None = None
+    parent: str = ""
+    parent_name: str | None = None
+    parent_path: str | None = None
+    start_time: str = ""
+    first_seen: str = ""
+    last_seen: str = ""
+
+    def get(self, key: str) -> ColumnValue:
+        """Column ``key`` as the line's event gives it (``event.columns.get(key)``):
+        the text of a TEXT column (None for ``null``), the ``int`` of an
+        INTEGER/BIGINT one (None when empty), None for a column the row lacks or the
+        contract does not have."""
+        if key in _TEXT_FIELDS:
+            text: str | None = getattr(self, key)
+            return text
+        if key in _NUMERIC_FIELDS:
+            value: str = getattr(self, key)
+            return int(value) if value else None
+        return None
+
+
+_NUMERIC_FIELDS: Final = frozenset(NUMERIC_COLUMNS)
+_TEXT_FIELDS: Final = frozenset(SkimColumns.__struct_fields__) - _NUMERIC_FIELDS
+_NUMERIC_ORDER: Final = tuple(sorted(NUMERIC_COLUMNS))
+_numeric_texts: Final = attrgetter(*_NUMERIC_ORDER)
+
+
+class SkimLine(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
+    """An event-form line as osquery writes it, with :class:`SkimColumns`.
+
+    The members and their types are those of the full path's ``EventLine``
+    (alert_service/parse/line.py), with the known ``action`` and the non-empty
+    ``name`` it requires checked while decoding.
+    """
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    host_identifier: str
+    unix_time: int
+    columns: SkimColumns
+    action: Literal["added", "removed", "snapshot"]
+    calendar_time: str = ""
+    epoch: int = 0
+    counter: int = 0
+    numerics: object = None  # any JSON value: not read
+    decorations: dict[str, str] | None = None
+
+
+_decode: Final = msgspec.json.Decoder(SkimLine).decode
+
+
+def skim_line(line: bytes) -> SkimLine | None:
+    """The skimmed line, or None: call ``event_form_row`` / ``parse_line``.
+
+    Not None only when ``parse_line(line)`` (any ``known_packs``, strict or not) gives
+    one event whose ``name``, ``host_identifier``, ``unix_time``, ``epoch``,
+    ``counter`` and ``action`` are the skimmed line's and whose ``columns.get(c)``
+    is ``columns.get(c)`` of the skim for every column ``c``. None for a line with a
+    backslash (an escape to decode), of another shape or with other columns, or
+    with a number ``text_row`` does not accept.
+    """
+    if b"\\" in line:
+        return None
+    try:
+        skimmed = _decode(line)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if NUMERIC_TEXTS(" ".join(_numeric_texts(skimmed.columns))) is None:
+        return None
+    return skimmed
