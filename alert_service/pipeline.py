@@ -233,6 +233,8 @@ class Pipeline:
         # rules (every event feeds their windows).
         quick = aggregate is None and self.pass_over_unmatched
         cannot_match = self.rules.cannot_match
+        row_cannot_match = self.rules.row_cannot_match
+        self.rules.maybe_refresh()  # row_cannot_match reads the index as it is
         of_row = EventView.of_row
         unmatched = baseline.unmatched if baseline is not None else None
         for index, raw in enumerate(chunk.lines):
@@ -246,7 +248,7 @@ class Pipeline:
                     if skimmed is not None:
                         name = skimmed.name
                         action = skimmed.action
-                        if name in settled and cannot_match(of_row(skimmed.columns, action)):
+                        if name in settled and row_cannot_match(skimmed.columns, action):
                             events_seen += 1
                             if unmatched is not None:
                                 unmatched(

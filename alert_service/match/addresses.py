@@ -19,7 +19,7 @@ so both ways accept exactly what :mod:`ipaddress` accepts.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Final
 
@@ -35,6 +35,7 @@ __all__ = [
     "network_span",
     "parse_address",
     "parse_network",
+    "remembered_address_number",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -106,6 +107,12 @@ ADDRESS_CACHE_ENTRIES: Final = 65536
 
 _NUMBER_CACHE: dict[str, int | None] = {}
 _MISSING: Final = -1  # not an address number (those are > 0) nor None
+
+
+remembered_address_number: Final[Callable[[object, int], int | None]] = _NUMBER_CACHE.get  # type: ignore[assignment]
+"""``(text, missing)`` → the number :func:`cached_address_number` remembers for
+``text``, else ``missing`` (a number no address has, e.g. -1): the cache's own
+``dict.get``, for a caller that saves the call on a hit."""
 
 
 def cached_address_number(text: object) -> int | None:

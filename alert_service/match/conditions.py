@@ -38,6 +38,7 @@ from alert_service.match.addresses import (
     cached_address_number,
     parse_address,
     parse_network,
+    remembered_address_number,
 )
 from alert_service.match.hostnames import (
     HostnameSpec,
@@ -157,7 +158,10 @@ class EventView:
                 text = cast(Row, columns).text("remote_address")
             else:
                 text = columns.get("remote_address")
-            number = self._number = cached_address_number(text)
+            number = remembered_address_number(text, _NOT_YET)  # the cache, without a call
+            if number == _NOT_YET:
+                number = cached_address_number(text)
+            self._number = number
         return number
 
     def hosts(self) -> tuple[str | None, ...]:

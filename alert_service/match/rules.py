@@ -7,7 +7,7 @@ conditions plus the ``exclude`` entries that veto it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from alert_service.errors import MatchError
 from alert_service.match.alert import Alert, alert_id
@@ -21,7 +21,8 @@ from alert_service.match.conditions import (
 )
 from alert_service.match.index import RuleIndex
 from alert_service.match.iocs import IocFiles
-from alert_service.parse.event import Action, Event
+from alert_service.parse.event import Action, ColumnValue, Event
+from alert_service.parse.skim import SkimColumns
 
 __all__ = [
     "CompiledConditions",
@@ -208,6 +209,21 @@ class RuleSet:
         if self.iocs.maybe_check():
             self._reindex()
         return self._index.none_possible(view)
+
+    def row_cannot_match(
+        self, columns: Mapping[str, ColumnValue] | SkimColumns, action: Action
+    ) -> bool:
+        """:meth:`cannot_match` of ``EventView.of_row(columns, action)``, in one call
+        (the pipeline asks it of nearly every line), against the index as it is: the
+        caller checks the IOC files first (:meth:`maybe_refresh`, once per chunk of
+        lines, as :meth:`match` does per event)."""
+        return self._index.none_possible(EventView.of_row(columns, action))
+
+    def maybe_refresh(self) -> None:
+        """Check the IOC files when their interval has passed (as :meth:`match` does)
+        and rebuild the index when one reloaded."""
+        if self.iocs.maybe_check():
+            self._reindex()
 
     def matches_as(self, event: Event, action: Action) -> bool:
         """Return True when some rule would match ``event`` were its action ``action``.

@@ -20,17 +20,16 @@ from typing import Final, cast
 from alert_service.parse.event import ColumnValue
 from alert_service.parse.values import MAX_INT_DIGITS, NUMERIC_COLUMNS
 
-__all__ = ["NUMERIC_TEXTS", "Row", "lazy_columns", "text_row"]
+__all__ = ["Row", "lazy_columns", "text_row"]
 
 _MISSING: Final = object()
 
 _NUMERIC: Final = tuple(sorted(NUMERIC_COLUMNS))
 _ABSENT: Final = ("",) * len(_NUMERIC)
 _DIGITS: Final = f"[0-9]{{0,{MAX_INT_DIGITS}}}+"  # possessive: digits never give back
-NUMERIC_TEXTS: Final = re.compile(f"(?:{_DIGITS} ){{{len(_NUMERIC) - 1}}}{_DIGITS}").fullmatch
-"""Match the values of the INTEGER/BIGINT columns in name order (absent ones as ``""``)
-joined by single spaces, when each is empty or plain ASCII decimal of at most
-``MAX_INT_DIGITS`` digits (a text holding a space adds one too many); else None."""
+_NUMBERS: Final = re.compile(f"(?:{_DIGITS} ){{{len(_NUMERIC) - 1}}}{_DIGITS}").fullmatch
+"""``len(_NUMERIC)`` texts, each empty or plain ASCII decimal of at most ``MAX_INT_DIGITS``
+digits, joined by single spaces (a text holding a space adds one too many)."""
 
 
 class Row(Mapping[str, ColumnValue]):
@@ -129,6 +128,6 @@ def lazy_columns(raw: object) -> Row | None:
 def text_row(raw: dict[str, str]) -> Row | None:
     """:func:`lazy_columns` of a dict already known to hold only text values."""
     # The numeric values (absent ones as ""), space-separated, checked by one regex.
-    if NUMERIC_TEXTS(" ".join(map(raw.get, _NUMERIC, _ABSENT))) is None:
+    if _NUMBERS(" ".join(map(raw.get, _NUMERIC, _ABSENT))) is None:
         return None
     return Row(raw)

@@ -13,8 +13,9 @@ gives exactly that, from one msgspec decode into fixed structs:
   text nor ``null``, fails to decode (``None``: the caller takes the full path, which
   decides);
 * the INTEGER/BIGINT values are checked as :func:`~alert_service.parse.row.text_row`
-  checks them (empty or plain ASCII decimal, one regex over them joined), so a line
-  skimmed is a line whose numbers ``parse_line`` accepts in strict mode too;
+  checks them (empty or plain ASCII decimal of at most ``MAX_INT_DIGITS`` digits:
+  the length while decoding, the digits of all of them joined with two C calls), so
+  a line skimmed is a line whose numbers ``parse_line`` accepts in strict mode too;
 * :meth:`SkimColumns.get` reads a column as the event's columns give it (typed),
   which is all :meth:`~alert_service.match.RuleSet.cannot_match` reads.
 
@@ -34,10 +35,14 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from alert_service.parse.event import ColumnValue
-from alert_service.parse.row import NUMERIC_TEXTS
-from alert_service.parse.values import NUMERIC_COLUMNS
+from alert_service.parse.values import MAX_INT_DIGITS, NUMERIC_COLUMNS
 
 __all__ = ["SkimColumns", "SkimLine", "skim_line"]
+
+
+_Number = Annotated[str, msgspec.Meta(max_length=MAX_INT_DIGITS)]
+"""An INTEGER/BIGINT column's text: longer text fails to decode (the full path
+reports it)."""
 
 
 class SkimColumns(msgspec.Struct, forbid_unknown_fields=True, gc=False):
@@ -50,18 +55,18 @@ class SkimColumns(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     (JSON ``null``, or the row lacks it), as the event's column reads.
     """
 
-    pid: str = ""
-    family: str = ""
-    protocol: str = ""
+    pid: _Number = ""
+    family: _Number = ""
+    protocol: _Number = ""
     local_address: str | None = None
-    local_port: str = ""
+    local_port: _Number = ""
     remote_address: str | None = None
-    remote_port: str = ""
+    remote_port: _Number = ""
     remote_hostname: str | None = None
     remote_hostname_source: str | None = None
     state: str | None = None
-    socket: str = ""
-    net_namespace: str = ""
+    socket: _Number = ""
+    net_namespace: _Number = ""
     interface: str | None = None
     direction: str | None = None
     status: str | None = None
@@ -69,14 +74,14 @@ class SkimColumns(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     name: str | None = None
     path: str | None = None
     cmdline: str | None = None
-    uid: str = ""
+    uid: _Number = ""
     username: str | None = None
-    parent: str = ""
+    parent: _Number = ""
     parent_name: str | None = None
     parent_path: str | None = None
-    start_time: str = ""
-    first_seen: str = ""
-    last_seen: str = ""
+    start_time: _Number = ""
+    first_seen: _Number = ""
+    last_seen: _Number = ""
 
     def get(self, key: str) -> ColumnValue:
         """Column ``key`` as the line's event gives it (``event.columns.get(key)``):
@@ -94,8 +99,7 @@ class SkimColumns(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _NUMERIC_FIELDS: Final = frozenset(NUMERIC_COLUMNS)
 _TEXT_FIELDS: Final = frozenset(SkimColumns.__struct_fields__) - _NUMERIC_FIELDS
-_NUMERIC_ORDER: Final = tuple(sorted(NUMERIC_COLUMNS))
-_numeric_texts: Final = attrgetter(*_NUMERIC_ORDER)
+_numeric_texts: Final = attrgetter(*sorted(NUMERIC_COLUMNS))
 
 
 class SkimLine(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
@@ -137,6 +141,9 @@ def skim_line(line: bytes) -> SkimLine | None:
         skimmed = _decode(line)
     except (msgspec.DecodeError, RecursionError):
         return None
-    if NUMERIC_TEXTS(" ".join(_numeric_texts(skimmed.columns))) is None:
+    # Every number is empty or ASCII decimal (at most MAX_INT_DIGITS, checked while
+    # decoding): all of them joined are ASCII digits, two C calls.
+    digits = "".join(_numeric_texts(skimmed.columns))
+    if digits and not (digits.isdigit() and digits.isascii()):
         return None
     return skimmed

@@ -179,6 +179,9 @@ class BaselineTracker:
         if counter == 0 and action == "added":
             self._enter_run(key, epoch, unix_time)
             return
+        run = self._runs.get(key, _MISSING)
+        if run is None or (run is not _MISSING and not run.open):
+            return  # the common line: no open run to end, known without a call
         self._leave_run(key)
 
     def take_digests(self) -> list[Alert]:
