@@ -48,11 +48,10 @@ from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
 from alert_service.match.aggregate import Aggregator
 from alert_service.match.columns import ColumnWatch
-from alert_service.match.conditions import EventView
+from alert_service.match.conditions import EventView, skim_view
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.parse.line import event_form_row, event_of_row
-from alert_service.parse.skim import skim_line
 from alert_service.source import (
     DEFAULT_MAX_LINE_BYTES,
     Batch,
@@ -244,11 +243,11 @@ class Pipeline:
                     # A line of the contract's columns is skimmed (no row built) and,
                     # when the index keeps it, decoded in full; any other line that
                     # event_form_row takes is passed over from its row.
-                    skimmed = skim_line(raw)
+                    skimmed = skim_view(raw)
                     if skimmed is not None:
                         name = skimmed.name
                         action = skimmed.action
-                        if name in settled and row_cannot_match(skimmed.columns, action):
+                        if name in settled and row_cannot_match(skimmed):
                             events_seen += 1
                             if unmatched is not None:
                                 unmatched(

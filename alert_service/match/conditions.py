@@ -29,7 +29,7 @@ from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from alert_service.errors import MatchError
 from alert_service.match.addresses import (
@@ -70,7 +70,7 @@ from alert_service.match.text import (
 )
 from alert_service.parse.event import Action, ColumnValue, Event
 from alert_service.parse.row import Row
-from alert_service.parse.skim import SkimColumns
+from alert_service.parse.skim import SkimColumns, SkimLine, skimmer
 
 __all__ = [
     "CONDITIONS",
@@ -78,13 +78,16 @@ __all__ = [
     "Condition",
     "ConditionsSpec",
     "EventView",
+    "IndexedRow",
     "Keys",
     "KeysOf",
     "RuleSpec",
+    "SkimView",
     "Test",
     "check_conditions",
     "conditions_from_config",
     "rule_spec_from_config",
+    "skim_view",
 ]
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -170,6 +173,42 @@ class EventView:
         return (self.event.host_identifier, *(deco.get(k) for k in _HOST_DECORATIONS))
 
 
+class _Columns(Protocol):
+    def get(self, key: str, /) -> ColumnValue: ...
+
+
+class IndexedRow(Protocol):
+    """What the rule index reads of a row (:class:`Keys` ``get``): an
+    :class:`EventView`, or a skimmed line (:class:`SkimView`)."""
+
+    @property
+    def action(self) -> Action: ...
+
+    @property
+    def columns(self) -> _Columns: ...
+
+    @property
+    def remote_number(self) -> int | None: ...
+
+
+class SkimView(SkimLine):
+    """A skimmed line (:mod:`alert_service.parse.skim`) read by the rule index as it
+    is, without an :class:`EventView`: ``action``, ``columns`` (typed by ``get``) and
+    the peer's :attr:`remote_number`. tests/alert_service/match/test_match_pass_over.py
+    proves the index's answer equals the one for the line's event."""
+
+    @property
+    def remote_number(self) -> int | None:
+        """:attr:`EventView.remote_number` of the line's event (not kept: the index
+        reads it once)."""
+        text = self.columns.remote_address
+        number = remembered_address_number(text, _NOT_YET)
+        return cached_address_number(text) if number == _NOT_YET else number
+
+
+skim_view: Callable[[bytes], SkimView | None] = skimmer(SkimView)
+""":func:`~alert_service.parse.skim.skim_line` giving a :class:`SkimView`."""
+
 Test = Callable[[EventView], bool]
 """One compiled condition test: True when it holds for the event."""
 
@@ -212,7 +251,7 @@ class Keys:
     """
 
     dimension: str
-    get: Callable[[EventView], object]
+    get: Callable[[IndexedRow], object]
     rank: int
     values: frozenset[object] = frozenset()
     spans: Callable[[], list[tuple[int, int]]] | None = None
@@ -297,11 +336,11 @@ def _text_test(spec: TextPatternSpec, where: str, column: str) -> Test:
     return lambda view: matches(_text(view.columns.get(column)))
 
 
-def _column_getter(column: str) -> Callable[[EventView], object]:
+def _column_getter(column: str) -> Callable[[IndexedRow], object]:
     return lambda view: view.columns.get(column)
 
 
-def _text_getter(column: str) -> Callable[[EventView], object]:
+def _text_getter(column: str) -> Callable[[IndexedRow], object]:
     return lambda view: _text(view.columns.get(column))
 
 
@@ -413,7 +452,7 @@ def address_condition(key: str, column: str, cost: int = 50) -> Condition:
             get = _remote_number if column == "remote_address" else number
             yield Keys(
                 f"address:{column}",
-                cast(Callable[[EventView], object], get),
+                cast(Callable[[IndexedRow], object], get),
                 10,
                 spans=include.spans,
                 source=(spec.include, spec.include_files),
@@ -465,7 +504,7 @@ def _actions(
     yield 0, lambda view: view.action in allowed
 
 
-def _action_of(view: EventView) -> object:
+def _action_of(view: IndexedRow) -> object:
     return view.action
 
 

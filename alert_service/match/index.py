@@ -30,7 +30,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
-from alert_service.match.conditions import EventView, Keys
+from alert_service.match.conditions import IndexedRow, Keys
 from alert_service.match.text import combine_patterns, combine_regexes
 
 __all__ = ["PATTERN_CACHE_ENTRIES", "RuleIndex"]
@@ -63,7 +63,7 @@ class _Dimension:
 
     def __init__(self, name: str, entries: Sequence[tuple[int, Keys]], rules: int) -> None:
         self.name = name
-        self.get: Callable[[EventView], object] = entries[0][1].get
+        self.get: Callable[[IndexedRow], object] = entries[0][1].get
         self.rank = min(keys.rank for _, keys in entries)
         keyed = 0
         exact: dict[object, int] = {}
@@ -96,11 +96,11 @@ class _Dimension:
         self.regex = combine_regexes(regexes) if regexes else None
         if (patterns and self.pattern is None) or (regexes and self.regex is None):
             self.free |= pattern_mask  # too big to join: these rules always pass here
-        self.lookup: Callable[[EventView], int] = self._lookup()
+        self.lookup: Callable[[IndexedRow], int] = self._lookup()
         """The rules that pass this dimension for a view: ``lookup_value(get(view))``,
         specialised to what the dimension holds."""
 
-    def _lookup(self) -> Callable[[EventView], int]:
+    def _lookup(self) -> Callable[[IndexedRow], int]:
         """:meth:`lookup_value` after ``get``, without the steps this dimension has no
         keys for (exact values only, ranges only): one call per dimension per event.
         The general form is used otherwise; tests/alert_service/match proves the
@@ -115,7 +115,7 @@ class _Dimension:
             lookup_value = self.lookup_value
             return lambda view: lookup_value(get(view))
 
-        def spans_only(view: EventView) -> int:
+        def spans_only(view: IndexedRow) -> int:
             value = get(view)
             if value.__class__ is int:
                 i = bisect_right(starts, value) - 1
@@ -125,7 +125,7 @@ class _Dimension:
 
         return spans_only
 
-    def _remembered(self) -> Callable[[EventView], int]:
+    def _remembered(self) -> Callable[[IndexedRow], int]:
         """:meth:`lookup_value` after ``get``, remembered per value: a dimension with
         patterns runs a regex (RE2 behind a Python wrapper: about a microsecond) where a
         dict lookup does for a value seen before, and the texts patterns read (process
@@ -136,7 +136,7 @@ class _Dimension:
         cache: dict[object, int] = {}
         cached = cache.get
 
-        def remembered(view: EventView) -> int:
+        def remembered(view: IndexedRow) -> int:
             value = get(view)
             mask = cached(value)
             if mask is None:
@@ -246,7 +246,7 @@ class RuleIndex:
         mask = self._actions.get(action)
         return self._action.lookup_value(action) if mask is None else mask
 
-    def candidates(self, view: EventView) -> int:
+    def candidates(self, view: IndexedRow) -> int:
         """The bit mask of the rules that may match ``view`` (a superset of the matches)."""
         mask = self._actions.get(view.action)
         if mask is None:
@@ -258,7 +258,7 @@ class RuleIndex:
                     return 0
         return mask
 
-    def none_possible(self, view: EventView) -> bool:
+    def none_possible(self, view: IndexedRow) -> bool:
         """True when no rule can match ``view`` and, for a ``removed`` view, none can
         match it as ``added`` either: ``candidates_pair(view, "added") == (0, 0)`` for a
         ``removed`` view, ``candidates(view) == 0`` otherwise, from one pass over the
@@ -271,7 +271,7 @@ class RuleIndex:
                     return True
         return not mask
 
-    def candidates_pair(self, view: EventView, other: object) -> tuple[int, int]:
+    def candidates_pair(self, view: IndexedRow, other: object) -> tuple[int, int]:
         """The candidates of ``view`` as its own action and as the action ``other``.
 
         Both masks from one lookup per dimension: the baseline asks of each ``removed``

@@ -7,7 +7,7 @@ conditions plus the ``exclude`` entries that veto it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 from alert_service.errors import MatchError
 from alert_service.match.alert import Alert, alert_id
@@ -15,14 +15,14 @@ from alert_service.match.conditions import (
     CONDITIONS,
     CompiledConditions,
     EventView,
+    IndexedRow,
     Keys,
     RuleSpec,
     check_conditions,
 )
 from alert_service.match.index import RuleIndex
 from alert_service.match.iocs import IocFiles
-from alert_service.parse.event import Action, ColumnValue, Event
-from alert_service.parse.skim import SkimColumns
+from alert_service.parse.event import Action, Event
 
 __all__ = [
     "CompiledConditions",
@@ -210,14 +210,12 @@ class RuleSet:
             self._reindex()
         return self._index.none_possible(view)
 
-    def row_cannot_match(
-        self, columns: Mapping[str, ColumnValue] | SkimColumns, action: Action
-    ) -> bool:
-        """:meth:`cannot_match` of ``EventView.of_row(columns, action)``, in one call
-        (the pipeline asks it of nearly every line), against the index as it is: the
-        caller checks the IOC files first (:meth:`maybe_refresh`, once per chunk of
-        lines, as :meth:`match` does per event)."""
-        return self._index.none_possible(EventView.of_row(columns, action))
+    def row_cannot_match(self, row: IndexedRow) -> bool:
+        """:meth:`cannot_match` of a skimmed line (:class:`SkimView`) or another
+        :class:`IndexedRow`, against the index as it is: the caller checks the IOC
+        files first (:meth:`maybe_refresh`, once per chunk of lines, as :meth:`match`
+        does per event). The pipeline asks it of nearly every line."""
+        return self._index.none_possible(row)
 
     def maybe_refresh(self) -> None:
         """Check the IOC files when their interval has passed (as :meth:`match` does)

@@ -29,15 +29,16 @@ contract's columns ``event_form_row`` takes is skimmed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
 
 from alert_service.parse.event import ColumnValue
 from alert_service.parse.values import MAX_INT_DIGITS, NUMERIC_COLUMNS
 
-__all__ = ["SkimColumns", "SkimLine", "skim_line"]
+__all__ = ["SkimColumns", "SkimLine", "skim_line", "skimmer"]
 
 
 _Number = Annotated[str, msgspec.Meta(max_length=MAX_INT_DIGITS)]
@@ -122,28 +123,38 @@ class SkimLine(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=Fa
     decorations: dict[str, str] | None = None
 
 
-_decode: Final = msgspec.json.Decoder(SkimLine).decode
+_S = TypeVar("_S", bound=SkimLine)
 
 
-def skim_line(line: bytes) -> SkimLine | None:
-    """The skimmed line, or None: call ``event_form_row`` / ``parse_line``.
+def skimmer(kind: type[_S]) -> Callable[[bytes], _S | None]:
+    """:func:`skim_line` decoding into ``kind``, a subclass of :class:`SkimLine` with
+    methods of its own (the rule index reads the line through one,
+    alert_service/match/conditions.py ``SkimView``)."""
+    decode = msgspec.json.Decoder(kind).decode
 
-    Not None only when ``parse_line(line)`` (any ``known_packs``, strict or not) gives
-    one event whose ``name``, ``host_identifier``, ``unix_time``, ``epoch``,
-    ``counter`` and ``action`` are the skimmed line's and whose ``columns.get(c)``
-    is ``columns.get(c)`` of the skim for every column ``c``. None for a line with a
-    backslash (an escape to decode), of another shape or with other columns, or
-    with a number ``text_row`` does not accept.
-    """
-    if b"\\" in line:
-        return None
-    try:
-        skimmed = _decode(line)
-    except (msgspec.DecodeError, RecursionError):
-        return None
-    # Every number is empty or ASCII decimal (at most MAX_INT_DIGITS, checked while
-    # decoding): all of them joined are ASCII digits, two C calls.
-    digits = "".join(_numeric_texts(skimmed.columns))
-    if digits and not (digits.isdigit() and digits.isascii()):
-        return None
-    return skimmed
+    def skim(line: bytes) -> _S | None:
+        if b"\\" in line:
+            return None
+        try:
+            skimmed = decode(line)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        # Every number is empty or ASCII decimal (at most MAX_INT_DIGITS, checked while
+        # decoding): all of them joined are ASCII digits, two C calls.
+        digits = "".join(_numeric_texts(skimmed.columns))
+        if digits and not (digits.isdigit() and digits.isascii()):
+            return None
+        return skimmed
+
+    return skim
+
+
+skim_line: Final[Callable[[bytes], SkimLine | None]] = skimmer(SkimLine)
+"""The skimmed line, or None: call ``event_form_row`` / ``parse_line``.
+
+Not None only when ``parse_line(line)`` (any ``known_packs``, strict or not) gives one
+event whose ``name``, ``host_identifier``, ``unix_time``, ``epoch``, ``counter`` and
+``action`` are the skimmed line's and whose ``columns.get(c)`` is ``columns.get(c)``
+of the skim for every column ``c``. None for a line with a backslash (an escape to
+decode), of another shape or with other columns, or with a number ``text_row`` does
+not accept."""

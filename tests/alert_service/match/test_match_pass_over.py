@@ -1,11 +1,13 @@
 """Passing over rows no rule can match gives what building every event gives.
 
 The pipeline's fast path (``Pipeline.pass_over_unmatched``, alert_service/pipeline.py:
-:func:`~alert_service.parse.line.event_form_row`, :meth:`RuleSet.cannot_match` and
-:meth:`BaselineTracker.unmatched`) against its reference, the same pipeline building
-every event (full ``parse_line``, ``RuleSet.match`` and ``BaselineTracker.apply``), on
-random rules and random lines: the same alerts (digests included), every counter, the
-baseline's tables and the missing-column watch.
+``skim_view`` and :meth:`RuleSet.row_cannot_match` for a line of the contract's
+columns, :func:`~alert_service.parse.line.event_form_row` and
+:meth:`RuleSet.cannot_match` for another, :meth:`BaselineTracker.unmatched`)
+against its reference, the same pipeline building every event (full ``parse_line``,
+``RuleSet.match`` and ``BaselineTracker.apply``), on random rules and random lines:
+the same alerts (digests included), every counter, the baseline's tables and the
+missing-column watch.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from test_match_index import ADDRESSES, ioc_files, rule_sets
 
 from alert_service.config import Config
 from alert_service.match import Alert, RuleSpec
-from alert_service.match.conditions import EventView
+from alert_service.match.conditions import EventView, skim_view
+from alert_service.match.index import RuleIndex
 from alert_service.parse import Event, parse_line
 from alert_service.parse.line import event_form_row, event_of_row
 from alert_service.pipeline import Pipeline
@@ -209,6 +212,26 @@ def test_a_view_of_a_row_reads_what_the_index_reads() -> None:
         443,
         0xC0000209,
     )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules=configs(), batch=st.lists(lines(), min_size=1, max_size=8))
+def test_the_index_reads_a_skimmed_line_as_its_event(rules: Config, batch: list[bytes]) -> None:
+    """The index's answer for a :class:`SkimView` is its answer for the line's event
+    (as its own action and, ``removed``, as ``added``), and so is the peer's number."""
+    index = RuleIndex([rule.keys for rule in Pipeline(rules).rules.rules if rule.spec.enabled])
+    for line in batch:
+        skimmed = skim_view(line)
+        if skimmed is None:
+            continue
+        (event,) = parse_line(line)
+        view = EventView(event)
+        assert skimmed.remote_number == view.remote_number
+        if event.action == "removed":
+            expected = index.candidates_pair(view, "added") == (0, 0)
+        else:
+            expected = index.candidates(view) == 0
+        assert index.none_possible(skimmed) is expected
 
 
 @st.composite
