@@ -249,8 +249,12 @@ class Pipeline:
                         action = skimmed.action
                         if name in settled and row_cannot_match(skimmed):
                             events_seen += 1
-                            if unmatched is not None:
-                                unmatched(
+                            # No open run (known to replay's private baseline): a
+                            # line outside a counter-0 run has nothing to close.
+                            if baseline is not None and (
+                                skimmed.counter == 0 or baseline.open_runs
+                            ):
+                                baseline.unmatched(
                                     skimmed.host_identifier,
                                     name,
                                     action,
@@ -387,7 +391,7 @@ class Pipeline:
         if self._replay_baseline is None:
             memory = open_state(":memory:")
             self._replay_baseline = BaselineTracker(
-                memory, self._modes, self._matches_as_added, self.stats
+                memory, self._modes, self._matches_as_added, self.stats, exclusive=True
             )
         return self._replay_baseline
 
