@@ -50,13 +50,13 @@ class SkimColumns(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The columns of one ``tracked_connections`` row as logged.
 
     One field per column of extension/columns.py ``COLUMNS`` (a test keeps them
-    equal), in name order: osquery writes a row's columns sorted by name (its ``Row``
-    is a ``std::map``, osquery/core/sql/row.h), and msgspec matches members that come
-    in the declared order fastest (about 0.2 µs a line here). An INTEGER/BIGINT
-    column is text (``""`` when the row lacks it, which reads as None, as an empty one
-    does: the index cannot tell them apart, and a line it keeps is decoded again in
-    full). A TEXT column is text or None (JSON ``null``, or the row lacks it), as the
-    event's column reads.
+    equal), in name order: osquery writes a row's columns sorted by name (its
+    ``Row`` is a ``std::map``, osquery/core/sql/row.h in osquery 5.x), and msgspec
+    matches members that come in the declared order fastest (about 0.2 µs a line
+    here). An INTEGER/BIGINT column is text (``""`` when the row lacks it, which
+    reads as None, as an empty one does: the index cannot tell them apart, and a line
+    it keeps is decoded again in full). A TEXT column is text or None (JSON
+    ``null``, or the row lacks it), as the event's column reads.
     """
 
     cmdline: str | None = None
