@@ -48,7 +48,7 @@ from alert_service.logs import log_event
 from alert_service.match import Alert, RuleSet
 from alert_service.match.aggregate import Aggregator
 from alert_service.match.columns import ColumnWatch
-from alert_service.match.conditions import EventView
+from alert_service.match.conditions import EventView, skim_view
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.parse.line import event_form_row, event_of_row
@@ -230,16 +230,47 @@ class Pipeline:
         # Rows no rule can match are passed over without building their event
         # (docs/design/alert-matching.md, "Passing over rows"): not with aggregation
         # rules (every event feeds their windows).
-        quick = event_form_row if aggregate is None and self.pass_over_unmatched else None
+        quick = aggregate is None and self.pass_over_unmatched
         cannot_match = self.rules.cannot_match
+        row_cannot_match = self.rules.row_cannot_match
+        self.rules.maybe_refresh()  # row_cannot_match reads the index as it is
         of_row = EventView.of_row
         unmatched = baseline.unmatched if baseline is not None else None
         for index, raw in enumerate(chunk.lines):
             try:
-                found = quick(raw) if quick is not None else None
+                found = skimmed = None
+                if quick:
+                    # A line of the contract's columns is skimmed (no row built) and,
+                    # when the index keeps it, decoded in full; any other line that
+                    # event_form_row takes is passed over from its row.
+                    skimmed = skim_view(raw)
+                    if skimmed is not None:
+                        name = skimmed.name
+                        action = skimmed.action
+                        if name in settled and row_cannot_match(skimmed):
+                            events_seen += 1
+                            # No open run (known to replay's private baseline): a
+                            # line outside a counter-0 run has nothing to close.
+                            if baseline is not None and (
+                                skimmed.counter == 0 or baseline.open_runs
+                            ):
+                                baseline.unmatched(
+                                    skimmed.host_identifier,
+                                    name,
+                                    action,
+                                    skimmed.counter,
+                                    skimmed.epoch,
+                                    skimmed.unix_time,
+                                )
+                            continue
+                    found = event_form_row(raw)
                 if found is not None:
                     head, action, row = found
-                    if head.name in settled and cannot_match(of_row(row, action)):
+                    if (
+                        skimmed is None
+                        and head.name in settled
+                        and cannot_match(of_row(row, action))
+                    ):
                         events_seen += 1
                         if unmatched is not None:
                             unmatched(
@@ -360,7 +391,7 @@ class Pipeline:
         if self._replay_baseline is None:
             memory = open_state(":memory:")
             self._replay_baseline = BaselineTracker(
-                memory, self._modes, self._matches_as_added, self.stats
+                memory, self._modes, self._matches_as_added, self.stats, exclusive=True
             )
         return self._replay_baseline
 

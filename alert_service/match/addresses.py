@@ -10,16 +10,18 @@ On the hot path an event's address becomes one integer, its *address number*
 (:func:`address_number`): the 32-bit value of an IPv4 address, or
 :data:`IPV6_OFFSET` plus the 128-bit value of an IPv6 address, so both families live
 in one ordered space and a membership test is one ``bisect``. The text is read with
-``socket.inet_pton`` and accepted only when ``socket.inet_ntop`` writes the same text
-back (the canonical form, which :mod:`ipaddress` reads as the same address); any other
-text (a zone suffix, uppercase hex, leading zeros) goes through :func:`parse_address`,
-so both ways accept exactly what :mod:`ipaddress` accepts.
+``socket.inet_pton``; IPv6 text is accepted only when ``socket.inet_ntop`` writes the
+same text back (the canonical form, which :mod:`ipaddress` reads as the same address),
+any other (a zone suffix, uppercase hex, an embedded IPv4 form) goes through
+:func:`parse_address`. IPv4 text needs no such check: ``inet_pton`` accepts only the
+dotted quad without leading zeros, which is all :mod:`ipaddress` accepts. Both ways
+accept exactly what :mod:`ipaddress` accepts (property tests).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import Final
 
@@ -35,6 +37,7 @@ __all__ = [
     "network_span",
     "parse_address",
     "parse_network",
+    "remembered_address_number",
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -85,7 +88,17 @@ def address_number(text: object) -> int | None:
     """
     if not isinstance(text, str) or not text:
         return None
-    family = AF_INET6 if ":" in text else AF_INET
+    if ":" not in text:
+        # IPv4: inet_pton accepts only the dotted quad of four decimal octets without
+        # leading zeros (glibc, musl and the BSDs alike), the only form ipaddress
+        # accepts, so the text is canonical once it parses (the property tests hold
+        # it against parse_address).
+        try:
+            value = int.from_bytes(inet_pton(AF_INET, text), "big")
+        except (OSError, ValueError):  # ValueError: an embedded NUL
+            return None
+        return value if value else None
+    family = AF_INET6
     try:
         packed = inet_pton(family, text)
     except (OSError, ValueError):  # ValueError: an embedded NUL
@@ -106,6 +119,12 @@ ADDRESS_CACHE_ENTRIES: Final = 65536
 
 _NUMBER_CACHE: dict[str, int | None] = {}
 _MISSING: Final = -1  # not an address number (those are > 0) nor None
+
+
+remembered_address_number: Final[Callable[[object, int], int | None]] = _NUMBER_CACHE.get  # type: ignore[assignment]
+"""``(text, missing)`` → the number :func:`cached_address_number` remembers for
+``text``, else ``missing`` (a number no address has, e.g. -1): the cache's own
+``dict.get``, for a caller that saves the call on a hit."""
 
 
 def cached_address_number(text: object) -> int | None:

@@ -107,7 +107,7 @@ class Alert:
             "unix_time": ev.unix_time,
             "epoch": ev.epoch,
             "counter": ev.counter,
-            "connection": dict(ev.columns),
+            "connection": dict(ev.columns.items()),  # a Row: its typed items, not 22 lookups
             "decorations": dict(ev.decorations),
         }
         if ev.logged:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from alert_service.errors import MatchError
 from alert_service.match.addresses import (
@@ -38,6 +38,7 @@ from alert_service.match.addresses import (
     cached_address_number,
     parse_address,
     parse_network,
+    remembered_address_number,
 )
 from alert_service.match.hostnames import (
     HostnameSpec,
@@ -69,6 +70,7 @@ from alert_service.match.text import (
 )
 from alert_service.parse.event import Action, ColumnValue, Event
 from alert_service.parse.row import Row
+from alert_service.parse.skim import SkimColumns, SkimLine, skimmer
 
 __all__ = [
     "CONDITIONS",
@@ -76,13 +78,16 @@ __all__ = [
     "Condition",
     "ConditionsSpec",
     "EventView",
+    "IndexedRow",
     "Keys",
     "KeysOf",
     "RuleSpec",
+    "SkimView",
     "Test",
     "check_conditions",
     "conditions_from_config",
     "rule_spec_from_config",
+    "skim_view",
 ]
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -103,19 +108,21 @@ class EventView:
 
     def __init__(self, event: Event, action: Action | None = None) -> None:
         self.event = event
-        self.columns = event.columns
+        self.columns: Mapping[str, ColumnValue] | SkimColumns = event.columns
         self.action: Action = event.action if action is None else action
         self._number: int | None = _NOT_YET
         # _addr is set by the first remote_address call.
 
     @classmethod
-    def of_row(cls, columns: Mapping[str, ColumnValue], action: Action) -> EventView:
+    def of_row(cls, columns: Mapping[str, ColumnValue] | SkimColumns, action: Action) -> EventView:
         """A view of a row not built into an event yet, for the rule index only.
 
         It has ``action``, ``columns`` and the peer's number (:attr:`remote_number`),
         which is all the index's dimensions read (:class:`Keys` ``get``: the action, a
         column, an address number); ``event``, :attr:`remote_address` and
-        :meth:`hosts` are not available (AttributeError).
+        :meth:`hosts` are not available (AttributeError). ``columns`` may be a
+        skimmed line's :class:`~alert_service.parse.skim.SkimColumns`: the index
+        reads columns through ``get`` only.
         """
         view = cls.__new__(cls)
         view.columns = columns
@@ -146,12 +153,18 @@ class EventView:
         number = self._number
         if number == _NOT_YET:
             columns = self.columns
-            text = (
-                columns.text("remote_address")  # a TEXT column: its logged text
-                if columns.__class__ is Row
-                else columns.get("remote_address")
-            )
-            number = self._number = cached_address_number(text)
+            kind = columns.__class__
+            text: object
+            if kind is SkimColumns:  # a skimmed line: the field
+                text = cast(SkimColumns, columns).remote_address
+            elif kind is Row:  # a TEXT column: its logged text
+                text = cast(Row, columns).text("remote_address")
+            else:
+                text = columns.get("remote_address")
+            number = remembered_address_number(text, _NOT_YET)  # the cache, without a call
+            if number == _NOT_YET:
+                number = cached_address_number(text)
+            self._number = number
         return number
 
     def hosts(self) -> tuple[str | None, ...]:
@@ -159,6 +172,42 @@ class EventView:
         deco = self.event.decorations
         return (self.event.host_identifier, *(deco.get(k) for k in _HOST_DECORATIONS))
 
+
+class _Columns(Protocol):
+    def get(self, key: str, /) -> ColumnValue: ...
+
+
+class IndexedRow(Protocol):
+    """What the rule index reads of a row (:class:`Keys` ``get``): an
+    :class:`EventView`, or a skimmed line (:class:`SkimView`)."""
+
+    @property
+    def action(self) -> Action: ...
+
+    @property
+    def columns(self) -> _Columns: ...
+
+    @property
+    def remote_number(self) -> int | None: ...
+
+
+class SkimView(SkimLine):
+    """A skimmed line (:mod:`alert_service.parse.skim`) read by the rule index as it
+    is, without an :class:`EventView`: ``action``, ``columns`` (typed by ``get``) and
+    the peer's :attr:`remote_number`. tests/alert_service/match/test_match_pass_over.py
+    proves the index's answer equals the one for the line's event."""
+
+    @property
+    def remote_number(self) -> int | None:
+        """:attr:`EventView.remote_number` of the line's event (not kept: the index
+        reads it once)."""
+        text = self.columns.remote_address
+        number = remembered_address_number(text, _NOT_YET)
+        return cached_address_number(text) if number == _NOT_YET else number
+
+
+skim_view: Callable[[bytes], SkimView | None] = skimmer(SkimView)
+""":func:`~alert_service.parse.skim.skim_line` giving a :class:`SkimView`."""
 
 Test = Callable[[EventView], bool]
 """One compiled condition test: True when it holds for the event."""
@@ -202,7 +251,7 @@ class Keys:
     """
 
     dimension: str
-    get: Callable[[EventView], object]
+    get: Callable[[IndexedRow], object]
     rank: int
     values: frozenset[object] = frozenset()
     spans: Callable[[], list[tuple[int, int]]] | None = None
@@ -287,11 +336,11 @@ def _text_test(spec: TextPatternSpec, where: str, column: str) -> Test:
     return lambda view: matches(_text(view.columns.get(column)))
 
 
-def _column_getter(column: str) -> Callable[[EventView], object]:
+def _column_getter(column: str) -> Callable[[IndexedRow], object]:
     return lambda view: view.columns.get(column)
 
 
-def _text_getter(column: str) -> Callable[[EventView], object]:
+def _text_getter(column: str) -> Callable[[IndexedRow], object]:
     return lambda view: _text(view.columns.get(column))
 
 
@@ -403,7 +452,7 @@ def address_condition(key: str, column: str, cost: int = 50) -> Condition:
             get = _remote_number if column == "remote_address" else number
             yield Keys(
                 f"address:{column}",
-                cast(Callable[[EventView], object], get),
+                cast(Callable[[IndexedRow], object], get),
                 10,
                 spans=include.spans,
                 source=(spec.include, spec.include_files),
@@ -455,7 +504,7 @@ def _actions(
     yield 0, lambda view: view.action in allowed
 
 
-def _action_of(view: EventView) -> object:
+def _action_of(view: IndexedRow) -> object:
     return view.action
 
 

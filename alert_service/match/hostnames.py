@@ -64,9 +64,13 @@ was seen in its network namespace, or only elsewhere on the host (a guess)."""
 HOSTNAME_SOURCES: Final[tuple[HostnameSource, ...]] = ("process", "namespace", "host")
 
 
+class _Columns(Protocol):
+    def get(self, key: str, /) -> Any: ...
+
+
 class _Row(Protocol):
     @property
-    def columns(self) -> Mapping[str, Any]: ...
+    def columns(self) -> _Columns: ...
 
 
 @dataclass(frozen=True, slots=True)

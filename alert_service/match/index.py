@@ -30,10 +30,14 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
-from alert_service.match.conditions import EventView, Keys
+from alert_service.match.conditions import IndexedRow, Keys
 from alert_service.match.text import combine_patterns, combine_regexes
 
-__all__ = ["RuleIndex"]
+__all__ = ["PATTERN_CACHE_ENTRIES", "RuleIndex"]
+
+PATTERN_CACHE_ENTRIES = 4096
+"""Most values one dimension with patterns remembers the rules of (see
+:meth:`_Dimension._remembered`)."""
 
 _ACTION = "action"
 _ACTION_VALUES = ("added", "removed", "snapshot")
@@ -59,7 +63,7 @@ class _Dimension:
 
     def __init__(self, name: str, entries: Sequence[tuple[int, Keys]], rules: int) -> None:
         self.name = name
-        self.get: Callable[[EventView], object] = entries[0][1].get
+        self.get: Callable[[IndexedRow], object] = entries[0][1].get
         self.rank = min(keys.rank for _, keys in entries)
         keyed = 0
         exact: dict[object, int] = {}
@@ -92,19 +96,18 @@ class _Dimension:
         self.regex = combine_regexes(regexes) if regexes else None
         if (patterns and self.pattern is None) or (regexes and self.regex is None):
             self.free |= pattern_mask  # too big to join: these rules always pass here
-        self.lookup: Callable[[EventView], int] = self._lookup()
+        self.lookup: Callable[[IndexedRow], int] = self._lookup()
         """The rules that pass this dimension for a view: ``lookup_value(get(view))``,
         specialised to what the dimension holds."""
 
-    def _lookup(self) -> Callable[[EventView], int]:
+    def _lookup(self) -> Callable[[IndexedRow], int]:
         """:meth:`lookup_value` after ``get``, without the steps this dimension has no
         keys for (exact values only, ranges only): one call per dimension per event.
         The general form is used otherwise; tests/alert_service/match proves the
         matches equal the reference's."""
         get, free, exact, starts, masks = self.get, self.free, self.exact, self.starts, self.masks
         if self.pattern is not None or self.regex is not None:
-            lookup_value = self.lookup_value
-            return lambda view: lookup_value(get(view))
+            return self._remembered()
         if not starts:
             exact_get = exact.get
             return lambda view: free | exact_get(get(view), 0)
@@ -112,7 +115,7 @@ class _Dimension:
             lookup_value = self.lookup_value
             return lambda view: lookup_value(get(view))
 
-        def spans_only(view: EventView) -> int:
+        def spans_only(view: IndexedRow) -> int:
             value = get(view)
             if value.__class__ is int:
                 i = bisect_right(starts, value) - 1
@@ -121,6 +124,29 @@ class _Dimension:
             return free
 
         return spans_only
+
+    def _remembered(self) -> Callable[[IndexedRow], int]:
+        """:meth:`lookup_value` after ``get``, remembered per value: a dimension with
+        patterns runs a regex (RE2 behind a Python wrapper: about a microsecond) where a
+        dict lookup does for a value seen before, and the texts patterns read (process
+        names, paths, command lines, host names) repeat from row to row. At most
+        :data:`PATTERN_CACHE_ENTRIES` values are kept (emptied when full); the index,
+        and so the cache, is built anew when an IOC file reloads."""
+        get, lookup_value = self.get, self.lookup_value
+        cache: dict[object, int] = {}
+        cached = cache.get
+
+        def remembered(view: IndexedRow) -> int:
+            value = get(view)
+            mask = cached(value)
+            if mask is None:
+                mask = lookup_value(value)
+                if len(cache) >= PATTERN_CACHE_ENTRIES:
+                    cache.clear()
+                cache[value] = mask
+            return mask
+
+        return remembered
 
     def lookup_value(self, value: object) -> int:
         """The rules that pass this dimension for the value ``value`` (``get``'s)."""
@@ -180,7 +206,7 @@ class RuleIndex:
             by the first.
     """
 
-    __slots__ = ("_action", "_actions", "_all", "_dimensions")
+    __slots__ = ("_action", "_actions", "_all", "_dimensions", "_own_or_added")
 
     def __init__(self, keys: Sequence[Sequence[Keys]]) -> None:
         self._all = (1 << len(keys)) - 1
@@ -201,6 +227,12 @@ class RuleIndex:
             {a: action.lookup_value(a) for a in _ACTION_VALUES} if action is not None else {}
         )
         self._dimensions = tuple(d for d in dimensions if d is not action)
+        # The rules a row may match as its own action or, ``removed``, as ``added``
+        # (what the baseline asks of it): the first mask of :meth:`none_possible`.
+        self._own_or_added: dict[object, int] = {
+            a: self._action_mask(a) | (self._action_mask("added") if a == "removed" else 0)
+            for a in _ACTION_VALUES
+        }
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -214,7 +246,7 @@ class RuleIndex:
         mask = self._actions.get(action)
         return self._action.lookup_value(action) if mask is None else mask
 
-    def candidates(self, view: EventView) -> int:
+    def candidates(self, view: IndexedRow) -> int:
         """The bit mask of the rules that may match ``view`` (a superset of the matches)."""
         mask = self._actions.get(view.action)
         if mask is None:
@@ -226,7 +258,20 @@ class RuleIndex:
                     return 0
         return mask
 
-    def candidates_pair(self, view: EventView, other: object) -> tuple[int, int]:
+    def none_possible(self, view: IndexedRow) -> bool:
+        """True when no rule can match ``view`` and, for a ``removed`` view, none can
+        match it as ``added`` either: ``candidates_pair(view, "added") == (0, 0)`` for a
+        ``removed`` view, ``candidates(view) == 0`` otherwise, from one pass over the
+        dimensions."""
+        mask = self._own_or_added[view.action]
+        for dimension in self._dimensions:
+            if mask & dimension.keyed:
+                mask &= dimension.lookup(view)
+                if not mask:
+                    return True
+        return not mask
+
+    def candidates_pair(self, view: IndexedRow, other: object) -> tuple[int, int]:
         """The candidates of ``view`` as its own action and as the action ``other``.
 
         Both masks from one lookup per dimension: the baseline asks of each ``removed``

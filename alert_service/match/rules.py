@@ -15,6 +15,7 @@ from alert_service.match.conditions import (
     CONDITIONS,
     CompiledConditions,
     EventView,
+    IndexedRow,
     Keys,
     RuleSpec,
     check_conditions,
@@ -207,10 +208,20 @@ class RuleSet:
         """
         if self.iocs.maybe_check():
             self._reindex()
-        if view.action == "removed":
-            own, added = self._index.candidates_pair(view, "added")
-            return not (own | added)
-        return not self._index.candidates(view)
+        return self._index.none_possible(view)
+
+    def row_cannot_match(self, row: IndexedRow) -> bool:
+        """:meth:`cannot_match` of a skimmed line (:class:`SkimView`) or another
+        :class:`IndexedRow`, against the index as it is: the caller checks the IOC
+        files first (:meth:`maybe_refresh`, once per chunk of lines, as :meth:`match`
+        does per event). The pipeline asks it of nearly every line."""
+        return self._index.none_possible(row)
+
+    def maybe_refresh(self) -> None:
+        """Check the IOC files when their interval has passed (as :meth:`match` does)
+        and rebuild the index when one reloaded."""
+        if self.iocs.maybe_check():
+            self._reindex()
 
     def matches_as(self, event: Event, action: Action) -> bool:
         """Return True when some rule would match ``event`` were its action ``action``.

@@ -96,9 +96,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Final, Literal, Self, cast
-
-import requests
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self, cast
 
 from alert_service.errors import NotifyError
 from alert_service.logs import log_event
@@ -112,8 +110,10 @@ from alert_service.notify.http import (
     transport_error,
 )
 from alert_service.notify.registry import register_notifier
-from alert_service.notify.session import deadline, exact_session
 from alert_service.secret import Secret, reveal
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = [
     "Confirm",
@@ -302,6 +302,9 @@ class FleetClient:
     def __init__(
         self, notifier: str, settings: FleetSettings, session: requests.Session | None = None
     ) -> None:
+        # requests and the session module when a client is made (alert_service/notify/http.py)
+        from alert_service.notify.session import exact_session  # noqa: PLC0415
+
         self.notifier = notifier
         self.settings = settings
         self.session = (
@@ -323,6 +326,10 @@ class FleetClient:
             NotifyError: non-2xx status, timeout, connection problem, or a reply that
                 is not a JSON object (see the module docs for what is retryable).
         """
+        import requests  # noqa: PLC0415 - imported when used (alert_service/notify/http.py)
+
+        from alert_service.notify.session import deadline  # noqa: PLC0415
+
         url = reveal(self.settings.url).rstrip("/") + path
         headers = {
             "Authorization": f"Bearer {reveal(self.settings.api_token)}",

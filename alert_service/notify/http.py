@@ -41,15 +41,19 @@ import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Generic, TypedDict, TypeVar
-
-import requests
-from urllib3.exceptions import NameResolutionError
+from typing import TYPE_CHECKING, Any, Final, Generic, TypedDict, TypeVar
 
 from alert_service import __version__
 from alert_service.errors import NotifyError
 from alert_service.notify.base import Notifier
-from alert_service.notify.session import deadline, exact_session
+
+if TYPE_CHECKING:
+    import requests
+
+# requests and urllib3 (with alert_service.notify.session, built on them) are imported
+# when a notifier first sends, not with this module: the configuration loader imports
+# every notifier for its settings, and `replay` never sends (about 0.06 s of its
+# start-up, docs/design/alert-matching.md).
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_SECS",
@@ -71,15 +75,22 @@ USER_AGENT: Final = f"tracked-connections-alerts/{__version__}"
 _RETRYABLE_STATUS: Final = frozenset({408, 425, 429})
 _BODY_SNIPPET_CHARS: Final = 200
 _BODY_HEAD_BYTES: Final = 1024
-# Raised before anything is sent, and the same on every attempt: never retried.
-_REQUEST_NOT_MADE: Final = (
-    requests.exceptions.InvalidURL,
-    requests.exceptions.InvalidSchema,
-    requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidHeader,
-    requests.exceptions.URLRequired,
-    requests.exceptions.InvalidJSONError,
-)
+
+
+def _request_not_made() -> tuple[type[Exception], ...]:
+    """The errors raised before anything is sent, the same on every attempt: never
+    retried."""
+    import requests  # noqa: PLC0415 - see the imports
+
+    return (
+        requests.exceptions.InvalidURL,
+        requests.exceptions.InvalidSchema,
+        requests.exceptions.MissingSchema,
+        requests.exceptions.InvalidHeader,
+        requests.exceptions.URLRequired,
+        requests.exceptions.InvalidJSONError,
+    )
+
 _EAI_NAMES: Final = {
     getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_") and n != "EAI_SYSTEM"
 }
@@ -181,6 +192,8 @@ class HttpTransport:
         proxy_url: str | None = None,
         ca_file: str | None = None,
     ) -> None:
+        from alert_service.notify.session import exact_session  # noqa: PLC0415
+
         self.notifier = notifier
         self.session = session if session is not None else exact_session(proxy_url, ca_file)
         self.total_timeout_secs = (
@@ -214,6 +227,10 @@ class HttpTransport:
         Raises:
             NotifyError: non-2xx status, timeout or connection problem (see module docs).
         """
+        import requests  # noqa: PLC0415 - see the imports
+
+        from alert_service.notify.session import deadline  # noqa: PLC0415
+
         all_headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": USER_AGENT,
@@ -320,7 +337,10 @@ def transport_error(where: str, err: requests.RequestException) -> NotifyError:
         URL; not retryable, it would fail the same way every time).
     """
     kind = type(err).__name__
-    if isinstance(err, _REQUEST_NOT_MADE):
+    import requests  # noqa: PLC0415 - see the imports
+    from urllib3.exceptions import NameResolutionError  # noqa: PLC0415
+
+    if isinstance(err, _request_not_made()):
         return NotifyError(
             f"{where}: request cannot be made ({kind})", retryable=False, error_type="request"
         )

@@ -24,6 +24,7 @@ from alert_service.match import (
     TextPatternSpec,
     UserSpec,
 )
+from alert_service.match import index as index_module
 from alert_service.match.index import RuleIndex
 from alert_service.parse import Event
 
@@ -224,6 +225,41 @@ def test_matches_as_equals_the_reference_in_any_order(
         else:
             expected = bool(matching_rules(rules, event, what))  # type: ignore[arg-type]
             assert rule_set.matches_as(event, what) is expected  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules=rule_sets(), batch=st.lists(events(), min_size=1, max_size=6))
+def test_remembered_lookups_and_none_possible_equal_the_reference(
+    rules: list[RuleSpec], batch: list[Event]
+) -> None:
+    """The pattern lookups remembered per value (read again on the second and third
+    pass) and ``none_possible`` against trying every rule."""
+    rule_set = RuleSet(rules)
+    index = RuleIndex([rule.keys for rule in rule_set.rules if rule.spec.enabled])
+    for _ in range(3):
+        for event in batch:
+            assert [a.rule for a in rule_set.match(event)] == matching_rules(rules, event)
+            view = EventView(event)
+            if event.action == "removed":
+                expected = index.candidates_pair(view, "added") == (0, 0)
+            else:
+                expected = index.candidates(view) == 0
+            assert index.none_possible(EventView(event)) is expected
+            if expected:
+                assert not matching_rules(rules, event)
+                assert event.action != "removed" or not matching_rules(rules, event, "added")
+
+
+def test_remembered_lookups_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "PATTERN_CACHE_ENTRIES", 2)
+    rule = RuleSpec(
+        name="c", notify=("n",), process=ProcessSpec(name=TextPatternSpec(glob=("c*",)))
+    )
+    rule_set = RuleSet([rule])
+    names = ["curl", "zsh", "cat", "ssh", "cc", "curl", "bash", "cat"]
+    for _ in range(2):
+        got = [bool(rule_set.match(make_event(columns={"name": name}))) for name in names]
+        assert got == [name.startswith("c") for name in names]
 
 
 def test_an_event_meets_only_the_rules_its_values_can_match() -> None:

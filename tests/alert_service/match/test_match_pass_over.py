@@ -1,11 +1,13 @@
 """Passing over rows no rule can match gives what building every event gives.
 
 The pipeline's fast path (``Pipeline.pass_over_unmatched``, alert_service/pipeline.py:
-:func:`~alert_service.parse.line.event_form_row`, :meth:`RuleSet.cannot_match` and
-:meth:`BaselineTracker.unmatched`) against its reference, the same pipeline building
-every event (full ``parse_line``, ``RuleSet.match`` and ``BaselineTracker.apply``), on
-random rules and random lines: the same alerts (digests included), every counter, the
-baseline's tables and the missing-column watch.
+``skim_view`` and :meth:`RuleSet.row_cannot_match` for a line of the contract's
+columns, :func:`~alert_service.parse.line.event_form_row` and
+:meth:`RuleSet.cannot_match` for another, :meth:`BaselineTracker.unmatched`)
+against its reference, the same pipeline building every event (full ``parse_line``,
+``RuleSet.match`` and ``BaselineTracker.apply``), on random rules and random lines:
+the same alerts (digests included), every counter, the baseline's tables and the
+missing-column watch.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from test_match_index import ADDRESSES, ioc_files, rule_sets
 
 from alert_service.config import Config
 from alert_service.match import Alert, RuleSpec
-from alert_service.match.conditions import EventView
+from alert_service.match.conditions import EventView, skim_view
+from alert_service.match.index import RuleIndex
 from alert_service.parse import Event, parse_line
 from alert_service.parse.line import event_form_row, event_of_row
 from alert_service.pipeline import Pipeline
@@ -169,6 +172,30 @@ def test_passing_over_unmatched_rows_equals_building_every_event(
     assert _run(config, chunks, fast=True) == _run(config, chunks, fast=False)
 
 
+def test_a_passed_over_line_ends_the_open_run_of_its_host_and_query() -> None:
+    """A counter-0 run, then a line of a later run: both passed over (no rule), the
+    run is closed as ``apply`` closes it, and none stays open."""
+    config = Config(
+        file="test",
+        sources=(),
+        notifiers=(),
+        rules=(RuleSpec(name="r", notify=("n",), remote_port=(1,)),),
+    )
+    row = {column: values[0] for column, values in COLUMN_VALUES.items()}
+    log = [
+        json.dumps(
+            {"name": NAMES[0], "hostIdentifier": "web-01", "unixTime": t, "columns": row}
+            | {"action": "added", "counter": counter},
+            separators=(",", ":"),
+        ).encode()
+        for t, counter in ((99, 1), (100, 0), (101, 0), (160, 1), (170, 0))
+    ]
+    fast, reference = _run(config, [log], fast=True), _run(config, [log], fast=False)
+    assert fast == reference
+    assert reference["tables"]["baseline_runs"] == [("web-01", NAMES[0], 0, 170, 1)]
+    assert [r[4] for r in _run(config, [log[:4]], fast=True)["tables"]["baseline_runs"]] == [0]
+
+
 @settings(max_examples=300, deadline=None)
 @given(line=lines())
 def test_event_form_row_is_the_single_event_parse_line_gives(line: bytes) -> None:
@@ -211,6 +238,26 @@ def test_a_view_of_a_row_reads_what_the_index_reads() -> None:
     )
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rules=configs(), batch=st.lists(lines(), min_size=1, max_size=8))
+def test_the_index_reads_a_skimmed_line_as_its_event(rules: Config, batch: list[bytes]) -> None:
+    """The index's answer for a :class:`SkimView` is its answer for the line's event
+    (as its own action and, ``removed``, as ``added``), and so is the peer's number."""
+    index = RuleIndex([rule.keys for rule in Pipeline(rules).rules.rules if rule.spec.enabled])
+    for line in batch:
+        skimmed = skim_view(line)
+        if skimmed is None:
+            continue
+        (event,) = parse_line(line)
+        view = EventView(event)
+        assert skimmed.remote_number == view.remote_number
+        if event.action == "removed":
+            expected = index.candidates_pair(view, "added") == (0, 0)
+        else:
+            expected = index.candidates(view) == 0
+        assert index.none_possible(skimmed) is expected
+
+
 @st.composite
 def baseline_steps(draw: st.DrawFn) -> tuple[Event, bool]:
     """An event and whether a rule matched it (both trackers get those through apply)."""
@@ -229,12 +276,18 @@ def baseline_steps(draw: st.DrawFn) -> tuple[Event, bool]:
 @given(steps=st.lists(baseline_steps(), min_size=1, max_size=25))
 def test_baseline_unmatched_equals_apply_without_alerts(steps: list[tuple[Event, bool]]) -> None:
     """``unmatched`` from the fields equals ``apply(event, [])`` of an event matching
-    nothing, whatever rows and runs earlier matched events left."""
+    nothing, whatever rows and runs earlier matched events left; and, the tracker
+    being its database's only writer, leaving it out while no run is open
+    (``open_runs`` 0) for a line with ``counter`` > 0 changes nothing either."""
     trackers = []
-    for _ in range(2):
+    for exclusive in (True, False):
         stats = Stats()
         tracker = BaselineTracker(
-            open_state(":memory:"), {}, lambda e: e.columns.get("remote_port") == 1, stats
+            open_state(":memory:"),
+            {},
+            lambda e: e.columns.get("remote_port") == 1,
+            stats,
+            exclusive=exclusive,
         )
         trackers.append((tracker, stats))
     (fast, fast_stats), (reference, reference_stats) = trackers
@@ -244,15 +297,19 @@ def test_baseline_unmatched_equals_apply_without_alerts(steps: list[tuple[Event,
             assert fast.apply(event, alerts) == reference.apply(event, alerts)
             continue
         assert reference.apply(event, []) == []
-        fast.unmatched(
-            event.host_identifier,
-            event.name,
-            event.action,
-            event.counter,
-            event.epoch,
-            event.unix_time,
-        )
+        if event.counter == 0 or fast.open_runs:
+            fast.unmatched(
+                event.host_identifier,
+                event.name,
+                event.action,
+                event.counter,
+                event.epoch,
+                event.unix_time,
+            )
         for table in ("active_rows", "baseline_runs"):
             query = f"SELECT * FROM {table} ORDER BY 1, 2, 3"
             assert fast.conn.execute(query).fetchall() == reference.conn.execute(query).fetchall()
+        count = "SELECT COUNT(*) FROM baseline_runs WHERE open = 1"
+        assert fast.open_runs == fast.conn.execute(count).fetchone()[0]
+        assert reference.open_runs == 1  # not exclusive: not counted
     assert asdict(fast_stats) == asdict(reference_stats)

@@ -148,6 +148,23 @@ def test_address_number_agrees_on_random_text(text: str) -> None:
     assert address_number(text) == reference_number(text)
 
 
+@settings(max_examples=1000, deadline=None)
+@given(
+    octets=st.lists(
+        st.one_of(st.integers(0, 300).map(str), st.sampled_from(["", "00", "01", "007", "+1"])),
+        min_size=1,
+        max_size=6,
+    ),
+    noise=st.sampled_from(["", " ", "\x00", "\n", "\u0661", "/8"]),
+)
+def test_address_number_agrees_on_dotted_text(octets: list[str], noise: str) -> None:
+    """IPv4 text is read by inet_pton alone: the dotted forms it and ipaddress might
+    read differently (leading zeros, octets over 255, too few or many parts)."""
+    text = ".".join(octets)
+    for candidate in (text, text + noise, noise + text):
+        assert address_number(candidate) == reference_number(candidate)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     texts=st.lists(
