@@ -652,39 +652,42 @@ class Aggregator:
         if spec.field:
             detail["field"] = spec.field
 
+        def settle(
+            key: _Key, item: Group | _First | None, now: int, columns: Mapping[str, ColumnValue]
+        ) -> Group | None:
+            """The group to count an event (at ``now``, of ``columns``) in, when
+            ``item`` (held for ``key``) is not a group whose window is open; None:
+            nothing more to do (a first-event tuple was stored, or the rule is full)."""
+            if item is not None:
+                if item.__class__ is tuple and item[0] + window > now:
+                    group = groups[key] = full(item)  # its second event: a group from now on
+                    return group
+                del groups[key]  # the window is over: the next one opens at this event
+            if not cheap:
+                return open_group(state, key, now)
+            if not room(state, now):
+                return None
+            dirty_add(key)
+            if not distinct:
+                groups[key] = (now, tuple(map(columns.get, _ROW_KEY_COLUMNS)), columns)
+                return None
+            value = columns.get(field_name)
+            if value is None or value == "":
+                groups[key] = (now, None, None)
+            else:
+                groups[key] = (now, value, columns)
+            return None
+
         def count(
             event: Event, columns: Mapping[str, ColumnValue], now: int
         ) -> AggregateAlert | None:
             key = group_of(event, columns)
-            item = groups.get(key)
-            if item is not None:
-                if item.__class__ is tuple:
-                    if item[0] + window <= now:
-                        del groups[key]  # the window is over: the next one opens here
-                        item = None
-                    else:  # the group's second event: a full group from now on
-                        item = groups[key] = full(item)
-                elif cast(Group, item).start + window <= now:
-                    del groups[key]
-                    item = None
-            if item is None:
-                if cheap:
-                    if not room(state, now):
-                        return None
-                    dirty_add(key)
-                    if distinct:
-                        value = columns.get(field_name)
-                        if value is None or value == "":
-                            groups[key] = (now, None, None)
-                        else:
-                            groups[key] = (now, value, columns)
-                    else:
-                        groups[key] = (now, tuple(map(columns.get, _ROW_KEY_COLUMNS)), columns)
+            held: Any = groups.get(key)
+            if held.__class__ is not Group or held.start + window <= now:
+                held = settle(key, held, now, columns)
+                if held is None:
                     return None
-                item = open_group(state, key, now)
-                if item is None:
-                    return None
-            group = cast(Group, item)
+            group: Group = held
             dirty_add(key)
             if distinct:
                 group.last = max(group.last, now)
