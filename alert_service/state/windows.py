@@ -42,13 +42,15 @@ Change row format (JSON)::
                [[start time, [row key]]], [index into rows], fired, base]]
     removed: [[rule, [group values]]]
 
-``base`` is null when the entry holds the group whole. ``[v, r]`` means the values
-and row keys listed are those added since the group's previous change, which had
-``v`` values and ``r`` row keys (a group's values and row keys only grow within a
-window until it alerts, in the order they were counted): a group counting a long
-window is then not written whole again by every batch that adds one value. The
-group must be held, with those ``v`` values and ``r`` row keys, when the entry is
-replayed; entries written without ``base`` (ten items) are whole.
+``base`` is null when the entry holds the group whole. ``[v, r, s]`` means the
+values, row keys and sample rows listed are those added since the group's previous
+change, which had ``v`` values, ``r`` row keys and ``s`` sample rows (within a window
+they only grow, in the order they were counted, until the group alerts and drops its
+values and row keys; ``s`` -1: the sample is listed whole, as for a beacon, whose
+sample keeps the last rows): a group counting a long window is then not written
+whole again by every batch that adds one value. The group must be held, with those
+``v`` values, ``r`` row keys and ``s`` sample rows, when the entry is replayed;
+entries written without ``base`` (ten items) are whole.
 """
 
 from __future__ import annotations
@@ -126,20 +128,27 @@ def encode_changes(changed: _Changed, removed: _Removed) -> str:
     index: dict[int, int] = {}  # id(sample row) → its place in rows
     entries: list[list[Any]] = []
     for rule, key, group in changed:
+        values, counted, sample, stored = group.values, group.rows, group.sample, group.stored
+        if (
+            stored is not None
+            and len(values) >= stored[0]
+            and len(counted) >= stored[1]
+            and len(sample) >= stored[2]
+        ):
+            base: list[int] | None = [stored[0], stored[1], stored[2]]
+            value_list = list(islice(values, stored[0], None))
+            row_list = list(islice(counted, stored[1], None))
+            if stored[2] >= 0:
+                sample = sample[stored[2] :]
+        else:
+            base, value_list, row_list = None, list(values), list(counted)
         refs: list[int] = []
-        for row in group.sample:
+        for row in sample:
             at = index.get(id(row))
             if at is None:
                 at = index[id(row)] = len(rows)
                 rows.append(row if row.__class__ is dict else dict(row))
             refs.append(at)
-        values, counted, stored = group.values, group.rows, group.stored
-        if stored is not None and len(values) >= stored[0] and len(counted) >= stored[1]:
-            base: list[int] | None = [stored[0], stored[1]]
-            value_list = list(islice(values, stored[0], None))
-            row_list = list(islice(counted, stored[1], None))
-        else:
-            base, value_list, row_list = None, list(values), list(counted)
         entries.append([
             rule, key, group.start, group.last, group.count, value_list,
             row_list, group.times, refs, group.fired, base,
@@ -152,9 +161,11 @@ def encode_changes(changed: _Changed, removed: _Removed) -> str:
 
 
 def mark_stored(changed: _Changed) -> None:
-    """Record in each group what the state database now holds of it (:attr:`Group.stored`)."""
+    """Record in each group what the state database now holds of it (:attr:`Group.stored`;
+    a beacon's sample, which keeps the last rows, is written whole: -1)."""
     for _, _, group in changed:
-        group.stored = (len(group.values), len(group.rows))
+        sample = -1 if group.times else len(group.sample)
+        group.stored = (len(group.values), len(group.rows), sample)
 
 
 def decode_changes(
@@ -182,12 +193,20 @@ def decode_changes(
         rule, key = str(rule), tuple(key)
         new_values = dict.fromkeys(values)
         new_rows = dict.fromkeys(tuple(r) for r in counted)
+        sample = [rows[i] for i in refs]
         if base is not None:
             prior = held(rule, key) if held is not None else None
-            if prior is None or len(prior.values) != base[0] or len(prior.rows) != base[1]:
+            if (
+                prior is None
+                or len(prior.values) != base[0]
+                or len(prior.rows) != base[1]
+                or (base[2] >= 0 and len(prior.sample) != base[2])
+            ):
                 raise ValueError(f"a change of group {key!r} of {rule!r} follows no held group")
             new_values = {**prior.values, **new_values}
             new_rows = {**prior.rows, **new_rows}
+            if base[2] >= 0:
+                sample = [*prior.sample, *sample]
         group = Group(
             int(start),
             int(last),
@@ -195,7 +214,7 @@ def decode_changes(
             values=new_values,
             rows=new_rows,
             times=[list(t) for t in times],
-            sample=[rows[i] for i in refs],
+            sample=sample,
             fired=int(fired),
         )
         changed.append((rule, key, group))

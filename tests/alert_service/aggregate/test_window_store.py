@@ -51,7 +51,7 @@ def _rules(tmp: Path, max_groups: int) -> Any:
         "name": "beacon",
         "notify": ["hook"],
         "beacon": {"min_connections": 3, "window_secs": 30, "min_period_secs": 1,
-                   "max_groups": max_groups},
+                   "max_groups": max_groups, "sample_rows": 2},  # the sample slides
     }  # fmt: skip
     # Never alert on these streams: their values and row keys grow over many
     # batches, so change rows carry what each batch added (``base``).
@@ -168,12 +168,17 @@ def test_a_growing_group_is_stored_as_changes_and_loaded_whole(
             assert _held(again.aggregator) == _held(store.aggregator)
         rows = conn.execute("SELECT changes FROM aggregate_window_changes ORDER BY seq").fetchall()
         wide = [
-            [(e[5], e[10]) for e in json.loads(text)[1] if e[0] == "wide-values"]
+            [(e[5], len(e[8]), e[10]) for e in json.loads(text)[1] if e[0] == "wide-values"]
             for (text,) in rows
         ]
         # the first event is held as a tuple (stored whole), the second makes it a
-        # group (whole again), then one value per change
-        assert wide == [[([7], None)], [([7, 8], None)], [([9], [2, 0])], [([10], [3, 0])]]
+        # group (whole again), then one value and one sample row per change
+        assert wide == [
+            [([7], 1, None)],
+            [([7, 8], 2, None)],
+            [([9], 1, [2, 0, 2])],
+            [([10], 1, [3, 0, 3])],
+        ]
         (group,) = again.aggregator.held_groups("wide-values").values()
         assert list(group.values) == [7, 8, 9, 10]
     finally:
