@@ -319,6 +319,8 @@ class Pipeline:
             stats.rule_columns_missing = watch.missing  # replaced whole: /health reads it
         stats.lines_read += len(chunk.lines)
         stats.aggregate_events_dropped = self.aggregates.dropped
+        if self._window_store is None and aggregate is not None:
+            self.aggregates.discard_changes()  # nothing stores them (replay, no state)
         stats.events += events_seen
         stats.matches += matches
 

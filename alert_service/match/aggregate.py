@@ -288,15 +288,33 @@ def _typed(columns: Mapping[str, ColumnValue]) -> Mapping[str, ColumnValue]:
     return columns if typed is None else cast(Mapping[str, ColumnValue], typed())
 
 
+_First = tuple[Any, ...]
+"""A group that has counted one event, held as one tuple instead of a
+:class:`Group` and its containers (:meth:`_RuleState.full` builds that group):
+
+* ``event_count``: ``(start, row key, row)``;
+* ``value_count``: ``(start, value, row)``, or ``(start, None, None)`` when the event's
+  value was empty (the window is open, nothing counted);
+* ``beacon``: ``(start, connection start, row key as a list, row)``.
+
+``start`` is also the group's ``last``; ``count`` is 1 (0 for an empty value),
+``fired`` 0, the sample the row (when ``sample_rows`` > 0). Most groups of a scan or
+beacon rule never see a second event; a tuple is one object where a group is three or
+four, so far less memory is held and scanned by the garbage collector. A second
+event turns it into the :class:`Group` first. Not used when the first event can
+cross the threshold (``threshold`` 1)."""
+
+
 class _RuleState:
     """One rule compiled, with its groups and its counting function.
 
     ``groups`` is a plain dict in the order the windows opened (``event_count`` and
     ``value_count``: a new window is put at the end) or were last changed
-    (``beacon``): its front holds the groups to expire first.
+    (``beacon``): its front holds the groups to expire first. A value is a
+    :class:`Group` or, for a group that counted one event, a :data:`_First` tuple.
     """
 
-    __slots__ = ("compiled", "count", "dirty", "group_of", "groups", "rule", "spec")
+    __slots__ = ("cheap", "compiled", "count", "dirty", "group_of", "groups", "rule", "spec")
 
     def __init__(self, rule: AggregateRule, compiled: CompiledRule) -> None:
         self.rule = rule
@@ -304,13 +322,60 @@ class _RuleState:
         self.group_of = _group_getter(rule.spec.group_by)
         self.dirty: set[_Key] = set()
         self.compiled = compiled
-        self.groups: dict[_Key, Group] = {}
+        self.groups: dict[_Key, Group | _First] = {}
         self.count: _Counter = _no_count
+        spec = rule.spec
+        self.cheap = spec.min_connections > 1 if spec.kind == "beacon" else spec.threshold > 1
+        """A new group is a :data:`_First` tuple (its first event cannot alert)."""
 
-    def expired(self, group: Group, now: int) -> bool:
+    def expired(self, group: Group | _First, now: int) -> bool:
+        if group.__class__ is tuple:
+            start = group[0]
+            return start + self.spec.window_secs <= now and (self.spec.kind != "beacon" or now >= 0)
+        group = cast(Group, group)
         if self.spec.kind == "beacon":
             return group.last + self.spec.window_secs <= now and group.fired <= now
         return group.start + self.spec.window_secs <= now
+
+    def full(self, item: Group | _First) -> Group:
+        """``item`` as a :class:`Group` (a new one for a :data:`_First` tuple)."""
+        if item.__class__ is not tuple:
+            return cast(Group, item)
+        first = item
+        spec = self.spec
+        keep = spec.sample_rows > 0
+        if spec.kind == "beacon":
+            start, at, row, columns = first
+            return Group(
+                start,
+                start,
+                values=_UNUSED_VALUES,
+                rows=_UNUSED_ROWS,
+                times=[[at, row]],
+                sample=[columns] if keep else [],
+            )
+        start, counted, columns = first
+        sample = [columns] if keep and columns is not None else []
+        if spec.kind == "value_count":
+            values: dict[ColumnValue, None] = {} if counted is None else {counted: None}
+            return Group(
+                start,
+                start,
+                count=len(values),
+                values=values,
+                rows=_UNUSED_ROWS,
+                times=_UNUSED_TIMES,
+                sample=sample,
+            )
+        return Group(
+            start,
+            start,
+            count=1,
+            values=_UNUSED_VALUES,
+            rows={counted: None},
+            times=_UNUSED_TIMES,
+            sample=sample,
+        )
 
 
 _UNUSED_VALUES: Final[dict[ColumnValue, None]] = {}
@@ -344,6 +409,9 @@ class Aggregator:
             and a new version counts for both kinds of rule; the owner checks them
             (:meth:`RuleSet.match` does). None: files of its own, checked here at most
             every second.
+        first_as_tuple: hold a group that counted one event as a tuple
+            (:data:`_First`); False: every group a :class:`Group` from its first
+            event (the plain form, which tests/alert_service/aggregate compares it with).
 
     Attributes:
         dropped: events of new groups dropped because a rule held ``max_groups``.
@@ -352,7 +420,13 @@ class Aggregator:
         MatchError: a filter does not compile (the message names the rule).
     """
 
-    def __init__(self, rules: Iterable[AggregateRule], iocs: IocFiles | None = None) -> None:
+    def __init__(
+        self,
+        rules: Iterable[AggregateRule],
+        iocs: IocFiles | None = None,
+        *,
+        first_as_tuple: bool = True,
+    ) -> None:
         self._iocs = iocs if iocs is not None else IocFiles()
         self._own_iocs = iocs is None
         self._generation = self._iocs.generation
@@ -364,6 +438,7 @@ class Aggregator:
                 states.append(_RuleState(rule, CompiledRule(rule.filter, self._iocs)))
             except MatchError as err:
                 raise MatchError(f"rule {rule.name!r}: {err}", err.where) from err
+            states[-1].cheap &= first_as_tuple
         self._rules = tuple(states)
         for state in states:
             state.count = self._counter(state)
@@ -408,12 +483,26 @@ class Aggregator:
 
     def group(self, rule: str, key: str) -> Group | None:
         """The group ``key`` of ``rule``, or None."""
-        return self._by_name[rule].groups.get(values_of(key))
+        state = self._by_name[rule]
+        item = state.groups.get(values_of(key))
+        return None if item is None else state.full(item)
 
     def take_changes(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """Return and reset (changed, dropped) as (rule, stored group key) pairs."""
         changed, removed = self.take_changed_groups()
         return {(rule, key) for rule, key, _ in changed}, set(removed)
+
+    @property
+    def pending_changes(self) -> int:
+        """Changed and dropped groups not yet taken (:meth:`take_changed_keys`)."""
+        return sum(len(s.dirty) for s in self._rules) + len(self._removed)
+
+    def discard_changes(self) -> None:
+        """Forget the changes not yet taken: nothing stores them (``replay``, the
+        in-memory loop), and they would otherwise grow by one key per group opened."""
+        for state in self._rules:
+            state.dirty.clear()  # in place: the counting closures hold its ``add``
+        self._removed.clear()
 
     def take_changed_groups(
         self,
@@ -445,10 +534,11 @@ class Aggregator:
         for state in self._rules:
             name = state.rule.name
             get = state.groups.get
+            full = state.full
             for key in state.dirty:
                 held = get(key)
                 if held is not None:
-                    changed.append((name, key, held))
+                    changed.append((name, key, full(held)))
                     removed_keys.discard((name, key))
             state.dirty.clear()  # in place: the counting closures hold its ``add``
         self._removed = set()
@@ -457,13 +547,17 @@ class Aggregator:
     def held_groups(self, rule: str) -> dict[_Key, Group]:
         """The groups of ``rule`` held now (a copy of the mapping; values by group
         values), oldest first."""
-        return dict(self._by_name[rule].groups)
+        state = self._by_name[rule]
+        return {key: state.full(item) for key, item in state.groups.items()}
 
     def held(self, rule: str, key: _Key) -> Group | None:
         """The group of ``rule`` whose values are ``key``, or None (also for an unknown
         rule)."""
         state = self._by_name.get(rule)
-        return None if state is None else state.groups.get(key)
+        if state is None:
+            return None
+        item = state.groups.get(key)
+        return None if item is None else state.full(item)
 
     def put(self, rule: str, key: _Key, group: Group | None) -> None:
         """Replay one stored change: ``group`` becomes the newest of its rule (None: the
@@ -510,14 +604,22 @@ class Aggregator:
                     out.append(alert)
         return out
 
-    def _open(self, state: _RuleState, key: _Key, now: int) -> Group | None:
-        """A new group ``key`` opening at ``now``, or None when the rule is full."""
+    def _room(self, state: _RuleState, now: int) -> bool:
+        """Whether the rule has room for a new group at ``now`` (after dropping the
+        oldest ended windows if it is full); counts the event dropped if not."""
         groups = state.groups
         if len(groups) >= state.spec.max_groups:
             self._evict(state, now)
             if len(groups) >= state.spec.max_groups:
                 self.dropped += 1
-                return None
+                return False
+        return True
+
+    def _open(self, state: _RuleState, key: _Key, now: int) -> Group | None:
+        """A new group ``key`` opening at ``now``, or None when the rule is full."""
+        if not self._room(state, now):
+            return None
+        groups = state.groups
         kind = state.spec.kind
         group = groups[key] = Group(
             now,
@@ -541,23 +643,51 @@ class Aggregator:
         sample_rows = spec.sample_rows
         field_name = spec.field or ""
         distinct = spec.kind == "value_count"
+        cheap = state.cheap
         open_group = self._open
+        room = self._room
+        full = state.full
         alert = self._alert
         detail: dict[str, Any] = {"threshold": spec.threshold, "window_secs": spec.window_secs}
         if spec.field:
             detail["field"] = spec.field
 
+        def settle(
+            key: _Key, item: Group | _First | None, now: int, columns: Mapping[str, ColumnValue]
+        ) -> Group | None:
+            """The group to count an event (at ``now``, of ``columns``) in, when
+            ``item`` (held for ``key``) is not a group whose window is open; None:
+            nothing more to do (a first-event tuple was stored, or the rule is full)."""
+            if item is not None:
+                if item.__class__ is tuple and item[0] + window > now:
+                    group = groups[key] = full(item)  # its second event: a group from now on
+                    return group
+                del groups[key]  # the window is over: the next one opens at this event
+            if not cheap:
+                return open_group(state, key, now)
+            if not room(state, now):
+                return None
+            dirty_add(key)
+            if not distinct:
+                groups[key] = (now, tuple(map(columns.get, _ROW_KEY_COLUMNS)), columns)
+                return None
+            value = columns.get(field_name)
+            if value is None or value == "":
+                groups[key] = (now, None, None)
+            else:
+                groups[key] = (now, value, columns)
+            return None
+
         def count(
             event: Event, columns: Mapping[str, ColumnValue], now: int
         ) -> AggregateAlert | None:
             key = group_of(event, columns)
-            group = groups.get(key)
-            if group is None or group.start + window <= now:
-                if group is not None:
-                    del groups[key]  # the window is over: the next one opens at this event
-                group = open_group(state, key, now)
-                if group is None:
+            held: Any = groups.get(key)
+            if held.__class__ is not Group or held.start + window <= now:
+                held = settle(key, held, now, columns)
+                if held is None:
                     return None
+            group: Group = held
             dirty_add(key)
             if distinct:
                 group.last = max(group.last, now)
@@ -606,17 +736,24 @@ class Aggregator:
         spec = state.spec
         groups = state.groups
         key = values = state.group_of(event, columns)
-        group = groups.pop(key, None)
-        if group is None:
+        item = groups.pop(key, None)
+        started = columns.get("first_seen")
+        at = started if isinstance(started, int) and started > 0 else now
+        row = list(map(columns.get, _ROW_KEY_COLUMNS))  # as stored (JSON has no tuples)
+        if item is None:
+            if state.cheap:
+                if not self._room(state, now):
+                    return None
+                state.dirty.add(key)
+                groups[key] = (now, at, row, columns)
+                return None
             group = self._open(state, key, now)
             if group is None:
                 return None
         else:
-            groups[key] = group  # to the end: the groups stay in order of their last change
+            # to the end: the groups stay in order of their last change
+            group = groups[key] = state.full(item)
         state.dirty.add(key)
-        started = columns.get("first_seen")
-        at = started if isinstance(started, int) and started > 0 else now
-        row = list(map(columns.get, _ROW_KEY_COLUMNS))  # as stored (JSON has no tuples)
         times = group.times
         if times:
             if any(r == row for _, r in times):

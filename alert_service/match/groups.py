@@ -63,9 +63,17 @@ class Group:
         times: beacon: (start time, row key) of connections in the window, oldest first.
         sample: rows for the alert.
         fired: the window has alerted (beacon: unixTime until which it stays quiet).
+        stored: ``(len(values), len(rows), len(sample) or -1)`` when the state
+            database last got this group whole or its change
+            (:mod:`alert_service.state.windows`), so the next change row carries only
+            what was added since; None: not stored as this object yet (the next
+            change row carries it whole). Not part of the group's state
+            (:meth:`to_doc`, ``==``).
     """
 
-    __slots__ = ("count", "fired", "last", "rows", "sample", "start", "times", "values")
+    __slots__ = (
+        "count", "fired", "last", "rows", "sample", "start", "stored", "times", "values",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -87,6 +95,7 @@ class Group:
         self.times: list[list[Any]] = [] if times is None else times
         self.sample: list[Mapping[str, ColumnValue]] = [] if sample is None else sample
         self.fired = fired
+        self.stored: tuple[int, int, int] | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Group):

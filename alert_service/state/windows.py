@@ -39,15 +39,26 @@ Change row format (JSON)::
     [rows, changed, removed]
     rows:    [{column: value}]        -- sample rows, each once per batch
     changed: [[rule, [group values], start, last, count, [values], [[row key]],
-               [[start time, [row key]]], [index into rows], fired]]
+               [[start time, [row key]]], [index into rows], fired, base]]
     removed: [[rule, [group values]]]
+
+``base`` is null when the entry holds the group whole. ``[v, r, s]`` means the
+values, row keys and sample rows listed are those added since the group's previous
+change, which had ``v`` values, ``r`` row keys and ``s`` sample rows (within a window
+they only grow, in the order they were counted, until the group alerts and drops its
+values and row keys; ``s`` -1: the sample is listed whole, as for a beacon, whose
+sample keeps the last rows): a group counting a long window is then not written
+whole again by every batch that adds one value. The group must be held, with those
+``v`` values, ``r`` row keys and ``s`` sample rows, when the entry is replayed;
+entries written without ``base`` (ten items) are whole.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Any, Final
 
 import orjson
@@ -58,7 +69,14 @@ from alert_service.match.groups import Group, group_key
 from alert_service.parse.event import ColumnValue
 from alert_service.state.db import StateConnection
 
-__all__ = ["COMPACT_AFTER", "FOLD_GROUPS", "WindowStore", "decode_changes", "encode_changes"]
+__all__ = [
+    "COMPACT_AFTER",
+    "FOLD_GROUPS",
+    "WindowStore",
+    "decode_changes",
+    "encode_changes",
+    "mark_stored",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -102,22 +120,38 @@ def encode_changes(changed: _Changed, removed: _Removed) -> str:
 
     Encoded by orjson in one call; a value orjson refuses (an integer beyond 64
     bits, text with a lone surrogate) falls back to the standard library's encoder
-    (ASCII JSON).
+    (ASCII JSON). A group whose :attr:`Group.stored` is set, with no fewer values
+    and row keys than then, is written as the change since (``base``); the caller
+    sets :attr:`Group.stored` once the row is written (:func:`mark_stored`).
     """
     rows: list[Mapping[str, ColumnValue]] = []
     index: dict[int, int] = {}  # id(sample row) → its place in rows
     entries: list[list[Any]] = []
     for rule, key, group in changed:
+        values, counted, sample, stored = group.values, group.rows, group.sample, group.stored
+        if (
+            stored is not None
+            and len(values) >= stored[0]
+            and len(counted) >= stored[1]
+            and len(sample) >= stored[2]
+        ):
+            base: list[int] | None = [stored[0], stored[1], stored[2]]
+            value_list = list(islice(values, stored[0], None))
+            row_list = list(islice(counted, stored[1], None))
+            if stored[2] >= 0:
+                sample = sample[stored[2] :]
+        else:
+            base, value_list, row_list = None, list(values), list(counted)
         refs: list[int] = []
-        for row in group.sample:
+        for row in sample:
             at = index.get(id(row))
             if at is None:
                 at = index[id(row)] = len(rows)
                 rows.append(row if row.__class__ is dict else dict(row))
             refs.append(at)
         entries.append([
-            rule, key, group.start, group.last, group.count, list(group.values),
-            list(group.rows), group.times, refs, group.fired,
+            rule, key, group.start, group.last, group.count, value_list,
+            row_list, group.times, refs, group.fired, base,
         ])  # fmt: skip
     doc = [rows, entries, removed]
     try:
@@ -126,31 +160,64 @@ def encode_changes(changed: _Changed, removed: _Removed) -> str:
         return _stdlib_encode(doc)
 
 
+def mark_stored(changed: _Changed) -> None:
+    """Record in each group what the state database now holds of it (:attr:`Group.stored`;
+    a beacon's sample, which keeps the last rows, is written whole: -1)."""
+    for _, _, group in changed:
+        sample = -1 if group.times else len(group.sample)
+        group.stored = (len(group.values), len(group.rows), sample)
+
+
 def decode_changes(
-    text: str,
+    text: str, held: Callable[[str, _Key], Group | None] | None = None
 ) -> tuple[list[tuple[str, _Key, Group]], list[tuple[str, _Key]]]:
     """The ``(changed, removed)`` of a change row (inverse of :func:`encode_changes`).
 
+    Args:
+        held: the group held now for ``(rule, group values)``, which an entry
+            written as a change (``base``) is applied to; None: such an entry is an
+            error.
+
     Raises:
-        ValueError, KeyError, TypeError, IndexError: the text is not a change row.
+        ValueError, KeyError, TypeError, IndexError: the text is not a change row, or
+            a change has no held group with the values and row keys it follows.
     """
     try:
         rows, entries, removed = orjson.loads(text)
     except orjson.JSONDecodeError:  # the fallback's escapes (a lone surrogate)
         rows, entries, removed = json.loads(text)
     changed: list[tuple[str, _Key, Group]] = []
-    for rule, key, start, last, count, values, counted, times, refs, fired in entries:
+    for entry in entries:
+        rule, key, start, last, count, values, counted, times, refs, fired = entry[:10]
+        base = entry[10] if len(entry) > 10 else None
+        rule, key = str(rule), tuple(key)
+        new_values = dict.fromkeys(values)
+        new_rows = dict.fromkeys(tuple(r) for r in counted)
+        sample = [rows[i] for i in refs]
+        if base is not None:
+            prior = held(rule, key) if held is not None else None
+            if (
+                prior is None
+                or len(prior.values) != base[0]
+                or len(prior.rows) != base[1]
+                or (base[2] >= 0 and len(prior.sample) != base[2])
+            ):
+                raise ValueError(f"a change of group {key!r} of {rule!r} follows no held group")
+            new_values = {**prior.values, **new_values}
+            new_rows = {**prior.rows, **new_rows}
+            if base[2] >= 0:
+                sample = [*prior.sample, *sample]
         group = Group(
             int(start),
             int(last),
             count=int(count),
-            values=dict.fromkeys(values),
-            rows=dict.fromkeys(tuple(r) for r in counted),
+            values=new_values,
+            rows=new_rows,
             times=[list(t) for t in times],
-            sample=[rows[i] for i in refs],
+            sample=sample,
             fired=int(fired),
         )
-        changed.append((str(rule), tuple(key), group))
+        changed.append((rule, key, group))
     return changed, [(str(rule), tuple(key)) for rule, key in removed]
 
 
@@ -217,7 +284,7 @@ class WindowStore:
             self._seq = max(self._seq, int(seq))
             self._rows += 1
             try:
-                changed, removed = decode_changes(text)
+                changed, removed = decode_changes(text, self.aggregator.held)
             except (ValueError, KeyError, TypeError, IndexError) as err:
                 log_event(_log, logging.WARNING, "aggregate_window_unreadable", seq=seq,
                           reason=f"{type(err).__name__}: {err}")  # fmt: skip
@@ -252,13 +319,17 @@ class WindowStore:
             unfolded[(rule, key)] = None
         if self._rows + 1 >= self.compact_after or len(unfolded) >= FOLD_GROUPS:
             self._fold(now)
-            return
-        self._seq += 1
-        self._rows += 1
-        self.conn.execute(
-            "INSERT INTO aggregate_window_changes (seq, changes, updated_at) VALUES (?, ?, ?)",
-            (self._seq, encode_changes(changed, removed), now),
-        )
+        else:
+            self._seq += 1
+            self._rows += 1
+            self.conn.execute(
+                "INSERT INTO aggregate_window_changes (seq, changes, updated_at)"
+                " VALUES (?, ?, ?)",
+                (self._seq, encode_changes(changed, removed), now),
+            )
+        # Kept also if the transaction rolls back: the pipeline then reloads every
+        # group from the database (reload()), as new objects without a mark.
+        mark_stored(changed)
 
     def _fold(self, now: float) -> None:
         """Write every group changed since the last fold as its own row (delete the

@@ -1,10 +1,11 @@
 """A real port scan on loopback → extension → stand-in pack → ``run`` → one scan alert.
 
-One child process connects to 300 loopback ports (280 bound but not listening, so
-refused; 20 listening); the shipped ``port-scan`` rule (examples/detections.yaml,
-without its loopback exclusion) must send exactly one alert for it, naming the
-child's pid. The pack is narrowed to the child's pid: the host may be busy, and other
-processes are not this test's.
+One child process connects to 300 loopback ports (20 listening, tried first, then 280
+bound but not listening, so refused); the shipped ``port-scan`` rule
+(examples/detections.yaml, without its loopback exclusion) counts the refused attempts
+only and must send exactly one alert for it, naming the child's pid, whose sample holds
+refused attempts and none of the 20 connections. The pack is narrowed to the child's
+pid: the host may be busy, and other processes are not this test's.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def test_a_loopback_scan_gives_one_alert() -> None:
             )
             try:
                 open_ports = [s.getsockname()[1] for s in listeners]
-                ports = closed + open_ports
+                ports = open_ports + closed  # connections first: they must not count
                 assert scanner.stdin is not None and scanner.stdout is not None
                 scanner.stdin.write(" ".join(map(str, ports)) + "\n")
                 scanner.stdin.flush()
@@ -130,5 +131,6 @@ def test_a_loopback_scan_gives_one_alert() -> None:
     sample = aggregate["sample"]
     assert len(sample) == 10
     assert {row["pid"] for row in sample} == {scanner.pid}
-    assert {row["remote_port"] for row in sample} <= set(ports)
+    assert {row["remote_port"] for row in sample} <= set(closed)
+    assert {row["status"] for row in sample} == {"refused"}
     assert alert["connection"]["pid"] == scanner.pid

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from alert_service.match.aggregate import AggregateAlert, Aggregator, beacon_score
-from tests.alert_service.aggregate.aggregate_support import config, event, scan_rule
+from alert_service.pipeline import Pipeline
+from alert_service.source.records import FileIdentity, LineChunk
+from tests.alert_service.aggregate.aggregate_support import config, event, line, scan_rule
 
 
 def aggregator(tmp_path: Path, **aggregate: Any) -> Aggregator:
@@ -195,3 +197,19 @@ def test_beacon_score_numbers(tmp_path: Path) -> None:
     )
     assert beacon_score([0, 30, 60, 90, 150], spec) == (30.0, 0.75, 3.0)
     assert beacon_score([0], spec) is None
+
+
+def test_without_a_state_database_changes_are_not_kept(tmp_path: Path) -> None:
+    """``replay`` and the in-memory loop store no windows: the changes a store would
+    take must not pile up (one key per group ever opened, and per group dropped)."""
+    cfg = config(tmp_path, scan_rule(max_groups=5))
+    pipeline = Pipeline(cfg)
+    identity = FileIdentity(1, 2)
+    for n in range(4):
+        lines = [
+            line(1000 * n + 10 * i, pid=1000 * n + i, remote_port=i).encode() for i in range(50)
+        ]
+        pipeline.match_chunk(LineChunk(identity, "log", 0, lines))
+    assert pipeline.aggregates.group_count("port-scan") == 5
+    assert pipeline.aggregates.dropped == 0
+    assert pipeline.aggregates.pending_changes == 0

@@ -67,14 +67,15 @@ def test_shipped_detections_are_quiet_on_an_hour_of_noise(tmp_path: Path) -> Non
     assert _replay(tmp_path, path) == []
 
 
-def test_the_same_replay_fires_on_a_scan(tmp_path: Path) -> None:
+def _attempts(tmp_path: Path, name: str, targets: list[tuple[str, int]], status: str) -> Path:
+    """A log of one process (pid 777001) attempting ``(address, port)`` in turn, ten a
+    second, each attempt ending with ``status``."""
     with gzip.open(NOISE, "rt", encoding="utf-8") as f:
         first = json.loads(f.readline())
-    scan = tmp_path / "scan.log"
     rows = []
-    for port in range(1, 61):
+    for i, (address, port) in enumerate(targets, start=1):
         doc = dict(first)
-        doc["unixTime"] = first["unixTime"] + port // 10
+        doc["unixTime"] = first["unixTime"] + i // 10
         doc["counter"] = 1
         doc["action"] = "added"
         doc["columns"] = {
@@ -82,12 +83,50 @@ def test_the_same_replay_fires_on_a_scan(tmp_path: Path) -> None:
             "pid": "777001",
             "start_time": "1",
             "direction": "outbound",
-            "remote_address": "10.20.30.40",
+            "remote_address": address,
             "remote_port": str(port),
-            "local_port": str(40000 + port),
-            "status": "refused",
+            "local_port": str(40000 + i),
+            "status": status,
         }
         rows.append(json.dumps(doc))
-    scan.write_text("".join(x + "\n" for x in rows), encoding="utf-8")
+    path = tmp_path / name
+    path.write_text("".join(x + "\n" for x in rows), encoding="utf-8")
+    return path
+
+
+def test_the_same_replay_fires_on_a_scan(tmp_path: Path) -> None:
+    scan = _attempts(tmp_path, "scan.log", [("10.20.30.40", p) for p in range(1, 61)], "refused")
     alerts = _replay(tmp_path, scan)
     assert [(a["rule"], a["aggregate"]["count"]) for a in alerts] == [("port-scan", 50)]  # type: ignore[index]
+
+
+def test_a_scan_that_times_out_fires(tmp_path: Path) -> None:
+    scan = _attempts(
+        tmp_path, "scan.log", [("203.0.113.7", p) for p in range(1000, 1060)], "timed_out"
+    )
+    alerts = _replay(tmp_path, scan)
+    assert [(a["rule"], a["aggregate"]["count"]) for a in alerts] == [("port-scan", 50)]  # type: ignore[index]
+
+
+def test_a_failed_sweep_fires(tmp_path: Path) -> None:
+    hosts = [(f"10.9.0.{n}", 445) for n in range(1, 31)]
+    sweep = _attempts(tmp_path, "sweep.log", hosts, "unreachable")
+    alerts = _replay(tmp_path, sweep)
+    # SMB is also an admin port: lateral-admin-ports (attempts of any outcome) fires first
+    assert [(a["rule"], a["aggregate"]["count"]) for a in alerts] == [  # type: ignore[index]
+        ("lateral-admin-ports", 3),
+        ("host-sweep", 25),
+    ]
+
+
+def test_connections_that_succeed_are_not_a_scan(tmp_path: Path) -> None:
+    """A client reaching 60 services of one server, then one port on 30 hosts, all
+    connected: neither port-scan nor host-sweep counts them (they count failed
+    attempts)."""
+    services = _attempts(
+        tmp_path, "services.log", [("10.20.30.40", p) for p in range(1, 61)], "connected"
+    )
+    assert _replay(tmp_path, services) == []
+    hosts = [(f"10.9.0.{n}", 5900) for n in range(1, 31)]
+    fanout = _attempts(tmp_path, "fanout.log", hosts, "connected")
+    assert _replay(tmp_path, fanout) == []

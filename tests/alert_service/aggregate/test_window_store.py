@@ -9,6 +9,7 @@ same database must hold the same groups, each with the same state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,23 @@ def _rules(tmp: Path, max_groups: int) -> Any:
         "name": "beacon",
         "notify": ["hook"],
         "beacon": {"min_connections": 3, "window_secs": 30, "min_period_secs": 1,
-                   "max_groups": max_groups},
+                   "max_groups": max_groups, "sample_rows": 2},  # the sample slides
     }  # fmt: skip
-    return config(tmp, scan, rows, beacon).aggregate_rules
+    # Never alert on these streams: their values and row keys grow over many
+    # batches, so change rows carry what each batch added (``base``).
+    wide_values = {
+        "name": "wide-values",
+        "notify": ["hook"],
+        "aggregate": {"type": "value_count", "field": "local_port", "threshold": 1000,
+                      "window_secs": 40, "group_by": ["host"], "max_groups": max_groups},
+    }  # fmt: skip
+    wide_rows = {
+        "name": "wide-rows",
+        "notify": ["hook"],
+        "aggregate": {"type": "event_count", "threshold": 1000, "window_secs": 40,
+                      "group_by": ["remote_port"], "max_groups": max_groups},
+    }  # fmt: skip
+    return config(tmp, scan, rows, beacon, wide_values, wide_rows).aggregate_rules
 
 
 _EVENTS = st.lists(
@@ -60,7 +75,7 @@ _EVENTS = st.lists(
         st.integers(-2, 6),  # time step
         st.integers(1, 4),  # pid
         st.integers(0, 4),  # remote_port
-        st.integers(0, 3),  # local_port
+        st.integers(0, 12),  # local_port
         st.sampled_from([0, 1]),  # counter
         st.sampled_from(["outbound", "inbound"]),
     ),
@@ -133,6 +148,41 @@ def test_a_surrogate_in_a_group_is_stored_and_loaded(tmp_path: Path) -> None:
         (group,) = again.aggregator.held_groups("scan").values()
         assert group.sample[0]["name"] == "bad\udc80name"
     conn.close()
+
+
+def test_a_growing_group_is_stored_as_changes_and_loaded_whole(
+    tmp_path: Path, target: StateTarget
+) -> None:
+    """A group that counts over many batches: each change row after its first carries
+    only the value the batch added, and a reload (a restart) gives the whole group."""
+    rules = _rules(tmp_path, 5)
+    conn = open_state(target)
+    try:
+        store = WindowStore(conn, Aggregator(rules), compact_after=100)
+        for n, local in enumerate((7, 8, 9, 10)):
+            store.aggregator.observe(event(100 + n, pid=1, remote_port=1, local_port=local))
+            conn.execute("BEGIN IMMEDIATE")
+            store.save(float(n))
+            conn.execute("COMMIT")
+            again = WindowStore(conn, Aggregator(rules), compact_after=100)
+            assert _held(again.aggregator) == _held(store.aggregator)
+        rows = conn.execute("SELECT changes FROM aggregate_window_changes ORDER BY seq").fetchall()
+        wide = [
+            [(e[5], len(e[8]), e[10]) for e in json.loads(text)[1] if e[0] == "wide-values"]
+            for (text,) in rows
+        ]
+        # the first event is held as a tuple (stored whole), the second makes it a
+        # group (whole again), then one value and one sample row per change
+        assert wide == [
+            [([7], 1, None)],
+            [([7, 8], 2, None)],
+            [([9], 1, [2, 0, 2])],
+            [([10], 1, [3, 0, 3])],
+        ]
+        (group,) = again.aggregator.held_groups("wide-values").values()
+        assert list(group.values) == [7, 8, 9, 10]
+    finally:
+        conn.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
