@@ -23,6 +23,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from alert_service.source.nats_bulk import Delivered, header_value
 from alert_service.source.nats_payload import PayloadError, decode_payload
 from alert_service.source.records import FileIdentity, LineChunk
 
@@ -31,16 +32,18 @@ __all__ = [
     "StreamChunk",
     "Taken",
     "ack_fields",
+    "message_encoding",
     "message_lines",
     "pack_batch",
     "unpack_batch",
 ]
 
-Message = tuple[str, str, bytes, "str | None"]
-"""One delivered message: ``(subject, reply subject, payload, Content-Encoding)``."""
+Message = Delivered
+"""One delivered message: ``(subject, reply subject, raw headers or None, payload)``
+(as :class:`~alert_service.source.nats_bulk.BulkParser` hands it over)."""
 
 
-def ack_fields(reply: str) -> tuple[int, int]:
+def ack_fields(reply: bytes) -> tuple[int, int]:
     """``(stream sequence, messages pending)`` from a JetStream message's reply subject.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.
@@ -51,12 +54,17 @@ def ack_fields(reply: str) -> tuple[int, int]:
     Raises:
         ValueError: not a JetStream acknowledgement subject.
     """
-    tokens = reply.split(".")
-    if len(tokens) == 9 and tokens[1] == "ACK":
+    tokens = reply.split(b".")
+    if len(tokens) == 9 and tokens[1] == b"ACK":
         return int(tokens[5]), int(tokens[8])
-    if len(tokens) >= 11 and tokens[1] == "ACK":
+    if len(tokens) >= 11 and tokens[1] == b"ACK":
         return int(tokens[7]), int(tokens[10])
     raise ValueError(f"not a JetStream ack subject: {reply!r}")
+
+
+def message_encoding(headers: bytes | None) -> str | None:
+    """The ``Content-Encoding`` header of raw NATS headers; None without it."""
+    return header_value(headers, b"content-encoding") if headers is not None else None
 
 
 def message_lines(data: bytes, encoding: str | None) -> list[bytes]:
@@ -73,7 +81,7 @@ def message_lines(data: bytes, encoding: str | None) -> list[bytes]:
     return lines
 
 
-def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
+def pack_batch(msgs: Sequence[Message], after: int) -> tuple[bytes, int]:
     """Pack delivered messages for the pipeline.
 
     Args:
@@ -82,31 +90,44 @@ def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
             not above it, nor above every earlier message of ``msgs``, is a
             redelivery (a stream delivers new messages in increasing sequence),
             counted as ``skipped`` and left out.
+
+    Returns:
+        ``(packed, last)``: the packed batch, and the highest stream sequence now
+        handed out (``after`` when no message is above it).
+
+    Raises:
+        ValueError: a reply subject is not a JetStream acknowledgement subject.
     """
     lines: list[bytes] = []
     seqs = array("q")
+    add_line = lines.append
+    add_seq = seqs.append
     undecodable: list[tuple[int, str, str]] = []
     skipped = 0
     last = pending = 0
-    reply = ""
+    reply = b""
     if msgs:
         reply = msgs[-1][1]
         pending = ack_fields(reply)[1]
-        for subject, msg_reply, data, encoding in msgs:
-            seq = ack_fields(msg_reply)[0]
+        for subject, msg_reply, headers, data in msgs:
+            tokens = msg_reply.split(b".")
+            if len(tokens) == 9 and tokens[1] == b"ACK":  # the common form, inline
+                seq = int(tokens[5])
+            else:
+                seq = ack_fields(msg_reply)[0]
             if seq <= after:
                 skipped += 1
                 continue
             after = seq
-            if encoding is None and b"\n" not in data:
+            if headers is None and b"\n" not in data:  # one plain line: most messages
                 if data:
-                    lines.append(data)
-                    seqs.append(seq)
+                    add_line(data)
+                    add_seq(seq)
                 continue
             try:
-                got = message_lines(data, encoding)
+                got = message_lines(data, message_encoding(headers))
             except PayloadError as err:
-                undecodable.append((seq, subject, str(err)))
+                undecodable.append((seq, subject.decode(errors="replace"), str(err)))
                 continue
             lines += got
             seqs.extend([seq] * len(got))
@@ -117,12 +138,15 @@ def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
             "skipped": skipped,
             "last": last,
             "pending": pending,
-            "reply": reply,
+            "reply": reply.decode(errors="replace"),
             "undecodable": undecodable,
             "lines": len(lines),
         }
     ).encode()
-    return b"".join([len(header).to_bytes(4, "big"), header, seqs.tobytes(), b"\n".join(lines)])
+    packed = b"".join(
+        [len(header).to_bytes(4, "big"), header, seqs.tobytes(), b"\n".join(lines)]
+    )
+    return packed, after
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ import time
 from typing import Any
 
 from alert_service.logs import configure_logging, log_event
-from alert_service.source.nats_batch import Taken, ack_fields, pack_batch, unpack_batch
+from alert_service.source.nats_batch import Taken, pack_batch, unpack_batch
 
 __all__ = [
     "ANSWER_SLACK_SECS",
@@ -364,7 +364,7 @@ class _Feed:
                 self._pack(await self.puller.take(timeout_secs))
             packed, self._packed = self._packed, None
         self._wake.set()
-        return packed if packed is not None else pack_batch([], 0)
+        return packed if packed is not None else pack_batch([], 0)[0]
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -375,12 +375,7 @@ class _Feed:
     def _pack(self, msgs: list[Any]) -> None:
         if not msgs:
             return
-        items = [
-            (m.subject, m.reply, m.data, m.headers.get("Content-Encoding") if m.headers else None)
-            for m in msgs
-        ]
-        self._packed = pack_batch(items, self._after)
-        self._after = max(self._after, *(ack_fields(m.reply)[0] for m in msgs))
+        self._packed, self._after = pack_batch(msgs, self._after)
 
     async def _run(self) -> None:
         puller = self.puller
@@ -456,13 +451,13 @@ class _Child:
             )
 
     async def _client(self, servers: tuple[str, ...]) -> Any:
-        import nats  # noqa: PLC0415
-
+        from alert_service.source.nats_bulk import bulk_client  # noqa: PLC0415
         from alert_service.source.nats_pull import client_error  # noqa: PLC0415
 
         client = self._clients.get(servers)
         if client is None or client.is_closed:
-            client = await nats.connect(
+            client, _ = bulk_client()
+            await client.connect(
                 servers=list(servers),
                 name="tracked-connections-alerts reader",
                 allow_reconnect=True,

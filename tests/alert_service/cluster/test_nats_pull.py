@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.js.api import StreamConfig
 
 from alert_service.pipeline import Pipeline
 from alert_service.source.nats_batch import ack_fields
+from alert_service.source.nats_bulk import bulk_client
 from alert_service.source.nats_pull import ConsumerGoneError, PullConsumer, _request_again
 from alert_service.state import open_state
 from alert_service.stats import Stats
@@ -39,7 +39,8 @@ def on_stream(body: Callable[[Any, str, str], Awaitable[None]], **consumer: Any)
     url = need_nats()
 
     async def go() -> None:
-        client = await nats.connect(url)
+        client, _ = bulk_client()
+        await client.connect(url)
         js = client.jetstream()
         name = unique_name("TCPULL").upper()
         prefix = unique_name("tc.pull").replace("_", "")
@@ -74,9 +75,9 @@ def test_messages_come_in_stream_order_in_batches() -> None:
             msgs = await puller.take(2.0)
             assert msgs, "stalled"
             sizes.append(len(msgs))
-            got += [json.loads(m.data)["n"] for m in msgs]
-            assert [ack_fields(m.reply)[0] for m in msgs] == [n + 1 for n in got[-len(msgs) :]]
-            await client.request(msgs[-1].reply, b"+ACK", timeout=5)
+            got += [json.loads(m[3])["n"] for m in msgs]
+            assert [ack_fields(m[1])[0] for m in msgs] == [n + 1 for n in got[-len(msgs) :]]
+            await client.request(msgs[-1][1].decode(), b"+ACK", timeout=5)
         await puller.stop()
         assert got == list(range(2500))
         assert max(sizes) == 1000
@@ -93,7 +94,7 @@ def test_an_expired_request_ends_with_408_and_is_sent_again() -> None:
         await client.publish(f"{prefix}.h1", b"late")
         await client.flush()
         msgs = await puller.take(2.0)
-        assert [m.data for m in msgs] == [b"late"]
+        assert [m[3] for m in msgs] == [b"late"]
         await puller.stop()
 
     on_stream(body)
