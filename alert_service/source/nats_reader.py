@@ -102,7 +102,6 @@ class ReaderProcess:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
-        self._buf = bytearray()
         self.started_at = 0.0
 
     def bind(  # noqa: PLR0917 (one command's fields)
@@ -219,7 +218,6 @@ class ReaderProcess:
             if proc.poll() is not None:
                 raise self._fail(_exit_reason(proc))
             return proc
-        self._buf = bytearray()
         level = logging.getLevelName(logging.getLogger("alert_service").getEffectiveLevel()).lower()
         proc = subprocess.Popen(
             [sys.executable, "-m", "alert_service.source.nats_reader", level],
@@ -236,9 +234,10 @@ class ReaderProcess:
         """:meth:`_command` for a command answered ``{}``."""
         answer = self._command(command, wait_secs)
         if answer != b"{}":
-            raise self._fail(f"garbled frame: {answer[:40]!r} is not an answer to {command['op']}")
+            start = bytes(answer[:40])
+            raise self._fail(f"garbled frame: {start!r} is not an answer to {command['op']}")
 
-    def _command(self, command: dict[str, Any], wait_secs: float) -> bytes:
+    def _command(self, command: dict[str, Any], wait_secs: float) -> bytearray:
         """Send one command and return its answer; the one place where the process's
         failures become :class:`ReaderFailedError`.
 
@@ -264,46 +263,51 @@ class ReaderProcess:
             try:
                 text = str(json.loads(answer)["error"])
             except (ValueError, KeyError, TypeError) as err:
-                raise self._fail(f"garbled frame: {answer[:40]!r}") from err
+                raise self._fail(f"garbled frame: {bytes(answer[:40])!r}") from err
             raise ReaderError(text)
         return answer
 
-    def _read(self, proc: subprocess.Popen[bytes], fd: int, wait_secs: float) -> bytes:
-        """One answer frame from ``fd`` within ``wait_secs``.
+    def _read(self, proc: subprocess.Popen[bytes], fd: int, wait_secs: float) -> bytearray:
+        """One answer frame from ``fd`` within ``wait_secs`` (its body; read straight
+        into one buffer, as a batch is large and this is the pipeline's thread).
 
         Raises:
             ReaderFailedError: it exited, did not answer in time, or the length
                 prefix is over :data:`MAX_FRAME_BYTES`.
         """
         deadline = time.monotonic() + wait_secs
-        buf = self._buf
-        need = 4
-        size = -1
-        while True:
-            if size < 0 and len(buf) >= 4:
-                size = int.from_bytes(buf[:4], "big")
-                if size > MAX_FRAME_BYTES:
-                    raise self._fail(f"garbled frame: length {size} over the limit")
-                need = 4 + size
-            if size >= 0 and len(buf) >= need:
-                out = bytes(buf[4:need])
-                del buf[:need]
-                return out
+        size = int.from_bytes(self._read_exact(proc, fd, 4, deadline, wait_secs), "big")
+        if size > MAX_FRAME_BYTES:
+            raise self._fail(f"garbled frame: length {size} over the limit")
+        return self._read_exact(proc, fd, size, deadline, wait_secs)
+
+    def _read_exact(
+        self, proc: subprocess.Popen[bytes], fd: int, size: int, deadline: float, wait_secs: float
+    ) -> bytearray:
+        """Exactly ``size`` bytes from ``fd`` before ``deadline`` (monotonic seconds).
+
+        Raises:
+            ReaderFailedError: it exited or did not answer in time.
+        """
+        out = bytearray(size)
+        view = memoryview(out)
+        got = 0
+        while got < size:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 raise self._fail(f"no answer within {wait_secs:g} s")
-            data = os.read(fd, max(1 << 20, need - len(buf)))
-            if not data:  # its output closed: it is exiting
+            count = os.readv(fd, [view[got:]])
+            if not count:  # its output closed: it is exiting
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(1.0)
                 raise self._fail(_exit_reason(proc))
-            buf += data
+            got += count
+        return out
 
     def _fail(self, reason: str) -> ReaderFailedError:
         """Kill the process at once (its state is unknown; what it held is read again
         from the checkpoints) and return the error to raise."""
         proc, self._proc = self._proc, None
-        self._buf = bytearray()
         pid = 0
         if proc is not None:
             pid = proc.pid
@@ -502,15 +506,24 @@ async def _serve(read_fd: int, write_fd: int) -> None:
                 answer = json.dumps({"error": f"{type(err).__name__}: {err}"}).encode()
             if answer is None:
                 continue
-            data = len(answer).to_bytes(4, "big") + answer
-            view = memoryview(data)
-            try:
-                while view:  # the parent is waiting for this answer: it reads at once
-                    view = view[os.write(write_fd, view) :]
+            try:  # the parent is waiting for this answer: it reads at once
+                _write_all(write_fd, [len(answer).to_bytes(4, "big"), answer])
             except BrokenPipeError:
                 return  # the parent is gone
     finally:
         await child.close()
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write ``parts`` in order to a blocking ``fd`` (gathered, without joining them)."""
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        done = os.writev(fd, views)
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if done:
+            views[0] = views[0][done:]
 
 
 def main() -> None:

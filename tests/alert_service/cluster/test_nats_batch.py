@@ -66,31 +66,46 @@ payloads = st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max
 ) | st.binary(max_size=40)
 
 
+one_line = st.binary(min_size=1, max_size=40).filter(lambda b: b"\n" not in b)
+
+
 @st.composite
 def batches(draw: st.DrawFn) -> tuple[list[Message], int]:
+    """A batch and the committed sequence. About half are mostly plain (the whole-batch
+    path), each of those with at most one thing that sends it message by message."""
     count = draw(st.integers(0, 12))
     first = draw(st.integers(1, 50))
+    plain = draw(st.booleans())
+    odd = draw(st.integers(-1, count + 2)) if plain else -1  # the message made unusual
     msgs: list[Message] = []
     seqs = [first + n for n in range(count)]
     # a redelivery may come among newer messages (its ack_wait ran out meanwhile)
-    for _ in range(draw(st.integers(0, 3)) if count else 0):
+    for _ in range(draw(st.integers(0, 3)) if count and not plain else 0):
         seqs.insert(draw(st.integers(0, len(seqs))), draw(st.integers(1, first + count)))
+    if plain and seqs and odd == count + 1:  # a sequence out of order, or repeated
+        earlier = st.sampled_from(seqs[:-1]) if len(seqs) > 1 else st.nothing()
+        seqs[-1] = draw(st.integers(1, seqs[-1]) | earlier)
     for n, seq in enumerate(seqs):
-        data = draw(payloads)
-        encoding = draw(st.sampled_from([None, None, "identity", "gzip", "zstd", "br"]))
+        usual = plain and n != odd
+        data = draw(one_line if usual else payloads)
+        encoding = None if usual else draw(
+            st.sampled_from([None, None, "identity", "gzip", "zstd", "br"])
+        )
         if encoding == "gzip" and draw(st.booleans()):
             data = gzip.compress(data)
         elif encoding == "zstd" and draw(st.booleans()):
             data = zstandard.ZstdCompressor().compress(data)
         subject = f"osquery.results.h{n}".encode()
-        ack = reply(seq, len(seqs) - n - 1, domain=draw(st.booleans()))
+        ack = reply(seq, len(seqs) - n - 1, domain=not usual and draw(st.booleans()))
         msgs.append((subject, ack, content_encoding(encoding), data))
     # redeliveries come first: the committed sequence may cover some of the batch
     after = draw(st.integers(0, first + count))
+    if plain and odd != count + 2:
+        after = draw(st.integers(0, first - 1))
     return msgs, after
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(batches())
 def test_a_packed_batch_holds_what_each_message_gives_one_by_one(
     batch: tuple[list[Message], int],
