@@ -57,7 +57,6 @@ Operation = tuple[bytes, Any]
 
 _MAX_CONTROL_LINE = 4096  # nats-server's default max_control_line, bytes
 _CRLF = b"\r\n"
-_MSG_FIRST = frozenset(b"MH")
 
 
 def split_messages(data: bytes, routes: Container[bytes]) -> tuple[list[Operation], int]:
@@ -84,6 +83,7 @@ def split_messages(data: bytes, routes: Container[bytes]) -> tuple[list[Operatio
     pos = 0
     size = len(data)
     find = data.find
+    startswith = data.startswith
     run: list[Delivered] | None = None
     run_sid = b""
     while pos < size:
@@ -92,61 +92,82 @@ def split_messages(data: bytes, routes: Container[bytes]) -> tuple[list[Operatio
             if size - pos > _MAX_CONTROL_LINE:
                 raise ProtocolError("nats: control line too long")
             break
-        first = data[pos]
-        if first in _MSG_FIRST:  # "M" of MSG, "H" of HMSG
-            parts = data[pos:end].split()
-            op = parts[0]
-            count = len(parts)
-            if op == b"MSG" and count in (4, 5):
-                header_size = 0
-                reply = parts[3] if count == 5 else b""
-            elif op == b"HMSG" and count in (5, 6):
-                header_size = int(parts[-2])
-                reply = parts[3] if count == 6 else b""
+        if startswith(b"MSG ", pos):  # most of the stream: no headers
+            parts = data[pos + 4 : end].split()
+            if len(parts) == 4:
+                subject, sid, reply, total = parts
+            elif len(parts) == 3:
+                subject, sid, total = parts
+                reply = b""
             else:
                 raise ProtocolError(f"nats: malformed {data[pos:end][:80]!r}")
             start = end + 2
-            stop = start + int(parts[-1])
+            stop = start + int(total)
             if stop + 2 > size:
                 break  # the payload is not all here yet
-            subject = parts[1]
-            sid = parts[2]
-            headers = data[start : start + header_size] if op == b"HMSG" else None
-            payload = data[start + header_size : stop]
-            pos = stop + 2
-            if sid in routes:
-                if run is None or sid != run_sid:
-                    run = []
-                    run_sid = sid
-                    ops.append((b"RUN", (sid, run)))
-                run.append((subject, reply, headers, payload))
+            headers = None
+            payload = data[start:stop]
+        elif startswith(b"HMSG ", pos):
+            parts = data[pos + 5 : end].split()
+            if len(parts) == 5:
+                subject, sid, reply, head, total = parts
+            elif len(parts) == 4:
+                subject, sid, head, total = parts
+                reply = b""
             else:
-                run = None
-                ops.append((b"MSG", (int(sid), subject, reply, payload, headers)))
-            continue
-        line = data[pos:end]
-        pos = end + 2
-        run = None
-        if line.startswith(b"PING"):
-            ops.append((b"PING", None))
-        elif line.startswith(b"PONG"):
-            ops.append((b"PONG", None))
-        elif line.startswith(b"+OK"):
-            continue
-        elif line.startswith(b"-ERR"):
-            ops.append((b"-ERR", line[4:].strip().decode(errors="replace").lower()))
-        elif line.startswith(b"INFO "):
-            ops.append((b"INFO", json.loads(line[5:])))
+                raise ProtocolError(f"nats: malformed {data[pos:end][:80]!r}")
+            start = end + 2
+            stop = start + int(total)
+            if stop + 2 > size:
+                break
+            middle = start + int(head)
+            headers = data[start:middle]
+            payload = data[middle:stop]
         else:
-            raise ProtocolError(f"nats: unknown protocol {line[:80]!r}")
+            line = data[pos:end]
+            pos = end + 2
+            run = None
+            _control(line, ops)
+            continue
+        pos = stop + 2
+        if sid in routes:
+            if sid != run_sid or run is None:
+                run = []
+                run_sid = sid
+                ops.append((b"RUN", (sid, run)))
+            run.append((subject, reply, headers, payload))
+        else:
+            run = None
+            ops.append((b"MSG", (int(sid), subject, reply, payload, headers)))
     return ops, pos
 
 
+def _control(line: bytes, ops: list[Operation]) -> None:
+    """Append the operation of a control line other than ``MSG``/``HMSG``.
+
+    Raises:
+        ProtocolError: not an operation of the protocol.
+    """
+    if line.startswith(b"PING"):
+        ops.append((b"PING", None))
+    elif line.startswith(b"PONG"):
+        ops.append((b"PONG", None))
+    elif line.startswith(b"+OK"):
+        return
+    elif line.startswith(b"-ERR"):
+        ops.append((b"-ERR", line[4:].strip().decode(errors="replace").lower()))
+    elif line.startswith(b"INFO "):
+        ops.append((b"INFO", json.loads(line[5:])))
+    else:
+        raise ProtocolError(f"nats: unknown protocol {line[:80]!r}")
+
+
 class BulkParser(Parser):
-    """nats-py's parser interface (``parse``, ``reset``) with routed subjects.
+    """nats-py's parser interface (``parse``, ``reset``) with routed subscriptions.
 
     Attributes:
-        routes: subject → sink of its messages (:meth:`route`, :meth:`unroute`).
+        routes: subscription id (ASCII digits) → sink of its messages (:meth:`route`,
+            :meth:`unroute`).
     """
 
     def __init__(self, nc: NatsClient) -> None:
