@@ -36,6 +36,7 @@ __all__ = [
     "message_encoding",
     "message_lines",
     "pack_batch",
+    "pack_parts",
     "unpack_batch",
 ]
 
@@ -83,7 +84,14 @@ def message_lines(data: bytes, encoding: str | None) -> list[bytes]:
 
 
 def pack_batch(msgs: Sequence[Message], after: int) -> tuple[bytes, int]:
-    """Pack delivered messages for the pipeline.
+    """:func:`pack_parts` joined into one byte string."""
+    parts, last = pack_parts(msgs, after)
+    return b"".join(parts), last
+
+
+def pack_parts(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
+    """Pack delivered messages for the pipeline, as the parts of the packed batch (to
+    be written one after the other, without joining them first).
 
     Most batches are new messages of one plain line each, in increasing stream
     sequence; those are packed by :func:`_pack_plain` with a few whole-batch
@@ -98,8 +106,8 @@ def pack_batch(msgs: Sequence[Message], after: int) -> tuple[bytes, int]:
             counted as ``skipped`` and left out.
 
     Returns:
-        ``(packed, last)``: the packed batch, and the highest stream sequence now
-        handed out (``after`` when no message is above it).
+        ``(parts, last)``: the packed batch in parts, and the highest stream
+        sequence now handed out (``after`` when no message is above it).
 
     Raises:
         ValueError: a reply subject is not a JetStream acknowledgement subject.
@@ -111,7 +119,7 @@ def pack_batch(msgs: Sequence[Message], after: int) -> tuple[bytes, int]:
     return _pack_each(msgs, after)
 
 
-def _pack_plain(msgs: Sequence[Message], after: int) -> tuple[bytes, int] | None:
+def _pack_plain(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int] | None:
     """:func:`pack_batch` of a batch whose messages have no headers, one non-empty
     line each, 9-token reply subjects and increasing stream sequences above
     ``after``; None for any other batch."""
@@ -136,7 +144,7 @@ def _pack_plain(msgs: Sequence[Message], after: int) -> tuple[bytes, int] | None
     return packed, last
 
 
-def _pack_each(msgs: Sequence[Message], after: int) -> tuple[bytes, int]:
+def _pack_each(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
     """:func:`pack_batch`, one message at a time."""
     lines: list[bytes] = []
     seqs = array("q")
@@ -176,7 +184,7 @@ def _packed(  # noqa: PLR0917 (the header's fields)
     lines: int,
     seqs: array[int],
     body: bytes,
-) -> bytes:
+) -> list[bytes]:
     header = json.dumps(
         {
             "messages": messages,
@@ -188,7 +196,7 @@ def _packed(  # noqa: PLR0917 (the header's fields)
             "lines": lines,
         }
     ).encode()
-    return b"".join([len(header).to_bytes(4, "big"), header, seqs.tobytes(), body])
+    return [len(header).to_bytes(4, "big"), header, seqs.tobytes(), body]
 
 
 @dataclass(slots=True)

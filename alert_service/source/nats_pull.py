@@ -165,6 +165,13 @@ class PullConsumer:
     async def _on_msgs(self, msgs: list[Delivered]) -> None:
         """The inbox's messages of one chunk read from the socket, in order."""
         ready = self._ready
+        if [m[2] for m in msgs].count(None) == len(msgs):  # no status among them
+            ready += msgs
+            self._owed -= len(msgs)
+            if self._owed <= 0:  # the request is complete: the server sends no status
+                self._owed = 0
+                await self._request()
+            msgs = []
         for msg in msgs:
             headers = msg[2]
             if headers is not None and not msg[3]:

@@ -53,7 +53,7 @@ import time
 from typing import Any
 
 from alert_service.logs import configure_logging, log_event
-from alert_service.source.nats_batch import Taken, pack_batch, unpack_batch
+from alert_service.source.nats_batch import Taken, pack_parts, unpack_batch
 
 __all__ = [
     "ANSWER_SLACK_SECS",
@@ -370,13 +370,13 @@ class _Feed:
     def __init__(self, puller: Any, after: int) -> None:
         self.puller = puller
         self._after = after
-        self._packed: bytes | None = None
+        self._packed: list[bytes] | None = None
         self._error: BaseException | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def take(self, timeout_secs: float) -> bytes:
+    async def take(self, timeout_secs: float) -> list[bytes]:
         async with self._lock:
             if self._error is not None:
                 raise self._error
@@ -384,7 +384,7 @@ class _Feed:
                 self._pack(await self.puller.take(timeout_secs))
             packed, self._packed = self._packed, None
         self._wake.set()
-        return packed if packed is not None else pack_batch([], 0)[0]
+        return packed if packed is not None else pack_parts([], 0)[0]
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -395,7 +395,7 @@ class _Feed:
     def _pack(self, msgs: list[Any]) -> None:
         if not msgs:
             return
-        self._packed, self._after = pack_batch(msgs, self._after)
+        self._packed, self._after = pack_parts(msgs, self._after)
 
     async def _run(self) -> None:
         puller = self.puller
@@ -426,8 +426,9 @@ class _Child:
         self._acks: set[asyncio.Task[None]] = set()
         self._puller_class = PullConsumer
 
-    async def handle(self, command: dict[str, Any]) -> bytes | None:
-        """Carry out one command; its answer (None for ``ack``, which has none)."""
+    async def handle(self, command: dict[str, Any]) -> bytes | list[bytes] | None:
+        """Carry out one command; its answer, whole or in parts (None for ``ack``,
+        which has none)."""
         op = command["op"]
         key = str(command["key"])
         if op == "take":
@@ -523,7 +524,9 @@ async def _serve(read_fd: int, write_fd: int) -> None:
             if answer is None:
                 continue
             try:  # the parent is waiting for this answer: it reads at once
-                _write_all(write_fd, [len(answer).to_bytes(4, "big"), answer])
+                parts = answer if isinstance(answer, list) else [answer]
+                size = sum(len(part) for part in parts)
+                _write_all(write_fd, [size.to_bytes(4, "big"), *parts])
             except BrokenPipeError:
                 return  # the parent is gone
     finally:
