@@ -10,12 +10,14 @@ request) and its payload.
 
 :class:`BulkParser` takes the place of nats-py's parser on one client
 (:func:`bulk_client`): it walks each chunk read from the socket with
-``bytes.find`` and slices, and hands the messages of *routed* subjects (the pull
-inboxes) to their sink as one list per chunk, without ``Msg`` objects or queues.
+``bytes.find`` and slices, and hands the messages of *routed* subscriptions (the
+pull inboxes, by subscription id: a delivered message keeps the subject it was
+published on) to their sink as one list per chunk, without ``Msg`` objects or
+queues.
 Everything else — messages of other subscriptions (the replies to
 acknowledgements), ``PING``, ``PONG``, ``INFO``, ``+OK``, ``-ERR`` — goes to the
 client's own handlers, as nats-py's parser would send it (the ``nc._process_*``
-methods that ``nats/protocol/parser.py`` calls, nats-py 2.x).
+methods that ``nats/protocol/parser.py`` calls, nats-py 2.16).
 
 Wire format (NATS client protocol, docs.nats.io "Client Protocol"):
 ``MSG <subject> <sid> [reply-to] <#bytes>\\r\\n<payload>\\r\\n`` and
@@ -46,11 +48,11 @@ __all__ = [
 ]
 
 Delivered = tuple[bytes, bytes, "bytes | None", bytes]
-"""One message of a routed subject: ``(subject, reply subject, raw headers or None,
+"""One message of a routed subscription: ``(subject, reply subject, raw headers or None,
 payload)``."""
 
 Sink = Callable[[list[Delivered]], Awaitable[None]]
-"""Receives the messages of one routed subject found in one chunk, in order."""
+"""Receives the messages of one routed subscription found in one chunk, in order."""
 
 Operation = tuple[bytes, Any]
 """One operation found by :func:`split_messages`."""
