@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 
 from alert_service.pipeline import Pipeline
@@ -199,3 +200,9 @@ def test_undecodable_messages_are_counted_once(tmp_path: Path, stream: Stream) -
 )
 def test_which_ended_requests_are_sent_again(status: str, description: str, again: bool) -> None:
     assert _request_again(status, description) is again
+
+
+def test_a_client_without_the_bulk_parser_is_refused() -> None:
+    puller = PullConsumer(NatsClient(), "S", "c", 10, 5.0)
+    with pytest.raises(TypeError, match="bulk_client"):
+        asyncio.run(puller.start())
