@@ -386,6 +386,12 @@ class _Feed:
         self._wake.set()
         return packed if packed is not None else pack_parts([], 0)[0]
 
+    def fail(self, error: BaseException) -> None:
+        """Make the next ``take`` raise ``error`` (this feed cannot go on)."""
+        if self._error is None:
+            self._error = error
+        self._packed = None
+
     async def stop(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -478,6 +484,10 @@ class _Child:
         client = self._clients.get(servers)
         if client is None or client.is_closed:
             client, _ = bulk_client()
+
+            async def disconnected() -> None:
+                self._connection_lost(client)
+
             await client.connect(
                 servers=list(servers),
                 name="tracked-connections-alerts reader",
@@ -485,9 +495,19 @@ class _Child:
                 max_reconnect_attempts=-1,
                 connect_timeout=5,
                 error_cb=client_error,
+                disconnected_cb=disconnected,
             )
             self._clients[servers] = client
         return client
+
+    def _connection_lost(self, client: Any) -> None:
+        """Fail every feed on ``client``: messages the server had sent when the
+        connection broke are lost on the wire but count as delivered, and the next
+        ``AckAll`` would acknowledge them unread. The pipeline binds each consumer
+        again from its checkpoint, which delivers them again."""
+        for feed in self._feeds.values():
+            if feed.puller.client is client:
+                feed.fail(ConnectionError("the connection to NATS was lost"))
 
     async def _unbind(self, key: str) -> None:
         feed = self._feeds.pop(key, None)
