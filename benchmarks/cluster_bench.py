@@ -44,7 +44,11 @@ of one instance (one pipeline thread), state commits included.
 
 Throughput figures (2-4) are run ``--repeat`` times (default 3) and the median is
 printed; ``cpu`` is the CPU time per line of the instance: the pipeline's process
-(``pipe``) and the NATS reader process (``reader``), in microseconds. The load
+(``pipe``) and the NATS reader process (``reader``), in microseconds; ``server`` is
+the CPU time of the local ``nats-server`` process over the same span (from
+``/proc/<pid>/stat``; it serves every client of that server, so it is an upper
+bound; absent when the server does not run on this machine).
+``--throughput-only`` stops after them (no takeover, pinned or lag figures). The load
 average of the machine is printed with each figure: on a machine shared with other
 work, wall-clock rates of the two-process ``nats`` source fall more than the file
 source's, and the CPU times are the steadier figure.
@@ -179,7 +183,36 @@ class Cpu:
         self.own, self.children = own - self._start[0], kids - self._start[1]
 
 
-Result = tuple[float, float, float]  # lines/s, pipeline CPU us/line, reader CPU us/line
+# lines/s, pipeline CPU us/line, reader CPU us/line, nats-server CPU us/line (-1: unknown)
+Result = tuple[float, float, float, float]
+
+
+def nats_server_pid() -> int | None:
+    """The process id of the one ``nats-server`` on this machine; None when there is
+    none, or more than one."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == "nats-server":
+                found.append(int(entry))
+    return found[0] if len(found) == 1 else None
+
+
+def process_cpu_secs(pid: int | None) -> float:
+    """User plus system CPU seconds of a process (``/proc/<pid>/stat`` fields 14 and
+    15, in clock ticks; proc(5)); -1 when unknown."""
+    if pid is None:
+        return -1.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_file(lines: list[tuple[str, bytes]], tmp: str) -> Result:
@@ -198,7 +231,7 @@ def run_file(lines: list[tuple[str, bytes]], tmp: str) -> Result:
         pipeline.close()
         state.close()
     cpu.stop()
-    return rate, cpu.own / len(lines) * 1e6, 0.0
+    return rate, cpu.own / len(lines) * 1e6, 0.0, -1.0
 
 
 class Nats:
@@ -254,6 +287,8 @@ def run_nats(  # noqa: PLR0917
         cfg = config([source], os.path.join(tmp, "nats-state"), **state_cfg)
         conn = open_state(state)
         stats = Stats()
+        server = nats_server_pid()
+        server_start = process_cpu_secs(server)
         cpu = Cpu()
         pipeline = Pipeline(cfg, stats=stats, state=conn)
         try:
@@ -262,7 +297,13 @@ def run_nats(  # noqa: PLR0917
             pipeline.close()
             conn.close()
         cpu.stop()
-        return rate, cpu.own / len(lines) * 1e6, cpu.children / len(lines) * 1e6
+        server_end = process_cpu_secs(server)
+        server_us = (
+            (server_end - server_start) / len(lines) * 1e6
+            if server_start >= 0 and server_end >= 0
+            else -1.0
+        )
+        return rate, cpu.own / len(lines) * 1e6, cpu.children / len(lines) * 1e6, server_us
     finally:
         bus.delete(name)
 
@@ -544,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per throughput figure")
     parser.add_argument("--pinned-lines", type=int, default=300_000)
     parser.add_argument("--lag-secs", type=float, default=600.0, help="0 skips the lag run")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only the throughput figures (file, nats+sqlite, nats+postgresql)")
     args = parser.parse_args(argv)
 
     lines = make_lines(args.lines, args.hosts, args.seed)
@@ -565,16 +608,19 @@ def main(argv: list[str] | None = None) -> int:
                 runs["pg"].append(
                     run_nats(bus, lines, PgTarget(args.pg, schema), pg_cfg, tmp, args.batch)
                 )
-            file_rate, file_cpu, _ = median_of(runs["file"])
+            file_rate, file_cpu, _, _ = median_of(runs["file"])
             print(f"median of {args.repeat} runs each; {load()}")
             print(f"file+sqlite        {file_rate:10.0f} lines/s   (baseline)"
                   f"         cpu {file_cpu:5.1f} us/line"
                   f"   (all runs: {', '.join(f'{r[0]:.0f}' for r in runs['file'])})")
             for key, label in (("sqlite", "nats+sqlite"), ("pg", "nats+postgresql")):
-                rate, pipe, reader = median_of(runs[key])
+                rate, pipe, reader, server = median_of(runs[key])
+                served = f" + server {server:5.1f}" if server >= 0 else ""
                 print(f"{label:18} {rate:10.0f} lines/s   {rate / file_rate:.2f} x file"
-                      f"   cpu pipe {pipe:5.1f} + reader {reader:5.1f} us/line"
+                      f"   cpu pipe {pipe:5.1f} + reader {reader:5.1f}{served} us/line"
                       f"   (all runs: {', '.join(f'{r[0]:.0f}' for r in runs[key])})")
+            if args.throughput_only:
+                return 0
             owned, processed = run_takeover(bus, args.pg, args.partitions, args.lease_ttl, tmp)
             print(
                 f"takeover           {owned:10.2f} s to own all {args.partitions} partitions,"

@@ -35,6 +35,10 @@ Exactly-once effect (the contract of :class:`~alert_service.source.SourceSet`):
   readers fail within 10 s of their start, at most 30 s) every consumer is created
   again from its checkpoint and read by a new reader: what the old one held but
   the pipeline had not committed is read again, what was committed is not;
+* the reader's connection to NATS breaking fails its consumers at their next fetch
+  (``source_unreachable``): messages on the wire when it broke count as delivered
+  and would be acknowledged unread by the next ``AckAll``, so each consumer is
+  bound again from its checkpoint after a pause;
 * a message that cannot be decoded (unknown ``Content-Encoding``, corrupt gzip/zstd)
   is counted (``messages_undecodable``), logged, and acknowledged with its batch; a
   payload that is not a result line is a parse error like a bad line of a file.

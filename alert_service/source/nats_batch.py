@@ -22,7 +22,9 @@ import json
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
+from alert_service.source.nats_bulk import Delivered, header_value
 from alert_service.source.nats_payload import PayloadError, decode_payload
 from alert_service.source.records import FileIdentity, LineChunk
 
@@ -31,16 +33,19 @@ __all__ = [
     "StreamChunk",
     "Taken",
     "ack_fields",
+    "message_encoding",
     "message_lines",
     "pack_batch",
+    "pack_parts",
     "unpack_batch",
 ]
 
-Message = tuple[str, str, bytes, "str | None"]
-"""One delivered message: ``(subject, reply subject, payload, Content-Encoding)``."""
+Message = Delivered
+"""One delivered message: ``(subject, reply subject, raw headers or None, payload)``
+(as :class:`~alert_service.source.nats_bulk.BulkParser` hands it over)."""
 
 
-def ack_fields(reply: str) -> tuple[int, int]:
+def ack_fields(reply: bytes) -> tuple[int, int]:
     """``(stream sequence, messages pending)`` from a JetStream message's reply subject.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.
@@ -51,12 +56,17 @@ def ack_fields(reply: str) -> tuple[int, int]:
     Raises:
         ValueError: not a JetStream acknowledgement subject.
     """
-    tokens = reply.split(".")
-    if len(tokens) == 9 and tokens[1] == "ACK":
+    tokens = reply.split(b".")
+    if len(tokens) == 9 and tokens[1] == b"ACK":
         return int(tokens[5]), int(tokens[8])
-    if len(tokens) >= 11 and tokens[1] == "ACK":
+    if len(tokens) >= 11 and tokens[1] == b"ACK":
         return int(tokens[7]), int(tokens[10])
     raise ValueError(f"not a JetStream ack subject: {reply!r}")
+
+
+def message_encoding(headers: bytes | None) -> str | None:
+    """The ``Content-Encoding`` header of raw NATS headers; None without it."""
+    return header_value(headers, b"content-encoding") if headers is not None else None
 
 
 def message_lines(data: bytes, encoding: str | None) -> list[bytes]:
@@ -73,8 +83,20 @@ def message_lines(data: bytes, encoding: str | None) -> list[bytes]:
     return lines
 
 
-def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
-    """Pack delivered messages for the pipeline.
+def pack_batch(msgs: Sequence[Message], after: int) -> tuple[bytes, int]:
+    """:func:`pack_parts` joined into one byte string."""
+    parts, last = pack_parts(msgs, after)
+    return b"".join(parts), last
+
+
+def pack_parts(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
+    """Pack delivered messages for the pipeline, as the parts of the packed batch (to
+    be written one after the other, without joining them first).
+
+    Most batches are new messages of one plain line each, in increasing stream
+    sequence; those are packed by :func:`_pack_plain` with a few whole-batch
+    operations. Any other batch goes message by message (:func:`_pack_each`); the
+    two agree (property test).
 
     Args:
         msgs: the messages in delivery order.
@@ -82,47 +104,99 @@ def pack_batch(msgs: Sequence[Message], after: int) -> bytes:
             not above it, nor above every earlier message of ``msgs``, is a
             redelivery (a stream delivers new messages in increasing sequence),
             counted as ``skipped`` and left out.
+
+    Returns:
+        ``(parts, last)``: the packed batch in parts, and the highest stream
+        sequence now handed out (``after`` when no message is above it).
+
+    Raises:
+        ValueError: a reply subject is not a JetStream acknowledgement subject.
     """
+    if msgs:
+        plain = _pack_plain(msgs, after)
+        if plain is not None:
+            return plain
+    return _pack_each(msgs, after)
+
+
+def _pack_plain(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int] | None:
+    """:func:`pack_batch` of a batch whose messages have no headers, one non-empty
+    line each, 9-token reply subjects and increasing stream sequences above
+    ``after``; None for any other batch."""
+    count = len(msgs)
+    if [m[2] for m in msgs].count(None) != count:
+        return None
+    replies = [m[1] for m in msgs]
+    if list(map(bytes.count, replies, repeat(b"."))).count(8) != count:
+        return None  # not all of the 9-token form
+    tokens = b".".join(replies).split(b".")
+    if tokens[0::9].count(b"$JS") != count or tokens[1::9].count(b"ACK") != count:
+        return None
+    seqs = array("q", map(int, tokens[5::9]))
+    if seqs[0] <= after or list(seqs) != sorted(set(seqs)):
+        return None
+    payloads = [m[3] for m in msgs]
+    body = b"\n".join(payloads)
+    if body.count(b"\n") != count - 1 or b"" in payloads:
+        return None
+    last = seqs[-1]
+    packed = _packed(count, 0, last, int(tokens[-1]), replies[-1], [], count, seqs, body)
+    return packed, last
+
+
+def _pack_each(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
+    """:func:`pack_batch`, one message at a time."""
     lines: list[bytes] = []
     seqs = array("q")
     undecodable: list[tuple[int, str, str]] = []
     skipped = 0
     last = pending = 0
-    reply = ""
+    reply = b""
     if msgs:
         reply = msgs[-1][1]
         pending = ack_fields(reply)[1]
-        for subject, msg_reply, data, encoding in msgs:
+        for subject, msg_reply, headers, data in msgs:
             seq = ack_fields(msg_reply)[0]
             if seq <= after:
                 skipped += 1
                 continue
             after = seq
-            if encoding is None and b"\n" not in data:
-                if data:
-                    lines.append(data)
-                    seqs.append(seq)
-                continue
             try:
-                got = message_lines(data, encoding)
+                got = message_lines(data, message_encoding(headers))
             except PayloadError as err:
-                undecodable.append((seq, subject, str(err)))
+                undecodable.append((seq, subject.decode(errors="replace"), str(err)))
                 continue
             lines += got
             seqs.extend([seq] * len(got))
         last = after
+    body = b"\n".join(lines)
+    return _packed(len(msgs), skipped, last, pending, reply, undecodable, len(lines), seqs,
+                   body), after
+
+
+def _packed(  # noqa: PLR0917 (the header's fields)
+    messages: int,
+    skipped: int,
+    last: int,
+    pending: int,
+    reply: bytes,
+    undecodable: list[tuple[int, str, str]],
+    lines: int,
+    seqs: array[int],
+    body: bytes,
+) -> list[bytes]:
     header = json.dumps(
         {
-            "messages": len(msgs),
+            "messages": messages,
             "skipped": skipped,
             "last": last,
             "pending": pending,
-            "reply": reply,
+            "reply": reply.decode(errors="replace"),
             "undecodable": undecodable,
-            "lines": len(lines),
+            "lines": lines,
         }
     ).encode()
-    return b"".join([len(header).to_bytes(4, "big"), header, seqs.tobytes(), b"\n".join(lines)])
+    return [len(header).to_bytes(4, "big"), header, seqs.tobytes(), body]
 
 
 @dataclass(slots=True)
@@ -150,7 +224,7 @@ class Taken:
     sequences: bytes = b""
 
 
-def unpack_batch(payload: bytes) -> Taken:
+def unpack_batch(payload: bytes | bytearray) -> Taken:
     """The inverse of :func:`pack_batch`.
 
     Raises:
@@ -160,7 +234,7 @@ def unpack_batch(payload: bytes) -> Taken:
     head = json.loads(payload[4 : 4 + size])
     count = int(head["lines"])
     body = 4 + size + 8 * count
-    lines = payload[body:].split(b"\n") if count else []
+    lines = bytes(memoryview(payload)[body:]).split(b"\n") if count else []
     if len(lines) != count:
         raise ValueError(f"packed batch: {len(lines)} lines, header says {count}")
     return Taken(
@@ -171,7 +245,7 @@ def unpack_batch(payload: bytes) -> Taken:
         reply=str(head["reply"]),
         undecodable=[(int(s), str(subj), str(r)) for s, subj, r in head["undecodable"]],
         lines=lines,
-        sequences=payload[4 + size : body],
+        sequences=bytes(payload[4 + size : body]),
     )
 
 

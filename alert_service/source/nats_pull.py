@@ -4,9 +4,12 @@ Why not nats-py's ``PullSubscription.fetch``: it waits for each message with its
 future and queue hand-off, and sends a request per call; measured on the
 development machine it delivers about 17,000-34,000 messages/s, less than half of
 what the rest of the pipeline processes. Here one core subscription on an inbox
-(nats-py ``Client.subscribe`` with a callback) receives the consumer's messages, in
-delivery order, into a list; the pull requests are sent by this module (about
-110,000 messages/s on the same machine, see ``benchmarks/cluster_bench.py``).
+receives the consumer's messages, in delivery order, into a list; the pull requests
+are sent by this module. The inbox's messages do not go through nats-py's ``Msg``
+objects and subscription queue either: the client's parser is a
+:class:`~alert_service.source.nats_bulk.BulkParser` (the client comes from
+:func:`~alert_service.source.nats_bulk.bulk_client`), which hands each chunk read
+from the socket over as one list of raw messages.
 
 Protocol (nats-server ``server/consumer.go``, ``processNextMsgRequest``, v2.10/2.11;
 ADR-13 "Pull Subscribe internals" of nats-io/nats-architecture-and-design):
@@ -39,10 +42,10 @@ import time
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from alert_service.logs import log_event
+from alert_service.source.nats_bulk import BulkParser, Delivered, status_of
 
 __all__ = ["ConsumerGoneError", "PullConsumer"]
 
@@ -63,7 +66,8 @@ class PullConsumer:
     Use only from the event loop that runs ``client``.
 
     Attributes:
-        client: the connected nats-py client.
+        client: the connected nats-py client, made by
+            :func:`~alert_service.source.nats_bulk.bulk_client`.
         stream: the stream's name.
         consumer: the durable consumer's name.
         batch: messages per pull request (and per :meth:`take`), >= 1.
@@ -77,7 +81,7 @@ class PullConsumer:
     expires_secs: float
     _inbox: str = ""
     _sub: Subscription | None = None
-    _ready: list[Msg] = field(default_factory=list)  # delivered, not taken yet
+    _ready: list[Delivered] = field(default_factory=list)  # delivered, not taken yet
     _owed: int = 0  # messages the outstanding request may still deliver
     _deadline: float = 0.0  # monotonic time after which the request counts as lost
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -86,14 +90,22 @@ class PullConsumer:
     requests: int = 0  # pull requests sent (for tests and logs)
 
     async def start(self) -> None:
-        """Subscribe to a new inbox and send the first request."""
+        """Subscribe to a new inbox and send the first request.
+
+        Raises:
+            TypeError: the client's parser is not a :class:`BulkParser`.
+        """
+        parser = getattr(self.client, "_ps", None)
+        if not isinstance(parser, BulkParser):
+            raise TypeError("PullConsumer needs a client made by nats_bulk.bulk_client()")
         self._inbox = self.client.new_inbox()
         self._sub = await self.client.subscribe(
             self._inbox,
-            cb=self._on_msg,
             pending_msgs_limit=_PENDING_LIMIT_MSGS,
             pending_bytes_limit=_PENDING_LIMIT_BYTES,
         )
+        # Routed by subscription id: a delivered message keeps its own subject.
+        parser.route(self._sub._id, self._on_msgs)
         await self._request()
 
     async def stop(self) -> None:
@@ -101,10 +113,13 @@ class PullConsumer:
         consumer's ``ack_wait``, or to the consumer created next)."""
         sub, self._sub = self._sub, None
         self._ready = []
+        parser = getattr(self.client, "_ps", None)
         if sub is not None:
+            if isinstance(parser, BulkParser):
+                parser.unroute(sub._id)
             await sub.unsubscribe()
 
-    async def take(self, timeout: float) -> list[Msg]:
+    async def take(self, timeout: float) -> list[Delivered]:
         """Return up to ``batch`` messages in delivery order, waiting at most
         ``timeout`` seconds for the first one; ``[]`` when none arrived.
 
@@ -147,29 +162,42 @@ class PullConsumer:
             f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}", body, reply=self._inbox
         )
 
-    async def _on_msg(self, msg: Msg) -> None:
-        headers = msg.headers
-        if headers and not msg.data and "Status" in headers:
-            status = headers["Status"]
-            if status == "100":
-                return  # idle heartbeat
-            self._owed = 0
-            description = headers.get("Description", "")
-            if status not in ("404", "408") and not _request_again(status, description):
-                self._error = ConsumerGoneError(f"{status} {description}".strip())
-                self._arrived.set()
-                return
-            await self._request()
-            return
-        self._ready.append(msg)
-        self._owed -= 1
-        if len(self._ready) == 1:
+    async def _on_msgs(self, msgs: list[Delivered]) -> None:
+        """The inbox's messages of one chunk read from the socket, in order."""
+        ready = self._ready
+        if [m[2] for m in msgs].count(None) == len(msgs):  # no status among them
+            ready += msgs
+            self._owed -= len(msgs)
+            if self._owed <= 0:  # the request is complete: the server sends no status
+                self._owed = 0
+                await self._request()
+            msgs = []
+        for msg in msgs:
+            headers = msg[2]
+            if headers is not None and not msg[3]:
+                status = status_of(headers)
+                if status is not None:
+                    await self._on_status(*status)
+                    continue
+            ready.append(msg)
+            self._owed -= 1
+            if self._owed <= 0:  # the request is complete: the server sends no status
+                self._owed = 0
+                await self._request()
+        if ready:
             self._arrived.set()
-        if len(self._ready) == self.batch:
-            self.full.set()
-        if self._owed <= 0:
-            self._owed = 0
-            await self._request()
+            if len(ready) >= self.batch:
+                self.full.set()
+
+    async def _on_status(self, status: str, description: str) -> None:
+        if status == "100":
+            return  # idle heartbeat
+        self._owed = 0
+        if status not in ("404", "408") and not _request_again(status, description):
+            self._error = ConsumerGoneError(f"{status} {description}".strip())
+            self._arrived.set()
+            return
+        await self._request()
 
 
 def _request_again(status: str, description: str) -> bool:
