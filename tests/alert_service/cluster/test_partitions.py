@@ -205,7 +205,9 @@ def test_an_instance_that_lost_its_lease_cannot_commit(
             batch = next(iter(sources.poll()), None)  # A holds one partition's batch ...
             if batch is not None:
                 break
-        assert batch is not None and sum(len(c.lines) for c in batch.chunks) == 3
+        # The batch holds what the reader had when it packed it: 1 to 3 of the
+        # partition's messages (its pull may be answered while they still arrive).
+        assert batch is not None and 1 <= sum(len(c.lines) for c in batch.chunks) <= 3
         # ... and stalls past its lease: B takes every partition over
         poll_until([b], lambda: len(b.owned()) == 4, secs=20)
         poll_until([b], lambda: count_outbox(pg_target) == 12, secs=20)
