@@ -50,6 +50,7 @@ from types import FrameType
 from alert_service import __version__
 from alert_service.bundle import BundleError, write_bundle
 from alert_service.config import Config, load_config
+from alert_service.config.metrics import MetricsConfig
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
 from alert_service.match.hostnames import domain_list_warnings
@@ -305,7 +306,7 @@ def _run_locked(
     # without it.
     from alert_service.console.app import ConsoleApp  # noqa: PLC0415
     from alert_service.deliver.service import build_delivery_service  # noqa: PLC0415
-    from alert_service.ops.server import MetricsConfig, OpsServer  # noqa: PLC0415
+    from alert_service.ops.server import OpsServer  # noqa: PLC0415
 
     where = config.state.describe(config.state_dir)
     try:
