@@ -2,10 +2,10 @@
 
 Both commands read the configuration and stop (``replay`` after printing its alerts),
 so the metrics server (``prometheus_client``, ``asyncio``, ``http.server``), the
-delivery workers and the HTTP client stack (``requests``, ``urllib3``) and the web
-console only cost them start-up time. Each command runs for real in a fresh
-interpreter, which then writes the names in ``sys.modules``; a control run that
-imports the metrics server shows the check sees such an import.
+delivery workers and what notifiers send with (``requests``, ``urllib3``, ``ssl``,
+``email.utils``) and the web console only cost them start-up time. Each command runs
+for real in a fresh interpreter, which then writes the names in ``sys.modules``; a
+control run that imports the metrics server shows the check sees such an import.
 """
 
 from __future__ import annotations
@@ -27,12 +27,15 @@ RUN_ONLY = (
     "alert_service.deliver.worker",
     "alert_service.ops",
     "asyncio",
+    "email.utils",
     "http.server",
     "prometheus_client",
     "requests",
+    "ssl",
     "urllib3",
 )
-"""Packages and modules (with their submodules) that only ``run`` needs."""
+"""Packages and modules (with their submodules) that only ``run`` needs: the metrics
+server, the delivery workers, the web console, and what notifiers use to send."""
 
 # Runs the command line in-process, then writes every module name loaded, whatever
 # the exit code.
