@@ -50,7 +50,6 @@ from types import FrameType
 from alert_service import __version__
 from alert_service.bundle import BundleError, write_bundle
 from alert_service.config import Config, load_config
-from alert_service.config.metrics import MetricsConfig
 from alert_service.errors import ConfigError
 from alert_service.logs import configure_logging, log_event
 from alert_service.match.hostnames import domain_list_warnings
@@ -59,6 +58,7 @@ from alert_service.notify.preview import RenderDispatcher
 from alert_service.operate import commands as operate
 from alert_service.operate.preflight import preflight_problems
 from alert_service.operate.reload import config_for_reload
+from alert_service.ops.config import MetricsConfig
 from alert_service.permissions import loose_permissions
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import StateTarget, open_state

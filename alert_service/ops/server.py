@@ -52,8 +52,8 @@ from typing import Any, Final, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from alert_service.config.metrics import DEFAULT_METRICS_PORT, MetricsConfig
 from alert_service.logs import log_event
+from alert_service.ops.config import DEFAULT_METRICS_PORT, MetricsConfig
 
 __all__ = [
     "DEFAULT_METRICS_PORT",

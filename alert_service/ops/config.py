@@ -9,7 +9,8 @@
 Without the section nothing listens (unless the web console is on, which then listens
 on the defaults). The server itself is :class:`~alert_service.ops.server.OpsServer`;
 this module imports nothing of it, so reading a configuration (``replay``,
-``check-config``) does not load ``prometheus_client``, ``asyncio`` or ``http.server``.
+``check-config``) does not load ``prometheus_client``, ``asyncio`` or ``http.server``
+(about 0.04 s of CPU time at start-up).
 """
 
 from __future__ import annotations
