@@ -58,6 +58,7 @@ from alert_service.notify.preview import RenderDispatcher
 from alert_service.operate import commands as operate
 from alert_service.operate.preflight import preflight_problems
 from alert_service.operate.reload import config_for_reload
+from alert_service.ops.config import MetricsConfig
 from alert_service.permissions import loose_permissions
 from alert_service.pipeline import Pipeline, PrintDispatcher
 from alert_service.state.db import StateTarget, open_state
@@ -305,7 +306,7 @@ def _run_locked(
     # without it.
     from alert_service.console.app import ConsoleApp  # noqa: PLC0415
     from alert_service.deliver.service import build_delivery_service  # noqa: PLC0415
-    from alert_service.ops.server import MetricsConfig, OpsServer  # noqa: PLC0415
+    from alert_service.ops.server import OpsServer  # noqa: PLC0415
 
     where = config.state.describe(config.state_dir)
     try:

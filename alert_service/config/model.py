@@ -15,7 +15,7 @@ Steps (the generic parts in :mod:`alert_service.config.strict`):
    :class:`~alert_service.source.SourceConfig` (``sources``),
    :class:`~alert_service.match.RuleSpec` (``rules``, the baseline mode included),
    :class:`~alert_service.deliver.retry.RetryPolicy` (``delivery``),
-   :class:`~alert_service.ops.server.MetricsConfig` (``metrics``),
+   :class:`~alert_service.ops.config.MetricsConfig` (``metrics``),
    :class:`~alert_service.state.config.StateSettings` (``state``).
 
 Every problem is collected — step 3 runs on every key, item and value that passed
@@ -71,7 +71,7 @@ from alert_service.match.aggregate import (
     is_aggregate_item,
 )
 from alert_service.notify import DEFAULT_REGISTRY, NotifierRegistry
-from alert_service.ops.server import MetricsConfig
+from alert_service.ops.config import MetricsConfig
 from alert_service.parse import DEFAULT_KNOWN_PACKS
 from alert_service.source.kinds import AnySourceConfig, source_config, source_problems
 from alert_service.state.config import StateSettings

@@ -52,10 +52,9 @@ import json
 import os
 import signal
 import string
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 from alert_service.errors import NotifyError, resource_exhaustion
 from alert_service.match.alert import Alert
@@ -63,6 +62,12 @@ from alert_service.notify.base import Notifier
 from alert_service.notify.registry import register_notifier
 from alert_service.secret import Secret, reveal
 from extension.columns import COLUMN_NAMES
+
+if TYPE_CHECKING:
+    import subprocess
+
+# subprocess is imported when a command first runs: the configuration loader imports
+# every notifier for its settings, and `replay` never runs one.
 
 __all__ = ["PLACEHOLDERS", "CommandNotifier", "CommandSettings", "substitute"]
 
@@ -279,6 +284,8 @@ class CommandNotifier(Notifier):
         stdin = json.dumps(alert_dict, ensure_ascii=False, separators=(",", ":")).encode(
             "utf-8", "surrogateescape"
         )
+        import subprocess  # noqa: PLC0415 - see the imports
+
         try:
             proc = subprocess.Popen(
                 # A NUL would end the argument at exec(2): write it as osquery does.
@@ -323,6 +330,8 @@ class CommandNotifier(Notifier):
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    import subprocess  # noqa: PLC0415 - see the imports
+
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):

@@ -33,11 +33,9 @@ CA bundle from the environment; the ``proxy_url`` and ``ca_file`` options set th
 
 from __future__ import annotations
 
-import email.utils
 import errno
 import json
 import socket
-import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,10 +48,10 @@ from alert_service.notify.base import Notifier
 if TYPE_CHECKING:
     import requests
 
-# requests and urllib3 (with alert_service.notify.session, built on them) are imported
-# when a notifier first sends, not with this module: the configuration loader imports
-# every notifier for its settings, and `replay` never sends (about 0.06 s of its
-# start-up, docs/design/alert-matching.md).
+# requests and urllib3 (with alert_service.notify.session, built on them), and ssl and
+# email.utils, are imported when a notifier first sends, not with this module: the
+# configuration loader imports every notifier for its settings, and `replay` never
+# sends (about 0.07 s of its start-up, docs/design/alert-matching.md).
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_SECS",
@@ -130,6 +128,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # noqa: PLC0415 - see the imports
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -337,7 +337,9 @@ def transport_error(where: str, err: requests.RequestException) -> NotifyError:
         URL; not retryable, it would fail the same way every time).
     """
     kind = type(err).__name__
-    import requests  # noqa: PLC0415 - see the imports
+    import ssl  # noqa: PLC0415 - see the imports
+
+    import requests  # noqa: PLC0415
     from urllib3.exceptions import NameResolutionError  # noqa: PLC0415
 
     if isinstance(err, _request_not_made()):

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from alert_service.config import Config
-from alert_service.ops.server import MetricsConfig
+from alert_service.ops.config import MetricsConfig
 from alert_service.source import SourceConfig
 
 __all__ = ["preflight_problems"]

@@ -6,12 +6,31 @@ Public API:
   gauges read at scrape time, in an own registry;
 * :class:`OpsServer`, :class:`MetricsConfig` — the HTTP endpoint (off unless the
   ``metrics`` section is configured; default 127.0.0.1:9464).
+
+The metrics and the server (with ``prometheus_client``, ``asyncio`` and
+``http.server``) are imported on first use of their names here, so a command that
+serves nothing (``replay``, ``check-config``) does not pay for them at start-up: the
+configuration only needs :class:`MetricsConfig`
+(tests/alert_service/cli/test_cli_startup_imports.py).
 """
 
 from __future__ import annotations
 
-from alert_service.ops.metrics import DELIVERY_STATS_FIELDS, PREFIX, ServiceMetrics
-from alert_service.ops.server import DEFAULT_METRICS_PORT, MetricsConfig, OpsServer
+import importlib
+from typing import TYPE_CHECKING
+
+from alert_service.ops.config import DEFAULT_METRICS_PORT, MetricsConfig
+
+if TYPE_CHECKING:
+    from alert_service.ops.metrics import DELIVERY_STATS_FIELDS, PREFIX, ServiceMetrics
+    from alert_service.ops.server import OpsServer
+
+_LAZY = {
+    "DELIVERY_STATS_FIELDS": "alert_service.ops.metrics",
+    "PREFIX": "alert_service.ops.metrics",
+    "ServiceMetrics": "alert_service.ops.metrics",
+    "OpsServer": "alert_service.ops.server",
+}
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -21,3 +40,13 @@ __all__ = [
     "OpsServer",
     "ServiceMetrics",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import the module of a name listed in ``_LAZY`` on its first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

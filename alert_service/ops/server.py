@@ -48,12 +48,12 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from alert_service.logs import log_event
+from alert_service.ops.config import DEFAULT_METRICS_PORT, MetricsConfig
 
 __all__ = [
     "DEFAULT_METRICS_PORT",
@@ -67,9 +67,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-DEFAULT_METRICS_PORT: Final = 9464
-"""Default port (the port Prometheus exporters of OpenTelemetry use)."""
 
 MAX_CONNECTIONS: Final = 64
 """Most connections open at once; a new one closes the oldest waiting for its request."""
@@ -121,29 +118,6 @@ class MountedApp(Protocol):
 
 def _plain(status: int, text: bytes, ctype: str = _TEXT) -> _Answer:
     return status, [("Content-Type", ctype)], text
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """The ``metrics`` section.
-
-    Attributes:
-        listen_address: address to bind (IPv4 or IPv6 literal, or a host name).
-        port: TCP port; 0 picks a free one.
-    """
-
-    listen_address: str = "127.0.0.1"
-    port: int = DEFAULT_METRICS_PORT
-
-    @classmethod
-    def from_config(cls, raw: Mapping[str, Any] | None) -> MetricsConfig | None:
-        """Build from the validated section; None when the section is absent."""
-        if raw is None:
-            return None
-        return cls(
-            listen_address=str(raw.get("listen_address", "127.0.0.1")),
-            port=int(raw.get("port", DEFAULT_METRICS_PORT)),
-        )
 
 
 class OpsServer:

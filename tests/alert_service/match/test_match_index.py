@@ -26,6 +26,7 @@ from alert_service.match import (
 )
 from alert_service.match import index as index_module
 from alert_service.match.index import RuleIndex
+from alert_service.match.ranges import IntRanges
 from alert_service.parse import Event
 
 IOC_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / f"tc-match-index-{os.getpid()}"
@@ -290,3 +291,49 @@ def test_the_index_follows_an_ioc_file_reload(tmp_path: Path) -> None:
     assert rule_set.refresh() == 1
     assert rule_set.match(old) == []
     assert [a.rule for a in rule_set.match(new)] == ["ioc"]
+
+
+span_lists = st.lists(
+    st.tuples(st.integers(-3, 60), st.integers(-3, 60)).map(lambda t: (min(t), max(t))),
+    max_size=12,
+)
+
+
+def chain(steps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ranges in ascending order, each ``gap`` after the previous end (0: touching,
+    negative: overlapping) and ``length`` long (negative: reversed)."""
+    spans: list[tuple[int, int]] = []
+    after = 0
+    for gap, length in steps:
+        low = after + gap
+        spans.append((low, low + length))
+        after = low + length + 1
+    return spans
+
+
+chains = st.lists(st.tuples(st.integers(-2, 3), st.integers(-1, 3)), max_size=12).map(chain)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    sets=st.lists(st.tuples(st.integers(0, 7), span_lists | chains), min_size=1, max_size=3),
+    merge=st.booleans(),
+)
+def test_segments_equal_the_sweep(
+    sets: list[tuple[int, list[tuple[int, int]]]], merge: bool
+) -> None:
+    # Merged ranges (what the index passes) and others (overlapping, touching,
+    # unsorted, reversed: the direct cut must hand those to the sweep).
+    if merge:
+        sets = [(mask, IntRanges((min(s), max(s)) for s in spans).spans()) for mask, spans in sets]
+    assert index_module._segments(sets) == index_module._merged_segments(sets)
+
+
+@given(mask=st.integers(1, 255), spans=span_lists)
+def test_one_set_of_merged_ranges_is_cut_directly(mask: int, spans: list[tuple[int, int]]) -> None:
+    merged = IntRanges(spans).spans()
+    direct = index_module._one_set_segments(mask, merged)
+    assert direct is not None
+    assert direct == index_module._merged_segments([(mask, merged)])
+    if merged:
+        assert index_module._one_set_segments(mask, [merged[0], merged[0]]) is None
