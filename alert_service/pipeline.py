@@ -339,17 +339,16 @@ class Pipeline:
             stats.parse_errors += 1
             self._line_failed("line_parse_failed", chunk, index, error)
             return []
-        start = self._line_start(chunk, index)
+        where = chunk.location(index)
+        if "offset" in where:  # a file: the byte where the complete line starts
+            where["line_offset"] = chunk.location(index, cut)["offset"]
         stats.malformed_fragments += 1
         log_event(
             _log,
             logging.WARNING,
             "line_fragment_skipped",
-            path=chunk.path,
-            inode=chunk.identity.inode,
-            offset=start,
+            **where,
             fragment_bytes=cut,
-            line_offset=start + cut,
             reason="an unterminated line (a writer stopped mid-line) precedes this line",
         )
         try:
@@ -369,11 +368,6 @@ class Pipeline:
         self._process_chunk(chunk, None, alerts)
         return alerts
 
-    @staticmethod
-    def _line_start(chunk: LineChunk, index: int) -> int:
-        """Byte offset of the first byte of line ``index`` of ``chunk``."""
-        return chunk.ends()[index - 1] if index else chunk.start
-
     def _line_failed(
         self, event: str, chunk: LineChunk, index: int, reason: str, skip: int = 0
     ) -> None:
@@ -381,9 +375,7 @@ class Pipeline:
             _log,
             logging.WARNING,
             event,
-            path=chunk.path,
-            inode=chunk.identity.inode,
-            offset=self._line_start(chunk, index) + skip,
+            **chunk.location(index, skip),
             reason=reason,
         )
 

@@ -82,8 +82,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from alert_service.logs import log_event
+from alert_service.notify.literal import fit
 from alert_service.source.manager import Batch, CheckpointStore
-from alert_service.source.nats_batch import Taken, stream_chunk
+from alert_service.source.nats_batch import SUBJECT_LOG_CHARS, Taken, stream_chunk
 from alert_service.source.nats_config import NatsSettings
 from alert_service.source.nats_payload import PayloadError, decode_payload
 from alert_service.source.nats_pull import client_error
@@ -198,6 +199,7 @@ class _Consumer:
     due: float = 0.0
     failures: int = 0
     token: int | None = None  # lease (fencing) token of a partition
+    partition: str = ""  # its partition token; empty when not partitioned
 
 
 @dataclass(eq=False, slots=True)
@@ -453,7 +455,9 @@ class NatsSources:
 
     def _own(self, group: _Group, partition: str, token: int | None) -> None:
         settings = group.partition_settings(partition) if partition else group.settings
-        consumer = _Consumer(settings, group.poll_interval_secs, group, token=token)
+        consumer = _Consumer(
+            settings, group.poll_interval_secs, group, token=token, partition=partition
+        )
         group.owned[partition] = consumer
         self._by_key[settings.name] = consumer
         if token is not None:
@@ -563,11 +567,12 @@ class NatsSources:
                 logging.WARNING,
                 "message_undecodable",
                 source=settings.name,
-                subject=subject,
+                subject=fit(subject, SUBJECT_LOG_CHARS, "plain"),
                 stream_sequence=seq,
                 reason=reason,
             )
-        chunk = stream_chunk(STREAM_IDENTITY, settings.subject or settings.name, taken)
+        chunk = stream_chunk(STREAM_IDENTITY, settings.subject or settings.name, taken,
+                             settings.stream, consumer.partition)
         stats.messages_received += taken.messages
         stats.messages_redelivered_skipped += taken.skipped
         stats.source_pending_messages = {  # replaced whole: /health reads it

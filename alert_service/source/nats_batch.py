@@ -7,9 +7,12 @@ thread spends no time per message: it splits one buffer into lines
 
 * 4 bytes, big-endian: the length H of the header;
 * H bytes: the header, JSON (``messages``, ``skipped``, ``last``, ``pending``,
-  ``reply``, ``undecodable``, ``lines``);
+  ``reply``, ``undecodable``, ``lines``, ``subject_bytes``);
 * 8 bytes per line: the stream sequence of the message each line came from
   (signed 64-bit, native byte order: both ends are this machine);
+* ``subject_bytes`` bytes: the subject of the message each line came from, one per
+  line, joined by ``\\n`` (a NATS subject holds no whitespace: the protocol's
+  ``MSG`` line separates its fields by it); split only when a line is logged;
 * the lines, joined by ``\\n``.
 
 :func:`message_lines` is the simple reference: what each message contributes, one
@@ -24,11 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
+from alert_service.notify.literal import fit
 from alert_service.source.nats_bulk import Delivered, header_value
 from alert_service.source.nats_payload import PayloadError, decode_payload
 from alert_service.source.records import FileIdentity, LineChunk
 
 __all__ = [
+    "SUBJECT_LOG_CHARS",
     "Message",
     "StreamChunk",
     "Taken",
@@ -39,6 +44,10 @@ __all__ = [
     "pack_parts",
     "unpack_batch",
 ]
+
+SUBJECT_LOG_CHARS = 200
+"""Longest subject text in a log event, characters (a publisher chooses subjects: they
+are escaped and cut, :func:`~alert_service.notify.literal.fit`)."""
 
 Message = Delivered
 """One delivered message: ``(subject, reply subject, raw headers or None, payload)``
@@ -140,13 +149,16 @@ def _pack_plain(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int] 
     if body.count(b"\n") != count - 1 or b"" in payloads:
         return None
     last = seqs[-1]
-    packed = _packed(count, 0, last, int(tokens[-1]), replies[-1], [], count, seqs, body)
+    subjects = b"\n".join([m[0] for m in msgs])
+    packed = _packed(count, 0, last, int(tokens[-1]), replies[-1], [], count, seqs, subjects,
+                     body)
     return packed, last
 
 
 def _pack_each(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
     """:func:`pack_batch`, one message at a time."""
     lines: list[bytes] = []
+    subjects: list[bytes] = []
     seqs = array("q")
     undecodable: list[tuple[int, str, str]] = []
     skipped = 0
@@ -167,11 +179,12 @@ def _pack_each(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
                 undecodable.append((seq, subject.decode(errors="replace"), str(err)))
                 continue
             lines += got
+            subjects += [subject] * len(got)
             seqs.extend([seq] * len(got))
         last = after
     body = b"\n".join(lines)
     return _packed(len(msgs), skipped, last, pending, reply, undecodable, len(lines), seqs,
-                   body), after
+                   b"\n".join(subjects), body), after
 
 
 def _packed(  # noqa: PLR0917 (the header's fields)
@@ -183,6 +196,7 @@ def _packed(  # noqa: PLR0917 (the header's fields)
     undecodable: list[tuple[int, str, str]],
     lines: int,
     seqs: array[int],
+    subjects: bytes,
     body: bytes,
 ) -> list[bytes]:
     header = json.dumps(
@@ -194,9 +208,10 @@ def _packed(  # noqa: PLR0917 (the header's fields)
             "reply": reply.decode(errors="replace"),
             "undecodable": undecodable,
             "lines": lines,
+            "subject_bytes": len(subjects),
         }
     ).encode()
-    return [len(header).to_bytes(4, "big"), header, seqs.tobytes(), body]
+    return [len(header).to_bytes(4, "big"), header, seqs.tobytes(), subjects, body]
 
 
 @dataclass(slots=True)
@@ -212,6 +227,7 @@ class Taken:
         undecodable: ``(stream sequence, subject, reason)`` per message left out.
         lines: the result lines, in stream order.
         sequences: the stream sequence of each line's message (``array('q')`` bytes).
+        subjects: the subject of each line's message, joined by ``\\n``.
     """
 
     messages: int = 0
@@ -222,6 +238,7 @@ class Taken:
     undecodable: list[tuple[int, str, str]] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)
     sequences: bytes = b""
+    subjects: bytes = b""
 
 
 def unpack_batch(payload: bytes | bytearray) -> Taken:
@@ -233,7 +250,8 @@ def unpack_batch(payload: bytes | bytearray) -> Taken:
     size = int.from_bytes(payload[:4], "big")
     head = json.loads(payload[4 : 4 + size])
     count = int(head["lines"])
-    body = 4 + size + 8 * count
+    subjects = 4 + size + 8 * count
+    body = subjects + int(head["subject_bytes"])
     lines = bytes(memoryview(payload)[body:]).split(b"\n") if count else []
     if len(lines) != count:
         raise ValueError(f"packed batch: {len(lines)} lines, header says {count}")
@@ -245,20 +263,47 @@ def unpack_batch(payload: bytes | bytearray) -> Taken:
         reply=str(head["reply"]),
         undecodable=[(int(s), str(subj), str(r)) for s, subj, r in head["undecodable"]],
         lines=lines,
-        sequences=bytes(payload[4 + size : body]),
+        sequences=bytes(payload[4 + size : subjects]),
+        subjects=bytes(payload[subjects:body]),
     )
 
 
 @dataclass(slots=True)
 class StreamChunk(LineChunk):
-    """Lines of a stream source: :attr:`start` and the offsets in log messages are
-    stream sequences (of each line's message), not byte offsets.
+    """Lines of a stream source: :attr:`start` is the first line's stream sequence,
+    and a line is located by its message (:meth:`location`), not by a file offset.
 
     Attributes:
         sequences: ``array('q')`` bytes, one stream sequence per line.
+        subjects: the subject of each line's message, joined by ``\\n``.
+        stream: the JetStream stream's name.
+        partition: the partition token of the consumer that read the lines; empty
+            for a source that is not partitioned.
     """
 
     sequences: bytes = b""
+    subjects: bytes = b""
+    stream: str = ""
+    partition: str = ""
+
+    def location(self, index: int, skip: int = 0) -> dict[str, object]:
+        """Where line ``index`` came from, for log events: ``subject`` (the message's
+        own, escaped and cut to :data:`SUBJECT_LOG_CHARS`), ``stream``,
+        ``stream_sequence`` and ``partition``; ``line_byte``, the byte of the line
+        meant, when ``skip`` > 0 (bytes into the line)."""
+        seqs = array("q")
+        seqs.frombytes(self.sequences[8 * index : 8 * index + 8])
+        subjects = self.subjects.split(b"\n") if self.subjects else []
+        subject = subjects[index].decode(errors="replace") if index < len(subjects) else ""
+        where: dict[str, object] = {
+            "subject": fit(subject, SUBJECT_LOG_CHARS, "plain"),
+            "stream": self.stream,
+            "stream_sequence": seqs[0] if seqs else self.start,
+            "partition": self.partition,
+        }
+        if skip:
+            where["line_byte"] = skip
+        return where
 
     def ends(self) -> list[int]:
         """Per line, the value the pipeline's log messages take for the *next* line's
@@ -268,10 +313,14 @@ class StreamChunk(LineChunk):
         return [*seqs[1:], seqs[-1] + 1] if seqs else []
 
 
-def stream_chunk(identity: FileIdentity, path: str, taken: Taken) -> StreamChunk | None:
-    """One chunk of all of ``taken``'s lines; None when it has none."""
+def stream_chunk(
+    identity: FileIdentity, path: str, taken: Taken, stream: str = "", partition: str = ""
+) -> StreamChunk | None:
+    """One chunk of all of ``taken``'s lines, read from ``stream`` by the consumer of
+    ``partition`` (empty: not partitioned); None when it has none."""
     if not taken.lines:
         return None
     seqs = array("q")
     seqs.frombytes(taken.sequences[:8])
-    return StreamChunk(identity, path, seqs[0], taken.lines, sequences=taken.sequences)
+    return StreamChunk(identity, path, seqs[0], taken.lines, sequences=taken.sequences,
+                       subjects=taken.subjects, stream=stream, partition=partition)

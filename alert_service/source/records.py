@@ -113,6 +113,16 @@ class LineChunk:
             ends[-1] -= 1
         return ends
 
+    def location(self, index: int, skip: int = 0) -> dict[str, object]:
+        """Where line ``index`` starts, for log events: ``path``, ``inode`` and
+        ``offset`` (the byte ``skip`` bytes into the line).
+
+        A stream source's chunk has fields of its own
+        (:meth:`~alert_service.source.nats_batch.StreamChunk.location`).
+        """
+        start = self.ends()[index - 1] if index else self.start
+        return {"path": self.path, "inode": self.identity.inode, "offset": start + skip}
+
     def source_lines(self) -> list[SourceLine]:
         """Return the lines as :class:`SourceLine` records."""
         ident, path = self.identity, self.path

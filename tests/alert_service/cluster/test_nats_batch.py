@@ -37,14 +37,18 @@ def content_encoding(value: str | None) -> bytes | None:
     return f"NATS/1.0\r\nX-Other: 1\r\ncontent-encoding: {value}\r\n\r\n".encode()
 
 
-def reference(msgs: list[Message], after: int) -> tuple[list[bytes], list[int], int, list[int]]:
-    """One message at a time: lines, their sequences, skipped, undecodable sequences."""
+def reference(
+    msgs: list[Message], after: int
+) -> tuple[list[bytes], list[int], int, list[int], list[str]]:
+    """One message at a time: lines, their sequences, skipped, undecodable sequences,
+    their subjects."""
     lines: list[bytes] = []
     seqs: list[int] = []
+    subjects: list[str] = []
     undecodable: list[int] = []
     skipped = 0
     highest = after
-    for _subject, msg_reply, headers, data in msgs:
+    for subject, msg_reply, headers, data in msgs:
         encoding = message_encoding(headers)
         seq = ack_fields(msg_reply)[0]
         if seq <= highest:  # committed, handed out, or earlier in this batch
@@ -58,7 +62,8 @@ def reference(msgs: list[Message], after: int) -> tuple[list[bytes], list[int], 
             continue
         lines += got
         seqs += [seq] * len(got)
-    return lines, seqs, skipped, undecodable
+        subjects += [subject.decode()] * len(got)
+    return lines, seqs, skipped, undecodable, subjects
 
 
 payloads = st.lists(st.binary(max_size=30).filter(lambda b: b"\n" not in b), max_size=4).map(
@@ -111,7 +116,7 @@ def test_a_packed_batch_holds_what_each_message_gives_one_by_one(
     batch: tuple[list[Message], int],
 ) -> None:
     msgs, after = batch
-    lines, seqs, skipped, undecodable = reference(msgs, after)
+    lines, seqs, skipped, undecodable, subjects = reference(msgs, after)
     packed, last = pack_batch(msgs, after)
     taken = unpack_batch(packed)
     assert taken.lines == lines
@@ -130,6 +135,11 @@ def test_a_packed_batch_holds_what_each_message_gives_one_by_one(
         assert chunk is not None and chunk.start == seqs[0]
         # log offsets of lines 1.. are their messages' stream sequences
         assert chunk.ends()[:-1] == seqs[1:]
+        # each line is logged with its own message's subject and sequence
+        where = [chunk.location(i) for i in range(len(lines))]
+        assert [(w["subject"], w["stream_sequence"]) for w in where] == list(
+            zip(subjects, seqs, strict=True)
+        )
     else:
         assert chunk is None
 

@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import gzip
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -224,6 +225,45 @@ def test_compressed_payloads_are_read_and_undecodable_ones_counted_and_acked(
     info = stream.consumer("alerts")
     assert info.ack_floor.stream_seq == last  # the bad ones are acknowledged too
     assert info.num_ack_pending == 0
+
+
+def logged_events(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    return [dict(getattr(r, "alert_fields", {})) for r in caplog.records if r.getMessage() == name]
+
+
+def test_a_garbled_message_is_logged_with_its_subject_stream_and_sequence(
+    tmp_path: Path, stream: Stream, state: sqlite3.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Review finding: a bad message was logged with the file source's fields: path was
+    # the consumer's filter subject, inode 0, offset the stream sequence; the message's
+    # own subject (which host published it) was nowhere.
+    stream.publish("h1", result_line("h1", IOC, 443))
+    bad = stream.publish("h\u202e2", b"{not json")  # a subject is publisher-chosen text
+    long_host = "x" * 400
+    long_bad = stream.publish(long_host, b"garbled")
+    undecodable = stream.publish("h\u202e3", b"\x1f\x8b no", {"Content-Encoding": "gzip"})
+    stats = Stats()
+    pipeline = Pipeline(make_config(tmp_path, stream), stats=stats, state=state)
+    try:
+        with caplog.at_level(logging.INFO, logger="alert_service"):
+            drain(pipeline, stats, 4)
+    finally:
+        pipeline.close()
+    assert stats.parse_errors == 2
+    first, second = logged_events(caplog, "line_parse_failed")
+    assert {k: first[k] for k in ("subject", "stream", "stream_sequence", "partition")} == {
+        "subject": f"{stream.prefix}.h\\u202E2",  # escaped: visible, cannot reorder text
+        "stream": stream.name,
+        "stream_sequence": bad,
+        "partition": "",
+    }
+    assert not {"path", "inode", "offset"} & first.keys()
+    assert second["stream_sequence"] == long_bad
+    assert second["subject"].startswith(f"{stream.prefix}.xxx")
+    assert len(second["subject"]) <= 200 < len(stream.prefix) + 1 + len(long_host)
+    (gone,) = logged_events(caplog, "message_undecodable")
+    assert gone["subject"] == f"{stream.prefix}.h\\u202E3"
+    assert gone["stream_sequence"] == undecodable
 
 
 def test_messages_redelivered_after_a_lost_ack_make_no_second_alert(
