@@ -86,6 +86,7 @@ from alert_service.notify.literal import fit
 from alert_service.source.manager import Batch, CheckpointStore
 from alert_service.source.nats_batch import SUBJECT_LOG_CHARS, Taken, stream_chunk
 from alert_service.source.nats_config import NatsSettings
+from alert_service.source.nats_coverage import unread_subjects
 from alert_service.source.nats_payload import PayloadError, decode_payload
 from alert_service.source.nats_pull import client_error
 from alert_service.source.nats_reader import ReaderError, ReaderFailedError, ReaderProcess
@@ -115,6 +116,7 @@ _MAX_RETRY_PAUSE_SECS = 30.0
 _CALL_TIMEOUT_SECS = 10.0
 _REQUEST_EXPIRES_SECS = 5.0  # a pull request's life on an idle stream
 _READER_STABLE_SECS = 10.0  # a reader that failed sooner after its start backs off more
+_UNREAD_SHOWN = 5  # stream subjects no partition reads named in the source's problem
 
 
 def stream_incarnation(created: object) -> bytes:
@@ -297,6 +299,7 @@ class NatsSources:
         self._next_rebalance = 0.0
         self._rebalance_failures = 0
         self._reader_failures = 0  # in a row, each soon after the reader's start
+        self._unread: dict[str, str] = {}  # source → subjects no partition reads
 
     # -- the pipeline's side -------------------------------------------------------
 
@@ -623,6 +626,8 @@ class NatsSources:
         js = client.jetstream()
         info = loop.call(js.stream_info(settings.stream))
         consumer.incarnation = stream_incarnation(info.created)
+        if consumer.group.settings.partitions:
+            self._check_coverage(consumer.group, list(info.config.subjects or []))
         self._load_checkpoint(consumer, int(info.state.last_seq or 0))
         # A partition's consumer is named after the lease token, so an instance that
         # lost the lease (it stalled) can no longer pull from its successor's consumer.
@@ -663,6 +668,46 @@ class NatsSources:
             consumer=durable,
             subject=settings.subject,
             committed_sequence=consumer.committed,
+        )
+
+    def _check_coverage(self, group: _Group, stream_subjects: list[str]) -> None:
+        """Compare the stream's subjects with the partition filters of ``group``; log
+        ``nats_subjects_unread`` when the stream accepts subjects no partition reads
+        (once per change) and keep it as the source's problem
+        (:mod:`~alert_service.source.nats_coverage`)."""
+        settings = group.settings
+        subjects = stream_subjects or [settings.stream]  # none configured: its name
+        filters = [group.partition_settings(p).subject for p in settings.partitions]
+        unread = unread_subjects(subjects, filters)
+        name = settings.name
+        if not unread:
+            self._unread.pop(name, None)
+            return
+        shown = ", ".join(unread[:_UNREAD_SHOWN]) + (
+            f" and {len(unread) - _UNREAD_SHOWN} more" if len(unread) > _UNREAD_SHOWN else ""
+        )
+        text = (
+            f"stream {settings.stream} accepts subjects no partition reads: {shown}; "
+            f"partitions read {settings.subject} for {len(filters)} tokens; a message "
+            "published there is stored and never read"
+        )
+        if self._unread.get(name) == text:
+            return
+        self._unread[name] = text
+        problems = dict(self.stats.source_problems)
+        problems.setdefault(name, text)  # an outage shows first; this comes back after it
+        self.stats.source_problems = problems
+        log_event(
+            _log,
+            logging.WARNING,
+            "nats_subjects_unread",
+            source=name,
+            stream=settings.stream,
+            subjects=unread,
+            partition_subject=settings.subject,
+            partitions=len(filters),
+            reason="messages on these subjects are stored by the stream and never read; "
+            "narrow the stream's subjects to the partitions' (docs/troubleshooting.md)",
         )
 
     def _load_checkpoint(self, consumer: _Consumer, last_sequence: int) -> None:
@@ -711,10 +756,19 @@ class NatsSources:
         )
 
     def _clear_problem(self, name: str) -> None:
-        if name in self.stats.source_problems:
-            problems = dict(self.stats.source_problems)
+        """The source was read: its outage is over; subjects no partition reads
+        (:meth:`_check_coverage`) stay its problem."""
+        have = self.stats.source_problems.get(name)
+        want = self._unread.get(name)
+        if have == want:
+            return
+        problems = dict(self.stats.source_problems)
+        if want is None:
             del problems[name]
-            self.stats.source_problems = problems
+        else:
+            problems[name] = want
+        self.stats.source_problems = problems
+        if have is not None:
             log_event(_log, logging.INFO, "source_found", source=name)
 
 

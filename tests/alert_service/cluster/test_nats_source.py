@@ -266,6 +266,51 @@ def test_a_garbled_message_is_logged_with_its_subject_stream_and_sequence(
     assert gone["stream_sequence"] == undecodable
 
 
+@pytest.mark.parametrize("narrowed", [False, True])
+def test_stream_subjects_no_partition_reads_are_reported_when_binding(
+    tmp_path: Path,
+    stream: Stream,
+    state: sqlite3.Connection,
+    caplog: pytest.LogCaptureFixture,
+    narrowed: bool,
+) -> None:
+    # Review finding: a message on a subject of the stream that no partition's filter
+    # matches (a publisher computing the token with the wrong case: Fleet's host_uuid
+    # is upper-case) was stored and never read, with 0 pending and nothing logged.
+    filters = [f"{stream.prefix}.a.*", f"{stream.prefix}.b.*"]
+    if narrowed:  # the stream accepts exactly what the partitions read
+        stream.loop.run_until_complete(
+            stream.js.update_stream(StreamConfig(name=stream.name, subjects=filters))
+        )
+    stream.publish("a.h1", result_line("h1", IOC, 443))
+    if not narrowed:
+        stream.publish("A.h2", result_line("h2", IOC, 443))  # stored, read by no partition
+    stats = Stats()
+    config = make_config(
+        tmp_path, stream, subject=f"{stream.prefix}.{{partition}}.*", partitions=["a", "b"]
+    )
+    pipeline = Pipeline(config, stats=stats, state=state)
+    try:
+        with caplog.at_level(logging.INFO, logger="alert_service"):
+            drain(pipeline, stats, 1)
+            problems = dict(stats.source_problems)
+    finally:
+        pipeline.close()
+    assert [a["host"] for a in outbox(state)] == ["h1"]
+    name = f"nats:{stream.name}/alerts"
+    unread = logged_events(caplog, "nats_subjects_unread")
+    if narrowed:
+        assert unread == []
+        assert problems == {}
+        return
+    (event,) = unread  # once, not once per partition
+    assert event["source"] == name
+    assert event["stream"] == stream.name
+    assert event["subjects"] == [f"{stream.prefix}.>"]
+    assert event["partition_subject"] == f"{stream.prefix}.{{partition}}.*"
+    assert f"{stream.prefix}.>" in problems[name]
+
+
 def test_messages_redelivered_after_a_lost_ack_make_no_second_alert(
     tmp_path: Path, stream: Stream, state: sqlite3.Connection
 ) -> None:
