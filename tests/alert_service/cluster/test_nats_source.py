@@ -283,6 +283,7 @@ def test_stream_subjects_no_partition_reads_are_reported_when_binding(
             stream.js.update_stream(StreamConfig(name=stream.name, subjects=filters))
         )
     stream.publish("a.h1", result_line("h1", IOC, 443))
+    garbled = stream.publish("b.h3", b"{not json")
     if not narrowed:
         stream.publish("A.h2", result_line("h2", IOC, 443))  # stored, read by no partition
     stats = Stats()
@@ -292,11 +293,15 @@ def test_stream_subjects_no_partition_reads_are_reported_when_binding(
     pipeline = Pipeline(config, stats=stats, state=state)
     try:
         with caplog.at_level(logging.INFO, logger="alert_service"):
-            drain(pipeline, stats, 1)
+            drain(pipeline, stats, 2)
             problems = dict(stats.source_problems)
     finally:
         pipeline.close()
     assert [a["host"] for a in outbox(state)] == ["h1"]
+    (failed,) = logged_events(caplog, "line_parse_failed")
+    assert (failed["subject"], failed["stream_sequence"], failed["partition"]) == (
+        f"{stream.prefix}.b.h3", garbled, "b"
+    )
     name = f"nats:{stream.name}/alerts"
     unread = logged_events(caplog, "nats_subjects_unread")
     if narrowed:
