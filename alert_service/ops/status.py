@@ -12,7 +12,12 @@ as one JSON document::
                      "lease": "held" | "expired" | "never",
                      "expires_in_secs": float | null,
                      "pending_messages": int | null, "ack_pending": int | null}],
+     "unread_subjects": [{"source": str, "stream": str, "subjects": [str]}],
      "errors": [str]}
+
+``unread_subjects`` lists, per partitioned source whose stream accepts them, the
+stream's subjects that no partition's filter covers: a message published there is
+stored and never read (:mod:`alert_service.source.nats_coverage`).
 
 A stream source without partitions is one entry with ``lease: "local"``. With an
 SQLite state there are no leases (one instance reads everything).
@@ -25,6 +30,7 @@ from typing import Any
 
 from alert_service.config import Config
 from alert_service.source.nats_config import NatsSourceConfig
+from alert_service.source.nats_coverage import unread_subjects
 from alert_service.state.db import open_state_reader
 from alert_service.state.leases import MEMBER_PREFIX, lease_rows
 from alert_service.state.postgres import PgConnection
@@ -56,10 +62,15 @@ def cluster_status(config: Config) -> dict[str, Any]:
     partitions: list[dict[str, Any]] = []
     # (entry, servers, stream, consumer name)
     wanted: list[tuple[dict[str, Any], list[str], str, str]] = []
+    # (source name, servers, stream, partition filters)
+    covering: list[tuple[str, list[str], str, list[str]]] = []
     for source in config.sources:
         if not isinstance(source, NatsSourceConfig):
             continue
         settings = source.nats
+        if settings.partitions:
+            filters = [settings.subject.replace("{partition}", t) for t in settings.partitions]
+            covering.append((settings.name, list(settings.servers), settings.stream, filters))
         for token in settings.partitions or ("",):
             name = f"{settings.name}-{token}" if token else settings.name
             durable = f"{settings.durable}-{token}" if token else settings.durable
@@ -84,22 +95,44 @@ def cluster_status(config: Config) -> dict[str, Any]:
                 consumer = f"{durable}-t{row.token}"
             partitions.append(entry)
             wanted.append((entry, list(settings.servers), settings.stream, consumer))
-    errors = asyncio.run(_consumer_lag(wanted)) if wanted else []
+    unread: list[dict[str, Any]] = []
+    errors = asyncio.run(_consumer_lag(wanted, covering, unread)) if wanted else []
     return {
         "state": config.state.describe(config.state_dir),
         "members": members,
         "partitions": partitions,
+        "unread_subjects": unread,
         "errors": errors,
     }
 
 
-async def _consumer_lag(wanted: list[tuple[dict[str, Any], list[str], str, str]]) -> list[str]:
+async def _consumer_lag(
+    wanted: list[tuple[dict[str, Any], list[str], str, str]],
+    covering: list[tuple[str, list[str], str, list[str]]],
+    unread: list[dict[str, Any]],
+) -> list[str]:
+    """Fill in each entry's lag; append to ``unread`` each partitioned source's stream
+    subjects no partition reads; return the errors."""
     import nats  # noqa: PLC0415
     import nats.js.errors  # noqa: PLC0415
 
     errors: list[str] = []
     clients: dict[tuple[str, ...], Any] = {}
     try:
+        for name, servers, stream, filters in covering:
+            key = tuple(servers)
+            try:
+                if key not in clients:
+                    clients[key] = await nats.connect(
+                        servers=servers, connect_timeout=5, max_reconnect_attempts=0
+                    )
+                info = await clients[key].jetstream().stream_info(stream)
+            except Exception as err:
+                errors.append(f"{name}: {type(err).__name__}: {err}")
+                continue
+            subjects = unread_subjects(list(info.config.subjects or []) or [stream], filters)
+            if subjects:
+                unread.append({"source": name, "stream": stream, "subjects": subjects})
         for entry, servers, stream, consumer in wanted:
             key = tuple(servers)
             try:

@@ -182,6 +182,11 @@ def test_partitions_are_shared_and_every_message_is_processed_once(
         assert len(status["members"]) == 2
         assert {p["pending_messages"] for p in parts.values()} == {0}  # no lag left
         assert status["errors"] == []
+        # the test's stream takes <prefix>.>: more than the partitions read
+        assert status["unread_subjects"] == [
+            {"source": f"nats:{stream.name}/alerts", "stream": stream.name,
+             "subjects": [f"{stream.prefix}.>"]},
+        ]  # fmt: skip
     finally:
         a.close()
         if b is not None:
