@@ -181,6 +181,7 @@ class FileSources:
         self._max_read = max_read_bytes_per_poll
         self._sources: list[_Source] = []
         self._started = False
+        self._published: frozenset[str] = frozenset()  # names this set put in source_problems
         self._next_expiry = 0.0
         self._pause = 0.0
         self._now = 0.0  # monotonic time of the poll under way
@@ -265,6 +266,7 @@ class FileSources:
                 followed.follower.close()
         self._sources.clear()
         self._started = False
+        self._publish_problems()  # this set's problems end with it
 
     # -- files ---------------------------------------------------------------------
 
@@ -444,8 +446,15 @@ class FileSources:
         )
 
     def _publish_problems(self) -> None:
-        problems = {s.name: f"{s.problem[0]}: {s.problem[1]}" for s in self._sources if s.problem}
+        """Put this set's problems in ``stats.source_problems``, replacing the ones it
+        put there before and keeping those of other kinds of source (a ``nats`` source
+        of the same configuration sets its own names there)."""
+        mine = {s.name: f"{s.problem[0]}: {s.problem[1]}" for s in self._sources if s.problem}
         stats = self.stats
+        published = self._published
+        problems = {k: v for k, v in stats.source_problems.items() if k not in published}
+        problems.update(mine)
+        self._published = frozenset(mine)
         stats.sources_missing = sum(
             1 for s in self._sources if s.problem and s.problem[0] == "missing"
         )

@@ -661,3 +661,26 @@ def test_source_problems_are_forgotten_when_the_pipeline_starts_again(
     assert (pipeline.stats.sources_missing, pipeline.stats.source_problems) == (0, {})
     assert pipeline.stats.sources_followed == 1
     pipeline.close()
+
+
+def test_file_source_problems_leave_another_source_kinds_problems_alone(
+    tmp_path: Path, state: sqlite3.Connection
+) -> None:
+    # A configuration may hold file and nats sources; each kind publishes its own
+    # problems into the one dict /health reads (the nats source copies it and sets
+    # its own names, alert_service/source/nats.py).
+    log = tmp_path / "osqueryd.results.log"
+    clocks = FakeClock(now=WALL_START, mono=100.0)
+    pipeline = new_pipeline(make_config(tmp_path, [{"path": str(log)}]), state, clocks)
+    stream_problem = {"osquery-results": "unreachable: connection refused"}
+    pipeline.stats.source_problems = dict(stream_problem)
+    poll(pipeline, clocks)
+    assert pipeline.stats.source_problems == {
+        **stream_problem,
+        str(log): "missing: no such file",
+    }
+    log.write_bytes(b"")
+    poll(pipeline, clocks, 4)
+    assert pipeline.stats.source_problems == stream_problem
+    pipeline.close()
+    assert pipeline.stats.source_problems == stream_problem
