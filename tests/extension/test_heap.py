@@ -8,9 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from extension.collect import select_collector
 from extension.enrich.connections import ConnectionTracker
 from extension.heap import HeapSettler
 from extension.model import ProcessInfo, SocketRecord
+from extension.sampler import Sampler
+from tests.helpers.procs import wait_for
 
 ROWS = 5_000
 TURNOVER = 1_000
@@ -153,3 +156,16 @@ def test_frozen_cycles_are_collected_when_a_full_collection_is_due(
 def test_full_every_secs_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         HeapSettler(full_every_secs=0.0)
+
+
+def test_sampler_settles_after_each_sample_and_releases_on_stop(collector_state: None) -> None:
+    settler = HeapSettler()
+    sampler = Sampler(select_collector(), sample_interval_ms=50, heap=settler)
+    sampler.start()
+    try:
+        assert settler.settled >= 1  # after the first sample, before the threads start
+        wait_for(lambda: settler.settled >= 3, timeout_secs=10, interval_secs=0.05)
+        assert gc.get_freeze_count() > 0
+    finally:
+        sampler.stop()
+    assert gc.get_freeze_count() == 0
