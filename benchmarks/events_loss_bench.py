@@ -5,10 +5,6 @@ Usage (root: kernel events need it)::
     python benchmarks/events_loss_bench.py \\
         --variant "old=--events-ring-kib 512" --variant "new="
 
-A variant ``NAME@DIR=OPTIONS`` runs the extension package of the tree in
-``DIR`` (e.g. ``git archive <commit> | tar -x -C DIR``), so a baseline
-commit runs beside this one under the same load.
-
 The conditions of extension_bench.py's events section: ``--sockets``
 established loopback sockets (default 10000) are held here and as many
 TIME_WAIT sockets are left at the start of every round; each variant is an
@@ -73,7 +69,6 @@ class Variant:
     name: str
     options: list[str]
     workdir: Path
-    tree: str = ""
     osqd: Standin | None = None
     pid: int = 0
 
@@ -131,10 +126,7 @@ def start(variant: Variant) -> None:
     )
     osqd.start()
     variant.osqd = osqd
-    command = [sys.executable, str(_PROBE), str(variant.probe_file)]
-    if variant.tree:
-        command += ["--tree", variant.tree]
-    command += ["--events", "on"]
+    command = [sys.executable, str(_PROBE), str(variant.probe_file), "--events", "on"]
     command += ["--state-file", "", *variant.options]
     variant.pid = osqd.launch_extension(command, stderr=subprocess.DEVNULL).pid
     osqd.wait_for_table("tracked_connections", 30)
@@ -150,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "--variant",
         action="append",
         default=[],
-        help="NAME[@TREE]=OPTIONS: an extension with these options, from the tree TREE"
-        " if given (the first is the baseline)",
+        help="NAME=OPTIONS: an extension with these options (the first is the baseline)",
     )
     parser.add_argument("--sockets", type=int, default=10000, help="established sockets held")
     parser.add_argument("--rate", type=int, default=1000, help="new connections per second")
@@ -168,9 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = []
     for spec in specs:
         name, _, options = spec.partition("=")
-        name, _, tree = name.partition("@")
         workdir = Path(tempfile.mkdtemp(prefix="tce", dir="/tmp"))
-        variants.append(Variant(name, shlex.split(options), workdir, tree))
+        variants.append(Variant(name, shlex.split(options), workdir))
     sockets = open_established(args.sockets)
     results: dict[str, list[dict[str, float]]] = {v.name: [] for v in variants}
     try:
@@ -213,20 +203,6 @@ def main(argv: list[str] | None = None) -> int:
                     "max_gc2_ms": probe1.get("max_gc_ms", {}).get("2", 0.0),
                     "gap_ms": _delta(probe0, probe1, "long_gap_ms"),
                     "gap_cpu_ms": _delta(probe0, probe1, "long_gap_reader_cpu_ms"),
-                    "gc2_n": _delta(probe0, probe1, "gc", "2", "n"),
-                    "gc2_ms": _delta(probe0, probe1, "gc", "2", "ms"),
-                    "gc01_ms": _delta(probe0, probe1, "gc", "0", "ms")
-                    + _delta(probe0, probe1, "gc", "1", "ms"),
-                    "round_max_gc2_ms": max(
-                        (
-                            ms
-                            for gen, ms in probe1.get("gc_long", [])[
-                                len(probe0.get("gc_long", [])) :
-                            ]
-                            if gen == 2
-                        ),
-                        default=0.0,
-                    ),
                     "cpu": cpu,
                     "rss": rss_mib(v.pid),
                     "ring_rss": ring_rss_mib(v.pid),
@@ -245,10 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     f" {figures['gap_neither']:.0f} none, reader CPU in them"
                     f" {figures['gap_cpu_ms'] / max(figures['gap_ms'], 1) * 100:.1f} %;"
                     f" longest read {figures['max_read_ms']:.0f} ms, longest gen-2"
-                    f" collection {figures['max_gc2_ms']:.0f} ms (since start),"
-                    f" {figures['round_max_gc2_ms']:.0f} ms (this round);"
-                    f" gen-2 collections {figures['gc2_n']:.0f} taking"
-                    f" {figures['gc2_ms']:.0f} ms in all, gen-0/1 {figures['gc01_ms']:.0f} ms;"
+                    f" collection {figures['max_gc2_ms']:.0f} ms;"
                     f" {figures['kib_s_cpu']:.0f} KiB/s per CPU, most held"
                     f" {figures['max_ring_kib']:.0f} KiB; CPU {figures['cpu']:.1f} %,"
                     f" RSS {figures['rss']:.1f} MiB (rings {figures['ring_rss']:.1f});"
@@ -261,10 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
             print(
                 f"  {v.name:8s}: lost {med['lost']:.0f} of {med['read'] + med['lost']:.0f};"
-                f" gaps >250 ms {med['over_250']:.0f}; longest gen-2 collection"
-                f" {med['round_max_gc2_ms']:.0f} ms, {med['gc2_n']:.0f} of them taking"
-                f" {med['gc2_ms']:.0f} ms, gen-0/1 {med['gc01_ms']:.0f} ms;"
-                f" CPU {med['cpu']:.1f} %,"
+                f" gaps >250 ms {med['over_250']:.0f}; CPU {med['cpu']:.1f} %,"
                 f" RSS {med['rss']:.1f} MiB (rings {med['ring_rss']:.1f})",
                 flush=True,
             )

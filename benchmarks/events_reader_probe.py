@@ -2,10 +2,7 @@
 
 Usage (as the osqueryd stand-in launches an extension)::
 
-    python benchmarks/events_reader_probe.py PROBE_FILE [--tree DIR] [extension options...]
-
-``--tree DIR`` runs the extension package found in ``DIR`` (a checkout of
-another commit, for a baseline) instead of this one's.
+    python benchmarks/events_reader_probe.py PROBE_FILE [extension options...]
 
 Runs ``extension.cli.main`` with the rest of the arguments, after wrapping
 :meth:`extension.collect.linux_events.LinuxEventSource.read` and
@@ -19,9 +16,7 @@ undrained), ``gaps_over_ms`` (how many such gaps exceeded 100, 250, 500 and
 ring held at one read), and for the gaps over 250 ms: ``long_gaps`` (how
 many overlapped a sample, else a ``generate`` call with its reply, else a
 garbage collection, else none of these), ``max_gc_ms`` (the longest
-collection of each generation), ``gc`` (per generation: ``n``
-collections, their total ``ms``), ``gc_long`` (``[generation, ms]`` of the
-collections over 20 ms, in order; the bench takes what a round added),
+collection of each generation),
 ``long_gap_ms`` (their total) and ``long_gap_reader_cpu_ms`` (the reader
 thread's CPU time within them: the rest it spent waiting for the GIL or a
 CPU). Figures since the start; the bench takes differences.
@@ -38,12 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(
-    0,
-    sys.argv[3]
-    if len(sys.argv) > 3 and sys.argv[2] == "--tree"
-    else str(Path(__file__).resolve().parent.parent),
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from extension import sampler as sampler_module
 from extension.cli import main
@@ -51,7 +41,6 @@ from extension.collect import linux_events, perf
 from extension.model import FlowEvent
 from extension.serve import reply
 
-_TREE = len(sys.argv) > 3 and sys.argv[2] == "--tree"
 _THRESHOLDS_MS = (100, 250, 500, 1000)
 
 
@@ -67,8 +56,6 @@ def install(path: str) -> None:
         "max_ring_bytes": 0,
         "long_gaps": {"sample": 0, "generate": 0, "gc": 0, "neither": 0},
         "max_gc_ms": {"0": 0.0, "1": 0.0, "2": 0.0},
-        "gc": {g: {"n": 0, "ms": 0.0} for g in ("0", "1", "2")},
-        "gc_long": [],
         "long_gap_ms": 0.0,
         "long_gap_reader_cpu_ms": 0.0,
     }
@@ -87,10 +74,6 @@ def install(path: str) -> None:
             key = str(info["generation"])
             spent_ms = (time.monotonic() - gc_started[0]) * 1000.0
             figures["max_gc_ms"][key] = max(figures["max_gc_ms"][key], spent_ms)
-            figures["gc"][key]["n"] += 1
-            figures["gc"][key]["ms"] += spent_ms
-            if spent_ms > 20.0:
-                figures["gc_long"].append([info["generation"], round(spent_ms, 1)])
 
     gc.callbacks.append(on_gc)
 
@@ -166,5 +149,5 @@ def install(path: str) -> None:
 
 if __name__ == "__main__":
     install(sys.argv[1])
-    sys.argv = [sys.argv[0], *sys.argv[(4 if _TREE else 2) :]]
+    sys.argv = [sys.argv[0], *sys.argv[2:]]
     sys.exit(main())

@@ -25,7 +25,6 @@ from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS
 from extension.enrich.names import DEFAULT_TTL_FLOOR_SECS, NameCache
 from extension.enrich.process import ProcessTracker
 from extension.enrich.saved import DEFAULT_STATE_FILE, RowStore
-from extension.heap import HeapSettler
 from extension.memory import tune_allocator
 from extension.sampler import (
     DEFAULT_EVENTS_SAMPLE_INTERVAL_MS,
@@ -219,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
         attempt_grace_secs=args.attempt_grace_secs,
         store=RowStore(args.state_file or None),
         dns=dns,
-        heap=HeapSettler(),
     )
     tables: list[Table] = [TrackedConnectionsTable(sampler), StatsTable(sampler)]
     server = ExtensionServer(

@@ -31,7 +31,6 @@ from extension.collect.linux_events import EventStats
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS, ConnectionTracker, Row
 from extension.enrich.process import ProcessTracker
 from extension.enrich.saved import RowStore
-from extension.heap import HeapSettler
 from extension.model import FlowEvent
 
 __all__ = ["EventSource", "Sampler", "SamplerStats"]
@@ -146,8 +145,6 @@ class Sampler:
             through a restart keep their rows; None to save nothing.
         dns: a started DNS answer capture, whose names the rows get; None
             for no names.
-        heap: settles the heap after each background sample (see
-            :mod:`extension.heap`); None to leave the collector as it is.
     """
 
     def __init__(
@@ -163,10 +160,8 @@ class Sampler:
         attempt_grace_secs: float = DEFAULT_ATTEMPT_GRACE_SECS,
         store: RowStore | None = None,
         dns: DnsCapture | None = None,
-        heap: HeapSettler | None = None,
     ) -> None:
         self._collector = collector
-        self._heap = heap
         self._store = store
         self._saved_version = -1
         self._saved_at = 0.0
@@ -219,8 +214,6 @@ class Sampler:
                 log.info("%d rows saved before the restart taken back", len(saved))
         with contextlib.suppress(CollectError):
             self.sample_once()
-        if self._heap is not None:
-            self._heap.settle()
         if self._events is not None:
             self._events_thread = threading.Thread(
                 target=self._read_events, name="events", daemon=True
@@ -238,8 +231,6 @@ class Sampler:
             self._events_thread.join(timeout=5)
         if self._events is not None:
             self._events.stop()
-        if self._heap is not None:
-            self._heap.release()
         if self._dns is not None:
             self._dns.stop()
         self.save(force=True)
@@ -404,8 +395,6 @@ class Sampler:
             try:
                 self.sample_once()
                 self.save()
-                if self._heap is not None:
-                    self._heap.settle()
             except CollectError:
                 continue
             except Exception:
