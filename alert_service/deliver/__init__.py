@@ -24,13 +24,13 @@ the configuration only needs :class:`RetryPolicy`.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from alert_service.deliver.bucket import TokenBucket
 from alert_service.deliver.clock import Clock, ScaledClock, SystemClock
 from alert_service.deliver.dedup import CONNECTION_KEY_COLUMNS, connection_key, silence_key
 from alert_service.deliver.retry import RetryPolicy, backoff_secs
+from alert_service.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from alert_service.deliver.service import DeliveryService, build_delivery_service
@@ -65,11 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Import the module of a name listed in ``_LAZY`` on its first use (PEP 562)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

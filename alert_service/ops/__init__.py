@@ -16,9 +16,9 @@ configuration only needs :class:`MetricsConfig`
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from alert_service.lazy import lazy_getattr
 from alert_service.ops.config import DEFAULT_METRICS_PORT, MetricsConfig
 
 if TYPE_CHECKING:
@@ -42,11 +42,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Import the module of a name listed in ``_LAZY`` on its first use (PEP 562)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
