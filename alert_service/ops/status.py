@@ -118,15 +118,20 @@ async def _consumer_lag(
 
     errors: list[str] = []
     clients: dict[tuple[str, ...], Any] = {}
+
+    async def connection(servers: list[str]) -> Any:
+        """One connection per server list, made on first use."""
+        key = tuple(servers)
+        if key not in clients:
+            clients[key] = await nats.connect(
+                servers=servers, connect_timeout=5, max_reconnect_attempts=0
+            )
+        return clients[key]
+
     try:
         for name, servers, stream, filters in covering:
-            key = tuple(servers)
             try:
-                if key not in clients:
-                    clients[key] = await nats.connect(
-                        servers=servers, connect_timeout=5, max_reconnect_attempts=0
-                    )
-                info = await clients[key].jetstream().stream_info(stream)
+                info = await (await connection(servers)).jetstream().stream_info(stream)
             except Exception as err:
                 errors.append(f"{name}: {type(err).__name__}: {err}")
                 continue
@@ -134,13 +139,8 @@ async def _consumer_lag(
             if subjects:
                 unread.append({"source": name, "stream": stream, "subjects": subjects})
         for entry, servers, stream, consumer in wanted:
-            key = tuple(servers)
             try:
-                if key not in clients:
-                    clients[key] = await nats.connect(
-                        servers=servers, connect_timeout=5, max_reconnect_attempts=0
-                    )
-                info = await clients[key].jetstream().consumer_info(stream, consumer)
+                info = await (await connection(servers)).jetstream().consumer_info(stream, consumer)
             except nats.js.errors.NotFoundError:
                 continue  # not created yet: no instance has read the partition
             except Exception as err:
