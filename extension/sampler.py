@@ -31,6 +31,7 @@ from extension.collect.linux_events import EventStats
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS, ConnectionTracker, Row
 from extension.enrich.process import ProcessTracker
 from extension.enrich.saved import RowStore
+from extension.enrich.wire import RowGroup
 from extension.model import FlowEvent
 
 __all__ = ["EventSource", "Sampler", "SamplerStats"]
@@ -330,7 +331,7 @@ class Sampler:
         with self._lock:
             return self._tracker.rows(self._clock())
 
-    def encoded_rows(self) -> tuple[list[bytes], int]:
+    def encoded_rows(self) -> tuple[list[RowGroup], int]:
         """The table for ``generate`` as encoded rows (see ConnectionTracker.encoded_rows).
 
         Raises:

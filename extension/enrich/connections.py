@@ -74,7 +74,14 @@ from extension.enrich.flow import (
 )
 from extension.enrich.names import NameCache
 from extension.enrich.saved import SavedRow
-from extension.enrich.wire import decode_rows, encode_pairs, map_header, tail_bytes
+from extension.enrich.wire import (
+    RowGroup,
+    decode_rows,
+    encode_pairs,
+    map_header,
+    row_pieces,
+    tail_bytes,
+)
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
 
 __all__ = ["DEFAULT_ATTEMPT_GRACE_SECS", "ConnectionTracker", "Row", "TrackedConnection"]
@@ -911,47 +918,63 @@ class ConnectionTracker:
         Returns:
             list of rows, each ``dict[str, str]`` keyed by column name.
         """
-        pieces, count = self.encoded_rows(now)
-        return decode_rows(pieces, count)
+        groups, count = self.encoded_rows(now)
+        return decode_rows(list(row_pieces(groups)), count)
 
-    def encoded_rows(self, now: float | None = None) -> tuple[list[bytes], int]:
+    def encoded_rows(self, now: float | None = None) -> tuple[list[RowGroup], int]:
         """Every row that may be served, as TBinaryProtocol ``map<string, string>`` bytes.
 
         A row first served now gets its stable columns fixed and encoded
-        (:meth:`TrackedConnection.wire`); every row then costs two list
-        appends: its stable bytes, and the ``state``/``last_seen`` bytes it
-        shares with every row of the same values.
+        (:meth:`TrackedConnection.wire`). Rows are grouped by their
+        ``state``/``last_seen`` bytes, which every open row the last sample
+        listed in one state shares, so a row costs one list append here and
+        its group is joined in C when sent (extension.enrich.wire.row_pieces).
+        Rows come grouped, not in the table's order.
 
         Args:
             now: seconds since the Unix epoch (defaults to the latest merge).
 
         Returns:
-            (pieces, rows): ``pieces[0]`` is ``b""``, left for the caller's
-            header; the rest, joined, are the rows' maps one after another.
+            (groups, rows): each group's tail bytes and its rows' stable bytes,
+            and the number of rows. The groups of rows last seen at the last
+            sample come first, each group in the order of its first row in the
+            table, and the rows of a group in the table's order.
         """
         now = self._now if now is None else now
         tails = self._tails
         if len(tails) > _MAX_TAILS:
             tails.clear()
-        pieces = [b""]
-        append = pieces.append
-        count = 0
+        # Rows seen at the last sample, by state (nearly all of them); the others
+        # by (state, last_seen).
+        listed: dict[str, list[bytes]] = {}
+        others: dict[tuple[str, int], list[bytes]] = {}
         listed_at = self._sample_second
         for conn in self._connections.values():
             if not conn.served and not self._serve_now(conn, now):
                 continue
-            append(conn._wire or conn.wire())
             seen = conn.last_seen
-            if seen < listed_at and conn.closed_at is None and conn.sampled and (
-                    conn.missed_at is None):  # fmt: skip
-                seen = listed_at  # an open row the last sample listed
-            key = (conn.state, seen)
+            if seen == listed_at or (seen < listed_at and conn.closed_at is None
+                                     and conn.sampled and conn.missed_at is None):  # fmt: skip
+                group = listed.get(conn.state)  # an open row the last sample listed
+                if group is None:
+                    group = listed[conn.state] = []
+            else:
+                key = (conn.state, seen)
+                group = others.get(key)
+                if group is None:
+                    group = others[key] = []
+            group.append(conn._wire or conn.wire())
+        keyed = [((state, listed_at), rows) for state, rows in listed.items()]
+        keyed += others.items()
+        out = []
+        count = 0
+        for key, stables in keyed:
+            count += len(stables)
             tail = tails.get(key)
             if tail is None:
                 tail = tails[key] = tail_bytes(*key)
-            append(tail)
-            count += 1
-        return pieces, count
+            out.append((tail, stables))
+        return out, count
 
     def _serve_now(self, conn: TrackedConnection, now: float) -> bool:
         """Whether a row not yet served may be served now; marks it served if so."""

@@ -20,7 +20,7 @@ as a big-endian i32 byte length and its UTF-8 bytes. osquery's table rows are su
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final
 
 from thrift.protocol import TBinaryProtocol
@@ -32,7 +32,16 @@ try:
 except ImportError:  # thrift installed without its C extension
     fastbinary = None
 
-__all__ = ["STRING", "decode_rows", "encode_pairs", "map_header", "tail_bytes"]
+__all__ = [
+    "ROWS_PER_PIECE",
+    "STRING",
+    "RowGroup",
+    "decode_rows",
+    "encode_pairs",
+    "map_header",
+    "row_pieces",
+    "tail_bytes",
+]
 
 STRING: Final = 11
 """Thrift's type id of ``string`` (TType.STRING)."""
@@ -68,6 +77,30 @@ def encode_pairs(pairs: Iterable[tuple[str, str]]) -> bytes:
 def tail_bytes(state: str, last_seen: int) -> bytes:
     """The ``state`` and ``last_seen`` entries that end every row."""
     return encode_pairs((("state", state), ("last_seen", str(last_seen))))
+
+
+RowGroup = tuple[bytes, list[bytes]]
+"""Rows that end alike: the ``state``/``last_seen`` bytes they share, and each
+row's stable bytes (its map up to those two entries)."""
+
+ROWS_PER_PIECE: Final = 256
+"""Rows joined into one piece by :func:`row_pieces`: about 170 KiB of typical
+rows, so that a reply is never held in one buffer whole."""
+
+
+def row_pieces(groups: Iterable[RowGroup], rows_per_piece: int = ROWS_PER_PIECE) -> Iterator[bytes]:
+    """The groups' rows as encoded maps, at most ``rows_per_piece`` rows per piece.
+
+    Each piece is joined (in C) only when the iterator reaches it, so one
+    piece at a time is held while a reply is sent: ``tail.join`` over the
+    slice's stable bytes and one empty string, so that every row ends with
+    the group's tail.
+    """
+    for tail, stables in groups:
+        for start in range(0, len(stables), rows_per_piece):
+            rows = stables[start : start + rows_per_piece]
+            rows.append(b"")
+            yield tail.join(rows)
 
 
 class _Rows:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, overload
 
 from osquery.extensions import Extension
@@ -31,7 +31,7 @@ from osquery.extensions.ttypes import ExtensionResponse
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import TTransport
 
-from extension.enrich.wire import decode_rows
+from extension.enrich.wire import RowGroup, decode_rows, row_pieces
 
 __all__ = ["EncodedRows", "ReplyProcessor", "ReplyTransportFactory", "reply_head"]
 
@@ -77,16 +77,16 @@ class EncodedRows(Sequence[dict[str, str]]):
     """A table's rows as encoded maps; a sequence of ``dict[str, str]`` for other readers.
 
     Args:
-        pieces: ``pieces[0]`` is free for the reply's head (``b""``); the
-            rest, joined, are ``count`` encoded ``map<string, string>``
-            (kept as :attr:`row_count`).
+        groups: the rows, grouped by the tail bytes they end with
+            (extension.enrich.wire.RowGroup): ``count`` encoded
+            ``map<string, string>`` in all (kept as :attr:`row_count`).
         count: the number of rows.
     """
 
-    __slots__ = ("_decoded", "pieces", "row_count")
+    __slots__ = ("_decoded", "groups", "row_count")
 
-    def __init__(self, pieces: list[bytes], count: int) -> None:
-        self.pieces = pieces
+    def __init__(self, groups: list[RowGroup], count: int) -> None:
+        self.groups = groups
         self.row_count = count
         self._decoded: list[dict[str, str]] | None = None
 
@@ -108,19 +108,18 @@ class EncodedRows(Sequence[dict[str, str]]):
     def rows(self) -> list[dict[str, str]]:
         """The rows decoded (once) by thrift."""
         if self._decoded is None:
-            self._decoded = decode_rows(self.pieces[1:], self.row_count)
+            self._decoded = decode_rows(list(row_pieces(self.groups)), self.row_count)
         return self._decoded
 
     def reply(self, seqid: int) -> bytes:
         """The whole ``call`` reply: status 0 ``OK`` and these rows."""
         return b"".join(self.reply_pieces(seqid))
 
-    def reply_pieces(self, seqid: int) -> list[bytes]:
-        """:meth:`reply` in pieces, to be sent one after another."""
-        pieces = self.pieces.copy()
-        pieces[0] = reply_head(seqid, 0, "OK", self.row_count)
-        pieces.append(REPLY_TAIL)
-        return pieces
+    def reply_pieces(self, seqid: int) -> Iterator[bytes]:
+        """:meth:`reply` in pieces, each made when reached, to be sent one after another."""
+        yield reply_head(seqid, 0, "OK", self.row_count)
+        yield from row_pieces(self.groups)
+        yield REPLY_TAIL
 
 
 class _ReplyTransport(TTransport.TBufferedTransport):  # type: ignore[misc]
@@ -130,55 +129,56 @@ class _ReplyTransport(TTransport.TBufferedTransport):  # type: ignore[misc]
         super().__init__(trans)
         self._socket = trans
 
-    def send_pieces(self, pieces: list[bytes]) -> None:
+    def send_pieces(self, pieces: Iterable[bytes]) -> None:
         """Send ``pieces`` one after another, after anything buffered.
 
-        Straight from the pieces to the socket with ``sendmsg`` (gathered
-        writes of up to :data:`_IOV_MAX` buffers), so the reply is never
-        copied into one buffer first.
+        Small pieces are joined up to :data:`_SEND_BYTES` and large ones
+        sent as they are (:func:`_send_coalesced`); ``pieces`` is read as it
+        is sent, so the reply is never held in one buffer whole.
         """
         self.flush()
         handle = getattr(self._socket, "handle", None)
         try:
-            if handle is None or not hasattr(handle, "sendmsg"):
+            if handle is None or not hasattr(handle, "sendall"):
                 self._socket.write(b"".join(pieces))
                 self._socket.flush()
             else:
-                _send_gathered(handle, pieces)
+                _send_coalesced(handle, pieces)
         except OSError as err:
             raise TTransport.TTransportException(
                 TTransport.TTransportException.UNKNOWN, f"cannot send the reply: {err}"
             ) from err
 
 
-_IOV_MAX = 1024
-"""Most buffers one sendmsg(2) takes on Linux (IOV_MAX, limits.h)."""
+_SEND_BYTES = 64 * 1024
+"""Bytes gathered before a send: pieces are joined until they reach this."""
 
 
-def _send_gathered(sock: socket.socket, pieces: list[bytes]) -> None:
-    """Send every piece, in order, with as few ``sendmsg`` calls as may be.
+def _send_coalesced(sock: socket.socket, pieces: Iterable[bytes]) -> None:
+    """Send every piece, in order, with ``sendall``.
+
+    Consecutive pieces are joined until they hold :data:`_SEND_BYTES`, and
+    a piece that holds that much alone is sent without a copy. One
+    ``sendall`` of a joined buffer costs less CPU than a gathered
+    ``sendmsg`` of the same small pieces: the kernel copies one buffer
+    instead of hundreds, and a send that stops part way (the reader lags) is
+    resumed in C. docs/design/extension-performance.md has the figures.
 
     Raises:
         OSError: the socket failed.
     """
-    start, count = 0, len(pieces)
-    head: bytes | memoryview | None = None  # the unsent rest of pieces[start]
-    while start < count:
-        batch: list[bytes | memoryview] = list(pieces[start : start + _IOV_MAX])
-        if head is not None:
-            batch[0] = head
-        sent = sock.sendmsg(batch)
-        if sent == sum(map(len, batch)):
-            start += len(batch)
-            head = None
-            continue
-        for piece in batch:  # a partial send: find where it stopped
-            if sent < len(piece):
-                head = memoryview(piece)[sent:]
-                break
-            sent -= len(piece)
-            start += 1
-            head = None
+    send, join = sock.sendall, b"".join
+    batch: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= _SEND_BYTES:
+            send(piece if len(batch) == 1 else join(batch))
+            batch = []
+            size = 0
+    if batch:
+        send(join(batch))
 
 
 class ReplyTransportFactory:

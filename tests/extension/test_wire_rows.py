@@ -23,8 +23,9 @@ from thrift.Thrift import TMessageType
 from thrift.transport import TTransport
 
 from extension.enrich.connections import ConnectionTracker
+from extension.enrich.wire import ROWS_PER_PIECE, decode_rows, row_pieces
 from extension.model import ProcessInfo, SocketRecord
-from extension.serve.reply import EncodedRows, ReplyProcessor, _send_gathered
+from extension.serve.reply import EncodedRows, ReplyProcessor, _send_coalesced
 
 STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "CLOSE_WAIT", "LISTEN", "")
 texts = st.one_of(st.none(), st.text(max_size=40), st.text(min_size=250, max_size=300))
@@ -100,8 +101,8 @@ def test_reply_bytes_equal_thrift_encoding_of_the_reference_rows(
     reference = [conn.row() for conn in tracker._connections.values()]
 
     encoded = EncodedRows(*tracker.encoded_rows(1000.0))
-    assert encoded.reply(seqid) == thrift_reply(reference, seqid)
-    assert list(encoded) == reference
+    assert encoded.reply(seqid) == thrift_reply(grouped(reference, tracker._sample_second), seqid)
+    assert list(encoded) == grouped(reference, tracker._sample_second)
 
     # States change and time passes: the stable columns stay as first served.
     changed = [
@@ -113,13 +114,75 @@ def test_reply_bytes_equal_thrift_encoding_of_the_reference_rows(
         stable = {k: v for k, v in row.items() if k not in ("state", "last_seen")}
         expected.append({**stable, "state": conn.state, "last_seen": "1007"})
     again = EncodedRows(*tracker.encoded_rows(1007.5))
-    assert again.reply(seqid + 1) == thrift_reply(expected, seqid + 1)
-    assert tracker.rows() == expected
+    in_reply = grouped(expected, tracker._sample_second)
+    assert again.reply(seqid + 1) == thrift_reply(in_reply, seqid + 1)
+    assert tracker.rows() == in_reply
 
     saved = tracker.saved_rows()
     assert [s.row for s in saved] == [
         {k: v for k, v in row.items() if k not in ("state", "last_seen")} for row in reference
     ]
+
+
+def test_a_large_group_is_split_into_pieces_of_whole_rows() -> None:
+    count = 2 * ROWS_PER_PIECE + 3
+    listed = [
+        SocketRecord(pid=7, family=2, protocol=6, local_address="10.0.0.5", local_port=20000 + i,
+                     remote_address="203.0.113.9", remote_port=443, state="ESTABLISHED",
+                     socket=5000 + i, net_namespace=1)
+        for i in range(count)
+    ]  # fmt: skip
+    listed.append(replace(listed[0], local_port=80, remote_address="", remote_port=0,
+                          state="LISTEN", socket=9000))  # fmt: skip
+    tracker = ConnectionTracker(lambda pid: ProcessInfo(name="web"), attempt_grace_secs=0)
+    tracker.update(listed, now=50.0)
+    groups, rows = tracker.encoded_rows(50.0)
+    assert rows == count + 1
+    pieces = [b"", *row_pieces(groups)]
+    # Groups come in the order of their first row in the table.
+    established = [ROWS_PER_PIECE, ROWS_PER_PIECE, 3]
+    listen_first = next(iter(tracker._connections.values())).state == "LISTEN"
+    sizes = [1, *established] if listen_first else [*established, 1]
+    decoded = [decode_rows([piece], n) for piece, n in zip(pieces[1:], sizes, strict=True)]
+    by_state: dict[str, list[int]] = {}
+    for part in decoded:
+        assert len({row["state"] for row in part}) == 1, "one group per piece"
+        for row in part:
+            by_state.setdefault(row["state"], []).append(int(row["local_port"]))
+    assert sorted(by_state["ESTABLISHED"]) == [20000 + i for i in range(count)]
+    assert by_state["LISTEN"] == [80]
+    assert {row["last_seen"] for part in decoded for row in part} == {"50"}
+
+
+def test_rows_no_longer_listed_follow_the_listed_ones() -> None:
+    listed = [
+        SocketRecord(pid=7, family=2, protocol=6, local_address="10.0.0.5", local_port=20000 + i,
+                     remote_address="203.0.113.9", remote_port=443, state="ESTABLISHED",
+                     socket=5000 + i, net_namespace=1)
+        for i in range(5)
+    ]  # fmt: skip
+    tracker = ConnectionTracker(lambda pid: ProcessInfo(name="web"), attempt_grace_secs=0)
+    tracker.update(listed, now=50.0)
+    tracker.encoded_rows(50.0)  # every row shown
+    tracker.update(listed[1:], now=53.0)  # the first one closed: it lingers
+    groups, count = tracker.encoded_rows(53.0)
+    rows = decode_rows(list(row_pieces(groups)), count)
+    assert [(row["local_port"], row["last_seen"]) for row in rows] == [
+        *((str(20000 + i), "53") for i in range(1, 5)),
+        ("20000", "50"),
+    ]
+    assert EncodedRows(groups, count).reply(9) == thrift_reply(rows, 9)
+
+
+def grouped(rows: list[dict[str, str]], listed_at: int) -> list[dict[str, str]]:
+    """``rows`` in the order a reply holds them: grouped by (state, last_seen); the
+    groups last seen at the last sample (``listed_at``) first; groups in the order
+    of their first row, and the table's order within a group."""
+    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault((row["state"], row["last_seen"]), []).append(row)
+    order = sorted(groups, key=lambda key: key[1] != str(listed_at))  # a stable sort
+    return [row for key in order for row in groups[key]]
 
 
 class _Handler:
@@ -160,10 +223,10 @@ def test_processor_writes_what_the_generated_processor_writes(
 
 @settings(max_examples=20, deadline=None)
 @given(st.lists(st.binary(max_size=300), min_size=1, max_size=400), st.integers(1, 6))
-def test_gathered_send_delivers_every_piece_in_order_through_partial_sends(
+def test_coalesced_send_delivers_every_piece_in_order_through_partial_sends(
     some: list[bytes], times: int
 ) -> None:
-    pieces = [*some * times, bytes(range(256)) * 400, *some]  # more than IOV_MAX, and large
+    pieces = [*some * times, bytes(range(256)) * 400, *some]  # joined, and one alone
     left, right = socket.socketpair()
     with left, right:
         left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
@@ -176,7 +239,7 @@ def test_gathered_send_delivers_every_piece_in_order_through_partial_sends(
 
         reader = threading.Thread(target=drain)
         reader.start()
-        _send_gathered(left, pieces)
+        _send_coalesced(left, pieces)
         left.shutdown(socket.SHUT_WR)
         reader.join()
     assert bytes(received) == b"".join(pieces)
