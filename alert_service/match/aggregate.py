@@ -32,6 +32,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
@@ -43,6 +44,7 @@ from alert_service.match.index import RuleIndex
 from alert_service.match.iocs import IocFiles
 from alert_service.match.rules import CompiledRule, check_rule
 from alert_service.parse.event import ColumnValue, Event
+from alert_service.parse.row import typed_columns
 
 __all__ = [
     "AGGREGATE_KINDS",
@@ -69,6 +71,14 @@ BEACON_GROUP_BY: Final = (HOST, "pid", "start_time", "remote_address", "remote_p
 
 _ROW_KEY_COLUMNS = ("pid", "socket", "local_address", "local_port", "remote_address",
                     "remote_port", "first_seen")  # fmt: skip
+_row_key_items = itemgetter(*_ROW_KEY_COLUMNS)
+
+
+def _row_key(columns: Mapping[str, ColumnValue]) -> tuple[ColumnValue, ...]:
+    """The key of a counted row: its :data:`_ROW_KEY_COLUMNS` values (None for a
+    column it lacks). Inlined on the hot path as ``_row_key_items(columns)`` (one C
+    call) with this as the fallback when a column is missing (``KeyError``)."""
+    return tuple(map(columns.get, _ROW_KEY_COLUMNS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +268,11 @@ def _group_getter(fields: Sequence[str]) -> _GroupOf:
     if HOST not in fields:
         names = tuple(fields)
         return lambda event, columns: tuple(map(columns.get, names))
+    if fields == (HOST,):
+        return lambda event, columns: (event.host_identifier,)
+    if len(fields) == 2 and fields[0] == HOST and fields[1] != HOST:
+        other = fields[1]  # the commonest shape: no map object, no unpacking
+        return lambda event, columns: (event.host_identifier, columns.get(other))
     if fields[0] == HOST and HOST not in fields[1:]:
         rest = tuple(fields[1:])
         return lambda event, columns: (event.host_identifier, *map(columns.get, rest))
@@ -274,18 +289,6 @@ def _alert_id(rule: str, key: str, start: int) -> str:
 
 _Counter = Callable[[Event, Mapping[str, ColumnValue], int], "AggregateAlert | None"]
 """Counts one event that passed a rule's filter: ``(event, typed columns, unixTime)``."""
-
-
-def _typed(columns: Mapping[str, ColumnValue]) -> Mapping[str, ColumnValue]:
-    """``columns`` as a plain mapping read by C ``get`` calls.
-
-    The parse stage may hand a row that types each value when it is read
-    (:class:`~alert_service.parse.row.Row`); the aggregation rules read up to a dozen
-    of its columns per event, so they take its whole typed row once (``typed()``,
-    built once per row and shared with whoever else asks).
-    """
-    typed = getattr(columns, "typed", None)
-    return columns if typed is None else cast(Mapping[str, ColumnValue], typed())
 
 
 _First = tuple[Any, ...]
@@ -598,7 +601,7 @@ class Aggregator:
             _, holds, vetoed, count = tests[low.bit_length() - 1]
             if holds(view) and (vetoed is None or not vetoed(view)):
                 if columns is None:
-                    columns = _typed(event.columns)
+                    columns = typed_columns(event.columns)
                 alert = count(event, columns, now)
                 if alert is not None:
                     out.append(alert)
@@ -648,6 +651,7 @@ class Aggregator:
         room = self._room
         full = state.full
         alert = self._alert
+        row_key_items = _row_key_items
         detail: dict[str, Any] = {"threshold": spec.threshold, "window_secs": spec.window_secs}
         if spec.field:
             detail["field"] = spec.field
@@ -669,7 +673,7 @@ class Aggregator:
                 return None
             dirty_add(key)
             if not distinct:
-                groups[key] = (now, tuple(map(columns.get, _ROW_KEY_COLUMNS)), columns)
+                groups[key] = (now, _row_key(columns), columns)
                 return None
             value = columns.get(field_name)
             if value is None or value == "":
@@ -701,7 +705,10 @@ class Aggregator:
                 values[value] = None
                 group.count = len(values)
             else:
-                row = tuple(map(columns.get, _ROW_KEY_COLUMNS))
+                try:
+                    row = row_key_items(columns)
+                except KeyError:
+                    row = _row_key(columns)
                 if event.counter == 0 and row in group.rows:
                     return None  # a counter-0 re-log of a row counted already
                 group.last = max(group.last, now)

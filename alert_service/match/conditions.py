@@ -102,13 +102,27 @@ class EventView:
         event: the event.
         action: the action the rules see (default the event's own): the baseline asks
             whether a ``removed`` row would match as ``added`` without copying it.
+        columns: the event's columns as the rules read them, when not
+            ``event.columns`` itself: its whole typed row
+            (:func:`~alert_service.parse.row.typed_columns`), equal to it column by
+            column, whose ``get`` is a C call where a lazily typed
+            :class:`~alert_service.parse.row.Row` runs Python per value. The pipeline
+            passes it when aggregation rules need the typed row anyway.
     """
 
     __slots__ = ("_addr", "_number", "action", "columns", "event")
 
-    def __init__(self, event: Event, action: Action | None = None) -> None:
+    def __init__(
+        self,
+        event: Event,
+        action: Action | None = None,
+        *,
+        columns: Mapping[str, ColumnValue] | None = None,
+    ) -> None:
         self.event = event
-        self.columns: Mapping[str, ColumnValue] | SkimColumns = event.columns
+        self.columns: Mapping[str, ColumnValue] | SkimColumns = (
+            event.columns if columns is None else columns
+        )
         self.action: Action = event.action if action is None else action
         self._number: int | None = _NOT_YET
         # _addr is set by the first remote_address call.
