@@ -38,7 +38,12 @@ from typing import Any, Final, Literal, cast
 
 from alert_service.errors import MatchError
 from alert_service.match.alert import Alert
-from alert_service.match.conditions import EventView, RuleSpec, rule_spec_from_config
+from alert_service.match.conditions import (
+    EventView,
+    RuleSpec,
+    always_holds,
+    rule_spec_from_config,
+)
 from alert_service.match.groups import Group, group_key, values_of
 from alert_service.match.index import RuleIndex
 from alert_service.match.iocs import IocFiles
@@ -390,6 +395,13 @@ code writes ``values`` only for ``value_count``, ``rows`` only for ``event_count
 before the crossing, ``times`` only for ``beacon``."""
 
 
+_Step = tuple["Callable[[EventView], bool] | None", "Callable[[EventView], bool] | None", _Counter]
+"""One candidate rule of an event: ``(filter test, exclude test, counting function)``."""
+
+_PLANS: Final = 4096
+"""Candidate masks whose :data:`_Step` tuples an :class:`Aggregator` remembers."""
+
+
 def _no_count(event: Event, columns: Mapping[str, ColumnValue], now: int) -> None:
     return None
 
@@ -450,6 +462,7 @@ class Aggregator:
             (s, s.compiled._conditions.holds, _veto_of(s.compiled), s.count) for s in states
         )
         self._index = RuleIndex([s.compiled.keys for s in states])
+        self._plans: dict[int, tuple[_Step, ...]] = {}
         self._by_name = {s.rule.name: s for s in states}
         self.dropped = 0
         self._removed: set[tuple[str, _Key]] = set()
@@ -588,24 +601,42 @@ class Aggregator:
             self._generation = self._iocs.generation
             self._index = RuleIndex([s.compiled.keys for s in self._rules])
         now = event.unix_time
-        self._now = max(self._now, now)
+        if now > self._now:  # noqa: PLR1730 - max() is a call per event
+            self._now = now
         mask = self._index.candidates(view)
-        out: list[AggregateAlert] = []
         if not mask:
-            return out
+            return []
+        plan = self._plans.get(mask)
+        if plan is None:
+            plan = self._plan(mask)
+        out: list[AggregateAlert] = []
         columns: Mapping[str, ColumnValue] | None = None
-        tests = self._tests
-        while mask:
-            low = mask & -mask
-            mask ^= low
-            _, holds, vetoed, count = tests[low.bit_length() - 1]
-            if holds(view) and (vetoed is None or not vetoed(view)):
+        for holds, vetoed, count in plan:
+            if (holds is None or holds(view)) and (vetoed is None or not vetoed(view)):
                 if columns is None:
                     columns = typed_columns(event.columns)
                 alert = count(event, columns, now)
                 if alert is not None:
                     out.append(alert)
         return out
+
+    def _plan(self, mask: int) -> tuple[_Step, ...]:
+        """The candidates of ``mask`` as ``(filter test or None when the rule has no
+        conditions, exclude test or None, counting function)``, in rule order;
+        remembered per mask (at most :data:`_PLANS` masks, forgotten all at once
+        when full): an event's candidates are one dict lookup and a walk over a
+        tuple, not a bit at a time."""
+        plan: list[_Step] = []
+        rest = mask
+        while rest:
+            low = rest & -rest
+            rest ^= low
+            _, holds, vetoed, count = self._tests[low.bit_length() - 1]
+            plan.append((None if holds is always_holds else holds, vetoed, count))
+        if len(self._plans) >= _PLANS:
+            self._plans.clear()
+        found = self._plans[mask] = tuple(plan)
+        return found
 
     def _room(self, state: _RuleState, now: int) -> bool:
         """Whether the rule has room for a new group at ``now`` (after dropping the
@@ -652,6 +683,9 @@ class Aggregator:
         full = state.full
         alert = self._alert
         row_key_items = _row_key_items
+        by = spec.group_by
+        pair = len(by) == 2 and by[0] == HOST and by[1] != HOST
+        other = by[1] if pair else ""
         detail: dict[str, Any] = {"threshold": spec.threshold, "window_secs": spec.window_secs}
         if spec.field:
             detail["field"] = spec.field
@@ -685,7 +719,8 @@ class Aggregator:
         def count(
             event: Event, columns: Mapping[str, ColumnValue], now: int
         ) -> AggregateAlert | None:
-            key = group_of(event, columns)
+            # the commonest group (host and one column) built inline: no call
+            key = (event.host_identifier, columns.get(other)) if pair else group_of(event, columns)
             held: Any = groups.get(key)
             if held.__class__ is not Group or held.start + window <= now:
                 held = settle(key, held, now, columns)
@@ -694,7 +729,8 @@ class Aggregator:
             group: Group = held
             dirty_add(key)
             if distinct:
-                group.last = max(group.last, now)
+                if group.last < now:  # noqa: PLR1730 - max() is a call per event
+                    group.last = now
                 if group.fired:
                     group.count += event.counter != 0
                     return None
@@ -711,7 +747,8 @@ class Aggregator:
                     row = _row_key(columns)
                 if event.counter == 0 and row in group.rows:
                     return None  # a counter-0 re-log of a row counted already
-                group.last = max(group.last, now)
+                if group.last < now:  # noqa: PLR1730 - max() is a call per event
+                    group.last = now
                 if group.fired:
                     group.count += event.counter != 0
                     return None

@@ -84,6 +84,7 @@ __all__ = [
     "RuleSpec",
     "SkimView",
     "Test",
+    "always_holds",
     "check_conditions",
     "conditions_from_config",
     "rule_spec_from_config",
@@ -913,7 +914,8 @@ def check_conditions(spec: ConditionsSpec, where: str, errors: list[MatchError])
                 errors.append(err)
 
 
-def _always(view: EventView) -> bool:
+def always_holds(view: EventView) -> bool:
+    """The test of a rule without conditions (callers may skip calling it)."""
     return True
 
 
@@ -924,7 +926,7 @@ def _all_of(members: Sequence[In], tests: Sequence[Test]) -> Test:
     """
     if not members:
         if not tests:
-            return _always
+            return always_holds
         if len(tests) == 1:
             return tests[0]
         if len(tests) == 2:
