@@ -41,7 +41,7 @@ from alert_service.match.alert import Alert
 from alert_service.match.conditions import (
     EventView,
     RuleSpec,
-    always_holds,
+    answered_by_index,
     rule_spec_from_config,
 )
 from alert_service.match.groups import Group, group_key, values_of
@@ -621,8 +621,8 @@ class Aggregator:
         return out
 
     def _plan(self, mask: int) -> tuple[_Step, ...]:
-        """The candidates of ``mask`` as ``(filter test or None when the rule has no
-        conditions, exclude test or None, counting function)``, in rule order;
+        """The candidates of ``mask`` as ``(filter test or None when the index answers
+        it, exclude test or None, counting function)``, in rule order;
         remembered per mask (at most :data:`_PLANS` masks, forgotten all at once
         when full): an event's candidates are one dict lookup and a walk over a
         tuple, not a bit at a time."""
@@ -632,7 +632,7 @@ class Aggregator:
             low = rest & -rest
             rest ^= low
             _, holds, vetoed, count = self._tests[low.bit_length() - 1]
-            plan.append((None if holds is always_holds else holds, vetoed, count))
+            plan.append((None if answered_by_index(holds) else holds, vetoed, count))
         if len(self._plans) >= _PLANS:
             self._plans.clear()
         found = self._plans[mask] = tuple(plan)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import weakref
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -85,6 +86,7 @@ __all__ = [
     "SkimView",
     "Test",
     "always_holds",
+    "answered_by_index",
     "check_conditions",
     "conditions_from_config",
     "rule_spec_from_config",
@@ -516,7 +518,25 @@ def _actions(
     values: Sequence[Action], where: str, iocs: IocFiles
 ) -> Iterator[tuple[int, Test | In]]:
     allowed = frozenset(values)
-    yield 0, lambda view: view.action in allowed
+
+    def action_holds(view: EventView) -> bool:
+        return view.action in allowed
+
+    _ANSWERED_BY_INDEX.add(action_holds)
+    yield 0, action_holds
+
+
+_ANSWERED_BY_INDEX: weakref.WeakSet[Test] = weakref.WeakSet()
+"""Compiled tests the rule index answers exactly: the test of an ``actions``
+condition holds exactly when the event's action is one of the values of its
+:class:`Keys` (the index's ``action`` dimension, an exact-value lookup)."""
+
+
+def answered_by_index(test: Test) -> bool:
+    """True when ``test`` is a rule's whole filter test (its ``holds``) and the rule
+    index answers it exactly: the rule's only condition is ``actions``, so a rule the
+    index gives as a candidate passes it. :func:`always_holds` too."""
+    return test is always_holds or test in _ANSWERED_BY_INDEX
 
 
 def _action_of(view: IndexedRow) -> object:
