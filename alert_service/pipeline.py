@@ -52,6 +52,7 @@ from alert_service.match.conditions import EventView, skim_view
 from alert_service.notify.http import encode_json
 from alert_service.parse import Event, glued_line_start, parse_line
 from alert_service.parse.line import event_form_row, event_of_row
+from alert_service.parse.row import typed_columns
 from alert_service.source import (
     DEFAULT_MAX_LINE_BYTES,
     Batch,
@@ -293,7 +294,13 @@ class Pipeline:
                 for event in events:
                     if event.name not in settled:
                         observe(event)
-                    view = EventView(event)
+                    # With aggregation rules the typed row is built anyway: the rule
+                    # index and the filters read it by C calls (EventView ``columns``).
+                    view = (
+                        EventView(event)
+                        if aggregate is None
+                        else EventView(event, columns=typed_columns(event.columns))
+                    )
                     alerts = match(event, view)
                     if alerts:
                         matches += len(alerts)

@@ -38,6 +38,11 @@ thread). Rates are lines per second.
    recorded noise log (realistic), then three worst cases.
 8. ``stages``: the same loop stopped after the source, after parsing, after matching,
    so each stage's share in µs per line is shown.
+
+``--aggregation-stages`` runs instead, on the aggregation inputs, the loop with the
+aggregation rules stopped after each step of an event (:func:`aggregation_stages`):
+what building the events, the rule index, the filters and the counting each add to
+the row rules' time.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import argparse
 import cProfile
 import gzip
 import ipaddress
+import itertools
 import json
 import os
 import pstats
@@ -56,6 +62,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import yaml
 
@@ -64,7 +71,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from alert_service.config import Config, build_config  # noqa: E402
-from alert_service.parse import parse_line  # noqa: E402
+from alert_service.match.aggregate import AggregateAlert  # noqa: E402
+from alert_service.match.conditions import EventView  # noqa: E402
+from alert_service.parse import Event, parse_line  # noqa: E402
+from alert_service.parse.row import typed_columns  # noqa: E402
 from alert_service.pipeline import Pipeline  # noqa: E402
 from alert_service.source import FileFollower  # noqa: E402
 from alert_service.state import open_state  # noqa: E402
@@ -282,10 +292,18 @@ _CPU_SECS: list[float] = []
 call, seconds, over the same stretch as its wall time (not building the pipeline)."""
 
 
-def run_pipeline(config: Config, path: str) -> tuple[float, int, int]:
-    """Follow ``path`` from its start to its end; return (seconds, lines, alerts)."""
+def run_pipeline(
+    config: Config, path: str, prepare: Callable[[Pipeline], None] | None = None
+) -> tuple[float, int, int]:
+    """Follow ``path`` from its start to its end; return (seconds, lines, alerts).
+
+    ``prepare``: called with the pipeline once it is built, before the clock starts
+    (:func:`aggregation_stages` stops its aggregation rules part way).
+    """
     stats = Stats()
     pipeline = Pipeline(config, stats=stats)
+    if prepare is not None:
+        prepare(pipeline)
     alerts = 0
     start = time.perf_counter()
     cpu = time.process_time()
@@ -487,6 +505,79 @@ def aggregation_section(
         )
 
 
+def _stop_at(stage: str) -> Callable[[Pipeline], None]:
+    """Make a pipeline's aggregation rules stop after ``stage`` of each event:
+    ``built`` (the event built, its row typed for the rule views, nothing counted),
+    ``index`` (the rule index looked up), ``filters`` (the candidates' filters
+    tested, the row typed as counting would, nothing counted)."""
+
+    def prepare(pipeline: Pipeline) -> None:
+        aggregator = pipeline.aggregates
+        index = aggregator._index
+        plans = aggregator._plans
+        plan_of = aggregator._plan
+
+        def built(event: Event, view: EventView | None = None) -> list[AggregateAlert]:
+            return []
+
+        def indexed(event: Event, view: EventView | None = None) -> list[AggregateAlert]:
+            index.candidates(cast(EventView, view))
+            return []
+
+        def filtered(event: Event, view: EventView | None = None) -> list[AggregateAlert]:
+            assert view is not None
+            mask = index.candidates(view)
+            if mask:
+                plan = plans.get(mask) or plan_of(mask)
+                typed = None
+                for holds, vetoed, _ in plan:
+                    passes = (holds is None or holds(view)) and (vetoed is None or not vetoed(view))
+                    if passes and typed is None:
+                        typed = typed_columns(event.columns)
+            return []
+
+        stop = {"built": built, "index": indexed, "filters": filtered}[stage]
+        aggregator.observe = stop  # type: ignore[method-assign]
+
+    return prepare
+
+
+AGGREGATION_STAGES = ("built", "index", "filters")
+
+
+def aggregation_stages(config: Config, path: str, runs: int, case: str = "") -> None:
+    """Where the aggregation rules' time goes, µs of process CPU time per line.
+
+    Each round runs, one after the other: the row rules alone; then with the
+    aggregation rules stopped after each of :data:`AGGREGATION_STAGES`
+    (:func:`_stop_at`); then all of them. Printed: the row rules' time, and what each
+    step adds to the one before, medians over ``runs`` rounds; and the share the
+    row-only figure would be of the whole were the steps after each one free.
+    """
+    aggregated = with_aggregation_rules(config)
+    times: dict[str, list[float]] = {}
+    for _ in range(runs):
+        _, lines, _ = run_pipeline(config, path)
+        times.setdefault("rows", []).append(_CPU_SECS[-1] * 1e6 / lines)
+        for stage in AGGREGATION_STAGES:
+            _, lines, _ = run_pipeline(aggregated, path, _stop_at(stage))
+            times.setdefault(stage, []).append(_CPU_SECS[-1] * 1e6 / lines)
+        _, lines, _ = run_pipeline(aggregated, path)
+        times.setdefault("counting", []).append(_CPU_SECS[-1] * 1e6 / lines)
+    median = statistics.median
+    steps = ["rows", *AGGREGATION_STAGES, "counting"]
+    at = {name: median(times[name]) for name in steps}
+    parts = [f"row rules {at['rows']:.2f}"]
+    parts += [f"+{name} {at[name] - at[before]:.2f}" for before, name in itertools.pairwise(steps)]
+    ceilings = ", ".join(f"{name} {at['rows'] / at[name]:.0%}" for name in steps[1:])
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"  aggregation stages{case} (µs of CPU per line, median of {runs}): "
+        + ", ".join(parts)
+        + f"; row-only share were the rest free: {ceilings}; load {load}"
+    )
+
+
 AGGREGATION_INPUTS = ("noise", "new-pid", "pids", "failed")
 """The inputs of the aggregation section (``--inputs``):
 
@@ -523,6 +614,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
     parser.add_argument(
         "--aggregation-only", action="store_true", help="time only the aggregation section"
+    )
+    parser.add_argument(
+        "--aggregation-stages",
+        action="store_true",
+        help="only the aggregation inputs: where the aggregation rules' time goes",
     )
     args = parser.parse_args(argv)
 
@@ -582,9 +678,12 @@ def main(argv: list[str] | None = None) -> int:
                     label = " (worst case: a new pid per line, every row refused)"
                 else:
                     continue
-                aggregation_section(config, target, tmp, args.runs, label)
+                if args.aggregation_stages:
+                    aggregation_stages(config, target, args.runs, label)
+                else:
+                    aggregation_section(config, target, tmp, args.runs, label)
 
-        if args.aggregation_only:
+        if args.aggregation_only or args.aggregation_stages:
             aggregation()
             return 0
 

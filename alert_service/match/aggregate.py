@@ -32,17 +32,24 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
 from alert_service.errors import MatchError
 from alert_service.match.alert import Alert
-from alert_service.match.conditions import EventView, RuleSpec, rule_spec_from_config
+from alert_service.match.conditions import (
+    EventView,
+    RuleSpec,
+    answered_by_index,
+    rule_spec_from_config,
+)
 from alert_service.match.groups import Group, group_key, values_of
 from alert_service.match.index import RuleIndex
 from alert_service.match.iocs import IocFiles
 from alert_service.match.rules import CompiledRule, check_rule
 from alert_service.parse.event import ColumnValue, Event
+from alert_service.parse.row import typed_columns
 
 __all__ = [
     "AGGREGATE_KINDS",
@@ -69,6 +76,14 @@ BEACON_GROUP_BY: Final = (HOST, "pid", "start_time", "remote_address", "remote_p
 
 _ROW_KEY_COLUMNS = ("pid", "socket", "local_address", "local_port", "remote_address",
                     "remote_port", "first_seen")  # fmt: skip
+_row_key_items = itemgetter(*_ROW_KEY_COLUMNS)
+
+
+def _row_key(columns: Mapping[str, ColumnValue]) -> tuple[ColumnValue, ...]:
+    """The key of a counted row: its :data:`_ROW_KEY_COLUMNS` values (None for a
+    column it lacks). Inlined on the hot path as ``_row_key_items(columns)`` (one C
+    call) with this as the fallback when a column is missing (``KeyError``)."""
+    return tuple(map(columns.get, _ROW_KEY_COLUMNS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +273,11 @@ def _group_getter(fields: Sequence[str]) -> _GroupOf:
     if HOST not in fields:
         names = tuple(fields)
         return lambda event, columns: tuple(map(columns.get, names))
+    if fields == (HOST,):
+        return lambda event, columns: (event.host_identifier,)
+    if len(fields) == 2 and fields[0] == HOST and fields[1] != HOST:
+        other = fields[1]  # the commonest shape: no map object, no unpacking
+        return lambda event, columns: (event.host_identifier, columns.get(other))
     if fields[0] == HOST and HOST not in fields[1:]:
         rest = tuple(fields[1:])
         return lambda event, columns: (event.host_identifier, *map(columns.get, rest))
@@ -274,18 +294,6 @@ def _alert_id(rule: str, key: str, start: int) -> str:
 
 _Counter = Callable[[Event, Mapping[str, ColumnValue], int], "AggregateAlert | None"]
 """Counts one event that passed a rule's filter: ``(event, typed columns, unixTime)``."""
-
-
-def _typed(columns: Mapping[str, ColumnValue]) -> Mapping[str, ColumnValue]:
-    """``columns`` as a plain mapping read by C ``get`` calls.
-
-    The parse stage may hand a row that types each value when it is read
-    (:class:`~alert_service.parse.row.Row`); the aggregation rules read up to a dozen
-    of its columns per event, so they take its whole typed row once (``typed()``,
-    built once per row and shared with whoever else asks).
-    """
-    typed = getattr(columns, "typed", None)
-    return columns if typed is None else cast(Mapping[str, ColumnValue], typed())
 
 
 _First = tuple[Any, ...]
@@ -387,6 +395,13 @@ code writes ``values`` only for ``value_count``, ``rows`` only for ``event_count
 before the crossing, ``times`` only for ``beacon``."""
 
 
+_Step = tuple["Callable[[EventView], bool] | None", "Callable[[EventView], bool] | None", _Counter]
+"""One candidate rule of an event: ``(filter test, exclude test, counting function)``."""
+
+_PLANS: Final = 4096
+"""Candidate masks whose :data:`_Step` tuples an :class:`Aggregator` remembers."""
+
+
 def _no_count(event: Event, columns: Mapping[str, ColumnValue], now: int) -> None:
     return None
 
@@ -447,6 +462,7 @@ class Aggregator:
             (s, s.compiled._conditions.holds, _veto_of(s.compiled), s.count) for s in states
         )
         self._index = RuleIndex([s.compiled.keys for s in states])
+        self._plans: dict[int, tuple[_Step, ...]] = {}
         self._by_name = {s.rule.name: s for s in states}
         self.dropped = 0
         self._removed: set[tuple[str, _Key]] = set()
@@ -585,24 +601,42 @@ class Aggregator:
             self._generation = self._iocs.generation
             self._index = RuleIndex([s.compiled.keys for s in self._rules])
         now = event.unix_time
-        self._now = max(self._now, now)
+        if now > self._now:  # noqa: PLR1730 - max() is a call per event
+            self._now = now
         mask = self._index.candidates(view)
-        out: list[AggregateAlert] = []
         if not mask:
-            return out
+            return []
+        plan = self._plans.get(mask)
+        if plan is None:
+            plan = self._plan(mask)
+        out: list[AggregateAlert] = []
         columns: Mapping[str, ColumnValue] | None = None
-        tests = self._tests
-        while mask:
-            low = mask & -mask
-            mask ^= low
-            _, holds, vetoed, count = tests[low.bit_length() - 1]
-            if holds(view) and (vetoed is None or not vetoed(view)):
+        for holds, vetoed, count in plan:
+            if (holds is None or holds(view)) and (vetoed is None or not vetoed(view)):
                 if columns is None:
-                    columns = _typed(event.columns)
+                    columns = typed_columns(event.columns)
                 alert = count(event, columns, now)
                 if alert is not None:
                     out.append(alert)
         return out
+
+    def _plan(self, mask: int) -> tuple[_Step, ...]:
+        """The candidates of ``mask`` as ``(filter test or None when the index answers
+        it, exclude test or None, counting function)``, in rule order;
+        remembered per mask (at most :data:`_PLANS` masks, forgotten all at once
+        when full): an event's candidates are one dict lookup and a walk over a
+        tuple, not a bit at a time."""
+        plan: list[_Step] = []
+        rest = mask
+        while rest:
+            low = rest & -rest
+            rest ^= low
+            _, holds, vetoed, count = self._tests[low.bit_length() - 1]
+            plan.append((None if answered_by_index(holds) else holds, vetoed, count))
+        if len(self._plans) >= _PLANS:
+            self._plans.clear()
+        found = self._plans[mask] = tuple(plan)
+        return found
 
     def _room(self, state: _RuleState, now: int) -> bool:
         """Whether the rule has room for a new group at ``now`` (after dropping the
@@ -648,6 +682,10 @@ class Aggregator:
         room = self._room
         full = state.full
         alert = self._alert
+        row_key_items = _row_key_items
+        by = spec.group_by
+        pair = len(by) == 2 and by[0] == HOST and by[1] != HOST
+        other = by[1] if pair else ""
         detail: dict[str, Any] = {"threshold": spec.threshold, "window_secs": spec.window_secs}
         if spec.field:
             detail["field"] = spec.field
@@ -669,7 +707,7 @@ class Aggregator:
                 return None
             dirty_add(key)
             if not distinct:
-                groups[key] = (now, tuple(map(columns.get, _ROW_KEY_COLUMNS)), columns)
+                groups[key] = (now, _row_key(columns), columns)
                 return None
             value = columns.get(field_name)
             if value is None or value == "":
@@ -681,7 +719,8 @@ class Aggregator:
         def count(
             event: Event, columns: Mapping[str, ColumnValue], now: int
         ) -> AggregateAlert | None:
-            key = group_of(event, columns)
+            # the commonest group (host and one column) built inline: no call
+            key = (event.host_identifier, columns.get(other)) if pair else group_of(event, columns)
             held: Any = groups.get(key)
             if held.__class__ is not Group or held.start + window <= now:
                 held = settle(key, held, now, columns)
@@ -690,7 +729,8 @@ class Aggregator:
             group: Group = held
             dirty_add(key)
             if distinct:
-                group.last = max(group.last, now)
+                if group.last < now:  # noqa: PLR1730 - max() is a call per event
+                    group.last = now
                 if group.fired:
                     group.count += event.counter != 0
                     return None
@@ -701,10 +741,14 @@ class Aggregator:
                 values[value] = None
                 group.count = len(values)
             else:
-                row = tuple(map(columns.get, _ROW_KEY_COLUMNS))
+                try:
+                    row = row_key_items(columns)
+                except KeyError:
+                    row = _row_key(columns)
                 if event.counter == 0 and row in group.rows:
                     return None  # a counter-0 re-log of a row counted already
-                group.last = max(group.last, now)
+                if group.last < now:  # noqa: PLR1730 - max() is a call per event
+                    group.last = now
                 if group.fired:
                     group.count += event.counter != 0
                     return None

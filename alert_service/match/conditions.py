@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import weakref
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -84,6 +85,8 @@ __all__ = [
     "RuleSpec",
     "SkimView",
     "Test",
+    "always_holds",
+    "answered_by_index",
     "check_conditions",
     "conditions_from_config",
     "rule_spec_from_config",
@@ -102,13 +105,27 @@ class EventView:
         event: the event.
         action: the action the rules see (default the event's own): the baseline asks
             whether a ``removed`` row would match as ``added`` without copying it.
+        columns: the event's columns as the rules read them, when not
+            ``event.columns`` itself: its whole typed row
+            (:func:`~alert_service.parse.row.typed_columns`), equal to it column by
+            column, whose ``get`` is a C call where a lazily typed
+            :class:`~alert_service.parse.row.Row` runs Python per value. The pipeline
+            passes it when aggregation rules need the typed row anyway.
     """
 
     __slots__ = ("_addr", "_number", "action", "columns", "event")
 
-    def __init__(self, event: Event, action: Action | None = None) -> None:
+    def __init__(
+        self,
+        event: Event,
+        action: Action | None = None,
+        *,
+        columns: Mapping[str, ColumnValue] | None = None,
+    ) -> None:
         self.event = event
-        self.columns: Mapping[str, ColumnValue] | SkimColumns = event.columns
+        self.columns: Mapping[str, ColumnValue] | SkimColumns = (
+            event.columns if columns is None else columns
+        )
         self.action: Action = event.action if action is None else action
         self._number: int | None = _NOT_YET
         # _addr is set by the first remote_address call.
@@ -501,7 +518,25 @@ def _actions(
     values: Sequence[Action], where: str, iocs: IocFiles
 ) -> Iterator[tuple[int, Test | In]]:
     allowed = frozenset(values)
-    yield 0, lambda view: view.action in allowed
+
+    def action_holds(view: EventView) -> bool:
+        return view.action in allowed
+
+    _ANSWERED_BY_INDEX.add(action_holds)
+    yield 0, action_holds
+
+
+_ANSWERED_BY_INDEX: weakref.WeakSet[Test] = weakref.WeakSet()
+"""Compiled tests the rule index answers exactly: the test of an ``actions``
+condition holds exactly when the event's action is one of the values of its
+:class:`Keys` (the index's ``action`` dimension, an exact-value lookup)."""
+
+
+def answered_by_index(test: Test) -> bool:
+    """True when ``test`` is a rule's whole filter test (its ``holds``) and the rule
+    index answers it exactly: the rule's only condition is ``actions``, so a rule the
+    index gives as a candidate passes it. :func:`always_holds` too."""
+    return test is always_holds or test in _ANSWERED_BY_INDEX
 
 
 def _action_of(view: IndexedRow) -> object:
@@ -899,7 +934,8 @@ def check_conditions(spec: ConditionsSpec, where: str, errors: list[MatchError])
                 errors.append(err)
 
 
-def _always(view: EventView) -> bool:
+def always_holds(view: EventView) -> bool:
+    """The test of a rule without conditions (callers may skip calling it)."""
     return True
 
 
@@ -910,7 +946,7 @@ def _all_of(members: Sequence[In], tests: Sequence[Test]) -> Test:
     """
     if not members:
         if not tests:
-            return _always
+            return always_holds
         if len(tests) == 1:
             return tests[0]
         if len(tests) == 2:

@@ -20,7 +20,7 @@ from typing import Final, cast
 from alert_service.parse.event import ColumnValue
 from alert_service.parse.values import MAX_INT_DIGITS, NUMERIC_COLUMNS
 
-__all__ = ["Row", "lazy_columns", "text_row"]
+__all__ = ["Row", "lazy_columns", "text_row", "typed_columns"]
 
 _MISSING: Final = object()
 
@@ -105,6 +105,14 @@ class Row(Mapping[str, ColumnValue]):
 
     def __repr__(self) -> str:
         return f"Row({self.typed()!r})"
+
+
+def typed_columns(columns: Mapping[str, ColumnValue]) -> Mapping[str, ColumnValue]:
+    """``columns`` as a plain mapping read by C ``get`` calls: a :class:`Row`'s whole
+    typed row (:meth:`Row.typed`, built once per row and shared with whoever else
+    asks), any other mapping as it is. Equal to ``columns`` column by column
+    (tests/alert_service/parse/test_parse_row.py)."""
+    return columns.typed() if columns.__class__ is Row else columns
 
 
 def lazy_columns(raw: object) -> Row | None:

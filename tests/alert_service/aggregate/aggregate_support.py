@@ -32,9 +32,13 @@ def row(**columns: Any) -> dict[str, Any]:
     return base
 
 
-def event(t: int, *, counter: int = 1, host: str = "web-01", **columns: Any) -> Event:
-    """:func:`row` as an ``added`` event logged at unixTime ``t``."""
-    return make_event(columns=row(**columns), unix_time=t, counter=counter, host=host)
+def event(
+    t: int, *, counter: int = 1, host: str = "web-01", action: str = "added", **columns: Any
+) -> Event:
+    """:func:`row` as an event (``added`` unless ``action`` says) logged at unixTime ``t``."""
+    return make_event(
+        columns=row(**columns), unix_time=t, counter=counter, host=host, action=action
+    )
 
 
 def line(t: int, *, counter: int = 1, host: str = "web-01", action: str = "added",

@@ -149,6 +149,8 @@ _EVENTS = st.lists(
         st.sampled_from(["outbound", "inbound"]),
         st.sampled_from(["10.0.0.9", "8.8.8.8", ""]),  # remote_address ("": none)
         st.sampled_from(["scanner", "curl"]),  # process name
+        st.sampled_from([None, 7, 8]),  # socket (None: the row lacks socket and first_seen)
+        st.sampled_from(["added", "added", "removed"]),  # action (rules count added only)
     ),
     max_size=60,
 )
@@ -188,8 +190,13 @@ def test_aggregator_equals_reference(
     stored = WindowStore(conn, Aggregator(rules), compact_after)
     t = 1000
     batches = 0
-    for n, (step, pid, port, local, counter, direction, remote, name) in enumerate(items):
+    for n, (step, pid, port, local, counter, direction, remote, name, socket, action) in (
+        enumerate(items)
+    ):
         t += step
+        # With socket (and first_seen) the row has every column of a row key, which
+        # the aggregator reads with one C call; without, it falls back to get().
+        identity = {} if socket is None else {"socket": socket, "first_seen": 900}
         ev = event(
             t,
             counter=counter,
@@ -199,6 +206,8 @@ def test_aggregator_equals_reference(
             direction=direction,
             remote_address=remote,
             name=name,
+            action=action,
+            **identity,
         )
         want = reference.observe(ev)
         assert _key(fast.observe(ev)) == want

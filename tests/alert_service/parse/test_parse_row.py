@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from alert_service.errors import ParseError
 from alert_service.parse import normalise_columns, parse_line
-from alert_service.parse.row import Row, lazy_columns
+from alert_service.parse.row import Row, lazy_columns, typed_columns
 from alert_service.parse.values import NUMERIC_COLUMNS
 
 COLUMNS = [
@@ -63,9 +63,12 @@ def test_a_lazy_row_reads_as_normalise_columns_types_it(raw: dict[str, object]) 
     if row is None:
         return  # typed eagerly by the parser, as before
     assert eager is not None, "the check let through a row normalise_columns refuses"
+    typed = typed_columns(row)  # what the pipeline's views read with aggregation rules
     for key in COLUMNS:
         assert row.get(key) == eager.get(key)
         assert (key in row) is (key in eager)
+        assert typed.get(key) == row.get(key)
+        assert type(typed.get(key)) is type(row.get(key))
     assert dict(row.items()) == eager
     assert list(row) == list(eager)
     assert row == eager
