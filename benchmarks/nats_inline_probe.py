@@ -23,6 +23,13 @@ Every figure is printed beside its baseline of the same run.
    reader keeps one batch in flight). Only the plain, unauthenticated protocol: a
    probe, not a client (no TLS, no reconnecting).
 
+With ``--pipeline``, the whole ``run`` path instead (``cluster_bench.py``'s
+``file+sqlite`` and ``nats+sqlite`` figures, alternated): ``file`` (baseline),
+``nats`` with the reader process, and ``nats inline`` with :class:`InlineReader`
+in its place, a stand-in with the reader process's interface that reads in the
+pipeline's thread (the same plain-protocol probe: it handles only what these
+runs need, new one-line messages without headers; not a client).
+
 ``server`` is the CPU of the local ``nats-server`` process over the same span
 (``/proc/<pid>/stat``; an upper bound: it serves every client). Lines are the
 benchmark's Fleet-shaped ``tracked_connections`` lines, one message each.
@@ -32,12 +39,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import socket
 import statistics
 import sys
+import tempfile
 import time
 import uuid
+from array import array
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,10 +61,14 @@ from cluster_bench import (  # noqa: E402
     make_lines,
     nats_server_pid,
     process_cpu_secs,
+    run_file,
+    run_nats,
 )
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
 
-from alert_service.source.nats_bulk import split_messages  # noqa: E402
+import alert_service.source.nats as nats_source  # noqa: E402
+from alert_service.source.nats_batch import Taken  # noqa: E402
+from alert_service.source.nats_bulk import Delivered, split_messages  # noqa: E402
 from alert_service.source.nats_reader import ReaderProcess  # noqa: E402
 
 # lines/s, this process's CPU us/line, reader CPU us/line, nats-server CPU us/line
@@ -119,6 +133,7 @@ class Inline:
         self.sock = socket.create_connection((host, int(port or 4222)))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio does
         self.buf = b""
+        self.ready: list[Delivered] = []
         self.inbox = f"_INBOX.{uuid.uuid4().hex}".encode()
         self.sock.recv(65536)  # INFO
         connect = {"verbose": False, "pedantic": False, "headers": True, "no_responders": True,
@@ -154,8 +169,81 @@ class Inline:
         self.sock.sendall(b"PUB %s 4\r\n+ACK\r\n" % last)
         return lines
 
+    def messages(self, count: int, timeout_secs: float) -> list[Delivered]:
+        """Up to ``count`` messages that arrive within ``timeout_secs`` (what has
+        arrived by then; ``[]`` when none)."""
+        ready = self.ready
+        deadline = time.monotonic() + timeout_secs
+        while len(ready) < count:
+            self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                break
+            finally:
+                self.sock.settimeout(None)
+            data = self.buf + chunk
+            ops, used = split_messages(data, {b"1"})
+            self.buf = data[used:]
+            for op, arg in ops:
+                if op == b"RUN":
+                    ready += [m for m in arg[1] if m[2] is None]  # statuses dropped
+                elif op == b"PING":
+                    self.sock.sendall(b"PONG\r\n")
+        msgs = ready[:count]
+        del ready[:count]
+        return msgs
+
     def close(self) -> None:
         self.sock.close()
+
+
+class InlineReader:
+    """Stands in for :class:`~alert_service.source.nats_reader.ReaderProcess` in
+    ``--pipeline`` runs: each bound consumer is an :class:`Inline` connection read
+    in the caller's thread, a batch requested ahead (as the reader keeps one)."""
+
+    pid = None
+
+    def __init__(self) -> None:
+        self.started_at = 0.0
+        self._feeds: dict[str, tuple[Inline, str, str, int]] = {}
+
+    def bind(  # noqa: PLR0917 (ReaderProcess.bind's arguments)
+        self, key: str, servers: tuple[str, ...], stream: str, consumer: str, batch: int,
+        expires_secs: float, after: int,
+    ) -> None:
+        conn = Inline(servers[0])
+        self._feeds[key] = (conn, stream, consumer, batch)
+        conn.request(stream, consumer, batch)
+        conn.request(stream, consumer, batch)
+
+    def take(self, key: str, timeout_secs: float) -> Taken:
+        conn, stream, consumer, batch = self._feeds[key]
+        msgs = conn.messages(batch, timeout_secs)
+        if not msgs:
+            return Taken()
+        conn.request(stream, consumer, batch)
+        replies = [m[1] for m in msgs]
+        tokens = b".".join(replies).split(b".")  # 9-token reply subjects
+        seqs = array("q", map(int, tokens[5::9]))
+        return Taken(messages=len(msgs), last=seqs[-1], pending=int(tokens[-1]),
+                     reply=replies[-1].decode(), lines=[m[3] for m in msgs],
+                     sequences=seqs.tobytes(), subjects=b"\n".join([m[0] for m in msgs]))
+
+    def ack(self, key: str, reply: str) -> None:
+        feed = self._feeds.get(key)
+        if feed is not None:
+            feed[0].sock.sendall(b"PUB %s 4\r\n+ACK\r\n" % reply.encode())
+
+    def unbind(self, key: str) -> None:
+        feed = self._feeds.pop(key, None)
+        if feed is not None:
+            feed[0].close()
+
+    def close(self) -> None:
+        for key in list(self._feeds):
+            self.unbind(key)
 
 
 def read_inline(url: str, stream: str, durable: str, batch: int, lines: int) -> Result:
@@ -194,9 +282,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
+    parser.add_argument("--pipeline", action="store_true",
+                        help="the whole run path: file, nats, nats inline")
     args = parser.parse_args()
     data = make_lines(args.lines, args.hosts, 1)
     bus = Nats(args.nats)
+    if args.pipeline:
+        pipeline_runs(bus, data, args.batch, args.repeat)
+        return
     runs: dict[str, list[Result]] = {"reader": [], "inline": []}
     try:
         for _ in range(args.repeat):
@@ -223,6 +316,37 @@ def main() -> None:
         ratio = "(baseline)" if kind == "reader" else f"{rate / base:.2f} x reader"
         print(f"{kind:8} {rate:9.0f} lines/s {ratio:14} cpu this process {pipe:4.1f} + reader"
               f" {reader:4.1f} + server {server:4.1f} = {pipe + reader + server:4.1f} us/line"
+              f"   (all runs: {', '.join(f'{r[0]:.0f}' for r in results)})")
+
+
+def pipeline_runs(bus: Nats, data: list[tuple[str, bytes]], batch: int, repeat: int) -> None:
+    """``--pipeline``: file, nats (reader process) and nats inline, alternated."""
+    reader_class = nats_source.ReaderProcess
+    runs: dict[str, list[Result]] = {"file": [], "nats": [], "nats inline": []}
+    try:
+        for _ in range(repeat):
+            with tempfile.TemporaryDirectory() as tmp:
+                runs["file"].append(run_file(data, tmp))
+                for kind in ("nats", "nats inline"):
+                    nats_source.ReaderProcess = (  # type: ignore[misc]
+                        reader_class if kind == "nats" else InlineReader
+                    )
+                    state = os.path.join(tmp, f"{kind.replace(' ', '-')}.sqlite3")
+                    runs[kind].append(run_nats(bus, data, state, {}, tmp, batch))
+    finally:
+        nats_source.ReaderProcess = reader_class  # type: ignore[misc]
+        bus.close()
+    print(f"{len(data)} lines, batch {batch}, median of {repeat}; {load()}")
+    base = statistics.median(r[0] for r in runs["file"])
+    for kind, results in runs.items():
+        rate = statistics.median(r[0] for r in results)
+        ratio = "(baseline)" if kind == "file" else f"{rate / base:.2f} x file"
+        pipe = statistics.median(r[1] for r in results)
+        reader = statistics.median(r[2] for r in results)
+        server = statistics.median(r[3] for r in results)
+        cpu = (f"cpu {pipe:4.1f} us/line" if kind == "file" else
+               f"cpu pipe {pipe:4.1f} + reader {reader:4.1f} + server {server:4.1f}")
+        print(f"{kind:12} {rate:9.0f} lines/s {ratio:12} {cpu}"
               f"   (all runs: {', '.join(f'{r[0]:.0f}' for r in results)})")
 
 
