@@ -30,7 +30,7 @@ def test_the_reader_does_not_import_the_file_sources_or_the_notifiers() -> None:
 
 
 def test_the_source_package_still_exports_its_names() -> None:
-    import alert_service.source as source  # noqa: PLC0415
+    from alert_service import source  # noqa: PLC0415
 
     for name in source.__all__:
         assert getattr(source, name) is not None, name
