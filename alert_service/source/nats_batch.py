@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 
-from alert_service.notify.literal import fit
 from alert_service.source.nats_bulk import Delivered, header_value
 from alert_service.source.nats_payload import PayloadError, decode_payload
 from alert_service.source.records import FileIdentity, LineChunk
@@ -291,6 +290,9 @@ class StreamChunk(LineChunk):
         own, escaped and cut to :data:`SUBJECT_LOG_CHARS`), ``stream``,
         ``stream_sequence`` and ``partition``; ``line_byte``, the byte of the line
         meant, when ``skip`` > 0 (bytes into the line)."""
+        # Imported here: the reader process imports this module and never logs a line.
+        from alert_service.notify.literal import fit  # noqa: PLC0415
+
         seqs = array("q")
         seqs.frombytes(self.sequences[8 * index : 8 * index + 8])
         subjects = self.subjects.split(b"\n") if self.subjects else []
