@@ -157,8 +157,9 @@ _SEND_BYTES = 64 * 1024
 def _send_coalesced(sock: socket.socket, pieces: Iterable[bytes]) -> None:
     """Send every piece, in order, with ``sendall``.
 
-    Consecutive pieces are joined until they hold :data:`_SEND_BYTES`, and
-    a piece that holds that much alone is sent without a copy. One
+    Consecutive small pieces are joined until they hold :data:`_SEND_BYTES`;
+    a piece that holds that much alone is sent as it is, after whatever was
+    joined before it. One
     ``sendall`` of a joined buffer costs less CPU than a gathered
     ``sendmsg`` of the same small pieces: the kernel copies one buffer
     instead of hundreds, and a send that stops part way (the reader lags) is
@@ -171,10 +172,17 @@ def _send_coalesced(sock: socket.socket, pieces: Iterable[bytes]) -> None:
     batch: list[bytes] = []
     size = 0
     for piece in pieces:
+        if len(piece) >= _SEND_BYTES:
+            if batch:
+                send(join(batch))
+                batch = []
+                size = 0
+            send(piece)
+            continue
         batch.append(piece)
         size += len(piece)
         if size >= _SEND_BYTES:
-            send(piece if len(batch) == 1 else join(batch))
+            send(join(batch))
             batch = []
             size = 0
     if batch:
