@@ -81,7 +81,9 @@ def test_messages_come_in_stream_order_in_batches() -> None:
             await client.request(msgs[-1][1].decode(), b"+ACK", timeout=5)
         await puller.stop()
         assert got == list(range(2500))
-        assert max(sizes) == 1000
+        # A take returns what has arrived once the first message has: a batch holds
+        # at most the request's 1,000, and fewer when the server was still sending.
+        assert all(0 < size <= 1000 for size in sizes), sizes
 
     on_stream(body, max_ack_pending=2000)
 
