@@ -76,10 +76,10 @@ from extension.enrich.names import NameCache
 from extension.enrich.saved import SavedRow
 from extension.enrich.wire import (
     RowGroup,
+    decode_groups,
     decode_rows,
     encode_pairs,
     map_header,
-    row_pieces,
     tail_bytes,
 )
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
@@ -919,7 +919,7 @@ class ConnectionTracker:
             list of rows, each ``dict[str, str]`` keyed by column name.
         """
         groups, count = self.encoded_rows(now)
-        return decode_rows(list(row_pieces(groups)), count)
+        return decode_groups(groups, count)
 
     def encoded_rows(self, now: float | None = None) -> tuple[list[RowGroup], int]:
         """Every row that may be served, as TBinaryProtocol ``map<string, string>`` bytes.

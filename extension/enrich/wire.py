@@ -36,6 +36,7 @@ __all__ = [
     "ROWS_PER_PIECE",
     "STRING",
     "RowGroup",
+    "decode_groups",
     "decode_rows",
     "encode_pairs",
     "map_header",
@@ -101,6 +102,11 @@ def row_pieces(groups: Iterable[RowGroup], rows_per_piece: int = ROWS_PER_PIECE)
             rows = stables[start : start + rows_per_piece]
             rows.append(b"")
             yield tail.join(rows)
+
+
+def decode_groups(groups: Iterable[RowGroup], count: int) -> list[dict[str, str]]:
+    """The rows of ``groups`` (``count`` in all), decoded as :func:`decode_rows` does."""
+    return decode_rows(list(row_pieces(groups)), count)
 
 
 class _Rows:

@@ -31,7 +31,7 @@ from osquery.extensions.ttypes import ExtensionResponse
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import TTransport
 
-from extension.enrich.wire import RowGroup, decode_rows, row_pieces
+from extension.enrich.wire import RowGroup, decode_groups, row_pieces
 
 __all__ = ["EncodedRows", "ReplyProcessor", "ReplyTransportFactory", "reply_head"]
 
@@ -108,7 +108,7 @@ class EncodedRows(Sequence[dict[str, str]]):
     def rows(self) -> list[dict[str, str]]:
         """The rows decoded (once) by thrift."""
         if self._decoded is None:
-            self._decoded = decode_rows(list(row_pieces(self.groups)), self.row_count)
+            self._decoded = decode_groups(self.groups, self.row_count)
         return self._decoded
 
     def reply(self, seqid: int) -> bytes:

@@ -23,7 +23,7 @@ from thrift.Thrift import TMessageType
 from thrift.transport import TTransport
 
 from extension.enrich.connections import ConnectionTracker
-from extension.enrich.wire import ROWS_PER_PIECE, decode_rows, row_pieces
+from extension.enrich.wire import ROWS_PER_PIECE, decode_groups, decode_rows, row_pieces
 from extension.model import ProcessInfo, SocketRecord
 from extension.serve.reply import EncodedRows, ReplyProcessor, _send_coalesced
 
@@ -124,14 +124,19 @@ def test_reply_bytes_equal_thrift_encoding_of_the_reference_rows(
     ]
 
 
-def test_a_large_group_is_split_into_pieces_of_whole_rows() -> None:
-    count = 2 * ROWS_PER_PIECE + 3
-    listed = [
+def web_sockets(count: int) -> list[SocketRecord]:
+    """``count`` established sockets of one process, local ports 20000 and up."""
+    return [
         SocketRecord(pid=7, family=2, protocol=6, local_address="10.0.0.5", local_port=20000 + i,
                      remote_address="203.0.113.9", remote_port=443, state="ESTABLISHED",
                      socket=5000 + i, net_namespace=1)
         for i in range(count)
     ]  # fmt: skip
+
+
+def test_a_large_group_is_split_into_pieces_of_whole_rows() -> None:
+    count = 2 * ROWS_PER_PIECE + 3
+    listed = web_sockets(count)
     listed.append(replace(listed[0], local_port=80, remote_address="", remote_port=0,
                           state="LISTEN", socket=9000))  # fmt: skip
     tracker = ConnectionTracker(lambda pid: ProcessInfo(name="web"), attempt_grace_secs=0)
@@ -155,18 +160,13 @@ def test_a_large_group_is_split_into_pieces_of_whole_rows() -> None:
 
 
 def test_rows_no_longer_listed_follow_the_listed_ones() -> None:
-    listed = [
-        SocketRecord(pid=7, family=2, protocol=6, local_address="10.0.0.5", local_port=20000 + i,
-                     remote_address="203.0.113.9", remote_port=443, state="ESTABLISHED",
-                     socket=5000 + i, net_namespace=1)
-        for i in range(5)
-    ]  # fmt: skip
+    listed = web_sockets(5)
     tracker = ConnectionTracker(lambda pid: ProcessInfo(name="web"), attempt_grace_secs=0)
     tracker.update(listed, now=50.0)
     tracker.encoded_rows(50.0)  # every row shown
     tracker.update(listed[1:], now=53.0)  # the first one closed: it lingers
     groups, count = tracker.encoded_rows(53.0)
-    rows = decode_rows(list(row_pieces(groups)), count)
+    rows = decode_groups(groups, count)
     assert [(row["local_port"], row["last_seen"]) for row in rows] == [
         *((str(20000 + i), "53") for i in range(1, 5)),
         ("20000", "50"),
