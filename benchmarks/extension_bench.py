@@ -43,13 +43,17 @@ Every baseline is measured in the same run. Times in milliseconds.
    its CPU time during the calls is what ``generate`` costs it). Once the
    table holds N rows: its RSS before the first ``generate``, after it, and
    after ``--generate-runs`` more calls (``call("table",
-   "tracked_connections", {"action": "generate"})`` with an osquery Thrift
-   client, a new connection per call as osqueryd does, decoding with thrift's
-   C extension), its highest RSS (VmHWM), and its CPU per call (utime + stime
-   from /proc in 10 ms ticks, over all the calls). Floors from the same run:
-   thrift's C encoder writing the same rows from ready dicts, and sending the
-   reply's bytes over a Unix socket pair. ``ext share``: the extension's CPU
-   per call over the end-to-end time. Medians of ``--repeat`` runs.
+   "tracked_connections", {"action": "generate", "context": ...})`` with an
+   osquery Thrift client, a new connection per call as osqueryd does,
+   decoding with thrift's C extension), its highest RSS (VmHWM), and its CPU
+   per call (utime + stime from /proc in 10 ms ticks, over all the calls).
+   For each query of ``--generate-queries``: ``pack``, the context osqueryd
+   sends for the pack's query (``colsUsed``: the columns of its SELECT list,
+   in the table's order), and ``all``, the context of ``SELECT *`` (every
+   column). Floors from the same run: thrift's C encoder writing the same
+   rows from ready dicts, and sending the reply's bytes over a Unix socket
+   pair. ``ext share``: the extension's CPU per call over the end-to-end
+   time. Medians of ``--repeat`` runs.
 
 3b. Sampler by kind of socket, for each N in ``--kind-sockets`` (default
    10000 30000): the real Sampler's CPU per sample (collect, processes,
@@ -104,6 +108,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import itertools
+import json
 import logging
 import os
 import resource
@@ -141,6 +147,7 @@ from extension.collect.netlink_diag import (
     NetlinkError,
     open_diag_socket,
 )
+from extension.columns import COLUMN_NAMES
 from extension.sampler import Sampler
 from extension.serve.fastproto import FastBinaryProtocol
 from osqueryd_standin import Standin
@@ -151,7 +158,6 @@ _ISOLATED = "TRACKED_CONNECTIONS_BENCH_ISOLATED"
 PACK = Path(__file__).resolve().parent.parent / "packs" / "tracked_connections.conf"
 _FD_SLACK = 256
 _TABLE = "tracked_connections"
-_GENERATE = {"action": "generate", "context": "{}"}
 _DUMPS = (
     (socket.AF_INET, 6),
     (socket.AF_INET6, 6),
@@ -405,7 +411,22 @@ def bench_sampler_cpu(args: argparse.Namespace, netlink: bool) -> None:
 # ----------------------------------------------------------------- generate
 
 
-def call_generate(path: str) -> list[dict[str, str]]:
+def generate_request(query: str) -> dict[str, str]:
+    """The ``generate`` request osqueryd sends for ``query``: ``pack`` (the pack's
+    SELECT list) or ``all`` (``SELECT *``). Its context lists the columns the
+    query reads, in the table's order (osquery/core/tables.cpp
+    ``TablePlugin::setRequestFromContext``)."""
+    if query == "all":
+        used = list(COLUMN_NAMES)
+    else:
+        select = json.loads(PACK.read_text())["queries"]["tracked_connections"]["query"]
+        listed = {name.strip() for name in select.split("SELECT", 1)[1].split("FROM")[0].split(",")}
+        used = [name for name in COLUMN_NAMES if name in listed]
+    context = {"constraints": [], "colsUsed": used}
+    return {"action": "generate", "context": json.dumps(context, separators=(",", ":"))}
+
+
+def call_generate(path: str, request: dict[str, str]) -> list[dict[str, str]]:
     """One ``generate`` over a new Thrift connection, as osqueryd calls it.
 
     The reply is decoded by thrift's C extension (osqueryd decodes in C++).
@@ -419,7 +440,7 @@ def call_generate(path: str) -> list[dict[str, str]]:
     client = Extension.Client(FastBinaryProtocol(transport))
     transport.open()
     try:
-        reply = client.call("table", _TABLE, _GENERATE)
+        reply = client.call("table", _TABLE, request)
     finally:
         transport.close()
     if reply.status.code != 0:
@@ -516,8 +537,9 @@ def _stats(osqd: Standin) -> dict[str, str]:
     return row
 
 
-def bench_generate(count: int, args: argparse.Namespace) -> dict[str, float]:
-    """``generate`` over Thrift at ``count`` sockets: the extension's CPU per call and RSS.
+def bench_generate(count: int, args: argparse.Namespace, query: str) -> dict[str, float]:
+    """``generate`` over Thrift at ``count`` sockets for ``query`` (see
+    :func:`generate_request`): the extension's CPU per call and RSS.
 
     The extension runs with ``--events off --sample-interval-ms 600000``: it
     samples once at start and then only serves, so its CPU time during the
@@ -562,7 +584,8 @@ def bench_generate(count: int, args: argparse.Namespace) -> dict[str, float]:
             out["rss_before"] = rss_mib(child.pid)
             cpu0 = process_cpu_secs(child.pid)
             start = time.perf_counter()
-            rows = call_generate(path)
+            request = generate_request(query)
+            rows = call_generate(path, request)
             out["first_ms"] = (time.perf_counter() - start) * 1000.0
             out["first_cpu_ms"] = (process_cpu_secs(child.pid) - cpu0) * 1000.0
             out["rss_first"] = rss_mib(child.pid)
@@ -570,7 +593,7 @@ def bench_generate(count: int, args: argparse.Namespace) -> dict[str, float]:
             cpu0 = process_cpu_secs(child.pid)
             for _ in range(args.generate_runs):
                 start = time.perf_counter()
-                out["rows"] = len(call_generate(path))
+                out["rows"] = len(call_generate(path, request))
                 times.append(time.perf_counter() - start)
             out["cpu_ms"] = (process_cpu_secs(child.pid) - cpu0) * 1000.0 / args.generate_runs
             out["end_to_end_ms"] = statistics.median(times) * 1000.0
@@ -637,18 +660,20 @@ def print_generate(args: argparse.Namespace) -> None:
         flush=True,
     )
     print(
-        f"  {'sockets':>7} {'rows':>6} {'reply MiB':>9} {'CPU/call':>9} {'floor: C encode':>15}"
+        f"  {'query':>5} {'sockets':>7} {'rows':>6} {'reply MiB':>9} {'CPU/call':>9}"
+        f" {'floor: C encode':>15}"
         f" {'floor: send':>11} {'end to end':>10} {'ext share':>9} {'first call':>10}"
         f" {'RSS before':>10} {'after 1st':>9} {'after all':>9} {'peak':>6}"
     )
-    for count in args.generate_rows:
-        runs = [bench_generate(count, args) for _ in range(args.repeat)]
+    for count, query in itertools.product(args.generate_rows, args.generate_queries):
+        runs = [bench_generate(count, args, query) for _ in range(args.repeat)]
 
         def med(name: str, runs: list[dict[str, float]] = runs) -> float:
             return statistics.median(r[name] for r in runs)
 
         print(
-            f"  {count:7d} {med('rows'):6.0f} {med('reply_mib'):9.2f} {med('cpu_ms'):7.2f}ms"
+            f"  {query:>5} {count:7d} {med('rows'):6.0f} {med('reply_mib'):9.2f}"
+            f" {med('cpu_ms'):7.2f}ms"
             f" {med('encode_c_ms'):13.2f}ms {med('send_ms'):9.2f}ms {med('end_to_end_ms'):8.1f}ms"
             f" {med('cpu_ms') / med('end_to_end_ms'):9.0%} {med('first_cpu_ms'):8.1f}ms"
             f" {med('rss_before'):8.1f}MB {med('rss_first'):7.1f}MB {med('rss_after'):7.1f}MB"
@@ -656,7 +681,8 @@ def print_generate(args: argparse.Namespace) -> None:
             flush=True,
         )
         print(
-            f"          (extension idle meanwhile: {med('idle_cpu_ms_per_s'):.2f} ms CPU per s;"
+            f"                (extension idle meanwhile:"
+            f" {med('idle_cpu_ms_per_s'):.2f} ms CPU per s;"
             f" first call {med('first_ms'):.1f} ms end to end)",
             flush=True,
         )
@@ -1105,6 +1131,14 @@ def main(argv: list[str] | None = None) -> int:
         default=20,
         help="generate calls per figure (default 20: the extension's CPU time is read in"
         " 10 ms clock ticks)",
+    )
+    parser.add_argument(
+        "--generate-queries",
+        nargs="+",
+        choices=("pack", "all"),
+        default=["pack", "all"],
+        help="the queries generate is called for: the pack's SELECT list, SELECT * (default"
+        " both)",
     )
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each generate and sampler figure (median)"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 __all__ = [
+    "CHANGING_COLUMNS",
     "COLUMNS",
     "COLUMN_NAMES",
     "COLUMN_TYPES",
@@ -136,6 +137,8 @@ MAX_TEXT: Final[dict[str, int]] = {c.name: c.max_chars for c in COLUMNS if c.max
 """Column name -> most characters served (the capped columns only)."""
 COLUMN_TYPES: Final[dict[str, OsqueryType]] = {c.name: c.type for c in COLUMNS}
 STABLE_COLUMNS: Final[frozenset[str]] = frozenset(c.name for c in COLUMNS if c.stable)
+CHANGING_COLUMNS: Final[frozenset[str]] = frozenset(c.name for c in COLUMNS if not c.stable)
+"""The columns that change during a connection's life (``state``, ``last_seen``)."""
 
 
 def cap_text(text: str, max_chars: int) -> str:

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,7 +31,6 @@ from extension.collect.linux_events import EventStats
 from extension.enrich.connections import DEFAULT_ATTEMPT_GRACE_SECS, ConnectionTracker, Row
 from extension.enrich.process import ProcessTracker
 from extension.enrich.saved import RowStore
-from extension.enrich.wire import RowGroup
 from extension.model import FlowEvent
 
 __all__ = ["EventSource", "Sampler", "SamplerStats"]
@@ -331,8 +330,9 @@ class Sampler:
         with self._lock:
             return self._tracker.rows(self._clock())
 
-    def encoded_rows(self) -> tuple[list[RowGroup], int]:
-        """The table for ``generate`` as encoded rows (see ConnectionTracker.encoded_rows).
+    def encoded_rows(self, *, stable_only: bool = False) -> tuple[Iterable[bytes], int]:
+        """The table for ``generate`` as encoded rows (see ConnectionTracker.encoded_rows;
+        ``stable_only``: without ``state`` and ``last_seen``).
 
         Raises:
             CollectError: no fresh sample could be had.
@@ -340,7 +340,7 @@ class Sampler:
         if self._clock() - self._last_good > self.stale_secs:
             self.sample_once()
         with self._lock:
-            return self._tracker.encoded_rows(self._clock())
+            return self._tracker.encoded_rows(self._clock(), stable_only=stable_only)
 
     def stats(self) -> SamplerStats:
         """A consistent snapshot of the sampler's health."""

@@ -61,9 +61,10 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
 from extension.columns import MAX_TEXT, cap_text
+from extension.enrich.arena import Chunk, RowArena
 from extension.enrich.flow import (
     Holders,
     Listeners,
@@ -75,8 +76,9 @@ from extension.enrich.flow import (
 from extension.enrich.names import NameCache
 from extension.enrich.saved import SavedRow
 from extension.enrich.wire import (
+    GroupedRows,
     RowGroup,
-    decode_groups,
+    Segment,
     decode_rows,
     encode_pairs,
     map_header,
@@ -279,20 +281,19 @@ class TrackedConnection:
     hostname: tuple[str, str] | None = None
     saved_row: Row | None = None
     missed_at: float | None = None
-    _wire: bytes | None = None
+    arena_chunk: Chunk | None = None
 
     def row(self) -> Row:
         """The table row: ``dict[str, str]`` keyed by column name, unknowns left out.
 
-        The stable columns in column order, then ``state`` and ``last_seen``
-        (the columns that change), as :meth:`wire` and
-        :func:`extension.enrich.wire.tail_bytes` encode them. The reference
+        The stable columns in column order (as served, once served), then
+        ``state`` and ``last_seen`` (the columns that change). The reference
         the encoded rows are tested against.
         """
-        if self._wire is not None:
-            (row,) = decode_rows((self._wire, tail_bytes(self.state, self.last_seen)), 1)
-            return row
-        row = self.stable_row()
+        if self.arena_chunk is not None:
+            (row,) = decode_rows((self.arena_chunk.encoded(self),), 1)
+        else:
+            row = self.stable_row()
         row["state"] = self.state
         row["last_seen"] = str(self.last_seen)
         return row
@@ -303,20 +304,16 @@ class TrackedConnection:
             return {k: v for k, v in self.saved_row.items() if k not in _CHANGING}
         return self._render_stable()
 
-    def wire(self) -> bytes:
-        """The row's map header and stable entries as TBinaryProtocol bytes.
+    def encode_stable(self) -> bytes:
+        """The stable columns as a TBinaryProtocol ``map<string, string>``.
 
-        Encoded on the first call, which comes when the row is first served
-        (its stable columns are then fixed), and kept: the only copy of the
-        row the tracker holds. :func:`extension.enrich.wire.tail_bytes` gives the
-        rest of the row.
+        Called once, when the row is first served (its stable columns are then
+        fixed); the tracker's arena (extension/enrich/arena.py) keeps the bytes,
+        the only copy of the row it holds from then on.
         """
-        wire = self._wire
-        if wire is None:
-            stable = self.stable_row()
-            wire = self._wire = map_header(len(stable) + 2) + encode_pairs(stable.items())
-            self.saved_row = None  # the bytes are the row now
-        return wire
+        stable = self.stable_row()
+        self.saved_row = None  # the bytes are the row now
+        return map_header(len(stable)) + encode_pairs(stable.items())
 
     def final_status(self) -> str:
         """The status to serve: the known outcome, else what the state shows."""
@@ -431,6 +428,10 @@ class ConnectionTracker:
         """Grows whenever the set of served rows changes (for saving)."""
         # (state, last_seen) -> their encoded entries, shared by the rows.
         self._tails: dict[tuple[str, int], bytes] = {}
+        # Every row in the table is either served, with its stable columns in
+        # the arena, or waiting to be served (in the order it came).
+        self._arena = RowArena()
+        self._pending: dict[TrackedConnection, None] = {}
         # The last sample's records by id (kept alive, so an id is never
         # reused while it is here), the open rows they stand for, a record id
         # of each key (the others, where several records share a key, aside),
@@ -918,63 +919,97 @@ class ConnectionTracker:
         Returns:
             list of rows, each ``dict[str, str]`` keyed by column name.
         """
-        groups, count = self.encoded_rows(now)
-        return decode_groups(groups, count)
+        pieces, count = self.encoded_rows(now)
+        return decode_rows(list(pieces), count)
 
-    def encoded_rows(self, now: float | None = None) -> tuple[list[RowGroup], int]:
+    def encoded_rows(
+        self, now: float | None = None, *, stable_only: bool = False
+    ) -> tuple[Iterable[bytes], int]:
         """Every row that may be served, as TBinaryProtocol ``map<string, string>`` bytes.
 
         A row first served now gets its stable columns fixed and encoded
-        (:meth:`TrackedConnection.wire`). Rows are grouped by their
-        ``state``/``last_seen`` bytes, which every open row the last sample
-        listed in one state shares, so a row costs one list append here and
-        its group is joined in C when sent (extension.enrich.wire.row_pieces).
-        Rows come grouped, not in the table's order.
+        (:meth:`TrackedConnection.encode_stable`) into the arena
+        (extension/enrich/arena.py), in the order rows are first served.
+
+        - ``stable_only``: each row's stable columns alone: the arena's
+          buffers as they are, rebuilt only where rows came or went since the
+          last call. For a query that reads no ``state`` nor ``last_seen``.
+        - Otherwise every column. Rows are grouped by their ``state`` and
+          ``last_seen`` (and their number of stable entries), which every open
+          row the last sample listed in one state shares, so a row costs one
+          list append here, and each group is joined in C, from slices of the
+          arena's buffers, when sent (:class:`extension.enrich.wire.GroupedRows`).
 
         Args:
             now: seconds since the Unix epoch (defaults to the latest merge).
+            stable_only: leave ``state`` and ``last_seen`` out.
 
         Returns:
-            (groups, rows): each group's tail bytes and its rows' stable bytes,
-            and the number of rows. The groups of rows last seen at the last
-            sample come first, each group in the order of its first row in the
-            table, and the rows of a group in the table's order.
+            (pieces, rows): the encoded maps, joined into pieces (re-iterable;
+            each piece is made when reached), and the number of rows. With
+            every column, the groups of rows last seen at the last sample come
+            first, each group in the order of its first row in the arena, and
+            the rows of a group in the arena's order.
         """
         now = self._now if now is None else now
+        pending = self._pending
+        if pending:
+            waiting = len(pending)
+            serve_now = self._serve_now
+            for conn in list(pending):
+                serve_now(conn, now)
+            if len(pending) < waiting // 4:
+                self._pending = dict(pending)  # a dict keeps its size: let it go
+        arena = self._arena
+        if stable_only:
+            return arena.pieces(), arena.count
         tails = self._tails
         if len(tails) > _MAX_TAILS:
             tails.clear()
         # Rows seen at the last sample, by state (nearly all of them); the others
-        # by (state, last_seen).
-        listed: dict[str, list[bytes]] = {}
-        others: dict[tuple[str, int], list[bytes]] = {}
+        # by (state, last_seen); both also by their number of stable entries.
+        # Each group's rows as slices of the arena's buffers, chunk by chunk.
+        listed: dict[tuple[str, int], list[Segment]] = {}
+        others: dict[tuple[str, int, int], list[Segment]] = {}
         listed_at = self._sample_second
-        for conn in self._connections.values():
-            if not conn.served and not self._serve_now(conn, now):
-                continue
-            seen = conn.last_seen
-            if seen == listed_at or (seen < listed_at and conn.closed_at is None
-                                     and conn.sampled and conn.missed_at is None):  # fmt: skip
-                group = listed.get(conn.state)  # an open row the last sample listed
-                if group is None:
-                    group = listed[conn.state] = []
-            else:
-                key = (conn.state, seen)
-                group = others.get(key)
-                if group is None:
-                    group = others[key] = []
-            group.append(conn._wire or conn.wire())
-        keyed = [((state, listed_at), rows) for state, rows in listed.items()]
+        for chunk in arena.chunks():
+            # Nearly always every row of a chunk has the same number of stable
+            # entries; the rows are then keyed without it.
+            counts = chunk.entries
+            same = counts[0] if counts.count(counts[0]) == len(counts) else None
+            here: dict[Any, list[slice]] = {}
+            there: dict[Any, list[slice]] = {}
+            for conn, body, entries in zip(chunk.rows, chunk.bodies(), counts, strict=True):
+                seen = conn.last_seen
+                if seen == listed_at or (seen < listed_at and conn.closed_at is None
+                                         and conn.sampled and conn.missed_at is None):  # fmt: skip
+                    # An open row the last sample listed.
+                    key = conn.state if same is not None else (conn.state, entries)
+                    group = here.get(key)
+                    if group is None:
+                        group = here[key] = []
+                else:
+                    key = (conn.state, seen) if same is not None else (conn.state, seen, entries)
+                    group = there.get(key)
+                    if group is None:
+                        group = there[key] = []
+                group.append(body)
+            data = chunk.data
+            for key, bodies in here.items():
+                full = (key, same) if same is not None else key
+                listed.setdefault(full, []).append((data, bodies))
+            for key, bodies in there.items():
+                full = (*key, same) if same is not None else key
+                others.setdefault(full, []).append((data, bodies))
+        keyed = [((state, listed_at, entries), segs) for (state, entries), segs in listed.items()]
         keyed += others.items()
-        out = []
-        count = 0
-        for key, stables in keyed:
-            count += len(stables)
-            tail = tails.get(key)
+        groups: list[RowGroup] = []
+        for (state, seen, entries), segments in keyed:
+            tail = tails.get((state, seen))
             if tail is None:
-                tail = tails[key] = tail_bytes(*key)
-            out.append((tail, stables))
-        return out, count
+                tail = tails[(state, seen)] = tail_bytes(state, seen)
+            groups.append((map_header(entries + 2), tail, segments))
+        return GroupedRows(groups), arena.count
 
     def _serve_now(self, conn: TrackedConnection, now: float) -> bool:
         """Whether a row not yet served may be served now; marks it served if so."""
@@ -990,6 +1025,8 @@ class ConnectionTracker:
         if self._names is not None:
             self._name(conn)
         conn.served = True
+        del self._pending[conn]
+        self._arena.add(conn, conn.encode_stable())
         if conn.closed_at is not None:
             self._shown_closed = True
         self.version += 1
@@ -1018,11 +1055,10 @@ class ConnectionTracker:
     def saved_rows(self) -> list[SavedRow]:
         """The rows osqueryd has been shown, open or lingering, for saving."""
         served = [conn for conn in self._connections.values() if conn.served]
-        blank = tail_bytes("", 0)
-        stable = decode_rows([piece for c in served for piece in (c.wire(), blank)], len(served))
+        encoded = self._arena.encoded
+        stable = decode_rows([encoded(conn) for conn in served], len(served))
         out = []
         for conn, row in zip(served, stable, strict=True):
-            del row["state"], row["last_seen"]
             identity = _key(conn.record) if conn.sampled else None
             out.append(SavedRow(identity, row, conn.closed_at, conn.state))
         return out
@@ -1081,6 +1117,11 @@ class ConnectionTracker:
             self._connections[old.key] = old
         conn.key = key
         self._connections[key] = conn
+        if conn.arena_chunk is None and conn not in self._pending:  # a new row
+            if conn.served:  # shown before a restart
+                self._arena.add(conn, conn.encode_stable())
+            else:
+                self._pending[conn] = None
         if conn.record.remote_port == 53:
             self._note_dns_client(conn)
         if index and conn.closed_at is None:
@@ -1180,5 +1221,7 @@ class ConnectionTracker:
             self.evicted += 1
         if self._connections.get(head.key) is head:
             del self._connections[head.key]
+        self._arena.remove(head)
+        self._pending.pop(head, None)
         if head.flow_key is not None and self._flows.get(head.flow_key) is head:
             del self._flows[head.flow_key]

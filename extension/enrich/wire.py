@@ -2,11 +2,14 @@
 
 osqueryd asks for the whole table every time its query runs (every 2 s with
 the pack), and nearly every row is the same as the last time. So a row's
-stable columns are encoded once, when it is first served, and kept as bytes;
-each reply is those bytes, joined with the few bytes of the columns that
+stable columns are encoded once, when it is first served, as a map of their
+own, and kept (extension/enrich/arena.py). A reply that reads only stable
+columns is those maps as they are; a reply with every column gives each row
+a header that counts two entries more and the few bytes of the columns that
 change (``state``, ``last_seen``), which are shared by every row with the
-same values. tests/extension/test_wire_rows.py proves the bytes are the
-``thrift`` library's own TBinaryProtocol encoding of the same rows.
+same values (:class:`GroupedRows`). tests/extension/test_wire_rows.py proves
+the bytes are the ``thrift`` library's own TBinaryProtocol encoding of the
+same rows.
 
 Layout (Apache Thrift 0.25, lib/py/src/protocol/TBinaryProtocol.py; the
 binary protocol specification,
@@ -33,14 +36,14 @@ except ImportError:  # thrift installed without its C extension
     fastbinary = None
 
 __all__ = [
-    "ROWS_PER_PIECE",
+    "MAP_HEADER_BYTES",
     "STRING",
+    "GroupedRows",
     "RowGroup",
-    "decode_groups",
+    "Segment",
     "decode_rows",
     "encode_pairs",
     "map_header",
-    "row_pieces",
     "tail_bytes",
 ]
 
@@ -80,33 +83,43 @@ def tail_bytes(state: str, last_seen: int) -> bytes:
     return encode_pairs((("state", state), ("last_seen", str(last_seen))))
 
 
-RowGroup = tuple[bytes, list[bytes]]
-"""Rows that end alike: the ``state``/``last_seen`` bytes they share, and each
-row's stable bytes (its map up to those two entries)."""
+MAP_HEADER_BYTES: Final = 6
+"""Bytes of a map's header: key type, value type, i32 entry count."""
 
-ROWS_PER_PIECE: Final = 256
-"""Rows joined into one piece by :func:`row_pieces`: about 170 KiB of typical
-rows, so that a reply is never held in one buffer whole."""
+Segment = tuple[bytes, list[slice]]
+"""Rows of one buffer of maps (extension/enrich/arena.py): the buffer, and the slice
+of it that holds each row's entries (its map without the header)."""
+
+RowGroup = tuple[bytes, bytes, list[Segment]]
+"""Rows that end alike: the map header they share (its count includes the two
+tail entries), the ``state``/``last_seen`` bytes they end with, and their
+entries, buffer by buffer."""
 
 
-def row_pieces(groups: Iterable[RowGroup], rows_per_piece: int = ROWS_PER_PIECE) -> Iterator[bytes]:
-    """The groups' rows as encoded maps, at most ``rows_per_piece`` rows per piece.
+class GroupedRows:
+    """Groups of rows that share their header and tail, as reply pieces.
 
-    Each piece is joined (in C) only when the iterator reaches it, so one
-    piece at a time is held while a reply is sent: ``tail.join`` over the
-    slice's stable bytes and one empty string, so that every row ends with
-    the group's tail.
+    Iterating yields the encoded maps in pieces, each made (in C) only when the
+    iterator reaches it, so that one piece at a time is held while a reply is
+    sent: a group is its header; for each segment, its rows' entries joined
+    with the tail and the header between them (and the same between segments);
+    and the tail. Iterable more than once.
     """
-    for tail, stables in groups:
-        for start in range(0, len(stables), rows_per_piece):
-            rows = stables[start : start + rows_per_piece]
-            rows.append(b"")
-            yield tail.join(rows)
 
+    __slots__ = ("groups",)
 
-def decode_groups(groups: Iterable[RowGroup], count: int) -> list[dict[str, str]]:
-    """The rows of ``groups`` (``count`` in all), decoded as :func:`decode_rows` does."""
-    return decode_rows(list(row_pieces(groups)), count)
+    def __init__(self, groups: list[RowGroup]) -> None:
+        self.groups = groups
+
+    def __iter__(self) -> Iterator[bytes]:
+        for head, tail, segments in self.groups:
+            between = tail + head
+            yield head
+            for index, (data, bodies) in enumerate(segments):
+                if index:
+                    yield between
+                yield between.join(map(memoryview(data).__getitem__, bodies))
+            yield tail
 
 
 class _Rows:

@@ -31,7 +31,7 @@ from osquery.extensions.ttypes import ExtensionResponse
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import TTransport
 
-from extension.enrich.wire import RowGroup, decode_groups, row_pieces
+from extension.enrich.wire import decode_rows
 
 __all__ = ["EncodedRows", "ReplyProcessor", "ReplyTransportFactory", "reply_head"]
 
@@ -77,16 +77,16 @@ class EncodedRows(Sequence[dict[str, str]]):
     """A table's rows as encoded maps; a sequence of ``dict[str, str]`` for other readers.
 
     Args:
-        groups: the rows, grouped by the tail bytes they end with
-            (extension.enrich.wire.RowGroup): ``count`` encoded
-            ``map<string, string>`` in all (kept as :attr:`row_count`).
+        pieces: the ``count`` encoded ``map<string, string>``, joined into
+            pieces (kept as :attr:`pieces`): re-iterable, e.g. a list of bytes or
+            extension.enrich.wire.GroupedRows, which makes each piece when reached.
         count: the number of rows.
     """
 
-    __slots__ = ("_decoded", "groups", "row_count")
+    __slots__ = ("_decoded", "pieces", "row_count")
 
-    def __init__(self, groups: list[RowGroup], count: int) -> None:
-        self.groups = groups
+    def __init__(self, pieces: Iterable[bytes], count: int) -> None:
+        self.pieces = pieces
         self.row_count = count
         self._decoded: list[dict[str, str]] | None = None
 
@@ -108,7 +108,7 @@ class EncodedRows(Sequence[dict[str, str]]):
     def rows(self) -> list[dict[str, str]]:
         """The rows decoded (once) by thrift."""
         if self._decoded is None:
-            self._decoded = decode_groups(self.groups, self.row_count)
+            self._decoded = decode_rows(list(self.pieces), self.row_count)
         return self._decoded
 
     def reply(self, seqid: int) -> bytes:
@@ -118,7 +118,7 @@ class EncodedRows(Sequence[dict[str, str]]):
     def reply_pieces(self, seqid: int) -> Iterator[bytes]:
         """:meth:`reply` in pieces, each made when reached, to be sent one after another."""
         yield reply_head(seqid, 0, "OK", self.row_count)
-        yield from row_pieces(self.groups)
+        yield from self.pieces
         yield REPLY_TAIL
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from extension.collect.dns_capture import DnsStats
-from extension.columns import COLUMNS
+from extension.columns import CHANGING_COLUMNS, COLUMNS
 from extension.enrich.connections import Row
 from extension.sampler import Sampler
 from extension.serve.reply import EncodedRows
@@ -106,11 +106,33 @@ class TrackedConnectionsTable:
     def generate(self, context: dict[str, Any]) -> EncodedRows:
         """The rows, encoded (a sequence of dicts to other readers).
 
+        A query that reads no column that changes (:func:`reads_stable_only`:
+        the pack's) gets each row's stable columns alone, which are kept
+        encoded and sent as they are; any other query gets every column.
+
         Raises:
             extension.collect.CollectError: no fresh sample can be had.
         """
-        pieces, count = self._sampler.encoded_rows()
+        pieces, count = self._sampler.encoded_rows(stable_only=reads_stable_only(context))
         return EncodedRows(pieces, count)
+
+
+def reads_stable_only(context: dict[str, Any]) -> bool:
+    """Whether the query of a ``generate`` request reads no column that changes.
+
+    osqueryd puts the columns a query reads, anywhere in it (select list,
+    WHERE, ORDER BY, joins), in the request's context as ``colsUsed``, a list
+    of names (osquery 5.x osquery/core/tables.cpp
+    ``TablePlugin::setRequestFromContext``, from SQLite's ``colUsed`` in
+    osquery/sql/virtual_table.cpp ``xBestIndex``). SQLite asks the table only
+    for those columns (``xColumn``), so a row may leave the others out.
+    Without a well-formed ``colsUsed`` (an older osquery, another caller) the
+    query may read any column: False.
+    """
+    used = context.get("colsUsed")
+    if not isinstance(used, list) or not all(isinstance(name, str) for name in used):
+        return False
+    return CHANGING_COLUMNS.isdisjoint(used)
 
 
 class StatsTable:

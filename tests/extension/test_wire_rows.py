@@ -3,7 +3,8 @@
 The reference: each connection's row as ``TrackedConnection.row`` renders it
 before it is first served, encoded by the ``thrift`` library (pure-Python
 TBinaryProtocol) inside a ``call`` reply, as the generated
-``Extension.Processor`` writes it.
+``Extension.Processor`` writes it; with ``stable_only``, the same rows without
+``state`` and ``last_seen``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 import threading
 from dataclasses import replace
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,8 +24,10 @@ from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TMessageType
 from thrift.transport import TTransport
 
+from extension.enrich import arena
+from extension.enrich.arena import ROWS_PER_CHUNK
 from extension.enrich.connections import ConnectionTracker
-from extension.enrich.wire import ROWS_PER_PIECE, decode_groups, decode_rows, row_pieces
+from extension.enrich.wire import decode_rows
 from extension.model import ProcessInfo, SocketRecord
 from extension.serve.reply import EncodedRows, ReplyProcessor, _send_coalesced
 
@@ -90,6 +94,22 @@ def tracker_for(sample: list[SocketRecord], infos: list[ProcessInfo]) -> Connect
     return ConnectionTracker(lambda pid: by_pid.get(pid) or ProcessInfo(), attempt_grace_secs=0)
 
 
+def served_in_arena(tracker: ConnectionTracker) -> list[Any]:
+    """The tracker's served rows, in the arena's order, after checking that the
+    arena holds exactly the served rows of the table and the rows waiting to be
+    served are exactly the others."""
+    held = list(tracker._arena.rows())
+    table = list(tracker._connections.values())
+    assert len({id(c) for c in held}) == len(held) == tracker._arena.count
+    assert {id(c) for c in held} == {id(c) for c in table if c.served}
+    assert {id(c) for c in tracker._pending} == {id(c) for c in table if not c.served}
+    return held
+
+
+def without_tail(row: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in row.items() if k not in ("state", "last_seen")}
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
 @given(samples(), st.integers(0, 2**31 - 2), st.lists(st.sampled_from(STATES), min_size=12))
 def test_reply_bytes_equal_thrift_encoding_of_the_reference_rows(
@@ -101,8 +121,13 @@ def test_reply_bytes_equal_thrift_encoding_of_the_reference_rows(
     reference = [conn.row() for conn in tracker._connections.values()]
 
     encoded = EncodedRows(*tracker.encoded_rows(1000.0))
+    served = served_in_arena(tracker)
+    # Every row of the table is served, in the order it came.
+    assert [id(c) for c in served] == [id(c) for c in tracker._connections.values()]
     assert encoded.reply(seqid) == thrift_reply(grouped(reference, tracker._sample_second), seqid)
     assert list(encoded) == grouped(reference, tracker._sample_second)
+    stable = EncodedRows(*tracker.encoded_rows(1000.0, stable_only=True))
+    assert stable.reply(seqid) == thrift_reply([without_tail(r) for r in reference], seqid)
 
     # States change and time passes: the stable columns stay as first served.
     changed = [
@@ -111,17 +136,62 @@ def test_reply_bytes_equal_thrift_encoding_of_the_reference_rows(
     tracker.update(changed, now=1007.5)
     expected = []
     for row, conn in zip(reference, tracker._connections.values(), strict=True):
-        stable = {k: v for k, v in row.items() if k not in ("state", "last_seen")}
-        expected.append({**stable, "state": conn.state, "last_seen": "1007"})
+        expected.append({**without_tail(row), "state": conn.state, "last_seen": "1007"})
     again = EncodedRows(*tracker.encoded_rows(1007.5))
     in_reply = grouped(expected, tracker._sample_second)
     assert again.reply(seqid + 1) == thrift_reply(in_reply, seqid + 1)
     assert tracker.rows() == in_reply
+    stable = EncodedRows(*tracker.encoded_rows(1007.5, stable_only=True))
+    assert stable.reply(seqid) == thrift_reply([without_tail(r) for r in reference], seqid)
 
     saved = tracker.saved_rows()
-    assert [s.row for s in saved] == [
-        {k: v for k, v in row.items() if k not in ("state", "last_seen")} for row in reference
-    ]
+    assert [s.row for s in saved] == [without_tail(row) for row in reference]
+
+
+@st.composite
+def churn(draw: Any) -> list[tuple[list[SocketRecord], bool]]:
+    """Samples of a host whose sockets come and go: each sample keeps some of the
+    sockets so far and opens new ones; each is followed by a reply or not."""
+    pool = draw(st.lists(records(0), min_size=1, max_size=30))
+    pool = [replace(r, socket=inode, pid=7) for inode, r in enumerate(pool, start=1)]
+    steps = []
+    for _ in range(draw(st.integers(1, 8))):
+        listed = [r for r in pool if draw(st.booleans())]
+        steps.append((listed, draw(st.booleans())))
+    return steps
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
+@given(churn(), st.integers(1, 4))
+def test_replies_follow_rows_that_come_and_go_across_chunks(
+    steps: list[tuple[list[SocketRecord], bool]], per_chunk: int
+) -> None:
+    """Rows that close, linger and expire, rows first served later, chunks of a
+    few rows rebuilt and gathered again: every reply holds exactly the table's
+    served rows, each as first served, and both kinds of reply agree."""
+    tracker = ConnectionTracker(lambda pid: ProcessInfo(name="web"), attempt_grace_secs=0,
+                                linger_secs=4.0)  # fmt: skip
+    first: dict[Any, dict[str, str]] = {}  # by row (kept alive: no id is reused)
+    with patch.object(arena, "ROWS_PER_CHUNK", per_chunk):
+        for step, (listed, query) in enumerate(steps):
+            now = 1000.0 + 3 * step
+            tracker.update(listed, now=now)
+            if not query:
+                continue
+            full = EncodedRows(*tracker.encoded_rows(now))
+            stable = EncodedRows(*tracker.encoded_rows(now, stable_only=True))
+            served = served_in_arena(tracker)
+            rows = [conn.row() for conn in served]
+            for conn, row in zip(served, rows, strict=True):
+                assert without_tail(row) == first.setdefault(conn, without_tail(row))
+                if conn.closed_at is None and conn.sampled and conn.missed_at is None:
+                    # An open row the last sample listed was seen at that sample.
+                    row["last_seen"] = str(tracker._sample_second)
+            assert stable.reply(step) == thrift_reply([without_tail(r) for r in rows], step)
+            assert full.reply(step) == thrift_reply(grouped(rows, tracker._sample_second), step)
+            chunks = [c for c in tracker._arena._chunks if c.size]
+            assert all(c.size <= per_chunk for c in chunks)
+            assert len(chunks) <= 2 * -(-len(served) // per_chunk) + 1
 
 
 def web_sockets(count: int) -> list[SocketRecord]:
@@ -134,29 +204,36 @@ def web_sockets(count: int) -> list[SocketRecord]:
     ]  # fmt: skip
 
 
-def test_a_large_group_is_split_into_pieces_of_whole_rows() -> None:
-    count = 2 * ROWS_PER_PIECE + 3
+def test_a_large_group_is_sent_in_pieces_of_whole_rows() -> None:
+    count = 2 * ROWS_PER_CHUNK + 3
     listed = web_sockets(count)
     listed.append(replace(listed[0], local_port=80, remote_address="", remote_port=0,
                           state="LISTEN", socket=9000))  # fmt: skip
     tracker = ConnectionTracker(lambda pid: ProcessInfo(name="web"), attempt_grace_secs=0)
     tracker.update(listed, now=50.0)
-    groups, rows = tracker.encoded_rows(50.0)
+    pieces, rows = tracker.encoded_rows(50.0)
     assert rows == count + 1
-    pieces = [b"", *row_pieces(groups)]
-    # Groups come in the order of their first row in the table.
-    established = [ROWS_PER_PIECE, ROWS_PER_PIECE, 3]
-    listen_first = next(iter(tracker._connections.values())).state == "LISTEN"
-    sizes = [1, *established] if listen_first else [*established, 1]
-    decoded = [decode_rows([piece], n) for piece, n in zip(pieces[1:], sizes, strict=True)]
+    decoded = decode_rows(list(pieces), rows)
     by_state: dict[str, list[int]] = {}
-    for part in decoded:
-        assert len({row["state"] for row in part}) == 1, "one group per piece"
-        for row in part:
-            by_state.setdefault(row["state"], []).append(int(row["local_port"]))
+    for row in decoded:
+        by_state.setdefault(row["state"], []).append(int(row["local_port"]))
     assert sorted(by_state["ESTABLISHED"]) == [20000 + i for i in range(count)]
     assert by_state["LISTEN"] == [80]
-    assert {row["last_seen"] for part in decoded for row in part} == {"50"}
+    assert {row["last_seen"] for row in decoded} == {"50"}
+    # A group is its header, its rows' entries joined with the tail and the
+    # header between them (one join per chunk, so at most ROWS_PER_CHUNK rows),
+    # and its tail: with the header before it and the tail after it, each large
+    # join decodes as whole rows, the rows of that chunk in that group.
+    pieces = list(pieces)
+    large = [piece for piece in pieces if len(piece) > 1000]
+    head, tail = pieces[pieces.index(large[0]) - 1], pieces[pieces.index(large[-1]) + 1]
+    sizes = []
+    for chunk in tracker._arena.chunks():
+        sizes.append(sum(1 for conn in chunk.rows if conn.state == "ESTABLISHED"))
+    assert sum(sizes) == count and max(sizes) <= ROWS_PER_CHUNK
+    for piece, n in zip(large, sizes, strict=True):
+        part = decode_rows([head, piece, tail], n)
+        assert {row["state"] for row in part} == {"ESTABLISHED"}
 
 
 def test_rows_no_longer_listed_follow_the_listed_ones() -> None:
@@ -165,22 +242,47 @@ def test_rows_no_longer_listed_follow_the_listed_ones() -> None:
     tracker.update(listed, now=50.0)
     tracker.encoded_rows(50.0)  # every row shown
     tracker.update(listed[1:], now=53.0)  # the first one closed: it lingers
-    groups, count = tracker.encoded_rows(53.0)
-    rows = decode_groups(groups, count)
+    pieces, count = tracker.encoded_rows(53.0)
+    rows = decode_rows(list(pieces), count)
     assert [(row["local_port"], row["last_seen"]) for row in rows] == [
         *((str(20000 + i), "53") for i in range(1, 5)),
         ("20000", "50"),
     ]
-    assert EncodedRows(groups, count).reply(9) == thrift_reply(rows, 9)
+    assert EncodedRows(pieces, count).reply(9) == thrift_reply(rows, 9)
+
+
+def test_a_stable_only_reply_is_the_kept_bytes_until_rows_change() -> None:
+    listed = web_sockets(600)
+    tracker = ConnectionTracker(lambda pid: ProcessInfo(name="web"), attempt_grace_secs=0)
+    tracker.update(listed, now=50.0)
+    first, count = tracker.encoded_rows(50.0, stable_only=True)
+    assert count == 600
+    tracker.update(listed, now=52.0)  # nothing came or went
+    again, _ = tracker.encoded_rows(52.0, stable_only=True)
+    assert [id(p) for p in again] == [id(p) for p in first]  # the same buffers
+    gone = next(c for c in tracker._connections.values() if c.record.local_port == 20599)
+    where = tracker._arena._chunks.index(gone.arena_chunk)
+    tracker.update(listed[:-1], now=54.0)
+    tracker.update(listed[:-1], now=56.0)  # the last one closed two samples ago
+    tracker.update(listed[:-1], now=70.0)  # ... and no longer lingers
+    later, count = tracker.encoded_rows(70.0, stable_only=True)
+    assert count == 599
+    # Only the chunk that held it was joined again.
+    assert [id(p) == id(f) for p, f in zip(later, first, strict=True)] == [
+        i != where for i in range(len(first))
+    ]
+    rows = decode_rows(list(later), count)
+    assert sorted(int(r["local_port"]) for r in rows) == [20000 + i for i in range(599)]
+    assert all("state" not in r and "last_seen" not in r for r in rows)
 
 
 def grouped(rows: list[dict[str, str]], listed_at: int) -> list[dict[str, str]]:
-    """``rows`` in the order a reply holds them: grouped by (state, last_seen); the
-    groups last seen at the last sample (``listed_at``) first; groups in the order
-    of their first row, and the table's order within a group."""
-    groups: dict[tuple[str, str], list[dict[str, str]]] = {}
+    """``rows`` in the order a reply holds them: grouped by (state, last_seen, number
+    of columns); the groups last seen at the last sample (``listed_at``) first;
+    groups in the order of their first row, and the given order within a group."""
+    groups: dict[tuple[str, str, int], list[dict[str, str]]] = {}
     for row in rows:
-        groups.setdefault((row["state"], row["last_seen"]), []).append(row)
+        groups.setdefault((row["state"], row["last_seen"], len(row)), []).append(row)
     order = sorted(groups, key=lambda key: key[1] != str(listed_at))  # a stable sort
     return [row for key in order for row in groups[key]]
 
