@@ -13,7 +13,13 @@ Every figure is printed beside its baseline of the same run.
    pipeline drives it: ``take`` a batch, ``ack`` it, until every line has come.
    CPU per line of this process (``pipe``: reading the answers and splitting the
    lines) and of the reader process (``reader``).
-2. ``inline``: the same consumer read in this process's own thread, the way a
+2. ``thread``: the same consumer read with nats-py in this process's own thread
+   (:class:`NatsPyThreadReader`): the reader process's core (nats-py's client with
+   the :class:`~alert_service.source.nats_bulk.BulkParser` and the
+   :class:`~alert_service.source.nats_pull.PullConsumer`) on a private event loop
+   that runs only inside each call, the payloads used as the lines (no packing, no
+   pipe), driven the same way.
+3. ``inline``: the same consumer read in this process's own thread, the way a
    stream source without a reader process could: one blocking socket, the same
    pull requests (``{"batch": N, "expires": ns}`` to
    ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>``), the same protocol parser
@@ -25,10 +31,11 @@ Every figure is printed beside its baseline of the same run.
 
 With ``--pipeline``, the whole ``run`` path instead (``cluster_bench.py``'s
 ``file+sqlite`` and ``nats+sqlite`` figures, alternated): ``file`` (baseline),
-``nats`` with the reader process, and ``nats inline`` with :class:`InlineReader`
+``nats`` with the reader process, ``nats inline`` with :class:`InlineReader`
 in its place, a stand-in with the reader process's interface that reads in the
 pipeline's thread (the same plain-protocol probe: it handles only what these
-runs need, new one-line messages without headers; not a client).
+runs need, new one-line messages without headers; not a client), and ``nats
+thread`` with :class:`NatsPyThreadReader` in its place.
 
 ``server`` is the CPU of the local ``nats-server`` process over the same span
 (``/proc/<pid>/stat``; an upper bound: it serves every client). Lines are the
@@ -38,6 +45,8 @@ benchmark's Fleet-shaped ``tracked_connections`` lines, one message each.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -49,6 +58,7 @@ import time
 import uuid
 from array import array
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 for path in (REPO, REPO / "benchmarks"):
@@ -67,9 +77,9 @@ from cluster_bench import (  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy  # noqa: E402
 
 import alert_service.source.nats as nats_source  # noqa: E402
-from alert_service.source.nats_batch import Taken  # noqa: E402
+from alert_service.source.nats_batch import Taken, taken_of  # noqa: E402
 from alert_service.source.nats_bulk import Delivered, split_messages  # noqa: E402
-from alert_service.source.nats_reader import ReaderProcess  # noqa: E402
+from alert_service.source.nats_reader import ReaderProcess, _Child  # noqa: E402
 
 # lines/s, this process's CPU us/line, reader CPU us/line, nats-server CPU us/line
 Result = tuple[float, float, float, float]
@@ -94,7 +104,19 @@ def add_consumer(bus: Nats, stream: str, durable: str, batch: int) -> None:
 
 def read_with_reader(url: str, stream: str, durable: str, batch: int, lines: int) -> Result:
     """Baseline: the reader process, driven like the pipeline drives it."""
-    reader = ReaderProcess()
+    return read_with(ReaderProcess(), url, stream, durable, batch, lines)
+
+
+def read_in_thread(url: str, stream: str, durable: str, batch: int, lines: int) -> Result:
+    """The product's reader in this thread (``reader: thread``), driven the same way."""
+    return read_with(NatsPyThreadReader(), url, stream, durable, batch, lines)
+
+
+def read_with(  # noqa: PLR0917
+    reader: ReaderProcess | NatsPyThreadReader, url: str, stream: str, durable: str, batch: int,
+    lines: int,
+) -> Result:
+    """``reader`` driven like the pipeline drives it: take a batch, ack it."""
     server = nats_server_pid()
     got = 0
     try:
@@ -246,6 +268,109 @@ class InlineReader:
             self.unbind(key)
 
 
+class _ThreadFeed:
+    """One consumer's messages for :class:`NatsPyThreadReader`: a whole batch (or
+    what arrived within the take's timeout) turned into a :class:`Taken` with
+    :func:`~alert_service.source.nats_batch.taken_of`, redeliveries left out by
+    stream sequence as in the reader process."""
+
+    def __init__(self, puller: Any, after: int) -> None:
+        self.puller = puller
+        self._after = after
+        self._error: BaseException | None = None
+
+    async def take(self, timeout_secs: float) -> Taken:
+        if self._error is not None:
+            raise self._error
+        with contextlib.suppress(TimeoutError):  # what arrived by then is taken
+            await asyncio.wait_for(self.puller.full.wait(), timeout_secs)
+        msgs = await self.puller.take(0.0)
+        if not msgs:
+            return Taken()
+        taken, self._after = taken_of(msgs, self._after)
+        return taken
+
+    def fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+
+    async def stop(self) -> None:
+        await self.puller.stop()
+
+
+class NatsPyThreadReader:
+    """The reader process's interface, reading with nats-py in the caller's thread:
+    the reader process's core (the same client, :class:`BulkParser` and pull
+    consumer) on a private event loop that runs only inside these calls
+    (``run_until_complete``; no second thread), each payload a line as it is (no
+    packing, no pipe). A measurement of that design, not the product: errors become
+    ``RuntimeError``, and the connection lost is not tested here.
+
+    nats-py 2.16 reads the socket 32 KiB at a time (``DEFAULT_BUFFER_SIZE``,
+    ``nats/aio/client.py`` ``_read_loop``), which is also its asyncio stream
+    reader's limit; with the loop standing still while the pipeline works, a whole
+    batch waits in the socket, so the probe raises it to 1 MiB for its process.
+    """
+
+    pid = None
+
+    def __init__(self) -> None:
+        import nats.aio.client  # noqa: PLC0415
+
+        nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, 1 << 20)
+        self.started_at = time.monotonic()
+        self._loop = asyncio.new_event_loop()
+        self._child = _Child(_ThreadFeed)
+
+    def _call(self, command: dict[str, Any], wait_secs: float) -> Any:
+        answer = self._loop.run_until_complete(
+            asyncio.wait_for(self._child.handle(command), wait_secs)
+        )
+        # nats-py writes a publish (the next pull request, an ack) in its flusher
+        # task a turn or two later: let it go now, not at the next call.
+        self._loop.run_until_complete(_turns(3))
+        return answer
+
+    def bind(  # noqa: PLR0917 (ReaderProcess.bind's arguments)
+        self, key: str, servers: tuple[str, ...], stream: str, consumer: str, batch: int,
+        expires_secs: float, after: int,
+    ) -> None:
+        self._call({"op": "bind", "key": key, "servers": list(servers), "stream": stream,
+                    "consumer": consumer, "batch": batch, "expires_secs": expires_secs,
+                    "after": after}, 30.0)
+
+    def take(self, key: str, timeout_secs: float) -> Taken:
+        taken = self._call({"op": "take", "key": key, "timeout_secs": timeout_secs},
+                           timeout_secs + 5.0)
+        assert isinstance(taken, Taken)
+        return taken
+
+    def ack(self, key: str, reply: str) -> None:
+        self._call({"op": "ack", "key": key, "reply": reply}, 5.0)
+
+    def unbind(self, key: str) -> None:
+        self._call({"op": "unbind", "key": key}, 5.0)
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop.is_closed():
+            return
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.wait_for(self._child.close(), 5.0))
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()
+
+
+async def _turns(count: int) -> None:
+    """Give the event loop ``count`` turns."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 def read_inline(url: str, stream: str, durable: str, batch: int, lines: int) -> Result:
     conn = Inline(url)
     server = nats_server_pid()
@@ -290,17 +415,17 @@ def main() -> None:
     if args.pipeline:
         pipeline_runs(bus, data, args.batch, args.repeat)
         return
-    runs: dict[str, list[Result]] = {"reader": [], "inline": []}
+    reads = {"reader": read_with_reader, "thread": read_in_thread, "inline": read_inline}
+    runs: dict[str, list[Result]] = {kind: [] for kind in reads}
     try:
         for _ in range(args.repeat):
-            for kind in ("reader", "inline"):  # alternated, one stream each
+            for kind, read in reads.items():  # alternated, one stream each
                 name = f"PROBE_{uuid.uuid4().hex[:10].upper()}"
                 prefix = f"probe{uuid.uuid4().hex[:8]}"
                 bus.stream(name, [f"{prefix}.>"])
                 try:
                     bus.publish([(f"{prefix}.{host}", line) for host, line in data])
                     add_consumer(bus, name, "probe", args.batch)
-                    read = read_with_reader if kind == "reader" else read_inline
                     runs[kind].append(read(args.nats, name, "probe", args.batch, args.lines))
                 finally:
                     bus.delete(name)
@@ -320,17 +445,17 @@ def main() -> None:
 
 
 def pipeline_runs(bus: Nats, data: list[tuple[str, bytes]], batch: int, repeat: int) -> None:
-    """``--pipeline``: file, nats (reader process) and nats inline, alternated."""
+    """``--pipeline``: file, nats (reader process), nats inline and nats thread,
+    alternated."""
     reader_class = nats_source.ReaderProcess
-    runs: dict[str, list[Result]] = {"file": [], "nats": [], "nats inline": []}
+    readers = {"nats": reader_class, "nats inline": InlineReader, "nats thread": NatsPyThreadReader}
+    runs: dict[str, list[Result]] = {"file": [], **{kind: [] for kind in readers}}
     try:
         for _ in range(repeat):
             with tempfile.TemporaryDirectory() as tmp:
                 runs["file"].append(run_file(data, tmp))
-                for kind in ("nats", "nats inline"):
-                    nats_source.ReaderProcess = (  # type: ignore[misc]
-                        reader_class if kind == "nats" else InlineReader
-                    )
+                for kind, reader in readers.items():
+                    nats_source.ReaderProcess = reader  # type: ignore[misc]
                     state = os.path.join(tmp, f"{kind.replace(' ', '-')}.sqlite3")
                     runs[kind].append(run_nats(bus, data, state, {}, tmp, batch))
     finally:

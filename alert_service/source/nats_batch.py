@@ -41,6 +41,7 @@ __all__ = [
     "message_lines",
     "pack_batch",
     "pack_parts",
+    "taken_of",
     "unpack_batch",
 ]
 
@@ -101,10 +102,30 @@ def pack_parts(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
     """Pack delivered messages for the pipeline, as the parts of the packed batch (to
     be written one after the other, without joining them first).
 
+    Args:
+        msgs: the messages in delivery order.
+        after: as for :func:`taken_of`.
+
+    Returns:
+        ``(parts, last)``: the packed batch in parts, and the highest stream
+        sequence now handed out (``after`` when no message is above it).
+
+    Raises:
+        ValueError: a reply subject is not a JetStream acknowledgement subject.
+    """
+    taken, body, last = _collect(msgs, after)
+    return _packed(taken, body), last
+
+
+def taken_of(msgs: Sequence[Message], after: int) -> tuple[Taken, int]:
+    """Delivered messages as the pipeline receives them, without packing (the reader
+    that runs in the pipeline's own thread, :mod:`~alert_service.source.nats_thread`);
+    the same batch as ``unpack_batch(pack_batch(msgs, after)[0])`` (property test).
+
     Most batches are new messages of one plain line each, in increasing stream
-    sequence; those are packed by :func:`_pack_plain` with a few whole-batch
-    operations. Any other batch goes message by message (:func:`_pack_each`); the
-    two agree (property test).
+    sequence; those are taken by :func:`_collect_plain` with a few whole-batch
+    operations, each payload being its line as it is. Any other batch goes message
+    by message (:func:`_collect_each`); the two agree (property test).
 
     Args:
         msgs: the messages in delivery order.
@@ -114,21 +135,28 @@ def pack_parts(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
             counted as ``skipped`` and left out.
 
     Returns:
-        ``(parts, last)``: the packed batch in parts, and the highest stream
-        sequence now handed out (``after`` when no message is above it).
+        ``(taken, last)``: the batch, and the highest stream sequence now handed out
+        (``after`` when no message is above it).
 
     Raises:
         ValueError: a reply subject is not a JetStream acknowledgement subject.
     """
+    taken, _, last = _collect(msgs, after)
+    return taken, last
+
+
+def _collect(msgs: Sequence[Message], after: int) -> tuple[Taken, bytes | None, int]:
+    """``(taken, body, last)``: :func:`taken_of`'s batch, and its lines joined by
+    ``\n`` when that was done on the way (None otherwise)."""
     if msgs:
-        plain = _pack_plain(msgs, after)
+        plain = _collect_plain(msgs, after)
         if plain is not None:
             return plain
-    return _pack_each(msgs, after)
+    return _collect_each(msgs, after)
 
 
-def _pack_plain(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int] | None:
-    """:func:`pack_batch` of a batch whose messages have no headers, one non-empty
+def _collect_plain(msgs: Sequence[Message], after: int) -> tuple[Taken, bytes, int] | None:
+    """:func:`_collect` of a batch whose messages have no headers, one non-empty
     line each, 9-token reply subjects and increasing stream sequences above
     ``after``; None for any other batch."""
     count = len(msgs)
@@ -148,14 +176,20 @@ def _pack_plain(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int] 
     if body.count(b"\n") != count - 1 or b"" in payloads:
         return None
     last = seqs[-1]
-    subjects = b"\n".join([m[0] for m in msgs])
-    packed = _packed(count, 0, last, int(tokens[-1]), replies[-1], [], count, seqs, subjects,
-                     body)
-    return packed, last
+    taken = Taken(
+        messages=count,
+        last=last,
+        pending=int(tokens[-1]),
+        reply=replies[-1].decode(errors="replace"),
+        lines=payloads,
+        sequences=seqs.tobytes(),
+        subjects=b"\n".join([m[0] for m in msgs]),
+    )
+    return taken, body, last
 
 
-def _pack_each(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
-    """:func:`pack_batch`, one message at a time."""
+def _collect_each(msgs: Sequence[Message], after: int) -> tuple[Taken, None, int]:
+    """:func:`_collect`, one message at a time."""
     lines: list[bytes] = []
     subjects: list[bytes] = []
     seqs = array("q")
@@ -181,36 +215,38 @@ def _pack_each(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
             subjects += [subject] * len(got)
             seqs.extend([seq] * len(got))
         last = after
-    body = b"\n".join(lines)
-    return _packed(len(msgs), skipped, last, pending, reply, undecodable, len(lines), seqs,
-                   b"\n".join(subjects), body), after
+    taken = Taken(
+        messages=len(msgs),
+        skipped=skipped,
+        last=last,
+        pending=pending,
+        reply=reply.decode(errors="replace"),
+        undecodable=undecodable,
+        lines=lines,
+        sequences=seqs.tobytes(),
+        subjects=b"\n".join(subjects),
+    )
+    return taken, None, after
 
 
-def _packed(  # noqa: PLR0917 (the header's fields)
-    messages: int,
-    skipped: int,
-    last: int,
-    pending: int,
-    reply: bytes,
-    undecodable: list[tuple[int, str, str]],
-    lines: int,
-    seqs: array[int],
-    subjects: bytes,
-    body: bytes,
-) -> list[bytes]:
+def _packed(taken: Taken, body: bytes | None) -> list[bytes]:
+    """The parts of :func:`pack_parts`'s layout for ``taken`` (``body``: its lines
+    joined by ``\n``, when already joined)."""
     header = json.dumps(
         {
-            "messages": messages,
-            "skipped": skipped,
-            "last": last,
-            "pending": pending,
-            "reply": reply.decode(errors="replace"),
-            "undecodable": undecodable,
-            "lines": lines,
-            "subject_bytes": len(subjects),
+            "messages": taken.messages,
+            "skipped": taken.skipped,
+            "last": taken.last,
+            "pending": taken.pending,
+            "reply": taken.reply,
+            "undecodable": taken.undecodable,
+            "lines": len(taken.lines),
+            "subject_bytes": len(taken.subjects),
         }
     ).encode()
-    return [len(header).to_bytes(4, "big"), header, seqs.tobytes(), subjects, body]
+    if body is None:
+        body = b"\n".join(taken.lines)
+    return [len(header).to_bytes(4, "big"), header, taken.sequences, taken.subjects, body]
 
 
 @dataclass(slots=True)

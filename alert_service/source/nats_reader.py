@@ -50,6 +50,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from alert_service.logs import configure_logging, log_event
@@ -420,21 +421,31 @@ class _Feed:
 
 
 class _Child:
-    """The reader process's state: one client per server list, one feed per key."""
+    """The reader's state: one client per server list, one feed per key.
 
-    def __init__(self) -> None:
+    ``benchmarks/nats_inline_probe.py`` runs it in the pipeline's own thread with a
+    feed of its own, to measure that design.
+
+    Args:
+        feed: makes a consumer's feed from its started puller and the checkpoint's
+            stream sequence; :class:`_Feed` (a packed batch per ``take``) by default.
+    """
+
+    def __init__(self, feed: Callable[[Any, int], Any] | None = None) -> None:
         from nats.aio.client import Client  # noqa: PLC0415 (the child only)
 
         from alert_service.source.nats_pull import PullConsumer  # noqa: PLC0415
 
         self._clients: dict[tuple[str, ...], Client] = {}
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: dict[str, Any] = {}
+        self._feed = feed or _Feed
         self._acks: set[asyncio.Task[None]] = set()
         self._puller_class = PullConsumer
 
-    async def handle(self, command: dict[str, Any]) -> bytes | list[bytes] | None:
-        """Carry out one command; its answer, whole or in parts (None for ``ack``,
-        which has none)."""
+    async def handle(self, command: dict[str, Any]) -> Any:
+        """Carry out one command; its answer: ``b"{}"``, or for ``take`` what the
+        feed's ``take`` returns (a packed batch in parts, for :class:`_Feed`), or
+        None for ``ack``, which has none."""
         op = command["op"]
         key = str(command["key"])
         if op == "take":
@@ -457,7 +468,7 @@ class _Child:
                 float(command["expires_secs"]),
             )
             await puller.start()
-            self._feeds[key] = _Feed(puller, int(command["after"]))
+            self._feeds[key] = self._feed(puller, int(command["after"]))
         elif op == "unbind":
             await self._unbind(key)
         else:
@@ -465,7 +476,7 @@ class _Child:
         return b"{}"
 
     @staticmethod
-    async def _ack(feed: _Feed, reply: str) -> None:
+    async def _ack(feed: Any, reply: str) -> None:
         try:
             await feed.puller.client.request(reply, b"+ACK", timeout=5.0)
         except Exception as err:  # redelivered later and left out by sequence

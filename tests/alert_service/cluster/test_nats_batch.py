@@ -17,6 +17,7 @@ from alert_service.source.nats_batch import (
     message_lines,
     pack_batch,
     stream_chunk,
+    taken_of,
     unpack_batch,
 )
 from alert_service.source.nats_payload import PayloadError
@@ -142,6 +143,18 @@ def test_a_packed_batch_holds_what_each_message_gives_one_by_one(
         )
     else:
         assert chunk is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches())
+def test_a_batch_taken_without_packing_is_the_packed_one_unpacked(
+    batch: tuple[list[Message], int],
+) -> None:
+    msgs, after = batch
+    packed, packed_last = pack_batch(msgs, after)
+    taken, last = taken_of(msgs, after)
+    assert last == packed_last
+    assert taken == unpack_batch(packed)
 
 
 def test_ack_subjects_with_and_without_domain() -> None:
