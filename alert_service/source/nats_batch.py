@@ -118,8 +118,8 @@ def pack_parts(msgs: Sequence[Message], after: int) -> tuple[list[bytes], int]:
 
 
 def taken_of(msgs: Sequence[Message], after: int) -> tuple[Taken, int]:
-    """Delivered messages as the pipeline receives them, without packing (the reader
-    that runs in the pipeline's own thread, :mod:`~alert_service.source.nats_thread`);
+    """Delivered messages as the pipeline receives them, without packing (for reading
+    in the pipeline's own thread, as ``benchmarks/nats_inline_probe.py`` measures it);
     the same batch as ``unpack_batch(pack_batch(msgs, after)[0])`` (property test).
 
     Most batches are new messages of one plain line each, in increasing stream
