@@ -87,10 +87,13 @@ class Chunk:
 
         Raises:
             ValueError: a fresh map counts 256 entries or more (the table has 27
-                columns).
+                columns); the chunk is then left as it was.
         """
         if not self.left and not self.fresh:
             return
+        counts = [_COUNT.unpack_from(encoded, 2)[0] for _, encoded in self.fresh]
+        if counts and max(counts) > 255:  # refused before anything changes
+            raise ValueError(f"a row of {max(counts)} entries")
         rows, ends = self.rows, self.ends
         lengths = list(map(sub, ends, chain((0,), ends)))
         parts: list[bytes | memoryview] = []
@@ -111,10 +114,7 @@ class Chunk:
         else:
             parts.append(self.data)
             entries = self.entries
-        for row, encoded in self.fresh:
-            (count,) = _COUNT.unpack_from(encoded, 2)
-            if count > 255:
-                raise ValueError(f"a row of {count} entries")
+        for (row, encoded), count in zip(self.fresh, counts, strict=True):
             parts.append(encoded)
             rows.append(row)
             lengths.append(len(encoded))
