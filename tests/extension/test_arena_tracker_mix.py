@@ -46,7 +46,8 @@ def sockets(draw: Any) -> SocketRecord:
     )
 
 
-samples = st.tuples(st.just("sample"), st.lists(sockets(), max_size=6))
+# Each sample's sockets, and whether it left TIME_WAIT sockets out.
+samples = st.tuples(st.just("sample"), st.tuples(st.lists(sockets(), max_size=6), st.booleans()))
 events = st.tuples(
     st.just("events"),
     st.lists(
@@ -60,10 +61,15 @@ events = st.tuples(
         max_size=4,
     ),
 )
+# Kernel events read through a time (rows the sampler finds after it wait for them).
+throughs = st.tuples(st.just("through"), st.sampled_from((None, -0.5, 0.0)))
 queries = st.tuples(st.just("query"), st.booleans())
 restarts = st.tuples(st.just("restart"), st.none())
 steps = st.lists(
-    st.tuples(st.one_of(samples, events, queries, restarts), st.sampled_from((0.3, 1.0, 2.5, 7.0))),
+    st.tuples(
+        st.one_of(samples, events, throughs, queries, restarts),
+        st.sampled_from((0.3, 1.0, 2.5, 7.0)),
+    ),
     min_size=1,
     max_size=25,
 )
@@ -110,8 +116,12 @@ def test_arena_and_waiting_rows_follow_samples_events_restarts_and_queries(
             now += gap
             if kind == "sample":
                 # One socket per inode (a listing never shows an inode twice).
-                listed = {(r.net_namespace, r.socket or id(r)): r for r in arg}
-                tracker.update(list(listed.values()), now=now, started=now - 0.1)
+                records, time_wait_left_out = arg
+                listed = {(r.net_namespace, r.socket or id(r)): r for r in records}
+                if time_wait_left_out:
+                    listed = {k: r for k, r in listed.items() if r.state != "TIME_WAIT"}
+                tracker.update(list(listed.values()), now=now, started=now - 0.1,
+                               time_wait_unlisted=NS if time_wait_left_out else None)  # fmt: skip
             elif kind == "events":
                 flows = []
                 for record, key, direction, status, ended in arg:
@@ -119,6 +129,8 @@ def test_arena_and_waiting_rows_follow_samples_events_restarts_and_queries(
                                            direction, status, now - 0.2,
                                            now - 0.1 if ended else None))  # fmt: skip
                 tracker.observe(flows, now=now)
+            elif kind == "through":
+                tracker.events_through = None if arg is None else now + arg
             elif kind == "query":
                 check_replies(tracker, now, first, step, sent)
             else:
