@@ -91,9 +91,6 @@ class Chunk:
         """
         if not self.left and not self.fresh:
             return
-        counts = [_COUNT.unpack_from(encoded, 2)[0] for _, encoded in self.fresh]
-        if counts and max(counts) > 255:  # refused before anything changes
-            raise ValueError(f"a row of {max(counts)} entries")
         rows, ends = self.rows, self.ends
         lengths = list(map(sub, ends, chain((0,), ends)))
         parts: list[bytes | memoryview] = []
@@ -114,7 +111,12 @@ class Chunk:
         else:
             parts.append(self.data)
             entries = self.entries
-        for (row, encoded), count in zip(self.fresh, counts, strict=True):
+        built = len(rows)  # rows and entries may be this chunk's own lists
+        for row, encoded in self.fresh:
+            (count,) = _COUNT.unpack_from(encoded, 2)
+            if count > 255:
+                del rows[built:], entries[built:]  # as they were
+                raise ValueError(f"a row of {count} entries")
             parts.append(encoded)
             rows.append(row)
             lengths.append(len(encoded))
