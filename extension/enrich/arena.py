@@ -87,7 +87,7 @@ class Chunk:
 
         Raises:
             ValueError: a fresh map counts 256 entries or more (the table has 27
-                columns).
+                columns); the chunk is then left as it was.
         """
         if not self.left and not self.fresh:
             return
@@ -111,9 +111,11 @@ class Chunk:
         else:
             parts.append(self.data)
             entries = self.entries
+        built = len(rows)  # rows and entries may be this chunk's own lists
         for row, encoded in self.fresh:
             (count,) = _COUNT.unpack_from(encoded, 2)
             if count > 255:
+                del rows[built:], entries[built:]  # as they were
                 raise ValueError(f"a row of {count} entries")
             parts.append(encoded)
             rows.append(row)

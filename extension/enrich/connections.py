@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from extension.columns import MAX_TEXT, cap_text
+from extension.columns import MAX_TEXT, STABLE_COLUMNS, cap_text
 from extension.enrich.arena import Chunk, RowArena
 from extension.enrich.flow import (
     Holders,
@@ -1103,7 +1103,9 @@ class ConnectionTracker:
             born=now,
             began=now,
         )
-        conn.saved_row = dict(row)
+        # The table's stable columns only: a state file is read back as any map
+        # of text, and the arena holds maps of fewer than 256 entries.
+        conn.saved_row = {k: v for k, v in row.items() if k in STABLE_COLUMNS}
         self.revived += 1
         return conn
 

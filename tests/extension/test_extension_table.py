@@ -174,3 +174,33 @@ def test_docs_column_reference_is_current() -> None:
     assert doc.read_text(encoding="utf-8") == markdown_reference(), (
         "docs/columns.md is stale: run `python -m extension.columns > docs/columns.md`"
     )
+
+
+@pytest.mark.parametrize(
+    ("context", "stable_only"),
+    [
+        ({"colsUsed": ["pid", "remote_address"]}, True),
+        ({"colsUsed": []}, True),  # count(*): osquery sends an empty list
+        ({"colsUsed": ["pid", "state"]}, False),
+        ({"colsUsed": ["last_seen"]}, False),
+        ({}, False),  # an osquery that sends no colsUsed
+        ({"colsUsed": None}, False),
+        ({"colsUsed": "pid"}, False),
+        ({"colsUsed": ["pid", 3]}, False),
+        ({"colsUsed": {"pid": 1}}, False),
+    ],
+)
+def test_only_a_query_known_to_read_no_changing_column_gets_stable_columns_alone(
+    tcp_pair: tuple[socket.socket, socket.socket, socket.socket],
+    context: dict[str, object],
+    stable_only: bool,
+) -> None:
+    sampler = Sampler(PsutilCollector())
+    sampler.sample_once()
+    rows = list(TrackedConnectionsTable(sampler).generate(context))
+    mine = _rows_for_port(rows, tcp_pair[0].getsockname()[1])
+    assert mine and all(set(row) <= set(COLUMN_NAMES) for row in mine)
+    if stable_only:
+        assert all(set(row) <= STABLE_COLUMNS for row in mine)
+    else:
+        assert all(row["state"] and int(row["last_seen"]) > 0 for row in mine)

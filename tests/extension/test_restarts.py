@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from extension.columns import STABLE_COLUMNS
 from extension.enrich.connections import ConnectionTracker
 from extension.enrich.saved import RowStore, SavedRow
 from extension.model import FlowEvent, ProcessInfo, SocketRecord
@@ -128,3 +129,26 @@ def test_an_unwritable_place_is_reported(tmp_path: Path) -> None:
     store = RowStore(str(tmp_path / "missing" / "state"))
     assert not store.save([])
     assert "cannot write in" in store.error
+
+
+def test_a_saved_row_with_columns_the_table_has_not_is_served_with_its_columns_only() -> None:
+    """A state file is read back as text maps: a row may carry keys the table has
+    no column for (a hand-edited or damaged file). They are left out; they must
+    not take the table down (the arena holds maps of fewer than 256 entries)."""
+    before = ConnectionTracker(lambda pid: CURL, linger_secs=6)
+    before.update([OUT, replace(OUT, socket=778, local_port=51001)], now=100.0)
+    before.rows(100.1)
+    good, other = before.saved_rows()
+    junk = {f"extra_{i}": "x" for i in range(300)}
+    other = replace(other, row={**other.row, **junk})
+    after = restarted([good, other])
+    after.update([OUT, replace(OUT, socket=778, local_port=51001)], now=200.5)
+    for _ in range(2):  # every reply, not only the first
+        rows = after.rows(200.6)
+        assert [{k: v for k, v in row.items() if k in STABLE_COLUMNS} for row in rows] == [
+            good.row,
+            {k: v for k, v in other.row.items() if k in STABLE_COLUMNS},
+        ]
+        assert all(set(row) <= STABLE_COLUMNS | {"state", "last_seen"} for row in rows)
+        assert after.encoded_rows(200.6, stable_only=True)[1] == 2
+    assert after.revived == 2

@@ -115,3 +115,27 @@ def test_rows_spread_thin_are_gathered_into_full_chunks_in_order() -> None:
     ]
     assert [row.number for row in held.rows()] == list(range(0, 50, 5))
     assert b"".join(pieces) == b"".join(encoded(n, 2) for n in range(0, 50, 5))
+
+
+def test_a_map_refused_by_a_build_leaves_the_chunk_as_it_was() -> None:
+    held = RowArena()
+    rows = [Row(n) for n in range(3)]
+    too_big: Any = Row(99)
+    with patch.object(arena, "ROWS_PER_CHUNK", 8):
+        held.add(rows[0], encoded(0, 2))
+        held.pieces()
+        held.add(rows[1], encoded(1, 3))
+        held.add(too_big, encoded(99, 300))
+        held.add(rows[2], encoded(2, 1))
+        for _ in range(2):
+            try:
+                held.pieces()
+            except ValueError as err:
+                assert "300 entries" in str(err)
+            else:
+                raise AssertionError("a map of 300 entries was joined")
+        held.remove(too_big)
+        pieces = held.pieces()
+    assert b"".join(pieces) == b"".join(encoded(n, e) for n, e in ((0, 2), (1, 3), (2, 1)))
+    assert list(held.rows()) == rows
+    assert [held.encoded(row) for row in rows] == [encoded(0, 2), encoded(1, 3), encoded(2, 1)]
