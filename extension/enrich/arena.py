@@ -13,13 +13,14 @@ a *chunk*: a buffer of up to :data:`ROWS_PER_CHUNK` such maps joined.
 - A chunk whose rows have not changed since its last build is sent as it
   is: a reply that reads only stable columns costs no work per row.
 - A row that leaves the table is struck out of its chunk; a row first served
-  joins the last chunk that has room. A chunk is joined again (in C, from
-  slices of its old buffer and the new rows' bytes) only when a reply needs
-  it after such a change, in C from stretches of its old buffer.
+  joins the last chunk that has room. A chunk is joined again, in C, from
+  stretches of its old buffer and the new rows' bytes, only when a reply
+  needs it after such a change.
 - The buffers are the only copy of the rows' bytes the tracker keeps. A reply
-  that reads ``state`` or ``last_seen`` too (``SELECT *``) is built from
-  slices of them (:meth:`RowArena.chunks`), with a map header that counts
-  those two entries and the two entries after each row.
+  that reads ``state`` or ``last_seen`` too (``SELECT *``) copies each row's
+  entries out of them (:meth:`RowArena.chunks`; extension/enrich/wire.py
+  ``GroupedRows``), with a map header that counts those two entries and the
+  two entries after each row.
 
 Rows are any objects with the attribute of :class:`Member`, compared by
 identity; the arena sets it. Not thread-safe: the tracker's lock guards it.
@@ -30,11 +31,9 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Iterator
-from itertools import accumulate, chain, compress, repeat
-from operator import add, sub
+from itertools import accumulate, chain, compress
+from operator import sub
 from typing import Any, Final, Protocol
-
-from extension.enrich.wire import MAP_HEADER_BYTES
 
 __all__ = ["ROWS_PER_CHUNK", "Chunk", "Member", "RowArena"]
 
@@ -66,7 +65,7 @@ class Chunk:
         left: built rows that have left since the last build.
     """
 
-    __slots__ = ("_bodies", "data", "ends", "entries", "fresh", "left", "rows", "size")
+    __slots__ = ("data", "ends", "entries", "fresh", "left", "rows", "size")
 
     def __init__(self) -> None:
         self.data = b""
@@ -76,7 +75,6 @@ class Chunk:
         self.fresh: list[tuple[Any, bytes]] = []
         self.size = 0
         self.left = 0
-        self._bodies: list[slice] | None = None
 
     def build(self) -> None:
         """Join the rows held into ``data`` again (a no-op when nothing changed).
@@ -127,19 +125,6 @@ class Chunk:
         self.ends = array("L", accumulate(lengths))
         self.fresh = []
         self.left = 0
-        self._bodies = None
-
-    def bodies(self) -> list[slice]:
-        """For each built row, the slice of ``data`` after its 6-byte map header:
-        its entries. Made when first asked for after a build (in C) and kept
-        until the next: about 120 bytes per row, for replies with every column.
-        """
-        bodies = self._bodies
-        if bodies is None:
-            ends = self.ends
-            starts = map(add, chain((0,), ends), repeat(MAP_HEADER_BYTES))
-            bodies = self._bodies = list(map(slice, starts, ends))
-        return bodies
 
     def encoded(self, row: Any) -> bytes:
         """The map of ``row``, which this chunk holds.

@@ -968,7 +968,7 @@ class ConnectionTracker:
             tails.clear()
         # Rows seen at the last sample, by state (nearly all of them); the others
         # by (state, last_seen); both also by their number of stable entries.
-        # Each group's rows as slices of the arena's buffers, chunk by chunk.
+        # Each group's rows as their places in the arena's buffers, chunk by chunk.
         listed: dict[tuple[str, int], list[Segment]] = {}
         others: dict[tuple[str, int, int], list[Segment]] = {}
         listed_at = self._sample_second
@@ -977,9 +977,9 @@ class ConnectionTracker:
             # entries; the rows are then keyed without it.
             counts = chunk.entries
             same = counts[0] if counts.count(counts[0]) == len(counts) else None
-            here: dict[Any, list[slice]] = {}
-            there: dict[Any, list[slice]] = {}
-            for conn, body, entries in zip(chunk.rows, chunk.bodies(), counts, strict=True):
+            here: dict[Any, list[int]] = {}
+            there: dict[Any, list[int]] = {}
+            for index, (conn, entries) in enumerate(zip(chunk.rows, counts, strict=True)):
                 seen = conn.last_seen
                 if seen == listed_at or (seen < listed_at and conn.closed_at is None
                                          and conn.sampled and conn.missed_at is None):  # fmt: skip
@@ -993,14 +993,14 @@ class ConnectionTracker:
                     group = there.get(key)
                     if group is None:
                         group = there[key] = []
-                group.append(body)
-            data = chunk.data
-            for key, bodies in here.items():
+                group.append(index)
+            data, ends = chunk.data, chunk.ends
+            for key, rows in here.items():
                 full = (key, same) if same is not None else key
-                listed.setdefault(full, []).append((data, bodies))
-            for key, bodies in there.items():
+                listed.setdefault(full, []).append((data, ends, rows))
+            for key, rows in there.items():
                 full = (*key, same) if same is not None else key
-                others.setdefault(full, []).append((data, bodies))
+                others.setdefault(full, []).append((data, ends, rows))
         keyed = [((state, listed_at, entries), segs) for (state, entries), segs in listed.items()]
         keyed += others.items()
         groups: list[RowGroup] = []

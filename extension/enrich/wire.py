@@ -23,7 +23,9 @@ as a big-endian i32 byte length and its UTF-8 bytes. osquery's table rows are su
 from __future__ import annotations
 
 import struct
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Final
 
 from thrift.protocol import TBinaryProtocol
@@ -86,24 +88,30 @@ def tail_bytes(state: str, last_seen: int) -> bytes:
 MAP_HEADER_BYTES: Final = 6
 """Bytes of a map's header: key type, value type, i32 entry count."""
 
-Segment = tuple[bytes, list[slice]]
-"""Rows of one buffer of maps (extension/enrich/arena.py): the buffer, and the slice
-of it that holds each row's entries (its map without the header)."""
+Segment = tuple[bytes, "array[int]", list[int]]
+"""Rows of one buffer of maps (extension/enrich/arena.py): the buffer, where each of
+its maps ends, and the rows' places in it, in order."""
 
 RowGroup = tuple[bytes, bytes, list[Segment]]
 """Rows that end alike: the map header they share (its count includes the two
 tail entries), the ``state``/``last_seen`` bytes they end with, and their
-entries, buffer by buffer."""
+stable maps, buffer by buffer."""
 
 
 class GroupedRows:
     """Groups of rows that share their header and tail, as reply pieces.
 
-    Iterating yields the encoded maps in pieces, each made (in C) only when the
+    Iterating yields the encoded maps in pieces, each made only when the
     iterator reaches it, so that one piece at a time is held while a reply is
-    sent: a group is its header; for each segment, its rows' entries joined
-    with the tail and the header between them (and the same between segments);
-    and the tail. Iterable more than once.
+    sent: a group is its header; for each segment, its rows' entries (each
+    map without its header, copied out of the buffer) joined with the tail and
+    the header between them (and the same between segments); and the tail.
+    Iterable more than once.
+
+    The rows' entries are copied as ``bytes``, which the cyclic garbage
+    collector does not track: slices or memoryviews kept for them would be
+    tracked, and tens of thousands of them made on each reply set off full
+    collections of the whole process.
     """
 
     __slots__ = ("groups",)
@@ -112,13 +120,21 @@ class GroupedRows:
         self.groups = groups
 
     def __iter__(self) -> Iterator[bytes]:
+        skip = MAP_HEADER_BYTES
         for head, tail, segments in self.groups:
             between = tail + head
             yield head
-            for index, (data, bodies) in enumerate(segments):
+            for index, (data, ends, rows) in enumerate(segments):
                 if index:
                     yield between
-                yield between.join(map(memoryview(data).__getitem__, bodies))
+                if len(rows) == len(ends):  # the whole buffer
+                    starts = chain((0,), ends)  # one longer than ends: zip stops at ends
+                    pairs = zip(starts, ends, strict=False)
+                    yield between.join([data[s + skip : e] for s, e in pairs])
+                else:
+                    yield between.join(
+                        [data[(ends[i - 1] if i else 0) + skip : ends[i]] for i in rows]
+                    )
             yield tail
 
 

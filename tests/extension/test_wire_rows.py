@@ -255,12 +255,14 @@ def test_a_stable_only_reply_is_the_kept_bytes_until_rows_change() -> None:
     listed = web_sockets(600)
     tracker = ConnectionTracker(lambda pid: ProcessInfo(name="web"), attempt_grace_secs=0)
     tracker.update(listed, now=50.0)
-    first, count = tracker.encoded_rows(50.0, stable_only=True)
+    pieces, count = tracker.encoded_rows(50.0, stable_only=True)
+    first = list(pieces)
     assert count == 600
     tracker.update(listed, now=52.0)  # nothing came or went
     again, _ = tracker.encoded_rows(52.0, stable_only=True)
     assert [id(p) for p in again] == [id(p) for p in first]  # the same buffers
     gone = next(c for c in tracker._connections.values() if c.record.local_port == 20599)
+    assert gone.arena_chunk is not None
     where = tracker._arena._chunks.index(gone.arena_chunk)
     tracker.update(listed[:-1], now=54.0)
     tracker.update(listed[:-1], now=56.0)  # the last one closed two samples ago
