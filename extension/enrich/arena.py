@@ -221,6 +221,15 @@ class RowArena:
         for chunk in self.chunks():
             yield from chunk.rows
 
+    def maps(self) -> Iterator[tuple[Any, bytes]]:
+        """Each row held with its stable map, in order (building the chunks first):
+        for reading every row, where :meth:`encoded` would look each one up."""
+        for chunk in self.chunks():
+            data, start = chunk.data, 0
+            for row, end in zip(chunk.rows, chunk.ends, strict=True):
+                yield row, data[start:end]
+                start = end
+
     @staticmethod
     def _regather(chunks: list[Chunk]) -> list[Chunk]:
         out: list[Chunk] = []

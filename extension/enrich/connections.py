@@ -937,8 +937,8 @@ class ConnectionTracker:
         - Otherwise every column. Rows are grouped by their ``state`` and
           ``last_seen`` (and their number of stable entries), which every open
           row the last sample listed in one state shares, so a row costs one
-          list append here, and each group is joined in C, from slices of the
-          arena's buffers, when sent (:class:`extension.enrich.wire.GroupedRows`).
+          list append here; each group's rows are copied out of the arena's
+          buffers and joined when sent (:class:`extension.enrich.wire.GroupedRows`).
 
         Args:
             now: seconds since the Unix epoch (defaults to the latest merge).
@@ -1055,8 +1055,8 @@ class ConnectionTracker:
     def saved_rows(self) -> list[SavedRow]:
         """The rows osqueryd has been shown, open or lingering, for saving."""
         served = [conn for conn in self._connections.values() if conn.served]
-        encoded = self._arena.encoded
-        stable = decode_rows([encoded(conn) for conn in served], len(served))
+        maps = dict(self._arena.maps())
+        stable = decode_rows([maps[conn] for conn in served], len(served))
         out = []
         for conn, row in zip(served, stable, strict=True):
             identity = _key(conn.record) if conn.sampled else None

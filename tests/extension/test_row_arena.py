@@ -80,6 +80,7 @@ def test_the_arena_holds_what_was_added_and_not_removed_in_order(
             assert held.count == len(reference)
             for row, data in reference:
                 assert held.encoded(row) == data
+            assert list(held.maps()) == reference
     assert decode_rows(held.pieces(), len(reference)) == [
         decode_rows([data], 1)[0] for _, data in reference
     ]
