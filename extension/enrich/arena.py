@@ -189,17 +189,6 @@ class RowArena:
         row.arena_chunk = None
         self.count -= 1
 
-    def encoded(self, row: Member) -> bytes:
-        """The stable map of a held ``row``.
-
-        Raises:
-            KeyError: the row is not held.
-        """
-        chunk = row.arena_chunk
-        if chunk is None:
-            raise KeyError("the row is not in the arena")
-        return chunk.encoded(row)
-
     def chunks(self) -> list[Chunk]:
         """The chunks, built, in order; empty ones dropped. When rows that left
         have spread the rows over more than twice the chunks they need, they are
@@ -223,7 +212,7 @@ class RowArena:
 
     def maps(self) -> Iterator[tuple[Any, bytes]]:
         """Each row held with its stable map, in order (building the chunks first):
-        for reading every row, where :meth:`encoded` would look each one up."""
+        for reading every row, where :meth:`Chunk.encoded` would look each one up."""
         for chunk in self.chunks():
             data, start = chunk.data, 0
             for row, end in zip(chunk.rows, chunk.ends, strict=True):
