@@ -736,6 +736,11 @@ class ConnectionTracker:
             conn = self._find(record, sampled=None, event=event)
         if conn is None:
             return None
+        old = conn.flow_key
+        if old is not None and self._flows.get(old) is conn:
+            # One key per row: _drop lets go of the row's key, and a key left
+            # behind would hold the row after it leaves the table.
+            del self._flows[old]
         conn.flow_key = event.key
         self._flows[event.key] = conn
         return conn
