@@ -35,6 +35,8 @@ from itertools import accumulate, chain, compress
 from operator import sub
 from typing import Any, Final, Protocol
 
+from extension.enrich.wire import MAP_HEADER_BYTES
+
 __all__ = ["ROWS_PER_CHUNK", "Chunk", "Member", "RowArena"]
 
 ROWS_PER_CHUNK: Final = 256
@@ -65,9 +67,10 @@ class Chunk:
         left: built rows that have left since the last build.
     """
 
-    __slots__ = ("data", "ends", "entries", "fresh", "left", "rows", "size")
+    __slots__ = ("_splitter", "data", "ends", "entries", "fresh", "left", "rows", "size")
 
     def __init__(self) -> None:
+        self._splitter: struct.Struct | None = None
         self.data = b""
         self.rows: list[Any] = []
         self.ends = array("L")
@@ -125,6 +128,23 @@ class Chunk:
         self.ends = array("L", accumulate(lengths))
         self.fresh = []
         self.left = 0
+        self._splitter = None
+
+    def splitter(self) -> struct.Struct:
+        """What cuts each built row's entries (its map without the header) out of
+        ``data``, in order, in one call: ``splitter().unpack_from(data)``.
+
+        A ``struct.Struct`` whose format skips each header and takes each row's
+        entries (``6x<n>s`` per row): half the time of a slice per row. Made at
+        the first call after a build and kept until the next one, about 32
+        bytes per row; it fits this build's ``data`` alone.
+        """
+        splitter = self._splitter
+        if splitter is None:
+            ends, skip = self.ends, MAP_HEADER_BYTES
+            lengths = tuple(map(sub, ends, map(skip.__add__, chain((0,), ends))))
+            splitter = self._splitter = struct.Struct(f"{skip}x%ds" * len(lengths) % lengths)
+        return splitter
 
     def encoded(self, row: Any) -> bytes:
         """The map of ``row``, which this chunk holds.

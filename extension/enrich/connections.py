@@ -61,6 +61,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any, Final
 
 from extension.columns import MAX_TEXT, STABLE_COLUMNS, cap_text
@@ -110,6 +111,8 @@ _REMNANT_STATES: Final = frozenset({"TIME_WAIT", "FIN_WAIT1", "FIN_WAIT2", "CLOS
 """States of a socket with no owner that its process has closed (an orphan)."""
 _CHANGING: Final = frozenset({"state", "last_seen"})
 """The columns that change during a connection's life (the row's tail)."""
+_STATE: Final = attrgetter("state")
+_LAST_SEEN: Final = attrgetter("last_seen")
 _MAX_TAILS: Final = 4096
 """Encoded (state, last_seen) tails kept before the table of them starts over."""
 
@@ -980,11 +983,21 @@ class ConnectionTracker:
         for chunk in arena.chunks():
             # Nearly always every row of a chunk has the same number of stable
             # entries; the rows are then keyed without it.
-            counts = chunk.entries
+            counts, rows = chunk.entries, chunk.rows
             same = counts[0] if counts.count(counts[0]) == len(counts) else None
+            if same is not None:
+                # Nearly always, too, every row was listed by the last sample
+                # in one state: the chunk is then one group, found in C.
+                states = list(map(_STATE, rows))
+                if states.count(states[0]) == len(rows) and (
+                        list(map(_LAST_SEEN, rows)).count(listed_at) == len(rows)):  # fmt: skip
+                    listed.setdefault((states[0], same), []).append(
+                        (chunk.data, chunk.ends, chunk.splitter(), range(len(rows)))
+                    )
+                    continue
             here: dict[Any, list[int]] = {}
             there: dict[Any, list[int]] = {}
-            for index, (conn, entries) in enumerate(zip(chunk.rows, counts, strict=True)):
+            for index, (conn, entries) in enumerate(zip(rows, counts, strict=True)):
                 seen = conn.last_seen
                 if seen == listed_at or (seen < listed_at and conn.closed_at is None
                                          and conn.sampled and conn.missed_at is None):  # fmt: skip
@@ -999,13 +1012,13 @@ class ConnectionTracker:
                     if group is None:
                         group = there[key] = []
                 group.append(index)
-            data, ends = chunk.data, chunk.ends
-            for key, rows in here.items():
+            data, ends, splitter = chunk.data, chunk.ends, chunk.splitter()
+            for key, places in here.items():
                 full = (key, same) if same is not None else key
-                listed.setdefault(full, []).append((data, ends, rows))
-            for key, rows in there.items():
+                listed.setdefault(full, []).append((data, ends, splitter, places))
+            for key, places in there.items():
                 full = (*key, same) if same is not None else key
-                others.setdefault(full, []).append((data, ends, rows))
+                others.setdefault(full, []).append((data, ends, splitter, places))
         keyed = [((state, listed_at, entries), segs) for (state, entries), segs in listed.items()]
         keyed += others.items()
         groups: list[RowGroup] = []

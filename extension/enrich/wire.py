@@ -25,7 +25,6 @@ from __future__ import annotations
 import struct
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
 from typing import Final
 
 from thrift.protocol import TBinaryProtocol
@@ -88,9 +87,11 @@ def tail_bytes(state: str, last_seen: int) -> bytes:
 MAP_HEADER_BYTES: Final = 6
 """Bytes of a map's header: key type, value type, i32 entry count."""
 
-Segment = tuple[bytes, "array[int]", list[int]]
-"""Rows of one buffer of maps (extension/enrich/arena.py): the buffer, where each of
-its maps ends, and the rows' places in it, in order."""
+Segment = tuple[bytes, "array[int]", struct.Struct, Sequence[int]]
+"""Rows of one buffer of maps (extension/enrich/arena.py): the buffer, where each
+of its maps ends, what cuts every map's entries out of it
+(:meth:`extension.enrich.arena.Chunk.splitter`), and the rows' places in it, in
+order."""
 
 RowGroup = tuple[bytes, bytes, list[Segment]]
 """Rows that end alike: the map header they share (its count includes the two
@@ -106,12 +107,15 @@ class GroupedRows:
     sent: a group is its header; for each segment, its rows' entries (each
     map without its header, copied out of the buffer) joined with the tail and
     the header between them (and the same between segments); and the tail.
-    Iterable more than once.
+    Iterable more than once: a segment holds the buffer as it was when the
+    reply was made, whatever the arena does meanwhile.
 
-    The rows' entries are copied as ``bytes``, which the cyclic garbage
-    collector does not track: slices or memoryviews kept for them would be
-    tracked, and tens of thousands of them made on each reply set off full
-    collections of the whole process.
+    A segment of all or most of its buffer's rows is cut in one call of the
+    buffer's splitter (``struct.Struct.unpack_from``), and the few rows of
+    another are sliced one by one. Both copy the entries as ``bytes``, which
+    the cyclic garbage collector does not track: slices or memoryviews kept
+    for them would be tracked, and tens of thousands of them made on each
+    reply set off full collections of the whole process.
     """
 
     __slots__ = ("groups",)
@@ -124,13 +128,13 @@ class GroupedRows:
         for head, tail, segments in self.groups:
             between = tail + head
             yield head
-            for index, (data, ends, rows) in enumerate(segments):
+            for index, (data, ends, splitter, rows) in enumerate(segments):
                 if index:
                     yield between
                 if len(rows) == len(ends):  # the whole buffer
-                    starts = chain((0,), ends)  # one longer than ends: zip stops at ends
-                    pairs = zip(starts, ends, strict=False)
-                    yield between.join([data[s + skip : e] for s, e in pairs])
+                    yield between.join(splitter.unpack_from(data))
+                elif 2 * len(rows) > len(ends):  # most of it
+                    yield between.join(map(splitter.unpack_from(data).__getitem__, rows))
                 else:
                     yield between.join(
                         [data[(ends[i - 1] if i else 0) + skip : ends[i]] for i in rows]
