@@ -51,9 +51,13 @@ Every baseline is measured in the same run. Times in milliseconds.
    sends for the pack's query (``colsUsed``: the columns of its SELECT list,
    in the table's order), and ``all``, the context of ``SELECT *`` (every
    column). Floors from the same run: thrift's C encoder writing the same
-   rows from ready dicts, and sending the reply's bytes over a Unix socket
-   pair. ``ext share``: the extension's CPU per call over the end-to-end
-   time. Medians of ``--repeat`` runs.
+   rows from ready dicts; sending the reply's bytes over a Unix socket pair
+   to a thread that drains them at once (``floor: send``); and sending the
+   whole reply message to another process that reads it as the calls do,
+   through thrift's buffered transport and C decoder (``to thrift``, the
+   sender's CPU; ``ratio``: the extension's CPU per call over it). ``ext
+   share``: the extension's CPU per call over the end-to-end time. Medians
+   of ``--repeat`` runs.
 
 3b. Sampler by kind of socket, for each N in ``--kind-sockets`` (default
    10000 30000): the real Sampler's CPU per sample (collect, processes,
