@@ -245,8 +245,8 @@ class Sampler:
             if version == self._saved_version or (not force and now - self._saved_at < (
                     SAVE_EVERY_SECS)):  # fmt: skip
                 return
-            rows = self._tracker.saved_rows()
-        if self._store.save(rows):
+            rows = self._tracker.saved_rows_later()
+        if self._store.save(rows()):  # decoded with the lock let go
             self._saved_version, self._saved_at = version, now
 
     def read_events_once(self, timeout_secs: float = 0.0) -> int:

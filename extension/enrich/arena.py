@@ -37,7 +37,7 @@ from typing import Any, Final, Protocol
 
 from extension.enrich.wire import MAP_HEADER_BYTES
 
-__all__ = ["ROWS_PER_CHUNK", "Chunk", "Member", "RowArena"]
+__all__ = ["ROWS_PER_CHUNK", "Chunk", "Held", "Member", "RowArena", "maps_of"]
 
 ROWS_PER_CHUNK: Final = 256
 """Rows per chunk: about 170 KiB of typical rows, so a reply is sent in a few
@@ -162,6 +162,19 @@ class Chunk:
         return self.data[self.ends[index - 1] if index else 0 : self.ends[index]]
 
 
+Held = tuple[bytes, "array[int]", list[Any]]
+"""A chunk as it was: its buffer, where each map ends in it, and its rows."""
+
+
+def maps_of(held: list[Held]) -> Iterator[tuple[Any, bytes]]:
+    """Each row of ``held`` (:meth:`RowArena.held`) with its stable map, in order."""
+    for data, ends, rows in held:
+        start = 0
+        for row, end in zip(rows, ends, strict=True):
+            yield row, data[start:end]
+            start = end
+
+
 class RowArena:
     """Every served row's stable map, in chunks, in the order they were first served
     (rows that left make room that the next build closes up).
@@ -230,14 +243,17 @@ class RowArena:
         for chunk in self.chunks():
             yield from chunk.rows
 
+    def held(self) -> list[Held]:
+        """What :meth:`maps` reads, as it is now (building the chunks first): each
+        chunk's buffer, where its maps end and a copy of its rows. Later changes
+        to the arena leave it as it is, since a build makes a new buffer and new
+        ends rather than changing them."""
+        return [(chunk.data, chunk.ends, list(chunk.rows)) for chunk in self.chunks()]
+
     def maps(self) -> Iterator[tuple[Any, bytes]]:
         """Each row held with its stable map, in order (building the chunks first):
         for reading every row, where :meth:`Chunk.encoded` would look each one up."""
-        for chunk in self.chunks():
-            data, start = chunk.data, 0
-            for row, end in zip(chunk.rows, chunk.ends, strict=True):
-                yield row, data[start:end]
-                start = end
+        return maps_of(self.held())
 
     @staticmethod
     def _regather(chunks: list[Chunk]) -> list[Chunk]:

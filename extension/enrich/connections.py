@@ -65,7 +65,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from extension.columns import MAX_TEXT, STABLE_COLUMNS, cap_text
-from extension.enrich.arena import Chunk, RowArena
+from extension.enrich.arena import Chunk, RowArena, maps_of
 from extension.enrich.flow import (
     Holders,
     Listeners,
@@ -1072,14 +1072,27 @@ class ConnectionTracker:
 
     def saved_rows(self) -> list[SavedRow]:
         """The rows osqueryd has been shown, open or lingering, for saving."""
+        return self.saved_rows_later()()
+
+    def saved_rows_later(self) -> Callable[[], list[SavedRow]]:
+        """:meth:`saved_rows` as they are now, to be decoded later, by the returned
+        callable, without the tracker's lock: what may change is read now (a
+        pass over the rows), the encoded maps are decoded then (nearly all of
+        the work: about 8 µs per row)."""
         served = [conn for conn in self._connections.values() if conn.served]
-        maps = dict(self._arena.maps())
-        stable = decode_rows([maps[conn] for conn in served], len(served))
-        out = []
-        for conn, row in zip(served, stable, strict=True):
-            identity = _key(conn.record) if conn.sampled else None
-            out.append(SavedRow(identity, row, conn.closed_at, conn.state))
-        return out
+        facts = [(_key(conn.record) if conn.sampled else None, conn.closed_at, conn.state)
+                 for conn in served]  # fmt: skip
+        held = self._arena.held()
+
+        def decoded() -> list[SavedRow]:
+            maps = dict(maps_of(held))
+            stable = decode_rows([maps[conn] for conn in served], len(served))
+            return [
+                SavedRow(identity, row, closed_at, state)
+                for (identity, closed_at, state), row in zip(facts, stable, strict=True)
+            ]
+
+        return decoded
 
     def restore(self, saved: Iterable[SavedRow], now: float) -> None:
         """Take back rows saved before a restart (call before the first sample).

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import orjson
+import pytest
 
+from extension.collect.base import Collector
 from extension.columns import STABLE_COLUMNS
+from extension.enrich import connections
 from extension.enrich.connections import ConnectionTracker
 from extension.enrich.saved import RowStore, SavedRow
 from extension.model import FlowEvent, ProcessInfo, SocketRecord
+from extension.sampler import Sampler
 
 NS = 4026531840
 CURL = ProcessInfo(name="curl", path="/usr/bin/curl", cmdline="curl http://x", uid=1000,
@@ -152,3 +157,42 @@ def test_a_saved_row_with_columns_the_table_has_not_is_served_with_its_columns_o
         assert all(set(row) <= STABLE_COLUMNS | {"state", "last_seen"} for row in rows)
         assert after.encoded_rows(200.6, stable_only=True)[1] == 2
     assert after.revived == 2
+
+
+def test_the_rows_to_save_are_as_they_were_when_taken_whatever_happens_next() -> None:
+    # The sampler takes them under its lock and encodes them after letting go of it.
+    tracker = ConnectionTracker(lambda pid: CURL, linger_secs=6)
+    others = [replace(OUT, local_port=51000 + i, socket=800 + i) for i in range(1, 6)]
+    tracker.update([OUT, *others], now=100.0)
+    tracker.rows(100.0)
+    taken = tracker.saved_rows_later()
+    expected = tracker.saved_rows()
+    tracker.update([OUT, *others[2:]], now=102.0)
+    tracker.update([others[4]], now=104.0)  # closes the rest; two had closed already
+    tracker.rows(104.0)  # the chunks are built again
+    assert taken() == expected
+    assert tracker.saved_rows() != expected
+
+
+def test_the_sampler_encodes_the_rows_to_save_after_letting_go_of_its_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Listed(Collector):
+        def collect(self) -> list[SocketRecord]:
+            return [replace(OUT, local_port=51000 + i, socket=800 + i) for i in range(50)]
+
+    store = RowStore(str(tmp_path / "state"))
+    sampler = Sampler(Listed(), clock=lambda: 100.0, store=store)
+    sampler.sample_once()
+    sampler.rows()
+    held: list[bool] = []
+    real = connections.decode_rows
+
+    def decode(pieces: Sequence[bytes], count: int) -> list[dict[str, str]]:
+        held.append(sampler._lock.locked())
+        return real(pieces, count)
+
+    monkeypatch.setattr(connections, "decode_rows", decode)
+    sampler.save(force=True)
+    assert held == [False], "decoded once, with the lock free for queries and samples"
+    assert len(store.load()) == 50
