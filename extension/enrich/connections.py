@@ -408,6 +408,10 @@ class ConnectionTracker:
         self._open: dict[_Addr, list[TrackedConnection]] = {}
         self._unsampled: set[TrackedConnection] = set()
         self._flows: dict[_Key, TrackedConnection] = {}
+        # Rows linked to more than one flow key: the keys before the current
+        # one, which still lead to the row (late events under them) until it
+        # leaves the table.
+        self._earlier_flows: dict[TrackedConnection, list[_Key]] = {}
         # Open listening rows by (protocol, port), for inbound owners.
         self._listening: dict[tuple[int, int], list[TrackedConnection]] = {}
         # (namespace, protocol, local port) of UDP sockets seen sending, with when.
@@ -740,10 +744,11 @@ class ConnectionTracker:
         if conn is None:
             return None
         old = conn.flow_key
-        if old is not None and self._flows.get(old) is conn:
-            # One key per row: _drop lets go of the row's key, and a key left
-            # behind would hold the row after it leaves the table.
-            del self._flows[old]
+        if old is not None and old != event.key and self._flows.get(old) is conn:
+            # The earlier key still leads to the row: a late event under it
+            # (its flow's end, say) is this row's, even once it has closed,
+            # not a new row. _drop lets go of them all with the row.
+            self._earlier_flows.setdefault(conn, []).append(old)
         conn.flow_key = event.key
         self._flows[event.key] = conn
         return conn
@@ -1258,3 +1263,7 @@ class ConnectionTracker:
         self._pending.pop(head, None)
         if head.flow_key is not None and self._flows.get(head.flow_key) is head:
             del self._flows[head.flow_key]
+        if self._earlier_flows:
+            for key in self._earlier_flows.pop(head, ()):
+                if self._flows.get(key) is head:
+                    del self._flows[key]

@@ -1,0 +1,61 @@
+"""Review: a row relinked to a second flow key, then a late event under the first."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from extension.enrich.connections import ConnectionTracker
+from tests.extension.test_tracker_events import OUT, event, lookups
+
+
+def _two_keys() -> ConnectionTracker:
+    tracker = ConnectionTracker(lookups, linger_secs=6)
+    sampled = replace(OUT, socket=777)
+    tracker.update([sampled], now=100.0, started=99.9)
+    tracker.observe([event(sampled, key="a", started=99.5)], now=100.2)
+    tracker.observe([event(sampled, key="b", started=99.5)], now=100.4)
+    assert len(tracker.rows(100.5)) == 1
+    return tracker
+
+
+def test_a_late_end_under_the_first_key_after_the_row_closed_adds_no_row() -> None:
+    tracker = _two_keys()
+    # The sampler sees the socket gone twice: the row closes.
+    tracker.update([], now=101.0, started=100.9)
+    tracker.update([], now=101.5, started=101.4)
+    assert tracker.lingering == 1
+    # The event source then reports the first flow's end, a read late.
+    sampled = replace(OUT, socket=777, state="CLOSE")
+    tracker.observe([event(sampled, key="a", started=99.5, ended=101.0)], now=101.6)
+    rows = tracker.rows(101.7)
+    assert len(rows) == 1, f"one connection, shown {len(rows)} times"
+
+
+def test_an_update_under_the_first_key_after_the_row_closed_adds_no_row() -> None:
+    tracker = _two_keys()
+    sampled = replace(OUT, socket=777, state="CLOSE")
+    tracker.observe([event(sampled, key="b", started=99.5, ended=100.6)], now=100.7)
+    assert tracker.lingering == 1
+    tracker.observe([event(replace(OUT, socket=777), key="a", started=99.5)], now=100.8)
+    rows = tracker.rows(100.9)
+    assert len(rows) == 1, f"one connection, shown {len(rows)} times"
+
+
+def test_flapping_between_two_keys_is_one_row_and_nothing_holds_it_after_it_left() -> None:
+    tracker = _two_keys()
+    sampled = replace(OUT, socket=777)
+    for i in range(6):
+        key = "ab"[i % 2]
+        tracker.observe([event(sampled, key=key, started=99.5)], now=100.5 + i / 10)
+        tracker.update([sampled], now=100.55 + i / 10, started=100.5 + i / 10)
+        assert len(tracker.rows(100.56 + i / 10)) == 1
+    (conn,) = tracker._connections.values()
+    tracker.observe([event(replace(sampled, state="CLOSE"), key="b", started=99.5,
+                           ended=101.2)], now=101.3)  # fmt: skip
+    tracker.observe([event(replace(sampled, state="CLOSE"), key="a", started=99.5,
+                           ended=101.2)], now=101.35)  # fmt: skip
+    assert len(tracker.rows(101.4)) == 1 and tracker.lingering == 1
+    tracker.update([], now=108.0, started=107.9)
+    assert tracker.rows(108.0) == [] and tracker.tracked == 0
+    assert [key for key, row in tracker._flows.items() if row is conn] == []
+    assert tracker._earlier_flows == {}
