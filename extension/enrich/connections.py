@@ -113,6 +113,9 @@ _CHANGING: Final = frozenset({"state", "last_seen"})
 """The columns that change during a connection's life (the row's tail)."""
 _STATE: Final = attrgetter("state")
 _LAST_SEEN: Final = attrgetter("last_seen")
+_CLOSED_AT: Final = attrgetter("closed_at")
+_MISSED_AT: Final = attrgetter("missed_at")
+_SAMPLED: Final = attrgetter("sampled")
 _MAX_TAILS: Final = 4096
 """Encoded (state, last_seen) tails kept before the table of them starts over."""
 
@@ -992,10 +995,20 @@ class ConnectionTracker:
             same = counts[0] if counts.count(counts[0]) == len(counts) else None
             if same is not None:
                 # Nearly always, too, every row was listed by the last sample
-                # in one state: the chunk is then one group, found in C.
-                states = list(map(_STATE, rows))
-                if states.count(states[0]) == len(rows) and (
-                        list(map(_LAST_SEEN, rows)).count(listed_at) == len(rows)):  # fmt: skip
+                # in one state: the chunk is then one group, found in C. A row
+                # whose socket's record did not change keeps its last_seen
+                # (the sample does no work for it): listed all the same when
+                # it is open, followed and not missed (as below).
+                states, n = list(map(_STATE, rows)), len(rows)
+                if states.count(states[0]) == n and (
+                    (times := list(map(_LAST_SEEN, rows))).count(listed_at) == n
+                    or (
+                        max(times) <= listed_at
+                        and list(map(_CLOSED_AT, rows)).count(None) == n
+                        and list(map(_MISSED_AT, rows)).count(None) == n
+                        and all(map(_SAMPLED, rows))
+                    )
+                ):
                     listed.setdefault((states[0], same), []).append(
                         (chunk.data, chunk.ends, chunk.splitter(), range(len(rows)))
                     )

@@ -128,3 +128,33 @@ def test_replies_and_saved_rows_stay_as_made_while_rows_come_go_and_chunks_rebui
                 assert b"".join(old) == data and decode_rows(list(old), n) == rows
             for later, saved in taken:
                 assert later() == saved
+
+
+def test_a_chunk_of_rows_listed_again_unchanged_is_one_group_as_when_first_listed() -> None:
+    # The collector hands back the very record of a socket that did not change,
+    # and the tracker leaves such a row's last_seen as it was: the row is still
+    # one the last sample listed (the slow path says so), and so is the chunk.
+    sockets = [
+        SocketRecord(
+            pid=7,
+            family=2,
+            protocol=6,
+            local_address="10.0.0.5",
+            local_port=20000 + i,
+            remote_address="192.0.2.1",
+            remote_port=443,
+            state="ESTABLISHED",
+            socket=i + 1,
+            net_namespace=1,
+        )
+        for i in range(600)
+    ]
+    tracker = ConnectionTracker(lookup, attempt_grace_secs=0)
+    for now in (1000.0, 1002.0, 1004.0):
+        tracker.update(sockets, now=now)
+        pieces, count = tracker.encoded_rows(now)
+        assert isinstance(pieces, GroupedRows)
+        ((_, _, segments),) = pieces.groups
+        assert [type(places) for *_, places in segments] == [range] * 3, now
+        rows = decode_rows(list(pieces), count)
+        assert {r["last_seen"] for r in rows} == {str(int(now))}
