@@ -61,7 +61,6 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from operator import attrgetter
 from typing import Any, Final
 
 from extension.columns import MAX_TEXT, STABLE_COLUMNS, cap_text
@@ -111,11 +110,6 @@ _REMNANT_STATES: Final = frozenset({"TIME_WAIT", "FIN_WAIT1", "FIN_WAIT2", "CLOS
 """States of a socket with no owner that its process has closed (an orphan)."""
 _CHANGING: Final = frozenset({"state", "last_seen"})
 """The columns that change during a connection's life (the row's tail)."""
-_STATE: Final = attrgetter("state")
-_LAST_SEEN: Final = attrgetter("last_seen")
-_CLOSED_AT: Final = attrgetter("closed_at")
-_MISSED_AT: Final = attrgetter("missed_at")
-_SAMPLED: Final = attrgetter("sampled")
 _MAX_TAILS: Final = 4096
 """Encoded (state, last_seen) tails kept before the table of them starts over."""
 
@@ -991,31 +985,11 @@ class ConnectionTracker:
         for chunk in arena.chunks():
             # Nearly always every row of a chunk has the same number of stable
             # entries; the rows are then keyed without it.
-            counts, rows = chunk.entries, chunk.rows
+            counts = chunk.entries
             same = counts[0] if counts.count(counts[0]) == len(counts) else None
-            if same is not None:
-                # Nearly always, too, every row was listed by the last sample
-                # in one state: the chunk is then one group, found in C. A row
-                # whose socket's record did not change keeps its last_seen
-                # (the sample does no work for it): listed all the same when
-                # it is open, followed and not missed (as below).
-                states, n = list(map(_STATE, rows)), len(rows)
-                if states.count(states[0]) == n and (
-                    (times := list(map(_LAST_SEEN, rows))).count(listed_at) == n
-                    or (
-                        max(times) <= listed_at
-                        and list(map(_CLOSED_AT, rows)).count(None) == n
-                        and list(map(_MISSED_AT, rows)).count(None) == n
-                        and all(map(_SAMPLED, rows))
-                    )
-                ):
-                    listed.setdefault((states[0], same), []).append(
-                        (chunk.data, chunk.ends, chunk.splitter(), range(len(rows)))
-                    )
-                    continue
             here: dict[Any, list[int]] = {}
             there: dict[Any, list[int]] = {}
-            for index, (conn, entries) in enumerate(zip(rows, counts, strict=True)):
+            for index, (conn, entries) in enumerate(zip(chunk.rows, counts, strict=True)):
                 seen = conn.last_seen
                 if seen == listed_at or (seen < listed_at and conn.closed_at is None
                                          and conn.sampled and conn.missed_at is None):  # fmt: skip
