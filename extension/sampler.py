@@ -187,6 +187,7 @@ class Sampler:
         # sample (a first full scan, say) lists the sockets.
         self._collect_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._pending: list[FlowEvent] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -239,15 +240,19 @@ class Sampler:
         """Save the served rows when they changed (at most every SAVE_EVERY_SECS)."""
         if self._store is None:
             return
-        now = time.monotonic()
-        with self._lock:
-            version = self._tracker.version
-            if version == self._saved_version or (not force and now - self._saved_at < (
-                    SAVE_EVERY_SECS)):  # fmt: skip
-                return
-            rows = self._tracker.saved_rows_later()
-        if self._store.save(rows()):  # decoded with the lock let go
-            self._saved_version, self._saved_at = version, now
+        # One save at a time, so that the rows taken last are written last
+        # (stop() saves while a sampling thread that outlived its join may be
+        # saving too); the sampler's lock only while the rows are taken.
+        with self._save_lock:
+            now = time.monotonic()
+            with self._lock:
+                version = self._tracker.version
+                if version == self._saved_version or (not force and now - self._saved_at < (
+                        SAVE_EVERY_SECS)):  # fmt: skip
+                    return
+                rows = self._tracker.saved_rows_later()
+            if self._store.save(rows()):  # decoded with the lock let go
+                self._saved_version, self._saved_at = version, now
 
     def read_events_once(self, timeout_secs: float = 0.0) -> int:
         """Read the event source once and merge what it reports.

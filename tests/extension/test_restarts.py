@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -196,3 +197,52 @@ def test_the_sampler_encodes_the_rows_to_save_after_letting_go_of_its_lock(
     sampler.save(force=True)
     assert held == [False], "decoded once, with the lock free for queries and samples"
     assert len(store.load()) == 50
+
+
+def test_two_saves_at_once_leave_the_later_rows_in_the_file(tmp_path: Path) -> None:
+    # stop() saves while a sampling thread that outlived its join may still be
+    # saving: the rows taken last must be the ones left in the file.
+    listed = [replace(OUT, local_port=51000 + i, socket=800 + i) for i in range(20)]
+
+    class Listed(Collector):
+        def collect(self) -> list[SocketRecord]:
+            return list(listed)
+
+    class Paused(RowStore):
+        """The real store; its first write waits until the test lets it go."""
+
+        def __init__(self, path: str) -> None:
+            super().__init__(path)
+            self.writing = threading.Event()
+            self.go_on = threading.Event()
+
+        def save(self, rows: list[SavedRow]) -> bool:
+            if not self.writing.is_set():
+                self.writing.set()
+                assert self.go_on.wait(10)
+            return super().save(rows)
+
+    store = Paused(str(tmp_path / "state"))
+    clock = [100.0]
+    sampler = Sampler(Listed(), clock=lambda: clock[0], store=store)
+    sampler.sample_once()
+    sampler.rows()
+    first = threading.Thread(target=sampler.save, kwargs={"force": True})
+    first.start()
+    assert store.writing.wait(10)
+    del listed[10:]  # ten sockets close; two samples make it sure
+    for _ in range(2):
+        clock[0] += 1.0
+        sampler.sample_once()
+    sampler.rows()
+    second = threading.Thread(target=sampler.save, kwargs={"force": True})
+    second.start()
+    second.join(0.5)
+    store.go_on.set()
+    first.join(10)
+    second.join(10)
+    assert not first.is_alive() and not second.is_alive()
+    saved = RowStore(str(tmp_path / "state")).load()
+    assert sum(row.closed_at is None for row in saved) == 10, (
+        "the file holds the rows as the second save took them"
+    )
