@@ -1,6 +1,6 @@
-"""Review: SELECT * replies (one group per chunk, the cached splitter) and the rows
-taken for saving, against slices of the buffers and thrift's decoding, while the
-arena changes between making a reply and sending it (again)."""
+"""SELECT * replies (the grouping, the cached splitter) and the rows taken for saving,
+against slices of the buffers and thrift's decoding, while the arena changes between
+making a reply and sending it (again)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Review: a row relinked to a second flow key, then a late event under the first."""
+"""A row the kernel events report under a second flow key: a late event under the first
+is still the row's, and no key holds the row once it has left the table."""
 
 from __future__ import annotations
 
