@@ -87,7 +87,7 @@ def tail_bytes(state: str, last_seen: int) -> bytes:
 MAP_HEADER_BYTES: Final = 6
 """Bytes of a map's header: key type, value type, i32 entry count."""
 
-Segment = tuple[bytes, "array[int]", struct.Struct, Sequence[int]]
+Segment = tuple[bytes, "array[int]", struct.Struct, list[int]]
 """Rows of one buffer of maps (extension/enrich/arena.py): the buffer, where each
 of its maps ends, what cuts every map's entries out of it
 (:meth:`extension.enrich.arena.Chunk.splitter`), and the rows' places in it, in
