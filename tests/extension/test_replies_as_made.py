@@ -62,7 +62,7 @@ def test_the_splitter_cuts_what_slices_cut_and_old_replies_keep_their_bytes(
             segments = []
             for chunk in held.chunks():
                 n = len(chunk.rows)
-                for places in (range(n), list(range(0, n, 2)), list(range(1, n, 3)), [n - 1]):
+                for places in (list(range(n)), list(range(0, n, 2)), list(range(1, n, 3)), [n - 1]):
                     segments.append((chunk.data, chunk.ends, chunk.splitter(), places))
             reply = GroupedRows([(b"H", b"T", segments)]) if segments else GroupedRows([])
             expected = []
@@ -133,7 +133,7 @@ def test_replies_and_saved_rows_stay_as_made_while_rows_come_go_and_chunks_rebui
 def test_a_chunk_of_rows_listed_again_unchanged_is_one_group_as_when_first_listed() -> None:
     # The collector hands back the very record of a socket that did not change,
     # and the tracker leaves such a row's last_seen as it was: the row is still
-    # one the last sample listed (the slow path says so), and so is the chunk.
+    # one the last sample listed, served with its last_seen, in one group.
     sockets = [
         SocketRecord(
             pid=7,
