@@ -86,7 +86,13 @@ from extension.enrich.wire import (
 )
 from extension.model import IPPROTO_TCP, IPPROTO_UDP, FlowEvent, ProcessInfo, SocketRecord
 
-__all__ = ["DEFAULT_ATTEMPT_GRACE_SECS", "ConnectionTracker", "Row", "TrackedConnection"]
+__all__ = [
+    "DEFAULT_ATTEMPT_GRACE_SECS",
+    "EARLIER_FLOW_KEYS",
+    "ConnectionTracker",
+    "Row",
+    "TrackedConnection",
+]
 
 Row = dict[str, str]
 TOMBSTONE_SECS: Final = 120.0
@@ -110,6 +116,15 @@ _REMNANT_STATES: Final = frozenset({"TIME_WAIT", "FIN_WAIT1", "FIN_WAIT2", "CLOS
 """States of a socket with no owner that its process has closed (an orphan)."""
 _CHANGING: Final = frozenset({"state", "last_seen"})
 """The columns that change during a connection's life (the row's tail)."""
+EARLIER_FLOW_KEYS: Final = 4
+"""Flow keys a row keeps besides its current one, the latest first to stay.
+
+A row gets another key when the event source reports a new flow on its
+socket: a UDP socket that speaks again after longer than the source remembers
+a flow (extension/collect/linux_events.py ``_UDP_IDLE_NS``). An earlier flow may
+still be reported a read late (its end, say), and must reach the row, not make a
+second one; a flow forgotten by the source is never reported again, so a long-lived
+socket need not keep every key it ever had."""
 _MAX_TAILS: Final = 4096
 """Encoded (state, last_seen) tails kept before the table of them starts over."""
 
@@ -745,7 +760,12 @@ class ConnectionTracker:
             # The earlier key still leads to the row: a late event under it
             # (its flow's end, say) is this row's, even once it has closed,
             # not a new row. _drop lets go of them all with the row.
-            self._earlier_flows.setdefault(conn, []).append(old)
+            earlier = self._earlier_flows.setdefault(conn, [])
+            earlier.append(old)
+            if len(earlier) > EARLIER_FLOW_KEYS:
+                oldest = earlier.pop(0)
+                if self._flows.get(oldest) is conn:
+                    del self._flows[oldest]
         conn.flow_key = event.key
         self._flows[event.key] = conn
         return conn

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from extension.enrich.connections import ConnectionTracker
+from extension.enrich.connections import EARLIER_FLOW_KEYS, ConnectionTracker
 from tests.extension.test_tracker_events import OUT, event, lookups
 
 
@@ -60,3 +60,19 @@ def test_flapping_between_two_keys_is_one_row_and_nothing_holds_it_after_it_left
     assert tracker.rows(108.0) == [] and tracker.tracked == 0
     assert [key for key, row in tracker._flows.items() if row is conn] == []
     assert tracker._earlier_flows == {}
+
+
+def test_a_row_relinked_again_and_again_keeps_only_its_latest_keys() -> None:
+    # A connected UDP socket that goes quiet for longer than the event source
+    # remembers a flow gets a new flow key each time it speaks again; the
+    # forgotten flows are never reported again, so their keys need not be kept.
+    tracker = ConnectionTracker(lookups, linger_secs=6)
+    sampled = replace(OUT, socket=777)
+    tracker.update([sampled], now=100.0, started=99.9)
+    for i in range(50):
+        tracker.observe([event(sampled, key=f"k{i}", started=99.5)], now=100.1 + i / 100)
+    (conn,) = tracker._connections.values()
+    held = sorted(key for key, row in tracker._flows.items() if row is conn)
+    assert len(held) == EARLIER_FLOW_KEYS + 1
+    assert ("tcp", "k49") in held and ("tcp", "k48") in held and ("tcp", "k0") not in held
+    assert len(tracker.rows(101.0)) == 1
