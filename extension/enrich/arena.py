@@ -261,13 +261,11 @@ class RowArena:
         chunk: Chunk | None = None
         for old in chunks:
             old.build()
-            data, start = old.data, 0
-            for row, end in zip(old.rows, old.ends, strict=True):
-                if chunk is None or chunk.size >= ROWS_PER_CHUNK:
-                    chunk = Chunk()
-                    out.append(chunk)
-                chunk.fresh.append((row, data[start:end]))
-                chunk.size += 1
-                row.arena_chunk = chunk
-                start = end
+        for row, encoded in maps_of([(old.data, old.ends, old.rows) for old in chunks]):
+            if chunk is None or chunk.size >= ROWS_PER_CHUNK:
+                chunk = Chunk()
+                out.append(chunk)
+            chunk.fresh.append((row, encoded))
+            chunk.size += 1
+            row.arena_chunk = chunk
         return out
