@@ -15,8 +15,23 @@ def _two_keys() -> ConnectionTracker:
     tracker.update([sampled], now=100.0, started=99.9)
     tracker.observe([event(sampled, key="a", started=99.5)], now=100.2)
     tracker.observe([event(sampled, key="b", started=99.5)], now=100.4)
-    assert len(tracker.rows(100.5)) == 1
+    assert len(tracker.rows(100.5)) == 1, "both flows are the one row"
     return tracker
+
+
+def test_a_row_linked_to_a_second_flow_is_let_go_once_it_expires() -> None:
+    # A socket the sampler follows is reported under one flow key, then another
+    # (a connected UDP socket's next flow, a restarted event source). Once the
+    # row has lingered and left, nothing may keep it: neither key still leads to it.
+    tracker = _two_keys()
+    (conn,) = tracker._connections.values()
+    tracker.update([], now=101.0, started=100.9)
+    tracker.update([], now=101.5, started=101.4)
+    assert tracker.lingering == 1
+    tracker.update([], now=108.0, started=107.9)
+    assert tracker.rows(108.0) == [] and tracker.lingering == 0
+    held = [key for key, row in tracker._flows.items() if row is conn]
+    assert held == [], "a flow key still holds the row that left the table"
 
 
 def test_a_late_end_under_the_first_key_after_the_row_closed_adds_no_row() -> None:
