@@ -432,6 +432,21 @@ def generate_request(query: str) -> dict[str, str]:
     return {"action": "generate", "context": json.dumps(context, separators=(",", ":"))}
 
 
+@contextlib.contextmanager
+def osquery_client(path: str) -> Iterator[Any]:
+    """An osquery ``Extension`` client on a new connection to the Unix socket
+    ``path``, as osqueryd connects: thrift's buffered transport, replies decoded
+    by its C extension (osqueryd decodes in C++); closed on leaving."""
+    sock = TSocket.TSocket(unix_socket=path)
+    sock.setTimeout(300_000)
+    transport = TTransport.TBufferedTransport(sock)
+    transport.open()
+    try:
+        yield Extension.Client(FastBinaryProtocol(transport))
+    finally:
+        transport.close()
+
+
 def call_generate(path: str, request: dict[str, str]) -> list[dict[str, str]]:
     """One ``generate`` over a new Thrift connection, as osqueryd calls it.
 
@@ -440,15 +455,8 @@ def call_generate(path: str, request: dict[str, str]) -> list[dict[str, str]]:
     Raises:
         RuntimeError: the extension answered a non-zero status.
     """
-    sock = TSocket.TSocket(unix_socket=path)
-    sock.setTimeout(300_000)
-    transport = TTransport.TBufferedTransport(sock)
-    client = Extension.Client(FastBinaryProtocol(transport))
-    transport.open()
-    try:
+    with osquery_client(path) as client:
         reply = client.call("table", _TABLE, request)
-    finally:
-        transport.close()
     if reply.status.code != 0:
         raise RuntimeError(f"generate failed: {reply.status.message}")
     return list(reply.response)
@@ -661,20 +669,12 @@ def send_over_socketpair(data: bytes) -> None:
 
 _THRIFT_READER = r"""
 import sys
-from osquery.extensions import Extension
-from thrift.transport import TSocket, TTransport
-from extension.serve.fastproto import FastBinaryProtocol
+sys.path.insert(0, "benchmarks")
+from extension_bench import osquery_client
 path, runs = sys.argv[1], int(sys.argv[2])
 for _ in range(runs):
-    sock = TSocket.TSocket(unix_socket=path)
-    sock.setTimeout(300_000)
-    transport = TTransport.TBufferedTransport(sock)
-    client = Extension.Client(FastBinaryProtocol(transport))
-    transport.open()
-    try:
-        rows = client.recv_call().response
-    finally:
-        transport.close()
+    with osquery_client(path) as client:
+        client.recv_call()
 """
 
 
@@ -690,8 +690,8 @@ def reply_message(response: ExtensionResponse) -> bytes:
 
 def send_to_thrift_reader(message: bytes, runs: int) -> float:
     """Median CPU of sending ``message`` whole, ``runs`` times, to a reader that
-    reads it as :func:`call_generate` does (another process, a new connection
-    each time, thrift's buffered transport and C decoder), milliseconds.
+    reads it as :func:`call_generate` does (another process, a new
+    :func:`osquery_client` each time), milliseconds.
 
     The floor of the extension's CPU per call with the same reader: what the
     kernel charges the sender to pass the bytes to a reader that takes them a
